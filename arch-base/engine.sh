@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# make engine: make a Docker engine reachable, or say exactly why not.
+#
+# Does nothing when `docker info` already answers. Otherwise, as root on
+# Debian/Ubuntu, installs the distribution's docker.io package and starts
+# dockerd detached (no systemd is assumed: containers and CI machines often
+# have none), logging to $NBPOOL_DOCKERD_LOG, then waits for it with a deadline.
+set -euo pipefail
+
+LOG=${NBPOOL_DOCKERD_LOG:-/var/log/nbpool-dockerd.log}
+DEADLINE=${NBPOOL_ENGINE_TIMEOUT:-60}
+
+say() { printf 'engine: %s\n' "$*"; }
+die() { printf 'engine: ERROR: %s\n' "$*" >&2; exit 1; }
+
+if docker info >/dev/null 2>&1; then
+    say "Docker engine already reachable ($(docker info --format '{{.ServerVersion}}' 2>/dev/null)); nothing to do."
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    die "no Docker engine answers and this is not root, so I cannot start one.
+  Install and start Docker (Debian/Ubuntu: 'sudo apt-get install docker.io' then
+  'sudo systemctl start docker'), add yourself to the 'docker' group, and rerun."
+fi
+
+. /etc/os-release 2>/dev/null || true
+case " ${ID:-} ${ID_LIKE:-} " in
+    *" debian "*|*" ubuntu "*) ;;
+    *) die "no Docker engine answers, and this is ${PRETTY_NAME:-an unknown OS}, not Debian/Ubuntu.
+  Install Docker Engine for your OS (https://docs.docker.com/engine/install/), start it, and rerun." ;;
+esac
+
+if ! command -v dockerd >/dev/null 2>&1; then
+    say "installing Debian's docker.io package (first run only)..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || die "apt-get update failed; check the apt sources in /etc/apt."
+    apt-get install -y -qq --no-install-recommends docker.io iptables >/dev/null \
+        || die "apt-get install docker.io failed (see the messages above)."
+    say "installed $(dockerd --version)"
+fi
+
+if pgrep -x dockerd >/dev/null 2>&1; then
+    say "dockerd is running but not answering yet; waiting for it."
+else
+    say "starting dockerd in the background; its log is $LOG"
+    mkdir -p "$(dirname "$LOG")"
+    # setsid + nohup: the daemon must outlive this make invocation.
+    setsid nohup dockerd >>"$LOG" 2>&1 </dev/null &
+fi
+
+for _ in $(seq "$DEADLINE"); do
+    if docker info >/dev/null 2>&1; then
+        say "Docker engine ready ($(docker info --format '{{.ServerVersion}} {{.Driver}} cgroup v{{.CgroupVersion}}' 2>/dev/null))."
+        exit 0
+    fi
+    sleep 1
+done
+tail -n 20 "$LOG" >&2 || true
+die "dockerd did not answer within ${DEADLINE}s; the last lines of $LOG are above."

@@ -1,0 +1,1 @@
+"""Simulated workshop attendees for load-testing an nbpool service."""

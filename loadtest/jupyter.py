@@ -1,0 +1,188 @@
+"""A small async client for a Jupyter server's REST and kernel WebSocket APIs.
+
+Used by the load generator (each simulated attendee starts a kernel and runs
+cells, as a browser would) and by the tests that check the workshop image.
+Speaks the JSON kernel protocol (the one Jupyter Server uses when the client
+requests no subprotocol), so it needs nothing beyond Tornado.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+
+class KernelError(Exception):
+    """A kernel could not be started, reached or run; the message says which."""
+
+
+@dataclass
+class ExecutionResult:
+    """What one execute_request produced."""
+
+    status: str  # "ok" or "error" (from execute_reply)
+    stdout: str = ""
+    stderr: str = ""
+    # text/plain of execute_result and display_data, in order
+    text: list[str] = field(default_factory=list)
+    # MIME types of rich outputs seen (e.g. "image/png" from a plot)
+    mimetypes: set[str] = field(default_factory=set)
+    error: str = ""  # "ename: evalue" when status is "error"
+
+    @property
+    def output(self) -> str:
+        """All text output: the stream, then each result's text/plain."""
+        return self.stdout + "".join(self.text)
+
+
+def _ws_url(http_url: str) -> str:
+    parts = urlsplit(http_url)
+    scheme = {"http": "ws", "https": "wss"}[parts.scheme]
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
+
+
+class KernelClient:
+    """One kernel on one Jupyter server, driven over REST and the WebSocket.
+
+    ``base_url`` is the server's root as the client reaches it, for example
+    ``http://127.0.0.1:8000/user/abc/``; ``headers`` go on every request
+    (an ``Authorization: token …`` header, or a ``Cookie`` header when a proxy
+    injects the token on the visitor's behalf).
+    """
+
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None, *, timeout: float = 60.0):
+        self.base_url = base_url.rstrip("/") + "/"
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self.kernel_id: str | None = None
+        self.session = uuid.uuid4().hex
+        self._ws: WebSocketClientConnection | None = None
+        self._http = AsyncHTTPClient()
+
+    async def _request(self, method: str, path: str, body: dict | None = None) -> dict | None:
+        headers = dict(self.headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        req = HTTPRequest(
+            self.base_url + path,
+            method=method,
+            headers=headers,
+            body=json.dumps(body) if body is not None else None,
+            request_timeout=self.timeout,
+            follow_redirects=False,
+        )
+        resp = await self._http.fetch(req, raise_error=False)
+        if resp.code >= 400 or resp.code == 599:
+            reason = resp.error if resp.code == 599 else resp.reason
+            raise KernelError(f"{method} {path} answered {resp.code} {reason}")
+        return json.loads(resp.body) if resp.body else None
+
+    async def start(self, kernel_name: str = "python3") -> str:
+        """Start a kernel and open its channels WebSocket; returns the kernel id."""
+        model = await self._request("POST", "api/kernels", {"name": kernel_name})
+        self.kernel_id = model["id"]
+        url = _ws_url(f"{self.base_url}api/kernels/{self.kernel_id}/channels?session_id={self.session}")
+        try:
+            self._ws = await websocket_connect(
+                HTTPRequest(url, headers=self.headers, request_timeout=self.timeout),
+                max_message_size=64 * 1024 * 1024,
+            )
+        except Exception as exc:
+            raise KernelError(f"kernel websocket did not open: {exc}") from exc
+        # The kernel may still be starting: kernel_info answers once it is ready.
+        await self._send_and_collect("kernel_info_request", {}, channel="shell")
+        return self.kernel_id
+
+    def _message(self, msg_type: str, content: dict, channel: str) -> dict:
+        return {
+            "header": {
+                "msg_id": uuid.uuid4().hex,
+                "username": "nbpool",
+                "session": self.session,
+                "msg_type": msg_type,
+                "version": "5.3",
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            "parent_header": {},
+            "metadata": {},
+            "content": content,
+            "buffers": [],
+            "channel": channel,
+        }
+
+    async def _send_and_collect(self, msg_type: str, content: dict, channel: str) -> ExecutionResult:
+        if self._ws is None:
+            raise KernelError("kernel is not started")
+        msg = self._message(msg_type, content, channel)
+        msg_id = msg["header"]["msg_id"]
+        await self._ws.write_message(json.dumps(msg))
+        result = ExecutionResult(status="ok")
+        reply_seen = idle_seen = False
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        # Done when both the shell reply and the iopub "idle" for this request have arrived.
+        while not (reply_seen and idle_seen):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise KernelError(f"no reply to {msg_type} within {self.timeout:.0f}s")
+            try:
+                raw = await asyncio.wait_for(self._ws.read_message(), remaining)
+            except asyncio.TimeoutError:
+                raise KernelError(f"no reply to {msg_type} within {self.timeout:.0f}s") from None
+            if raw is None:
+                raise KernelError("kernel websocket closed")
+            if isinstance(raw, bytes):
+                continue  # binary messages carry buffers we do not need
+            reply = json.loads(raw)
+            if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = reply["msg_type"]
+            body = reply["content"]
+            if reply.get("channel") == "shell" and kind.endswith("_reply"):
+                reply_seen = True
+                if body.get("status") == "error":
+                    result.status = "error"
+                    result.error = result.error or f"{body.get('ename')}: {body.get('evalue')}"
+            elif kind == "status" and body.get("execution_state") == "idle":
+                idle_seen = True
+            elif kind == "stream":
+                if body.get("name") == "stderr":
+                    result.stderr += body.get("text", "")
+                else:
+                    result.stdout += body.get("text", "")
+            elif kind in ("execute_result", "display_data"):
+                data = body.get("data", {})
+                result.mimetypes.update(data)
+                if "text/plain" in data:
+                    result.text.append(data["text/plain"])
+            elif kind == "error":
+                result.status = "error"
+                result.error = f"{body.get('ename')}: {body.get('evalue')}"
+        return result
+
+    async def execute(self, code: str) -> ExecutionResult:
+        """Run ``code`` and wait for its reply and outputs."""
+        return await self._send_and_collect(
+            "execute_request",
+            {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+             "allow_stdin": False, "stop_on_error": True},
+            channel="shell",
+        )
+
+    async def shutdown(self) -> None:
+        """Close the WebSocket and delete the kernel (errors ignored: best effort at exit)."""
+        if self._ws is not None:
+            self._ws.close()
+            self._ws = None
+        if self.kernel_id is not None:
+            try:
+                await self._request("DELETE", f"api/kernels/{self.kernel_id}")
+            except KernelError:
+                pass
+            self.kernel_id = None

@@ -1,0 +1,31 @@
+"""Jupyter Server settings for nbpool workshop containers.
+
+Base URL, port and token come from the orchestrator at start (see
+start-notebook.sh); everything else an attendee's server needs is fixed here.
+"""
+
+c = get_config()  # noqa: F821 -- injected by Jupyter's config loader
+
+# Reached only through the nbpool proxy, on the container's own interface.
+c.ServerApp.ip = "0.0.0.0"
+c.ServerApp.port = 8888
+c.ServerApp.open_browser = False
+c.ServerApp.allow_remote_access = True
+# The proxy sets X-Forwarded-For/-Proto/-Host: trust them so redirects and
+# websocket origin checks see the attendee's scheme and host.
+c.ServerApp.trust_xheaders = True
+# An attendee must not shut their own server down by accident: no quit
+# button or "Shut Down" menu entry in Notebook 7 or JupyterLab.
+c.ServerApp.quit_button = False
+# Land on the file browser that shows the workshop notebooks.
+c.ServerApp.default_url = "/tree"
+c.ServerApp.root_dir = "/home/jovyan"
+
+# Branding: ~/.jupyter/custom/custom.css and its logo, in Notebook 7 and /lab.
+c.JupyterNotebookApp.custom_css = True
+c.LabApp.custom_css = True
+
+# The container has no reason to call home: no news feed, no update checks,
+# and no pop-up asking the attendee about either.
+c.LabApp.news_url = None
+c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"

@@ -1,0 +1,77 @@
+"""Shared fixtures: the real Docker engine, and notebook containers from the real image.
+
+Docker tests skip only when not under CI and no engine answers; under
+``CI=true`` a missing engine is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import pytest
+
+from tests.dockertools import (
+    NOTEBOOK_IMAGE,
+    TEST_POOL_LABEL,
+    engine_or_none,
+    remove_test_containers,
+    start_notebook_container,
+)
+
+UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    # Keep each phase's report on the item so fixtures can tell a failed test
+    # from a passing one (and print container logs only on failure).
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A client of the real engine; skip (outside CI) or fail (under CI) without one."""
+    client, why = engine_or_none()
+    if client is None:
+        message = f"no Docker engine reachable ({why}); run 'make engine'"
+        if UNDER_CI:
+            pytest.fail(message + " -- under CI=true Docker tests must run", pytrace=False)
+        pytest.skip(message)
+    yield client
+    remove_test_containers(client)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def notebook_image(docker_client):
+    """The workshop image's tag; fails with a clear message if it was not built."""
+    import docker.errors
+
+    try:
+        docker_client.images.get(NOTEBOOK_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"{NOTEBOOK_IMAGE} is missing: run 'make images'", pytrace=False)
+    return NOTEBOOK_IMAGE
+
+
+@pytest.fixture(scope="session")
+def notebook_server(docker_client, notebook_image, request):
+    """One running workshop container with a known base URL and token, shared by a session."""
+    server = start_notebook_container(
+        docker_client, notebook_image, base_url="/user/session-test/", token=secrets.token_hex(16)
+    )
+    yield server
+    failed = any(getattr(item, "rep_call", None) is not None and item.rep_call.failed
+                 for item in request.session.items
+                 if "notebook_server" in getattr(item, "fixturenames", ()))
+    if failed:
+        print(f"\n--- logs of {server.container.name} ---\n{server.logs()}")
+    server.remove()
+
+
+@pytest.fixture
+def label_filter():
+    return {"label": TEST_POOL_LABEL}

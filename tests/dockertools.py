@@ -1,0 +1,109 @@
+"""Helpers for tests that use the real Docker engine and the real images."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+
+NOTEBOOK_IMAGE = "nbpool/notebook:latest"
+BASE_IMAGE = "nbpool/base:bookworm"
+# Every container a test starts carries this label, so cleanup finds them all.
+TEST_POOL_LABEL = "org.nbpool.pool=nbpool-tests"
+
+
+def engine_or_none() -> tuple[docker.DockerClient | None, str]:
+    """The engine's client, or None with the reason it cannot be reached."""
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except Exception as exc:  # any failure to reach the engine means "no engine"
+        return None, f"{type(exc).__name__}: {exc}"
+    return client, ""
+
+
+def remove_test_containers(client: docker.DockerClient) -> None:
+    for container in client.containers.list(all=True, filters={"label": TEST_POOL_LABEL}):
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+def wait_for_http(url: str, headers: dict[str, str], deadline_s: float) -> int:
+    """Poll ``url`` until it answers below 500; return the status, raise on deadline."""
+    deadline = time.monotonic() + deadline_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        req = urllib.request.Request(url, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return exc.code
+            last = f"HTTP {exc.code}"
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready within {deadline_s:.0f}s (last: {last})")
+
+
+@dataclass
+class NotebookServer:
+    container: docker.models.containers.Container
+    base_url: str  # e.g. /user/abc/
+    token: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Root URL of the server as reached from the host."""
+        return f"http://127.0.0.1:{self.port}{self.base_url}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    def logs(self) -> str:
+        try:
+            return self.container.logs().decode(errors="replace")
+        except docker.errors.NotFound:
+            return "(container gone)"
+
+    def exec(self, *cmd: str, user: str = "1000") -> tuple[int, str]:
+        code, out = self.container.exec_run(list(cmd), user=user, demux=False)
+        return code, out.decode(errors="replace")
+
+    def remove(self) -> None:
+        try:
+            self.container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+def start_notebook_container(client: docker.DockerClient, image: str, *, base_url: str, token: str,
+                             ready_timeout: float = 60.0) -> NotebookServer:
+    """Start a workshop container the way the orchestrator does and wait until it is ready."""
+    container = client.containers.run(
+        image,
+        detach=True,
+        environment={"NBPOOL_BASE_URL": base_url, "JUPYTER_TOKEN": token},
+        ports={"8888/tcp": ("127.0.0.1", None)},
+        labels={"org.nbpool.pool": "nbpool-tests"},
+        mem_limit="1g",
+    )
+    container.reload()
+    port = int(container.ports["8888/tcp"][0]["HostPort"])
+    server = NotebookServer(container, base_url, token, port)
+    try:
+        wait_for_http(server.url + "api/status", server.auth, ready_timeout)
+    except TimeoutError:
+        logs = server.logs()
+        server.remove()
+        raise TimeoutError(f"notebook container never became ready; its logs:\n{logs}") from None
+    return server
