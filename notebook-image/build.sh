@@ -53,6 +53,7 @@ for var in PIP_CERT SSL_CERT_FILE REQUESTS_CA_BUNDLE; do
     fi
 done
 
+OLD_ID=$(docker image inspect -f '{{.Id}}' "$TAG" 2>/dev/null || true)
 LOG=${NBPOOL_BUILD_LOG:-${TMPDIR:-/tmp}/nbpool-notebook-build.log}
 say "building $TAG from $BASE (first build: about two minutes of apt and pip downloads); full log: $LOG"
 start=$(date +%s)
@@ -70,5 +71,11 @@ set -e
 if [ "$status" -ne 0 ]; then
     tail -n 40 "$LOG" >&2
     die "docker build of $TAG failed (exit $status); the last lines are above, all of it in $LOG."
+fi
+# The image this build replaced is now untagged: remove it unless a container
+# still uses it (assigned attendees keep running on the old image until culled).
+NEW_ID=$(docker image inspect -f '{{.Id}}' "$TAG")
+if [ -n "$OLD_ID" ] && [ "$OLD_ID" != "$NEW_ID" ]; then
+    docker image rm "$OLD_ID" >/dev/null 2>&1 && say "removed the image it replaced (${OLD_ID#sha256:})" || true
 fi
 say "built $TAG in $(( $(date +%s) - start ))s ($(docker image inspect -f '{{.Size}}' "$TAG" | awk '{ printf "%.2f GB", $1 / 1e9 }'))."

@@ -1,0 +1,109 @@
+"""Benchmark: image build times and sizes, container cold start, memory per container.
+
+    .venv/bin/python benchmarks/images.py [--skip-cold-build] [--starts 5]
+
+Cold builds go to throw-away tags (nbpool-bench/*) on a freshly bootstrapped
+base, so nothing is cached and the real images are left alone. Prints a
+Markdown table for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from loadtest.jupyter import KernelClient  # noqa: E402
+from tests.dockertools import engine_or_none, start_notebook_container  # noqa: E402
+
+IMAGE = "nbpool/notebook:latest"
+BENCH_BASE_REPO = "nbpool-bench/base"
+BENCH_IMAGE = "nbpool-bench/notebook:cold"
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.monotonic()
+    subprocess.run(cmd, check=True, env={**os.environ, **env})
+    return time.monotonic() - start
+
+
+def mib(container) -> float:
+    stats = container.stats(stream=False)
+    mem = stats["memory_stats"]
+    # What `docker stats` shows: usage minus the page cache.
+    cache = mem.get("stats", {}).get("total_inactive_file", mem.get("stats", {}).get("cache", 0))
+    return (mem["usage"] - cache) / 2**20
+
+
+async def memory_with_kernels(server) -> float:
+    """Start one kernel of each kind, run a line in each, and return the container's memory."""
+    clients = []
+    for name, code in (("python3", "1+1"), ("ir", "1+1"), ("octave", "1+1"), ("bash", "echo 2")):
+        client = KernelClient(server.url, server.auth, timeout=120)
+        await client.start(name)
+        result = await client.execute(code)
+        assert result.status == "ok", (name, result.error)
+        clients.append(client)
+    await asyncio.sleep(3)
+    used = mib(server.container)
+    for c in clients:
+        await c.shutdown()
+    return used
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-cold-build", action="store_true", help="measure only starts and memory")
+    parser.add_argument("--starts", type=int, default=5, help="cold starts to take the median of")
+    args = parser.parse_args()
+
+    client, why = engine_or_none()
+    if client is None:
+        sys.exit(f"no Docker engine: {why}")
+    rows: list[tuple[str, str]] = [("cores", str(os.cpu_count()))]
+
+    if not args.skip_cold_build:
+        base_tag = f"{BENCH_BASE_REPO}:bookworm"
+        t_base = timed(["bash", str(ROOT / "arch-base/mkimage.sh"), "--force"], {"NBPOOL_BASE_REPO": BENCH_BASE_REPO})
+        t_nb = timed(["bash", str(ROOT / "notebook-image/build.sh"), "--force", "--base", base_tag,
+                      "--tag", BENCH_IMAGE], {})
+        rows += [
+            ("base image cold build (debootstrap + import)", f"{t_base:.0f} s"),
+            ("notebook image cold build (uncached)", f"{t_nb:.0f} s"),
+            ("base image size", f"{client.images.get(base_tag).attrs['Size'] / 1e6:.0f} MB"),
+            ("notebook image size", f"{client.images.get(BENCH_IMAGE).attrs['Size'] / 1e9:.2f} GB"),
+        ]
+        client.images.remove(BENCH_IMAGE, force=True)
+        client.images.remove(base_tag, force=True)
+
+    starts = []
+    for i in range(args.starts):
+        t0 = time.monotonic()
+        server = start_notebook_container(client, IMAGE, base_url=f"/user/bench{i}/", token=secrets.token_hex(16))
+        starts.append(time.monotonic() - t0)
+        if i < args.starts - 1:
+            server.remove()
+    rows.append((f"container cold start to ready /api/status (median of {args.starts})",
+                 f"{statistics.median(starts):.2f} s (min {min(starts):.2f}, max {max(starts):.2f})"))
+    time.sleep(5)  # let the server settle after start-up
+    rows.append(("idle container memory", f"{mib(server.container):.0f} MiB"))
+    rows.append(("memory with one kernel of each kind (python3, ir, octave, bash)",
+                 f"{asyncio.run(memory_with_kernels(server)):.0f} MiB"))
+    server.remove()
+
+    print("| measure | value |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
