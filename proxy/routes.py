@@ -1,0 +1,245 @@
+"""The route table: longest-prefix match by whole path segments.
+
+Prefixes and paths are bytes, as they come off the wire, so matching a request
+costs a few dict lookups and no decoding. Route changes are plain method calls.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from .http import Response
+
+# authorize(request) -> None to allow, or a Response to send instead.
+Authorize = Callable[["RequestHead"], "Response | None"]
+# error_page(status, request) -> a Response replacing the proxy's own error page, or None.
+ErrorPage = Callable[[int, "RequestHead"], "Response | None"]
+
+
+class InvalidPath(ValueError):
+    """A request path that cannot be normalised (e.g. '..' above the root)."""
+
+
+def normalize_path(path: bytes) -> bytes:
+    """Resolve dot segments and repeated slashes, the way a browser would.
+
+    '%2e' counts as '.', so '/user/a/%2e%2e/b' is '/user/b'. Raises InvalidPath
+    for a path that climbs above the root or does not start with '/'.
+    """
+    if not path.startswith(b"/"):
+        raise InvalidPath("path must start with /")
+    if b"/." not in path and b"//" not in path and b"%2" not in path:
+        return path  # the common case: nothing to resolve
+    out: list[bytes] = []
+    segments = path[1:].split(b"/")
+    last = len(segments) - 1
+    for i, seg in enumerate(segments):
+        low = seg.lower()
+        if b"%2e" in low:
+            low = low.replace(b"%2e", b".")
+            if low.strip(b".") == b"":
+                seg = low  # an encoded '.' or '..' segment counts as one
+        if seg == b".":
+            if i == last:
+                out.append(b"")
+            continue
+        if seg == b"..":
+            if not out:
+                raise InvalidPath("path climbs above the root")
+            out.pop()
+            if i == last:
+                out.append(b"")
+            continue
+        if seg == b"" and i != last:
+            continue  # '//' collapses to '/'
+        out.append(seg)
+    return b"/" + b"/".join(out)
+
+
+def _prefix_key(prefix: str | bytes) -> bytes:
+    raw = prefix.encode() if isinstance(prefix, str) else prefix
+    key = normalize_path(raw)
+    if b"?" in key or b"#" in key:
+        raise ValueError(f"route prefix {prefix!r} must be a path, without query or fragment")
+    return key.rstrip(b"/") or b"/"
+
+
+class Target:
+    """Where a route's requests go: a TCP host and port, or a unix socket."""
+
+    __slots__ = ("url", "host", "port", "unix_path", "key")
+
+    def __init__(self, url: str):
+        self.url = url
+        self.host: str | None = None
+        self.port: int | None = None
+        self.unix_path: str | None = None
+        if url.startswith("unix:"):
+            self.unix_path = url[len("unix:"):]
+            if not self.unix_path.startswith("/"):
+                raise ValueError(f"unix socket target {url!r} needs an absolute path, e.g. unix:/run/app.sock")
+        else:
+            parts = urlsplit(url)
+            if parts.scheme != "http" or not parts.hostname:
+                raise ValueError(f"route target {url!r} must look like http://host:port or unix:/path/to.sock")
+            if parts.path not in ("", "/") or parts.query:
+                raise ValueError(f"route target {url!r} must not carry a path or query")
+            self.host = parts.hostname
+            self.port = parts.port or 80
+        # Connections are pooled per key, so two routes to one target share them.
+        self.key = url if self.unix_path else f"{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"Target({self.url!r})"
+
+
+class Route:
+    """One prefix and where it goes, plus the activity seen through it.
+
+    ``last_activity`` is a ``time.monotonic()`` timestamp of the last bytes in
+    either direction (set at creation); the byte counters count bodies and
+    tunnelled bytes, client to backend (``bytes_in``) and back (``bytes_out``).
+    """
+
+    __slots__ = ("prefix", "target", "headers", "authorize", "error_page", "data",
+                 "last_activity", "bytes_in", "bytes_out", "requests", "websockets", "header_names")
+
+    def __init__(self, prefix: bytes, target: Target, headers: list[tuple[bytes, bytes]],
+                 authorize: Authorize | None, error_page: ErrorPage | None, data: Any):
+        self.prefix = prefix
+        self.target = target
+        self.headers = headers
+        # Injected headers replace any the client sent under the same name.
+        self.header_names = frozenset(name.lower() for name, _ in headers)
+        self.authorize = authorize
+        self.error_page = error_page
+        self.data = data
+        self.last_activity = time.monotonic()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.requests = 0
+        self.websockets = 0  # currently open
+
+    def idle_seconds(self, now: float | None = None) -> float:
+        """Seconds since the last traffic through this route."""
+        return (time.monotonic() if now is None else now) - self.last_activity
+
+    def __repr__(self) -> str:
+        return f"Route({self.prefix.decode()!r} -> {self.target.url!r})"
+
+
+def _encode_headers(headers: dict[str, str] | list[tuple[str, str]] | None) -> list[tuple[bytes, bytes]]:
+    items = headers.items() if isinstance(headers, dict) else (headers or [])
+    out = []
+    for name, value in items:
+        bname, bvalue = name.encode("latin-1"), value.encode("latin-1")
+        if not bname or any(c in bname for c in b" \t\r\n:") or any(c in bvalue for c in b"\r\n\0"):
+            raise ValueError(f"invalid header to inject: {name!r}")
+        out.append((bname, bvalue))
+    return out
+
+
+class RouteTable:
+    """Routes by path prefix; ``longest_match`` picks the most specific whole-segment prefix.
+
+    The route for ``/`` is the default route: it takes every path no other
+    route matches. Without one, unmatched paths get a 404 page.
+    """
+
+    def __init__(self) -> None:
+        self._routes: dict[bytes, Route] = {}
+        self.default: Route | None = None
+        self._depth = 0  # most segments in any prefix: deeper candidates need no lookup
+
+    def add(self, prefix: str | bytes, target: str, *, headers: dict[str, str] | list[tuple[str, str]] | None = None,
+            authorize: Authorize | None = None, error_page: ErrorPage | None = None, data: Any = None) -> Route:
+        """Add or replace the route for ``prefix``; returns it."""
+        key = _prefix_key(prefix)
+        route = Route(key, Target(target), _encode_headers(headers), authorize, error_page, data)
+        if key == b"/":
+            self.default = route
+        else:
+            self._routes[key] = route
+            self._depth = max(self._depth, key.count(b"/"))
+        return route
+
+    def remove(self, prefix: str | bytes) -> Route | None:
+        """Remove the route for ``prefix``; returns it, or None if there was none."""
+        key = _prefix_key(prefix)
+        if key == b"/":
+            route, self.default = self.default, None
+            return route
+        route = self._routes.pop(key, None)
+        if route is not None and key.count(b"/") == self._depth:
+            self._depth = max((k.count(b"/") for k in self._routes), default=0)
+        return route
+
+    def get(self, prefix: str | bytes) -> Route | None:
+        key = _prefix_key(prefix)
+        return self.default if key == b"/" else self._routes.get(key)
+
+    def routes(self) -> list[Route]:
+        """Every route, the default one first when there is one."""
+        return ([self.default] if self.default else []) + list(self._routes.values())
+
+    def __len__(self) -> int:
+        return len(self._routes) + (self.default is not None)
+
+    def longest_match(self, path: bytes) -> Route | None:
+        """The route whose prefix is the longest whole-segment prefix of ``path`` (normalised)."""
+        routes = self._routes
+        if routes:
+            ends = []
+            start = 0
+            for _ in range(self._depth):
+                cut = path.find(b"/", start + 1)
+                if cut == -1:
+                    ends.append(len(path))
+                    break
+                ends.append(cut)
+                start = cut
+            for end in reversed(ends):
+                route = routes.get(path[:end])
+                if route is not None:
+                    return route
+        return self.default
+
+
+class RequestHead:
+    """What an authorize or error-page callback sees of a request."""
+
+    __slots__ = ("method", "path", "query", "version", "headers", "client_ip", "route")
+
+    def __init__(self, method: bytes, path: bytes, query: bytes, version: str,
+                 headers: list[tuple[bytes, bytes]], client_ip: str, route: Route | None):
+        self.method = method
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers
+        self.client_ip = client_ip
+        self.route = route
+
+    def header(self, name: bytes, default: bytes | None = None) -> bytes | None:
+        """The first value of header ``name`` (lower-case bytes), or ``default``."""
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return default
+
+    def cookie(self, name: str) -> str | None:
+        """The value of cookie ``name`` from the Cookie header(s), or None."""
+        want = name.encode() + b"="
+        for key, value in self.headers:
+            if key.lower() == b"cookie":
+                for part in value.split(b";"):
+                    part = part.strip()
+                    if part.startswith(want):
+                        return part[len(want):].decode("latin-1")
+        return None
+
+    def wants_json(self) -> bool:
+        accept = self.header(b"accept", b"") or b""
+        return b"application/json" in accept or b"/api/" in self.path

@@ -1,0 +1,236 @@
+"""The proxy server: settings, listening sockets, the timeout sweep and counters."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import ssl
+import time
+
+from traitlets import Bool, Float, Instance, Integer, List, Unicode, default, validate
+from traitlets.config import LoggingConfigurable
+from traitlets import TraitError
+
+from .relay import HEAD, IDLE, BackendPool, ClientConnection
+from .routes import RouteTable
+
+
+class Stats:
+    """Plain counters, cheap to bump on the hot path; read by /metrics."""
+
+    __slots__ = ("connections_total", "rejected_connections", "requests_total", "bad_requests",
+                 "websockets_total", "websockets_active", "errors", "timeouts")
+
+    def __init__(self) -> None:
+        self.connections_total = 0
+        self.rejected_connections = 0
+        self.requests_total = 0
+        self.bad_requests = 0
+        self.websockets_total = 0
+        self.websockets_active = 0
+        self.errors: dict[int, int] = {}  # status -> count, for responses the proxy made itself
+        self.timeouts = 0
+
+    def count_error(self, status: int) -> None:
+        self.errors[status] = self.errors.get(status, 0) + 1
+
+
+class Limits:
+    """A plain copy of the settings the relay reads per request (traits are slow to read)."""
+
+    __slots__ = ("max_head_size", "head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout",
+                 "backend_idle_timeout", "backend_max_idle", "max_connections", "trust_forwarded",
+                 "trusted_networks", "proto_line", "port_line", "scheme")
+
+    def is_trusted(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.trusted_networks)
+
+    def forwarded_lines(self, client_ip: str) -> bytes:
+        """The X-Forwarded-* lines that are the same for every request of one connection."""
+        return b"X-Forwarded-For: %s\r\n%s%s" % (client_ip.encode(), self.proto_line, self.port_line)
+
+
+class Proxy(LoggingConfigurable):
+    """nbpool's reverse proxy: routes each request by path prefix to its target.
+
+    Use in-process: ``proxy = Proxy(parent=app, routes=table)``, ``await
+    proxy.start()``, change ``proxy.routes`` at any time, ``await proxy.stop()``.
+    """
+
+    ip = Unicode("127.0.0.1", config=True,
+                 help="Address to listen on. 127.0.0.1 keeps it local; 0.0.0.0 (or '') serves every interface.")
+    port = Integer(8000, config=True, help="TCP port to listen on (0 picks a free one; see .bound_port).")
+    certfile = Unicode("", config=True,
+                       help="PEM certificate (chain) for HTTPS. With keyfile set, the proxy terminates TLS "
+                            "and kernel WebSockets run over wss. Empty: plain HTTP.")
+    keyfile = Unicode("", config=True, help="PEM private key for certfile.")
+    max_head_size = Integer(64 * 1024, config=True,
+                            help="Largest request head (request line plus headers) in bytes; larger gets 431.")
+    head_timeout = Float(20.0, config=True,
+                         help="Seconds a client has to send a complete request head once it starts one "
+                              "(or after connecting); slower gets 408 and is closed. Defeats slowloris.")
+    keepalive_timeout = Float(75.0, config=True,
+                              help="Seconds an idle keep-alive client connection stays open between requests.")
+    connect_timeout = Float(10.0, config=True,
+                            help="Seconds to open a connection to a route's target before answering 504.")
+    response_timeout = Float(300.0, config=True,
+                             help="Seconds to wait for a target's response head after the request was sent, "
+                                  "before answering 504. Bodies and WebSockets have no such limit.")
+    backend_idle_timeout = Float(30.0, config=True,
+                                 help="Seconds an idle pooled connection to a target is kept for reuse.")
+    backend_max_idle = Integer(64, config=True, help="Idle keep-alive connections kept per target.")
+    max_connections = Integer(10000, config=True,
+                              help="Most client connections open at once; beyond it new ones get 503 and "
+                                   "are closed. Keep it below the process's open-file limit.")
+    trust_forwarded = Bool(False, config=True,
+                           help="Trust X-Forwarded-* headers from clients in trusted_proxies (set this when "
+                                "nbpool sits behind a load balancer). Otherwise they are replaced.")
+    trusted_proxies = List(Unicode(), ["127.0.0.1/32", "::1/128"], config=True,
+                           help="Networks (CIDR) whose X-Forwarded-* headers are kept when trust_forwarded is on.")
+    routes = Instance(RouteTable, help="The route table (shared with the application).")
+
+    @default("routes")
+    def _default_routes(self) -> RouteTable:
+        return RouteTable()
+
+    @validate("port")
+    def _validate_port(self, proposal):
+        if not 0 <= proposal.value <= 65535:
+            raise TraitError(f"Proxy.port must be between 0 and 65535, not {proposal.value}")
+        return proposal.value
+
+    @validate("max_head_size", "backend_max_idle", "max_connections")
+    def _validate_positive_int(self, proposal):
+        if proposal.value < 1:
+            raise TraitError(f"Proxy.{proposal.trait.name} must be at least 1, not {proposal.value}")
+        return proposal.value
+
+    @validate("head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout", "backend_idle_timeout")
+    def _validate_positive_float(self, proposal):
+        if not proposal.value > 0:
+            raise TraitError(f"Proxy.{proposal.trait.name} must be a positive number of seconds, "
+                             f"not {proposal.value}")
+        return proposal.value
+
+    @validate("trusted_proxies")
+    def _validate_networks(self, proposal):
+        for net in proposal.value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise TraitError(f"Proxy.trusted_proxies: {net!r} is not a network like 10.0.0.0/8") from None
+        return proposal.value
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.stats = Stats()
+        self.limits = Limits()
+        self.clients: set[ClientConnection] = set()
+        self.backends: BackendPool | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self._sweeper: asyncio.Task | None = None
+        self.bound_port: int | None = None
+        self.observe(lambda change: self._apply_limits(), names=[
+            "max_head_size", "head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout",
+            "backend_idle_timeout", "backend_max_idle", "max_connections", "trust_forwarded", "trusted_proxies"])
+        self._apply_limits()
+
+    def _apply_limits(self) -> None:
+        lim = self.limits
+        for name in ("max_head_size", "head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout",
+                     "backend_idle_timeout", "backend_max_idle", "max_connections", "trust_forwarded"):
+            setattr(lim, name, getattr(self, name))
+        lim.trusted_networks = [ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies]
+        lim.scheme = b"https" if self.tls else b"http"
+        lim.proto_line = b"X-Forwarded-Proto: %s\r\n" % lim.scheme
+        lim.port_line = b"X-Forwarded-Port: %d\r\n" % (self.bound_port or self.port)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.certfile and self.keyfile)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            if self.certfile or self.keyfile:
+                raise ValueError("HTTPS needs both Proxy.certfile and Proxy.keyfile")
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(self.certfile, self.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load certfile {self.certfile!r} / keyfile {self.keyfile!r}: {exc}") from exc
+        ctx.set_alpn_protocols(["http/1.1"])
+        return ctx
+
+    async def start(self) -> None:
+        """Listen on ip:port; sets ``bound_port``. Raises OSError if the port is taken."""
+        loop = asyncio.get_running_loop()
+        self.backends = BackendPool(self)
+        server = await loop.create_server(
+            lambda: ClientConnection(self), self.ip or None, self.port,
+            ssl=self._ssl_context(), backlog=2048, reuse_address=True,
+        )
+        self._servers.append(server)
+        self.bound_port = server.sockets[0].getsockname()[1]
+        self._apply_limits()
+        self._sweeper = loop.create_task(self._sweep_forever())
+        scheme = "https" if self.tls else "http"
+        self.log.info("proxy listening on %s://%s:%d (%d routes)", scheme, self.ip or "*", self.bound_port,
+                      len(self.routes))
+
+    async def stop(self) -> None:
+        """Stop listening and close every connection, client and backend."""
+        for server in self._servers:
+            server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for client in list(self.clients):
+            if client.transport is not None:
+                client.transport.close()
+        if self.backends is not None:
+            self.backends.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        await asyncio.sleep(0)  # let the transports' close callbacks run
+
+    async def _sweep_forever(self) -> None:
+        # One timer for every connection, instead of a timer per request.
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.sweep(time.monotonic())
+            except Exception:
+                self.log.exception("proxy timeout sweep failed")
+
+    def sweep(self, t: float) -> None:
+        """Close connections past their timeouts (see head_timeout, keepalive_timeout)."""
+        lim = self.limits
+        for client in list(self.clients):
+            if client.closed:
+                continue
+            if client.phase == HEAD and t - client.since > lim.head_timeout:
+                self.stats.timeouts += 1
+                client.fail(408)
+            elif client.phase == IDLE and t - client.since > lim.keepalive_timeout:
+                client.transport.close()
+        self.backends.sweep(t)
+
+
+def install_uvloop() -> bool:
+    """Use uvloop's event loop when it is installed (measured faster; see README). Returns whether it is."""
+    if os.environ.get("NBPOOL_NO_UVLOOP"):
+        return False
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    logging.getLogger("nbpool.proxy").debug("using uvloop")
+    return True
