@@ -47,7 +47,7 @@ class Exchange:
 
     __slots__ = ("client", "url", "headers", "method", "keep_alive", "upgrade", "head_done", "route",
                  "backend", "pending", "pending_size", "chunked", "request_done", "response_done", "close",
-                 "sent", "out_head", "head_only", "retried", "has_body", "version", "head")
+                 "sent", "out_head", "head_only", "retried", "has_body", "version", "head", "head_size")
 
     def __init__(self, client: ClientConnection):
         self.client = client
@@ -72,6 +72,7 @@ class Exchange:
         self.head_only = False
         self.retried = False
         self.head: RequestHead | None = None
+        self.head_size = 0
 
     def request_head(self, path: bytes, query: bytes) -> RequestHead:
         if self.head is None:
@@ -214,12 +215,15 @@ class ClientConnection(asyncio.Protocol):
         self.head_seen = 0
 
     def on_url(self, url: bytes) -> None:
-        self.ex.url.append(url)
+        ex = self.ex
+        ex.url.append(url)
+        ex.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         ex = self.ex
         if not ex.head_done:  # after the head these are chunked trailers: dropped
             ex.headers.append((name, value))
+            ex.head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         ex = self.ex
@@ -230,6 +234,8 @@ class ClientConnection(asyncio.Protocol):
         ex.keep_alive = parser.should_keep_alive()
         ex.upgrade = parser.should_upgrade()
         self.stats.requests_total += 1
+        if ex.head_size > self.limits.max_head_size or len(ex.headers) > self.limits.max_headers:
+            ex.close = True
         if self.cur is None:
             self.dispatch(ex)
         else:
@@ -280,6 +286,11 @@ class ClientConnection(asyncio.Protocol):
         self.phase = BUSY
         url = ex.url[0] if len(ex.url) == 1 else b"".join(ex.url)
         method = ex.method
+        if ex.head_size > self.limits.max_head_size or len(ex.headers) > self.limits.max_headers:
+            return self.reply(ex, error_response(431), close=True)
+        if ex.version != "1.1" and ex.version != "1.0":
+            return self.reply(ex, error_response(400, message="Only HTTP/1.0 and HTTP/1.1 are served."),
+                              close=True)
         if method == b"CONNECT":
             return self.reply(ex, error_response(405, message="CONNECT is not served here."), close=True)
         if url[:1] != b"/":
@@ -337,6 +348,8 @@ class ClientConnection(asyncio.Protocol):
             if low in injected:
                 continue
             kept.append((name, value))
+        if ex.chunked and ex.version == "1.0":
+            return self.reply(ex, error_response(400, message="HTTP/1.0 has no chunked bodies."), close=True)
         if hosts != 1 and (hosts > 1 or ex.version == "1.1"):
             return self.reply(ex, error_response(400, message="A request needs exactly one Host header."),
                               close=True)
@@ -368,6 +381,8 @@ class ClientConnection(asyncio.Protocol):
                 out.append(self.limits.port_line)
         else:
             out += (self.forwarded, b"X-Forwarded-Host: ", host, b"\r\n")
+        if not hosts:  # an HTTP/1.0 request without Host: name the target, as HTTP/1.1 requires
+            out += (b"Host: ", route.target.host_header, b"\r\n")
         if ex.chunked:
             out.append(b"Transfer-Encoding: chunked\r\n")
         if upgrade:
@@ -442,6 +457,21 @@ class ClientConnection(asyncio.Protocol):
         if status >= 400:
             self.stats.count_error(status)
         cur = self.cur
+        if cur is not None and cur is self.ex and not cur.request_done:
+            # The request in flight is itself broken (say, a bad chunk): the
+            # backend will never see its end, so drop that exchange.
+            backend = cur.backend
+            if backend is not None:
+                written = backend.wrote
+                backend.abort()
+                cur.backend = None
+                if written:
+                    self.transport.close()
+                    self.closed = True
+                    self.proxy.clients.discard(self)
+                    return
+            cur.response_done = True
+            cur = None
         if cur is None or cur.response_done:
             self.transport.write(error_response(status, message=message).encode(keep_alive=False))
             self.transport.close()

@@ -69,7 +69,7 @@ def _prefix_key(prefix: str | bytes) -> bytes:
 class Target:
     """Where a route's requests go: a TCP host and port, or a unix socket."""
 
-    __slots__ = ("url", "host", "port", "unix_path", "key")
+    __slots__ = ("url", "host", "port", "unix_path", "key", "host_header")
 
     def __init__(self, url: str):
         self.url = url
@@ -90,6 +90,7 @@ class Target:
             self.port = parts.port or 80
         # Connections are pooled per key, so two routes to one target share them.
         self.key = url if self.unix_path else f"{self.host}:{self.port}"
+        self.host_header = b"localhost" if self.unix_path else self.key.encode()
 
     def __repr__(self) -> str:
         return f"Target({self.url!r})"

@@ -40,7 +40,7 @@ class Stats:
 class Limits:
     """A plain copy of the settings the relay reads per request (traits are slow to read)."""
 
-    __slots__ = ("max_head_size", "head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout",
+    __slots__ = ("max_head_size", "max_headers", "head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout",
                  "backend_idle_timeout", "backend_max_idle", "max_connections", "trust_forwarded",
                  "trusted_networks", "proto_line", "port_line", "scheme")
 
@@ -72,6 +72,8 @@ class Proxy(LoggingConfigurable):
     keyfile = Unicode("", config=True, help="PEM private key for certfile.")
     max_head_size = Integer(64 * 1024, config=True,
                             help="Largest request head (request line plus headers) in bytes; larger gets 431.")
+    max_headers = Integer(200, config=True,
+                          help="Most header fields in one request; more gets 431. Browsers send fewer than 40.")
     head_timeout = Float(20.0, config=True,
                          help="Seconds a client has to send a complete request head once it starts one "
                               "(or after connecting); slower gets 408 and is closed. Defeats slowloris.")
@@ -105,7 +107,7 @@ class Proxy(LoggingConfigurable):
             raise TraitError(f"Proxy.port must be between 0 and 65535, not {proposal.value}")
         return proposal.value
 
-    @validate("max_head_size", "backend_max_idle", "max_connections")
+    @validate("max_head_size", "max_headers", "backend_max_idle", "max_connections")
     def _validate_positive_int(self, proposal):
         if proposal.value < 1:
             raise TraitError(f"Proxy.{proposal.trait.name} must be at least 1, not {proposal.value}")
@@ -137,13 +139,13 @@ class Proxy(LoggingConfigurable):
         self._sweeper: asyncio.Task | None = None
         self.bound_port: int | None = None
         self.observe(lambda change: self._apply_limits(), names=[
-            "max_head_size", "head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout",
+            "max_head_size", "max_headers", "head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout",
             "backend_idle_timeout", "backend_max_idle", "max_connections", "trust_forwarded", "trusted_proxies"])
         self._apply_limits()
 
     def _apply_limits(self) -> None:
         lim = self.limits
-        for name in ("max_head_size", "head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout",
+        for name in ("max_head_size", "max_headers", "head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout",
                      "backend_idle_timeout", "backend_max_idle", "max_connections", "trust_forwarded"):
             setattr(lim, name, getattr(self, name))
         lim.trusted_networks = [ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies]
