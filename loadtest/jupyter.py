@@ -2,8 +2,9 @@
 
 Used by the load generator (each simulated attendee starts a kernel and runs
 cells, as a browser would) and by the tests that check the workshop image.
-Speaks the JSON kernel protocol (the one Jupyter Server uses when the client
-requests no subprotocol), so it needs nothing beyond Tornado.
+Like JupyterLab, it asks for the ``v1.kernel.websocket.jupyter.org``
+subprotocol (binary frames with offsets) and falls back to the legacy JSON
+messages when the server does not select it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,33 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+
+V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
+
+
+def encode_v1(channel: str, msg: dict) -> bytes:
+    """A message in the v1 kernel WebSocket format: offsets, channel, then JSON parts."""
+    parts = [json.dumps(msg[k]).encode() for k in ("header", "parent_header", "metadata", "content")]
+    chan = channel.encode()
+    offsets = [8 * (len(parts) + 3)]
+    offsets.append(offsets[-1] + len(chan))
+    for part in parts:
+        offsets.append(offsets[-1] + len(part))
+    head = len(offsets).to_bytes(8, "little") + b"".join(o.to_bytes(8, "little") for o in offsets)
+    return head + chan + b"".join(parts)
+
+
+def decode_v1(data: bytes) -> dict:
+    """The inverse of ``encode_v1`` (buffers, if any, are left out)."""
+    count = int.from_bytes(data[:8], "little")
+    offsets = [int.from_bytes(data[8 * (i + 1): 8 * (i + 2)], "little") for i in range(count)]
+    offsets.append(len(data))
+    channel = data[offsets[0]:offsets[1]].decode()
+    parts = [data[offsets[i]:offsets[i + 1]] for i in range(1, min(count, 5))]
+    header, parent, metadata, content = (json.loads(p) if p else {} for p in parts)
+    return {"channel": channel, "header": header, "parent_header": parent, "metadata": metadata,
+            "content": content, "msg_type": header.get("msg_type")}
 
 
 class KernelError(Exception):
@@ -65,6 +93,7 @@ class KernelClient:
         self.session = uuid.uuid4().hex
         self._ws: WebSocketClientConnection | None = None
         self._http = AsyncHTTPClient()
+        self.subprotocol: str | None = None  # what the server selected
 
     async def _request(self, method: str, path: str, body: dict | None = None) -> dict | None:
         headers = dict(self.headers)
@@ -93,9 +122,11 @@ class KernelClient:
             self._ws = await websocket_connect(
                 HTTPRequest(url, headers=self.headers, request_timeout=self.timeout),
                 max_message_size=64 * 1024 * 1024,
+                subprotocols=[V1_SUBPROTOCOL],
             )
         except Exception as exc:
             raise KernelError(f"kernel websocket did not open: {exc}") from exc
+        self.subprotocol = self._ws.selected_subprotocol
         # The kernel may still be starting: kernel_info answers once it is ready.
         await self._send_and_collect("kernel_info_request", {}, channel="shell")
         return self.kernel_id
@@ -122,7 +153,10 @@ class KernelClient:
             raise KernelError("kernel is not started")
         msg = self._message(msg_type, content, channel)
         msg_id = msg["header"]["msg_id"]
-        await self._ws.write_message(json.dumps(msg))
+        if self.subprotocol == V1_SUBPROTOCOL:
+            await self._ws.write_message(encode_v1(channel, msg), binary=True)
+        else:
+            await self._ws.write_message(json.dumps(msg))
         result = ExecutionResult(status="ok")
         reply_seen = idle_seen = False
         deadline = asyncio.get_running_loop().time() + self.timeout
@@ -138,11 +172,14 @@ class KernelClient:
             if raw is None:
                 raise KernelError("kernel websocket closed")
             if isinstance(raw, bytes):
-                continue  # binary messages carry buffers we do not need
-            reply = json.loads(raw)
+                if self.subprotocol != V1_SUBPROTOCOL:
+                    continue  # legacy binary messages carry buffers we do not need
+                reply = decode_v1(raw)
+            else:
+                reply = json.loads(raw)
             if reply.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
-            kind = reply["msg_type"]
+            kind = reply.get("msg_type") or reply["header"]["msg_type"]
             body = reply["content"]
             if reply.get("channel") == "shell" and kind.endswith("_reply"):
                 reply_seen = True

@@ -189,3 +189,14 @@ def test_workshop_notebooks_are_stored_without_outputs():
         data = json.loads(nb.read_text())
         assert data["metadata"]["kernelspec"]["name"] in {"python3", "ir", "octave", "bash"}
         assert all(not c.get("outputs") for c in data["cells"] if c["cell_type"] == "code"), nb.name
+
+
+async def test_kernel_websocket_uses_the_v1_subprotocol(notebook_server):
+    client = KernelClient(notebook_server.url, notebook_server.auth, timeout=60)
+    try:
+        await client.start("python3")
+        result = await client.execute("print(6 * 7)")
+    finally:
+        await client.shutdown()
+    assert client.subprotocol == "v1.kernel.websocket.jupyter.org"
+    assert result.output.strip() == "42"

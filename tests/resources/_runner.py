@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -31,8 +32,10 @@ class Running:
         return f"http://{self.host}:{self.port}"
 
     async def stop(self) -> None:
-        """Close the listener and every open connection."""
+        """Close the listener and every open connection (and remove the socket file)."""
         await self._stop()
+        if self.unix and os.path.exists(self.unix):
+            os.unlink(self.unix)
 
 
 def run_main(name: str, start: Callable[..., Awaitable[Running]], argv: list[str] | None = None) -> None:

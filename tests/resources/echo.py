@@ -11,6 +11,7 @@ so they also work behind a proxy route that keeps its prefix
 - ``/status/<code>``  that status (204 and 304 with no body)
 - ``/bytes/<n>``      n bytes with Content-Length, streamed 64 KiB at a time
 - ``/chunked/<n>``    n bytes with Transfer-Encoding: chunked
+- ``/eof/<n>``        n bytes delimited by closing the connection (no length, not chunked)
 - ``/slow/<ms>``      the JSON reply, after a delay
 - ``/close``          the JSON reply with Connection: close, then close
 - ``/reject/<code>``  that status *without* reading the request body (what a
@@ -45,12 +46,13 @@ CHUNK = 64 * 1024
 PATTERN = bytes(range(256)) * (CHUNK // 256)
 MAX_LINE = 64 * 1024  # longest request line or header line
 MAX_FIELDS = 100  # most header (or trailer) fields in one request
+LINGER = 2.0  # seconds to wait for the client's EOF after we half-close
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(\d)\.(\d)")
 _FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(.*?)[ \t]*")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
-_SPECIAL = re.compile(r"/(status|bytes|chunked|slow|reject)/(\d{1,12})$|/(close)$")
+_SPECIAL = re.compile(r"/(status|bytes|chunked|eof|slow|reject)/(\d{1,12})$|/(close)$")
 
 
 class BadRequest(Exception):
@@ -62,7 +64,7 @@ class BadRequest(Exception):
 
 
 def pattern_sha256(n: int) -> str:
-    """The sha256 hex digest of the body ``/bytes/<n>`` (and ``/chunked/<n>``) sends."""
+    """The sha256 hex digest of the body ``/bytes/<n>`` (and ``/chunked/<n>``, ``/eof/<n>``) sends."""
     digest = hashlib.sha256()
     view = memoryview(PATTERN)
     while n:
@@ -79,8 +81,8 @@ async def _read_line(reader: asyncio.StreamReader) -> bytes:
         raise BadRequest(431, "line too long") from None
     # RFC 9112 allows a recipient to accept a bare LF as the line terminator.
     line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
-    if b"\r" in line:
-        raise BadRequest(400, "bare CR")
+    if b"\r" in line or b"\0" in line:
+        raise BadRequest(400, "bare CR or NUL")
     return line
 
 
@@ -212,17 +214,31 @@ class _Connection:
 
     async def serve(self) -> None:
         try:
-            while await self._serve_one():
-                pass
-        except BadRequest as exc:
-            body = f"{exc}\n".encode()
-            headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("Connection", "close")]
-            self.writer.write(_response_head(exc.status, headers) + body)
-            await self.writer.drain()
+            try:
+                while await self._serve_one():
+                    pass
+            except BadRequest as exc:
+                body = f"{exc}\n".encode()
+                headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("Connection", "close")]
+                self.writer.write(_response_head(exc.status, headers) + body)
+                await self.writer.drain()
+            await self._linger()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the peer went away mid-request; nothing to answer
         finally:
             self.writer.close()
+
+    async def _linger(self) -> None:
+        # Half-close, then discard what the client still sends: closing a
+        # socket with unread input makes the kernel answer with a RST, which
+        # can destroy the response before the client has read it.
+        self.writer.write_eof()
+        try:
+            async with asyncio.timeout(LINGER):
+                while await self.reader.read(CHUNK):
+                    pass
+        except TimeoutError:
+            pass
 
     async def _serve_one(self) -> bool:
         """Serve one request; return whether the connection stays open."""
@@ -274,8 +290,8 @@ class _Connection:
         if kind == "close":
             keep_alive = False
         chunked = kind == "chunked" and request.version >= (1, 1)
-        if kind == "chunked" and not chunked:
-            keep_alive = False  # an HTTP/1.0 client gets a close-delimited body
+        if kind == "eof" or (kind == "chunked" and not chunked):
+            keep_alive = False  # a close-delimited body (what an HTTP/1.0 client gets for /chunked)
 
         if not keep_alive:
             headers.append(("Connection", "close"))
@@ -283,7 +299,8 @@ class _Connection:
             headers.append(("Connection", "keep-alive"))
 
         body = b""
-        if kind in ("bytes", "chunked"):
+        streamed = kind in ("bytes", "chunked", "eof")
+        if streamed:
             headers.append(("Content-Type", "application/octet-stream"))
             if chunked:
                 headers.append(("Transfer-Encoding", "chunked"))
@@ -309,7 +326,7 @@ class _Connection:
 
         self.writer.write(_response_head(status, headers))
         if request.method != "HEAD":
-            if kind in ("bytes", "chunked"):
+            if streamed:
                 await _write_pattern(self.writer, number, chunked)
             else:
                 self.writer.write(body)
@@ -336,6 +353,10 @@ async def start(host: str = "127.0.0.1", port: int = 0, *, unix: str | None = No
         tasks.add(task)
         try:
             await _Connection(reader, writer).serve()
+        except asyncio.CancelledError:
+            # Only stop() cancels these; letting it propagate makes asyncio's
+            # stream callback log the cancelled handler as an error (3.11).
+            pass
         finally:
             tasks.discard(task)
 
