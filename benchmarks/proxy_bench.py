@@ -42,8 +42,11 @@ CHP_DIR = ROOT / "benchmarks" / ".chp"
 CHP_VERSION = "5.3.0"  # pinned so runs stay comparable; change deliberately
 CHP_BIN = CHP_DIR / "node_modules" / ".bin" / "configurable-http-proxy"
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-VARIANTS = ("direct", "chp", "nbpool")
-LABELS = {"direct": "direct", "chp": "CHP", "nbpool": "nbpool proxy"}
+VARIANTS = ("direct", "chp", "nbpool", "nbpool-asyncio")
+DEFAULT_VARIANTS = ("direct", "chp", "nbpool")
+# nbpool-asyncio: the same proxy on the standard asyncio loop instead of uvloop
+# (NBPOOL_NO_UVLOOP=1), to show what uvloop buys; not run unless asked for.
+LABELS = {"direct": "direct", "chp": "CHP", "nbpool": "nbpool proxy", "nbpool-asyncio": "nbpool, asyncio loop"}
 WS_PREFIX = "/ws"
 SMALL_BODY = b"x" * 99 + b"\n"  # 100 bytes
 PROXY_CPU, CLIENT_CPU = "0", "1"  # with --pin: proxy on one core, load generators on the other
@@ -182,12 +185,17 @@ def start_chp(procs: Processes, http_port: int, ws_port: int, cpu: str | None) -
     return port, proc
 
 
-def start_nbpool(procs: Processes, http_port: int, ws_port: int, cpu: str | None) -> tuple[int, subprocess.Popen]:
+def start_nbpool(procs: Processes, http_port: int, ws_port: int, cpu: str | None,
+                 variant: str = "nbpool") -> tuple[int, subprocess.Popen]:
     port = free_port()
     cmd = [PYTHON, "-m", "proxy", "--port", str(port), "--ip", "127.0.0.1",
            "--route", f"{WS_PREFIX}=http://127.0.0.1:{ws_port}", "--default-target", f"http://127.0.0.1:{http_port}"]
-    proc = procs.start("nbpool", pinned(cpu, cmd), cwd=ROOT)
-    wait_http(f"http://127.0.0.1:{port}/small.txt", procs, "nbpool", proc)
+    env = dict(os.environ)
+    env.pop("NBPOOL_NO_UVLOOP", None)
+    if variant == "nbpool-asyncio":
+        env["NBPOOL_NO_UVLOOP"] = "1"
+    proc = procs.start(variant, pinned(cpu, cmd), cwd=ROOT, env=env)
+    wait_http(f"http://127.0.0.1:{port}/small.txt", procs, variant, proc)
     return port, proc
 
 
@@ -362,6 +370,16 @@ def run_ws_client(mode: str, port: int, args, cpu: str | None) -> dict:
     return json.loads(done.stdout)
 
 
+def median_of(runs: list[dict]) -> dict:
+    """Each numeric field's median over rounds; errors are summed, the first error kept."""
+    out: dict = {"rounds": len(runs), "errors": sum(r.get("errors", 0) for r in runs)}
+    for key in {k for r in runs for k, v in r.items() if isinstance(v, (int, float)) and k != "errors"}:
+        values = [r[key] for r in runs if key in r]
+        out[key] = statistics.median(values)
+    out["first_error"] = next((r["first_error"] for r in runs if r.get("first_error")), None)
+    return out
+
+
 def ws_client_main(args) -> None:
     path = f"{WS_PREFIX}/bench"
     if args.ws_client == "rtt":
@@ -405,9 +423,10 @@ ROWS = [
     ("small GET errors (socket + non-2xx)", ("http", "errors"), "{}", None),
     ("download {mib} MiB (MiB/s, median of {repeat})", ("download", "mib_per_s"), "{:,.0f}", "higher"),
     ("download errors", ("download", "errors"), "{}", None),
-    ("WebSocket round trip p50 (µs)", ("ws_rtt", "p50_us"), "{:.0f}", "lower"),
-    ("WebSocket round trip p99 (µs)", ("ws_rtt", "p99_us"), "{:.0f}", "lower"),
-    ("WebSocket burst {burst} conns × {burst_messages} msgs, wall (ms)", ("ws_burst", "wall_ms"), "{:,.0f}", "lower"),
+    ("WebSocket round trip p50 (µs, median of {ws_rounds} rounds)", ("ws_rtt", "p50_us"), "{:.0f}", "lower"),
+    ("WebSocket round trip p99 (µs, median of {ws_rounds} rounds)", ("ws_rtt", "p99_us"), "{:.0f}", "lower"),
+    ("WebSocket burst {burst} conns × {burst_messages} msgs, wall (ms, median of {ws_rounds})",
+     ("ws_burst", "wall_ms"), "{:,.0f}", "lower"),
     ("WebSocket burst slowest handshake (ms)", ("ws_burst", "slowest_handshake_ms"), "{:.0f}", "lower"),
     ("WebSocket errors (round trip + burst)", ("ws", "errors"), "{}", None),
     ("proxy peak RSS (MiB)", ("proxy", "peak_rss_mib"), "{:.0f}", "lower"),
@@ -416,18 +435,20 @@ ROWS = [
 
 def markdown(report: dict, variants: list[str], settings: dict) -> str:
     machine = report["machine"]
+    columns = [v for v in VARIANTS if v in DEFAULT_VARIANTS or v in variants]
     lines = [
         f"{machine['cpu_count']} cores ({machine['cpu_model']}), Linux {machine['kernel']}, "
-        f"Python {machine['python']}, Node {machine['node']}, CHP {machine['chp'] or '-'}, nginx {machine['nginx']}, wrk {machine['wrk']}",
+        f"Python {machine['python']}, Node {machine['node']}, CHP {machine['chp'] or '-'}, "
+        f"nginx {machine['nginx']}, wrk {machine['wrk']}",
         f"wrk -t{settings['threads']} -c{settings['connections']} -d{settings['duration']}s; "
         f"pinning: {settings['pinning']}; CPUs busy before start: {settings['busy_before']:.0%}",
         "",
-        "| metric | " + " | ".join(LABELS[v] for v in VARIANTS) + " | nbpool ÷ CHP |",
-        "|---|" + "---:|" * (len(VARIANTS) + 1),
+        "| metric | " + " | ".join(LABELS[v] for v in columns) + " | nbpool ÷ CHP |",
+        "|---|" + "---:|" * (len(columns) + 1),
     ]
     for label, (group, key), fmt, better in ROWS:
         values, cells = {}, []
-        for variant in VARIANTS:
+        for variant in columns:
             result = report["results"].get(variant, {})
             values[variant] = result.get(group, {}).get(key)
             if values[variant] is not None:
@@ -435,7 +456,7 @@ def markdown(report: dict, variants: list[str], settings: dict) -> str:
             else:
                 cells.append("skipped" if "skipped" in result else "not run" if variant not in variants else "-")
         ratio = "-"
-        if better and values["nbpool"] is not None and values["chp"]:
+        if better and values.get("nbpool") is not None and values.get("chp"):
             ratio = f"{values['nbpool'] / values['chp']:.2f} ({better} is better)"
         lines.append(f"| {label.format(**settings)} | " + " | ".join(cells) + f" | {ratio} |")
     return "\n".join(lines)
@@ -458,7 +479,7 @@ def measure(args) -> dict:
               "other load makes these numbers noisy", file=sys.stderr)
     settings = {"threads": args.threads, "connections": args.connections, "duration": args.duration,
                 "mib": args.download_mib, "repeat": args.repeat, "burst": args.burst,
-                "burst_messages": args.burst_messages, "ws_messages": args.ws_messages,
+                "burst_messages": args.burst_messages, "ws_messages": args.ws_messages, "ws_rounds": args.ws_rounds,
                 "pinning": (f"proxy on CPU {PROXY_CPU}, wrk/curl/WebSocket client on CPU {CLIENT_CPU}, "
                             "backends unpinned") if args.pin else "none", "busy_before": busy}
     results: dict[str, dict] = {v: {} for v in variants}
@@ -476,8 +497,10 @@ def measure(args) -> dict:
                 if variant == "direct":
                     ports[variant] = (http_port, ws_port)
                     continue
-                start = start_chp if variant == "chp" else start_nbpool
-                port, proxies[variant] = start(procs, http_port, ws_port, proxy_cpu)
+                if variant == "chp":
+                    port, proxies[variant] = start_chp(procs, http_port, ws_port, proxy_cpu)
+                else:
+                    port, proxies[variant] = start_nbpool(procs, http_port, ws_port, proxy_cpu, variant)
                 # Check the /ws route reaches the echo server (a plain GET answers JSON there).
                 wait_http(f"http://127.0.0.1:{port}{WS_PREFIX}/check", procs, variant, proxies[variant])
                 ports[variant] = (port, port)
@@ -493,10 +516,16 @@ def measure(args) -> dict:
                 print(f"download: {variant} ...", file=sys.stderr)
                 results[variant]["download"] = run_download(
                     f"http://127.0.0.1:{ports[variant][0]}/big.bin", args.repeat, client_cpu, args.download_mib << 20)
+            # WebSocket timings are a few hundred microseconds, where a busy moment on
+            # the machine shows: interleave short rounds and report each variant's median.
+            rounds: dict[str, dict[str, list[dict]]] = {v: {"rtt": [], "burst": []} for v in variants}
+            for r in range(args.ws_rounds):
+                print(f"websocket: round {r + 1} of {args.ws_rounds} ...", file=sys.stderr)
+                for variant in variants:
+                    for mode in ("rtt", "burst"):
+                        rounds[variant][mode].append(run_ws_client(mode, ports[variant][1], args, client_cpu))
             for variant in variants:
-                print(f"websocket: {variant} ...", file=sys.stderr)
-                rtt = run_ws_client("rtt", ports[variant][1], args, client_cpu)
-                burst = run_ws_client("burst", ports[variant][1], args, client_cpu)
+                rtt, burst = median_of(rounds[variant]["rtt"]), median_of(rounds[variant]["burst"])
                 results[variant].update(ws_rtt=rtt, ws_burst=burst,
                                         ws={"errors": rtt.get("errors", 0) + burst.get("errors", 0)})
             for variant, proc in proxies.items():
@@ -523,8 +552,9 @@ def parse_variants(text: str) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default=",".join(VARIANTS), type=parse_variants,
-                        help="comma-separated variants to run (default: all of direct,chp,nbpool)")
+    parser.add_argument("--only", default=",".join(DEFAULT_VARIANTS), type=parse_variants,
+                        help="comma-separated variants to run (default: direct,chp,nbpool; "
+                             "nbpool-asyncio adds the proxy on the plain asyncio loop)")
     parser.add_argument("--duration", type=int, default=10, help="seconds of each wrk run (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of an unmeasured wrk run per variant first")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
@@ -532,6 +562,8 @@ def main() -> int:
     parser.add_argument("--download-mib", type=int, default=100, help="size of the download file (default 100)")
     parser.add_argument("--repeat", type=int, default=5, help="downloads per variant; the median is reported")
     parser.add_argument("--ws-messages", type=int, default=2000, help="sequential WebSocket round trips (default 2000)")
+    parser.add_argument("--ws-rounds", type=int, default=5,
+                        help="interleaved rounds of the WebSocket measures; medians are reported (default 5)")
     parser.add_argument("--burst", type=int, default=200, help="simultaneous WebSocket connections (default 200)")
     parser.add_argument("--burst-messages", type=int, default=20, help="messages per burst connection (default 20)")
     parser.add_argument("--pin", action="store_true",

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit, urlunsplit
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-
 V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
 
 
@@ -167,7 +166,7 @@ class KernelClient:
                 raise KernelError(f"no reply to {msg_type} within {self.timeout:.0f}s")
             try:
                 raw = await asyncio.wait_for(self._ws.read_message(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise KernelError(f"no reply to {msg_type} within {self.timeout:.0f}s") from None
             if raw is None:
                 raise KernelError("kernel websocket closed")

@@ -12,9 +12,8 @@ import asyncio
 import signal
 import sys
 
-from traitlets import List, Unicode, validate
+from traitlets import List, TraitError, Unicode, validate
 from traitlets.config import Application
-from traitlets import TraitError
 
 from .server import Proxy, install_uvloop
 

@@ -35,7 +35,7 @@ class Response:
     when it is written.
     """
 
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("body", "headers", "status")
 
     def __init__(self, status: int, body: bytes | str = b"", headers: list[tuple[str, str]] | None = None,
                  content_type: str = "text/html; charset=utf-8"):

@@ -45,9 +45,31 @@ PENDING_BODY_LIMIT = 256 * 1024  # body bytes held while a backend connection op
 class Exchange:
     """One request and its response, from head to last byte."""
 
-    __slots__ = ("client", "url", "headers", "method", "keep_alive", "upgrade", "head_done", "route",
-                 "backend", "pending", "pending_size", "chunked", "request_done", "response_done", "close",
-                 "sent", "out_head", "head_only", "retried", "has_body", "version", "head", "head_size")
+    __slots__ = (
+        "backend",
+        "chunked",
+        "client",
+        "close",
+        "has_body",
+        "head",
+        "head_done",
+        "head_only",
+        "head_size",
+        "headers",
+        "keep_alive",
+        "method",
+        "out_head",
+        "pending",
+        "pending_size",
+        "request_done",
+        "response_done",
+        "retried",
+        "route",
+        "sent",
+        "upgrade",
+        "url",
+        "version",
+    )
 
     def __init__(self, client: ClientConnection):
         self.client = client
@@ -101,7 +123,6 @@ class ClientConnection(asyncio.Protocol):
         self.phase = HEAD
         self.since = now()
         self.head_seen = 0
-        self.tunnel: BackendConnection | None = None
         self.leftover = b""  # bytes after an upgrade request's head
         self.eof = False
         self.closed = False
@@ -126,10 +147,6 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.proxy.clients.discard(self)
-        tunnel, self.tunnel = self.tunnel, None
-        if tunnel is not None:
-            tunnel.transport.close()
-            return
         cur = self.cur
         if cur is not None and cur.backend is not None and not cur.response_done:
             cur.backend.abort()
@@ -137,28 +154,20 @@ class ClientConnection(asyncio.Protocol):
         self.queue.clear()
 
     def eof_received(self) -> bool:
+        # A client may half-close after its request: still deliver the response.
         self.eof = True
-        backend = self.tunnel
-        if backend is None:
-            # A client may half-close after its request: still deliver the response.
-            return self.cur is not None
-        # Half-close: pass the client's FIN on and keep sending it the backend's bytes.
-        if backend.eof:
-            return False
-        if backend.transport.can_write_eof():
-            backend.transport.write_eof()
-        return True
+        return self.cur is not None
 
     def pause_writing(self) -> None:
         # The client reads slower than the backend sends: stop reading the backend.
         self.write_paused = True
-        backend = self.tunnel or (self.cur.backend if self.cur is not None else None)
+        backend = self.cur.backend if self.cur is not None else None
         if backend is not None and backend.transport is not None:
             backend.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        backend = self.tunnel or (self.cur.backend if self.cur is not None else None)
+        backend = self.cur.backend if self.cur is not None else None
         if backend is not None and backend.transport is not None and not backend.transport.is_closing():
             backend.transport.resume_reading()
 
@@ -174,13 +183,6 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        tunnel = self.tunnel
-        if tunnel is not None:
-            route = self.cur.route
-            route.bytes_in += len(data)
-            route.last_activity = now()
-            tunnel.transport.write(data)
-            return
         if self.phase == IDLE:
             self.phase = HEAD
             self.since = now()
@@ -484,22 +486,99 @@ class ClientConnection(asyncio.Protocol):
             self.pause(PAUSE_PIPELINE)
 
     def start_tunnel(self, backend: BackendConnection, leftover_from_backend: bytes) -> None:
-        """The backend switched protocols: splice the two connections from now on."""
-        route = self.cur.route
-        self.tunnel = backend
-        backend.tunnel = self
-        self.phase = TUNNEL
+        """The backend switched protocols: from now on the two connections are spliced."""
+        ex = self.cur
+        route = ex.route
+        proxy = self.proxy
+        proxy.clients.discard(self)
+        proxy.backends.busy.discard(backend)
         self.stats.websockets_total += 1
         self.stats.websockets_active += 1
         route.websockets += 1
+        inbound = InboundSplice(self.transport, route, proxy)
+        outbound = OutboundSplice(backend.transport, route, proxy)
+        inbound.peer, outbound.peer = outbound, inbound
+        self.transport.set_protocol(inbound)
+        backend.transport.set_protocol(outbound)
+        proxy.tunnels.add(inbound)
         if leftover_from_backend:
-            route.bytes_out += len(leftover_from_backend)
-            self.transport.write(leftover_from_backend)
+            outbound.data_received(leftover_from_backend)
         if self.leftover:
-            route.bytes_in += len(self.leftover)
-            backend.transport.write(self.leftover)
+            inbound.data_received(self.leftover)
             self.leftover = b""
-        self.resume(PAUSE_PIPELINE | PAUSE_BACKEND)
+        if self.pauses:
+            self.pauses = 0
+            self.transport.resume_reading()
+        if self.write_paused:  # the client was not keeping up: keep the backend paused until it drains
+            backend.transport.pause_reading()
+
+
+class Splice(asyncio.Protocol):
+    """One side of a WebSocket (or other upgraded) connection: bytes read here are written to the peer.
+
+    No frame parsing and no size cap. Writing is held back with the transports'
+    own flow control, FIN is passed on (half-close), and closing either side
+    closes the other once its buffered bytes are out.
+    """
+
+    __slots__ = ("closed", "eof", "peer", "proxy", "route", "transport")
+
+    def __init__(self, transport: asyncio.Transport, route: Route, proxy: Proxy):
+        self.transport = transport
+        self.route = route
+        self.proxy = proxy
+        self.peer: Splice | None = None
+        self.eof = False
+        self.closed = False
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer
+        if peer.eof or peer.closed or not peer.transport.can_write_eof():
+            return False  # both directions done (or TLS, which cannot half-close): close
+        peer.transport.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        peer = self.peer
+        if not peer.closed:
+            peer.transport.close()
+        else:  # the second side to go: the tunnel is gone
+            self.proxy.stats.websockets_active -= 1
+            self.route.websockets -= 1
+            self.proxy.tunnels.discard(self if isinstance(self, InboundSplice) else peer)
+
+    def pause_writing(self) -> None:
+        self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.peer.closed:
+            self.peer.transport.resume_reading()
+
+
+class InboundSplice(Splice):
+    """The visitor's side: counts bytes in."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        route = self.route
+        route.bytes_in += len(data)
+        route.last_activity = now()
+        self.peer.transport.write(data)
+
+
+class OutboundSplice(Splice):
+    """The backend's side: counts bytes out."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        route = self.route
+        route.bytes_out += len(data)
+        route.last_activity = now()
+        self.peer.transport.write(data)
 
 
 class BackendConnection(asyncio.Protocol):
@@ -518,17 +597,16 @@ class BackendConnection(asyncio.Protocol):
         self.head_sent = False  # the response head went to the client
         self.chunked = False  # re-chunk the body to the client
         self.until_eof = False  # body ends when the backend closes
+        self.remaining = -1  # Content-Length bytes still to relay; -1 when the parser frames the body
         self.complete = False
         self.upgrading = False
         self.keep_alive = False
         self.out: list[bytes] = []  # bytes for the client, written once per read
         self.wrote = False  # some of the response reached the client
-        self.tunnel: ClientConnection | None = None
         self.sent_at = 0.0
         self.idle_since = 0.0
         self.used = 0  # exchanges carried, to tell a reused connection from a fresh one
         self.got_bytes = False
-        self.eof = False
         self.closed = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:
@@ -544,6 +622,7 @@ class BackendConnection(asyncio.Protocol):
         self.headers = []
         self.status = b""
         self.head_sent = self.chunked = self.until_eof = self.complete = self.upgrading = False
+        self.remaining = -1
         self.got_bytes = self.wrote = False
         self.out = []
         self.used += 1
@@ -563,16 +642,31 @@ class BackendConnection(asyncio.Protocol):
     # --- transport events ------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        client = self.tunnel
-        if client is not None:
-            route = client.cur.route
-            route.bytes_out += len(data)
-            route.last_activity = now()
-            client.transport.write(data)
-            return
         if self.ex is None:
             # Bytes from an idle backend: it broke the protocol; never reuse it.
             self.transport.close()
+            return
+        remaining = self.remaining
+        if remaining > 0:
+            # Inside a Content-Length body: relay the bytes as they are, no parser copy.
+            n = len(data)
+            route = self.ex.route
+            route.last_activity = now()
+            if n < remaining:
+                self.remaining = remaining - n
+                route.bytes_out += n
+                client = self.client
+                if not client.closed:
+                    client.transport.write(data)
+                return
+            if n > remaining:
+                self.keep_alive = False  # more than it announced: never reuse this connection
+                data = data[:remaining]
+            route.bytes_out += remaining
+            self.remaining = 0
+            self.out.append(data)
+            self.complete = True
+            self.done()
             return
         self.got_bytes = True
         try:
@@ -612,30 +706,9 @@ class BackendConnection(asyncio.Protocol):
         else:
             client.transport.writelines(out)
 
-    def eof_received(self) -> bool:
-        self.eof = True
-        if self.tunnel is not None:
-            client = self.tunnel
-            if client.eof:
-                return False
-            if client.transport.can_write_eof():
-                client.transport.write_eof()
-            return True
-        return False
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
-        client = self.tunnel
-        if client is not None:
-            self.tunnel = None
-            client.stats.websockets_active -= 1
-            route = client.cur.route if client.cur is not None else None
-            if route is not None:
-                route.websockets -= 1
-            client.tunnel = None
-            client.transport.close()
-            return
         ex = self.ex
         if ex is None or self.complete:
             return
@@ -657,12 +730,12 @@ class BackendConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # The backend reads the request body slower than the client sends it.
-        client = self.tunnel or self.client
+        client = self.client
         if client is not None:
             client.pause(PAUSE_BACKEND)
 
     def resume_writing(self) -> None:
-        client = self.tunnel or self.client
+        client = self.client
         if client is not None:
             client.resume(PAUSE_BACKEND)
 
@@ -677,7 +750,6 @@ class BackendConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         ex = self.ex
-        client = ex.client
         code = self.parser.get_status_code()
         if code < 200 and code != 101:
             # Interim (100 Continue, 103 Early Hints): HTTP/1.1 clients get it, others not.
@@ -734,12 +806,16 @@ class BackendConnection(asyncio.Protocol):
             out.append(b"\r\n")
             if bodiless:
                 self.complete = True  # no body follows, whatever Content-Length says
+            elif length is not None and not chunked:
+                # The parser has validated it; bytes in this read still come through on_body.
+                self.remaining = int(length)
         self.head_sent = True
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message ends
         self.out.append(b"".join(out))
 
     def on_body(self, body: bytes) -> None:
-        client = self.client
+        if self.remaining > 0:
+            self.remaining -= len(body)
         route = self.ex.route
         route.bytes_out += len(body)
         route.last_activity = now()
@@ -840,7 +916,7 @@ class BackendPool:
             else:
                 coro = loop.create_connection(factory, target.host, target.port)
             _, conn = await asyncio.wait_for(coro, self.limits.connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._failed(ex, 504, "connect timed out")
             return
         except ConnectionRefusedError:

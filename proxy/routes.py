@@ -7,7 +7,8 @@ costs a few dict lookups and no decoding. Route changes are plain method calls.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from .http import Response
@@ -69,7 +70,7 @@ def _prefix_key(prefix: str | bytes) -> bytes:
 class Target:
     """Where a route's requests go: a TCP host and port, or a unix socket."""
 
-    __slots__ = ("url", "host", "port", "unix_path", "key", "host_header")
+    __slots__ = ("host", "host_header", "key", "port", "unix_path", "url")
 
     def __init__(self, url: str):
         self.url = url
@@ -104,8 +105,20 @@ class Route:
     tunnelled bytes, client to backend (``bytes_in``) and back (``bytes_out``).
     """
 
-    __slots__ = ("prefix", "target", "headers", "authorize", "error_page", "data",
-                 "last_activity", "bytes_in", "bytes_out", "requests", "websockets", "header_names")
+    __slots__ = (
+        "authorize",
+        "bytes_in",
+        "bytes_out",
+        "data",
+        "error_page",
+        "header_names",
+        "headers",
+        "last_activity",
+        "prefix",
+        "requests",
+        "target",
+        "websockets",
+    )
 
     def __init__(self, prefix: bytes, target: Target, headers: list[tuple[bytes, bytes]],
                  authorize: Authorize | None, error_page: ErrorPage | None, data: Any):
@@ -211,7 +224,7 @@ class RouteTable:
 class RequestHead:
     """What an authorize or error-page callback sees of a request."""
 
-    __slots__ = ("method", "path", "query", "version", "headers", "client_ip", "route")
+    __slots__ = ("client_ip", "headers", "method", "path", "query", "route", "version")
 
     def __init__(self, method: bytes, path: bytes, query: bytes, version: str,
                  headers: list[tuple[bytes, bytes]], client_ip: str, route: Route | None):

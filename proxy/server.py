@@ -9,9 +9,8 @@ import os
 import ssl
 import time
 
-from traitlets import Bool, Float, Instance, Integer, List, Unicode, default, validate
+from traitlets import Bool, Float, Instance, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
-from traitlets import TraitError
 
 from .relay import HEAD, IDLE, BackendPool, ClientConnection
 from .routes import RouteTable
@@ -20,8 +19,16 @@ from .routes import RouteTable
 class Stats:
     """Plain counters, cheap to bump on the hot path; read by /metrics."""
 
-    __slots__ = ("connections_total", "rejected_connections", "requests_total", "bad_requests",
-                 "websockets_total", "websockets_active", "errors", "timeouts")
+    __slots__ = (
+        "bad_requests",
+        "connections_total",
+        "errors",
+        "rejected_connections",
+        "requests_total",
+        "timeouts",
+        "websockets_active",
+        "websockets_total",
+    )
 
     def __init__(self) -> None:
         self.connections_total = 0
@@ -37,12 +44,30 @@ class Stats:
         self.errors[status] = self.errors.get(status, 0) + 1
 
 
+# Settings copied into Limits, re-copied whenever one changes.
+LIMIT_TRAITS = ("max_head_size", "max_headers", "head_timeout", "keepalive_timeout", "connect_timeout",
+                "response_timeout", "backend_idle_timeout", "backend_max_idle", "max_connections", "trust_forwarded")
+
+
 class Limits:
     """A plain copy of the settings the relay reads per request (traits are slow to read)."""
 
-    __slots__ = ("max_head_size", "max_headers", "head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout",
-                 "backend_idle_timeout", "backend_max_idle", "max_connections", "trust_forwarded",
-                 "trusted_networks", "proto_line", "port_line", "scheme")
+    __slots__ = (
+        "backend_idle_timeout",
+        "backend_max_idle",
+        "connect_timeout",
+        "head_timeout",
+        "keepalive_timeout",
+        "max_connections",
+        "max_head_size",
+        "max_headers",
+        "port_line",
+        "proto_line",
+        "response_timeout",
+        "scheme",
+        "trust_forwarded",
+        "trusted_networks",
+    )
 
     def is_trusted(self, ip: str) -> bool:
         try:
@@ -134,19 +159,17 @@ class Proxy(LoggingConfigurable):
         self.stats = Stats()
         self.limits = Limits()
         self.clients: set[ClientConnection] = set()
+        self.tunnels: set = set()  # the visitor side of each spliced (upgraded) connection
         self.backends: BackendPool | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task | None = None
         self.bound_port: int | None = None
-        self.observe(lambda change: self._apply_limits(), names=[
-            "max_head_size", "max_headers", "head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout",
-            "backend_idle_timeout", "backend_max_idle", "max_connections", "trust_forwarded", "trusted_proxies"])
+        self.observe(lambda change: self._apply_limits(), names=[*LIMIT_TRAITS, "trusted_proxies"])
         self._apply_limits()
 
     def _apply_limits(self) -> None:
         lim = self.limits
-        for name in ("max_head_size", "max_headers", "head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout",
-                     "backend_idle_timeout", "backend_max_idle", "max_connections", "trust_forwarded"):
+        for name in LIMIT_TRAITS:
             setattr(lim, name, getattr(self, name))
         lim.trusted_networks = [ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies]
         lim.scheme = b"https" if self.tls else b"http"
@@ -195,6 +218,8 @@ class Proxy(LoggingConfigurable):
         for client in list(self.clients):
             if client.transport is not None:
                 client.transport.close()
+        for tunnel in list(self.tunnels):
+            tunnel.transport.close()
         if self.backends is not None:
             self.backends.close()
         for server in self._servers:

@@ -119,7 +119,7 @@ class Wire:
                 if not data:
                     return True
                 self.raw += data
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             return False
         except ConnectionError:
             return True

@@ -11,6 +11,7 @@ from tests.httpwire import Wire, request
 from tests.resources import echo
 
 H = b"Host: h\r\n"
+TE = b"Transfer-Encoding: chunked\r\n"
 
 # Each entry is sent on its own connection; none may reach the backend as a valid request.
 CORPUS: list[tuple[str, bytes]] = [
@@ -22,8 +23,8 @@ CORPUS: list[tuple[str, bytes]] = [
     ("extra token after version", b"GET / HTTP/1.1 x\r\n" + H + b"\r\n"),
     ("missing host", b"GET / HTTP/1.1\r\n\r\n"),
     ("two hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
-    ("cl and te", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-    ("te and cl", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n"),
+    ("cl and te", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 4\r\n" + TE + b"\r\n0\r\n\r\n"),
+    ("te and cl", b"POST / HTTP/1.1\r\n" + H + TE + b"Content-Length: 4\r\n\r\n0\r\n\r\n"),
     ("duplicate cl differing", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
     ("duplicate cl same", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc"),
     ("cl list", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 3, 3\r\n\r\nabc"),
@@ -36,7 +37,7 @@ CORPUS: list[tuple[str, bytes]] = [
     ("te chunked identity", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
     ("te identity", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: identity\r\n\r\nabc"),
     ("te xchunked", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
-    ("two te", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ("two te", b"POST / HTTP/1.1\r\n" + H + TE + TE + b"\r\n0\r\n\r\n"),
     ("te with space before colon", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
     ("cl with space before colon", b"POST / HTTP/1.1\r\n" + H + b"Content-Length : 3\r\n\r\nabc"),
     ("obs-fold", b"GET / HTTP/1.1\r\n" + H + b"X-Folded: a\r\n b\r\n\r\n"),
@@ -48,10 +49,10 @@ CORPUS: list[tuple[str, bytes]] = [
     ("bare lf lines", b"GET / HTTP/1.1\nHost: h\n\n"),
     ("cr only line end", b"GET / HTTP/1.1\r\r\n" + H + b"\r\n"),
     ("bad chunk size", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"),
-    ("overflowing chunk size", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\n"),
+    ("overflowing chunk size", b"POST / HTTP/1.1\r\n" + H + TE + b"\r\nfffffffffffffffffffff\r\n"),
     ("negative chunk size", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n-1\r\nabc\r\n0\r\n\r\n"),
     ("chunk data without crlf", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n"),
-    ("nul in chunk extension", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n3;a=\x00\r\nabc\r\n0\r\n\r\n"),
+    ("nul in chunk extension", b"POST / HTTP/1.1\r\n" + H + TE + b"\r\n3;a=\x00\r\nabc\r\n0\r\n\r\n"),
     ("absolute-form", b"GET http://evil.example/ HTTP/1.1\r\n" + H + b"\r\n"),
     ("absolute-form https", b"GET https://evil.example/x HTTP/1.1\r\n" + H + b"\r\n"),
     ("connect", b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n"),

@@ -413,7 +413,7 @@ async def test_routes_change_under_traffic(proxy, backend2):
                 proxy.routes.remove(f"/user/c{i - 3}")
             await asyncio.sleep(0)
 
-    churned, resp = await asyncio.gather(churn(), wire.response(timeout=30))
+    _, resp = await asyncio.gather(churn(), wire.response(timeout=30))
     assert resp.status == 200 and len(resp.body) == 8 * 1024 * 1024
     await wire.send(b"GET /steady/after HTTP/1.1\r\nHost: h\r\n\r\n")
     assert (await wire.response()).json()["path"] == "/steady/after"
@@ -467,8 +467,9 @@ def test_tls_needs_both_files(tmp_path):
 # --- the command line ---------------------------------------------------------------------
 
 async def test_python_m_proxy_with_two_routes(backend, backend2, tmp_path):
-    from tests.resources import ws_echo
     from tornado.websocket import websocket_connect
+
+    from tests.resources import ws_echo
 
     ws = await ws_echo.start()
     proc = await asyncio.create_subprocess_exec(

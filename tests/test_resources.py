@@ -176,11 +176,11 @@ async def test_echo_bytes_and_chunked_bodies_are_exact(echo_server):
 
     reader, writer = await connect(echo_server)
     writer.write(b"GET /chunked/1000003 HTTP/1.1\r\nHost: h\r\n\r\n")
-    status, headers, body = await read_response(reader)
+    _, headers, body = await read_response(reader)
     assert headers["transfer-encoding"] == "chunked" and "content-length" not in headers
     assert hashlib.sha256(body).hexdigest() == echo.pattern_sha256(1000003)
     writer.write(b"GET /eof/70000 HTTP/1.1\r\nHost: h\r\n\r\n")
-    status, headers, body = await read_response(reader)  # reads to EOF: no length, not chunked
+    _, headers, body = await read_response(reader)  # reads to EOF: no length, not chunked
     assert headers["connection"] == "close" and "transfer-encoding" not in headers
     assert hashlib.sha256(body).hexdigest() == echo.pattern_sha256(70000)
     writer.close()
