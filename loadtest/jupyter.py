@@ -115,7 +115,12 @@ class KernelClient:
     async def start(self, kernel_name: str = "python3") -> str:
         """Start a kernel and open its channels WebSocket; returns the kernel id."""
         model = await self._request("POST", "api/kernels", {"name": kernel_name})
-        self.kernel_id = model["id"]
+        await self.attach(model["id"])
+        return self.kernel_id
+
+    async def attach(self, kernel_id: str) -> None:
+        """Open the channels WebSocket of a kernel that already runs (its state intact)."""
+        self.kernel_id = kernel_id
         url = _ws_url(f"{self.base_url}api/kernels/{self.kernel_id}/channels?session_id={self.session}")
         try:
             self._ws = await websocket_connect(
@@ -128,7 +133,16 @@ class KernelClient:
         self.subprotocol = self._ws.selected_subprotocol
         # The kernel may still be starting: kernel_info answers once it is ready.
         await self._send_and_collect("kernel_info_request", {}, channel="shell")
-        return self.kernel_id
+
+    async def kernels(self) -> list[dict]:
+        """The server's running kernels (REST)."""
+        return await self._request("GET", "api/kernels")
+
+    def detach(self) -> None:
+        """Close the WebSocket but leave the kernel running."""
+        if self._ws is not None:
+            self._ws.close()
+            self._ws = None
 
     def _message(self, msg_type: str, content: dict, channel: str) -> dict:
         return {

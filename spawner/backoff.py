@@ -1,0 +1,51 @@
+"""Waiting with deadlines: one exponential backoff helper, and an HTTP readiness wait."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+
+async def exponential_backoff(check: Callable[[], Awaitable[bool]], *, timeout: float, first: float = 0.05,
+                              factor: float = 1.6, most: float = 1.0, what: str = "condition") -> None:
+    """Call ``check`` until it returns True; sleep first, then longer (with jitter) between tries.
+
+    Raises TimeoutError naming ``what`` when ``timeout`` seconds pass first:
+    a timeout never reads as success.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = first
+    while True:
+        if await check():
+            return
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise TimeoutError(f"{what} not reached within {timeout:.1f}s")
+        await asyncio.sleep(min(remaining, delay * random.uniform(0.8, 1.2)))
+        delay = min(delay * factor, most)
+
+
+async def wait_for_http(url: str, *, headers: dict[str, str] | None = None, timeout: float,
+                        ok: Callable[[int], bool] = lambda code: code == 200) -> None:
+    """Wait until ``url`` answers a status that ``ok`` accepts; TimeoutError otherwise."""
+    client = AsyncHTTPClient()
+    last = ["no answer yet"]
+
+    async def answered() -> bool:
+        try:
+            resp = await client.fetch(HTTPRequest(url, headers=headers, request_timeout=5, connect_timeout=2,
+                                                  follow_redirects=False), raise_error=False)
+        except (OSError, HTTPClientError) as exc:
+            last[0] = str(exc)
+            return False
+        last[0] = f"HTTP {resp.code}"
+        return ok(resp.code)
+
+    try:
+        await exponential_backoff(answered, timeout=timeout, what=f"a ready answer from {url}")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc} (last: {last[0]})") from None

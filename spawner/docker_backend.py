@@ -1,0 +1,278 @@
+"""The Docker implementation of the container backend.
+
+The docker SDK is blocking: every call goes through one injected thread pool
+as an explicit callable, under a deadline (``docker_timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+from traitlets import Bool, Dict, Float, Instance, Integer, List, TraitError, Unicode, default, validate
+
+from .backend import GONE, RUNNING, BackendError, ContainerBackend, ContainerInfo, Endpoint
+from .traits import MemorySize
+
+T = TypeVar("T")
+
+POOL_LABEL = "org.nbpool.pool"
+ID_LABEL = "org.nbpool.id"
+NOTEBOOK_PORT = 8888
+
+
+class DockerBackend(ContainerBackend):
+    """Runs each pool container with the docker SDK, with limits and isolation."""
+
+    image = Unicode("nbpool/notebook:latest", config=True,
+                    help="The notebook image each container runs (built by 'make images').")
+    command = List(Unicode(), [], config=True,
+                   help="Command to run instead of the image's own, with placeholders {base_url}, {port} and "
+                        "{token}, as tmpnb's --command had, e.g. ['start-notebook', '--ServerApp.base_url="
+                        "{base_url}']. Empty: the image's command, which reads NBPOOL_BASE_URL, JUPYTER_PORT "
+                        "and JUPYTER_TOKEN from the environment (the token then stays out of process lists).")
+    mem_limit = MemorySize("1G", config=True,
+                           help="Memory limit per container (e.g. 512M, 2G); no swap beyond it. An idle "
+                                "container uses about 70 MiB, one with a kernel of each kind about 300 MiB.")
+    cpu_limit = Float(1.0, config=True,
+                      help="CPU limit per container, in cores (0.5 = half a core). 0 means no limit.")
+    pids_limit = Integer(512, config=True,
+                         help="Most processes/threads per container (stops fork bombs). 0 means no limit.")
+    environment = Dict(value_trait=Unicode(), config=True,
+                       help="Extra environment variables for every container (values are strings).")
+    volumes = Dict(value_trait=Unicode(), config=True,
+                   help="Read-only data to mount in every container: {host_path: container_path}.")
+    network_name = Unicode("nbpool", config=True,
+                           help="Bridge network the containers join; created when missing, with "
+                                "inter-container traffic disabled so attendees cannot reach each other.")
+    user = Unicode("1000:1000", config=True, help="uid:gid the notebook server runs as (never root).")
+    init_process = Bool(False, config=True,
+                        help="Run Docker's init as PID 1 in each container. The nbpool image has tini as "
+                             "PID 1 already; turn this on for images without an init, so zombies are reaped.")
+    endpoint_mode = Unicode("host-port", config=True,
+                            help="How the proxy reaches a container: 'host-port' (its port published on "
+                                 "127.0.0.1 only) or 'container-ip' (its address on the bridge network, "
+                                 "skipping Docker's userland proxy; needs the bridge reachable from the host).")
+    docker_timeout = Float(60.0, config=True,
+                           help="Seconds any single Docker call may take before it counts as failed.")
+    extra_create_kwargs = Dict(config=True,
+                               help="Further keyword arguments for docker's containers.run (advanced).")
+    executor = Instance(ThreadPoolExecutor, help="The thread pool every blocking Docker call runs in.")
+
+    @default("executor")
+    def _default_executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=16, thread_name_prefix="docker")
+
+    @validate("cpu_limit")
+    def _validate_cpu(self, proposal):
+        if proposal.value < 0:
+            raise TraitError(f"DockerBackend.cpu_limit must be 0 (no limit) or a positive number of cores, "
+                             f"not {proposal.value}")
+        return proposal.value
+
+    @validate("pids_limit")
+    def _validate_pids(self, proposal):
+        if proposal.value < 0 or 0 < proposal.value < 32:
+            raise TraitError(f"DockerBackend.pids_limit must be 0 (no limit) or at least 32, not {proposal.value}")
+        return proposal.value
+
+    @validate("endpoint_mode")
+    def _validate_endpoint_mode(self, proposal):
+        if proposal.value not in ("host-port", "container-ip"):
+            raise TraitError(f"DockerBackend.endpoint_mode must be 'host-port' or 'container-ip', "
+                             f"not {proposal.value!r}")
+        return proposal.value
+
+    @validate("user")
+    def _validate_user(self, proposal):
+        if proposal.value.split(":")[0] in ("", "0", "root"):
+            raise TraitError(f"DockerBackend.user must not be root, not {proposal.value!r}")
+        return proposal.value
+
+    @validate("command")
+    def _validate_command(self, proposal):
+        for part in proposal.value:
+            try:
+                part.format(base_url="/", port=1, token="t")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise TraitError(f"DockerBackend.command: {part!r} has an unknown placeholder {exc}; "
+                                 "use {base_url}, {port} or {token}") from None
+        return proposal.value
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._client: docker.DockerClient | None = None
+        self._network_ready = asyncio.Lock()
+        self._network_checked = False
+
+    # --- the executor boundary -------------------------------------------------------------
+
+    async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one blocking SDK call in the executor, under ``docker_timeout``."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs)), self.docker_timeout)
+        except TimeoutError:
+            raise BackendError(f"docker {what} took longer than {self.docker_timeout:.0f}s") from None
+        except docker.errors.DockerException as exc:
+            raise BackendError(f"docker {what} failed: {exc}") from exc
+
+    def _docker(self) -> docker.DockerClient:
+        # Created in the executor on first use: from_env may talk to the engine.
+        if self._client is None:
+            self._client = docker.from_env(timeout=int(self.docker_timeout))
+        return self._client
+
+    async def client(self) -> docker.DockerClient:
+        return await self._call("connect", self._docker)
+
+    # --- setup --------------------------------------------------------------------------------
+
+    def _ensure_network_sync(self) -> None:
+        client = self._docker()
+        if client.networks.list(names=[self.network_name]):
+            return
+        client.networks.create(
+            self.network_name, driver="bridge", check_duplicate=True,
+            options={"com.docker.network.bridge.enable_icc": "false"},
+            labels={"org.nbpool.network": "1"},
+        )
+        self.log.info("created Docker network %s (inter-container traffic disabled)", self.network_name)
+
+    async def ensure_network(self) -> None:
+        async with self._network_ready:
+            if not self._network_checked:
+                await self._call("network create", self._ensure_network_sync)
+                self._network_checked = True
+
+    # --- the backend contract ------------------------------------------------------------------
+
+    def _create_kwargs(self, cid: str, name: str, token: str, base_url: str, labels: dict[str, str]) -> dict:
+        env = {**self.environment, "NBPOOL_BASE_URL": base_url, "JUPYTER_PORT": str(NOTEBOOK_PORT),
+               "JUPYTER_TOKEN": token}
+        kwargs: dict[str, Any] = dict(
+            image=self.image,
+            name=name,
+            detach=True,
+            labels={**labels, POOL_LABEL: self.pool_name, ID_LABEL: cid},
+            environment=env,
+            user=self.user,
+            network=self.network_name,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            init=self.init_process,
+            # Published on loopback only: never reachable from other machines.
+            ports={f"{NOTEBOOK_PORT}/tcp": ("127.0.0.1", None)},
+        )
+        if self.command:
+            kwargs["command"] = [part.format(base_url=base_url, port=NOTEBOOK_PORT, token=token)
+                                 for part in self.command]
+        if self.mem_limit:
+            kwargs["mem_limit"] = self.mem_limit
+            kwargs["memswap_limit"] = self.mem_limit
+        if self.cpu_limit:
+            kwargs["nano_cpus"] = int(self.cpu_limit * 1e9)
+        if self.pids_limit:
+            kwargs["pids_limit"] = self.pids_limit
+        if self.volumes:
+            kwargs["volumes"] = {host: {"bind": inside, "mode": "ro"} for host, inside in self.volumes.items()}
+        kwargs.update(self.extra_create_kwargs)
+        return kwargs
+
+    def _endpoint(self, attrs: dict) -> Endpoint | None:
+        settings = attrs.get("NetworkSettings") or {}
+        if self.endpoint_mode == "container-ip":
+            net = (settings.get("Networks") or {}).get(self.network_name) or {}
+            return Endpoint(net["IPAddress"], NOTEBOOK_PORT) if net.get("IPAddress") else None
+        # inspect form: {"8888/tcp": [{"HostIp": ..., "HostPort": ...}]}; list form: [{"PublicPort": ...}]
+        ports = settings.get("Ports")
+        if isinstance(ports, dict):
+            for binding in ports.get(f"{NOTEBOOK_PORT}/tcp") or []:
+                return Endpoint("127.0.0.1", int(binding["HostPort"]))
+        for binding in attrs.get("Ports") or []:
+            if binding.get("PrivatePort") == NOTEBOOK_PORT and binding.get("PublicPort"):
+                return Endpoint("127.0.0.1", int(binding["PublicPort"]))
+        return None
+
+    def _info(self, attrs: dict) -> ContainerInfo:
+        labels = (attrs.get("Config") or {}).get("Labels") or attrs.get("Labels") or {}
+        state = attrs.get("State")
+        if isinstance(state, dict):  # inspect gives a dict, list gives a word
+            state = state.get("Status", "")
+        name = attrs.get("Name") or (attrs.get("Names") or [""])[0]
+        return ContainerInfo(
+            engine_id=attrs["Id"], name=name.lstrip("/"), cid=labels.get(ID_LABEL, ""),
+            state=RUNNING if state == "running" else (GONE if state in ("exited", "dead", "removing") else state),
+            labels=dict(labels), endpoint=self._endpoint(attrs),
+            image=(attrs.get("Config") or {}).get("Image") or attrs.get("Image", ""),
+        )
+
+    def _start_sync(self, kwargs: dict) -> dict:
+        container = self._docker().containers.run(**kwargs)
+        container.reload()  # the published port is known only once it runs
+        return container.attrs
+
+    async def start(self, cid: str, *, token: str, base_url: str, labels: dict[str, str],
+                    name: str | None = None) -> ContainerInfo:
+        await self.ensure_network()
+        kwargs = self._create_kwargs(cid, name or f"{self.pool_name}-{cid}", token, base_url, labels)
+        info = self._info(await self._call(f"run {self.image}", self._start_sync, kwargs))
+        if info.endpoint is None:
+            await self.remove(info.engine_id)
+            raise BackendError(f"container {info.name} started without a reachable endpoint")
+        return info
+
+    def _list_sync(self) -> list[dict]:
+        return self._docker().api.containers(all=True, filters={"label": f"{POOL_LABEL}={self.pool_name}"})
+
+    async def list(self) -> list[ContainerInfo]:
+        return [self._info(attrs) for attrs in await self._call("list", self._list_sync)]
+
+    def _inspect_sync(self, engine_id: str) -> dict | None:
+        try:
+            return self._docker().api.inspect_container(engine_id)
+        except docker.errors.NotFound:
+            return None
+
+    async def inspect(self, engine_id: str) -> ContainerInfo | None:
+        attrs = await self._call("inspect", self._inspect_sync, engine_id)
+        return None if attrs is None else self._info(attrs)
+
+    def _logs_sync(self, engine_id: str, tail: int) -> str:
+        try:
+            return self._docker().api.logs(engine_id, tail=tail).decode(errors="replace")
+        except docker.errors.NotFound:
+            return ""
+
+    async def logs(self, engine_id: str, tail: int = 50) -> str:
+        try:
+            return await self._call("logs", self._logs_sync, engine_id, tail)
+        except BackendError as exc:
+            return f"(logs unavailable: {exc})"
+
+    async def rename(self, engine_id: str, name: str) -> None:
+        await self._call("rename", lambda: self._docker().api.rename(engine_id, name))
+
+    def _remove_sync(self, engine_id: str) -> None:
+        try:
+            self._docker().api.remove_container(engine_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass  # already gone: done
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409 and "already in progress" in str(exc):
+                return  # someone else is removing it: done
+            raise
+
+    async def remove(self, engine_id: str) -> None:
+        await self._call("remove", self._remove_sync, engine_id)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await self._call("close", client.close)

@@ -1,0 +1,527 @@
+"""The warm pool: ready spares handed out in constant time, refilled, capped and queued.
+
+A container's life: LAUNCHING (created, its server not answering yet) ->
+SPARE (ready, routed, waiting for a visitor) -> ASSIGNED (handed out) ->
+REMOVING (route gone first, then the container). ``warm`` counts ready,
+unassigned spares; ``max_containers`` caps everything together.
+
+Culling and reconciliation live in ``upkeep.PoolUpkeep``; this module keeps
+the accounting, the hand-out, the waiting line and the launches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from traitlets import Bool, Callable, Float, Instance, Integer, TraitError, Unicode, observe, validate
+from traitlets.config import LoggingConfigurable
+
+from proxy.routes import RouteTable
+
+from .backend import BackendError, ContainerBackend
+from .backoff import wait_for_http
+from .errors import PoolClosed, PoolFull, PoolUnavailable, QueueTimeout
+from .secret import ServerSecret
+from .slot import ASSIGNED, CREATED_LABEL, IMAGE_LABEL, LAUNCHING, NAME_OK, REMOVING, SPARE, Slot
+from .upkeep import PoolUpkeep
+
+
+class Ticket:
+    """A visitor's place in the waiting line; ``future`` resolves to their assigned Slot."""
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+        self.future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
+        self.enqueued = time.monotonic()
+
+    @property
+    def position(self) -> int:
+        """1 for the front of the line; 0 once served (or gone)."""
+        try:
+            return self.pool._queue.index(self) + 1
+        except ValueError:
+            return 0
+
+    def cancel(self) -> None:
+        """Leave the line; a container already assigned to this ticket is removed (nobody used it)."""
+        try:
+            self.pool._queue.remove(self)
+        except ValueError:
+            pass
+        if self.future.done() and not self.future.cancelled() and self.future.exception() is None:
+            self.pool.release(self.future.result(), "its visitor left the waiting page")
+        elif not self.future.done():
+            self.future.cancel()
+
+
+@dataclass
+class PoolStats:
+    handed_out: int = 0
+    queued_total: int = 0
+    launched: int = 0
+    failed_starts: int = 0
+    culled: int = 0
+    replaced: int = 0  # found dead or missing behind the pool's back
+    adopted: int = 0
+    spawn_seconds: list[float] = field(default_factory=list)  # launch to ready, bounded below
+
+    def record_spawn(self, seconds: float) -> None:
+        self.spawn_seconds.append(seconds)
+        if len(self.spawn_seconds) > 10000:
+            del self.spawn_seconds[:5000]
+
+
+class Pool(PoolUpkeep, LoggingConfigurable):
+    """Keeps ``warm`` ready spares, hands them out, queues visitors when none is ready."""
+
+    pool_name = Unicode("nbpool", config=True,
+                        help="Name of this pool. Containers are labelled with it, so two pools can share one "
+                             "Docker engine without touching each other's containers.")
+    warm = Integer(3, config=True,
+                   help="Ready, unassigned spare containers to keep. Each hand-out starts a replacement. "
+                        "Set it to about the number of attendees expected in the first minute.")
+    max_containers = Integer(20, config=True,
+                             help="Hard cap on all containers of this pool (spares, starting and assigned). "
+                                  "Keep mem_limit x max_containers within the machine's RAM.")
+    spawn_concurrency = Integer(4, config=True,
+                                help="Containers started at once. Starts are CPU-bound: 2 per core is plenty.")
+    start_timeout = Float(60.0, config=True,
+                          help="Seconds a new container has to answer its readiness check before it counts "
+                               "as a failed start (its logs go to the log; it is removed and retried).")
+    queue_size = Integer(200, config=True,
+                         help="Most visitors waiting in line for a container; beyond it they get the 'full' page.")
+    queue_timeout = Float(120.0, config=True,
+                          help="Seconds a visitor waits in line before being told to try again.")
+    cull_idle = Float(600.0, config=True,
+                      help="Seconds without any traffic through the proxy after which an assigned container "
+                           "is removed (0: never). Spares are never culled for idleness.")
+    cull_max_age = Float(14400.0, config=True,
+                         help="Seconds after hand-out after which an assigned container is removed, active "
+                              "or not (0: never). 14400 is four hours.")
+    cull_interval = Float(30.0, config=True, help="Seconds between culling passes.")
+    reconcile_interval = Float(30.0, config=True,
+                               help="Seconds between reconciliations with the engine: dead containers replaced, "
+                                    "unknown ones adopted or removed, spares topped up.")
+    failure_backoff = Float(1.0, config=True,
+                            help="Seconds to wait before retrying after a failed start; doubles with each "
+                                 "consecutive failure, up to failure_backoff_max.")
+    failure_backoff_max = Float(60.0, config=True, help="Longest wait between retries of failed starts.")
+    breaker_threshold = Integer(5, config=True,
+                                help="Consecutive failed starts that open the circuit breaker: launching stops "
+                                     "and /healthz reports unhealthy until a probe start succeeds.")
+    breaker_probe_interval = Float(30.0, config=True,
+                                   help="Seconds between probe starts while the circuit breaker is open.")
+    remove_assigned_on_stop = Bool(False, config=True,
+                                   help="On shutdown, also remove assigned containers. Off by default: they keep "
+                                        "running and a restarted nbpool adopts them, so attendees keep their work.")
+
+    backend = Instance(ContainerBackend)
+    routes = Instance(RouteTable, allow_none=True, help="Where ready containers are routed (the proxy's table).")
+    secret = Instance(ServerSecret)
+    route_options = Callable(None, allow_none=True,
+                             help="route_options(slot) -> dict of extra RouteTable.add arguments "
+                                  "(authorize, error_page) for a container's route.")
+    clock = Callable(time.monotonic, help="Monotonic clock (seconds); the proxy's activity uses the same.")
+    wallclock = Callable(time.time, help="Wall clock (seconds since the epoch), for ages that survive restarts.")
+
+    @validate("warm", "max_containers", "spawn_concurrency", "queue_size", "breaker_threshold")
+    def _validate_counts(self, proposal):
+        name, value = proposal.trait.name, proposal.value
+        low = 0 if name in ("warm", "queue_size") else 1
+        if value < low:
+            raise TraitError(f"Pool.{name} must be at least {low}, not {value}")
+        return value
+
+    @validate("start_timeout", "queue_timeout", "cull_interval", "reconcile_interval", "failure_backoff",
+              "failure_backoff_max", "breaker_probe_interval")
+    def _validate_positive(self, proposal):
+        if not proposal.value > 0:
+            raise TraitError(f"Pool.{proposal.trait.name} must be a positive number of seconds, not {proposal.value}")
+        return proposal.value
+
+    @validate("cull_idle", "cull_max_age")
+    def _validate_cull(self, proposal):
+        if proposal.value < 0:
+            raise TraitError(f"Pool.{proposal.trait.name} must be 0 (never) or a number of seconds, "
+                             f"not {proposal.value}")
+        return proposal.value
+
+    @validate("pool_name")
+    def _validate_pool_name(self, proposal):
+        if not NAME_OK.match(proposal.value):
+            raise TraitError(f"Pool.pool_name {proposal.value!r} must be letters, digits, '_', '.' or '-' "
+                             "(at most 41), starting with a letter or digit")
+        return proposal.value
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if self.warm > self.max_containers:
+            self.log.warning("Pool.warm (%d) is above max_containers (%d): only %d spares can exist",
+                             self.warm, self.max_containers, self.max_containers)
+        self.backend.pool_name = self.pool_name
+        self.slots: dict[str, Slot] = {}
+        self._spares: collections.deque[Slot] = collections.deque()
+        self._queue: collections.deque[Ticket] = collections.deque()
+        self._launches: set[asyncio.Task] = set()
+        self._in_flight: set[Slot] = set()
+        self._background: set[asyncio.Task] = set()
+        self._spawn_gate: asyncio.Semaphore | None = None
+        self.generation = 0  # bumped by drain(): older spares are replaced
+        self.closing = False
+        self.started = False
+        self.consecutive_failures = 0
+        self._hold_until = 0.0  # no launches before this (backoff after failures)
+        self._wakeup: asyncio.TimerHandle | None = None
+        self.stats = PoolStats()
+
+    # --- counts ---------------------------------------------------------------------------------
+
+    def count(self, state: str) -> int:
+        return sum(1 for s in self.slots.values() if s.state == state)
+
+    @property
+    def available(self) -> int:
+        """Ready spares."""
+        return sum(1 for s in self._spares if s.state == SPARE)
+
+    @property
+    def launching(self) -> int:
+        """Launches under way (created or waiting for a start slot, not yet ready or failed)."""
+        return len(self._in_flight)
+
+    @property
+    def breaker_open(self) -> bool:
+        return self.consecutive_failures >= self.breaker_threshold
+
+    @property
+    def healthy(self) -> bool:
+        return not self.breaker_open
+
+    def summary(self) -> dict:
+        """The numbers /api/stats shows."""
+        return {"available": self.available, "assigned": self.count(ASSIGNED), "launching": self.launching,
+                "capacity": self.max_containers, "queue": len(self._queue), "warm": self.warm}
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Adopt what already runs (after a restart), then fill the spares and start the upkeep loops."""
+        self._spawn_gate = asyncio.Semaphore(self.spawn_concurrency)
+        await self.reconcile()
+        self.started = True
+        self._schedule()
+        self.start_upkeep()
+        self.log.info("pool %s: %d spares wanted, cap %d, %d assigned adopted; image %s", self.pool_name,
+                      self.warm, self.max_containers, self.count(ASSIGNED), getattr(self.backend, "image", "?"))
+
+    async def stop(self, remove_assigned: bool | None = None) -> None:
+        """Stop launching, turn away waiters, remove spares; assigned containers stay unless asked."""
+        remove_assigned = self.remove_assigned_on_stop if remove_assigned is None else remove_assigned
+        self.closing = True
+        self.stop_upkeep()
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        while self._queue:
+            ticket = self._queue.popleft()
+            if not ticket.future.done():
+                ticket.future.set_exception(PoolClosed("pool stopping"))
+        for task in list(self._launches):
+            task.cancel()
+        await asyncio.gather(*self._launches, return_exceptions=True)
+        doomed = [s for s in self.slots.values() if s.state == SPARE or (remove_assigned and s.state == ASSIGNED)]
+        await asyncio.gather(*(self._remove(s, "the pool is stopping") for s in doomed), return_exceptions=True)
+        # Renames record hand-outs for the next start's adoption: let them finish.
+        await asyncio.gather(*self._background, return_exceptions=True)
+        kept = self.count(ASSIGNED)
+        self.log.info("pool %s stopped: %d spares removed, %d assigned containers %s", self.pool_name,
+                      len(doomed) - (kept if remove_assigned else 0), kept if not remove_assigned else 0,
+                      "removed" if remove_assigned else "kept for the next start")
+
+    # --- hand-out ---------------------------------------------------------------------------------
+
+    def acquire_nowait(self) -> Slot | None:
+        """A ready spare, now assigned, or None. Constant time; no engine call."""
+        spares = self._spares
+        while spares:
+            slot = spares.popleft()
+            if slot.state == SPARE:
+                self._assign(slot)
+                self._schedule()
+                return slot
+        return None
+
+    def enqueue(self) -> Ticket:
+        """Join the waiting line for a container started on demand.
+
+        Raises PoolFull at the cap (or a full line), PoolUnavailable while the
+        circuit breaker is open, PoolClosed while stopping.
+        """
+        if self.closing:
+            raise PoolClosed("pool is stopping")
+        if self.breaker_open and not self._in_flight:
+            raise PoolUnavailable(f"circuit breaker open after {self.consecutive_failures} failed starts",
+                                  retry_after=int(self.breaker_probe_interval))
+        if len(self._queue) >= self.queue_size:
+            raise PoolFull(f"waiting line full ({self.queue_size})")
+        unclaimed = self.launching - len(self._queue)
+        room = self.max_containers - len(self.slots)
+        if unclaimed <= 0 and room <= 0:
+            raise PoolFull(f"all {self.max_containers} containers in use", retry_after=self._retry_hint())
+        ticket = Ticket(self)
+        self._queue.append(ticket)
+        self.stats.queued_total += 1
+        self._schedule()
+        return ticket
+
+    async def acquire(self, timeout: float | None = None) -> Slot:
+        """A container for one visitor: a spare at once, else one started on demand (waiting in line)."""
+        slot = self.acquire_nowait()
+        if slot is not None:
+            return slot
+        ticket = self.enqueue()
+        wait = self.queue_timeout if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(asyncio.shield(ticket.future), wait)
+        except TimeoutError:
+            ticket.cancel()
+            raise QueueTimeout(f"no container within {wait:.0f}s", retry_after=5) from None
+        except asyncio.CancelledError:
+            ticket.cancel()
+            raise
+
+    def _retry_hint(self) -> int:
+        # When the cap is reached, places free up as containers are culled; a
+        # short hint keeps a waiting page polling without hammering.
+        return 15
+
+    def _assign(self, slot: Slot) -> None:
+        slot.state = ASSIGNED
+        slot.assigned_at = self.wallclock()
+        slot.nonce = secrets.token_hex(8)
+        if slot.route is not None:
+            slot.route.last_activity = self.clock()  # time as a spare is not idleness
+        self.stats.handed_out += 1
+        self._background_task(self._record_assignment(slot))
+
+    async def _record_assignment(self, slot: Slot) -> None:
+        name = f"{self.pool_name}-{slot.cid}--a{int(slot.assigned_at)}-{slot.nonce}"
+        try:
+            await self.backend.rename(slot.engine_id, name)
+            slot.name = name
+        except BackendError as exc:
+            # Without the rename a restart would take it for a spare: remove it
+            # from spares-to-be by recording nothing and warning loudly.
+            self.log.warning("could not record hand-out of %s in its name: %s", slot.cid, exc)
+
+    def release(self, slot: Slot, reason: str) -> None:
+        """Give a container up (remove it in the background); the pool refills."""
+        self._background_task(self._remove(slot, reason))
+
+    def _background_task(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # --- launching --------------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        """Start as many launches as spares and waiters need, within the cap, backoff and breaker."""
+        if self.closing or (not self.started and not self._queue):
+            return
+        now = self.clock()
+        if now < self._hold_until:
+            if self._wakeup is None:
+                self._wakeup = asyncio.get_running_loop().call_later(self._hold_until - now, self._wake)
+            return
+        need = max(0, self.warm - self.available) + len(self._queue) - self.launching
+        room = self.max_containers - len(self.slots)
+        n = min(need, room)
+        if self.breaker_open:
+            # Open breaker: a single probe at a time, every breaker_probe_interval.
+            n = min(n, 0 if self._in_flight else 1)
+            if n:
+                self._hold_until = now + self.breaker_probe_interval
+        for _ in range(max(0, n)):
+            self._start_launch()
+
+    def _wake(self) -> None:
+        self._wakeup = None
+        self._schedule()
+
+    def _start_launch(self) -> None:
+        slot = Slot(cid=secrets.token_hex(6), state=LAUNCHING, generation=self.generation,
+                    created=self.wallclock(), launch_started=self.clock())
+        while slot.cid in self.slots:  # 48 random bits: a clash is astronomically unlikely, still checked
+            slot.cid = secrets.token_hex(6)
+        self.slots[slot.cid] = slot
+        self._in_flight.add(slot)
+        task = asyncio.get_running_loop().create_task(self._launch(slot))
+        self._launches.add(task)
+        task.add_done_callback(self._launches.discard)
+
+    async def _launch(self, slot: Slot) -> None:
+        try:
+            ready = await self._bring_up(slot)
+        finally:
+            # Counted as launching until here, so a refill scheduled from now on sees the truth.
+            self._in_flight.discard(slot)
+        if ready:
+            self._ready(slot)
+        else:
+            self._schedule()
+
+    async def _bring_up(self, slot: Slot) -> bool:
+        """Start ``slot``'s container and wait for its server; False (logged, removed) if it failed."""
+        token = self.secret.token_for(slot.cid)
+        try:
+            async with self._spawn_gate:
+                if self.closing:
+                    raise asyncio.CancelledError
+                info = await self.backend.start(
+                    slot.cid, token=token, base_url=slot.base_url, name=f"{self.pool_name}-{slot.cid}",
+                    labels={CREATED_LABEL: str(int(slot.created)), IMAGE_LABEL: getattr(self.backend, "image", "")})
+                slot.engine_id, slot.name, slot.endpoint = info.engine_id, info.name, info.endpoint
+                await wait_for_http(f"{info.endpoint.url}{slot.base_url}api/status",
+                                    headers={"Authorization": f"token {token}"}, timeout=self.start_timeout)
+        except asyncio.CancelledError:
+            self.slots.pop(slot.cid, None)
+            if slot.engine_id:
+                await asyncio.shield(self._quiet_remove(slot.engine_id))
+            raise
+        except (BackendError, TimeoutError, OSError) as exc:
+            await self._launch_failed(slot, exc)
+            return False
+        except Exception as exc:  # a task boundary: whatever went wrong, account for it and go on
+            self.log.exception("unexpected error starting %s", slot.cid)
+            await self._launch_failed(slot, exc)
+            return False
+        if self.consecutive_failures:
+            self.log.info("container start succeeded after %d failures%s", self.consecutive_failures,
+                          "; circuit breaker closed" if self.breaker_open else "")
+        self.consecutive_failures = 0
+        self._hold_until = 0.0
+        self.stats.launched += 1
+        self.stats.record_spawn(self.clock() - slot.launch_started)
+        return True
+
+    async def _launch_failed(self, slot: Slot, exc: BaseException) -> None:
+        self.stats.failed_starts += 1
+        self.consecutive_failures += 1
+        logs = await self.backend.logs(slot.engine_id) if slot.engine_id else ""
+        self.log.error("container %s failed to start (%d in a row): %s%s", slot.name or slot.cid,
+                       self.consecutive_failures, exc, f"\n--- its last output ---\n{logs}" if logs else "")
+        self.slots.pop(slot.cid, None)
+        if slot.engine_id:
+            await self._quiet_remove(slot.engine_id)
+        delay = min(self.failure_backoff * 2 ** (self.consecutive_failures - 1), self.failure_backoff_max)
+        self._hold_until = max(self._hold_until, self.clock() + delay)
+        if self.breaker_open:
+            self.log.error("circuit breaker open after %d failed starts: probing every %.0fs",
+                           self.consecutive_failures, self.breaker_probe_interval)
+            self._hold_until = max(self._hold_until, self.clock() + self.breaker_probe_interval)
+            # Visitors in line would wait for nothing: tell them now.
+            while self._queue:
+                ticket = self._queue.popleft()
+                if not ticket.future.done():
+                    ticket.future.set_exception(PoolUnavailable("circuit breaker open"))
+
+    async def _quiet_remove(self, engine_id: str) -> None:
+        try:
+            await self.backend.remove(engine_id)
+        except BackendError as exc:
+            self.log.warning("could not remove container %s (reconcile will retry): %s", engine_id[:12], exc)
+
+    def _ready(self, slot: Slot) -> None:
+        """A launched container answered: route it, then give it to the first waiter or keep it spare."""
+        if self.closing or slot.generation != self.generation:
+            self.release(slot, "launched before a drain")
+            return
+        self._route(slot)
+        while self._queue:
+            ticket = self._queue.popleft()
+            if not ticket.future.done():
+                self._assign(slot)
+                ticket.future.set_result(slot)
+                self._schedule()
+                return
+        if self.available >= self.warm:
+            self.release(slot, "more spares than warm")
+            return
+        slot.state = SPARE
+        self._spares.append(slot)
+        self._schedule()
+
+    def _route(self, slot: Slot) -> None:
+        if self.routes is None:
+            return
+        options = self.route_options(slot) if self.route_options else {}
+        slot.route = self.routes.add(slot.prefix, slot.endpoint.url,
+                                     headers={"Authorization": f"token {self.secret.token_for(slot.cid)}"},
+                                     data=slot, **options)
+
+    # --- removal, resize, drain ---------------------------------------------------------------------
+
+    async def _remove(self, slot: Slot, reason: str, *, container: bool = True) -> None:
+        """Route first, then the container; then refill. Idempotent."""
+        if slot.state == REMOVING:
+            return
+        was = slot.state
+        slot.state = REMOVING
+        if self.routes is not None and slot.route is not None and self.routes.get(slot.prefix) is slot.route:
+            self.routes.remove(slot.prefix)
+        self.log.info("removing %s container %s: %s", was, slot.name or slot.cid, reason)
+        try:
+            if container and slot.engine_id:
+                await self.backend.remove(slot.engine_id)
+        except BackendError as exc:
+            self.log.warning("could not remove %s (reconcile will retry): %s", slot.name or slot.cid, exc)
+        finally:
+            if self.slots.get(slot.cid) is slot:
+                del self.slots[slot.cid]
+            self._schedule()
+
+    async def remove(self, cid: str, reason: str = "removed by an operator") -> bool:
+        """Remove one container by id; False if the pool has none by that id."""
+        slot = self.slots.get(cid)
+        if slot is None or slot.state in (LAUNCHING, REMOVING):
+            return False
+        await self._remove(slot, reason)
+        return True
+
+    @observe("warm", "max_containers")
+    def _resized(self, change) -> None:
+        if not getattr(self, "started", False):
+            return
+        self.log.info("pool %s: %s %s -> %s", self.pool_name, change["name"], change["old"], change["new"])
+        self._trim_spares()
+        self._schedule()
+
+    def _trim_spares(self) -> None:
+        """Remove spares beyond warm, and beyond the cap (newest first: the oldest have waited longest)."""
+        excess = max(self.available - self.warm, len(self.slots) - self.max_containers)
+        while excess > 0 and self._spares:
+            slot = self._spares.pop()
+            if slot.state == SPARE:
+                self.release(slot, "pool resized")
+                excess -= 1
+
+    def drain(self) -> int:
+        """Replace every spare (after an image change); assigned containers are never touched.
+
+        Returns how many spares are being replaced. Launches already under way
+        are replaced too when they become ready.
+        """
+        self.generation += 1
+        drained = 0
+        while self._spares:
+            slot = self._spares.popleft()
+            if slot.state == SPARE:
+                self.release(slot, "drained")
+                drained += 1
+        self._schedule()
+        return drained

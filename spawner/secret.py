@@ -1,0 +1,71 @@
+"""The server secret: one file, created on first start, from which visitor
+cookies are signed and notebook tokens derived.
+
+Because tokens are derived (never stored), a restarted orchestrator can rebuild
+every route from container labels plus this file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+SECRET_BYTES = 32
+
+
+class ServerSecret:
+    """A 32-byte secret kept in ``path`` (mode 0600)."""
+
+    def __init__(self, key: bytes):
+        if len(key) < 16:
+            raise ValueError("the server secret must be at least 16 bytes")
+        self._key = key
+
+    @classmethod
+    def load_or_create(cls, path: str | os.PathLike) -> ServerSecret:
+        """Read the secret file, or create it (mode 0600) on first start.
+
+        Raises ValueError when the file exists but is unusable (too short, or
+        readable by others), naming the file.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # O_EXCL: two processes starting at once cannot both write a secret.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                raise ValueError(f"{path} is readable by others (mode {mode:o}); chmod 600 it") from None
+            key = bytes.fromhex(path.read_text().strip())
+            if len(key) < 16:
+                raise ValueError(f"{path} holds too short a secret; delete it to make a new one") from None
+            return cls(key)
+        key = secrets.token_bytes(SECRET_BYTES)
+        with os.fdopen(fd, "w") as f:
+            f.write(key.hex() + "\n")
+        return cls(key)
+
+    def derive(self, purpose: str, value: str) -> str:
+        """A hex HMAC of ``value`` for one ``purpose`` (purposes never share a digest)."""
+        return hmac.new(self._key, f"{purpose}\0{value}".encode(), hashlib.sha256).hexdigest()
+
+    def token_for(self, container_id: str) -> str:
+        """The notebook token of a pool container (the visitor never sees it)."""
+        return self.derive("notebook-token", container_id)
+
+    def sign(self, value: str) -> str:
+        """``value.signature``, for a cookie."""
+        return f"{value}.{self.derive('cookie', value)[:32]}"
+
+    def verify(self, signed: str | None) -> str | None:
+        """The value inside ``signed`` if its signature is good, else None (constant-time compare)."""
+        if not signed or "." not in signed:
+            return None
+        value, _, signature = signed.rpartition(".")
+        if hmac.compare_digest(signature, self.derive("cookie", value)[:32]):
+            return value
+        return None

@@ -1,0 +1,155 @@
+"""The pool's upkeep: culling idle or old containers, and reconciling with the engine.
+
+A mixin of ``Pool``: it reads the pool's slots and settings and calls its
+removal and launching, so accounting stays in one place (pool.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from .backend import RUNNING, BackendError, ContainerInfo
+from .backoff import wait_for_http
+from .slot import ASSIGNED, ASSIGNED_NAME, CREATED_LABEL, IMAGE_LABEL, LAUNCHING, REMOVING, SPARE, Slot
+
+
+class PoolUpkeep:
+    """Culling and reconciliation loops (see Pool.cull_* and Pool.reconcile_interval)."""
+
+    def start_upkeep(self) -> None:
+        self._reconcile_lock = getattr(self, "_reconcile_lock", None) or asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        self._upkeep = [
+            loop.create_task(self._every(lambda: self.cull_interval, self.cull_once, "cull")),
+            loop.create_task(self._every(lambda: self.reconcile_interval, self.reconcile, "reconcile")),
+        ]
+
+    def stop_upkeep(self) -> None:
+        for task in getattr(self, "_upkeep", []):
+            task.cancel()
+        self._upkeep = []
+
+    async def _every(self, interval, step, what: str) -> None:
+        while True:
+            await asyncio.sleep(interval())
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a task boundary: log and keep the loop alive
+                self.log.exception("pool %s failed; trying again in %.0fs", what, interval())
+
+    # --- culling ------------------------------------------------------------------------------------
+
+    def cull_candidates(self) -> list[tuple[Slot, str]]:
+        """Assigned containers due for removal, with the reason: idle too long, or too old."""
+        now, wall = self.clock(), self.wallclock()
+        due = []
+        for slot in self.slots.values():
+            if slot.state != ASSIGNED:
+                continue  # spares are never culled for idleness
+            if self.cull_idle and slot.route is not None:
+                idle = now - slot.route.last_activity
+                if idle > self.cull_idle:
+                    due.append((slot, f"idle for {idle:.0f}s (cull_idle {self.cull_idle:.0f}s)"))
+                    continue
+            if self.cull_max_age and slot.assigned_at is not None:
+                age = wall - slot.assigned_at
+                if age > self.cull_max_age:
+                    due.append((slot, f"assigned {age:.0f}s ago (cull_max_age {self.cull_max_age:.0f}s)"))
+        return due
+
+    async def cull_once(self) -> int:
+        """Remove the containers ``cull_candidates`` names (route first); returns how many."""
+        due = self.cull_candidates()
+        for slot, reason in due:
+            self.stats.culled += 1
+            await self._remove(slot, f"culled: {reason}")
+        return len(due)
+
+    # --- reconciliation -------------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Make the pool agree with the engine (one pass at a time).
+
+        Exited or dead containers are removed with their routes (and replaced);
+        running containers of this pool that the pool does not know (after a
+        restart) are adopted with their routes; anything else unknown is
+        removed; spares are topped up to ``warm`` and trimmed above it.
+        """
+        if not hasattr(self, "_reconcile_lock"):
+            self._reconcile_lock = asyncio.Lock()
+        async with self._reconcile_lock:
+            try:
+                found = await self.backend.list()
+            except BackendError as exc:
+                self.log.warning("reconcile: cannot list containers: %s", exc)
+                return
+            by_cid: dict[str, ContainerInfo] = {}
+            for info in found:
+                if info.cid and info.cid not in by_cid:
+                    by_cid[info.cid] = info
+                else:  # labelled for this pool but without a usable id: not ours to keep
+                    await self._quiet_remove(info.engine_id)
+
+            for cid, slot in list(self.slots.items()):
+                if slot.state in (LAUNCHING, REMOVING):
+                    continue
+                info = by_cid.get(cid)
+                if info is not None and info.engine_id == slot.engine_id and info.state == RUNNING:
+                    continue
+                what = "vanished" if info is None else f"is {info.state}"
+                self.log.warning("container %s (%s) %s behind the pool's back: replacing it",
+                                 slot.name or cid, slot.state, what)
+                self.stats.replaced += 1
+                await self._remove(slot, f"it {what}", container=info is not None)
+
+            for cid, info in by_cid.items():
+                if cid in self.slots:
+                    continue
+                if info.state == RUNNING and info.endpoint is not None:
+                    await self._adopt(info)
+                else:
+                    self.log.info("removing container %s found %s", info.name, info.state)
+                    await self._quiet_remove(info.engine_id)
+
+            self._trim_spares()
+            self._schedule()
+            self.log.debug("reconciled: %d containers, %d assigned", len(self.slots), self.count(ASSIGNED))
+
+    async def _adopt(self, info: ContainerInfo) -> None:
+        """Take over a running container found on the engine (after a restart)."""
+        match = ASSIGNED_NAME.search(info.name)
+        current_image = getattr(self.backend, "image", "")
+        if match is None and (info.labels.get(IMAGE_LABEL) != current_image or self.closing):
+            # A spare of an older image (or found while stopping): replace, never hand out.
+            await self._quiet_remove(info.engine_id)
+            return
+        token = self.secret.token_for(info.cid)
+        base_url = f"/user/{info.cid}/"
+        try:
+            await wait_for_http(f"{info.endpoint.url}{base_url}api/status",
+                                headers={"Authorization": f"token {token}"}, timeout=10)
+        except TimeoutError as exc:
+            self.log.warning("not adopting %s: its server does not answer (%s)", info.name, exc)
+            await self._quiet_remove(info.engine_id)
+            return
+        created = 0.0
+        with contextlib.suppress(ValueError):
+            created = float(info.labels.get(CREATED_LABEL, "0"))
+        slot = Slot(cid=info.cid, state=SPARE, generation=self.generation, created=created,
+                    engine_id=info.engine_id, name=info.name, endpoint=info.endpoint)
+        if match is not None:
+            slot.state = ASSIGNED
+            slot.assigned_at = float(match.group(1))
+            slot.nonce = match.group(2)
+        if info.cid in self.slots:  # a launch picked the same id meanwhile (never in practice)
+            await self._quiet_remove(info.engine_id)
+            return
+        self.slots[info.cid] = slot
+        self._route(slot)
+        if slot.state == SPARE:
+            self._spares.append(slot)
+        self.stats.adopted += 1
+        self.log.info("adopted %s container %s", slot.state, info.name)

@@ -1,0 +1,107 @@
+"""Fakes for the pool's unit tests: a backend without an engine, and a clock that moves when told.
+
+They stand in only for what a unit test cannot reach quickly (a failing
+engine, hours passing); tests/test_pool_docker.py runs the same pool against
+the real engine and image. The "containers" here answer readiness through one
+small real HTTP server (tests/resources/echo.py), so the pool's readiness
+check runs for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+
+from spawner.backend import GONE, RUNNING, BackendError, ContainerBackend, ContainerInfo, Endpoint
+
+_ENGINE_IDS = itertools.count(1)
+
+
+class FakeClock:
+    """A monotonic (or wall) clock that only moves when a test says so."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class FakeContainer:
+    engine_id: str
+    name: str
+    cid: str
+    labels: dict[str, str]
+    endpoint: Endpoint
+    state: str = RUNNING
+    logs: str = "fake server output\n"
+    image: str = "fake/image:1"
+
+
+class FakeBackend(ContainerBackend):
+    """Containers in a dict. Starts can be slowed, held, or made to fail."""
+
+    def __init__(self, ready_endpoint: Endpoint, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.ready_endpoint = ready_endpoint  # where a healthy container's server answers
+        self.start_delay = 0.0
+        self.fail_starts = 0  # the next N starts fail
+        self.unready_starts = 0  # the next N starts run but never answer readiness
+        self.image = "fake/image:1"
+        self.containers: dict[str, FakeContainer] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.gate: asyncio.Event | None = None  # when set, starts wait for it
+
+    async def start(self, cid, *, token, base_url, labels, name=None):
+        self.calls.append(("start", cid))
+        if self.gate is not None:
+            await self.gate.wait()
+        await asyncio.sleep(self.start_delay)
+        if self.fail_starts:
+            self.fail_starts -= 1
+            raise BackendError("fake engine refused to start it")
+        endpoint = self.ready_endpoint
+        if self.unready_starts:
+            self.unready_starts -= 1
+            endpoint = Endpoint("127.0.0.1", 9)  # nothing listens: readiness never succeeds
+        engine_id = f"e{next(_ENGINE_IDS):05d}"  # unique across fakes sharing one "engine"
+        self.containers[engine_id] = FakeContainer(
+            engine_id, name or f"{self.pool_name}-{cid}", cid,
+            {**labels, "org.nbpool.pool": self.pool_name, "org.nbpool.id": cid}, endpoint, image=self.image)
+        return self._info(self.containers[engine_id])
+
+    def _info(self, c: FakeContainer) -> ContainerInfo:
+        return ContainerInfo(c.engine_id, c.name, c.cid, c.state, dict(c.labels), c.endpoint, c.image)
+
+    async def list(self):
+        return [self._info(c) for c in self.containers.values() if c.labels.get("org.nbpool.pool") == self.pool_name]
+
+    async def inspect(self, engine_id):
+        c = self.containers.get(engine_id)
+        return None if c is None else self._info(c)
+
+    async def logs(self, engine_id, tail=50):
+        c = self.containers.get(engine_id)
+        return c.logs if c else ""
+
+    async def rename(self, engine_id, name):
+        self.calls.append(("rename", name))
+        if engine_id not in self.containers:
+            raise BackendError("no such container")
+        self.containers[engine_id].name = name
+
+    async def remove(self, engine_id):
+        self.calls.append(("remove", engine_id))
+        self.containers.pop(engine_id, None)
+
+    # test helpers
+    def kill(self, engine_id: str) -> None:
+        self.containers[engine_id].state = GONE
+
+    def running(self) -> list[FakeContainer]:
+        return [c for c in self.containers.values() if c.state == RUNNING]

@@ -1,0 +1,180 @@
+"""The pool against the real Docker engine and the real workshop image."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+import pytest
+
+from loadtest.jupyter import KernelClient
+from proxy.routes import RouteTable
+from spawner.docker_backend import DockerBackend
+from spawner.pool import Pool
+from spawner.secret import ServerSecret
+from spawner.slot import ASSIGNED, SPARE
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+NETWORK = "nbpool-tests"
+
+
+async def until(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:.0f}s")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def pool_name(docker_client, notebook_image, request):
+    """A pool name of this test's own; afterwards nothing of it may be left on the engine."""
+    name = f"nbpool-test-{secrets.token_hex(3)}"
+    yield name
+    leftovers = docker_client.containers.list(all=True, filters={"label": f"org.nbpool.pool={name}"})
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for container in leftovers:
+        if failed:
+            print(f"--- logs of {container.name} ---\n{container.logs(tail=40).decode(errors='replace')}")
+        container.remove(force=True)
+    assert not leftovers or failed, f"test left {[c.name for c in leftovers]} behind"
+
+
+@pytest.fixture
+def secret():
+    return ServerSecret(secrets.token_bytes(32))
+
+
+def make_pool(pool_name: str, secret: ServerSecret, routes: RouteTable | None = None, **settings) -> Pool:
+    backend = DockerBackend(image="nbpool/notebook:latest", network_name=NETWORK, mem_limit="512M",
+                            cpu_limit=1.0, pids_limit=256)
+    options = dict(warm=1, max_containers=4, spawn_concurrency=2, start_timeout=90, cull_interval=3600,
+                   reconcile_interval=3600)
+    options.update(settings)
+    return Pool(pool_name=pool_name, backend=backend, secret=secret,
+                routes=RouteTable() if routes is None else routes, **options)
+
+
+async def test_spares_appear_ready_and_hand_out_at_once(pool_name, secret):
+    pool = make_pool(pool_name, secret, warm=2)
+    await pool.start()
+    try:
+        await until(lambda: pool.available == 2, what="two ready spares")
+        for slot in pool.slots.values():
+            client = KernelClient(f"{slot.endpoint.url}{slot.base_url}",
+                                  {"Authorization": f"token {secret.token_for(slot.cid)}"})
+            assert await client.kernels() == []  # the server answers, with the derived token
+        t0 = time.perf_counter()
+        slot = pool.acquire_nowait()
+        handout = time.perf_counter() - t0
+        assert slot is not None and slot.state == ASSIGNED
+        assert handout < 0.01, f"hand-out took {handout * 1000:.1f} ms"
+        assert pool.launching == 1
+        await until(lambda: pool.available == 2, what="refill")
+    finally:
+        await pool.stop(remove_assigned=True)
+
+
+async def test_limits_and_isolation_show_in_docker_inspect(pool_name, secret, docker_client):
+    pool = make_pool(pool_name, secret, warm=1)
+    await pool.start()
+    try:
+        await until(lambda: pool.available == 1)
+        slot = next(iter(pool.slots.values()))
+        attrs = docker_client.api.inspect_container(slot.engine_id)
+        host = attrs["HostConfig"]
+        assert host["Memory"] == 512 * 2**20
+        assert host["MemorySwap"] == 512 * 2**20
+        assert host["NanoCpus"] == 1_000_000_000
+        assert host["PidsLimit"] == 256
+        assert host["CapDrop"] == ["ALL"]
+        assert "no-new-privileges" in host["SecurityOpt"]
+        assert attrs["Config"]["User"] == "1000:1000"
+        bindings = host["PortBindings"]["8888/tcp"]
+        assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
+        published = attrs["NetworkSettings"]["Ports"]["8888/tcp"]
+        assert all(b["HostIp"] == "127.0.0.1" for b in published)
+        assert NETWORK in attrs["NetworkSettings"]["Networks"]
+        network = docker_client.networks.get(NETWORK)
+        assert network.attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+        labels = attrs["Config"]["Labels"]
+        assert labels["org.nbpool.pool"] == pool_name and labels["org.nbpool.id"] == slot.cid
+        token = secret.token_for(slot.cid)
+        assert not any(token in value for value in labels.values()), "a secret leaked into the labels"
+    finally:
+        await pool.stop(remove_assigned=True)
+
+
+async def test_container_killed_behind_the_pools_back_is_replaced(pool_name, secret, docker_client):
+    routes = RouteTable()
+    pool = make_pool(pool_name, secret, routes, warm=1, reconcile_interval=2)
+    await pool.start()
+    try:
+        await until(lambda: pool.available == 1)
+        victim = pool.acquire_nowait()
+        await until(lambda: pool.available == 1)
+        docker_client.containers.get(victim.engine_id).kill()
+        # within one reconcile interval (plus the reconcile itself)
+        await until(lambda: victim.cid not in pool.slots, timeout=10, what="the dead container dropped")
+        assert routes.get(victim.prefix) is None
+        await until(lambda: pool.available == 1 and pool.count(ASSIGNED) == 0)
+        assert pool.stats.replaced == 1
+    finally:
+        await pool.stop(remove_assigned=True)
+
+
+async def test_restart_adopts_an_assigned_container_with_its_kernel(pool_name, secret):
+    first = make_pool(pool_name, secret, warm=1)
+    await first.start()
+    await until(lambda: first.available == 1)
+    slot = first.acquire_nowait()
+    auth = {"Authorization": f"token {secret.token_for(slot.cid)}"}
+    client = KernelClient(f"{slot.endpoint.url}{slot.base_url}", auth)
+    kernel_id = await client.start("python3")
+    assert (await client.execute("attendee_work = 6 * 7")).status == "ok"
+    client.detach()
+    await first.stop()  # the spare goes, the attendee's container stays
+
+    routes = RouteTable()
+    second = make_pool(pool_name, secret, routes, warm=1)  # a restart: a new pool, same secret
+    await second.start()
+    try:
+        adopted = second.slots[slot.cid]
+        assert adopted.state == ASSIGNED and adopted.nonce == slot.nonce
+        route = routes.get(adopted.prefix)
+        assert route is not None and route.target.url == slot.endpoint.url
+        client = KernelClient(f"{adopted.endpoint.url}{adopted.base_url}", auth)
+        await client.attach(kernel_id)
+        result = await client.execute("print(attendee_work)")
+        assert result.output.strip() == "42"
+        await client.shutdown()
+        await until(lambda: second.available == 1)
+        assert sum(1 for s in second.slots.values() if s.state == SPARE) == 1
+    finally:
+        await second.stop(remove_assigned=True)
+
+
+async def test_stopping_leaves_no_spare_behind(pool_name, secret, docker_client):
+    pool = make_pool(pool_name, secret, warm=2)
+    await pool.start()
+    await until(lambda: pool.available == 2)
+    kept = pool.acquire_nowait()
+    await pool.stop()
+    names = [c.name for c in docker_client.containers.list(all=True, filters={"label": f"org.nbpool.pool={pool_name}"})]
+    assert names == [f"{pool_name}-{kept.cid}--a{int(kept.assigned_at)}-{kept.nonce}"]
+    docker_client.containers.get(kept.engine_id).remove(force=True)
+
+
+async def test_a_broken_image_trips_the_breaker_and_logs_why(pool_name, secret, caplog):
+    pool = make_pool(pool_name, secret, warm=1, start_timeout=5, breaker_threshold=2, failure_backoff=0.1)
+    pool.backend.command = ["sh", "-c", "echo 'the server is broken on purpose' >&2; exit 3"]
+    await pool.start()
+    try:
+        await until(lambda: pool.breaker_open, timeout=60, what="the breaker opening")
+        assert not pool.healthy
+        assert "broken on purpose" in caplog.text
+    finally:
+        await pool.stop(remove_assigned=True)

@@ -1,0 +1,382 @@
+"""Pool logic with a fake backend and a controllable clock: accounting, queueing, backoff, culling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from proxy.routes import RouteTable
+from spawner.backend import Endpoint
+from spawner.errors import PoolFull, PoolUnavailable, QueueTimeout
+from spawner.pool import Pool
+from spawner.secret import ServerSecret
+from spawner.slot import ASSIGNED, SPARE
+from tests.fakes import FakeBackend, FakeClock
+from tests.resources import echo
+
+
+@pytest.fixture
+async def ready_server():
+    running = await echo.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def wall():
+    return FakeClock(1_700_000_000.0)
+
+
+@pytest.fixture
+def backend(ready_server):
+    return FakeBackend(Endpoint("127.0.0.1", ready_server.port))
+
+
+@pytest.fixture
+def make_pool(backend, clock, wall):
+    pools = []
+
+    def make(**settings) -> Pool:
+        options = dict(warm=2, max_containers=5, start_timeout=2, cull_interval=3600, reconcile_interval=3600,
+                       failure_backoff=0.01, breaker_probe_interval=0.05)
+        options.update(settings)
+        pool = Pool(backend=backend, routes=RouteTable(), secret=ServerSecret(b"k" * 32),
+                    clock=clock, wallclock=wall, **options)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.closing = True
+        pool.stop_upkeep()
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def test_spares_fill_to_warm_and_are_routed(make_pool, backend):
+    pool = make_pool(warm=3)
+    await pool.start()
+    await until(lambda: pool.available == 3)
+    assert len(backend.running()) == 3
+    for slot in pool.slots.values():
+        route = pool.routes.get(slot.prefix)
+        assert route is slot.route
+        assert route.headers == [(b"Authorization", f"token {pool.secret.token_for(slot.cid)}".encode())]
+    assert pool.summary() == {"available": 3, "assigned": 0, "launching": 0, "capacity": 5, "queue": 0, "warm": 3}
+
+
+async def test_acquire_hands_out_a_spare_at_once_and_refills(make_pool, backend):
+    pool = make_pool(warm=2)
+    await pool.start()
+    await until(lambda: pool.available == 2)
+    starts_before = sum(1 for c in backend.calls if c[0] == "start")
+    slot = pool.acquire_nowait()
+    assert slot is not None and slot.state == ASSIGNED and slot.nonce and slot.assigned_at
+    assert pool.launching == 1  # the refill started during the hand-out
+    await until(lambda: pool.available == 2)
+    assert sum(1 for c in backend.calls if c[0] == "start") == starts_before + 1
+    await until(lambda: any(c[0] == "rename" and slot.cid in c[1] for c in backend.calls))
+    assert slot.name.endswith(f"--a{int(slot.assigned_at)}-{slot.nonce}")
+
+
+async def test_waiters_are_served_in_order(make_pool, backend):
+    pool = make_pool(warm=0, max_containers=5)
+    await pool.start()
+    backend.gate = asyncio.Event()
+    tickets = [pool.enqueue() for _ in range(3)]
+    assert [t.position for t in tickets] == [1, 2, 3]
+    assert pool.launching == 3
+    backend.gate.set()
+    slots = await asyncio.gather(*(t.future for t in tickets))
+    assert len({s.cid for s in slots}) == 3
+    assert all(s.state == ASSIGNED for s in slots)
+    assert [t.position for t in tickets] == [0, 0, 0]
+    # first in line got the first container ready
+    ready_order = sorted(slots, key=lambda s: s.assigned_at)
+    assert ready_order[0] is slots[0]
+
+
+async def test_first_ready_container_goes_to_the_front_of_the_line(make_pool, backend):
+    pool = make_pool(warm=0, max_containers=5)
+    await pool.start()
+    backend.start_delay = 0.05
+    first = pool.enqueue()
+    second = pool.enqueue()
+    done, _ = await asyncio.wait([first.future, second.future], return_when=asyncio.FIRST_COMPLETED)
+    assert first.future in done
+
+
+async def test_cap_refuses_with_pool_full(make_pool):
+    pool = make_pool(warm=0, max_containers=2)
+    await pool.start()
+    a = await pool.acquire()
+    b = await pool.acquire()
+    with pytest.raises(PoolFull) as info:
+        await pool.acquire()
+    assert info.value.status == 503 and info.value.retry_after > 0
+    assert {a.cid, b.cid} == set(pool.slots)
+
+
+async def test_waiting_line_is_bounded(make_pool, backend):
+    pool = make_pool(warm=0, max_containers=50, queue_size=2)
+    await pool.start()
+    backend.gate = asyncio.Event()
+    pool.enqueue()
+    pool.enqueue()
+    with pytest.raises(PoolFull, match="waiting line full"):
+        pool.enqueue()
+    backend.gate.set()
+
+
+async def test_queue_timeout(make_pool, backend):
+    pool = make_pool(warm=0)
+    await pool.start()
+    backend.gate = asyncio.Event()
+    with pytest.raises(QueueTimeout):
+        await pool.acquire(timeout=0.05)
+    assert pool.summary()["queue"] == 0
+    backend.gate.set()
+    # the container started for the visitor who left is not wasted or leaked: warm=0 removes it
+    await until(lambda: pool.launching == 0 and not pool.slots)
+
+
+async def test_failed_starts_back_off_exponentially_and_log_the_container(make_pool, backend, clock, caplog):
+    pool = make_pool(warm=1, failure_backoff=10, failure_backoff_max=35, breaker_threshold=10)
+    backend.fail_starts = 1
+    backend.unready_starts = 2
+    pool.start_timeout = 0.2
+    caplog.set_level(logging.ERROR)
+    await pool.start()
+    await until(lambda: pool.consecutive_failures == 1)
+    assert pool._hold_until == pytest.approx(clock() + 10)
+    assert pool.launching == 0  # holding off
+    clock.advance(10)
+    pool._schedule()
+    await until(lambda: pool.consecutive_failures == 2)
+    assert pool._hold_until == pytest.approx(clock() + 20)
+    assert "fake server output" in caplog.text  # the failed container's own logs
+    assert not backend.containers  # the failed container was removed
+    clock.advance(20)
+    pool._schedule()
+    await until(lambda: pool.consecutive_failures == 3)
+    assert pool._hold_until == pytest.approx(clock() + 35)  # capped by failure_backoff_max
+    clock.advance(35)
+    pool._schedule()
+    await until(lambda: pool.available == 1)
+    assert pool.consecutive_failures == 0 and pool.healthy
+
+
+async def test_circuit_breaker_opens_then_a_probe_closes_it(make_pool, backend, clock):
+    pool = make_pool(warm=2, breaker_threshold=3, failure_backoff=1, breaker_probe_interval=30)
+    backend.fail_starts = 100
+    await pool.start()
+    for _ in range(10):
+        if pool.breaker_open:
+            break
+        await until(lambda: pool.launching == 0)
+        clock.advance(60)
+        pool._schedule()
+    assert pool.breaker_open and not pool.healthy
+    await until(lambda: pool.launching == 0)
+    with pytest.raises(PoolUnavailable):
+        pool.enqueue()
+    # while open, only one probe at a time, and only after breaker_probe_interval
+    starts = sum(1 for c in backend.calls if c[0] == "start")
+    pool._schedule()
+    assert pool.launching == 0
+    backend.fail_starts = 0
+    clock.advance(31)
+    pool._schedule()
+    assert pool.launching == 1  # warm=2 wants two: the open breaker allows one probe
+    await until(lambda: pool.healthy)
+    assert sum(1 for c in backend.calls if c[0] == "start") >= starts + 1
+    await until(lambda: pool.available == 2)
+
+
+async def test_cull_idle_and_max_age_with_a_clock(make_pool, backend, clock, wall):
+    pool = make_pool(warm=1, cull_idle=600, cull_max_age=3600)
+    await pool.start()
+    await until(lambda: pool.available == 1)
+    idle = pool.acquire_nowait()
+    busy = pool.acquire_nowait() or await pool.acquire()
+    await until(lambda: pool.available == 1)
+    spare = next(s for s in pool.slots.values() if s.state == SPARE)
+
+    clock.advance(500)
+    wall.advance(500)
+    busy.route.last_activity = clock()  # traffic through the proxy
+    assert pool.cull_candidates() == []
+    clock.advance(200)
+    wall.advance(200)
+    due = pool.cull_candidates()
+    assert [s for s, _ in due] == [idle] and "idle" in due[0][1]
+
+    removed_while_routed = []
+    original_remove = backend.remove
+
+    async def remove_checking_route(engine_id):
+        slot = next(s for s in pool.slots.values() if s.engine_id == engine_id)
+        removed_while_routed.append(pool.routes.get(slot.prefix) is not None)
+        await original_remove(engine_id)
+
+    backend.remove = remove_checking_route
+    assert await pool.cull_once() == 1
+    assert removed_while_routed == [False]  # the route went first
+    assert idle.cid not in pool.slots and spare.cid in pool.slots
+
+    # hours later, still active: max age culls it anyway; the spare is never culled
+    clock.advance(3000)
+    wall.advance(3000)
+    busy.route.last_activity = clock()
+    spare.route.last_activity = clock() - 10_000
+    assert [s for s, _ in pool.cull_candidates()] == [busy]
+    await pool.cull_once()
+    assert busy.cid not in pool.slots and spare.cid in pool.slots
+
+
+async def test_resize_grows_and_trims_spares(make_pool, backend):
+    pool = make_pool(warm=1, max_containers=6)
+    await pool.start()
+    await until(lambda: pool.available == 1)
+    pool.warm = 4
+    await until(lambda: pool.available == 4)
+    assigned = pool.acquire_nowait()
+    await until(lambda: pool.available == 4)
+    pool.warm = 2
+    await until(lambda: pool.available == 2 and len(backend.running()) == 3)
+    pool.max_containers = 2
+    await until(lambda: len(pool.slots) == 2)
+    assert assigned.cid in pool.slots  # trimming never touches assigned containers
+
+
+async def test_drain_replaces_spares_only(make_pool, backend):
+    pool = make_pool(warm=2)
+    await pool.start()
+    await until(lambda: pool.available == 2)
+    assigned = pool.acquire_nowait()
+    await until(lambda: pool.available == 2)
+    old_spares = {s.cid for s in pool.slots.values() if s.state == SPARE}
+    backend.gate = asyncio.Event()
+    backend.image = "fake/image:2"
+    assert pool.drain() == 2
+    backend.gate.set()
+    await until(lambda: pool.available == 2 and not (old_spares & set(pool.slots)))
+    assert assigned.cid in pool.slots and assigned.state == ASSIGNED
+    assert all(backend.containers[s.engine_id].image == "fake/image:2"
+               for s in pool.slots.values() if s.state == SPARE)
+
+
+async def test_launch_under_way_during_a_drain_is_not_kept(make_pool, backend):
+    pool = make_pool(warm=1)
+    backend.gate = asyncio.Event()
+    await pool.start()
+    assert pool.launching == 1
+    pool.drain()  # the launch in flight belongs to the old image
+    backend.gate.set()
+    await until(lambda: pool.available == 1)
+    assert all(s.generation == pool.generation for s in pool.slots.values())
+
+
+async def test_restart_adopts_assigned_removes_exited_and_replaces_dead(make_pool, backend):
+    first = make_pool(warm=1)
+    await first.start()
+    handed = await first.acquire()
+    await first.stop()  # spares go, the assigned container stays (and its name records the hand-out)
+    exited = await backend.start("deadbeef0000", token="t", base_url="/user/deadbeef0000/", labels={})
+    backend.kill(exited.engine_id)
+
+    second = make_pool(warm=2)  # a restart: same pool name, same engine, nothing in memory
+    await second.start()
+    adopted = second.slots[handed.cid]
+    assert adopted.state == ASSIGNED and adopted.nonce == handed.nonce
+    assert adopted.assigned_at == int(handed.assigned_at)
+    assert second.routes.get(adopted.prefix) is adopted.route
+    assert exited.engine_id not in backend.containers
+    assert second.stats.adopted == 1
+    await until(lambda: second.available == 2)
+
+    victim = next(s for s in second.slots.values() if s.state == SPARE)
+    backend.kill(victim.engine_id)
+    await second.reconcile()
+    assert victim.cid not in second.slots and second.stats.replaced == 1
+    assert second.routes.get(victim.prefix) is None
+    await until(lambda: second.available == 2)
+    assert adopted.cid in second.slots
+
+
+async def test_restart_does_not_adopt_spares_of_an_old_image(make_pool, backend):
+    first = make_pool(warm=2)
+    await first.start()
+    await until(lambda: first.available == 2)
+    first.closing = True  # simulate a crash: nothing cleaned up
+    first.stop_upkeep()
+    backend.image = "fake/image:2"
+    second = make_pool(warm=2)
+    second.backend.image = "fake/image:2"
+    await second.start()
+    await until(lambda: second.available == 2)
+    assert all(c.image == "fake/image:2" for c in backend.containers.values())
+
+
+async def test_two_pools_on_one_engine_keep_apart(make_pool, backend):
+    a = make_pool(warm=1, pool_name="alpha")
+    await a.start()
+    await until(lambda: a.available == 1)
+    b_backend = FakeBackend(backend.ready_endpoint)
+    b_backend.containers = backend.containers  # the same "engine"
+    b = Pool(backend=b_backend, routes=RouteTable(), secret=ServerSecret(b"k" * 32), pool_name="beta", warm=1,
+             max_containers=3, cull_interval=3600, reconcile_interval=3600)
+    await b.start()
+    await until(lambda: b.available == 1)
+    await b.reconcile()
+    await a.reconcile()
+    assert a.available == 1 and b.available == 1 and len(backend.containers) == 2
+    await b.stop()
+    assert a.available == 1 and len(backend.containers) == 1
+
+
+async def test_stop_removes_spares_and_keeps_assigned(make_pool, backend):
+    pool = make_pool(warm=2)
+    await pool.start()
+    await until(lambda: pool.available == 2)
+    kept = pool.acquire_nowait()
+    backend.gate = asyncio.Event()  # a refill is under way and will be abandoned
+    await until(lambda: pool.launching == 1)
+    await pool.stop()
+    assert [c.cid for c in backend.containers.values()] == [kept.cid]
+    assert backend.containers[kept.engine_id].name.endswith(kept.nonce)
+
+
+async def test_stop_can_remove_assigned_too(make_pool, backend):
+    pool = make_pool(warm=1)
+    await pool.start()
+    await until(lambda: pool.available == 1)
+    pool.acquire_nowait()
+    await pool.stop(remove_assigned=True)
+    assert not backend.containers
+
+
+async def test_settings_name_the_bad_value():
+    from traitlets import TraitError
+
+    backend = FakeBackend(Endpoint("127.0.0.1", 1))
+    with pytest.raises(TraitError, match="-1"):
+        Pool(backend=backend, secret=ServerSecret(b"k" * 32), warm=-1)
+    with pytest.raises(TraitError, match="bad name!"):
+        Pool(backend=backend, secret=ServerSecret(b"k" * 32), pool_name="bad name!")
+    with pytest.raises(TraitError, match="-5"):
+        Pool(backend=backend, secret=ServerSecret(b"k" * 32), cull_idle=-5)
