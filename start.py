@@ -1,16 +1,249 @@
-"""nbpool's entry point: parse the config, wire the pool, proxy and web app, serve on :8000.
+"""nbpool: temporary workshop notebooks from a warm pool of Docker containers.
 
-The service itself arrives with the front-door issue; until then this says so.
+    python start.py                       # reads config/nbpool_config.py, serves on :8000
+    python start.py --config my_config.py --warm 10 --max-containers 60
+    python start.py --generate-config     # writes a fully commented config file
+    python start.py --help-all            # every setting
+
+One process, one event loop: the proxy on the public port, the pool, and the
+web application on an internal unix socket behind the proxy's default route.
+SIGTERM/SIGINT stop it (assigned containers stay for the next start);
+SIGHUP re-reads the config file and applies pool size, limits, culling and
+image changes live.
 """
 
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
 import sys
+from pathlib import Path
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_unix_socket
+from traitlets import Bool, Unicode, default
+from traitlets.config import Application, Config, TraitError
+
+from proxy.server import Proxy, install_uvloop
+from spawner import __version__
+from spawner.docker_backend import DockerBackend
+from spawner.pool import Pool
+from spawner.secret import ServerSecret
+from spawner.webapp import WebApp
+
+HERE = Path(__file__).resolve().parent
+# Settings of the listening socket: read at start only.
+LISTEN_SETTINGS = ("ip", "port", "certfile", "keyfile")
 
 
-def main() -> int:
-    print("nbpool: the service (pool, proxy and pages on port 8000) is not wired yet; "
-          "'make images' and 'make test' already work.", file=sys.stderr)
-    return 2
+class NbpoolApp(Application):
+    name = "nbpool"
+    version = __version__
+    description = __doc__
+    classes = [Pool, DockerBackend, Proxy, WebApp]
 
+    config_file = Unicode(str(HERE / "config" / "nbpool_config.py"), config=True,
+                          help="The operator's config file (Python, traitlets style: c.Pool.warm = 10).")
+    data_dir = Unicode(config=True,
+                       help="Where nbpool keeps its state: the server secret (signs cookies, derives notebook "
+                            "tokens), the admin token, and the web app's internal socket.")
+    generate_config = Bool(False, config=True, help="Write a fully commented config file and exit.")
+    raise_config_file_errors = True
+
+    aliases = {
+        "config": "NbpoolApp.config_file",
+        "data-dir": "NbpoolApp.data_dir",
+        "port": "Proxy.port",
+        "ip": "Proxy.ip",
+        "certfile": "Proxy.certfile",
+        "keyfile": "Proxy.keyfile",
+        "warm": "Pool.warm",
+        "max-containers": "Pool.max_containers",
+        "pool-name": "Pool.pool_name",
+        "image": "DockerBackend.image",
+        "log-level": "Application.log_level",
+    }
+    flags = {
+        "generate-config": ({"NbpoolApp": {"generate_config": True}}, "Write a fully commented config file, exit."),
+        "debug": ({"Application": {"log_level": logging.DEBUG}}, "Log everything."),
+    }
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return str(HERE / "data")
+
+    @default("log_level")
+    def _default_log_level(self) -> int:
+        return logging.INFO
+
+    @default("log_format")
+    def _default_log_format(self) -> str:
+        return "[%(levelname)1.1s %(asctime)s %(name)s] %(message)s"
+
+    def initialize(self, argv=None) -> None:
+        super().initialize(argv)
+        if self.generate_config:
+            return
+        self.load_operator_config()
+
+    def load_operator_config(self) -> None:
+        path = Path(self.config_file)
+        if path.exists():
+            self.load_config_file(path.name, path=str(path.parent))
+            self.log.info("loaded config from %s", path)
+        else:
+            self.log.warning("no config file at %s: using defaults (python start.py --generate-config writes one)",
+                             path)
+        # The command line wins over the file.
+        self.update_config(self.cli_config)
+
+    def write_config(self) -> None:
+        target = Path(self.config_file)
+        if target.exists():
+            target = target.with_name(target.stem + ".generated.py")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(self.generate_config_file())
+        print(f"wrote {target}")
+
+    def start(self) -> None:
+        if self.generate_config:
+            self.write_config()
+            return
+        install_uvloop()
+        try:
+            asyncio.run(self.serve())
+        except KeyboardInterrupt:
+            pass
+
+    # --- wiring ----------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        data = Path(self.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        try:
+            secret = ServerSecret.load_or_create(data / "secret")
+        except ValueError as exc:
+            self.log.critical("%s", exc)
+            sys.exit(2)
+        self.proxy = Proxy(parent=self, log=self.log)
+        self.backend = DockerBackend(parent=self, log=self.log)
+        self.pool = Pool(parent=self, log=self.log, backend=self.backend, routes=self.proxy.routes, secret=secret)
+        self.web = WebApp(parent=self, log=self.log, pool=self.pool, proxy=self.proxy, secret=secret,
+                          data_dir=str(data))
+        self.pool.route_options = self.web.access.route_options
+
+        # The web app listens only on a unix socket of ours; the proxy's default route leads there.
+        sock_path = str(data / "web.sock")
+        app_server = HTTPServer(self.web.make_application(), xheaders=True)
+        app_server.add_socket(bind_unix_socket(sock_path, mode=0o600))
+        self.proxy.routes.add("/", f"unix:{sock_path}")
+
+        try:
+            await self.proxy.start()
+        except (OSError, ValueError) as exc:
+            self.log.critical("cannot listen on %s:%s: %s", self.proxy.ip or "*", self.proxy.port, exc)
+            sys.exit(2)
+        try:
+            await self.pool.start()
+        except Exception as exc:
+            self.log.critical("cannot start the pool (is the Docker engine up? 'make engine'): %s", exc)
+            await self.proxy.stop()
+            sys.exit(2)
+        loop = asyncio.get_running_loop()
+        upkeep = loop.create_task(self.web_upkeep())
+        scheme = "https" if self.proxy.tls else "http"
+        self.log.info("nbpool %s ready on %s://%s:%d/ - pool %s: %d warm, cap %d, image %s, %d assigned adopted",
+                      __version__, scheme, self.proxy.ip or "0.0.0.0", self.proxy.bound_port, self.pool.pool_name,
+                      self.pool.warm, self.pool.max_containers, self.backend.image, self.pool.count("assigned"))
+
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await stop.wait()
+
+        self.log.info("stopping: no new visitors; spares removed, assigned containers kept")
+        self.web.accepting = False
+        upkeep.cancel()
+        await self.pool.stop()
+        await self.proxy.stop()
+        app_server.stop()
+        await self.backend.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sock_path)
+        self.log.info("stopped")
+
+    async def web_upkeep(self) -> None:
+        while True:
+            await asyncio.sleep(self.web.history_interval)
+            try:
+                self.web.sample_history()
+                self.web.expire()
+            except Exception:
+                self.log.exception("web upkeep failed")
+
+    # --- SIGHUP ---------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the config file and apply it live; a bad file changes nothing."""
+        path = Path(self.config_file)
+        self.log.info("SIGHUP: reloading %s", path)
+        try:
+            fresh = self._read_config(path)
+            self._check(fresh)
+        except Exception as exc:  # the operator's file: say what is wrong, keep serving
+            self.log.error("config reload failed, nothing changed: %s", exc)
+            return
+        old_image = self.backend.image
+        listening = {k: getattr(self.proxy, k) for k in LISTEN_SETTINGS}
+        before = {cls.__name__: self._values(obj) for cls, obj in self._live().items()}
+        for obj in self._live().values():
+            obj.update_config(fresh)
+        for cls, obj in self._live().items():
+            after = self._values(obj)
+            changed = {k: v for k, v in after.items() if before[cls.__name__].get(k) != v}
+            if changed:
+                self.log.info("applied %s: %s", cls.__name__, ", ".join(f"{k}={v!r}" for k, v in changed.items()))
+        moved = [k for k in LISTEN_SETTINGS if getattr(self.proxy, k) != listening[k]]
+        if moved:
+            for k in moved:  # the listening socket stays as it is until a restart
+                setattr(self.proxy, k, listening[k])
+            self.log.warning("Proxy.%s changed in the config file: takes effect at the next start", ", ".join(moved))
+        if self.backend.image != old_image:
+            drained = self.pool.drain()
+            self.log.info("image changed %s -> %s: replacing %d spares; assigned containers keep theirs",
+                          old_image, self.backend.image, drained)
+
+    def _read_config(self, path: Path) -> Config:
+        loader = type(self)()
+        loader.load_config_file(path.name, path=str(path.parent))
+        config = loader.config
+        config.merge(self.cli_config)
+        return config
+
+    def _check(self, config: Config) -> None:
+        """Build throwaway copies with the new config: any bad value raises, naming itself."""
+        try:
+            DockerBackend(config=config)
+            Proxy(config=config)
+            Pool(config=config, backend=DockerBackend(), secret=ServerSecret(b"x" * 32))
+            WebApp(config=config, pool=self.pool, proxy=self.proxy, secret=ServerSecret(b"x" * 32),
+                   data_dir=self.data_dir, admin_token="check")
+        except TraitError as exc:
+            raise ValueError(str(exc)) from None
+
+    def _live(self) -> dict:
+        return {Pool: self.pool, DockerBackend: self.backend, WebApp: self.web, Proxy: self.proxy}
+
+    @staticmethod
+    def _values(obj) -> dict:
+        return {name: getattr(obj, name) for name in obj.trait_names(config=True)}
+
+
+main = NbpoolApp.launch_instance
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -136,7 +136,8 @@ class DockerBackend(ContainerBackend):
 
     def _ensure_network_sync(self) -> None:
         client = self._docker()
-        if client.networks.list(names=[self.network_name]):
+        # The engine's name filter matches substrings ("nbpool" finds "nbpool-tests"): compare exactly.
+        if any(net.name == self.network_name for net in client.networks.list(names=[self.network_name])):
             return
         client.networks.create(
             self.network_name, driver="bridge", check_duplicate=True,
@@ -214,7 +215,15 @@ class DockerBackend(ContainerBackend):
         )
 
     def _start_sync(self, kwargs: dict) -> dict:
-        container = self._docker().containers.run(**kwargs)
+        kwargs = dict(kwargs)
+        kwargs.pop("detach")
+        container = self._docker().containers.create(**kwargs)
+        try:
+            container.start()
+        except docker.errors.DockerException:
+            # Created but not started (a bad network, a port clash): do not leave it behind.
+            container.remove(force=True)
+            raise
         container.reload()  # the published port is known only once it runs
         return container.attrs
 
@@ -222,7 +231,12 @@ class DockerBackend(ContainerBackend):
                     name: str | None = None) -> ContainerInfo:
         await self.ensure_network()
         kwargs = self._create_kwargs(cid, name or f"{self.pool_name}-{cid}", token, base_url, labels)
-        info = self._info(await self._call(f"run {self.image}", self._start_sync, kwargs))
+        try:
+            info = self._info(await self._call(f"run {self.image}", self._start_sync, kwargs))
+        except BackendError as exc:
+            if "network" in str(exc) and "not found" in str(exc):
+                self._network_checked = False  # removed behind our back: create it again next time
+            raise
         if info.endpoint is None:
             await self.remove(info.engine_id)
             raise BackendError(f"container {info.name} started without a reachable endpoint")

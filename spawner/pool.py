@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -382,10 +383,7 @@ class Pool(PoolUpkeep, LoggingConfigurable):
             async with self._spawn_gate:
                 if self.closing:
                     raise asyncio.CancelledError
-                info = await self.backend.start(
-                    slot.cid, token=token, base_url=slot.base_url, name=f"{self.pool_name}-{slot.cid}",
-                    labels={CREATED_LABEL: str(int(slot.created)), IMAGE_LABEL: getattr(self.backend, "image", "")})
-                slot.engine_id, slot.name, slot.endpoint = info.engine_id, info.name, info.endpoint
+                info = await self._start_container(slot, token)
                 await wait_for_http(f"{info.endpoint.url}{slot.base_url}api/status",
                                     headers={"Authorization": f"token {token}"}, timeout=self.start_timeout)
         except asyncio.CancelledError:
@@ -408,6 +406,22 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         self.stats.launched += 1
         self.stats.record_spawn(self.clock() - slot.launch_started)
         return True
+
+    async def _start_container(self, slot: Slot, token: str):
+        """backend.start, made safe to cancel: the engine call runs on in its thread, so a
+        cancelled launch waits for it and removes what it made instead of leaving it behind."""
+        start = asyncio.ensure_future(self.backend.start(
+            slot.cid, token=token, base_url=slot.base_url, name=f"{self.pool_name}-{slot.cid}",
+            labels={CREATED_LABEL: str(int(slot.created)), IMAGE_LABEL: getattr(self.backend, "image", "")}))
+        try:
+            info = await asyncio.shield(start)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                made = await start
+                await self._quiet_remove(made.engine_id)
+            raise
+        slot.engine_id, slot.name, slot.endpoint = info.engine_id, info.name, info.endpoint
+        return info
 
     async def _launch_failed(self, slot: Slot, exc: BaseException) -> None:
         self.stats.failed_starts += 1

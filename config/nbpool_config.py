@@ -1,0 +1,69 @@
+# nbpool configuration: read by `python start.py` (and `make run`).
+#
+# Change a value and send SIGHUP (`kill -HUP <pid>`) to apply it while the
+# workshop runs: pool size, cap, limits, culling and image are applied live
+# (a new image replaces the ready spares, never a container in use). Listening
+# address, port and TLS files take effect at the next start.
+#
+# Every setting, with its help: `python start.py --help-all`.
+# A fully commented file of all of them: `python start.py --generate-config`.
+
+c = get_config()  # noqa: F821 -- provided by traitlets when this file is loaded
+
+# --- the pool ------------------------------------------------------------------------
+# Ready spare containers to keep. Each hand-out starts a replacement at once.
+# About the number of attendees who arrive in the first minute; each idle spare
+# costs about 70 MiB of RAM.
+c.Pool.warm = 3
+
+# Hard cap on all containers (spares + starting + in use). Plan RAM for it:
+# DockerBackend.mem_limit x max_containers should fit in the machine's memory.
+c.Pool.max_containers = 20
+
+# Containers started at once (starting is CPU-bound: about 2 per core).
+c.Pool.spawn_concurrency = 4
+
+# Seconds a new container may take to answer before the start counts as failed.
+c.Pool.start_timeout = 60
+
+# --- culling ---------------------------------------------------------------------------
+# An assigned container with no traffic for this many seconds is removed (0: never).
+c.Pool.cull_idle = 600
+# An assigned container is removed this many seconds after hand-out, active or not (0: never).
+c.Pool.cull_max_age = 4 * 3600
+
+# --- the image and limits ------------------------------------------------------------------
+c.DockerBackend.image = "nbpool/notebook:latest"
+# Memory per container (512M, 1G, ...). One kernel of each kind uses about 300 MiB.
+c.DockerBackend.mem_limit = "1G"
+# CPU cores per container (fractions allowed).
+c.DockerBackend.cpu_limit = 1.0
+# Processes and threads per container.
+c.DockerBackend.pids_limit = 512
+# Read-only data for every container: {"/srv/datasets": "/home/jovyan/data"}
+# c.DockerBackend.volumes = {}
+
+# --- the front door ----------------------------------------------------------------------
+# Port and address of the public link (all interfaces by default).
+c.Proxy.port = 8000
+c.Proxy.ip = ""
+# HTTPS: give both, and kernel WebSockets run over wss.
+# c.Proxy.certfile = "/etc/ssl/workshop.pem"
+# c.Proxy.keyfile = "/etc/ssl/workshop.key"
+
+# Where a visitor lands in their server: "tree", "lab", or a first notebook.
+c.WebApp.landing_path = "tree"
+# c.WebApp.landing_path = "notebooks/01-python-introduction.ipynb"
+
+# Branding of nbpool's own pages (the notebook UI's branding is in notebook-image/branding/).
+c.WebApp.workshop_name = "Workshop notebooks"
+
+# Spawns per client address per minute (a whole workshop may share one NAT address).
+c.WebApp.spawn_rate_limit = 300
+
+# Admin API and status page (/status): empty generates one into data/admin_token.
+# c.WebApp.admin_token = ""
+
+# Token for POST /api/spawn, and origins allowed to call it from a browser.
+# c.WebApp.api_token = ""
+# c.WebApp.cors_origin = ["https://workshop.example.org"]

@@ -1,0 +1,61 @@
+"""Who may reach a container: the visitor's signed cookie, checked by the proxy on every request.
+
+At hand-out the visitor gets ``nbpool-session = sign("<cid>:<nonce>")``. The
+route of each container carries an authorize callback that lets a request
+through only with that exact cookie; anything else gets a 403 page offering a
+fresh notebook. The nonce changes with every hand-out, so a cookie for an
+earlier occupant of a container id never works again.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+
+from proxy.http import Response
+from proxy.routes import RequestHead
+
+from .secret import ServerSecret
+from .slot import ASSIGNED, Slot
+
+SESSION_COOKIE = "nbpool-session"
+
+
+def session_value(slot: Slot) -> str:
+    return f"{slot.cid}:{slot.nonce}"
+
+
+def read_session(secret: ServerSecret, cookie: str | None) -> tuple[str, str] | None:
+    """(cid, nonce) from a signed session cookie, or None if absent or forged."""
+    value = secret.verify(cookie)
+    if not value or ":" not in value:
+        return None
+    cid, _, nonce = value.partition(":")
+    return cid, nonce
+
+
+class RouteAccess:
+    """Builds each container route's authorize callback (given to the pool as route_options)."""
+
+    def __init__(self, secret: ServerSecret, denied_page: Callable[[RequestHead, Slot], Response],
+                 ended_page: Callable[[int, RequestHead], Response | None]):
+        self.secret = secret
+        self.denied_page = denied_page
+        self.ended_page = ended_page
+
+    def route_options(self, slot: Slot) -> dict:
+        secret = self.secret
+        denied_page = self.denied_page
+        passed = [""]  # the last cookie that verified: later requests compare, not re-sign
+
+        def authorize(head: RequestHead) -> Response | None:
+            cookie = head.cookie(SESSION_COOKIE)
+            if slot.state == ASSIGNED and cookie:
+                if passed[0] and hmac.compare_digest(cookie, passed[0]):
+                    return None
+                if read_session(secret, cookie) == (slot.cid, slot.nonce):
+                    passed[0] = cookie
+                    return None
+            return denied_page(head, slot)
+
+        return {"authorize": authorize, "error_page": self.ended_page}

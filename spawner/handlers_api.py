@@ -1,0 +1,274 @@
+"""JSON API, health, metrics and the operators' status page."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import time
+
+from traitlets import TraitError
+
+from . import __version__, metrics
+from .errors import PoolError, PoolFull
+from .handlers_visitor import PageHandler
+
+ADMIN_COOKIE = "nbpool-admin"
+ADMIN_COOKIE_HOURS = 12
+
+
+def local_only(handler: PageHandler) -> bool:
+    """True (and the request answered 403) when admin endpoints may not answer this client."""
+    if handler.nb.admin_allow_remote or ipaddress.ip_address(handler.request.remote_ip).is_loopback:
+        return False
+    handler.set_status(403)
+    handler.finish({"error": "admin endpoints answer only on this machine (see WebApp.admin_allow_remote)"})
+    return True
+
+
+class JSONHandler(PageHandler):
+    def wants_json(self) -> bool:
+        return True
+
+    def body_json(self) -> dict:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            self.send_error(400)
+            raise ValueError("body is not a JSON object")
+        return data
+
+
+class SpawnAPIHandler(JSONHandler):
+    """POST /api/spawn -> {"url": a one-time link that opens a fresh container} (tmpnb's API, made safe)."""
+
+    def set_cors(self) -> None:
+        origin = self.request.headers.get("Origin")
+        allowed = self.nb.cors_origin
+        if origin and ("*" in allowed or origin in allowed):
+            self.set_header("Access-Control-Allow-Origin", "*" if "*" in allowed else origin)
+            self.set_header("Vary", "Origin")
+            self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
+            self.set_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+
+    def options(self) -> None:
+        self.set_cors()
+        self.set_status(204)
+        self.finish()
+
+    async def post(self) -> None:
+        nb = self.nb
+        self.set_cors()
+        if nb.api_token:
+            given = self.request.headers.get("Authorization", "").removeprefix("token ").strip()
+            if not hmac.compare_digest(given.encode(), nb.api_token.encode()):
+                self.set_status(403)
+                self.finish({"error": "POST /api/spawn needs 'Authorization: token <api_token>'"})
+                return
+        if nb.spawn_rate_limit:
+            wait = nb.limiter.check(self.request.remote_ip)
+            if wait:
+                self.set_header("Retry-After", str(int(wait) + 1))
+                self.set_status(429)
+                self.finish({"error": "too many spawns from this address", "retry_after": int(wait) + 1})
+                return
+        if not nb.accepting:
+            self.set_status(503)
+            self.finish({"error": "the service is restarting"})
+            return
+        try:
+            slot = await nb.pool.acquire()
+        except PoolError as error:
+            self.set_header("Retry-After", str(error.retry_after))
+            # The JSON API answers "full" with 429, as tmpnb's clients expect; other refusals keep 503.
+            self.set_status(429 if isinstance(error, PoolFull) else error.status)
+            self.finish({"error": error.visitor_message, "retry_after": error.retry_after})
+            return
+        path = str(self.body_json_or_empty().get("path", "")).lstrip("/") or nb.landing_path
+        if ".." in path.split("/"):
+            path = nb.landing_path
+        token = nb.new_claim(slot, path)
+        base = f"{self.request.protocol}://{self.request.host}"
+        self.finish({"url": f"{base}/spawn/claim/{token}", "id": slot.cid, "expires_in": nb.claim_timeout})
+
+    def body_json_or_empty(self) -> dict:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+
+class StatsHandler(JSONHandler):
+    """GET /api/stats: the pool in numbers (public, as tmpnb's was)."""
+
+    def get(self) -> None:
+        nb = self.nb
+        summary = nb.pool.summary()
+        self.finish({
+            "available": summary["available"], "assigned": summary["assigned"], "launching": summary["launching"],
+            "capacity": summary["capacity"], "queue": summary["queue"],
+            "image": getattr(nb.pool.backend, "image", ""), "version": __version__,
+        })
+
+
+class HealthHandler(JSONHandler):
+    def get(self) -> None:
+        pool = self.nb.pool
+        healthy = pool.healthy and self.nb.accepting
+        self.set_status(200 if healthy else 503)
+        self.finish({"status": "ok" if healthy else "unhealthy", "breaker_open": pool.breaker_open,
+                     "consecutive_failures": pool.consecutive_failures, "accepting": self.nb.accepting,
+                     **pool.summary()})
+
+
+class AdminHandler(JSONHandler):
+    """Admin endpoints: a token (header, or the status page's cookie), and by default this machine only."""
+
+    def prepare(self) -> None:
+        if local_only(self):
+            return
+        header = self.request.headers.get("Authorization", "")
+        given = header.removeprefix("token ").removeprefix("Bearer ").strip()
+        if given:
+            if not hmac.compare_digest(given.encode(), self.nb.admin_token.encode()):
+                self.unauthorized()
+        elif not self.admin_cookie_ok():
+            self.unauthorized()
+
+    def admin_cookie_ok(self) -> bool:
+        """The status page's login cookie: signed by us, and younger than ADMIN_COOKIE_HOURS."""
+        value = self.nb.secret.verify(self.get_cookie(ADMIN_COOKIE)) or ""
+        stamp = value.removeprefix("admin:")
+        return stamp.isdigit() and time.time() - int(stamp) < ADMIN_COOKIE_HOURS * 3600
+
+    def unauthorized(self) -> None:
+        self.set_status(401)
+        self.finish({"error": "admin token needed: 'Authorization: token <admin_token>'"})
+
+
+class ContainersHandler(AdminHandler):
+    def get(self) -> None:
+        pool = self.nb.pool
+        now, wall = pool.clock(), pool.wallclock()
+        rows = []
+        for slot in pool.slots.values():
+            rows.append({
+                "id": slot.cid, "state": slot.state, "name": slot.name,
+                "age_seconds": round(wall - slot.created, 1),
+                "assigned_seconds": round(wall - slot.assigned_at, 1) if slot.assigned_at else None,
+                "idle_seconds": round(slot.route.idle_seconds(now), 1) if slot.route else None,
+                "endpoint": slot.endpoint.url if slot.endpoint else None,
+                "bytes_in": slot.route.bytes_in if slot.route else 0,
+                "bytes_out": slot.route.bytes_out if slot.route else 0,
+                "websockets": slot.route.websockets if slot.route else 0,
+            })
+        self.finish({"containers": rows, **pool.summary()})
+
+
+class ContainerHandler(AdminHandler):
+    async def delete(self, cid: str) -> None:
+        if await self.nb.pool.remove(cid):
+            self.set_status(204)
+            self.finish()
+        else:
+            self.set_status(404)
+            self.finish({"error": f"no container {cid!r} to remove"})
+
+
+class ResizeHandler(AdminHandler):
+    def post(self) -> None:
+        try:
+            data = self.body_json()
+        except ValueError:
+            return
+        pool = self.nb.pool
+        changes = {k: data[k] for k in ("warm", "max_containers") if k in data}
+        if not changes:
+            self.set_status(400)
+            self.finish({"error": "give warm and/or max_containers"})
+            return
+        for key, value in changes.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                self.set_status(400)
+                self.finish({"error": f"{key} must be a whole number, not {value!r}"})
+                return
+        try:
+            for key, value in changes.items():
+                setattr(pool, key, value)
+        except TraitError as exc:
+            self.set_status(400)
+            self.finish({"error": str(exc)})
+            return
+        self.nb.log.info("resized by the admin API: %s", changes)
+        self.finish(pool.summary())
+
+
+class DrainHandler(AdminHandler):
+    def post(self) -> None:
+        drained = self.nb.pool.drain()
+        self.nb.log.info("drain requested by the admin API: %d spares being replaced", drained)
+        self.finish({"drained": drained, **self.nb.pool.summary()})
+
+
+class HistoryHandler(AdminHandler):
+    def get(self) -> None:
+        self.finish({"interval": self.nb.history_interval, "samples": list(self.nb.history)})
+
+
+class MetricsHandler(AdminHandler):
+    """Prometheus metrics: from this machine without a token, elsewhere with one (if allowed)."""
+
+    def prepare(self) -> None:
+        if ipaddress.ip_address(self.request.remote_ip).is_loopback:
+            return
+        super().prepare()
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(metrics.render(self.nb.pool, self.nb.proxy))
+
+
+class StatusPageHandler(AdminHandler):
+    """The operators' page: live numbers and a chart; asks for the admin token once (then a cookie)."""
+
+    def unauthorized(self) -> None:
+        self.clear()
+        self.set_default_headers()
+        self.set_status(401)
+        self.finish(self.nb.render("login.html", error=self.request.method == "POST"))
+
+    def get(self) -> None:
+        self.finish(self.nb.render("status.html", image=getattr(self.nb.pool.backend, "image", "")))
+
+
+class StatusLoginHandler(PageHandler):
+    def post(self) -> None:
+        nb = self.nb
+        if local_only(self):
+            return
+        given = self.get_body_argument("token", "")
+        if given and hmac.compare_digest(given.encode(), nb.admin_token.encode()):
+            self.set_cookie(ADMIN_COOKIE, nb.secret.sign(f"admin:{int(time.time())}"), path="/", httponly=True,
+                            samesite="Strict", secure=self.request.protocol == "https")
+            self.redirect("/status")
+            return
+        self.page("login.html", status=401, error=True)
+
+
+def api_handlers() -> list:
+    return [
+        (r"/api/spawn/?", SpawnAPIHandler),
+        (r"/api/stats/?", StatsHandler),
+        (r"/healthz", HealthHandler),
+        (r"/metrics", MetricsHandler),
+        (r"/api/admin/containers/?", ContainersHandler),
+        (r"/api/admin/containers/([0-9a-f]+)", ContainerHandler),
+        (r"/api/admin/resize", ResizeHandler),
+        (r"/api/admin/drain", DrainHandler),
+        (r"/api/admin/history", HistoryHandler),
+        (r"/status/login", StatusLoginHandler),
+        (r"/status/?", StatusPageHandler),
+    ]

@@ -1,0 +1,233 @@
+"""The visitor's path: landing page, /spawn, the waiting line, claims, ended sessions.
+
+(robots.txt is static/robots.txt: Tornado serves it from the static folder.)
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from urllib.parse import quote
+
+from tornado.web import RequestHandler
+
+from .access import SESSION_COOKIE, read_session, session_value
+from .errors import PoolClosed, PoolError
+from .slot import ASSIGNED, Slot
+from .webapp import WaitingVisitor, WebApp
+
+TICKET_COOKIE = "nbpool-ticket"
+
+
+class PageHandler(RequestHandler):
+    """Shared helpers: the WebApp, client address, pages and cookies."""
+
+    @property
+    def nb(self) -> WebApp:
+        return self.settings["nbpool"]
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "same-origin")
+
+    def page(self, name: str, status: int = 200, **values) -> None:
+        self.set_status(status)
+        self.finish(self.nb.render(name, status=status, **values))
+
+    def wants_json(self) -> bool:
+        return "application/json" in self.request.headers.get("Accept", "") or self.request.path.startswith("/api/")
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        message = {404: "Nothing is served at this address.", 405: "This method is not allowed here."}.get(
+            status_code, "Something went wrong on our side; please try again.")
+        if self.wants_json():
+            self.finish({"status": status_code, "error": self._reason, "message": message})
+        else:
+            self.finish(self.nb.render("error.html", status=status_code, reason=self._reason, message=message))
+
+    def set_session_cookie(self, slot: Slot) -> None:
+        self.set_cookie(SESSION_COOKIE, self.nb.secret.sign(session_value(slot)), path="/", httponly=True,
+                        samesite="Lax", secure=self.request.protocol == "https")
+
+    def current_slot(self) -> Slot | None:
+        """The visitor's container, if their cookie names one that is still theirs."""
+        session = read_session(self.nb.secret, self.get_cookie(SESSION_COOKIE))
+        if session is None:
+            return None
+        slot = self.nb.pool.slots.get(session[0])
+        if slot is not None and slot.state == ASSIGNED and slot.nonce == session[1] and slot.route is not None:
+            return slot
+        return None
+
+    def container_url(self, slot: Slot, path: str) -> str:
+        return f"/user/{slot.cid}/{path}"
+
+    def refuse(self, error: PoolError, retry_page: str) -> None:
+        """The 'full' (or unavailable) answer: 503 with Retry-After; the page retries by itself."""
+        self.set_header("Retry-After", str(error.retry_after))
+        self.nb.log.info("spawn refused for %s: %s", self.request.remote_ip, error.log_message)
+        if self.wants_json():
+            self.set_status(error.status)
+            self.finish({"error": error.visitor_message, "retry_after": error.retry_after})
+            return
+        self.page("full.html", status=error.status, message=error.visitor_message, retry_after=error.retry_after,
+                  retry_url=retry_page)
+
+
+class LandingHandler(PageHandler):
+    """The public link. It takes no container itself: its script (or button) goes on to /spawn."""
+
+    def get(self) -> None:
+        target = "/spawn" + (f"?{self.request.query}" if self.request.query else "")
+        self.page("landing.html", spawn_url=target)
+
+
+class SpawnHandler(PageHandler):
+    """Take a container and go to it (302), or join the waiting line."""
+
+    async def get(self, path: str = "") -> None:
+        user_agent = self.request.headers.get("User-Agent", "").lower()
+        if any(bot in user_agent for bot in self.nb.bot_user_agents):
+            # Link previews and crawlers: show the page a person would see first, take nothing.
+            self.page("landing.html", spawn_url=self.request.uri)
+            return
+        await self.spawn(path)
+
+    async def post(self, path: str = "") -> None:
+        await self.spawn(path)
+
+    async def spawn(self, path: str) -> None:
+        nb = self.nb
+        path = path.lstrip("/") or nb.landing_path
+        if ".." in path.split("/"):
+            self.send_error(400)
+            return
+        path = quote(path, safe="/;:@&=+$,~!*'()")
+        if not self.get_argument("new", None):
+            slot = self.current_slot()
+            if slot is not None:  # a returning visitor whose container is alive goes back to it
+                self.redirect(self.container_url(slot, path))
+                return
+            key = nb.secret.verify(self.get_cookie(TICKET_COOKIE))
+            if key and key in nb.tickets:  # already in line (a reload): keep the place, take no other
+                self.redirect(f"/spawn/wait/{key}")
+                return
+        if not nb.accepting:
+            self.refuse(PoolClosed("shutting down", retry_after=10), self.request.uri)
+            return
+        if nb.spawn_rate_limit:
+            wait = nb.limiter.check(self.request.remote_ip)
+            if wait:
+                self.set_header("Retry-After", str(int(wait) + 1))
+                self.page("error.html", status=429, reason="Too many requests",
+                          message="Too many notebooks were started from your address just now. "
+                                  "Please try again in a moment.")
+                return
+        slot = nb.pool.acquire_nowait()
+        if slot is not None:
+            nb.log.info("handed out %s to %s", slot.cid, self.request.remote_ip)
+            self.set_session_cookie(slot)
+            self.redirect(self.container_url(slot, path))
+            return
+        try:
+            ticket = nb.pool.enqueue()
+        except PoolError as error:
+            self.refuse(error, self.request.uri)
+            return
+        key = secrets.token_urlsafe(12)
+        nb.tickets[key] = WaitingVisitor(ticket, path)
+        self.set_cookie(TICKET_COOKIE, nb.secret.sign(key), path="/", httponly=True, samesite="Lax",
+                        secure=self.request.protocol == "https")
+        self.redirect(f"/spawn/wait/{key}")
+
+
+class WaitHandler(PageHandler):
+    """The waiting page: shows the visitor's place in line, moves on by itself when their container is ready."""
+
+    def waiting(self, key: str) -> WaitingVisitor | None:
+        if self.nb.secret.verify(self.get_cookie(TICKET_COOKIE)) != key:
+            return None  # someone else's ticket (or none): never hand its container to this visitor
+        waiting = self.nb.tickets.get(key)
+        if waiting is not None:
+            waiting.last_seen = time.monotonic()
+        return waiting
+
+    def get(self, key: str) -> None:
+        waiting = self.waiting(key)
+        if waiting is None:
+            self.page("expired.html", status=410, fresh_url="/spawn?new=1")
+            return
+        future = waiting.ticket.future
+        if future.done():
+            del self.nb.tickets[key]
+            self.clear_cookie(TICKET_COOKIE, path="/")
+            if future.cancelled() or future.exception() is not None:
+                error = future.exception() if not future.cancelled() else None
+                if isinstance(error, PoolError):
+                    self.refuse(error, f"/spawn/{waiting.path}")
+                else:
+                    self.page("expired.html", status=410, fresh_url=f"/spawn/{waiting.path}?new=1")
+                return
+            slot = future.result()
+            self.nb.log.info("handed out %s to %s after waiting in line", slot.cid, self.request.remote_ip)
+            self.set_session_cookie(slot)
+            self.redirect(self.container_url(slot, waiting.path))
+            return
+        self.page("waiting.html", position=waiting.ticket.position, key=key)
+
+
+class QueueHandler(WaitHandler):
+    """JSON for the waiting page's script: {"position": n, "ready": false} or {"ready": true, "url": ...}."""
+
+    def get(self, key: str) -> None:
+        waiting = self.waiting(key)
+        if waiting is None:
+            self.set_status(410)
+            self.finish({"error": "This place in line has expired.", "ready": False})
+            return
+        if waiting.ticket.future.done():
+            self.finish({"ready": True, "url": f"/spawn/wait/{key}"})
+        else:
+            self.finish({"ready": False, "position": waiting.ticket.position})
+
+
+class ClaimHandler(PageHandler):
+    """Opens a container handed out by POST /api/spawn, once: sets the cookie and goes there."""
+
+    def get(self, token: str) -> None:
+        key = self.nb.secret.verify(token)
+        claim = self.nb.claims.pop(key, None) if key else None
+        if claim is None or claim.slot.state != ASSIGNED:
+            self.page("expired.html", status=410, fresh_url="/spawn?new=1")
+            return
+        claim.used = True
+        self.set_session_cookie(claim.slot)
+        self.redirect(self.container_url(claim.slot, claim.path))
+
+
+
+class EndedHandler(PageHandler):
+    """/user/<id>/... that no container route claims: culled, removed or never existed."""
+
+    def prepare(self) -> None:
+        path = self.nb.user_path(self.request.path)
+        fresh = self.nb.fresh_url(path)
+        self.set_status(404)
+        if self.wants_json() or "/api/" in self.request.path:
+            self.finish({"error": "This notebook session has ended.", "fresh": fresh})
+        else:
+            self.finish(self.nb.render("ended.html", fresh_url=fresh))
+
+
+def visitor_handlers() -> list:
+    return [
+        (r"/", LandingHandler),
+        (r"/spawn/wait/([A-Za-z0-9_-]+)", WaitHandler),
+        (r"/spawn/claim/([^/]+)", ClaimHandler),
+        (r"/spawn/?", SpawnHandler),
+        (r"/spawn/(.*)", SpawnHandler),
+        (r"/api/queue/([A-Za-z0-9_-]+)", QueueHandler),
+        (r"/user/.*", EndedHandler),
+    ]
+

@@ -1,0 +1,233 @@
+"""The orchestrator's web application: settings, pages, and the Tornado app behind the proxy.
+
+It listens only internally (a unix socket) and is reached through the
+proxy's default route, so every path no container route claims ends up here:
+the landing page, /spawn, the waiting line, the "session ended" page, the
+JSON API, /healthz, /metrics and the operators' status page.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import secrets
+import time
+from pathlib import Path
+
+from tornado import template
+from tornado.web import Application
+from traitlets import Bool, Float, Instance, Integer, List, TraitError, Unicode, validate
+from traitlets.config import LoggingConfigurable
+
+from proxy.http import Response
+from proxy.routes import RequestHead
+from proxy.server import Proxy
+
+from . import __version__
+from .access import SESSION_COOKIE, RouteAccess
+from .pool import Pool, Ticket
+from .ratelimit import RateLimiter
+from .secret import ServerSecret
+from .slot import Slot
+
+HERE = Path(__file__).parent
+
+
+class WebApp(LoggingConfigurable):
+    """What visitors and operators see: pages, links, API and admin settings."""
+
+    workshop_name = Unicode("Workshop notebooks", config=True,
+                            help="Shown in the title and heading of nbpool's own pages.")
+    landing_path = Unicode("tree", config=True,
+                           help="Where a visitor lands in their notebook server, relative to /user/<id>/: "
+                                "'tree' (the file browser), 'lab', or a workshop's first notebook such as "
+                                "'notebooks/01-python-introduction.ipynb'. /spawn/<path> overrides it per link.")
+    spawn_rate_limit = Integer(300, config=True,
+                               help="Spawns allowed per client address per spawn_rate_period; beyond it the "
+                                    "answer is 429 with Retry-After. Generous by default: a whole workshop may "
+                                    "share one NAT address. 0 disables the limit.")
+    spawn_rate_period = Float(60.0, config=True, help="Seconds over which spawn_rate_limit is counted.")
+    api_token = Unicode("", config=True,
+                        help="If set, POST /api/spawn needs 'Authorization: token <api_token>'. Empty: open, "
+                             "as tmpnb's was (the rate limit still applies).")
+    cors_origin = List(Unicode(), [], config=True,
+                       help="Origins allowed to call POST /api/spawn from a browser (CORS), e.g. "
+                            "['https://workshop.example.org']; ['*'] allows any. Empty: no CORS headers.")
+    admin_token = Unicode("", config=True,
+                          help="Token for the admin API and the status page. Empty: one is generated on first "
+                               "start and kept in <data_dir>/admin_token (mode 0600); it is never logged.")
+    admin_allow_remote = Bool(False, config=True,
+                              help="Answer admin endpoints (/api/admin/*, /status, /metrics) from other machines "
+                                   "too. Off: only from this machine (127.0.0.1/::1), token or not.")
+    claim_timeout = Float(60.0, config=True,
+                          help="Seconds a container started for a waiting visitor, or for an /api/spawn "
+                               "link, stays reserved before it is released if nobody claims it.")
+    history_interval = Float(5.0, config=True, help="Seconds between samples of the status page's chart.")
+    bot_user_agents = List(Unicode(), [
+        "bot", "crawler", "spider", "slurp", "preview", "facebookexternalhit", "embedly", "whatsapp",
+        "slack", "discord", "telegram", "skype", "bingpreview", "curl/",
+    ], config=True,
+        help="Substrings (case-insensitive) of User-Agent headers that never get a container from GET /spawn: "
+             "link previews and crawlers get the landing page instead, so sharing a link does not drain the pool. "
+             "Remove 'curl/' to let curl spawn.")
+
+    pool = Instance(Pool)
+    proxy = Instance(Proxy)
+    secret = Instance(ServerSecret)
+    data_dir = Unicode()
+
+    @validate("spawn_rate_limit")
+    def _validate_rate(self, proposal):
+        if proposal.value < 0:
+            raise TraitError(f"WebApp.spawn_rate_limit must be 0 (off) or more, not {proposal.value}")
+        return proposal.value
+
+    @validate("spawn_rate_period", "claim_timeout", "history_interval")
+    def _validate_seconds(self, proposal):
+        if not proposal.value > 0:
+            raise TraitError(f"WebApp.{proposal.trait.name} must be a positive number of seconds, not {proposal.value}")
+        return proposal.value
+
+    @validate("landing_path")
+    def _validate_landing(self, proposal):
+        value = proposal.value.lstrip("/")
+        if ".." in value.split("/") or "://" in value:
+            raise TraitError(f"WebApp.landing_path {proposal.value!r} must be a path inside the notebook server")
+        return value
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.loader = template.Loader(str(HERE / "templates"), autoescape="xhtml_escape")
+        self.limiter = RateLimiter(self.spawn_rate_limit or 1, self.spawn_rate_period)
+        self.observe(self._new_limits, names=["spawn_rate_limit", "spawn_rate_period"])
+        self.tickets: dict[str, WaitingVisitor] = {}
+        self.claims: dict[str, Claim] = {}
+        self.history: collections.deque = collections.deque(maxlen=720)
+        self.accepting = True
+        self.access = RouteAccess(self.secret, self.denied_page, self.ended_page)
+        if not self.admin_token:
+            self.admin_token = self._stored_admin_token()
+
+    def _new_limits(self, change) -> None:
+        self.limiter = RateLimiter(self.spawn_rate_limit or 1, self.spawn_rate_period)
+
+    def _stored_admin_token(self) -> str:
+        path = Path(self.data_dir) / "admin_token"
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        self.log.info("admin token generated and stored in %s (mode 0600)", path)
+        return token
+
+    # --- pages the proxy needs without Tornado (403, session ended) ------------------------------
+
+    def render(self, name: str, **values) -> str:
+        values.setdefault("workshop_name", self.workshop_name)
+        values.setdefault("version", __version__)
+        return self.loader.load(name).generate(**values).decode()
+
+    def denied_page(self, head: RequestHead, slot: Slot) -> Response:
+        """The 403 a request to someone else's container gets (no cookie, or another visitor's)."""
+        path = self.user_path(head.path)
+        if head.wants_json():
+            return Response(403, '{"error": "This notebook server belongs to another visitor."}',
+                            content_type="application/json")
+        return Response(403, self.render("forbidden.html", fresh_url=self.fresh_url(path)),
+                        headers=[("Cache-Control", "no-store")])
+
+    def ended_page(self, status: int, head: RequestHead) -> Response | None:
+        """A container route whose server has gone (502/503/504): the session has ended."""
+        if status not in (502, 503, 504):
+            return None
+        path = self.user_path(head.path)
+        if head.wants_json():
+            return Response(status, '{"error": "This notebook session has ended."}', content_type="application/json")
+        return Response(status, self.render("ended.html", fresh_url=self.fresh_url(path)),
+                        headers=[("Cache-Control", "no-store"), ("Retry-After", "5")])
+
+    @staticmethod
+    def user_path(path: bytes | str) -> str:
+        """'/user/<id>/notebooks/x.ipynb' -> 'notebooks/x.ipynb' (what a fresh container should open)."""
+        text = path.decode("latin-1") if isinstance(path, bytes) else path
+        parts = text.split("/", 3)
+        return parts[3] if len(parts) > 3 and parts[1] == "user" else ""
+
+    @staticmethod
+    def fresh_url(path: str) -> str:
+        from urllib.parse import quote
+
+        return f"/spawn/{quote(path)}?new=1" if path else "/spawn?new=1"
+
+    # --- waiting line bookkeeping -------------------------------------------------------------------
+
+    def sample_history(self) -> None:
+        self.history.append({"t": time.time(), **self.pool.summary()})
+
+    def expire(self) -> None:
+        """Release containers reserved for visitors who never came back for them."""
+        now = time.monotonic()
+        for key, waiting in list(self.tickets.items()):
+            if waiting.expired(now, self.claim_timeout):
+                del self.tickets[key]
+                waiting.ticket.cancel()
+        for key, claim in list(self.claims.items()):
+            if now - claim.created > self.claim_timeout:
+                del self.claims[key]
+                if not claim.used:
+                    self.pool.release(claim.slot, "its /api/spawn link was never opened")
+
+    def new_claim(self, slot: Slot, path: str) -> str:
+        """A signed one-time key that /spawn/claim/<key> turns into ``slot``'s cookie."""
+        key = secrets.token_urlsafe(12)
+        self.claims[key] = Claim(slot, path)
+        return self.secret.sign(key)
+
+    def make_application(self) -> Application:
+        from .handlers_api import api_handlers
+        from .handlers_visitor import visitor_handlers
+
+        return Application(
+            visitor_handlers() + api_handlers(),
+            nbpool=self,
+            template_loader=self.loader,
+            static_path=str(HERE / "static"),
+            static_url_prefix="/static/",
+            xsrf_cookies=False,  # no state-changing browser forms beyond taking a notebook
+            compress_response=True,
+            cookie_name=SESSION_COOKIE,
+            log_function=self.log_request,
+        )
+
+    def log_request(self, handler) -> None:
+        # Server errors matter to operators; the rest of the page traffic is noise at info level.
+        status = handler.get_status()
+        level = self.log.error if status >= 500 else self.log.debug
+        level("%d %s %s (%s) %.1fms", status, handler.request.method, handler.request.uri,
+              handler.request.remote_ip, 1000 * handler.request.request_time())
+
+
+class WaitingVisitor:
+    """A visitor in line: their ticket, where they want to land, when they last asked."""
+
+    def __init__(self, ticket: Ticket, path: str):
+        self.ticket = ticket
+        self.path = path
+        self.last_seen = time.monotonic()
+
+    def expired(self, now: float, claim_timeout: float) -> bool:
+        # Served but not picked up, or waiting but not asked about, for claim_timeout.
+        return now - self.last_seen > claim_timeout
+
+
+class Claim:
+    """A container handed out through /api/spawn, waiting for its link to be opened once."""
+
+    def __init__(self, slot: Slot, path: str):
+        self.slot = slot
+        self.path = path
+        self.created = time.monotonic()
+        self.used = False

@@ -1,0 +1,286 @@
+"""The whole service end to end: the real port, the real engine and image (issue: the front door)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+
+import pytest
+import requests
+
+from loadtest.jupyter import KernelClient
+from tests.service import Service, spawn, visitor
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def cleanup(docker_client, pool_name: str) -> None:
+    for container in docker_client.containers.list(all=True, filters={"label": f"org.nbpool.pool={pool_name}"}):
+        container.remove(force=True)
+
+
+@pytest.fixture
+def make_service(docker_client, notebook_image, tmp_path_factory, request):
+    started: list[Service] = []
+
+    def make(**settings) -> Service:
+        service = Service(tmp_path_factory.mktemp("nbpool"), f"nbpool-e2e-{secrets.token_hex(3)}", **settings)
+        started.append(service)
+        return service
+
+    yield make
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for service in started:
+        service.stop()
+        if failed:
+            print(f"--- nbpool log ({service.pool_name}) ---\n{service.logs()[-6000:]}")
+        cleanup(docker_client, service.pool_name)
+
+
+@pytest.fixture(scope="module")
+def shared(docker_client, notebook_image, tmp_path_factory):
+    """One service for the visitor-path tests: warm 2, cap 14 (each test keeps its containers)."""
+    service = Service(tmp_path_factory.mktemp("nbpool"), f"nbpool-e2e-{secrets.token_hex(3)}",
+                      Pool__warm=2, Pool__max_containers=14)
+    service.start()
+    yield service
+    service.stop()
+    cleanup(docker_client, service.pool_name)
+
+
+def cid_of(url: str) -> str:
+    return re.search(r"/user/([0-9a-f]+)/", url).group(1)
+
+
+# --- the visitor's path --------------------------------------------------------------------
+
+def test_landing_page_takes_no_container(shared):
+    before = shared.stats()
+    page = visitor().get(f"{shared.url}/", timeout=10)
+    assert page.status_code == 200
+    assert 'action="/spawn"' in page.text and "landing.js" in page.text
+    time.sleep(0.5)
+    assert shared.stats()["assigned"] == before["assigned"]
+
+
+def test_link_previews_and_crawlers_take_no_container(shared):
+    before = shared.stats()["assigned"]
+    for agent in ("Slackbot-LinkExpanding 1.0", "Twitterbot/1.0", "Mozilla/5.0 (compatible; Googlebot/2.1)"):
+        page = requests.get(f"{shared.url}/spawn", headers={"User-Agent": agent}, allow_redirects=False, timeout=10)
+        assert page.status_code == 200
+    robots = requests.get(f"{shared.url}/robots.txt", timeout=10).text
+    assert "Disallow: /spawn" in robots
+    assert shared.stats()["assigned"] == before
+
+
+def test_spawn_hands_out_a_container_with_a_cookie(shared):
+    session = visitor()
+    resp = session.get(f"{shared.url}/spawn", allow_redirects=False, timeout=30)
+    assert resp.status_code == 302
+    assert re.fullmatch(r"/user/[0-9a-f]{12}/tree", resp.headers["Location"])
+    cookie = resp.headers["Set-Cookie"]
+    assert "nbpool-session=" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "token" not in resp.headers["Location"]
+    page = session.get(shared.url + resp.headers["Location"], timeout=30)
+    assert page.status_code == 200 and "jupyter-config-data" in page.text
+    listing = session.get(f"{shared.url}{resp.headers['Location'][:-4]}api/contents", timeout=30).json()
+    names = {item["name"] for item in listing["content"]}
+    assert {"01-python-introduction.ipynb", "04-bash-introduction.ipynb"} <= names
+
+
+def test_deep_link_opens_the_notebook(shared):
+    session = visitor()
+    url = spawn(session, shared.url, "notebooks/02-r-introduction.ipynb")
+    assert url.endswith("/notebooks/02-r-introduction.ipynb")
+    assert session.get(url, timeout=30).status_code == 200
+
+
+def test_returning_visitor_goes_back_unless_asking_for_new(shared):
+    session = visitor()
+    first = spawn(session, shared.url)
+    again = spawn(session, shared.url, "lab")
+    assert cid_of(again) == cid_of(first) and again.endswith("/lab")
+    fresh = spawn(session, shared.url, "?new=1")
+    assert cid_of(fresh) != cid_of(first)
+
+
+def test_another_client_gets_403_offering_a_fresh_notebook(shared):
+    owner = visitor()
+    url = spawn(owner, shared.url, "notebooks/01-python-introduction.ipynb")
+    stranger = visitor()
+    page = stranger.get(url, timeout=30)
+    assert page.status_code == 403
+    assert 'href="/spawn/notebooks/01-python-introduction.ipynb?new=1"' in page.text
+    api = stranger.get(url.split("/notebooks/")[0] + "/api/contents", timeout=30)
+    assert api.status_code == 403 and api.headers["Content-Type"].startswith("application/json")
+    forged = stranger.get(url, cookies={"nbpool-session": f"{cid_of(url)}:{'0' * 16}.{'f' * 32}"}, timeout=30)
+    assert forged.status_code == 403
+    assert owner.get(url, timeout=30).status_code == 200
+
+
+def test_ended_session_offers_a_fresh_one_at_the_same_path(shared):
+    session = visitor()
+    url = spawn(session, shared.url, "notebooks/03-octave-introduction.ipynb")
+    assert shared.admin("DELETE", f"/api/admin/containers/{cid_of(url)}").status_code == 204
+    ended = session.get(url, timeout=30)
+    assert ended.status_code == 404
+    assert "has ended" in ended.text
+    link = re.search(r'href="(/spawn/[^"]+)"', ended.text).group(1)
+    assert link == "/spawn/notebooks/03-octave-introduction.ipynb?new=1"
+    new_url = spawn(session, shared.url, link.removeprefix("/spawn/"))
+    assert cid_of(new_url) != cid_of(url)
+    assert session.get(new_url, timeout=30).status_code == 200
+
+
+def test_kernel_runs_through_the_proxy_with_only_the_cookie(shared):
+    session = visitor()
+    url = spawn(session, shared.url)
+    base = url.rsplit("/tree", 1)[0] + "/"
+    cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+
+    async def run() -> str:
+        client = KernelClient(base, {"Cookie": cookie})
+        try:
+            await client.start("python3")
+            return (await client.execute("print(6 * 7)")).output.strip()
+        finally:
+            await client.shutdown()
+
+    assert asyncio.run(run()) == "42"
+
+
+def test_api_spawn_gives_a_one_time_link(shared):
+    resp = requests.post(f"{shared.url}/api/spawn", json={"path": "lab"}, timeout=60)
+    assert resp.status_code == 200
+    link = resp.json()["url"]
+    assert link.startswith(f"{shared.url}/spawn/claim/")
+    browser = visitor()
+    opened = browser.get(link, allow_redirects=False, timeout=30)
+    assert opened.status_code == 302 and opened.headers["Location"].endswith("/lab")
+    assert browser.get(shared.url + opened.headers["Location"], timeout=30).status_code == 200
+    again = visitor().get(link, allow_redirects=False, timeout=30)
+    assert again.status_code == 410
+
+
+def test_stats_health_and_metrics(shared):
+    stats = shared.stats()
+    assert set(stats) == {"available", "assigned", "launching", "capacity", "queue", "image", "version"}
+    assert stats["capacity"] == 14 and stats["image"] == "nbpool/notebook:latest"
+    health = requests.get(f"{shared.url}/healthz", timeout=10)
+    assert health.status_code == 200 and health.json()["breaker_open"] is False
+    metrics = requests.get(f"{shared.url}/metrics", timeout=10).text
+    for name in ("nbpool_pool_available", "nbpool_spawn_seconds_bucket", "nbpool_proxy_requests_total",
+                 "nbpool_proxy_websockets_total"):
+        assert name in metrics
+
+
+def test_admin_api_needs_the_token(shared):
+    assert requests.get(f"{shared.url}/api/admin/containers", timeout=10).status_code == 401
+    wrong = requests.get(f"{shared.url}/api/admin/containers", headers={"Authorization": "token nope"}, timeout=10)
+    assert wrong.status_code == 401
+    listing = shared.admin("GET", "/api/admin/containers").json()
+    assert {"id", "state", "age_seconds", "idle_seconds"} <= set(listing["containers"][0])
+    assert shared.admin("POST", "/api/admin/resize", json={"warm": -1}).status_code == 400
+    assert "-1" in shared.admin("POST", "/api/admin/resize", json={"warm": -1}).json()["error"]
+    page = requests.get(f"{shared.url}/status", timeout=10)
+    assert page.status_code == 401 and 'name="token"' in page.text
+    session = requests.Session()
+    assert session.post(f"{shared.url}/status/login", data={"token": shared.admin_token}, timeout=10).status_code == 200
+    assert "Pool status" in session.get(f"{shared.url}/status", timeout=10).text
+    assert session.get(f"{shared.url}/api/admin/history", timeout=10).json()["samples"]
+    assert shared.admin_token not in shared.logs()
+
+
+# --- the waiting line, the cap, the rate limit --------------------------------------------------
+
+def test_queue_then_success_when_no_spare_then_full_at_the_cap(make_service):
+    service = make_service(Pool__warm=0, Pool__max_containers=2)
+    service.start(wait_warm=False)
+    session = visitor()
+    resp = session.get(f"{service.url}/spawn", allow_redirects=False, timeout=30)
+    assert resp.status_code == 302 and resp.headers["Location"].startswith("/spawn/wait/")
+    page = session.get(service.url + resp.headers["Location"], allow_redirects=False, timeout=30)
+    if page.status_code == 200:  # still starting: the waiting page shows the place in line
+        assert "in line" in page.text or "You are next" in page.text
+        assert 'http-equiv="refresh"' in page.text
+    url = spawn(session, service.url)  # the same visitor keeps its ticket cookie... or goes back to its container
+    assert session.get(url, timeout=30).status_code == 200
+    second = visitor()
+    spawn(second, service.url)
+    third = visitor().get(f"{service.url}/spawn", allow_redirects=False, timeout=30)
+    assert third.status_code == 503
+    assert int(third.headers["Retry-After"]) > 0
+    assert "busy" in third.text
+    api = requests.post(f"{service.url}/api/spawn", timeout=30)
+    assert api.status_code == 429 and "Retry-After" in api.headers
+
+
+def test_spawn_rate_limit_per_address(make_service):
+    service = make_service(Pool__warm=1, Pool__max_containers=3, WebApp__spawn_rate_limit=2)
+    service.start()
+    statuses = [visitor().get(f"{service.url}/spawn?new=1", allow_redirects=False, timeout=30).status_code
+                for _ in range(4)]
+    assert statuses[:2] != [429, 429]
+    limited = visitor().get(f"{service.url}/spawn", allow_redirects=False, timeout=30)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+
+
+# --- restarts and reloads -------------------------------------------------------------------------
+
+def test_restart_keeps_an_assigned_visitors_session(make_service):
+    service = make_service(Pool__warm=1)
+    service.start()
+    session = visitor()
+    url = spawn(session, service.url)
+    base = url.rsplit("/tree", 1)[0] + "/"
+    cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+
+    async def set_variable() -> str:
+        client = KernelClient(base, {"Cookie": cookie})
+        kernel = await client.start("python3")
+        await client.execute("survivor = 'still here'")
+        client.detach()
+        return kernel
+
+    kernel_id = asyncio.run(set_variable())
+    service.restart()
+    assert session.get(url, timeout=30).status_code == 200  # same URL, same cookie
+
+    async def read_variable() -> str:
+        client = KernelClient(base, {"Cookie": cookie})
+        await client.attach(kernel_id)
+        try:
+            return (await client.execute("print(survivor)")).output.strip()
+        finally:
+            await client.shutdown()
+
+    assert asyncio.run(read_variable()) == "still here"
+    assert "1 assigned adopted" in service.logs()
+
+
+def test_sighup_resizes_live_and_a_bad_file_changes_nothing(make_service):
+    service = make_service(Pool__warm=1, Pool__max_containers=4)
+    service.start()
+    service.write_config(Pool__warm=2, Pool__max_containers=5)
+    service.sighup()
+    service.wait_for(lambda: service.stats()["capacity"] == 5, timeout=15, what="capacity 5")
+    service.wait_for(lambda: service.stats()["available"] == 2, timeout=90, what="two spares")
+    service.write_config(Pool__max_containers="lots")
+    service.sighup()
+    service.wait_for(lambda: "config reload failed" in service.logs(), timeout=15, what="the reload error")
+    assert "'lots'" in service.logs()
+    assert service.stats()["capacity"] == 5
+    assert requests.get(f"{service.url}/healthz", timeout=10).status_code == 200
+
+
+def test_stop_removes_spares_and_keeps_assigned(make_service, docker_client):
+    service = make_service(Pool__warm=2)
+    service.start()
+    session = visitor()
+    url = spawn(session, service.url)
+    assert service.stop() == 0
+    names = [c.name for c in docker_client.containers.list(
+        all=True, filters={"label": f"org.nbpool.pool={service.pool_name}"})]
+    assert len(names) == 1 and cid_of(url) in names[0] and "--a" in names[0]
