@@ -10,7 +10,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: help run test engine images base notebook venv browser clean-containers
 
 help:
-	@echo "make run     start nbpool on http://127.0.0.1:8000 (engine, images and virtualenv first)"
+	@echo "make run     start nbpool on port 8000 with config/nbpool_config.py (engine, images, virtualenv first)"
+	@echo "             extra options: make run ARGS='--warm 10 --max-containers 60'"
 	@echo "make test    build everything a fresh machine lacks, then run the whole test suite"
 	@echo "make engine  make a Docker engine reachable (installs and starts dockerd if needed)"
 	@echo "make images  build nbpool/base:bookworm and nbpool/notebook:latest (skips what exists)"
@@ -38,12 +39,11 @@ images: base
 browser:
 	@bash tests/resources/install-browser.sh
 
-test: venv engine images
+test: venv engine images browser
 	@$(PY) -m pytest
 
 run: venv engine images
-	@echo "run: the service (start.py on port 8000) arrives with the front-door issue;"
-	@echo "run: for now 'make run' prepares the engine, images and virtualenv it will use."
+	@$(PY) start.py $(ARGS)
 
 # Remove every container nbpool's tests or pools left behind (by label).
 clean-containers:

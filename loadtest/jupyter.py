@@ -47,7 +47,15 @@ def decode_v1(data: bytes) -> dict:
 
 
 class KernelError(Exception):
-    """A kernel could not be started, reached or run; the message says which."""
+    """A kernel could not be started, reached or run; the message says which.
+
+    ``status`` is the HTTP status when a REST call was answered with an error
+    (for example 500 from ``POST api/kernels``), else None.
+    """
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -81,17 +89,21 @@ class KernelClient:
     ``base_url`` is the server's root as the client reaches it, for example
     ``http://127.0.0.1:8000/user/abc/``; ``headers`` go on every request
     (an ``Authorization: token …`` header, or a ``Cookie`` header when a proxy
-    injects the token on the visitor's behalf).
+    injects the token on the visitor's behalf). ``http_client`` is the
+    ``AsyncHTTPClient`` for the REST calls; by default the event loop's shared
+    one (which runs at most 10 requests at once: a load generator passes its
+    own, with a larger ``max_clients``).
     """
 
-    def __init__(self, base_url: str, headers: dict[str, str] | None = None, *, timeout: float = 60.0):
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None, *, timeout: float = 60.0,
+                 http_client: AsyncHTTPClient | None = None):
         self.base_url = base_url.rstrip("/") + "/"
         self.headers = dict(headers or {})
         self.timeout = timeout
         self.kernel_id: str | None = None
         self.session = uuid.uuid4().hex
         self._ws: WebSocketClientConnection | None = None
-        self._http = AsyncHTTPClient()
+        self._http = http_client or AsyncHTTPClient()
         self.subprotocol: str | None = None  # what the server selected
 
     async def _request(self, method: str, path: str, body: dict | None = None) -> dict | None:
@@ -109,7 +121,7 @@ class KernelClient:
         resp = await self._http.fetch(req, raise_error=False)
         if resp.code >= 400 or resp.code == 599:
             reason = resp.error if resp.code == 599 else resp.reason
-            raise KernelError(f"{method} {path} answered {resp.code} {reason}")
+            raise KernelError(f"{method} {path} answered {resp.code} {reason}", status=resp.code)
         return json.loads(resp.body) if resp.body else None
 
     async def start(self, kernel_name: str = "python3") -> str:

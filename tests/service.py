@@ -120,7 +120,8 @@ def spawn(session: requests.Session, url: str, path: str = "", timeout: float = 
     resp = session.get(f"{url}/spawn/{path}" if path else f"{url}/spawn", allow_redirects=False, timeout=30)
     deadline = time.monotonic() + timeout
     while resp.status_code == 302 and "/spawn/wait/" in resp.headers["Location"]:
-        wait_url = url + resp.headers["Location"] if resp.headers["Location"].startswith("/") else resp.headers["Location"]
+        location = resp.headers["Location"]
+        wait_url = url + location if location.startswith("/") else location
         key = wait_url.rsplit("/", 1)[1]
         while not session.get(f"{url}/api/queue/{key}", timeout=30).json().get("ready"):
             if time.monotonic() > deadline:

@@ -312,9 +312,9 @@ def test_cookie_jar_scopes_by_host_and_path_and_expires():
     jar = CookieJar(clock=lambda: 1000.0)
     jar.update("http://h:1/spawn", ["nbpool-session=abc; Path=/user/c1/; HttpOnly",
                                     'nbpool-ticket="t1:x"; Path=/', "bad-no-equals"])
-    assert jar.header("http://h:1/") == "nbpool-ticket=t1:x"
-    assert jar.header("http://h:1/user/c1/api/kernels") == "nbpool-session=abc; nbpool-ticket=t1:x"
-    assert jar.header("http://h:1/user/c10/tree") == "nbpool-ticket=t1:x"  # /user/c1/ is not a prefix
+    assert jar.header("http://h:1/") == 'nbpool-ticket="t1:x"'  # quotes kept, as a browser keeps them
+    assert jar.header("http://h:1/user/c1/api/kernels") == 'nbpool-session=abc; nbpool-ticket="t1:x"'
+    assert jar.header("http://h:1/user/c10/tree") == 'nbpool-ticket="t1:x"'  # /user/c1/ is not a prefix
     assert jar.header("http://other:1/user/c1/") is None
     jar.update("http://h:1/spawn/wait/t1", ["nbpool-ticket=; Path=/; Max-Age=0"])
     assert jar.header("http://h:1/") is None
