@@ -134,6 +134,8 @@ class NbpoolApp(Application):
         self.web = WebApp(parent=self, log=self.log, pool=self.pool, proxy=self.proxy, secret=secret,
                           data_dir=str(data))
         self.pool.route_options = self.web.access.route_options
+        if "warmup_path" not in self.config.Pool:  # warm up where visitors land, unless told otherwise
+            self.pool.warmup_path = self.web.landing_path.split("?", 1)[0]
 
         # The web app listens only on a unix socket of ours; the proxy's default route leads there.
         sock_path = str(data / "web.sock")

@@ -174,8 +174,8 @@ class Attendee:
         try:
             await self._landing()
             user_url = await self._spawn()
-            cells, kernel_name = await self._page(user_url)
-            await self._start_kernel(user_url, kernel_name)
+            await self._page(user_url)
+            cells = await self._start_kernel(user_url)
             await self._execute(cells)
             await self._leave()
         except PhaseFailed:
@@ -293,28 +293,31 @@ class Attendee:
                 self.record.queue_position = int(state["position"])
             await asyncio.sleep(min(self.settings.poll_interval, max(0.0, deadline - self.clock())))
 
-    async def _page(self, user_url: str) -> tuple[list[Cell], str]:
-        """Load the notebook page (and the notebook's cells); returns (cells, kernel name)."""
+    async def _page(self, user_url: str) -> None:
+        """Load the notebook page: the HTML a browser gets when it lands (what "time to notebook page" ends with)."""
         with self.phase(PAGE):
             url, response = await self._follow(user_url, "notebook page")
             if response.code != 200:
                 raise PhaseFailed(*self._user_error(url, response))
-            if not self.settings.notebook:
-                return [Cell(DEFAULT_CELL, DEFAULT_CELL_OUTPUT)], "python3"
-            contents = f"{self._user_base(user_url)}api/contents/{quote(self.settings.notebook)}?content=1"
-            response = await self.fetch(contents, accept="application/json")
-            if response.code != 200:
-                raise PhaseFailed(*self._user_error(contents, response))
-            model = json.loads(response.body)
-            notebook = model.get("content") or {}
-            cells = [Cell(src if isinstance(src, str) else "".join(src))
-                     for src in (c.get("source", "") for c in notebook.get("cells", [])
-                                 if c.get("cell_type") == "code")]
-            cells = [c for c in cells if c.code.strip()]
-            if not cells:
-                raise PhaseFailed("bad-response", f"{self.settings.notebook} has no code cells")
-            kernel_name = (notebook.get("metadata", {}).get("kernelspec") or {}).get("name") or "python3"
-            return cells, kernel_name
+
+    async def _cells(self, user_url: str) -> tuple[list[Cell], str]:
+        """The notebook's code cells and kernel name, fetched as the page's script does (contents API)."""
+        if not self.settings.notebook:
+            return [Cell(DEFAULT_CELL, DEFAULT_CELL_OUTPUT)], "python3"
+        contents = f"{self._user_base(user_url)}api/contents/{quote(self.settings.notebook)}?content=1"
+        response = await self.fetch(contents, accept="application/json")
+        if response.code != 200:
+            raise PhaseFailed(*self._user_error(contents, response))
+        model = json.loads(response.body)
+        notebook = model.get("content") or {}
+        cells = [Cell(src if isinstance(src, str) else "".join(src))
+                 for src in (c.get("source", "") for c in notebook.get("cells", [])
+                             if c.get("cell_type") == "code")]
+        cells = [c for c in cells if c.code.strip()]
+        if not cells:
+            raise PhaseFailed("bad-response", f"{self.settings.notebook} has no code cells")
+        kernel_name = (notebook.get("metadata", {}).get("kernelspec") or {}).get("name") or "python3"
+        return cells, kernel_name
 
     @staticmethod
     def _user_error(url: str, response: HTTPResponse) -> tuple[str, str]:
@@ -331,14 +334,17 @@ class Attendee:
         prefix = USER_PATH.match(parts.path).group("prefix")
         return f"{parts.scheme}://{parts.netloc}{prefix}"
 
-    async def _start_kernel(self, user_url: str, kernel_name: str) -> None:
+    async def _start_kernel(self, user_url: str) -> list[Cell]:
+        """Open the notebook (its contents) and start its kernel, as the notebook page's script does."""
         with self.phase(KERNEL):
+            cells, kernel_name = await self._cells(user_url)
             base = self._user_base(user_url)
             cookie = self.jar.header(base + "api/kernels")
             self.record.kernel_name = kernel_name
             self.kernel = KernelClient(base, {"Cookie": cookie} if cookie else {},
                                        timeout=self.settings.kernel_timeout, http_client=self.http)
             await self.kernel.start(kernel_name)
+        return cells
 
     async def _execute(self, cells: list[Cell]) -> None:
         """Run cells in order (looping) with think time; at least one, then while the session lasts."""

@@ -49,3 +49,12 @@ async def wait_for_http(url: str, *, headers: dict[str, str] | None = None, time
         await exponential_backoff(answered, timeout=timeout, what=f"a ready answer from {url}")
     except TimeoutError as exc:
         raise TimeoutError(f"{exc} (last: {last[0]})") from None
+
+
+async def warm_up(url: str, headers: dict[str, str]) -> None:
+    """GET ``url`` once, ignoring the answer: a first render of a page is slow, later ones are not."""
+    try:
+        await AsyncHTTPClient().fetch(HTTPRequest(url, headers=headers, request_timeout=20, follow_redirects=False),
+                                      raise_error=False)
+    except (OSError, HTTPClientError):
+        pass

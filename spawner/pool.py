@@ -24,7 +24,7 @@ from traitlets.config import LoggingConfigurable
 from proxy.routes import RouteTable
 
 from .backend import BackendError, ContainerBackend
-from .backoff import wait_for_http
+from .backoff import wait_for_http, warm_up
 from .errors import PoolClosed, PoolFull, PoolUnavailable, QueueTimeout
 from .secret import ServerSecret
 from .slot import ASSIGNED, CREATED_LABEL, IMAGE_LABEL, LAUNCHING, NAME_OK, REMOVING, SPARE, Slot
@@ -93,6 +93,10 @@ class Pool(PoolUpkeep, LoggingConfigurable):
     start_timeout = Float(60.0, config=True,
                           help="Seconds a new container has to answer its readiness check before it counts "
                                "as a failed start (its logs go to the log; it is removed and retried).")
+    warmup_path = Unicode("tree", config=True,
+                          help="A page of the notebook server (relative to /user/<id>/) loaded once before a new "
+                               "container becomes a spare, so its first visitor does not wait for Jupyter's "
+                               "first page render. Set it to WebApp.landing_path; empty skips it.")
     queue_size = Integer(200, config=True,
                          help="Most visitors waiting in line for a container; beyond it they get the 'full' page.")
     queue_timeout = Float(120.0, config=True,
@@ -384,8 +388,11 @@ class Pool(PoolUpkeep, LoggingConfigurable):
                 if self.closing:
                     raise asyncio.CancelledError
                 info = await self._start_container(slot, token)
-                await wait_for_http(f"{info.endpoint.url}{slot.base_url}api/status",
-                                    headers={"Authorization": f"token {token}"}, timeout=self.start_timeout)
+                auth = {"Authorization": f"token {token}"}
+                await wait_for_http(f"{info.endpoint.url}{slot.base_url}api/status", headers=auth,
+                                    timeout=self.start_timeout)
+                if self.warmup_path:
+                    await warm_up(f"{info.endpoint.url}{slot.base_url}{self.warmup_path.lstrip('/')}", auth)
         except asyncio.CancelledError:
             self.slots.pop(slot.cid, None)
             if slot.engine_id:

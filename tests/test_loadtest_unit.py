@@ -140,7 +140,7 @@ async def test_ramp_spreads_arrivals(service):
     (dict(page_status=500), {}, PAGE, "http 500"),
     (dict(page_status=404), {}, PAGE, "session-ended"),
     (dict(session_cookie_path="/elsewhere/"), {}, PAGE, "forbidden"),
-    (dict(contents_status=404), dict(notebook="missing.ipynb"), PAGE, "session-ended"),
+    (dict(contents_status=404), dict(notebook="missing.ipynb"), KERNEL, "session-ended"),
     (dict(kernels_status=500), {}, KERNEL, "http 500"),
     (dict(ws_status=403), {}, KERNEL, "websocket"),
     (dict(kernel="mute"), dict(kernel_timeout=0.3), KERNEL, "timeout"),

@@ -284,3 +284,21 @@ def test_stop_removes_spares_and_keeps_assigned(make_service, docker_client):
     names = [c.name for c in docker_client.containers.list(
         all=True, filters={"label": f"org.nbpool.pool={service.pool_name}"})]
     assert len(names) == 1 and cid_of(url) in names[0] and "--a" in names[0]
+
+
+# --- the load generator against the real service ---------------------------------------------------
+
+def test_loadtest_three_attendees_against_the_service(make_service, tmp_path):
+    import loadtest
+
+    service = make_service(Pool__warm=2, Pool__max_containers=4)
+    service.start()
+    report = asyncio.run(loadtest.run(service.url, users=3, session_seconds=3, think=0.5,
+                                      notebook="01-python-introduction.ipynb"))
+    assert report.ok, report.table()
+    assert report.summary.failed == 0
+    first = report.summary.row("time to first result")
+    assert first.count == 3
+    report.write_plot(str(tmp_path / "plot.html"))
+    html = (tmp_path / "plot.html").read_text()
+    assert "<svg" in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
