@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.nbpool-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help run test engine images base notebook venv browser clean-containers
+.PHONY: help run test engine images base notebook venv browser docs clean-containers
 
 help:
 	@echo "make run     start nbpool on port 8000 with config/nbpool_config.py (engine, images, virtualenv first)"
@@ -44,6 +44,10 @@ test: venv engine images browser
 
 run: venv engine images
 	@$(PY) start.py $(ARGS)
+
+# Regenerate the README's configuration reference from the settings' help.
+docs: venv
+	@$(PY) -m spawner.configref README.md
 
 # Remove every container nbpool's tests or pools left behind (by label).
 clean-containers:

@@ -45,11 +45,13 @@ class NbpoolApp(Application):
     description = __doc__
     classes = [Pool, DockerBackend, Proxy, WebApp]
 
-    config_file = Unicode(str(HERE / "config" / "nbpool_config.py"), config=True,
-                          help="The operator's config file (Python, traitlets style: c.Pool.warm = 10).")
+    config_file = Unicode(config=True,
+                          help="The operator's config file (Python, traitlets style: c.Pool.warm = 10). "
+                               "Default: config/nbpool_config.py in the nbpool checkout.")
     data_dir = Unicode(config=True,
                        help="Where nbpool keeps its state: the server secret (signs cookies, derives notebook "
-                            "tokens), the admin token, and the web app's internal socket.")
+                            "tokens), the admin token, and the web app's internal socket. Default: data/ in "
+                            "the nbpool checkout.")
     generate_config = Bool(False, config=True, help="Write a fully commented config file and exit.")
     raise_config_file_errors = True
 
@@ -70,6 +72,10 @@ class NbpoolApp(Application):
         "generate-config": ({"NbpoolApp": {"generate_config": True}}, "Write a fully commented config file, exit."),
         "debug": ({"Application": {"log_level": logging.DEBUG}}, "Log everything."),
     }
+
+    @default("config_file")
+    def _default_config_file(self) -> str:
+        return str(HERE / "config" / "nbpool_config.py")
 
     @default("data_dir")
     def _default_data_dir(self) -> str:

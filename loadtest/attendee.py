@@ -277,7 +277,10 @@ class Attendee:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 raise PhaseFailed("timeout", self._timeout_message())
-            response = await self.fetch(api, timeout=min(self.settings.request_timeout, remaining),
+            # Long poll, as the waiting page's script does: the answer comes when the container is ready.
+            long_poll = int(min(20.0, max(0.0, remaining - 1.0)))
+            asked = self.clock()
+            response = await self.fetch(f"{api}?wait={long_poll}", timeout=min(remaining, long_poll + 10.0),
                                         accept="application/json")
             self.record.queue_polls += 1
             if response.code in (503, 429):
@@ -291,7 +294,9 @@ class Attendee:
                 return urljoin(api, state.get("url") or wait_url), True
             if self.record.queue_position is None and state.get("position") is not None:
                 self.record.queue_position = int(state["position"])
-            await asyncio.sleep(min(self.settings.poll_interval, max(0.0, deadline - self.clock())))
+            # A server that does not hold the answer (no long poll) is polled at poll_interval.
+            pause = self.settings.poll_interval - (self.clock() - asked)
+            await asyncio.sleep(min(max(0.0, pause), max(0.0, deadline - self.clock())))
 
     async def _page(self, user_url: str) -> None:
         """Load the notebook page: the HTML a browser gets when it lands (what "time to notebook page" ends with)."""

@@ -30,7 +30,7 @@ async def exponential_backoff(check: Callable[[], Awaitable[bool]], *, timeout: 
 
 
 async def wait_for_http(url: str, *, headers: dict[str, str] | None = None, timeout: float,
-                        ok: Callable[[int], bool] = lambda code: code == 200) -> None:
+                        ok: Callable[[int], bool] = lambda code: code == 200, most: float = 0.25) -> None:
     """Wait until ``url`` answers a status that ``ok`` accepts; TimeoutError otherwise."""
     client = AsyncHTTPClient()
     last = ["no answer yet"]
@@ -46,7 +46,8 @@ async def wait_for_http(url: str, *, headers: dict[str, str] | None = None, time
         return ok(resp.code)
 
     try:
-        await exponential_backoff(answered, timeout=timeout, what=f"a ready answer from {url}")
+        # Polls are cheap next to a container start; a short ceiling notices readiness promptly.
+        await exponential_backoff(answered, timeout=timeout, most=most, what=f"a ready answer from {url}")
     except TimeoutError as exc:
         raise TimeoutError(f"{exc} (last: {last[0]})") from None
 

@@ -17,7 +17,7 @@ import docker.errors
 from traitlets import Bool, Dict, Float, Instance, Integer, List, TraitError, Unicode, default, validate
 
 from .backend import GONE, RUNNING, BackendError, ContainerBackend, ContainerInfo, Endpoint
-from .traits import MemorySize
+from .traits import MemorySize, require
 
 T = TypeVar("T")
 
@@ -70,29 +70,19 @@ class DockerBackend(ContainerBackend):
 
     @validate("cpu_limit")
     def _validate_cpu(self, proposal):
-        if proposal.value < 0:
-            raise TraitError(f"DockerBackend.cpu_limit must be 0 (no limit) or a positive number of cores, "
-                             f"not {proposal.value}")
-        return proposal.value
+        return require(proposal, proposal.value >= 0, "0 (no limit) or a positive number of cores")
 
     @validate("pids_limit")
     def _validate_pids(self, proposal):
-        if proposal.value < 0 or 0 < proposal.value < 32:
-            raise TraitError(f"DockerBackend.pids_limit must be 0 (no limit) or at least 32, not {proposal.value}")
-        return proposal.value
+        return require(proposal, proposal.value == 0 or proposal.value >= 32, "0 (no limit) or at least 32")
 
     @validate("endpoint_mode")
     def _validate_endpoint_mode(self, proposal):
-        if proposal.value not in ("host-port", "container-ip"):
-            raise TraitError(f"DockerBackend.endpoint_mode must be 'host-port' or 'container-ip', "
-                             f"not {proposal.value!r}")
-        return proposal.value
+        return require(proposal, proposal.value in ("host-port", "container-ip"), "'host-port' or 'container-ip'")
 
     @validate("user")
     def _validate_user(self, proposal):
-        if proposal.value.split(":")[0] in ("", "0", "root"):
-            raise TraitError(f"DockerBackend.user must not be root, not {proposal.value!r}")
-        return proposal.value
+        return require(proposal, proposal.value.split(":")[0] not in ("", "0", "root"), "a user other than root")
 
     @validate("command")
     def _validate_command(self, proposal):
@@ -238,8 +228,11 @@ class DockerBackend(ContainerBackend):
                 self._network_checked = False  # removed behind our back: create it again next time
             raise
         if info.endpoint is None:
+            # Most often it exited at once: keep its last words before removing it.
+            output = await self.logs(info.engine_id, tail=30)
             await self.remove(info.engine_id)
-            raise BackendError(f"container {info.name} started without a reachable endpoint")
+            raise BackendError(f"container {info.name} is {info.state} without a reachable endpoint; "
+                               f"its last output:\n{output}")
         return info
 
     def _list_sync(self) -> list[dict]:

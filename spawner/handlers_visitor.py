@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from urllib.parse import quote
@@ -178,14 +179,29 @@ class WaitHandler(PageHandler):
 
 
 class QueueHandler(WaitHandler):
-    """JSON for the waiting page's script: {"position": n, "ready": false} or {"ready": true, "url": ...}."""
+    """JSON for the waiting page's script: {"position": n, "ready": false} or {"ready": true, "url": ...}.
 
-    def get(self, key: str) -> None:
+    ``?wait=S`` (at most LONG_POLL seconds) holds the answer until the
+    container is ready or S seconds pass: the visitor moves on the moment it
+    is ready, with one request instead of many.
+    """
+
+    LONG_POLL = 25.0
+
+    async def get(self, key: str) -> None:
         waiting = self.waiting(key)
         if waiting is None:
             self.set_status(410)
             self.finish({"error": "This place in line has expired.", "ready": False})
             return
+        try:
+            wait = min(max(float(self.get_argument("wait", "0")), 0.0), self.LONG_POLL)
+        except ValueError:
+            wait = 0.0
+        future = waiting.ticket.future
+        if wait and not future.done():
+            await asyncio.wait([future], timeout=wait)
+            waiting.last_seen = time.monotonic()
         if waiting.ticket.future.done():
             self.finish({"ready": True, "url": f"/spawn/wait/{key}"})
         else:

@@ -18,7 +18,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from traitlets import Bool, Callable, Float, Instance, Integer, TraitError, Unicode, observe, validate
+from traitlets import Bool, Callable, Float, Instance, Integer, Unicode, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from proxy.routes import RouteTable
@@ -28,6 +28,7 @@ from .backoff import wait_for_http, warm_up
 from .errors import PoolClosed, PoolFull, PoolUnavailable, QueueTimeout
 from .secret import ServerSecret
 from .slot import ASSIGNED, CREATED_LABEL, IMAGE_LABEL, LAUNCHING, NAME_OK, REMOVING, SPARE, Slot
+from .traits import require
 from .upkeep import PoolUpkeep
 
 
@@ -96,7 +97,7 @@ class Pool(PoolUpkeep, LoggingConfigurable):
     warmup_path = Unicode("tree", config=True,
                           help="A page of the notebook server (relative to /user/<id>/) loaded once before a new "
                                "container becomes a spare, so its first visitor does not wait for Jupyter's "
-                               "first page render. Set it to WebApp.landing_path; empty skips it.")
+                               "first page render. Unset: WebApp.landing_path. Empty: no warm-up.")
     queue_size = Integer(200, config=True,
                          help="Most visitors waiting in line for a container; beyond it they get the 'full' page.")
     queue_timeout = Float(120.0, config=True,
@@ -135,32 +136,22 @@ class Pool(PoolUpkeep, LoggingConfigurable):
 
     @validate("warm", "max_containers", "spawn_concurrency", "queue_size", "breaker_threshold")
     def _validate_counts(self, proposal):
-        name, value = proposal.trait.name, proposal.value
-        low = 0 if name in ("warm", "queue_size") else 1
-        if value < low:
-            raise TraitError(f"Pool.{name} must be at least {low}, not {value}")
-        return value
+        low = 0 if proposal.trait.name in ("warm", "queue_size") else 1
+        return require(proposal, proposal.value >= low, f"at least {low}")
 
     @validate("start_timeout", "queue_timeout", "cull_interval", "reconcile_interval", "failure_backoff",
               "failure_backoff_max", "breaker_probe_interval")
     def _validate_positive(self, proposal):
-        if not proposal.value > 0:
-            raise TraitError(f"Pool.{proposal.trait.name} must be a positive number of seconds, not {proposal.value}")
-        return proposal.value
+        return require(proposal, proposal.value > 0, "a positive number of seconds")
 
     @validate("cull_idle", "cull_max_age")
     def _validate_cull(self, proposal):
-        if proposal.value < 0:
-            raise TraitError(f"Pool.{proposal.trait.name} must be 0 (never) or a number of seconds, "
-                             f"not {proposal.value}")
-        return proposal.value
+        return require(proposal, proposal.value >= 0, "0 (never) or a number of seconds")
 
     @validate("pool_name")
     def _validate_pool_name(self, proposal):
-        if not NAME_OK.match(proposal.value):
-            raise TraitError(f"Pool.pool_name {proposal.value!r} must be letters, digits, '_', '.' or '-' "
-                             "(at most 41), starting with a letter or digit")
-        return proposal.value
+        return require(proposal, bool(NAME_OK.match(proposal.value)),
+                       "letters, digits, '_', '.' or '-' (at most 41), starting with a letter or digit")
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -51,3 +51,11 @@ def format_memory(size: int) -> str:
         if size and size % _UNITS[unit] == 0:
             return f"{size // _UNITS[unit]}{unit}"
     return str(size)
+
+
+def require(proposal, ok: bool, rule: str):
+    """The proposed value if ``ok``; else a TraitError naming the setting, the rule and the bad value."""
+    if not ok:
+        raise TraitError(f"{type(proposal.owner).__name__}.{proposal.trait.name} must be {rule}, "
+                         f"not {proposal.value!r}")
+    return proposal.value

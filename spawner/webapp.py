@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tornado import template
 from tornado.web import Application
-from traitlets import Bool, Float, Instance, Integer, List, TraitError, Unicode, validate
+from traitlets import Bool, Float, Instance, Integer, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from proxy.http import Response
@@ -29,6 +29,7 @@ from .pool import Pool, Ticket
 from .ratelimit import RateLimiter
 from .secret import ServerSecret
 from .slot import Slot
+from .traits import require
 
 HERE = Path(__file__).parent
 
@@ -78,21 +79,16 @@ class WebApp(LoggingConfigurable):
 
     @validate("spawn_rate_limit")
     def _validate_rate(self, proposal):
-        if proposal.value < 0:
-            raise TraitError(f"WebApp.spawn_rate_limit must be 0 (off) or more, not {proposal.value}")
-        return proposal.value
+        return require(proposal, proposal.value >= 0, "0 (off) or more")
 
     @validate("spawn_rate_period", "claim_timeout", "history_interval")
     def _validate_seconds(self, proposal):
-        if not proposal.value > 0:
-            raise TraitError(f"WebApp.{proposal.trait.name} must be a positive number of seconds, not {proposal.value}")
-        return proposal.value
+        return require(proposal, proposal.value > 0, "a positive number of seconds")
 
     @validate("landing_path")
     def _validate_landing(self, proposal):
         value = proposal.value.lstrip("/")
-        if ".." in value.split("/") or "://" in value:
-            raise TraitError(f"WebApp.landing_path {proposal.value!r} must be a path inside the notebook server")
+        require(proposal, ".." not in value.split("/") and "://" not in value, "a path inside the notebook server")
         return value
 
     def __init__(self, **kwargs) -> None:

@@ -17,6 +17,10 @@ c.ServerApp.trust_xheaders = True
 # An attendee must not shut their own server down by accident: no quit
 # button or "Shut Down" menu entry in Notebook 7 or JupyterLab.
 c.ServerApp.quit_button = False
+# Language-server support needs servers this image does not have; loading the
+# extension only costs start-up time.
+c.ServerApp.jpserver_extensions = {"jupyter_lsp": False}
+
 # Land on the file browser that shows the workshop notebooks.
 c.ServerApp.default_url = "/tree"
 c.ServerApp.root_dir = "/home/jovyan"

@@ -6,13 +6,14 @@
   if (meta) meta.parentNode.removeChild(meta);
   var position = document.getElementById("position");
   function poll() {
-    fetch("/api/queue/" + key, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+    // Long poll: the server answers as soon as the container is ready (or after 20 s).
+    fetch("/api/queue/" + key + "?wait=20", {credentials: "same-origin", headers: {"Accept": "application/json"}})
       .then(function (r) { return r.json(); })
       .then(function (data) {
         if (data.ready) { window.location.replace(data.url); return; }
         if (data.error) { window.location.replace("/spawn/wait/" + key); return; }
         position.textContent = data.position > 1 ? "You are number " + data.position + " in line." : "You are next.";
-        setTimeout(poll, 700);
+        setTimeout(poll, 100);
       })
       .catch(function () { setTimeout(poll, 1500); });
   }
