@@ -5,7 +5,7 @@
 Starts nbpool (start.py, its own pool name, data dir and port) with ``--warm``
 spares and a cap of ``--cap``, waits until the spares are ready, then runs
 ``python -m loadtest`` with ``--users`` attendees arriving in one burst, each
-running the Python workshop notebook's cells. Writes the loadtest's JSON and
+running a cell every ``--think`` seconds (the default cell, or ``--notebook``'s). Writes the loadtest's JSON and
 plot into ``--out`` and prints its table. Run it twice (``--warm 10`` and
 ``--warm 0``) to see what pre-warming buys. Removes its containers afterwards.
 """
@@ -47,13 +47,15 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="Pool.spawn_concurrency")
     parser.add_argument("--session-seconds", type=float, default=20)
     parser.add_argument("--think", type=float, default=2)
-    parser.add_argument("--notebook", default="01-python-introduction.ipynb")
+    parser.add_argument("--notebook", default="",
+                        help="run this bundled notebook's cells (e.g. 01-python-introduction.ipynb) instead of "
+                             "the default cell, print(6 * 7)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"burst-{args.users}u-{args.warm}w"
+    name = f"burst-{args.users}u-{args.warm}w" + ("-notebook" if args.notebook else "")
     pool = f"nbpool-burst-{secrets.token_hex(3)}"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -86,7 +88,7 @@ def main() -> int:
             done = subprocess.run([
                 sys.executable, "-m", "loadtest", url, "--users", str(args.users), "--arrival", "burst",
                 "--session-seconds", str(args.session_seconds), "--think", str(args.think),
-                "--notebook", args.notebook, "--spawn-timeout", "300",
+                *(["--notebook", args.notebook] if args.notebook else []), "--spawn-timeout", "300",
                 "--json", str(out / f"{name}.json"), "--plot", str(out / f"{name}.svg"),
             ], cwd=ROOT)
             return done.returncode

@@ -72,6 +72,9 @@ class ContainerBackend(LoggingConfigurable):
         """The last ``tail`` lines of a container's output ('' if unavailable)."""
         raise NotImplementedError
 
+    async def promote(self, engine_id: str) -> None:
+        """A container's server is ready: give it its full share of the machine (see DockerBackend.start_cpu_shares)."""
+
     async def rename(self, engine_id: str, name: str) -> None:
         """Give a container a new name (the pool records assignment there; labels cannot change)."""
         raise NotImplementedError

@@ -382,7 +382,9 @@ class Pool(PoolUpkeep, LoggingConfigurable):
                 auth = {"Authorization": f"token {token}"}
                 await wait_for_http(f"{info.endpoint.url}{slot.base_url}api/status", headers=auth,
                                     timeout=self.start_timeout)
-                if self.warmup_path:
+                await self.backend.promote(info.engine_id)
+                if self.warmup_path and not self._queue:
+                    # Only for a spare: a visitor waiting in line renders the page themselves, sooner.
                     await warm_up(f"{info.endpoint.url}{slot.base_url}{self.warmup_path.lstrip('/')}", auth)
         except asyncio.CancelledError:
             self.slots.pop(slot.cid, None)

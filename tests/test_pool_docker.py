@@ -90,6 +90,7 @@ async def test_limits_and_isolation_show_in_docker_inspect(pool_name, secret, do
         assert host["MemorySwap"] == 512 * 2**20
         assert host["NanoCpus"] == 1_000_000_000
         assert host["PidsLimit"] == 256
+        assert host["CpuShares"] == 1024  # started at a low weight, raised once ready
         assert host["CapDrop"] == ["ALL"]
         assert "no-new-privileges" in host["SecurityOpt"]
         assert attrs["Config"]["User"] == "1000:1000"
