@@ -326,6 +326,8 @@ class ClientConnection(asyncio.Protocol):
             if low == b"host":
                 hosts += 1
                 host = value
+                kept.append((name, value))
+                continue
             elif low in HOP_BY_HOP:
                 if low == b"transfer-encoding":
                     if value.strip().lower() != b"chunked":
@@ -345,7 +347,8 @@ class ClientConnection(asyncio.Protocol):
                     if low == b"x-forwarded-for":
                         prior_fwd = value if prior_fwd is None else prior_fwd + b", " + value
                         continue
-                    kept.append((name, value))
+                    if low != b"x-real-ip":  # recomputed below from the chain
+                        kept.append((name, value))
                 continue  # an untrusted client's X-Forwarded-* are dropped and set afresh
             if low in injected:
                 continue
@@ -374,7 +377,9 @@ class ClientConnection(asyncio.Protocol):
             out += (name, b": ", value, b"\r\n")
         if trusted_fwd:
             out += (b"X-Forwarded-For: ", (prior_fwd + b", " if prior_fwd else b""),
-                    self.client_ip.encode(), b"\r\n")
+                    self.client_ip.encode(), b"\r\n",
+                    # The web app rate-limits by this, so it must be the visitor, not the balancer.
+                    b"X-Real-IP: ", self.limits.real_client(prior_fwd or b"", self.client_ip), b"\r\n")
             if not any(n.lower() == b"x-forwarded-proto" for n, _ in kept):
                 out.append(self.limits.proto_line)
             if not any(n.lower() == b"x-forwarded-host" for n, _ in kept):

@@ -78,7 +78,16 @@ class Limits:
 
     def forwarded_lines(self, client_ip: str) -> bytes:
         """The X-Forwarded-* lines that are the same for every request of one connection."""
-        return b"X-Forwarded-For: %s\r\n%s%s" % (client_ip.encode(), self.proto_line, self.port_line)
+        ip = client_ip.encode()
+        return b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\n%s%s" % (ip, ip, self.proto_line, self.port_line)
+
+    def real_client(self, chain: bytes, peer: str) -> bytes:
+        """The visitor's address behind trusted proxies: the rightmost untrusted hop of the chain."""
+        hops = [h.strip() for h in chain.decode("latin-1").split(",") if h.strip()] + [peer]
+        for hop in reversed(hops):
+            if not self.is_trusted(hop):
+                return hop.encode("latin-1")
+        return hops[0].encode("latin-1")
 
 
 class Proxy(LoggingConfigurable):

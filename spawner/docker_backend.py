@@ -41,11 +41,12 @@ class DockerBackend(ContainerBackend):
                                 "container uses about 70 MiB, one with a kernel of each kind about 300 MiB.")
     cpu_limit = Float(1.0, config=True,
                       help="CPU limit per container, in cores (0.5 = half a core). 0 means no limit.")
-    start_cpu_shares = Integer(64, config=True,
-                               help="CPU weight (cgroup cpu.shares, Docker default 1024) of a container while its "
-                                    "server starts; raised to 1024 once it is ready. During a burst, starting "
-                                    "containers then take only the CPU that attendees already at work leave over, "
-                                    "so their pages and cells stay quick. 1024 treats starts like everyone else.")
+    start_cpu_shares = Integer(1024, config=True,
+                               help="CPU weight (cgroup cpu.shares; Docker's default is 1024) of a container while "
+                                    "its server starts; raised to 1024 once it is ready. A low value (e.g. 64) lets "
+                                    "attendees already at work keep quick cells during a burst, at the price of "
+                                    "slower starts for those still waiting (measured in the README). 1024: starts "
+                                    "compete like everyone else, which gets the whole burst in soonest.")
     pids_limit = Integer(512, config=True,
                          help="Most processes/threads per container (stops fork bombs). 0 means no limit.")
     environment = Dict(value_trait=Unicode(), config=True,

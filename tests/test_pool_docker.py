@@ -80,6 +80,7 @@ async def test_spares_appear_ready_and_hand_out_at_once(pool_name, secret):
 
 async def test_limits_and_isolation_show_in_docker_inspect(pool_name, secret, docker_client):
     pool = make_pool(pool_name, secret, warm=1)
+    pool.backend.start_cpu_shares = 64
     await pool.start()
     try:
         await until(lambda: pool.available == 1)

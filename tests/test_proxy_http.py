@@ -285,6 +285,7 @@ async def test_x_forwarded_headers_set_and_untrusted_ones_replaced(proxy):
         "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil", "Forwarded": "x"})
     h = headers_of(resp.json())
     assert h["x-forwarded-for"] == ["127.0.0.1"]
+    assert h["x-real-ip"] == ["127.0.0.1"]
     assert h["x-forwarded-proto"] == ["http"]
     assert h["x-forwarded-host"] == ["nb.example"]
     assert h["x-forwarded-port"] == [str(proxy.bound_port)]
@@ -297,6 +298,7 @@ async def test_x_forwarded_trusted_from_configured_proxies(proxy):
         "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
     h = headers_of(resp.json())
     assert h["x-forwarded-for"] == ["203.0.113.9, 127.0.0.1"]
+    assert h["x-real-ip"] == ["203.0.113.9"]  # the visitor, not the trusted balancer
     assert h["x-forwarded-proto"] == ["https"]
     proxy.trusted_proxies = ["10.0.0.0/8"]
     resp = await request(proxy.bound_port, path="/f", headers={"X-Forwarded-For": "203.0.113.9"})
