@@ -12,8 +12,9 @@ c = get_config()  # noqa: F821 -- provided by traitlets when this file is loaded
 
 # --- the pool ------------------------------------------------------------------------
 # Ready spare containers to keep. Each hand-out starts a replacement at once.
-# About the number of attendees who arrive in the first minute; each idle spare
-# costs about 70 MiB of RAM.
+# About the number of attendees who arrive in the first half minute; each idle
+# spare costs about 50 MiB of RAM. (A 2-core machine starts about one new
+# container a second while attendees work; see the README's burst figures.)
 c.Pool.warm = 3
 
 # Hard cap on all containers (spares + starting + in use). Plan RAM for it:

@@ -79,9 +79,10 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds between polls of /api/queue/<ticket> while in line (default: 0.75)")
     p.add_argument("--json", metavar="OUT", help="write every attendee's record, the pool samples and the "
                                                  "summary as JSON to OUT")
-    p.add_argument("--plot", metavar="OUT",
+    p.add_argument("--plot", metavar="OUT", default="loadtest-plot.html",
                    help="write a self-contained timeline of the run (no CDN, no scripts): an SVG file if "
-                        "OUT ends in .svg, else an HTML page with inline SVG")
+                        "OUT ends in .svg, else an HTML page with inline SVG (default: loadtest-plot.html; "
+                        "--plot '' writes none)")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     return p
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
 import socket
 import sys
@@ -357,9 +358,9 @@ def test_cli_rejects_bad_arguments(capsys):
     assert exc.value.code == 2 and "ramp:SECONDS" in capsys.readouterr().err
 
 
-async def run_cli(*args: str) -> tuple[int, str]:
+async def run_cli(*args: str, cwd=ROOT) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "loadtest", *args, cwd=ROOT,
+        sys.executable, "-m", "loadtest", *args, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     return proc.returncode, out.decode()
@@ -374,5 +375,6 @@ async def test_cli_exit_status_table_and_files(service, tmp_path):
     assert "time to notebook page" in out and "2 attendees: 2 ok, 0 failed" in out
     assert json.loads((tmp_path / "r.json").read_text())["summary"]["ok"] == 2
     assert (tmp_path / "r.svg").read_text().count('<g class="attendee"') == 2
-    code, out = await run_cli(bad.url, *fast, "--quiet")
+    code, out = await run_cli(bad.url, *fast, "--quiet", cwd=tmp_path)
     assert code == 1 and "page/http 500: 2" in out, out
+    assert (tmp_path / "loadtest-plot.html").exists()  # the plot is written by default
