@@ -66,11 +66,11 @@ class WebApp(LoggingConfigurable):
     history_interval = Float(5.0, config=True, help="Seconds between samples of the status page's chart.")
     bot_user_agents = List(Unicode(), [
         "bot", "crawler", "spider", "slurp", "preview", "facebookexternalhit", "embedly", "whatsapp",
-        "slack", "discord", "telegram", "skype", "bingpreview", "curl/",
     ], config=True,
         help="Substrings (case-insensitive) of User-Agent headers that never get a container from GET /spawn: "
-             "link previews and crawlers get the landing page instead, so sharing a link does not drain the pool. "
-             "Remove 'curl/' to let curl spawn.")
+             "link previews and crawlers (Slackbot, Twitterbot, Discordbot, Googlebot, ...) get the landing page "
+             "instead, so sharing a link does not drain the pool. Chat apps' own browsers are not matched; "
+             "neither are curl, scripts or headless browsers.")
 
     pool = Instance(Pool)
     proxy = Instance(Proxy)
