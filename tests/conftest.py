@@ -11,13 +11,14 @@ import secrets
 
 import pytest
 
+from proxy.server import Proxy
 from tests.dockertools import (
     NOTEBOOK_IMAGE,
-    TEST_POOL_LABEL,
     engine_or_none,
     remove_test_containers,
     start_notebook_container,
 )
+from tests.resources import echo
 
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -72,6 +73,26 @@ def notebook_server(docker_client, notebook_image, request):
     server.remove()
 
 
+# --- the proxy's tests: an echo backend (two, where routes must differ) and a proxy in front ---
+
 @pytest.fixture
-def label_filter():
-    return {"label": TEST_POOL_LABEL}
+async def backend():
+    running = await echo.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def backend2():
+    running = await echo.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def proxy(backend):
+    p = Proxy(port=0)
+    p.routes.add("/", backend.url)
+    await p.start()
+    yield p
+    await p.stop()

@@ -8,7 +8,6 @@ import pytest
 
 from proxy.server import Proxy
 from tests.httpwire import Wire, request
-from tests.resources import echo
 
 H = b"Host: h\r\n"
 TE = b"Transfer-Encoding: chunked\r\n"
@@ -72,22 +71,6 @@ CORPUS: list[tuple[str, bytes]] = [
     ("upgrade via connect", b"CONNECT / HTTP/1.1\r\n" + H + b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
     ("http/1.0 chunked", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
 ]
-
-
-@pytest.fixture
-async def backend():
-    running = await echo.start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def proxy(backend):
-    p = Proxy(port=0)
-    p.routes.add("/", backend.url)
-    await p.start()
-    yield p
-    await p.stop()
 
 
 async def wait_until(predicate, timeout: float = 5.0) -> bool:

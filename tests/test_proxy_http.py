@@ -15,29 +15,6 @@ from tests.httpwire import Wire, request
 from tests.resources import echo, sse
 
 
-@pytest.fixture
-async def backend():
-    running = await echo.start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def backend2():
-    running = await echo.start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def proxy(backend):
-    p = Proxy(port=0)
-    p.routes.add("/", backend.url)
-    await p.start()
-    yield p
-    await p.stop()
-
-
 def headers_of(echoed: dict) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for name, value in echoed["headers"]:
