@@ -236,8 +236,6 @@ class ClientConnection(asyncio.Protocol):
         ex.keep_alive = parser.should_keep_alive()
         ex.upgrade = parser.should_upgrade()
         self.stats.requests_total += 1
-        if ex.head_size > self.limits.max_head_size or len(ex.headers) > self.limits.max_headers:
-            ex.close = True
         if self.cur is None:
             self.dispatch(ex)
         else:
