@@ -151,7 +151,9 @@ build_arch() {
         || die "the Arch mirror $server is unreachable from here; edit arch-base/mirrorlist or build --distro debian."
     say "pacstrap from $server..."
     # -c: use the host cache; -d: allow a non-mountpoint; -G: keep the host keyring out; -M: no host mirrorlist.
-    env -i PATH="$PATH" pacstrap -C "$HERE/pacman.conf" -c -d -G -M "$ROOTFS" \
+    # The kept pacman.conf names its mirrorlist by placeholder: point it at this checkout's.
+    sed "s|@MIRRORLIST@|$HERE/mirrorlist|" "$HERE/pacman.conf" >"$WORK/pacman.conf"
+    env -i PATH="$PATH" pacstrap -C "$WORK/pacman.conf" -c -d -G -M "$ROOTFS" \
         bash coreutils filesystem pacman sed grep gzip tar which archlinux-keyring ca-certificates \
         || die "pacstrap failed (messages above)."
     cp "$HERE/mirrorlist" "$ROOTFS/etc/pacman.d/mirrorlist"
