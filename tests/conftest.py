@@ -6,6 +6,7 @@ Docker tests skip only when not under CI and no engine answers; under
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 
@@ -71,6 +72,24 @@ def notebook_server(docker_client, notebook_image, request):
     if failed:
         print(f"\n--- logs of {server.container.name} ---\n{server.logs()}")
     server.remove()
+
+
+@pytest.fixture
+async def raw_backend():
+    """start(handler) -> URL of a tiny asyncio server running ``handler(reader, writer)``; closed after the test.
+
+    For backends that misbehave on purpose (hang up, send garbage, refuse an upgrade).
+    """
+    servers = []
+
+    async def start(handler) -> str:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    yield start
+    for server in servers:
+        server.close()
 
 
 # --- the proxy's tests: an echo backend (two, where routes must differ) and a proxy in front ---

@@ -331,33 +331,23 @@ async def test_backend_timeout_is_504(proxy):
     assert resp.status == 504
 
 
-async def test_backend_reset_is_502(proxy):
+async def test_backend_reset_is_502(proxy, raw_backend):
     async def hang_up(reader, writer):
         await reader.readuntil(b"\r\n\r\n")
         writer.transport.abort()
 
-    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    proxy.routes.add("/reset", f"http://127.0.0.1:{port}")
-    try:
-        resp = await request(proxy.bound_port, path="/reset/x")
-        assert resp.status == 502
-    finally:
-        server.close()
+    proxy.routes.add("/reset", await raw_backend(hang_up))
+    assert (await request(proxy.bound_port, path="/reset/x")).status == 502
 
 
-async def test_garbage_from_backend_is_502(proxy):
+async def test_garbage_from_backend_is_502(proxy, raw_backend):
     async def garbage(reader, writer):
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"NOT HTTP AT ALL\r\n\r\n")
         await writer.drain()
 
-    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
-    proxy.routes.add("/junk", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-    try:
-        assert (await request(proxy.bound_port, path="/junk")).status == 502
-    finally:
-        server.close()
+    proxy.routes.add("/junk", await raw_backend(garbage))
+    assert (await request(proxy.bound_port, path="/junk")).status == 502
 
 
 async def test_route_replaces_the_error_page(proxy):

@@ -117,26 +117,22 @@ async def test_websocket_survives_route_changes(proxy, ws_backend):
     conn.close()
 
 
-async def test_backend_refusing_the_upgrade(proxy):
+async def test_backend_refusing_the_upgrade(proxy, raw_backend):
     async def refuse(reader, writer):
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope")
         await writer.drain()
 
-    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
-    proxy.routes.add("/no", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-    try:
-        wire = await Wire.open(proxy.bound_port)
-        await wire.send(b"GET /no/ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-                        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-        resp = await wire.response()
-        assert resp.status == 403 and resp.body == b"nope"
-        assert await wire.closed(5)
-    finally:
-        server.close()
+    proxy.routes.add("/no", await raw_backend(refuse))
+    wire = await Wire.open(proxy.bound_port)
+    await wire.send(b"GET /no/ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    resp = await wire.response()
+    assert resp.status == 403 and resp.body == b"nope"
+    assert await wire.closed(5)
 
 
-async def test_half_close_is_passed_on(proxy):
+async def test_half_close_is_passed_on(proxy, raw_backend):
     """After the 101, a client's FIN reaches the backend, and the backend can still answer."""
     got_eof = asyncio.Event()
 
@@ -149,20 +145,16 @@ async def test_half_close_is_passed_on(proxy):
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(upgrade_then_echo_until_eof, "127.0.0.1", 0)
-    proxy.routes.add("/raw", f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-    try:
-        wire = await Wire.open(proxy.bound_port)
-        await wire.send(b"GET /raw HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: raw\r\n\r\nearly-bytes;")
-        resp = await wire.response()
-        assert resp.status == 101
-        await wire.send(b"later-bytes")
-        wire.writer.write_eof()
-        await asyncio.wait_for(got_eof.wait(), 5)
-        rest = wire.upgraded + await wire.read_all(5)
-        assert rest.endswith(b"got:early-bytes;later-bytes:bye")
-    finally:
-        server.close()
+    proxy.routes.add("/raw", await raw_backend(upgrade_then_echo_until_eof))
+    wire = await Wire.open(proxy.bound_port)
+    await wire.send(b"GET /raw HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: raw\r\n\r\nearly-bytes;")
+    resp = await wire.response()
+    assert resp.status == 101
+    await wire.send(b"later-bytes")
+    wire.writer.write_eof()
+    await asyncio.wait_for(got_eof.wait(), 5)
+    rest = wire.upgraded + await wire.read_all(5)
+    assert rest.endswith(b"got:early-bytes;later-bytes:bye")
 
 
 async def test_upgrade_to_a_refused_backend_is_an_error_page(proxy):
