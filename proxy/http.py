@@ -16,6 +16,13 @@ FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-h
                        b"x-real-ip", b"forwarded"})
 
 
+def wants_json(headers: list[tuple[bytes, bytes]], path: bytes) -> bool:
+    """Whether an error for this request should be JSON: the client asked for it, or it is an API path."""
+    if b"/api/" in path:
+        return True
+    return any(name.lower() == b"accept" and b"application/json" in value for name, value in headers)
+
+
 def connection_tokens(value: bytes) -> set[bytes]:
     """The lower-case options listed in a Connection header."""
     return {token.strip().lower() for token in value.split(b",") if token.strip()}

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from .http import FORWARDED, HOP_BY_HOP, Response, connection_tokens, error_response
+from .http import FORWARDED, HOP_BY_HOP, Response, connection_tokens, error_response, wants_json
 from .routes import InvalidPath, RequestHead, Route, normalize_path
 
 if TYPE_CHECKING:
@@ -308,7 +308,7 @@ class ClientConnection(asyncio.Protocol):
         route = self.routes.longest_match(path)
         ex.route = route
         if route is None:
-            return self.reply(ex, error_response(404, self.wants_json(ex, path)))
+            return self.reply(ex, error_response(404, wants_json(ex.headers, path)))
 
         # One pass over the headers: framing checks, hop-by-hop removal, forwarding.
         upgrade = ex.upgrade
@@ -397,13 +397,6 @@ class ClientConnection(asyncio.Protocol):
         ex.head_only = method == b"HEAD"
         self.proxy.backends.send(ex)
 
-    @staticmethod
-    def wants_json(ex: Exchange, path: bytes) -> bool:
-        for name, value in ex.headers:
-            if name.lower() == b"accept":
-                return b"application/json" in value
-        return b"/api/" in path
-
     def reply(self, ex: Exchange, response: Response, close: bool = False) -> None:
         """Answer ``ex`` from the proxy itself (an error page or a denial)."""
         if self.closed:
@@ -432,7 +425,7 @@ class ClientConnection(asyncio.Protocol):
             except Exception:
                 log.exception("error page callback failed for %r", route)
         if response is None:
-            response = error_response(status, self.wants_json(ex, path))
+            response = error_response(status, wants_json(ex.headers, path))
         # After a backend failure the request body may be half sent: never reuse.
         self.reply(ex, response, close=ex.has_body and not ex.request_done)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from .http import Response
+from .http import Response, wants_json
 
 # authorize(request) -> None to allow, or a Response to send instead.
 Authorize = Callable[["RequestHead"], "Response | None"]
@@ -255,5 +255,4 @@ class RequestHead:
         return None
 
     def wants_json(self) -> bool:
-        accept = self.header(b"accept", b"") or b""
-        return b"application/json" in accept or b"/api/" in self.path
+        return wants_json(self.headers, self.path)
