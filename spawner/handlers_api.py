@@ -30,15 +30,13 @@ class JSONHandler(PageHandler):
     def wants_json(self) -> bool:
         return True
 
-    def body_json(self) -> dict:
+    def json_object(self) -> dict | None:
+        """The request body as a JSON object ({} when empty), or None when it is not one."""
         try:
             data = json.loads(self.request.body or b"{}")
         except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            self.send_error(400)
-            raise ValueError("body is not a JSON object")
-        return data
+            return None
+        return data if isinstance(data, dict) else None
 
 
 class SpawnAPIHandler(JSONHandler):
@@ -78,6 +76,10 @@ class SpawnAPIHandler(JSONHandler):
             self.set_status(503)
             self.finish({"error": "the service is restarting"})
             return
+        # Read the request before taking a container for it.
+        path = str((self.json_object() or {}).get("path", "")).lstrip("/") or nb.landing_path
+        if ".." in path.split("/"):
+            path = nb.landing_path
         try:
             slot = await nb.pool.acquire()
         except PoolError as error:
@@ -86,19 +88,9 @@ class SpawnAPIHandler(JSONHandler):
             self.set_status(429 if isinstance(error, PoolFull) else error.status)
             self.finish({"error": error.visitor_message, "retry_after": error.retry_after})
             return
-        path = str(self.body_json_or_empty().get("path", "")).lstrip("/") or nb.landing_path
-        if ".." in path.split("/"):
-            path = nb.landing_path
         token = nb.new_claim(slot, path)
         base = f"{self.request.protocol}://{self.request.host}"
         self.finish({"url": f"{base}/spawn/claim/{token}", "id": slot.cid, "expires_in": nb.claim_timeout})
-
-    def body_json_or_empty(self) -> dict:
-        try:
-            data = json.loads(self.request.body or b"{}")
-        except ValueError:
-            return {}
-        return data if isinstance(data, dict) else {}
 
 
 class StatsHandler(JSONHandler):
@@ -180,9 +172,10 @@ class ContainerHandler(AdminHandler):
 
 class ResizeHandler(AdminHandler):
     def post(self) -> None:
-        try:
-            data = self.body_json()
-        except ValueError:
+        data = self.json_object()
+        if data is None:
+            self.set_status(400)
+            self.finish({"error": "the body must be a JSON object such as {\"warm\": 10}"})
             return
         pool = self.nb.pool
         changes = {k: data[k] for k in ("warm", "max_containers") if k in data}
