@@ -13,6 +13,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from tornado import template
 from tornado.web import Application
@@ -154,8 +155,6 @@ class WebApp(LoggingConfigurable):
 
     @staticmethod
     def fresh_url(path: str) -> str:
-        from urllib.parse import quote
-
         return f"/spawn/{quote(path)}?new=1" if path else "/spawn?new=1"
 
     # --- waiting line bookkeeping -------------------------------------------------------------------
