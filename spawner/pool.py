@@ -230,8 +230,10 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         await asyncio.gather(*self._launches, return_exceptions=True)
         doomed = [s for s in self.slots.values() if s.state == SPARE or (remove_assigned and s.state == ASSIGNED)]
         await asyncio.gather(*(self._remove(s, "the pool is stopping") for s in doomed), return_exceptions=True)
-        # Renames record hand-outs for the next start's adoption: let them finish.
-        await asyncio.gather(*self._background, return_exceptions=True)
+        # Renames record hand-outs for the next start's adoption, removals must not be left
+        # half-done: let them finish (a finishing task may start another, hence the loop).
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
         kept = self.count(ASSIGNED)
         self.log.info("pool %s stopped: %d spares removed, %d assigned containers %s", self.pool_name,
                       len(doomed) - (kept if remove_assigned else 0), kept if not remove_assigned else 0,
@@ -389,7 +391,7 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         except asyncio.CancelledError:
             self.slots.pop(slot.cid, None)
             if slot.engine_id:
-                await asyncio.shield(self._quiet_remove(slot.engine_id))
+                await self._quiet_remove(slot.engine_id)
             raise
         except (BackendError, TimeoutError, OSError) as exc:
             await self._launch_failed(slot, exc)
@@ -426,12 +428,15 @@ class Pool(PoolUpkeep, LoggingConfigurable):
     async def _launch_failed(self, slot: Slot, exc: BaseException) -> None:
         self.stats.failed_starts += 1
         self.consecutive_failures += 1
-        logs = await self.backend.logs(slot.engine_id) if slot.engine_id else ""
-        self.log.error("container %s failed to start (%d in a row): %s%s", slot.name or slot.cid,
-                       self.consecutive_failures, exc, f"\n--- its last output ---\n{logs}" if logs else "")
-        self.slots.pop(slot.cid, None)
-        if slot.engine_id:
-            await self._quiet_remove(slot.engine_id)
+        try:
+            logs = await self.backend.logs(slot.engine_id) if slot.engine_id else ""
+            self.log.error("container %s failed to start (%d in a row): %s%s", slot.name or slot.cid,
+                           self.consecutive_failures, exc, f"\n--- its last output ---\n{logs}" if logs else "")
+        finally:
+            # Even when stop() cancels us while the logs are fetched, the container goes.
+            self.slots.pop(slot.cid, None)
+            if slot.engine_id:
+                await self._quiet_remove(slot.engine_id)
         delay = min(self.failure_backoff * 2 ** (self.consecutive_failures - 1), self.failure_backoff_max)
         self._hold_until = max(self._hold_until, self.clock() + delay)
         if self.breaker_open:
@@ -445,6 +450,11 @@ class Pool(PoolUpkeep, LoggingConfigurable):
                     ticket.future.set_exception(PoolUnavailable("circuit breaker open"))
 
     async def _quiet_remove(self, engine_id: str) -> None:
+        """Remove a container, logging failure. The removal is a tracked task that a cancelled
+        caller does not abandon half-way: stop() waits for it, so nothing is left mid-removal."""
+        await asyncio.shield(self._background_task(self._remove_engine(engine_id)))
+
+    async def _remove_engine(self, engine_id: str) -> None:
         try:
             await self.backend.remove(engine_id)
         except BackendError as exc:

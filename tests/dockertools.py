@@ -27,11 +27,23 @@ def engine_or_none() -> tuple[docker.DockerClient | None, str]:
 
 
 def remove_test_containers(client: docker.DockerClient) -> None:
-    for container in client.containers.list(all=True, filters={"label": TEST_POOL_LABEL}):
+    remove_pool_containers(client, TEST_POOL_LABEL.split("=", 1)[1])
+
+
+def remove_pool_containers(client: docker.DockerClient, pool_name: str, show_logs: bool = False) -> list[str]:
+    """Force-remove every container of ``pool_name``; return their names (printing logs first if asked)."""
+    leftovers = client.containers.list(all=True, filters={"label": f"org.nbpool.pool={pool_name}"})
+    for container in leftovers:
         try:
+            if show_logs:
+                print(f"--- logs of {container.name} ---\n{container.logs(tail=60).decode(errors='replace')}")
             container.remove(force=True)
         except docker.errors.NotFound:
-            pass
+            pass  # already gone
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: a removal already in progress
+                raise
+    return [c.name for c in leftovers]
 
 
 def wait_for_http(url: str, headers: dict[str, str], deadline_s: float) -> int:

@@ -56,6 +56,7 @@ class FakeBackend(ContainerBackend):
         self.containers: dict[str, FakeContainer] = {}
         self.calls: list[tuple[str, str]] = []
         self.gate: asyncio.Event | None = None  # when set, starts wait for it
+        self.cleanup_delay = 0.0  # seconds that fetching logs and removing take (a busy engine)
 
     async def start(self, cid, *, token, base_url, labels, name=None):
         self.calls.append(("start", cid))
@@ -86,6 +87,7 @@ class FakeBackend(ContainerBackend):
         return None if c is None else self._info(c)
 
     async def logs(self, engine_id, tail=50):
+        await asyncio.sleep(self.cleanup_delay)
         c = self.containers.get(engine_id)
         return c.logs if c else ""
 
@@ -97,6 +99,7 @@ class FakeBackend(ContainerBackend):
 
     async def remove(self, engine_id):
         self.calls.append(("remove", engine_id))
+        await asyncio.sleep(self.cleanup_delay)
         self.containers.pop(engine_id, None)
 
     # test helpers

@@ -14,6 +14,7 @@ from spawner.docker_backend import DockerBackend
 from spawner.pool import Pool
 from spawner.secret import ServerSecret
 from spawner.slot import ASSIGNED, SPARE
+from tests.dockertools import remove_pool_containers
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -34,13 +35,9 @@ def pool_name(docker_client, notebook_image, request):
     """A pool name of this test's own; afterwards nothing of it may be left on the engine."""
     name = f"nbpool-test-{secrets.token_hex(3)}"
     yield name
-    leftovers = docker_client.containers.list(all=True, filters={"label": f"org.nbpool.pool={name}"})
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    for container in leftovers:
-        if failed:
-            print(f"--- logs of {container.name} ---\n{container.logs(tail=40).decode(errors='replace')}")
-        container.remove(force=True)
-    assert not leftovers or failed, f"test left {[c.name for c in leftovers]} behind"
+    leftovers = remove_pool_containers(docker_client, name, show_logs=failed)
+    assert not leftovers or failed, f"test left {leftovers} behind"
 
 
 @pytest.fixture

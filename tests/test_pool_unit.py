@@ -361,6 +361,19 @@ async def test_stop_removes_spares_and_keeps_assigned(make_pool, backend):
     assert backend.containers[kept.engine_id].name.endswith(kept.nonce)
 
 
+async def test_stop_during_a_failed_start_leaves_no_container_behind(make_pool, backend):
+    # A start fails while the engine is slow: stop() arrives while the failed container's
+    # logs are fetched, and again while it is being removed. Neither may leave it behind.
+    for stop_after in (0.05, 0.25):
+        pool = make_pool(warm=1, start_timeout=0.1, breaker_threshold=10)
+        backend.unready_starts, backend.cleanup_delay = 1, 0.2
+        await pool.start()
+        await until(lambda: backend.containers)
+        await asyncio.sleep(0.1 + stop_after)  # readiness gives up at 0.1 s, then cleanup begins
+        await pool.stop()
+        assert not backend.containers, f"stop at +{stop_after}s left {list(backend.containers)}"
+
+
 async def test_stop_can_remove_assigned_too(make_pool, backend):
     pool = make_pool(warm=1)
     await pool.start()

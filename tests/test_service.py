@@ -11,14 +11,12 @@ import pytest
 import requests
 
 from loadtest.jupyter import KernelClient
+from tests.dockertools import remove_pool_containers
 from tests.service import Service, spawn, visitor
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-def cleanup(docker_client, pool_name: str) -> None:
-    for container in docker_client.containers.list(all=True, filters={"label": f"org.nbpool.pool={pool_name}"}):
-        container.remove(force=True)
 
 
 @pytest.fixture
@@ -36,7 +34,7 @@ def make_service(docker_client, notebook_image, tmp_path_factory, request):
         service.stop()
         if failed:
             print(f"--- nbpool log ({service.pool_name}) ---\n{service.logs()[-6000:]}")
-        cleanup(docker_client, service.pool_name)
+        remove_pool_containers(docker_client, service.pool_name)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +45,7 @@ def shared(docker_client, notebook_image, tmp_path_factory):
     service.start()
     yield service
     service.stop()
-    cleanup(docker_client, service.pool_name)
+    remove_pool_containers(docker_client, service.pool_name)
 
 
 def cid_of(url: str) -> str:
