@@ -51,11 +51,15 @@ def main() -> int:
                         help="run this bundled notebook's cells (e.g. 01-python-introduction.ipynb) instead of "
                              "the default cell, print(6 * 7)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--set", action="append", default=[], metavar="Class.trait=VALUE",
+                        help="one more config line for the service, e.g. DockerBackend.endpoint_mode='container-ip' "
+                             "(repeatable)")
+    parser.add_argument("--name", default="", help="name of the result files (default burst-<users>u-<warm>w)")
     args = parser.parse_args()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"burst-{args.users}u-{args.warm}w" + ("-notebook" if args.notebook else "")
+    name = args.name or f"burst-{args.users}u-{args.warm}w" + ("-notebook" if args.notebook else "")
     pool = f"nbpool-burst-{secrets.token_hex(3)}"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -66,7 +70,8 @@ def main() -> int:
             f"c.Pool.pool_name = {pool!r}", f"c.Pool.warm = {args.warm}", f"c.Pool.max_containers = {args.cap}",
             f"c.Pool.spawn_concurrency = {args.concurrency}", "c.Pool.start_timeout = 180",
             "c.Pool.queue_timeout = 300", f"c.Proxy.port = {port}", "c.Proxy.ip = '127.0.0.1'",
-            "c.WebApp.spawn_rate_limit = 0", "c.DockerBackend.mem_limit = '512M'", "",
+            "c.WebApp.spawn_rate_limit = 0", "c.DockerBackend.mem_limit = '512M'",
+            *(f"c.{line}" for line in args.set), "",
         ]))
         log = open(Path(tmp) / "nbpool.log", "wb")
         service = subprocess.Popen([sys.executable, str(ROOT / "start.py"), "--config", str(config),
