@@ -12,6 +12,8 @@ from urllib.parse import quote
 
 from tornado.web import RequestHandler
 
+from proxy.http import wants_json
+
 from .access import SESSION_COOKIE, read_session, session_value
 from .errors import PoolClosed, PoolError
 from .slot import ASSIGNED, Slot
@@ -37,7 +39,9 @@ class PageHandler(RequestHandler):
         self.finish(self.nb.render(name, status=status, **values))
 
     def wants_json(self) -> bool:
-        return "application/json" in self.request.headers.get("Accept", "") or self.request.path.startswith("/api/")
+        # The same rule as the proxy's own error pages, so a visitor gets one kind of answer.
+        accept = self.request.headers.get("Accept", "").encode("latin-1", "replace")
+        return wants_json([(b"accept", accept)], self.request.path.encode("utf-8", "replace"))
 
     def write_error(self, status_code: int, **kwargs) -> None:
         message = {404: "Nothing is served at this address.", 405: "This method is not allowed here."}.get(
@@ -230,7 +234,7 @@ class EndedHandler(PageHandler):
         path = self.nb.user_path(self.request.path)
         fresh = self.nb.fresh_url(path)
         self.set_status(404)
-        if self.wants_json() or "/api/" in self.request.path:
+        if self.wants_json():
             self.finish({"error": "This notebook session has ended.", "fresh": fresh})
         else:
             self.finish(self.nb.render("ended.html", fresh_url=fresh))
