@@ -12,6 +12,8 @@ from pathlib import Path
 
 import requests
 
+from loadtest.jupyter import KernelClient
+
 ROOT = Path(__file__).resolve().parent.parent
 NETWORK = "nbpool-tests"
 
@@ -131,3 +133,9 @@ def spawn(session: requests.Session, url: str, path: str = "", timeout: float = 
     assert resp.status_code == 302, (resp.status_code, resp.text[:500])
     location = resp.headers["Location"]
     return location if location.startswith("http") else url + location
+
+
+def kernel_client(session: requests.Session, container_url: str) -> KernelClient:
+    """A kernel client for the server ``spawn`` reached, through the proxy with only the visitor's cookie."""
+    base = container_url.rsplit("/tree", 1)[0] + "/"
+    return KernelClient(base, {"Cookie": "; ".join(f"{k}={v}" for k, v in session.cookies.items())})

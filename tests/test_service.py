@@ -10,9 +10,8 @@ import time
 import pytest
 import requests
 
-from loadtest.jupyter import KernelClient
 from tests.dockertools import remove_pool_containers
-from tests.service import Service, spawn, visitor
+from tests.service import Service, kernel_client, spawn, visitor
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -135,11 +134,9 @@ def test_ended_session_offers_a_fresh_one_at_the_same_path(shared):
 def test_kernel_runs_through_the_proxy_with_only_the_cookie(shared):
     session = visitor()
     url = spawn(session, shared.url)
-    base = url.rsplit("/tree", 1)[0] + "/"
-    cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
 
     async def run() -> str:
-        client = KernelClient(base, {"Cookie": cookie})
+        client = kernel_client(session, url)
         try:
             await client.start("python3")
             return (await client.execute("print(6 * 7)")).output.strip()
@@ -232,11 +229,9 @@ def test_restart_keeps_an_assigned_visitors_session(make_service):
     service.start()
     session = visitor()
     url = spawn(session, service.url)
-    base = url.rsplit("/tree", 1)[0] + "/"
-    cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
 
     async def set_variable() -> str:
-        client = KernelClient(base, {"Cookie": cookie})
+        client = kernel_client(session, url)
         kernel = await client.start("python3")
         await client.execute("survivor = 'still here'")
         client.detach()
@@ -247,7 +242,7 @@ def test_restart_keeps_an_assigned_visitors_session(make_service):
     assert session.get(url, timeout=30).status_code == 200  # same URL, same cookie
 
     async def read_variable() -> str:
-        client = KernelClient(base, {"Cookie": cookie})
+        client = kernel_client(session, url)
         await client.attach(kernel_id)
         try:
             return (await client.execute("print(survivor)")).output.strip()
