@@ -19,7 +19,7 @@ from tests.dockertools import (
     remove_test_containers,
     start_notebook_container,
 )
-from tests.resources import echo
+from tests.resources import echo, ws_echo
 
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -92,7 +92,7 @@ async def raw_backend():
         server.close()
 
 
-# --- the proxy's tests: an echo backend (two, where routes must differ) and a proxy in front ---
+# --- the proxy's tests: an echo backend (two, where routes must differ), a WebSocket echo, and a proxy in front ---
 
 @pytest.fixture
 async def backend():
@@ -104,6 +104,13 @@ async def backend():
 @pytest.fixture
 async def backend2():
     running = await echo.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def ws_backend():
+    running = await ws_echo.start()
     yield running
     await running.stop()
 

@@ -12,14 +12,6 @@ from tornado.websocket import websocket_connect
 
 from proxy.server import Proxy
 from tests.httpwire import Wire
-from tests.resources import ws_echo
-
-
-@pytest.fixture
-async def ws_backend():
-    running = await ws_echo.start()
-    yield running
-    await running.stop()
 
 
 @pytest.fixture

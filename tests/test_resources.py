@@ -18,24 +18,10 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from tests.resources import echo, sse, ws_echo
+from tests.resources import echo, sse
 from tests.resources.slow_client import slow_read
 
 RESOURCES = Path(__file__).parent / "resources"
-
-
-@pytest.fixture
-async def echo_server():
-    running = await echo.start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def ws_server():
-    running = await ws_echo.start()
-    yield running
-    await running.stop()
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
@@ -70,8 +56,8 @@ async def connect(running):
     return await asyncio.open_connection("127.0.0.1", running.port)
 
 
-async def test_echo_describes_headers_in_order_and_case(echo_server):
-    reader, writer = await connect(echo_server)
+async def test_echo_describes_headers_in_order_and_case(backend):
+    reader, writer = await connect(backend)
     writer.write(b"GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: h\r\nX-Dup: 1\r\nx-lower:  padded \r\nX-Dup: 2\r\n\r\n")
     status, headers, body = await read_response(reader)
     info = json.loads(body)
@@ -84,10 +70,10 @@ async def test_echo_describes_headers_in_order_and_case(echo_server):
     writer.close()
 
 
-async def test_echo_hashes_a_chunked_body_and_reports_trailers(echo_server):
+async def test_echo_hashes_a_chunked_body_and_reports_trailers(backend):
     pieces = [os.urandom(1000), os.urandom(70000), os.urandom(1)]
     chunks = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces)
-    reader, writer = await connect(echo_server)
+    reader, writer = await connect(backend)
     writer.write(b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks)
     writer.write(b"0\r\nX-Trailer: yes\r\n\r\n")
     status, _, body = await read_response(reader)
@@ -99,8 +85,8 @@ async def test_echo_hashes_a_chunked_body_and_reports_trailers(echo_server):
     writer.close()
 
 
-async def test_echo_keeps_the_connection_alive_across_requests(echo_server):
-    reader, writer = await connect(echo_server)
+async def test_echo_keeps_the_connection_alive_across_requests(backend):
+    reader, writer = await connect(backend)
     writer.write(b"POST /one HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
     first = json.loads((await read_response(reader))[2])
     writer.write(b"GET /two HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -111,8 +97,8 @@ async def test_echo_keeps_the_connection_alive_across_requests(echo_server):
     writer.close()
 
 
-async def test_echo_sends_100_continue_before_reading_the_body(echo_server):
-    reader, writer = await connect(echo_server)
+async def test_echo_sends_100_continue_before_reading_the_body(backend):
+    reader, writer = await connect(backend)
     writer.write(b"PUT /expect HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
     async with asyncio.timeout(5):
         assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -122,8 +108,8 @@ async def test_echo_sends_100_continue_before_reading_the_body(echo_server):
     writer.close()
 
 
-async def test_echo_rejects_an_upload_without_reading_it(echo_server):
-    reader, writer = await connect(echo_server)
+async def test_echo_rejects_an_upload_without_reading_it(backend):
+    reader, writer = await connect(backend)
     writer.write(b"PUT /x/reject/413 HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n")
     status, headers, _ = await read_response(reader)
     assert status == 413 and headers["connection"] == "close"
@@ -131,8 +117,8 @@ async def test_echo_rejects_an_upload_without_reading_it(echo_server):
     writer.close()
 
 
-async def test_echo_head_and_bodyless_statuses(echo_server):
-    reader, writer = await connect(echo_server)
+async def test_echo_head_and_bodyless_statuses(backend):
+    reader, writer = await connect(backend)
     writer.write(b"HEAD /bytes/1000 HTTP/1.1\r\nHost: h\r\n\r\n")
     async with asyncio.timeout(5):
         head = await reader.readuntil(b"\r\n\r\n")
@@ -160,21 +146,21 @@ async def test_echo_head_and_bodyless_statuses(echo_server):
         (b"NOT A REQUEST\r\n\r\n", 400),
     ],
 )
-async def test_echo_answers_malformed_requests_with_an_error_and_closes(echo_server, request_bytes, status):
-    reader, writer = await connect(echo_server)
+async def test_echo_answers_malformed_requests_with_an_error_and_closes(backend, request_bytes, status):
+    reader, writer = await connect(backend)
     writer.write(request_bytes)
     assert (await read_response(reader))[0] == status
     assert await at_eof(reader)
     writer.close()
 
 
-async def test_echo_bytes_and_chunked_bodies_are_exact(echo_server):
+async def test_echo_bytes_and_chunked_bodies_are_exact(backend):
     size = 1048576
-    response = await AsyncHTTPClient().fetch(f"{echo_server.url}/bytes/{size}")
+    response = await AsyncHTTPClient().fetch(f"{backend.url}/bytes/{size}")
     assert len(response.body) == size and response.headers["Content-Length"] == str(size)
     assert hashlib.sha256(response.body).hexdigest() == echo.pattern_sha256(size)
 
-    reader, writer = await connect(echo_server)
+    reader, writer = await connect(backend)
     writer.write(b"GET /chunked/1000003 HTTP/1.1\r\nHost: h\r\n\r\n")
     _, headers, body = await read_response(reader)
     assert headers["transfer-encoding"] == "chunked" and "content-length" not in headers
@@ -186,8 +172,8 @@ async def test_echo_bytes_and_chunked_bodies_are_exact(echo_server):
     writer.close()
 
 
-async def test_echo_slow_and_close(echo_server):
-    reader, writer = await connect(echo_server)
+async def test_echo_slow_and_close(backend):
+    reader, writer = await connect(backend)
     started = time.monotonic()
     writer.write(b"GET /slow/200 HTTP/1.1\r\nHost: h\r\n\r\n")
     assert (await read_response(reader))[0] == 200
@@ -231,8 +217,8 @@ async def test_sse_events_arrive_spread_in_time():
     assert arrivals[-1][0] - arrivals[0][0] >= 0.3
 
 
-async def test_ws_negotiates_subprotocol_and_echoes_a_1mib_binary_message(ws_server):
-    url = f"ws://127.0.0.1:{ws_server.port}/user/x/api/kernels/k/channels"
+async def test_ws_negotiates_subprotocol_and_echoes_a_1mib_binary_message(ws_backend):
+    url = f"ws://127.0.0.1:{ws_backend.port}/user/x/api/kernels/k/channels"
     conn = await websocket_connect(url, subprotocols=["unknown", "chat", "v1.kernel.websocket.jupyter.org"])
     hello = json.loads(await conn.read_message())
     assert hello["subprotocol"] == conn.selected_subprotocol == "chat"
@@ -245,9 +231,9 @@ async def test_ws_negotiates_subprotocol_and_echoes_a_1mib_binary_message(ws_ser
     conn.close()
 
 
-async def test_ws_has_no_message_size_cap(ws_server):
+async def test_ws_has_no_message_size_cap(ws_backend):
     # Tornado's default cap is 10 MiB; the backend lifts it, so only the proxy can impose one.
-    conn = await websocket_connect(f"ws://127.0.0.1:{ws_server.port}/", max_message_size=1 << 25)
+    conn = await websocket_connect(f"ws://127.0.0.1:{ws_backend.port}/", max_message_size=1 << 25)
     await conn.read_message()
     payload = os.urandom(12 << 20)
     await conn.write_message(payload, binary=True)
@@ -255,30 +241,30 @@ async def test_ws_has_no_message_size_cap(ws_server):
     conn.close()
 
 
-async def test_ws_selects_no_subprotocol_unless_allowed_and_reports_headers(ws_server):
-    request = HTTPRequest(f"ws://127.0.0.1:{ws_server.port}/ws", headers={"X-Probe": "42"})
+async def test_ws_selects_no_subprotocol_unless_allowed_and_reports_headers(ws_backend):
+    request = HTTPRequest(f"ws://127.0.0.1:{ws_backend.port}/ws", headers={"X-Probe": "42"})
     conn = await websocket_connect(request, subprotocols=["other"])
     hello = json.loads(await conn.read_message())
     assert hello["subprotocol"] is None and conn.selected_subprotocol is None
     assert ["X-Probe", "42"] in hello["headers"]
     conn.close()
 
-    response = await AsyncHTTPClient().fetch(f"{ws_server.url}/headers", headers={"X-Probe": "43"})
+    response = await AsyncHTTPClient().fetch(f"{ws_backend.url}/headers", headers={"X-Probe": "43"})
     plain = json.loads(response.body)
     assert plain["path"] == "/headers" and ["X-Probe", "43"] in plain["headers"]
 
 
-async def test_slow_reader_reads_at_the_given_rate(echo_server):
+async def test_slow_reader_reads_at_the_given_rate(backend):
     size, rate = 256 * 1024, 1024 * 1024
-    result = await slow_read(f"{echo_server.url}/bytes/{size}", rate, timeout=30)
+    result = await slow_read(f"{backend.url}/bytes/{size}", rate, timeout=30)
     assert (result.status, result.body_bytes, result.complete) == (200, size, True)
     assert result.sha256 == echo.pattern_sha256(size)
     assert result.seconds >= 0.9 * size / rate
 
-    chunked = await slow_read(f"{echo_server.url}/chunked/{size}", 50 * rate, timeout=30)
+    chunked = await slow_read(f"{backend.url}/chunked/{size}", 50 * rate, timeout=30)
     assert chunked.body_bytes == size and chunked.sha256 == echo.pattern_sha256(size)
 
-    cut = await slow_read(f"{echo_server.url}/bytes/{size}", rate, stop_after=1000, timeout=30)
+    cut = await slow_read(f"{backend.url}/bytes/{size}", rate, stop_after=1000, timeout=30)
     assert (cut.body_bytes, cut.complete) == (1000, False)
 
 
