@@ -26,10 +26,11 @@ UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    # Keep each phase's report on the item so fixtures can tell a failed test
-    # from a passing one (and print container logs only on failure).
+    # Mark the item when its test body failed, so fixtures can print container
+    # logs at teardown only then: getattr(request.node, "call_failed", False).
     rep = yield
-    setattr(item, f"rep_{rep.when}", rep)
+    if rep.when == "call":
+        item.call_failed = rep.failed
     return rep
 
 
@@ -66,8 +67,7 @@ def notebook_server(docker_client, notebook_image, request):
         docker_client, notebook_image, base_url="/user/session-test/", token=secrets.token_hex(16)
     )
     yield server
-    failed = any(getattr(item, "rep_call", None) is not None and item.rep_call.failed
-                 for item in request.session.items
+    failed = any(getattr(item, "call_failed", False) for item in request.session.items
                  if "notebook_server" in getattr(item, "fixturenames", ()))
     if failed:
         print(f"\n--- logs of {server.container.name} ---\n{server.logs()}")

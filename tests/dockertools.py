@@ -12,8 +12,8 @@ import docker.errors
 
 NOTEBOOK_IMAGE = "nbpool/notebook:latest"
 BASE_IMAGE = "nbpool/base:bookworm"
-# Every container a test starts carries this label, so cleanup finds them all.
-TEST_POOL_LABEL = "org.nbpool.pool=nbpool-tests"
+# Every container a test starts itself carries org.nbpool.pool=TEST_POOL, so cleanup finds them all.
+TEST_POOL = "nbpool-tests"
 
 
 def engine_or_none() -> tuple[docker.DockerClient | None, str]:
@@ -27,7 +27,7 @@ def engine_or_none() -> tuple[docker.DockerClient | None, str]:
 
 
 def remove_test_containers(client: docker.DockerClient) -> None:
-    remove_pool_containers(client, TEST_POOL_LABEL.split("=", 1)[1])
+    remove_pool_containers(client, TEST_POOL)
 
 
 def remove_pool_containers(client: docker.DockerClient, pool_name: str, show_logs: bool = False) -> list[str]:
@@ -106,7 +106,7 @@ def start_notebook_container(client: docker.DockerClient, image: str, *, base_ur
         detach=True,
         environment={"NBPOOL_BASE_URL": base_url, "JUPYTER_TOKEN": token},
         ports={"8888/tcp": ("127.0.0.1", None)},
-        labels={"org.nbpool.pool": "nbpool-tests"},
+        labels={"org.nbpool.pool": TEST_POOL},
         mem_limit="1g",
     )
     container.reload()

@@ -47,9 +47,9 @@ def service(docker_client, notebook_image, tmp_path, request):
     svc.start()
     yield svc
     svc.stop()
-    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+    failed = getattr(request.node, "call_failed", False)
+    if failed:
         print(svc.logs()[-5000:])
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
     remove_pool_containers(docker_client, svc.pool_name, show_logs=failed)
 
 

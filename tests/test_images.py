@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.jupyter import KernelClient
-from tests.dockertools import BASE_IMAGE
+from tests.dockertools import BASE_IMAGE, TEST_POOL
 
 pytestmark = pytest.mark.docker
 
@@ -44,7 +44,7 @@ def test_base_image_is_the_distro_and_suite_it_claims(docker_client):
     assert labels["org.nbpool.mirror"].startswith("http")
     assert labels["org.nbpool.build-date"][:2] == "20"
     os_release = docker_client.containers.run(
-        BASE_IMAGE, ["cat", "/etc/os-release"], remove=True, labels={"org.nbpool.pool": "nbpool-tests"}
+        BASE_IMAGE, ["cat", "/etc/os-release"], remove=True, labels={"org.nbpool.pool": TEST_POOL}
     ).decode()
     assert "ID=debian" in os_release
     assert "VERSION_CODENAME=bookworm" in os_release
@@ -54,7 +54,7 @@ def test_base_image_is_trimmed(docker_client):
     out = docker_client.containers.run(
         BASE_IMAGE,
         ["sh", "-c", "ls /usr/share/man | wc -l; echo $LANG; test -c /dev/null && echo devnull"],
-        remove=True, labels={"org.nbpool.pool": "nbpool-tests"},
+        remove=True, labels={"org.nbpool.pool": TEST_POOL},
     ).decode().split()
     assert out == ["0", "C.UTF-8", "devnull"]
 
@@ -90,7 +90,7 @@ def test_unknown_distro_is_named_in_the_error():
 def test_kernelspecs(docker_client, notebook_image):
     out = docker_client.containers.run(
         notebook_image, ["jupyter", "kernelspec", "list", "--json"], remove=True,
-        labels={"org.nbpool.pool": "nbpool-tests"},
+        labels={"org.nbpool.pool": TEST_POOL},
     )
     specs = json.loads(out)["kernelspecs"]
     assert {"python3", "ir", "octave", "bash"} <= set(specs)

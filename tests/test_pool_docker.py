@@ -35,7 +35,7 @@ def pool_name(docker_client, notebook_image, request):
     """A pool name of this test's own; afterwards nothing of it may be left on the engine."""
     name = f"nbpool-test-{secrets.token_hex(3)}"
     yield name
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    failed = getattr(request.node, "call_failed", False)
     leftovers = remove_pool_containers(docker_client, name, show_logs=failed)
     assert not leftovers or failed, f"test left {leftovers} behind"
 

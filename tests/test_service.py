@@ -28,7 +28,7 @@ def make_service(docker_client, notebook_image, tmp_path_factory, request):
         return service
 
     yield make
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    failed = getattr(request.node, "call_failed", False)
     for service in started:
         service.stop()
         if failed:
