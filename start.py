@@ -30,9 +30,10 @@ from traitlets.config import Application, Config, TraitError
 from proxy.server import Proxy, install_uvloop
 from spawner import __version__
 from spawner.docker_backend import DockerBackend
+from spawner.firewall import ContainerFirewall
 from spawner.pool import Pool
 from spawner.secret import ServerSecret
-from spawner.webapp import WebApp
+from spawner.webapp import MAX_BODY, WebApp
 
 HERE = Path(__file__).resolve().parent
 # Settings of the listening socket: read at start only.
@@ -43,7 +44,7 @@ class NbpoolApp(Application):
     name = "nbpool"
     version = __version__
     description = __doc__
-    classes = [Pool, DockerBackend, Proxy, WebApp]
+    classes = [Pool, DockerBackend, ContainerFirewall, Proxy, WebApp]
 
     config_file = Unicode(config=True,
                           help="The operator's config file (Python, traitlets style: c.Pool.warm = 10). "
@@ -145,9 +146,12 @@ class NbpoolApp(Application):
 
         # The web app listens only on a unix socket of ours; the proxy's default route leads there.
         sock_path = str(data / "web.sock")
-        app_server = HTTPServer(self.web.make_application(), xheaders=True)
+        # Bodies are capped twice: the proxy answers 413 before relaying a byte
+        # of a larger one, and Tornado, behind it, never buffers more either.
+        app_server = HTTPServer(self.web.make_application(), xheaders=True, max_body_size=MAX_BODY,
+                                body_timeout=self.proxy.body_timeout, idle_connection_timeout=120)
         app_server.add_socket(bind_unix_socket(sock_path, mode=0o600))
-        self.proxy.routes.add("/", f"unix:{sock_path}")
+        self.proxy.routes.add("/", f"unix:{sock_path}", max_body=MAX_BODY)
 
         try:
             await self.proxy.start()
@@ -179,6 +183,7 @@ class NbpoolApp(Application):
         await self.pool.stop()
         await self.proxy.stop()
         app_server.stop()
+        await self.backend.retire_firewall()
         await self.backend.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock_path)
@@ -206,6 +211,7 @@ class NbpoolApp(Application):
             self.log.error("config reload failed, nothing changed: %s", exc)
             return
         old_image = self.backend.image
+        firewall_before = self._values(self.backend.firewall)
         listening = {k: getattr(self.proxy, k) for k in LISTEN_SETTINGS}
         before = {cls.__name__: self._values(obj) for cls, obj in self._live().items()}
         for obj in self._live().values():
@@ -220,10 +226,19 @@ class NbpoolApp(Application):
             for k in moved:  # the listening socket stays as it is until a restart
                 setattr(self.proxy, k, listening[k])
             self.log.warning("Proxy.%s changed in the config file: takes effect at the next start", ", ".join(moved))
+        if self._values(self.backend.firewall) != firewall_before:
+            asyncio.get_running_loop().create_task(self._reinstall_firewall())
         if self.backend.image != old_image:
             drained = self.pool.drain()
             self.log.info("image changed %s -> %s: replacing %d spares; assigned containers keep theirs",
                           old_image, self.backend.image, drained)
+
+    async def _reinstall_firewall(self) -> None:
+        try:
+            await self.backend.reinstall_firewall()
+            self.log.info("container firewall rules applied again with the new settings")
+        except Exception as exc:  # a task boundary: the operator's new rules failed; say so
+            self.log.error("could not apply the new ContainerFirewall settings: %s", exc)
 
     def _read_config(self, path: Path) -> Config:
         loader = type(self)()
@@ -236,6 +251,7 @@ class NbpoolApp(Application):
         """Build throwaway copies with the new config: any bad value raises, naming itself."""
         try:
             DockerBackend(config=config)
+            ContainerFirewall(config=config)
             Proxy(config=config)
             Pool(config=config, backend=DockerBackend(), secret=ServerSecret(b"x" * 32))
             WebApp(config=config, pool=self.pool, proxy=self.proxy, secret=ServerSecret(b"x" * 32),
@@ -244,7 +260,8 @@ class NbpoolApp(Application):
             raise ValueError(str(exc)) from None
 
     def _live(self) -> dict:
-        return {Pool: self.pool, DockerBackend: self.backend, WebApp: self.web, Proxy: self.proxy}
+        return {Pool: self.pool, DockerBackend: self.backend, ContainerFirewall: self.backend.firewall,
+                WebApp: self.web, Proxy: self.proxy}
 
     @staticmethod
     def _values(obj) -> dict:

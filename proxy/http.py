@@ -12,8 +12,10 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
     b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
+# Forwarding headers: dropped from untrusted clients and set afresh. X-Scheme and
+# X-Forwarded-Ssl count too: Tornado (and so Jupyter Server) believe X-Scheme.
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
-                       b"x-real-ip", b"forwarded"})
+                       b"x-real-ip", b"forwarded", b"x-scheme", b"x-forwarded-ssl"})
 
 
 def wants_json(headers: list[tuple[bytes, bytes]], path: bytes) -> bool:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from .http import FORWARDED, HOP_BY_HOP, Response, connection_tokens, error_response, wants_json
+from .origin import SAFE_METHODS, own_origin
 from .routes import InvalidPath, RequestHead, Route, normalize_path
 
 if TYPE_CHECKING:
@@ -40,6 +41,13 @@ PAUSE_BACKEND = 2  # the backend is not connected yet, or its write buffer is fu
 IDLE, HEAD, BUSY, TUNNEL = range(4)
 
 PENDING_BODY_LIMIT = 256 * 1024  # body bytes held while a backend connection opens
+CROSS_ORIGIN = ("This request came from another site, so it was not passed on to your notebook server. "
+                "Open the notebook from this site's own address.")
+
+
+def logged_path(ex: Exchange) -> str:
+    """The request's path for a log line: never its query, which may carry a key or token."""
+    return b"".join(ex.url).split(b"?", 1)[0][:200].decode("latin-1")
 
 
 class Exchange:
@@ -47,6 +55,7 @@ class Exchange:
 
     __slots__ = (
         "backend",
+        "body_size",
         "chunked",
         "client",
         "close",
@@ -86,6 +95,7 @@ class Exchange:
         self.pending_size = 0
         self.chunked = False  # request body is chunked (re-encoded to the backend as it comes)
         self.has_body = False
+        self.body_size = 0  # request body bytes seen, for the route's max_body
         self.request_done = False
         self.response_done = False
         self.close = False  # close the client connection after this exchange
@@ -120,8 +130,11 @@ class ClientConnection(asyncio.Protocol):
         self.queue: collections.deque[Exchange] = collections.deque()
         self.pauses = 0
         self.write_paused = False
+        self.write_paused_at = 0.0  # when the visitor stopped reading, for send_timeout
         self.phase = HEAD
         self.since = now()
+        self.body_seen = self.since  # the last request body bytes, for body_timeout
+        self.ip_counted = False  # counted in the proxy's per-address connections
         self.head_seen = 0
         self.leftover = b""  # bytes after an upgrade request's head
         self.eof = False
@@ -136,17 +149,32 @@ class ClientConnection(asyncio.Protocol):
         proxy = self.proxy
         proxy.clients.add(self)
         self.stats.connections_total += 1
-        if len(proxy.clients) > self.limits.max_connections:
-            self.stats.rejected_connections += 1
-            transport.write(error_response(503, message="Too many connections; please retry shortly.",
-                                           headers=[("Retry-After", "5")]).encode(keep_alive=False))
-            transport.close()
-            return
+        # WebSockets hold connections as much as requests do: both count.
+        if len(proxy.clients) + len(proxy.tunnels) > self.limits.max_connections:
+            return self.turn_away("Too many connections; please retry shortly.")
+        if not self.limits.address_exempt(self.client_ip):
+            if not proxy.count_address(self.client_ip):
+                return self.turn_away("Too many connections from your address; please retry shortly.")
+            self.ip_counted = True
         self.forwarded = self.limits.forwarded_lines(self.client_ip)
+
+    def turn_away(self, message: str) -> None:
+        self.stats.rejected_connections += 1
+        self.transport.write(error_response(503, message=message, headers=[("Retry-After", "5")])
+                             .encode(keep_alive=False))
+        self.close_now()
+
+    def close_now(self) -> None:
+        """Close the visitor's connection once what is written is out; serve nothing more on it."""
+        self.transport.close()
+        self.closed = True
+        self.proxy.clients.discard(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.proxy.clients.discard(self)
+        if self.ip_counted:
+            self.proxy.uncount_address(self.client_ip)
         cur = self.cur
         if cur is not None and cur.backend is not None and not cur.response_done:
             cur.backend.abort()
@@ -161,6 +189,7 @@ class ClientConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         # The client reads slower than the backend sends: stop reading the backend.
         self.write_paused = True
+        self.write_paused_at = now()
         backend = self.cur.backend if self.cur is not None else None
         if backend is not None and backend.transport is not None:
             backend.transport.pause_reading()
@@ -180,6 +209,7 @@ class ClientConnection(asyncio.Protocol):
         if self.pauses & reason:
             self.pauses &= ~reason
             if not self.pauses and not self.closed:
+                self.body_seen = now()  # time spent paused by us is not the visitor's stall
                 self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -252,7 +282,12 @@ class ClientConnection(asyncio.Protocol):
         route = ex.route
         if route is not None:
             route.bytes_in += len(body)
-            route.last_activity = now()
+            route.last_activity = self.body_seen = now()
+            if route.max_body:
+                ex.body_size += len(body)
+                if ex.body_size > route.max_body:
+                    self.fail(413)
+                    return
         if ex.chunked:
             self.send_body(ex, [b"%x\r\n" % len(body), body, b"\r\n"])
         else:
@@ -281,9 +316,36 @@ class ClientConnection(asyncio.Protocol):
             self.pause(PAUSE_BACKEND)
 
     def dispatch(self, ex: Exchange) -> None:
-        """Validate, route and authorize a request whose head is complete, then send it on."""
+        """Validate, route and authorize a request whose head is complete, then send it on.
+
+        Any exception here (a bug, or a callback of the route's failing) still
+        answers the request and closes the connection: nothing is left hanging.
+        """
+        try:
+            self._dispatch(ex)
+        except Exception:
+            self.crash()
+
+    def crash(self, logged: bool = False) -> None:
+        """An exception of ours while serving: answer 500 unless part of a response went out, then close."""
+        if not logged:
+            log.exception("proxy error on a connection from %s", self.client_ip)
+        if self.closed:
+            return
+        cur = self.cur
+        partial = False
+        if cur is not None and cur.backend is not None:
+            partial = cur.backend.wrote
+            cur.backend.abort()
+        if not partial:
+            self.stats.count_error(500)
+            self.transport.write(error_response(500).encode(keep_alive=False))
+        self.close_now()
+
+    def _dispatch(self, ex: Exchange) -> None:
         self.cur = ex
         self.phase = BUSY
+        self.body_seen = now()
         url = ex.url[0] if len(ex.url) == 1 else b"".join(ex.url)
         method = ex.method
         if ex.head_size > self.limits.max_head_size or len(ex.headers) > self.limits.max_headers:
@@ -312,6 +374,7 @@ class ClientConnection(asyncio.Protocol):
 
         # One pass over the headers: framing checks, hop-by-hop removal, forwarding.
         upgrade = ex.upgrade
+        length = b""
         hosts = 0
         host = b""
         conn_opts = None
@@ -340,6 +403,7 @@ class ClientConnection(asyncio.Protocol):
                 continue
             elif low == b"content-length":
                 ex.has_body = value != b"0"
+                length = value
             elif low in FORWARDED:
                 if trusted_fwd:
                     if low == b"x-forwarded-for":
@@ -361,10 +425,20 @@ class ClientConnection(asyncio.Protocol):
             if extra:
                 kept = [(n, v) for n, v in kept if n.lower() not in extra]
 
+        if route.max_body and (ex.pending_size > route.max_body or (length and int(length) > route.max_body)):
+            return self.reply(ex, error_response(413, wants_json(ex.headers, path)), close=True)
+        policy = route.origin_policy
+        if policy is not None and (upgrade or method not in SAFE_METHODS):
+            why = policy.refusal(method, upgrade, ex.headers, self.own_origin(kept, host, trusted_fwd))
+            if why is not None:
+                log.info("refused %s %s from %s: %s", method.decode(), path[:200].decode("latin-1"),
+                         self.client_ip, why)
+                return self.reply(ex, error_response(403, wants_json(ex.headers, path), message=CROSS_ORIGIN),
+                                  close=ex.has_body)
+        # A refused request is not the visitor's activity: it never touches last_activity.
         if route.authorize is not None:
             denial = route.authorize(ex.request_head(path, query))
             if denial is not None:
-                route.last_activity = now()
                 return self.reply(ex, denial, close=ex.has_body)
         route.requests += 1
 
@@ -397,6 +471,18 @@ class ClientConnection(asyncio.Protocol):
         ex.head_only = method == b"HEAD"
         self.proxy.backends.send(ex)
 
+    def own_origin(self, kept: list[tuple[bytes, bytes]], host: bytes, trusted_fwd: bool) -> bytes:
+        """The service's origin as the browser sees it: behind a trusted balancer, as it forwarded it."""
+        scheme = self.limits.scheme
+        if trusted_fwd:
+            for name, value in kept:
+                low = name.lower()
+                if low == b"x-forwarded-proto":
+                    scheme = value.split(b",")[0].strip()
+                elif low == b"x-forwarded-host":
+                    host = value.split(b",")[0].strip()
+        return own_origin(scheme, host)
+
     def reply(self, ex: Exchange, response: Response, close: bool = False) -> None:
         """Answer ``ex`` from the proxy itself (an error page or a denial)."""
         if self.closed:
@@ -407,9 +493,7 @@ class ClientConnection(asyncio.Protocol):
         ex.close = ex.close or close or not ex.keep_alive or ex.upgrade
         self.transport.write(response.encode(keep_alive=not ex.close, head_only=ex.method == b"HEAD"))
         if ex.close:
-            self.transport.close()
-            self.closed = True
-            self.proxy.clients.discard(self)
+            self.close_now()
         elif ex.request_done:
             self.finish(ex)
 
@@ -435,9 +519,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.cur = None
         if ex.close or not ex.keep_alive or self.eof:
-            self.transport.close()
-            self.closed = True
-            self.proxy.clients.discard(self)
+            self.close_now()
             return
         if self.queue:
             nxt = self.queue.popleft()
@@ -464,17 +546,13 @@ class ClientConnection(asyncio.Protocol):
                 backend.abort()
                 cur.backend = None
                 if written:
-                    self.transport.close()
-                    self.closed = True
-                    self.proxy.clients.discard(self)
+                    self.close_now()
                     return
             cur.response_done = True
             cur = None
         if cur is None or cur.response_done:
             self.transport.write(error_response(status, message=message).encode(keep_alive=False))
-            self.transport.close()
-            self.closed = True
-            self.proxy.clients.discard(self)
+            self.close_now()
         else:
             # A response is under way: let it finish, then close; read nothing more.
             cur.close = True
@@ -493,6 +571,8 @@ class ClientConnection(asyncio.Protocol):
         route.websockets += 1
         inbound = InboundSplice(self.transport, route, proxy)
         outbound = OutboundSplice(backend.transport, route, proxy)
+        # The visitor's connection lives on as the tunnel: so does its place in the address count.
+        inbound.client_ip, self.ip_counted = (self.client_ip if self.ip_counted else ""), False
         inbound.peer, outbound.peer = outbound, inbound
         self.transport.set_protocol(inbound)
         backend.transport.set_protocol(outbound)
@@ -517,7 +597,7 @@ class Splice(asyncio.Protocol):
     closes the other once its buffered bytes are out.
     """
 
-    __slots__ = ("closed", "eof", "peer", "proxy", "route", "transport")
+    __slots__ = ("client_ip", "closed", "eof", "paused_at", "peer", "proxy", "route", "transport")
 
     def __init__(self, transport: asyncio.Transport, route: Route, proxy: Proxy):
         self.transport = transport
@@ -526,6 +606,8 @@ class Splice(asyncio.Protocol):
         self.peer: Splice | None = None
         self.eof = False
         self.closed = False
+        self.paused_at = 0.0  # when this side stopped taking bytes (0: it takes them), for send_timeout
+        self.client_ip = ""  # the visitor side's counted address, released when it closes
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -537,6 +619,8 @@ class Splice(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.client_ip:
+            self.proxy.uncount_address(self.client_ip)
         peer = self.peer
         if not peer.closed:
             peer.transport.close()
@@ -546,9 +630,11 @@ class Splice(asyncio.Protocol):
             self.proxy.tunnels.discard(self if isinstance(self, InboundSplice) else peer)
 
     def pause_writing(self) -> None:
+        self.paused_at = now()
         self.peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.paused_at = 0.0
         if not self.peer.closed:
             self.peer.transport.resume_reading()
 
@@ -602,6 +688,7 @@ class BackendConnection(asyncio.Protocol):
         self.sent_at = 0.0
         self.idle_since = 0.0
         self.used = 0  # exchanges carried, to tell a reused connection from a fresh one
+        self.head_bytes = 0  # response head bytes so far (interim responses included), bounded
         self.got_bytes = False
         self.closed = False
 
@@ -619,6 +706,7 @@ class BackendConnection(asyncio.Protocol):
         self.status = b""
         self.head_sent = self.chunked = self.until_eof = self.complete = self.upgrading = False
         self.remaining = -1
+        self.head_bytes = 0
         self.got_bytes = self.wrote = False
         self.out = []
         self.used += 1
@@ -638,6 +726,20 @@ class BackendConnection(asyncio.Protocol):
     # --- transport events ------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._received(data)
+        except Exception:
+            self.crash()
+
+    def crash(self) -> None:
+        """An exception of ours on this exchange: end both connections rather than leave either hanging."""
+        log.exception("proxy error relaying from %s", self.key)
+        client = self.client
+        self.abort()
+        if client is not None and not client.closed:
+            client.crash(logged=True)
+
+    def _received(self, data: bytes) -> None:
         if self.ex is None:
             # Bytes from an idle backend: it broke the protocol; never reuse it.
             self.transport.close()
@@ -665,6 +767,7 @@ class BackendConnection(asyncio.Protocol):
             self.done()
             return
         self.got_bytes = True
+        head_pending = not self.head_sent
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -675,6 +778,8 @@ class BackendConnection(asyncio.Protocol):
                 return
             self.broken("backend upgraded unasked")
             return
+        except httptools.HttpParserCallbackError:
+            raise  # a bug of ours, not the backend's: see crash()
         except httptools.HttpParserError as exc:
             if not self.complete:
                 self.broken(f"bad response: {exc}")
@@ -682,7 +787,15 @@ class BackendConnection(asyncio.Protocol):
             self.transport.close()  # garbage after a complete response
         if self.complete:
             self.done()
-        elif self.out:
+            return
+        if head_pending and not self.head_sent:
+            # Still inside a head: a server (an attendee can run anything in theirs)
+            # must not make the proxy hold an endless one.
+            self.head_bytes += len(data)
+            if self.head_bytes > self.pool.limits.max_head_size:
+                self.broken(f"response head over {self.pool.limits.max_head_size} bytes")
+                return
+        if self.out:
             self.flush()
 
     def flush(self) -> None:
@@ -703,6 +816,12 @@ class BackendConnection(asyncio.Protocol):
             client.transport.writelines(out)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._lost(exc)
+        except Exception:
+            self.crash()
+
+    def _lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
         ex = self.ex
@@ -862,7 +981,7 @@ class BackendConnection(asyncio.Protocol):
             return
         ex.backend = None
         client = ex.client
-        log.info("backend %s failed for %s %s: %s", self.key, ex.method.decode(), b"".join(ex.url)[:200], why)
+        log.info("backend %s failed for %s %s: %s", self.key, ex.method.decode(), logged_path(ex), why)
         self.out = []
         if self.wrote:
             ex.close = True  # part of the response went out: all the client can learn is the close
@@ -929,7 +1048,7 @@ class BackendPool:
 
     def _failed(self, ex: Exchange, status: int, why: str) -> None:
         client = ex.client
-        log.info("backend %s unreachable for %s: %s", ex.route.target.url, b"".join(ex.url)[:200], why)
+        log.info("backend %s unreachable for %s: %s", ex.route.target.url, logged_path(ex), why)
         if client.closed or client.cur is not ex:
             return
         client.resume(PAUSE_BACKEND)

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .http import Response, wants_json
+from .origin import OriginPolicy
 
 # authorize(request) -> None to allow, or a Response to send instead.
 Authorize = Callable[["RequestHead"], "Response | None"]
@@ -101,7 +102,8 @@ class Route:
     """One prefix and where it goes, plus the activity seen through it.
 
     ``last_activity`` is a ``time.monotonic()`` timestamp of the last bytes in
-    either direction (set at creation); the byte counters count bodies and
+    either direction of a request the route let through (set at creation;
+    refused requests never count); the byte counters count bodies and
     tunnelled bytes, client to backend (``bytes_in``) and back (``bytes_out``).
     """
 
@@ -114,6 +116,8 @@ class Route:
         "header_names",
         "headers",
         "last_activity",
+        "max_body",
+        "origin_policy",
         "prefix",
         "requests",
         "target",
@@ -121,7 +125,8 @@ class Route:
     )
 
     def __init__(self, prefix: bytes, target: Target, headers: list[tuple[bytes, bytes]],
-                 authorize: Authorize | None, error_page: ErrorPage | None, data: Any):
+                 authorize: Authorize | None, error_page: ErrorPage | None, data: Any,
+                 origin_policy: OriginPolicy | None = None, max_body: int = 0):
         self.prefix = prefix
         self.target = target
         self.headers = headers
@@ -130,6 +135,10 @@ class Route:
         self.authorize = authorize
         self.error_page = error_page
         self.data = data
+        # Set for routes that act for a visitor (their cookie is the credential):
+        # state-changing requests and upgrades from other origins are refused.
+        self.origin_policy = origin_policy
+        self.max_body = max_body  # largest request body in bytes; 0: no limit
         self.last_activity = time.monotonic()
         self.bytes_in = 0
         self.bytes_out = 0
@@ -168,10 +177,16 @@ class RouteTable:
         self._depth = 0  # most segments in any prefix: deeper candidates need no lookup
 
     def add(self, prefix: str | bytes, target: str, *, headers: dict[str, str] | list[tuple[str, str]] | None = None,
-            authorize: Authorize | None = None, error_page: ErrorPage | None = None, data: Any = None) -> Route:
-        """Add or replace the route for ``prefix``; returns it."""
+            authorize: Authorize | None = None, error_page: ErrorPage | None = None, data: Any = None,
+            origin_policy: OriginPolicy | None = None, max_body: int = 0) -> Route:
+        """Add or replace the route for ``prefix``; returns it.
+
+        ``authorize`` and ``origin_policy`` guard it (see Route); ``max_body``
+        caps request bodies (413 beyond it, before anything is relayed).
+        """
         key = _prefix_key(prefix)
-        route = Route(key, Target(target), _encode_headers(headers), authorize, error_page, data)
+        route = Route(key, Target(target), _encode_headers(headers), authorize, error_page, data,
+                      origin_policy, max_body)
         if key == b"/":
             self.default = route
         else:

@@ -6,13 +6,14 @@ import asyncio
 import ipaddress
 import logging
 import os
+import resource
 import ssl
 import time
 
 from traitlets import Bool, Float, Instance, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from .relay import HEAD, IDLE, BackendPool, ClientConnection
+from .relay import BUSY, HEAD, IDLE, BackendPool, ClientConnection
 from .routes import RouteTable
 
 
@@ -46,7 +47,11 @@ class Stats:
 
 # Settings copied into Limits, re-copied whenever one changes.
 LIMIT_TRAITS = ("max_head_size", "max_headers", "head_timeout", "keepalive_timeout", "connect_timeout",
-                "response_timeout", "backend_idle_timeout", "backend_max_idle", "max_connections", "trust_forwarded")
+                "response_timeout", "body_timeout", "send_timeout", "backend_idle_timeout", "backend_max_idle",
+                "max_connections", "max_connections_per_address", "trust_forwarded")
+# Open files the process needs beside two per proxied connection (visitor + target):
+# the Docker client, the web app's socket, logs, the thread pool's work.
+FD_RESERVE = 1024
 
 
 class Limits:
@@ -55,16 +60,19 @@ class Limits:
     __slots__ = (
         "backend_idle_timeout",
         "backend_max_idle",
+        "body_timeout",
         "connect_timeout",
         "head_timeout",
         "keepalive_timeout",
         "max_connections",
+        "max_connections_per_address",
         "max_head_size",
         "max_headers",
         "port_line",
         "proto_line",
         "response_timeout",
         "scheme",
+        "send_timeout",
         "trust_forwarded",
         "trusted_networks",
     )
@@ -75,6 +83,10 @@ class Limits:
         except ValueError:
             return False
         return any(addr in net for net in self.trusted_networks)
+
+    def address_exempt(self, ip: str) -> bool:
+        """Trusted balancers carry many visitors' connections: no per-address cap for them."""
+        return self.trust_forwarded and self.is_trusted(ip)
 
     def forwarded_lines(self, client_ip: str) -> bytes:
         """The X-Forwarded-* lines that are the same for every request of one connection."""
@@ -118,12 +130,27 @@ class Proxy(LoggingConfigurable):
     response_timeout = Float(300.0, config=True,
                              help="Seconds to wait for a target's response head after the request was sent, "
                                   "before answering 504. Bodies and WebSockets have no such limit.")
+    body_timeout = Float(60.0, config=True,
+                         help="Seconds a request body may stop arriving (no byte from the visitor while the proxy "
+                              "is ready for more) before the request gets 408 and its connection is closed.")
+    send_timeout = Float(120.0, config=True,
+                         help="Seconds a visitor may stop reading what the proxy sends (a response or a "
+                              "WebSocket's messages, with the proxy's buffer full) before the connection is "
+                              "dropped. Slow readers that make any progress are never cut off.")
     backend_idle_timeout = Float(30.0, config=True,
                                  help="Seconds an idle pooled connection to a target is kept for reuse.")
     backend_max_idle = Integer(64, config=True, help="Idle keep-alive connections kept per target.")
-    max_connections = Integer(10000, config=True,
-                              help="Most client connections open at once; beyond it new ones get 503 and "
-                                   "are closed. Keep it below the process's open-file limit.")
+    max_connections = Integer(8192, config=True,
+                              help="Most visitor connections open at once, WebSockets included; beyond it new ones "
+                                   "get 503 and are closed. Each takes two open files (visitor and container): "
+                                   "at start the proxy raises its open-file limit to fit, or lowers this and "
+                                   "says so in the log.")
+    max_connections_per_address = Integer(1000, config=True,
+                                          help="Most connections (WebSockets included) from one client address; "
+                                               "beyond it new ones get 503. A browser with JupyterLab open uses "
+                                               "about 10, so 1000 lets a room of 100 attendees behind one NAT "
+                                               "address work. Balancers in trusted_proxies (with trust_forwarded) "
+                                               "are exempt.")
     trust_forwarded = Bool(False, config=True,
                            help="Trust X-Forwarded-* headers from clients in trusted_proxies (set this when "
                                 "nbpool sits behind a load balancer). Otherwise they are replaced.")
@@ -141,13 +168,14 @@ class Proxy(LoggingConfigurable):
             raise TraitError(f"Proxy.port must be between 0 and 65535, not {proposal.value}")
         return proposal.value
 
-    @validate("max_head_size", "max_headers", "backend_max_idle", "max_connections")
+    @validate("max_head_size", "max_headers", "backend_max_idle", "max_connections", "max_connections_per_address")
     def _validate_positive_int(self, proposal):
         if proposal.value < 1:
             raise TraitError(f"Proxy.{proposal.trait.name} must be at least 1, not {proposal.value}")
         return proposal.value
 
-    @validate("head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout", "backend_idle_timeout")
+    @validate("head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout", "backend_idle_timeout",
+              "body_timeout", "send_timeout")
     def _validate_positive_float(self, proposal):
         if not proposal.value > 0:
             raise TraitError(f"Proxy.{proposal.trait.name} must be a positive number of seconds, "
@@ -168,6 +196,7 @@ class Proxy(LoggingConfigurable):
         self.stats = Stats()
         self.limits = Limits()
         self.clients: set[ClientConnection] = set()
+        self.per_address: dict[str, int] = {}  # open connections per visitor address
         self.tunnels: set = set()  # the visitor side of each spliced (upgraded) connection
         self.backends: BackendPool | None = None
         self._servers: list[asyncio.base_events.Server] = []
@@ -202,9 +231,44 @@ class Proxy(LoggingConfigurable):
         ctx.set_alpn_protocols(["http/1.1"])
         return ctx
 
+    def count_address(self, ip: str) -> bool:
+        """Count one more connection from ``ip``; False (nothing counted) when it is at its cap."""
+        n = self.per_address.get(ip, 0)
+        if n >= self.limits.max_connections_per_address:
+            return False
+        self.per_address[ip] = n + 1
+        return True
+
+    def uncount_address(self, ip: str) -> None:
+        n = self.per_address.get(ip, 0) - 1
+        if n > 0:
+            self.per_address[ip] = n
+        else:
+            self.per_address.pop(ip, None)
+
+    def fit_open_files(self) -> None:
+        """Raise the open-file limit to what max_connections needs, or lower max_connections to fit."""
+        need = 2 * self.max_connections + FD_RESERVE
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < need:
+            target = need if hard == resource.RLIM_INFINITY or hard >= need else hard
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError) as exc:
+                self.log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
+        if soft != resource.RLIM_INFINITY and soft < need:
+            fits = max(1, (soft - FD_RESERVE) // 2)
+            self.log.warning("open-file limit %d (hard %s) fits %d connections, not Proxy.max_connections=%d: "
+                             "using %d (raise the limit with 'ulimit -n' to serve more)", soft,
+                             "unlimited" if hard == resource.RLIM_INFINITY else hard, fits,
+                             self.max_connections, fits)
+            self.max_connections = fits
+
     async def start(self) -> None:
         """Listen on ip:port; sets ``bound_port``. Raises OSError if the port is taken."""
         loop = asyncio.get_running_loop()
+        self.fit_open_files()
         self.backends = BackendPool(self)
         server = await loop.create_server(
             lambda: ClientConnection(self), self.ip or None, self.port,
@@ -246,16 +310,31 @@ class Proxy(LoggingConfigurable):
                 self.log.exception("proxy timeout sweep failed")
 
     def sweep(self, t: float) -> None:
-        """Close connections past their timeouts (see head_timeout, keepalive_timeout)."""
+        """Close connections past their timeouts: every phase of a connection has one."""
         lim = self.limits
+        stats = self.stats
         for client in list(self.clients):
             if client.closed:
                 continue
-            if client.phase == HEAD and t - client.since > lim.head_timeout:
-                self.stats.timeouts += 1
+            phase = client.phase
+            if phase == HEAD and t - client.since > lim.head_timeout:
+                stats.timeouts += 1
                 client.fail(408)
-            elif client.phase == IDLE and t - client.since > lim.keepalive_timeout:
+            elif phase == IDLE and t - client.since > lim.keepalive_timeout:
                 client.transport.close()
+            elif phase == BUSY:
+                ex = client.ex
+                if ex is not None and ex.head_done and not client.pauses and t - client.body_seen > lim.body_timeout:
+                    stats.timeouts += 1
+                    client.fail(408, "The request's body stopped arriving.")
+                elif client.write_paused and t - client.write_paused_at > lim.send_timeout:
+                    # abort, not close: close would wait for a buffer this visitor never reads.
+                    stats.timeouts += 1
+                    client.transport.abort()
+        for tunnel in list(self.tunnels):
+            if tunnel.paused_at and t - tunnel.paused_at > lim.send_timeout:
+                stats.timeouts += 1
+                tunnel.transport.abort()
         self.backends.sweep(t)
 
 

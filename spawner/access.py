@@ -13,6 +13,7 @@ import hmac
 from collections.abc import Callable
 
 from proxy.http import Response
+from proxy.origin import OriginPolicy
 from proxy.routes import RequestHead
 
 from .secret import ServerSecret
@@ -38,10 +39,11 @@ class RouteAccess:
     """Builds each container route's authorize callback (given to the pool as route_options)."""
 
     def __init__(self, secret: ServerSecret, denied_page: Callable[[RequestHead, Slot], Response],
-                 ended_page: Callable[[int, RequestHead], Response | None]):
+                 ended_page: Callable[[int, RequestHead], Response | None], origins: OriginPolicy):
         self.secret = secret
         self.denied_page = denied_page
         self.ended_page = ended_page
+        self.origins = origins  # the cookie is the credential, so other origins may not act with it
 
     def route_options(self, slot: Slot) -> dict:
         secret = self.secret
@@ -50,7 +52,7 @@ class RouteAccess:
 
         def authorize(head: RequestHead) -> Response | None:
             cookie = head.cookie(SESSION_COOKIE)
-            if slot.state == ASSIGNED and cookie:
+            if slot.state == ASSIGNED and cookie and cookie.isascii():
                 if passed[0] and hmac.compare_digest(cookie, passed[0]):
                     return None
                 if read_session(secret, cookie) == (slot.cid, slot.nonce):
@@ -58,4 +60,4 @@ class RouteAccess:
                     return None
             return denied_page(head, slot)
 
-        return {"authorize": authorize, "error_page": self.ended_page}
+        return {"authorize": authorize, "error_page": self.ended_page, "origin_policy": self.origins}

@@ -54,6 +54,13 @@ class ContainerBackend(LoggingConfigurable):
     """
 
     pool_name = Unicode("nbpool", help="Only containers labelled with this pool name are this backend's.")
+    # Largest size (bytes) of a container's own files; 0: no limit. Engines
+    # without a quota report usage through disk_usage() and the pool ends the
+    # containers over it (Pool.disk_check_interval).
+    disk_limit = 0
+
+    async def setup(self) -> None:
+        """Prepare the engine before the pool's first reconcile (networks, firewall rules)."""
 
     async def start(self, cid: str, *, token: str, base_url: str, labels: dict[str, str],
                     name: str | None = None) -> ContainerInfo:
@@ -71,6 +78,13 @@ class ContainerBackend(LoggingConfigurable):
     async def logs(self, engine_id: str, tail: int = 50) -> str:
         """The last ``tail`` lines of a container's output ('' if unavailable)."""
         raise NotImplementedError
+
+    async def disk_usage(self) -> dict[str, int]:
+        """Bytes each running container of this pool has written (its writable layer), by engine id.
+
+        Engines that cannot measure it return {} (the pool then ends nothing).
+        """
+        return {}
 
     async def promote(self, engine_id: str) -> None:
         """A container's server is ready: give it its full share of the machine (see DockerBackend.start_cpu_shares)."""

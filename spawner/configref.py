@@ -22,11 +22,12 @@ END = "<!-- config-reference:end -->"
 def _classes() -> list:
     from proxy.server import Proxy
     from spawner.docker_backend import DockerBackend
+    from spawner.firewall import ContainerFirewall
     from spawner.pool import Pool
     from spawner.webapp import WebApp
     from start import NbpoolApp
 
-    return [NbpoolApp, Pool, DockerBackend, Proxy, WebApp]
+    return [NbpoolApp, Pool, DockerBackend, ContainerFirewall, Proxy, WebApp]
 
 
 def _default(cls, trait) -> str:

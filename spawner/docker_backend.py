@@ -17,7 +17,8 @@ import docker.errors
 from traitlets import Bool, Dict, Float, Instance, Integer, List, TraitError, Unicode, default, validate
 
 from .backend import GONE, RUNNING, BackendError, ContainerBackend, ContainerInfo, Endpoint
-from .traits import MemorySize, require
+from .firewall import ContainerFirewall, bridge_name
+from .traits import MemorySize, format_memory, require
 
 T = TypeVar("T")
 
@@ -49,6 +50,16 @@ class DockerBackend(ContainerBackend):
                                     "compete like everyone else, which gets the whole burst in soonest.")
     pids_limit = Integer(512, config=True,
                          help="Most processes/threads per container (stops fork bombs). 0 means no limit.")
+    disk_limit = MemorySize("2G", config=True,
+                            help="Most disk space one container's own files may take (its writable layer: "
+                                 "notebooks, pip installs, /tmp), e.g. 2G. Where the engine supports a quota "
+                                 "(overlay2 on xfs with pquota) it is enforced by the engine; elsewhere the pool "
+                                 "measures every Pool.disk_check_interval and ends a container over it, telling "
+                                 "its attendee why. 0 means no limit.")
+    log_max_size = MemorySize("10M", config=True,
+                              help="Largest log Docker keeps per container (json-file, in two files of half this "
+                                   "size), so a chatty or hostile attendee cannot fill the host's disk with output. "
+                                   "0 means Docker's default (no limit).")
     environment = Dict(value_trait=Unicode(), config=True,
                        help="Extra environment variables for every container (values are strings).")
     volumes = Dict(value_trait=Unicode(), config=True,
@@ -69,6 +80,11 @@ class DockerBackend(ContainerBackend):
     extra_create_kwargs = Dict(config=True,
                                help="Further keyword arguments for docker's containers.run (advanced).")
     executor = Instance(ThreadPoolExecutor, help="The thread pool every blocking Docker call runs in.")
+    firewall = Instance(ContainerFirewall, help="What containers on network_name may connect to (host rules).")
+
+    @default("firewall")
+    def _default_firewall(self) -> ContainerFirewall:
+        return ContainerFirewall(parent=self, log=self.log)
 
     @default("executor")
     def _default_executor(self) -> ThreadPoolExecutor:
@@ -92,7 +108,10 @@ class DockerBackend(ContainerBackend):
 
     @validate("user")
     def _validate_user(self, proposal):
-        return require(proposal, proposal.value.split(":")[0] not in ("", "0", "root"), "a user other than root")
+        # Numbers only: a name (or '00', '+0', '0x0') could still be root inside the image.
+        parts = proposal.value.split(":")
+        ok = 1 <= len(parts) <= 2 and all(p.isascii() and p.isdigit() and int(p) > 0 for p in parts)
+        return require(proposal, ok, "a numeric uid:gid (or uid) other than 0, e.g. '1000:1000'")
 
     @validate("command")
     def _validate_command(self, proposal):
@@ -109,6 +128,8 @@ class DockerBackend(ContainerBackend):
         self._client: docker.DockerClient | None = None
         self._network_ready = asyncio.Lock()
         self._network_checked = False
+        self._disk_quota = False  # whether the engine enforces disk_limit itself (see _check_engine)
+        self.bridge = ""  # the Linux bridge of network_name, once known
 
     # --- the executor boundary -------------------------------------------------------------
 
@@ -134,22 +155,41 @@ class DockerBackend(ContainerBackend):
 
     # --- setup --------------------------------------------------------------------------------
 
-    def _ensure_network_sync(self) -> None:
+    def _ensure_network_sync(self) -> str:
+        """Create network_name if missing; return its Linux bridge's name."""
         client = self._docker()
         # The engine's name filter matches substrings ("nbpool" finds "nbpool-tests"): compare exactly.
-        if any(net.name == self.network_name for net in client.networks.list(names=[self.network_name])):
-            return
-        client.networks.create(
+        for net in client.networks.list(names=[self.network_name]):
+            if net.name == self.network_name:
+                return bridge_name(net.attrs)
+        net = client.networks.create(
             self.network_name, driver="bridge", check_duplicate=True,
             options={"com.docker.network.bridge.enable_icc": "false"},
             labels={"org.nbpool.network": "1"},
         )
+        net.reload()
         self.log.info("created Docker network %s (inter-container traffic disabled)", self.network_name)
+        return bridge_name(net.attrs)
+
+    def _check_engine_sync(self) -> bool:
+        """Whether the engine can enforce a per-container disk quota (overlay2 on xfs, with pquota)."""
+        info = self._docker().info()
+        status = dict(info.get("DriverStatus") or [])
+        return info.get("Driver") == "overlay2" and status.get("Backing Filesystem") == "xfs"
+
+    async def setup(self) -> None:
+        await self.ensure_network()
 
     async def ensure_network(self) -> None:
+        """The network exists and its firewall rules are in place (they do not survive a host reboot)."""
         async with self._network_ready:
             if not self._network_checked:
-                await self._call("network create", self._ensure_network_sync)
+                self.bridge = await self._call("network create", self._ensure_network_sync)
+                await self._call("firewall", self.firewall.install, self.bridge)
+                self._disk_quota = await self._call("info", self._check_engine_sync)
+                if self.disk_limit:
+                    self.log.info("disk limit %s per container: %s", format_memory(self.disk_limit),
+                                  "an engine quota" if self._disk_quota else "measured by the pool's watchdog")
                 self._network_checked = True
 
     # --- the backend contract ------------------------------------------------------------------
@@ -183,6 +223,11 @@ class DockerBackend(ContainerBackend):
             kwargs["pids_limit"] = self.pids_limit
         if self.start_cpu_shares != 1024:
             kwargs["cpu_shares"] = self.start_cpu_shares
+        if self.log_max_size:
+            half = max(self.log_max_size // 2, 1024)
+            kwargs["log_config"] = {"type": "json-file", "config": {"max-size": str(half), "max-file": "2"}}
+        if self.disk_limit and self._disk_quota:
+            kwargs["storage_opt"] = {"size": str(self.disk_limit)}
         if self.volumes:
             kwargs["volumes"] = {host: {"bind": inside, "mode": "ro"} for host, inside in self.volumes.items()}
         kwargs.update(self.extra_create_kwargs)
@@ -238,6 +283,11 @@ class DockerBackend(ContainerBackend):
         except BackendError as exc:
             if "network" in str(exc) and "not found" in str(exc):
                 self._network_checked = False  # removed behind our back: create it again next time
+            if "storage_opt" in kwargs and "storage-opt" in str(exc):
+                # xfs without the pquota mount option: no engine quota after all; the watchdog measures.
+                self.log.warning("the engine refused a disk quota (%s): the disk watchdog enforces disk_limit", exc)
+                self._disk_quota = False
+                return await self.start(cid, token=token, base_url=base_url, labels=labels, name=name)
             raise
         if info.endpoint is None:
             # Most often it exited at once: keep its last words before removing it.
@@ -246,6 +296,13 @@ class DockerBackend(ContainerBackend):
             raise BackendError(f"container {info.name} is {info.state} without a reachable endpoint; "
                                f"its last output:\n{output}")
         return info
+
+    def _sizes_sync(self) -> dict[str, int]:
+        rows = self._docker().api.containers(size=True, filters={"label": f"{POOL_LABEL}={self.pool_name}"})
+        return {row["Id"]: int(row.get("SizeRw") or 0) for row in rows}
+
+    async def disk_usage(self) -> dict[str, int]:
+        return await self._call("measure sizes", self._sizes_sync)
 
     def _list_sync(self) -> list[dict]:
         return self._docker().api.containers(all=True, filters={"label": f"{POOL_LABEL}={self.pool_name}"})
@@ -294,6 +351,28 @@ class DockerBackend(ContainerBackend):
 
     async def remove(self, engine_id: str) -> None:
         await self._call("remove", self._remove_sync, engine_id)
+
+    def _retire_firewall_sync(self) -> bool:
+        net = self._docker().networks.get(self.network_name)
+        if net.attrs.get("Containers"):
+            return False  # assigned containers stay after a stop: so do the rules that contain them
+        self.firewall.remove(self.bridge)
+        return True
+
+    async def retire_firewall(self) -> None:
+        """Remove the firewall rules when no container is left on the network; else keep them."""
+        if not self.bridge:
+            return
+        try:
+            if await self._call("firewall", self._retire_firewall_sync):
+                self.log.info("no containers left on %s: its firewall rules are removed", self.network_name)
+        except BackendError as exc:
+            self.log.warning("could not remove the firewall rules of %s: %s", self.network_name, exc)
+
+    async def reinstall_firewall(self) -> None:
+        """Apply changed ContainerFirewall settings (SIGHUP)."""
+        if self.bridge:
+            await self._call("firewall", self.firewall.install, self.bridge)
 
     async def close(self) -> None:
         if self._client is not None:

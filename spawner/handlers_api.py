@@ -10,6 +10,7 @@ import time
 from traitlets import TraitError
 
 from . import __version__, metrics
+from .admission import Refused
 from .errors import PoolError, PoolFull
 from .handlers_visitor import PageHandler
 
@@ -18,12 +19,30 @@ ADMIN_COOKIE_HOURS = 12
 
 
 def local_only(handler: PageHandler) -> bool:
-    """True (and the request answered 403) when admin endpoints may not answer this client."""
-    if handler.nb.admin_allow_remote or ipaddress.ip_address(handler.request.remote_ip).is_loopback:
-        return False
-    handler.set_status(403)
-    handler.finish({"error": "admin endpoints answer only on this machine (see WebApp.admin_allow_remote)"})
-    return True
+    """True (and the request answered 403) when admin endpoints may not answer this request.
+
+    They answer clients on this machine (unless admin_allow_remote), at the
+    host names in admin_hosts (a rebound DNS name reaching 127.0.0.1 is refused),
+    and take state-changing requests only from nbpool's own origin.
+    """
+    nb = handler.nb
+    if not (nb.admin_allow_remote or ipaddress.ip_address(handler.request.remote_ip).is_loopback):
+        handler.set_status(403)
+        handler.finish({"error": "admin endpoints answer only on this machine (see WebApp.admin_allow_remote)"})
+        return True
+    if "*" not in nb.admin_hosts and host_name(handler.request.host) not in nb.admin_hosts:
+        handler.set_status(403)
+        handler.finish({"error": "admin endpoints answer only at the host names in WebApp.admin_hosts"})
+        return True
+    return not handler.same_origin(nb.admin_origins)
+
+
+def host_name(host: str) -> str:
+    """'example.org:8000' -> 'example.org'; '[::1]:8000' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 class JSONHandler(PageHandler):
@@ -56,32 +75,43 @@ class SpawnAPIHandler(JSONHandler):
         self.set_status(204)
         self.finish()
 
+    def api_token_given(self) -> bool:
+        given = self.request.headers.get("Authorization", "").removeprefix("token ").strip()
+        return bool(given) and given.isascii() and hmac.compare_digest(given.encode(), self.nb.api_token.encode())
+
     async def post(self) -> None:
         nb = self.nb
         self.set_cors()
-        if nb.api_token:
-            given = self.request.headers.get("Authorization", "").removeprefix("token ").strip()
-            if not hmac.compare_digest(given.encode(), nb.api_token.encode()):
-                self.set_status(403)
-                self.finish({"error": "POST /api/spawn needs 'Authorization: token <api_token>'"})
-                return
-        if nb.spawn_rate_limit:
-            wait = nb.limiter.check(self.request.remote_ip)
-            if wait:
-                self.set_header("Retry-After", str(int(wait) + 1))
-                self.set_status(429)
-                self.finish({"error": "too many spawns from this address", "retry_after": int(wait) + 1})
-                return
+        trusted = bool(nb.api_token) and self.api_token_given()
+        if nb.api_token and not trusted and not nb.workshop_key:
+            self.set_status(403)
+            self.finish({"error": "POST /api/spawn needs 'Authorization: token <api_token>'"})
+            return
+        # Read the request before taking a container for it.
+        body = self.json_object() or {}
+        address = self.request.remote_ip
+        try:
+            if not trusted:  # an integrator with the api_token serves many people: no key, no share
+                key = body.get("key") if isinstance(body.get("key"), str) else self.get_argument("key", None)
+                nb.admission.check_key(key, None)
+                nb.admission.check_share(address)
+            nb.admission.check_rate(address)
+        except Refused as refusal:
+            nb.log.info("api spawn refused for %s: %s", address, refusal.log_message)
+            if refusal.retry_after:
+                self.set_header("Retry-After", str(refusal.retry_after))
+            self.set_status(refusal.status)
+            self.finish({"error": refusal.message, "retry_after": refusal.retry_after})
+            return
         if not nb.accepting:
             self.set_status(503)
             self.finish({"error": "the service is restarting"})
             return
-        # Read the request before taking a container for it.
-        path = str((self.json_object() or {}).get("path", "")).lstrip("/") or nb.landing_path
+        path = str(body.get("path", "")).lstrip("/") or nb.landing_path
         if ".." in path.split("/"):
             path = nb.landing_path
         try:
-            slot = await nb.pool.acquire()
+            slot = await nb.pool.acquire(owner="" if trusted else address)
         except PoolError as error:
             self.set_header("Retry-After", str(error.retry_after))
             # The JSON API answers "full" with 429, as tmpnb's clients expect; other refusals keep 503.
@@ -125,7 +155,7 @@ class AdminHandler(JSONHandler):
         header = self.request.headers.get("Authorization", "")
         given = header.removeprefix("token ").removeprefix("Bearer ").strip()
         if given:
-            if not hmac.compare_digest(given.encode(), self.nb.admin_token.encode()):
+            if not given.isascii() or not hmac.compare_digest(given.encode(), self.nb.admin_token.encode()):
                 self.unauthorized()
         elif not self.admin_cookie_ok():
             self.unauthorized()
@@ -216,6 +246,7 @@ class MetricsHandler(AdminHandler):
 
     def prepare(self) -> None:
         if ipaddress.ip_address(self.request.remote_ip).is_loopback:
+            local_only(self)  # the host-name check still applies (DNS rebinding)
             return
         super().prepare()
 
@@ -243,7 +274,7 @@ class StatusLoginHandler(PageHandler):
         if local_only(self):
             return
         given = self.get_body_argument("token", "")
-        if given and hmac.compare_digest(given.encode(), nb.admin_token.encode()):
+        if given and given.isascii() and hmac.compare_digest(given.encode(), nb.admin_token.encode()):
             self.set_cookie(ADMIN_COOKIE, nb.secret.sign(f"admin:{int(time.time())}"), path="/", httponly=True,
                             samesite="Strict", secure=self.request.protocol == "https")
             self.redirect("/status")

@@ -13,11 +13,13 @@ from urllib.parse import quote
 from tornado.web import RequestHandler
 
 from proxy.http import wants_json
+from proxy.origin import OriginPolicy, own_origin
 
 from .access import SESSION_COOKIE, read_session, session_value
+from .admission import KEY_COOKIE, Refused
 from .errors import PoolClosed, PoolError
 from .slot import ASSIGNED, Slot
-from .webapp import WaitingVisitor, WebApp
+from .webapp import PATH_SAFE, WaitingVisitor, WebApp
 
 TICKET_COOKIE = "nbpool-ticket"
 
@@ -50,6 +52,43 @@ class PageHandler(RequestHandler):
             self.finish({"status": status_code, "error": self._reason, "message": message})
         else:
             self.finish(self.nb.render("error.html", status=status_code, reason=self._reason, message=message))
+
+    def same_origin(self, policy: OriginPolicy | None = None) -> bool:
+        """Whether this request may act for the visitor (or operator): from nbpool's own origin.
+
+        For state-changing requests; answers 403 itself when not. Safe
+        methods always pass. The proxy sets X-Forwarded-Proto/-Host (from a
+        trusted balancer, or from what it saw), so this is the browser's view.
+        """
+        request = self.request
+        host = request.headers.get("X-Forwarded-Host") or request.host or ""
+        own = own_origin(request.protocol.encode("latin-1", "replace"), host.encode("latin-1", "replace"))
+        headers = [(k.encode("latin-1", "replace"), v.encode("latin-1", "replace"))
+                   for k, v in request.headers.get_all() if k.lower() in ("origin", "sec-fetch-site")]
+        why = (policy or self.nb.origins).refusal(request.method.encode(), False, headers, own)
+        if why is None:
+            return True
+        self.nb.log.info("refused %s %s from %s: %s", request.method, request.path, request.remote_ip, why)
+        self.set_status(403)
+        if self.wants_json():
+            self.finish({"error": "This request came from another site."})
+        else:
+            self.finish(self.nb.render("error.html", status=403, reason="Request from another site",
+                                       message="This request came from another site, so nothing was done. "
+                                               "Open this site's own page and try again from there."))
+        return False
+
+    def refuse_visitor(self, refusal: Refused) -> None:
+        """A Refused from admission: its page (or JSON), status and Retry-After."""
+        self.nb.log.info("spawn refused for %s: %s", self.request.remote_ip, refusal.log_message)
+        if refusal.retry_after:
+            self.set_header("Retry-After", str(refusal.retry_after))
+        self.set_status(refusal.status)
+        if self.wants_json():
+            self.finish({"error": refusal.message, "retry_after": refusal.retry_after})
+        else:
+            self.finish(self.nb.render(refusal.page, status=refusal.status, reason=refusal.title,
+                                       message=refusal.message))
 
     def set_session_cookie(self, slot: Slot) -> None:
         self.set_cookie(SESSION_COOKIE, self.nb.secret.sign(session_value(slot)), path="/", httponly=True,
@@ -89,7 +128,13 @@ class LandingHandler(PageHandler):
 
 
 class SpawnHandler(PageHandler):
-    """Take a container and go to it (302), or join the waiting line."""
+    """Take a container and go to it (302), or join the waiting line.
+
+    A visitor with a live session goes back to it. ``?new=1`` asks for a fresh
+    one; it never silently ends a live session: a GET (which any site can
+    start with a link) gets a page that asks first, and only a POST from
+    nbpool's own page replaces the session.
+    """
 
     async def get(self, path: str = "") -> None:
         user_agent = self.request.headers.get("User-Agent", "").lower()
@@ -97,23 +142,31 @@ class SpawnHandler(PageHandler):
             # Link previews and crawlers: show the page a person would see first, take nothing.
             self.page("landing.html", spawn_url=self.request.uri)
             return
-        await self.spawn(path)
+        await self.spawn(path, confirmed=False)
 
     async def post(self, path: str = "") -> None:
-        await self.spawn(path)
+        if self.same_origin():
+            await self.spawn(path, confirmed=True)
 
-    async def spawn(self, path: str) -> None:
+    async def spawn(self, path: str, confirmed: bool) -> None:
         nb = self.nb
         path = path.lstrip("/") or nb.landing_path
         if ".." in path.split("/"):
             self.send_error(400)
             return
-        path = quote(path, safe="/;:@&=+$,~!*'()")
-        if not self.get_argument("new", None):
-            slot = self.current_slot()
-            if slot is not None:  # a returning visitor whose container is alive goes back to it
-                self.redirect(self.container_url(slot, path))
+        path = quote(path, safe=PATH_SAFE)
+        current = self.current_slot()
+        if current is not None:
+            if not self.get_argument("new", None):
+                # A returning visitor whose container is alive goes back to it.
+                self.redirect(self.container_url(current, path))
                 return
+            if not confirmed:
+                self.page("confirm.html", back_url=self.container_url(current, path), action=self.request.uri)
+                return
+            nb.pool.release(current, "its visitor started a fresh notebook",
+                            visitor_reason="You started a fresh notebook in its place.")
+        elif not self.get_argument("new", None):
             key = nb.secret.verify(self.get_cookie(TICKET_COOKIE))
             if key and key in nb.tickets:  # already in line (a reload): keep the place, take no other
                 self.redirect(f"/spawn/wait/{key}")
@@ -121,22 +174,29 @@ class SpawnHandler(PageHandler):
         if not nb.accepting:
             self.refuse(PoolClosed("shutting down", retry_after=10), self.request.uri)
             return
-        if nb.spawn_rate_limit:
-            wait = nb.limiter.check(self.request.remote_ip)
-            if wait:
-                self.set_header("Retry-After", str(int(wait) + 1))
-                self.page("error.html", status=429, reason="Too many requests",
-                          message="Too many notebooks were started from your address just now. "
-                                  "Please try again in a moment.")
-                return
-        slot = nb.pool.acquire_nowait()
+        address = self.request.remote_ip
+        try:
+            nb.admission.check_key(self.get_argument("key", None), self.get_cookie(KEY_COOKIE))
+            nb.admission.check_share(address)
+            nb.admission.check_rate(address)
+        except Refused as refusal:
+            self.refuse_visitor(refusal)
+            return
+        if nb.workshop_key and self.get_argument("key", None):
+            self.set_cookie(KEY_COOKIE, nb.admission.key_cookie_value(), path="/", httponly=True, samesite="Lax",
+                            secure=self.request.protocol == "https", expires_days=2)
+        try:
+            slot = await nb.pool.take_spare(owner=address)
+        except PoolError as error:
+            self.refuse(error, self.request.uri)
+            return
         if slot is not None:
-            nb.log.info("handed out %s to %s", slot.cid, self.request.remote_ip)
+            nb.log.info("handed out %s to %s", slot.cid, address)
             self.set_session_cookie(slot)
             self.redirect(self.container_url(slot, path))
             return
         try:
-            ticket = nb.pool.enqueue()
+            ticket = nb.pool.enqueue(owner=address)
         except PoolError as error:
             self.refuse(error, self.request.uri)
             return
@@ -213,18 +273,37 @@ class QueueHandler(WaitHandler):
 
 
 class ClaimHandler(PageHandler):
-    """Opens a container handed out by POST /api/spawn, once: sets the cookie and goes there."""
+    """Opens a container handed out by POST /api/spawn, once: sets the cookie and goes there.
+
+    Any site can send a browser to a claim link, so one never silently
+    replaces a live session: the visitor is asked first (a POST from this page).
+    """
 
     def get(self, token: str) -> None:
-        key = self.nb.secret.verify(token)
-        claim = self.nb.claims.pop(key, None) if key else None
+        self.claim(token, confirmed=False)
+
+    def post(self, token: str) -> None:
+        if self.same_origin():
+            self.claim(token, confirmed=True)
+
+    def claim(self, token: str, confirmed: bool) -> None:
+        nb = self.nb
+        key = nb.secret.verify(token)
+        claim = nb.claims.get(key) if key else None
         if claim is None or claim.slot.state != ASSIGNED:
             self.page("expired.html", status=410, fresh_url="/spawn?new=1")
             return
+        current = self.current_slot()
+        if current is not None and current is not claim.slot:
+            if not confirmed:
+                self.page("confirm.html", back_url=self.container_url(current, ""), action=self.request.uri)
+                return
+            nb.pool.release(current, "its visitor opened another notebook's link",
+                            visitor_reason="You opened another notebook in its place.")
+        del nb.claims[key]
         claim.used = True
         self.set_session_cookie(claim.slot)
         self.redirect(self.container_url(claim.slot, claim.path))
-
 
 
 class EndedHandler(PageHandler):
@@ -233,11 +312,13 @@ class EndedHandler(PageHandler):
     def prepare(self) -> None:
         path = self.nb.user_path(self.request.path)
         fresh = self.nb.fresh_url(path)
+        cid = self.request.path.split("/")[2] if self.request.path.count("/") >= 2 else ""
+        reason = self.nb.pool.ended_reason(cid)
         self.set_status(404)
         if self.wants_json():
-            self.finish({"error": "This notebook session has ended.", "fresh": fresh})
+            self.finish({"error": "This notebook session has ended.", "reason": reason, "fresh": fresh})
         else:
-            self.finish(self.nb.render("ended.html", fresh_url=fresh))
+            self.finish(self.nb.render("ended.html", fresh_url=fresh, reason=reason))
 
 
 def visitor_handlers() -> list:

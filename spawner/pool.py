@@ -31,12 +31,15 @@ from .slot import ASSIGNED, CREATED_LABEL, IMAGE_LABEL, LAUNCHING, NAME_OK, REMO
 from .traits import require
 from .upkeep import PoolUpkeep
 
+ENDED_KEPT = 5000  # sessions whose end reason the ended page can still tell
+
 
 class Ticket:
     """A visitor's place in the waiting line; ``future`` resolves to their assigned Slot."""
 
-    def __init__(self, pool: Pool):
+    def __init__(self, pool: Pool, owner: str = ""):
         self.pool = pool
+        self.owner = owner  # the client address in line (counts toward its share of the pool)
         self.future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         self.enqueued = time.monotonic()
 
@@ -67,6 +70,7 @@ class PoolStats:
     launched: int = 0
     failed_starts: int = 0
     culled: int = 0
+    over_disk: int = 0  # ended by the disk watchdog
     replaced: int = 0  # found dead or missing behind the pool's back
     adopted: int = 0
     spawn_seconds: list[float] = field(default_factory=list)  # launch to ready, bounded below
@@ -109,6 +113,15 @@ class Pool(PoolUpkeep, LoggingConfigurable):
                          help="Seconds after hand-out after which an assigned container is removed, active "
                               "or not (0: never). 14400 is four hours.")
     cull_interval = Float(30.0, config=True, help="Seconds between culling passes.")
+    disk_check_interval = Float(60.0, config=True,
+                                help="Seconds between measurements of each assigned container's own files "
+                                     "against the backend's disk_limit (the watchdog for engines without a "
+                                     "disk quota). One engine call per pass, for all containers.")
+    unopened_timeout = Float(120.0, config=True,
+                             help="Seconds a container may stay handed out without a single request of its "
+                                  "visitor's through the proxy (the redirect never followed: a script, a "
+                                  "crawler, a closed tab) before it goes back to the spares, untouched, for "
+                                  "the next visitor. Checked every cull_interval. 0: never.")
     reconcile_interval = Float(30.0, config=True,
                                help="Seconds between reconciliations with the engine: dead containers replaced, "
                                     "unknown ones adopted or removed, spares topped up.")
@@ -139,12 +152,12 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         low = 0 if proposal.trait.name in ("warm", "queue_size") else 1
         return require(proposal, proposal.value >= low, f"at least {low}")
 
-    @validate("start_timeout", "queue_timeout", "cull_interval", "reconcile_interval", "failure_backoff",
-              "failure_backoff_max", "breaker_probe_interval")
+    @validate("start_timeout", "queue_timeout", "cull_interval", "disk_check_interval", "reconcile_interval",
+              "failure_backoff", "failure_backoff_max", "breaker_probe_interval")
     def _validate_positive(self, proposal):
         return require(proposal, proposal.value > 0, "a positive number of seconds")
 
-    @validate("cull_idle", "cull_max_age")
+    @validate("cull_idle", "cull_max_age", "unopened_timeout")
     def _validate_cull(self, proposal):
         return require(proposal, proposal.value >= 0, "0 (never) or a number of seconds")
 
@@ -173,6 +186,8 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         self._hold_until = 0.0  # no launches before this (backoff after failures)
         self._wakeup: asyncio.TimerHandle | None = None
         self.stats = PoolStats()
+        # Why recent sessions ended, for the ended page (bounded: the newest ENDED_KEPT).
+        self.ended: collections.OrderedDict[str, str] = collections.OrderedDict()
 
     # --- counts ---------------------------------------------------------------------------------
 
@@ -207,6 +222,7 @@ class Pool(PoolUpkeep, LoggingConfigurable):
     async def start(self) -> None:
         """Adopt what already runs (after a restart), then fill the spares and start the upkeep loops."""
         self._spawn_gate = asyncio.Semaphore(self.spawn_concurrency)
+        await self.backend.setup()
         await self.reconcile()
         self.started = True
         self._schedule()
@@ -241,18 +257,30 @@ class Pool(PoolUpkeep, LoggingConfigurable):
 
     # --- hand-out ---------------------------------------------------------------------------------
 
-    def acquire_nowait(self) -> Slot | None:
-        """A ready spare, now assigned, or None. Constant time; no engine call."""
+    async def take_spare(self, owner: str = "") -> Slot | None:
+        """A ready spare, now assigned to ``owner`` and recorded with the engine, or None.
+
+        Finding it is constant time; recording it is one engine call (a
+        rename), awaited so the hand-out survives a crash of nbpool before the
+        visitor is sent there. Raises PoolUnavailable if the engine cannot
+        record it (the container is removed: its state would be unknown).
+        """
         spares = self._spares
         while spares:
             slot = spares.popleft()
             if slot.state == SPARE:
-                self._assign(slot)
+                self._assign(slot, owner)
                 self._schedule()
+                await self._record_assignment(slot)
                 return slot
         return None
 
-    def enqueue(self) -> Ticket:
+    def holdings(self, owner: str) -> int:
+        """Containers ``owner`` holds or waits for: assigned to it, plus its tickets in line."""
+        held = sum(1 for s in self.slots.values() if s.owner == owner and s.state == ASSIGNED)
+        return held + sum(1 for t in self._queue if t.owner == owner)
+
+    def enqueue(self, owner: str = "") -> Ticket:
         """Join the waiting line for a container started on demand.
 
         Raises PoolFull at the cap (or a full line), PoolUnavailable while the
@@ -269,18 +297,18 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         room = self.max_containers - len(self.slots)
         if unclaimed <= 0 and room <= 0:
             raise PoolFull(f"all {self.max_containers} containers in use", retry_after=self._retry_hint())
-        ticket = Ticket(self)
+        ticket = Ticket(self, owner)
         self._queue.append(ticket)
         self.stats.queued_total += 1
         self._schedule()
         return ticket
 
-    async def acquire(self, timeout: float | None = None) -> Slot:
+    async def acquire(self, timeout: float | None = None, owner: str = "") -> Slot:
         """A container for one visitor: a spare at once, else one started on demand (waiting in line)."""
-        slot = self.acquire_nowait()
+        slot = await self.take_spare(owner)
         if slot is not None:
             return slot
-        ticket = self.enqueue()
+        ticket = self.enqueue(owner)
         wait = self.queue_timeout if timeout is None else timeout
         try:
             return await asyncio.wait_for(asyncio.shield(ticket.future), wait)
@@ -296,28 +324,47 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         # short hint keeps a waiting page polling without hammering.
         return 15
 
-    def _assign(self, slot: Slot) -> None:
+    def _assign(self, slot: Slot, owner: str) -> None:
         slot.state = ASSIGNED
         slot.assigned_at = self.wallclock()
         slot.nonce = secrets.token_hex(8)
+        slot.owner = owner
         if slot.route is not None:
             slot.route.last_activity = self.clock()  # time as a spare is not idleness
+            slot.handout_requests = slot.route.requests
         self.stats.handed_out += 1
-        self._background_task(self._record_assignment(slot))
 
     async def _record_assignment(self, slot: Slot) -> None:
+        """Rename the container to its assigned form; on failure remove it and raise PoolUnavailable.
+
+        A used container must never be adopted as a spare after a restart, so
+        one whose hand-out the engine did not take is not handed out at all.
+        """
         name = f"{self.pool_name}-{slot.cid}--a{int(slot.assigned_at)}-{slot.nonce}"
         try:
-            await self.backend.rename(slot.engine_id, name)
-            slot.name = name
+            await asyncio.shield(self.backend.rename(slot.engine_id, name))
         except BackendError as exc:
-            # Without the rename a restart would take it for a spare: remove it
-            # from spares-to-be by recording nothing and warning loudly.
-            self.log.warning("could not record hand-out of %s in its name: %s", slot.cid, exc)
+            self.log.error("could not record the hand-out of %s with the engine, removing it: %s", slot.cid, exc)
+            self.release(slot, "its hand-out could not be recorded")
+            raise PoolUnavailable(f"rename failed: {exc}", retry_after=5) from None
+        slot.name = name
 
-    def release(self, slot: Slot, reason: str) -> None:
+    async def _serve_ticket(self, slot: Slot, ticket: Ticket) -> None:
+        """Record ``slot``'s hand-out to the visitor in line, then let them go to it."""
+        try:
+            await self._record_assignment(slot)
+        except PoolUnavailable as error:
+            if not ticket.future.done():
+                ticket.future.set_exception(error)
+            return
+        if ticket.future.done():  # they left the line while it was recorded: nobody used it
+            self.release(slot, "its visitor left the waiting page")
+        else:
+            ticket.future.set_result(slot)
+
+    def release(self, slot: Slot, reason: str, visitor_reason: str = "") -> None:
         """Give a container up (remove it in the background); the pool refills."""
-        self._background_task(self._remove(slot, reason))
+        self._background_task(self._remove(slot, reason, visitor_reason=visitor_reason))
 
     def _background_task(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -469,8 +516,8 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         while self._queue:
             ticket = self._queue.popleft()
             if not ticket.future.done():
-                self._assign(slot)
-                ticket.future.set_result(slot)
+                self._assign(slot, ticket.owner)
+                self._background_task(self._serve_ticket(slot, ticket))
                 self._schedule()
                 return
         if self.available >= self.warm:
@@ -490,12 +537,19 @@ class Pool(PoolUpkeep, LoggingConfigurable):
 
     # --- removal, resize, drain ---------------------------------------------------------------------
 
-    async def _remove(self, slot: Slot, reason: str, *, container: bool = True) -> None:
-        """Route first, then the container; then refill. Idempotent."""
+    async def _remove(self, slot: Slot, reason: str, *, container: bool = True, visitor_reason: str = "") -> None:
+        """Route first, then the container; then refill. Idempotent.
+
+        ``visitor_reason`` is what the ended page tells an assigned container's visitor.
+        """
         if slot.state == REMOVING:
             return
         was = slot.state
         slot.state = REMOVING
+        if was == ASSIGNED and visitor_reason:
+            self.ended[slot.cid] = visitor_reason
+            while len(self.ended) > ENDED_KEPT:
+                self.ended.popitem(last=False)
         if self.routes is not None and slot.route is not None and self.routes.get(slot.prefix) is slot.route:
             self.routes.remove(slot.prefix)
         self.log.info("removing %s container %s: %s", was, slot.name or slot.cid, reason)
@@ -514,8 +568,38 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         slot = self.slots.get(cid)
         if slot is None or slot.state in (LAUNCHING, REMOVING):
             return False
-        await self._remove(slot, reason)
+        await self._remove(slot, reason, visitor_reason="An operator of this workshop stopped it.")
         return True
+
+    async def return_unopened(self, slot: Slot) -> None:
+        """Take back a container whose visitor never opened it: a spare again (untouched), or removed.
+
+        The rename back to a spare's name is awaited before it can be handed
+        out again, so the engine never holds a stale record of who has it.
+        """
+        if slot.state != ASSIGNED:
+            return
+        slot.state = LAUNCHING  # neither anyone's nor a spare until the engine agrees
+        slot.nonce, slot.owner, slot.assigned_at = "", "", None
+        try:
+            await self.backend.rename(slot.engine_id, f"{self.pool_name}-{slot.cid}")
+        except BackendError as exc:
+            self.log.warning("could not turn %s back into a spare: %s", slot.cid, exc)
+            slot.state = SPARE
+            self.release(slot, "could not be turned back into a spare")
+            return
+        slot.name = f"{self.pool_name}-{slot.cid}"
+        slot.state = SPARE
+        if self.closing or slot.generation != self.generation or self.available >= self.warm:
+            self.release(slot, "handed out, never opened, not needed as a spare")
+            return
+        self.log.info("container %s was handed out but never opened: a spare again", slot.cid)
+        self._spares.appendleft(slot)  # the oldest spare goes first
+        self._schedule()
+
+    def ended_reason(self, cid: str) -> str | None:
+        """What ended the session in container ``cid``, in words for its visitor (if known)."""
+        return self.ended.get(cid)
 
     @observe("warm", "max_containers")
     def _resized(self, change) -> None:

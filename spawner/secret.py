@@ -63,8 +63,8 @@ class ServerSecret:
 
     def verify(self, signed: str | None) -> str | None:
         """The value inside ``signed`` if its signature is good, else None (constant-time compare)."""
-        if not signed or "." not in signed:
-            return None
+        if not signed or "." not in signed or not signed.isascii():
+            return None  # anything but a signature of ours, including stray bytes, is simply invalid
         value, _, signature = signed.rpartition(".")
         if hmac.compare_digest(signature, self.derive("cookie", value)[:32]):
             return value

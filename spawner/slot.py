@@ -14,6 +14,8 @@ CREATED_LABEL = "org.nbpool.created"
 IMAGE_LABEL = "org.nbpool.image"
 # Labels cannot change once a container exists, so hand-out is recorded in its
 # name: <pool>-<cid>--a<assigned epoch>-<nonce>. The nonce binds the visitor's cookie.
+# The rename is done (and the engine has it) before the visitor is redirected,
+# so a restart never takes a container someone used for a spare.
 ASSIGNED_NAME = re.compile(r"--a(\d+)-([0-9a-f]{16})$")
 NAME_OK = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,40}$")
 
@@ -33,6 +35,13 @@ class Slot:
     assigned_at: float | None = None  # wall-clock seconds
     nonce: str = ""  # set at hand-out; the visitor's cookie carries it
     launch_started: float = 0.0  # monotonic, for the spawn-latency histogram
+    owner: str = ""  # the client address it was handed out to (memory only: never in labels or names)
+    handout_requests: int = 0  # route.requests at hand-out; -1 when unknown (adopted after a restart)
+
+    @property
+    def opened(self) -> bool:
+        """Whether a request of its visitor's has gone through the proxy since the hand-out."""
+        return self.handout_requests < 0 or self.route is None or self.route.requests > self.handout_requests
 
     @property
     def prefix(self) -> str:

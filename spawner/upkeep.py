@@ -12,6 +12,14 @@ import contextlib
 from .backend import RUNNING, BackendError, ContainerInfo
 from .backoff import wait_for_http
 from .slot import ASSIGNED, ASSIGNED_NAME, CREATED_LABEL, IMAGE_LABEL, LAUNCHING, REMOVING, SPARE, Slot
+from .traits import format_memory
+
+
+def minutes(seconds: float) -> str:
+    """'10 minutes', '4 hours': a duration as a visitor reads it."""
+    if seconds >= 7200:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{max(1, round(seconds / 60))} minute" + ("s" if round(seconds / 60) != 1 else "")
 
 
 class PoolUpkeep:
@@ -23,6 +31,7 @@ class PoolUpkeep:
         self._upkeep = [
             loop.create_task(self._every(lambda: self.cull_interval, self.cull_once, "cull")),
             loop.create_task(self._every(lambda: self.reconcile_interval, self.reconcile, "reconcile")),
+            loop.create_task(self._every(lambda: self.disk_check_interval, self.check_disk, "disk check")),
         ]
 
     def stop_upkeep(self) -> None:
@@ -42,8 +51,8 @@ class PoolUpkeep:
 
     # --- culling ------------------------------------------------------------------------------------
 
-    def cull_candidates(self) -> list[tuple[Slot, str]]:
-        """Assigned containers due for removal, with the reason: idle too long, or too old."""
+    def cull_candidates(self) -> list[tuple[Slot, str, str]]:
+        """Assigned containers due for removal: (slot, reason for the log, reason for its visitor)."""
         now, wall = self.clock(), self.wallclock()
         due = []
         for slot in self.slots.values():
@@ -52,21 +61,61 @@ class PoolUpkeep:
             if self.cull_idle and slot.route is not None:
                 idle = now - slot.route.last_activity
                 if idle > self.cull_idle:
-                    due.append((slot, f"idle for {idle:.0f}s (cull_idle {self.cull_idle:.0f}s)"))
+                    due.append((slot, f"idle for {idle:.0f}s (cull_idle {self.cull_idle:.0f}s)",
+                                f"Nothing happened in it for {minutes(self.cull_idle)}, so it was stopped to make room "
+                                "for others."))
                     continue
             if self.cull_max_age and slot.assigned_at is not None:
                 age = wall - slot.assigned_at
                 if age > self.cull_max_age:
-                    due.append((slot, f"assigned {age:.0f}s ago (cull_max_age {self.cull_max_age:.0f}s)"))
+                    due.append((slot, f"assigned {age:.0f}s ago (cull_max_age {self.cull_max_age:.0f}s)",
+                                f"Sessions last at most {minutes(self.cull_max_age)}, and this one reached that."))
         return due
 
+    def unopened(self) -> list[Slot]:
+        """Assigned containers their visitor never opened within unopened_timeout."""
+        if not self.unopened_timeout:
+            return []
+        cutoff = self.wallclock() - self.unopened_timeout
+        return [s for s in self.slots.values()
+                if s.state == ASSIGNED and s.assigned_at is not None and s.assigned_at < cutoff and not s.opened]
+
     async def cull_once(self) -> int:
-        """Remove the containers ``cull_candidates`` names (route first); returns how many."""
+        """Remove the containers ``cull_candidates`` names (route first), take back unopened ones;
+        returns how many were culled."""
+        for slot in self.unopened():
+            await self.return_unopened(slot)
         due = self.cull_candidates()
-        for slot, reason in due:
+        for slot, reason, visitor_reason in due:
             self.stats.culled += 1
-            await self._remove(slot, f"culled: {reason}")
+            await self._remove(slot, f"culled: {reason}", visitor_reason=visitor_reason)
         return len(due)
+
+    # --- disk ---------------------------------------------------------------------------------------
+
+    async def check_disk(self) -> int:
+        """End assigned containers whose own files outgrew the backend's disk_limit; returns how many.
+
+        The watchdog for engines without a per-container disk quota: it
+        measures each container's writable layer through the backend.
+        """
+        limit = self.backend.disk_limit
+        if not limit:
+            return 0
+        try:
+            usage = await self.backend.disk_usage()
+        except BackendError as exc:
+            self.log.warning("disk check: cannot measure containers: %s", exc)
+            return 0
+        over = [(slot, usage[slot.engine_id]) for slot in list(self.slots.values())
+                if slot.state == ASSIGNED and usage.get(slot.engine_id, 0) > limit]
+        for slot, used in over:
+            self.stats.over_disk += 1
+            await self._remove(slot, f"its files take {used / 2**20:.0f} MiB, over the disk limit "
+                                     f"{limit / 2**20:.0f} MiB",
+                               visitor_reason=f"It stored more than the {format_memory(limit)}B of files this "
+                                              "workshop allows per attendee.")
+        return len(over)
 
     # --- reconciliation -------------------------------------------------------------------------------
 
@@ -103,7 +152,8 @@ class PoolUpkeep:
                 self.log.warning("container %s (%s) %s behind the pool's back: replacing it",
                                  slot.name or cid, slot.state, what)
                 self.stats.replaced += 1
-                await self._remove(slot, f"it {what}", container=info is not None)
+                await self._remove(slot, f"it {what}", container=info is not None,
+                                   visitor_reason="Its server stopped unexpectedly.")
 
             for cid, info in by_cid.items():
                 if cid in self.slots:
@@ -144,6 +194,7 @@ class PoolUpkeep:
             slot.state = ASSIGNED
             slot.assigned_at = float(match.group(1))
             slot.nonce = match.group(2)
+            slot.handout_requests = -1  # whether it was opened before the restart is unknown: assume so
         if info.cid in self.slots:  # a launch picked the same id meanwhile (never in practice)
             await self._quiet_remove(info.engine_id)
             return

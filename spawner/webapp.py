@@ -9,11 +9,13 @@ JSON API, /healthz, /metrics and the operators' status page.
 from __future__ import annotations
 
 import collections
+import ipaddress
 import os
+import re
 import secrets
 import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from tornado import template
 from tornado.web import Application
@@ -21,18 +23,26 @@ from traitlets import Bool, Float, Instance, Integer, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from proxy.http import Response
+from proxy.origin import OriginPolicy
 from proxy.routes import RequestHead
 from proxy.server import Proxy
 
 from . import __version__
 from .access import SESSION_COOKIE, RouteAccess
+from .admission import Admission
 from .pool import Pool, Ticket
-from .ratelimit import RateLimiter
 from .secret import ServerSecret
 from .slot import Slot
 from .traits import require
 
 HERE = Path(__file__).parent
+PATH_SAFE = "/;:@&=+$,~!*'()"  # characters a notebook path keeps unencoded in nbpool's links
+# The largest request body the web app takes. Its biggest legitimate one (an
+# admin resize, the status page's login) is well under 1 KiB; anything larger
+# is refused by the proxy (413) before a byte of it is buffered.
+MAX_BODY = 64 * 1024
+# Secrets that can appear in the web app's URLs, hidden in its request log.
+_LOGGED_SECRETS = re.compile(r"((?:^|[?&;])(?:key|token)=)[^&;]*|(/spawn/claim/)[^/?]+")
 
 
 class WebApp(LoggingConfigurable):
@@ -48,6 +58,23 @@ class WebApp(LoggingConfigurable):
                                help="Spawns allowed per client address per spawn_rate_period; beyond it the "
                                     "answer is 429 with Retry-After. Generous by default: a whole workshop may "
                                     "share one NAT address. 0 disables the limit.")
+    workshop_key = Unicode("", config=True,
+                           help="If set, a new notebook needs this key: publish the link as "
+                                "https://<host>/?key=<workshop_key> (deep links: /spawn/<path>?key=...). Without "
+                                "it, /spawn answers a page asking for the workshop's link; once seen, a signed "
+                                "cookie remembers it. POST /api/spawn then needs the key ('key' in the JSON body "
+                                "or ?key=) or the api_token. For services on the open internet. Empty: anyone "
+                                "with the address may start a notebook.")
+    address_share = Float(0.5, config=True,
+                          help="Largest share of Pool.max_containers one client address may hold (assigned, "
+                               "or waiting in line) at once, so one address cannot take every container. 0.5 "
+                               "with a cap of 60: 30 per address. A room whose attendees all reach nbpool "
+                               "through one NAT address needs 1.0 (then set a workshop_key); see 'Exposing "
+                               "nbpool to the internet' in the README.")
+    address_share_exempt = List(Unicode(), ["127.0.0.0/8", "::1/128"], config=True,
+                                help="Networks (CIDR) exempt from address_share: by default this machine itself "
+                                     "(load tests, the operator). Behind a reverse proxy on this machine, set "
+                                     "Proxy.trust_forwarded so visitors are told apart by their own address.")
     spawn_rate_period = Float(60.0, config=True, help="Seconds over which spawn_rate_limit is counted.")
     api_token = Unicode("", config=True,
                         help="If set, POST /api/spawn needs 'Authorization: token <api_token>'. Empty: open, "
@@ -61,6 +88,11 @@ class WebApp(LoggingConfigurable):
     admin_allow_remote = Bool(False, config=True,
                               help="Answer admin endpoints (/api/admin/*, /status, /metrics) from other machines "
                                    "too. Off: only from this machine (127.0.0.1/::1), token or not.")
+    admin_hosts = List(Unicode(), ["localhost", "127.0.0.1", "::1"], config=True,
+                       help="Host names (the Host header, without port) that admin endpoints and /metrics answer "
+                            "to, so a web page cannot reach them through a rebound DNS name. With "
+                            "admin_allow_remote, add the names operators use, e.g. ['nbpool.example.org']; "
+                            "['*'] allows any.")
     claim_timeout = Float(60.0, config=True,
                           help="Seconds a container started for a waiting visitor, or for an /api/spawn "
                                "link, stays reserved before it is released if nobody claims it.")
@@ -86,6 +118,25 @@ class WebApp(LoggingConfigurable):
     def _validate_seconds(self, proposal):
         return require(proposal, proposal.value > 0, "a positive number of seconds")
 
+    @validate("address_share")
+    def _validate_share(self, proposal):
+        return require(proposal, 0 < proposal.value <= 1, "a fraction above 0 and at most 1 (1: no limit)")
+
+    @validate("address_share_exempt")
+    def _validate_exempt(self, proposal):
+        for net in proposal.value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                require(proposal, False, f"a list of networks like 127.0.0.0/8 ({net!r} is not one)")
+        return proposal.value
+
+    @validate("workshop_key")
+    def _validate_key(self, proposal):
+        value = proposal.value
+        ok = value == "" or (len(value) >= 8 and re.fullmatch(r"[A-Za-z0-9._~-]+", value) is not None)
+        return require(proposal, ok, "empty, or at least 8 URL-safe characters (letters, digits, . _ ~ -)")
+
     @validate("landing_path")
     def _validate_landing(self, proposal):
         value = proposal.value.lstrip("/")
@@ -95,18 +146,19 @@ class WebApp(LoggingConfigurable):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.loader = template.Loader(str(HERE / "templates"), autoescape="xhtml_escape")
-        self.limiter = RateLimiter(self.spawn_rate_limit or 1, self.spawn_rate_period)
-        self.observe(self._new_limits, names=["spawn_rate_limit", "spawn_rate_period"])
+        self.admission = Admission(self)
+        self.observe(lambda change: self.admission.new_rate(), names=["spawn_rate_limit", "spawn_rate_period"])
         self.tickets: dict[str, WaitingVisitor] = {}
         self.claims: dict[str, Claim] = {}
         self.history: collections.deque = collections.deque(maxlen=720)
         self.accepting = True
-        self.access = RouteAccess(self.secret, self.denied_page, self.ended_page)
+        # Origins that may act with a visitor's cookie: nbpool's own, plus those allowed to embed it.
+        self.origins = OriginPolicy(self.cors_origin)
+        self.observe(lambda change: self.origins.set_allowed(change["new"]), names=["cors_origin"])
+        self.admin_origins = OriginPolicy()  # operators' actions: nbpool's own origin only
+        self.access = RouteAccess(self.secret, self.denied_page, self.ended_page, self.origins)
         if not self.admin_token:
             self.admin_token = self._stored_admin_token()
-
-    def _new_limits(self, change) -> None:
-        self.limiter = RateLimiter(self.spawn_rate_limit or 1, self.spawn_rate_period)
 
     def _stored_admin_token(self) -> str:
         path = Path(self.data_dir) / "admin_token"
@@ -143,7 +195,9 @@ class WebApp(LoggingConfigurable):
         path = self.user_path(head.path)
         if head.wants_json():
             return Response(status, '{"error": "This notebook session has ended."}', content_type="application/json")
-        return Response(status, self.render("ended.html", fresh_url=self.fresh_url(path)),
+        slot = head.route.data if head.route is not None else None
+        reason = self.pool.ended_reason(slot.cid) if slot is not None else None
+        return Response(status, self.render("ended.html", fresh_url=self.fresh_url(path), reason=reason),
                         headers=[("Cache-Control", "no-store"), ("Retry-After", "5")])
 
     @staticmethod
@@ -155,7 +209,8 @@ class WebApp(LoggingConfigurable):
 
     @staticmethod
     def fresh_url(path: str) -> str:
-        return f"/spawn/{quote(path)}?new=1" if path else "/spawn?new=1"
+        """The link to a fresh notebook at ``path`` (as it came in a URL: already percent-encoded)."""
+        return f"/spawn/{quote(unquote(path), safe=PATH_SAFE)}?new=1" if path else "/spawn?new=1"
 
     # --- waiting line bookkeeping -------------------------------------------------------------------
 
@@ -201,8 +256,13 @@ class WebApp(LoggingConfigurable):
         # Server errors matter to operators; the rest of the page traffic is noise at info level.
         status = handler.get_status()
         level = self.log.error if status >= 500 else self.log.debug
-        level("%d %s %s (%s) %.1fms", status, handler.request.method, handler.request.uri,
+        level("%d %s %s (%s) %.1fms", status, handler.request.method, redact(handler.request.uri),
               handler.request.remote_ip, 1000 * handler.request.request_time())
+
+
+def redact(uri: str) -> str:
+    """``uri`` with workshop keys, tokens and claim links blanked, for the log."""
+    return _LOGGED_SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "…", uri)
 
 
 class WaitingVisitor:

@@ -57,6 +57,9 @@ class FakeBackend(ContainerBackend):
         self.calls: list[tuple[str, str]] = []
         self.gate: asyncio.Event | None = None  # when set, starts wait for it
         self.cleanup_delay = 0.0  # seconds that fetching logs and removing take (a busy engine)
+        self.fail_renames = 0  # the next N renames fail (an engine that cannot record a hand-out)
+        self.sizes: dict[str, int] = {}  # engine id -> bytes written, for the disk watchdog
+        self.disk_limit = 0
 
     async def start(self, cid, *, token, base_url, labels, name=None):
         self.calls.append(("start", cid))
@@ -93,9 +96,15 @@ class FakeBackend(ContainerBackend):
 
     async def rename(self, engine_id, name):
         self.calls.append(("rename", name))
+        if self.fail_renames:
+            self.fail_renames -= 1
+            raise BackendError("fake engine refused the rename")
         if engine_id not in self.containers:
             raise BackendError("no such container")
         self.containers[engine_id].name = name
+
+    async def disk_usage(self):
+        return {e: self.sizes.get(e, 0) for e, c in self.containers.items() if c.state == RUNNING}
 
     async def remove(self, engine_id):
         self.calls.append(("remove", engine_id))

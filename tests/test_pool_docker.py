@@ -65,7 +65,7 @@ async def test_spares_appear_ready_and_hand_out_at_once(pool_name, secret):
                                   {"Authorization": f"token {secret.token_for(slot.cid)}"})
             assert await client.kernels() == []  # the server answers, with the derived token
         t0 = time.perf_counter()
-        slot = pool.acquire_nowait()
+        slot = await pool.take_spare()
         handout = time.perf_counter() - t0
         assert slot is not None and slot.state == ASSIGNED
         assert handout < 0.01, f"hand-out took {handout * 1000:.1f} ms"
@@ -113,7 +113,7 @@ async def test_container_killed_behind_the_pools_back_is_replaced(pool_name, sec
     await pool.start()
     try:
         await until(lambda: pool.available == 1)
-        victim = pool.acquire_nowait()
+        victim = await pool.take_spare()
         await until(lambda: pool.available == 1)
         docker_client.containers.get(victim.engine_id).kill()
         # within one reconcile interval (plus the reconcile itself)
@@ -129,7 +129,7 @@ async def test_restart_adopts_an_assigned_container_with_its_kernel(pool_name, s
     first = make_pool(pool_name, secret, warm=1)
     await first.start()
     await until(lambda: first.available == 1)
-    slot = first.acquire_nowait()
+    slot = await first.take_spare()
     auth = {"Authorization": f"token {secret.token_for(slot.cid)}"}
     client = KernelClient(f"{slot.endpoint.url}{slot.base_url}", auth)
     kernel_id = await client.start("python3")
@@ -160,7 +160,7 @@ async def test_stopping_leaves_no_spare_behind(pool_name, secret, docker_client)
     pool = make_pool(pool_name, secret, warm=2)
     await pool.start()
     await until(lambda: pool.available == 2)
-    kept = pool.acquire_nowait()
+    kept = await pool.take_spare()
     await pool.stop()
     names = [c.name for c in docker_client.containers.list(all=True, filters={"label": f"org.nbpool.pool={pool_name}"})]
     assert names == [f"{pool_name}-{kept.cid}--a{int(kept.assigned_at)}-{kept.nonce}"]

@@ -1,0 +1,124 @@
+"""Who may take a container: the workshop key, one address's share of the pool, the spawn rate.
+
+A public link faces strangers. Three checks stand between a request and a
+container, each with its own answer for the visitor:
+
+- the **workshop key** (optional): the published link carries it
+  (``/?key=…``); once seen it is remembered in a signed cookie, so the
+  visitor's later links (a fresh notebook from the ended page) need no key;
+- the **share per address**: one client address (as the proxy sees it:
+  ``X-Real-IP`` behind trusted balancers) holds at most a share of the cap, so
+  a script cannot take every container and visitors from elsewhere are still
+  served; this machine's own addresses are exempt (load tests, operators);
+- the **spawn rate** per address (a token bucket), which slows loops.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import math
+import time
+from typing import TYPE_CHECKING
+
+from .ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from .webapp import WebApp
+
+KEY_COOKIE = "nbpool-key"
+SHARE_WARNING_EVERY = 60.0  # seconds between operator warnings about one address at its share
+
+
+class Refused(Exception):
+    """A visitor may not have a container now: what to tell them, and with which status."""
+
+    def __init__(self, status: int, title: str, message: str, log_message: str, retry_after: int | None = None,
+                 page: str = "error.html"):
+        super().__init__(log_message)
+        self.status = status
+        self.title = title
+        self.message = message
+        self.log_message = log_message
+        self.retry_after = retry_after
+        self.page = page
+
+
+class Admission:
+    """The checks a request passes before nbpool takes a container for it (settings: the WebApp's)."""
+
+    def __init__(self, web: WebApp):
+        self.web = web
+        self.limiter = RateLimiter(web.spawn_rate_limit or 1, web.spawn_rate_period)
+        self._warned: dict[str, float] = {}
+
+    def new_rate(self) -> None:
+        """The rate settings changed: start counting afresh."""
+        self.limiter = RateLimiter(self.web.spawn_rate_limit or 1, self.web.spawn_rate_period)
+
+    # --- the workshop key -----------------------------------------------------------------
+
+    def key_cookie_value(self) -> str:
+        """The signed cookie that remembers the key; it names a digest of the key, so a new key voids it."""
+        return self.web.secret.sign("key:" + self.web.secret.derive("workshop-key", self.web.workshop_key)[:24])
+
+    def key_ok(self, given: str | None, cookie: str | None) -> bool:
+        """Whether the request carries the workshop key (or its cookie); always True without a key."""
+        key = self.web.workshop_key
+        if not key:
+            return True
+        if given and given.isascii() and hmac.compare_digest(given.encode(), key.encode()):
+            return True
+        return bool(cookie) and cookie.isascii() and hmac.compare_digest(cookie, self.key_cookie_value())
+
+    def check_key(self, given: str | None, cookie: str | None) -> None:
+        if not self.key_ok(given, cookie):
+            raise Refused(403, "This workshop needs its link",
+                          "Notebooks here open only from the link the workshop's organisers shared (it carries "
+                          "a key). Please open that link again, or ask them for it.",
+                          "no or wrong workshop key", page="key.html")
+
+    # --- one address's share ----------------------------------------------------------------
+
+    def exempt(self, address: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(addr in ipaddress.ip_network(net, strict=False) for net in self.web.address_share_exempt)
+
+    def share_limit(self) -> int:
+        """Most containers one address may hold (or wait for) at once."""
+        return max(1, math.floor(self.web.address_share * self.web.pool.max_containers))
+
+    def check_share(self, address: str) -> None:
+        if self.exempt(address):
+            return
+        limit = self.share_limit()
+        held = self.web.pool.holdings(address)
+        if held < limit:
+            return
+        now = time.monotonic()
+        if now - self._warned.get(address, -SHARE_WARNING_EVERY) >= SHARE_WARNING_EVERY:
+            self._warned[address] = now
+            if len(self._warned) > 10000:
+                self._warned.clear()
+            self.web.log.warning(
+                "address %s holds %d of %d containers, its share (WebApp.address_share=%s): further spawns from "
+                "it are refused. If a whole room shares one NAT address, raise the share (see the README).",
+                address, held, self.web.pool.max_containers, self.web.address_share)
+        raise Refused(429, "Too many notebooks from your network",
+                      f"{held} notebook servers are already open from your network address, as many as one "
+                      "address may have. Please use the notebook you already have, or try again when one of "
+                      "them has been closed.", f"{held} held, share {limit}", retry_after=30)
+
+    # --- the spawn rate ---------------------------------------------------------------------
+
+    def check_rate(self, address: str) -> None:
+        if not self.web.spawn_rate_limit:
+            return
+        wait = self.limiter.check(address)
+        if wait:
+            raise Refused(429, "Too many requests",
+                          "Too many notebooks were started from your address just now. Please try again in a "
+                          "moment.", "spawn rate limit", retry_after=int(wait) + 1)
