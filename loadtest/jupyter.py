@@ -99,6 +99,11 @@ class KernelClient:
                  http_client: AsyncHTTPClient | None = None):
         self.base_url = base_url.rstrip("/") + "/"
         self.headers = dict(headers or {})
+        # A browser sends its page's origin on every POST and WebSocket handshake, and
+        # nbpool's proxy refuses those from other origins: send the server's own.
+        if not any(name.lower() == "origin" for name in self.headers):
+            parts = urlsplit(self.base_url)
+            self.headers["Origin"] = f"{parts.scheme}://{parts.netloc}"
         self.timeout = timeout
         self.kernel_id: str | None = None
         self.session = uuid.uuid4().hex

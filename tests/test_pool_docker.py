@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 
 import pytest
 
@@ -55,7 +54,7 @@ def make_pool(pool_name: str, secret: ServerSecret, routes: RouteTable | None = 
                 routes=RouteTable() if routes is None else routes, **options)
 
 
-async def test_spares_appear_ready_and_hand_out_at_once(pool_name, secret):
+async def test_spares_appear_ready_and_hand_out_at_once(pool_name, secret, docker_client):
     pool = make_pool(pool_name, secret, warm=2)
     await pool.start()
     try:
@@ -64,11 +63,10 @@ async def test_spares_appear_ready_and_hand_out_at_once(pool_name, secret):
             client = KernelClient(f"{slot.endpoint.url}{slot.base_url}",
                                   {"Authorization": f"token {secret.token_for(slot.cid)}"})
             assert await client.kernels() == []  # the server answers, with the derived token
-        t0 = time.perf_counter()
         slot = await pool.take_spare()
-        handout = time.perf_counter() - t0
         assert slot is not None and slot.state == ASSIGNED
-        assert handout < 0.01, f"hand-out took {handout * 1000:.1f} ms"
+        # The engine has the hand-out before take_spare returns (a crash now cannot make it a spare).
+        assert docker_client.containers.get(slot.engine_id).name.endswith(f"--a{int(slot.assigned_at)}-{slot.nonce}")
         assert pool.launching == 1
         await until(lambda: pool.available == 2, what="refill")
     finally:

@@ -99,8 +99,14 @@ def test_returning_visitor_goes_back_unless_asking_for_new(shared):
     first = spawn(session, shared.url)
     again = spawn(session, shared.url, "lab")
     assert cid_of(again) == cid_of(first) and again.endswith("/lab")
-    fresh = spawn(session, shared.url, "?new=1")
-    assert cid_of(fresh) != cid_of(first)
+    # ?new=1 never ends a live session by a link alone: it asks, and nbpool's own page confirms by POST.
+    asked = session.get(f"{shared.url}/spawn?new=1", allow_redirects=False, timeout=30)
+    assert asked.status_code == 200 and 'id="fresh"' in asked.text and cid_of(first) in asked.text
+    fresh = session.post(f"{shared.url}/spawn?new=1", headers={"Origin": shared.url}, allow_redirects=False,
+                         timeout=30)
+    assert fresh.status_code == 302 and cid_of(fresh.headers["Location"]) != cid_of(first)
+    ended = session.get(first, timeout=30)
+    assert ended.status_code in (403, 404) and session.get(shared.url + fresh.headers["Location"], timeout=30).ok
 
 
 def test_another_client_gets_403_offering_a_fresh_notebook(shared):
