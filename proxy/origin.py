@@ -34,10 +34,11 @@ def normalize_origin(origin: bytes | str) -> bytes:
     scheme, sep, host = value.partition(b"://")
     if not sep:
         return value
+    host = host.rstrip(b"/")
     default = _DEFAULT_PORTS.get(scheme)
     if default and host.endswith(default):
         host = host[: -len(default)]
-    return scheme + b"://" + host.rstrip(b"/")
+    return scheme + b"://" + host
 
 
 def own_origin(scheme: bytes, host: bytes) -> bytes:
