@@ -147,9 +147,10 @@ class NbpoolApp(Application):
         # The web app listens only on a unix socket of ours; the proxy's default route leads there.
         sock_path = str(data / "web.sock")
         # Bodies are capped twice: the proxy answers 413 before relaying a byte
-        # of a larger one, and Tornado, behind it, never buffers more either.
+        # of a larger one (and 408 to a stalled one), and Tornado, behind it,
+        # never buffers more either; its own timeout is only the backstop.
         app_server = HTTPServer(self.web.make_application(), xheaders=True, max_body_size=MAX_BODY,
-                                body_timeout=self.proxy.body_timeout, idle_connection_timeout=120)
+                                body_timeout=self.proxy.body_timeout + 10, idle_connection_timeout=120)
         app_server.add_socket(bind_unix_socket(sock_path, mode=0o600))
         self.proxy.routes.add("/", f"unix:{sock_path}", max_body=MAX_BODY)
 

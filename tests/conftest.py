@@ -16,10 +16,12 @@ from proxy.server import Proxy
 from tests.dockertools import (
     NOTEBOOK_IMAGE,
     engine_or_none,
+    remove_pool_containers,
     remove_test_containers,
     start_notebook_container,
 )
 from tests.resources import echo, ws_echo
+from tests.service import Service
 
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -122,3 +124,23 @@ async def proxy(backend):
     await p.start()
     yield p
     await p.stop()
+
+
+# --- the whole service (start.py as a subprocess), for end-to-end tests ---
+
+@pytest.fixture
+def make_service(docker_client, notebook_image, tmp_path_factory, request):
+    started: list[Service] = []
+
+    def make(**settings) -> Service:
+        service = Service(tmp_path_factory.mktemp("nbpool"), f"nbpool-e2e-{secrets.token_hex(3)}", **settings)
+        started.append(service)
+        return service
+
+    yield make
+    failed = getattr(request.node, "call_failed", False)
+    for service in started:
+        service.stop()
+        if failed:
+            print(f"--- nbpool log ({service.pool_name}) ---\n{service.logs()[-6000:]}")
+        remove_pool_containers(docker_client, service.pool_name)

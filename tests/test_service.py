@@ -18,24 +18,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 
-@pytest.fixture
-def make_service(docker_client, notebook_image, tmp_path_factory, request):
-    started: list[Service] = []
-
-    def make(**settings) -> Service:
-        service = Service(tmp_path_factory.mktemp("nbpool"), f"nbpool-e2e-{secrets.token_hex(3)}", **settings)
-        started.append(service)
-        return service
-
-    yield make
-    failed = getattr(request.node, "call_failed", False)
-    for service in started:
-        service.stop()
-        if failed:
-            print(f"--- nbpool log ({service.pool_name}) ---\n{service.logs()[-6000:]}")
-        remove_pool_containers(docker_client, service.pool_name)
-
-
 @pytest.fixture(scope="module")
 def shared(docker_client, notebook_image, tmp_path_factory):
     """One service for the visitor-path tests: warm 2, cap 14 (each test keeps its containers)."""
