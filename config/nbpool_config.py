@@ -62,6 +62,20 @@ c.WebApp.workshop_name = "Workshop notebooks"
 # Spawns per client address per minute (a whole workshop may share one NAT address).
 c.WebApp.spawn_rate_limit = 300
 
+# --- on the open internet (README: "Exposing nbpool to the internet") --------------------------
+# The largest share of max_containers one client address may hold at once, so a
+# script cannot take every container. A room whose attendees all come through one
+# NAT address (conference Wi-Fi) needs 1.0 -- then set a workshop_key.
+c.WebApp.address_share = 0.5
+# A key the published link carries (https://host/?key=...); without it no notebook starts.
+# c.WebApp.workshop_key = "choose-a-long-random-string"
+# What containers may connect to: "internet" (everything but this machine and private
+# networks; attendees can still pip install), "none", or "open" (no rules: your own firewall).
+c.ContainerFirewall.egress = "internet"
+# Disk space one attendee's own files may take, and the container log kept.
+c.DockerBackend.disk_limit = "2G"
+c.DockerBackend.log_max_size = "10M"
+
 # Admin API and status page (/status): empty generates one into data/admin_token.
 # c.WebApp.admin_token = ""
 

@@ -80,8 +80,11 @@ class WebApp(LoggingConfigurable):
                         help="If set, POST /api/spawn needs 'Authorization: token <api_token>'. Empty: open, "
                              "as tmpnb's was (the rate limit still applies).")
     cors_origin = List(Unicode(), [], config=True,
-                       help="Origins allowed to call POST /api/spawn from a browser (CORS), e.g. "
-                            "['https://workshop.example.org']; ['*'] allows any. Empty: no CORS headers.")
+                       help="Other origins trusted to embed nbpool, e.g. ['https://workshop.example.org']: their "
+                            "pages may call POST /api/spawn (CORS), and send state-changing requests and "
+                            "WebSockets to attendees' notebook servers (pages that run code in them). ['*'] "
+                            "allows any origin, which turns the proxy's cross-site check off. Empty: nbpool's "
+                            "own origin only, no CORS headers.")
     admin_token = Unicode("", config=True,
                           help="Token for the admin API and the status page. Empty: one is generated on first "
                                "start and kept in <data_dir>/admin_token (mode 0600); it is never logged.")

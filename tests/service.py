@@ -120,6 +120,11 @@ def visitor() -> requests.Session:
 def spawn(session: requests.Session, url: str, path: str = "", timeout: float = 120) -> str:
     """Follow /spawn[/path] like a browser (through the waiting line); return the container URL reached."""
     resp = session.get(f"{url}/spawn/{path}" if path else f"{url}/spawn", allow_redirects=False, timeout=30)
+    return through_the_line(session, url, resp, timeout)
+
+
+def through_the_line(session: requests.Session, url: str, resp: requests.Response, timeout: float = 120) -> str:
+    """From a /spawn answer (a redirect to a container or to the waiting line) to the container URL."""
     deadline = time.monotonic() + timeout
     while resp.status_code == 302 and "/spawn/wait/" in resp.headers["Location"]:
         location = resp.headers["Location"]

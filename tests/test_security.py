@@ -165,7 +165,7 @@ def test_a_cross_site_link_never_replaces_a_session(svc):
     assert asked.status_code == 200 and 'id="fresh"' in asked.text
     assert session.get(first, timeout=30).ok
     moved = session.post(claim, headers={"Origin": svc.url}, allow_redirects=False, timeout=30)
-    assert moved.status_code == 302 and cid_of(moved.headers["Location"]) != cid_of(first)
+    assert moved.status_code == 302 and cid_of(moved.headers["Location"]) != cid_of(first)  # a claim never queues
     ended = session.get(first, timeout=30)
     assert ended.status_code in (403, 404)
 
