@@ -100,3 +100,83 @@ def test_public_link_to_a_running_cell(chromium, service, tmp_path):
         raise
     finally:
         context.close()
+
+
+EVIL_PAGE = """<!doctype html><title>another site</title><script>
+window.results = {};
+const base = "%(base)s";
+fetch(base + "api/contents", {method: "POST", credentials: "include", mode: "no-cors",
+      headers: {"Content-Type": "text/plain"}, body: '{"type": "notebook"}'})
+  .then(() => results.post = "sent", () => results.post = "failed");
+const ws = new WebSocket(base.replace("http", "ws") + "api/kernels/%(kernel)s/channels");
+ws.onopen = () => results.ws = "open";
+ws.onerror = () => results.ws = "refused";
+</script>"""
+
+
+def test_a_page_on_another_origin_cannot_act_for_the_attendee(chromium, service, tmp_path):
+    """Another port of the same host is the same *site*: the browser sends the attendee's SameSite=Lax
+    cookie along. Only the proxy's origin check stands between that page and the attendee's kernel."""
+    import http.server
+    import threading
+
+    import requests
+
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    evil = None
+    try:
+        page.goto(f"{service.url}/")
+        page.wait_for_url(re.compile(r"/user/[0-9a-f]{12}/tree"))
+        base = page.url.rsplit("tree", 1)[0]
+        cookies = {c["name"]: c["value"] for c in context.cookies()}
+        contents = lambda: [f["name"] for f in requests.get(f"{base}api/contents", cookies=cookies,  # noqa: E731
+                                                             timeout=30).json()["content"]]
+        kernel = requests.post(f"{base}api/kernels", json={}, cookies=cookies, headers={"Origin": service.url},
+                               timeout=60).json()["id"]
+        before = contents()
+
+        body = (EVIL_PAGE % {"base": base, "kernel": kernel}).encode()
+
+        class Evil(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+        threading.Thread(target=evil.serve_forever, daemon=True).start()
+        other = context.new_page()
+        other.goto(f"http://127.0.0.1:{evil.server_address[1]}/")
+        other.wait_for_function("window.results.post && window.results.ws", timeout=30_000)
+        results = other.evaluate("window.results")
+        assert results["ws"] == "refused", results
+        assert contents() == before  # the POST reached nothing: no Untitled.ipynb
+
+        # The control: the same request from the attendee's own page does create a notebook.
+        status = page.evaluate("""base => fetch(base + "api/contents", {method: "POST",
+            headers: {"Content-Type": "application/json"}, body: '{"type": "notebook"}'}).then(r => r.status)""",
+                               base)
+        assert status == 201 and len(contents()) == len(before) + 1
+
+        # A link on the other site to ?new=1 asks before ending anything.
+        other.goto(f"http://127.0.0.1:{evil.server_address[1]}/")
+        other.evaluate(f"location.href = '{service.url}/spawn?new=1'")
+        other.wait_for_url(re.compile(r"/spawn\?new=1"))
+        assert other.locator("#fresh").is_visible()
+        assert other.locator("#back").get_attribute("href").startswith(base.split(service.url, 1)[1])
+        assert requests.get(f"{base}api/status", cookies=cookies, timeout=30).ok  # still the attendee's
+    except Exception:
+        for i, tab in enumerate(context.pages):
+            tab.screenshot(path=str(tmp_path / f"failure-{i}.png"))
+        raise
+    finally:
+        if evil is not None:
+            evil.shutdown()
+        context.close()
