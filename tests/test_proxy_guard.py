@@ -293,3 +293,14 @@ async def test_forwarding_headers_that_tornado_believes_are_replaced(proxy):
     seen = echoed_headers(resp)
     assert "x-scheme" not in seen and "x-forwarded-ssl" not in seen
     assert seen["x-forwarded-proto"] == "http"
+
+
+async def test_visitor_connections_are_probed_so_vanished_peers_are_found(proxy):
+    wire = await Wire.open(proxy.bound_port)
+    await wire.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert (await wire.response()).status == 200
+    (client,) = proxy.clients
+    sock = client.transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
+    await wire.close()
