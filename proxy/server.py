@@ -1,4 +1,9 @@
-"""The proxy server: settings, listening sockets, the timeout sweep and counters."""
+"""The proxy server: its settings, the listening socket, and the sweep that enforces every timeout.
+
+It wires the rooms of the relay together: ``client`` (the visitor's side),
+``target`` (connections to routes' targets, kept alive), ``splice`` (upgraded
+connections) and ``state`` (what they share), over the ``routes`` table.
+"""
 
 from __future__ import annotations
 
@@ -13,93 +18,15 @@ import time
 from traitlets import Bool, Float, Instance, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from .relay import BUSY, HEAD, IDLE, BackendPool, ClientConnection
+from .client import ClientConnection
+from .exchange import BUSY, HEAD, IDLE
 from .routes import RouteTable
+from .state import LIMIT_TRAITS, ConnectionState, Limits, Stats
+from .target import BackendPool
 
-
-class Stats:
-    """Plain counters, cheap to bump on the hot path; read by /metrics."""
-
-    __slots__ = (
-        "bad_requests",
-        "connections_total",
-        "errors",
-        "rejected_connections",
-        "requests_total",
-        "timeouts",
-        "websockets_active",
-        "websockets_total",
-    )
-
-    def __init__(self) -> None:
-        self.connections_total = 0
-        self.rejected_connections = 0
-        self.requests_total = 0
-        self.bad_requests = 0
-        self.websockets_total = 0
-        self.websockets_active = 0
-        self.errors: dict[int, int] = {}  # status -> count, for responses the proxy made itself
-        self.timeouts = 0
-
-    def count_error(self, status: int) -> None:
-        self.errors[status] = self.errors.get(status, 0) + 1
-
-
-# Settings copied into Limits, re-copied whenever one changes.
-LIMIT_TRAITS = ("max_head_size", "max_headers", "head_timeout", "keepalive_timeout", "connect_timeout",
-                "response_timeout", "body_timeout", "send_timeout", "backend_idle_timeout", "backend_max_idle",
-                "max_connections", "max_connections_per_address", "trust_forwarded")
 # Open files the process needs beside two per proxied connection (visitor + target):
 # the Docker client, the web app's socket, logs, the thread pool's work.
 FD_RESERVE = 1024
-
-
-class Limits:
-    """A plain copy of the settings the relay reads per request (traits are slow to read)."""
-
-    __slots__ = (
-        "backend_idle_timeout",
-        "backend_max_idle",
-        "body_timeout",
-        "connect_timeout",
-        "head_timeout",
-        "keepalive_timeout",
-        "max_connections",
-        "max_connections_per_address",
-        "max_head_size",
-        "max_headers",
-        "port_line",
-        "proto_line",
-        "response_timeout",
-        "scheme",
-        "send_timeout",
-        "trust_forwarded",
-        "trusted_networks",
-    )
-
-    def is_trusted(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(addr in net for net in self.trusted_networks)
-
-    def address_exempt(self, ip: str) -> bool:
-        """Trusted balancers carry many visitors' connections: no per-address cap for them."""
-        return self.trust_forwarded and self.is_trusted(ip)
-
-    def forwarded_lines(self, client_ip: str) -> bytes:
-        """The X-Forwarded-* lines that are the same for every request of one connection."""
-        ip = client_ip.encode()
-        return b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\n%s%s" % (ip, ip, self.proto_line, self.port_line)
-
-    def real_client(self, chain: bytes, peer: str) -> bytes:
-        """The visitor's address behind trusted proxies: the rightmost untrusted hop of the chain."""
-        hops = [h.strip() for h in chain.decode("latin-1").split(",") if h.strip()] + [peer]
-        for hop in reversed(hops):
-            if not self.is_trusted(hop):
-                return hop.encode("latin-1")
-        return hops[0].encode("latin-1")
 
 
 class Proxy(LoggingConfigurable):
@@ -195,10 +122,8 @@ class Proxy(LoggingConfigurable):
         super().__init__(**kwargs)
         self.stats = Stats()
         self.limits = Limits()
-        self.clients: set[ClientConnection] = set()
-        self.per_address: dict[str, int] = {}  # open connections per visitor address
-        self.tunnels: set = set()  # the visitor side of each spliced (upgraded) connection
-        self.backends: BackendPool | None = None
+        self.state = ConnectionState(self.routes, self.limits, self.stats)
+        self.backends = BackendPool(self.limits)
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task | None = None
         self.bound_port: int | None = None
@@ -231,21 +156,6 @@ class Proxy(LoggingConfigurable):
         ctx.set_alpn_protocols(["http/1.1"])
         return ctx
 
-    def count_address(self, ip: str) -> bool:
-        """Count one more connection from ``ip``; False (nothing counted) when it is at its cap."""
-        n = self.per_address.get(ip, 0)
-        if n >= self.limits.max_connections_per_address:
-            return False
-        self.per_address[ip] = n + 1
-        return True
-
-    def uncount_address(self, ip: str) -> None:
-        n = self.per_address.get(ip, 0) - 1
-        if n > 0:
-            self.per_address[ip] = n
-        else:
-            self.per_address.pop(ip, None)
-
     def fit_open_files(self) -> None:
         """Raise the open-file limit to what max_connections needs, or lower max_connections to fit."""
         need = 2 * self.max_connections + FD_RESERVE
@@ -269,9 +179,9 @@ class Proxy(LoggingConfigurable):
         """Listen on ip:port; sets ``bound_port``. Raises OSError if the port is taken."""
         loop = asyncio.get_running_loop()
         self.fit_open_files()
-        self.backends = BackendPool(self)
+        state, backends = self.state, self.backends
         server = await loop.create_server(
-            lambda: ClientConnection(self), self.ip or None, self.port,
+            lambda: ClientConnection(state, backends), self.ip or None, self.port,
             ssl=self._ssl_context(), backlog=2048, reuse_address=True,
         )
         self._servers.append(server)
@@ -288,13 +198,12 @@ class Proxy(LoggingConfigurable):
             server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for client in list(self.clients):
+        for client in list(self.state.clients):
             if client.transport is not None:
                 client.transport.close()
-        for tunnel in list(self.tunnels):
+        for tunnel in list(self.state.tunnels):
             tunnel.transport.close()
-        if self.backends is not None:
-            self.backends.close()
+        self.backends.close()
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
@@ -313,7 +222,7 @@ class Proxy(LoggingConfigurable):
         """Close connections past their timeouts: every phase of a connection has one."""
         lim = self.limits
         stats = self.stats
-        for client in list(self.clients):
+        for client in list(self.state.clients):
             if client.closed:
                 continue
             phase = client.phase
@@ -331,7 +240,7 @@ class Proxy(LoggingConfigurable):
                     # abort, not close: close would wait for a buffer this visitor never reads.
                     stats.timeouts += 1
                     client.transport.abort()
-        for tunnel in list(self.tunnels):
+        for tunnel in list(self.state.tunnels):
             if tunnel.paused_at and t - tunnel.paused_at > lim.send_timeout:
                 stats.timeouts += 1
                 tunnel.transport.abort()

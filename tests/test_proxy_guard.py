@@ -171,9 +171,9 @@ async def test_a_visitor_who_stops_reading_is_dropped(proxy):
     # Never read: the proxy's buffer fills, and after send_timeout it lets go of both ends.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
-    while proxy.clients and loop.time() < deadline:
+    while proxy.state.clients and loop.time() < deadline:
         await asyncio.sleep(0.1)
-    assert not proxy.clients and proxy.stats.timeouts >= 1
+    assert not proxy.state.clients and proxy.stats.timeouts >= 1
     writer.close()
 
 
@@ -227,7 +227,7 @@ async def test_one_address_cannot_take_every_connection(proxy):
     for wire in [*held[1:], fresh]:
         await wire.close()
     await asyncio.sleep(0.1)
-    assert proxy.per_address == {}  # every connection counted out again
+    assert proxy.state.per_address == {}  # every connection counted out again
 
 
 async def test_websockets_count_against_the_connection_caps(ws_backend):
@@ -245,9 +245,9 @@ async def test_websockets_count_against_the_connection_caps(ws_backend):
         second.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 5
-        while p.per_address and loop.time() < deadline:
+        while p.state.per_address and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        assert p.per_address == {} and not p.tunnels
+        assert p.state.per_address == {} and not p.state.tunnels
         third = await websocket_connect(url)
         third.close()
     finally:
@@ -299,7 +299,7 @@ async def test_visitor_connections_are_probed_so_vanished_peers_are_found(proxy)
     wire = await Wire.open(proxy.bound_port)
     await wire.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert (await wire.response()).status == 200
-    (client,) = proxy.clients
+    (client,) = proxy.state.clients
     sock = client.transport.get_extra_info("socket")
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60

@@ -113,7 +113,7 @@ async def test_hostile_request_is_refused(proxy, name, data):
     # and the proxy still serves normal traffic
     ok = await request(proxy.bound_port, path="/still-fine")
     assert ok.status == 200
-    assert await wait_until(lambda: not proxy.clients), "a client connection leaked"
+    assert await wait_until(lambda: not proxy.state.clients), "a client connection leaked"
     assert not proxy.backends.busy, "a backend connection leaked"
 
 
@@ -123,7 +123,7 @@ async def test_whole_corpus_at_once_then_normal_traffic(proxy):
     assert all(closed for _, closed in results)
     oks = await asyncio.gather(*(request(proxy.bound_port, path=f"/ok/{i}") for i in range(50)))
     assert {r.status for r in oks} == {200}
-    assert await wait_until(lambda: not proxy.clients)
+    assert await wait_until(lambda: not proxy.state.clients)
     assert proxy.stats.bad_requests >= len(CORPUS)
 
 
@@ -162,20 +162,20 @@ async def test_idle_keepalive_connection_is_closed(proxy):
     await wire.send(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert (await wire.response()).status == 200
     assert await wire.closed(5)
-    assert await wait_until(lambda: not proxy.clients)
+    assert await wait_until(lambda: not proxy.state.clients)
 
 
 async def test_connection_limit(proxy):
     proxy.max_connections = 5
     held = [await Wire.open(proxy.bound_port) for _ in range(5)]
-    await wait_until(lambda: len(proxy.clients) == 5)
+    await wait_until(lambda: len(proxy.state.clients) == 5)
     extra = await Wire.open(proxy.bound_port)
     resp = await extra.response()
     assert resp.status == 503 and resp.header("Retry-After") == "5"
     assert await extra.closed(3)
     for wire in held:
         await wire.close()
-    await wait_until(lambda: not proxy.clients)
+    await wait_until(lambda: not proxy.state.clients)
     assert (await request(proxy.bound_port, path="/after")).status == 200
 
 
@@ -184,7 +184,7 @@ async def test_client_vanishing_mid_download_frees_everything(proxy):
     await wire.send(b"GET /bytes/500000000 HTTP/1.1\r\nHost: h\r\n\r\n")
     await asyncio.wait_for(wire.reader.read(65536), 5)
     wire.writer.transport.abort()
-    assert await wait_until(lambda: not proxy.clients and not proxy.backends.busy)
+    assert await wait_until(lambda: not proxy.state.clients and not proxy.backends.busy)
 
 
 def test_settings_name_the_bad_value():

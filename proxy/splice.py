@@ -1,0 +1,94 @@
+"""After ``101 Switching Protocols``: the visitor's and the target's connections spliced byte for byte.
+
+No frame parsing and no size cap (a WebSocket's messages pass as they are,
+compression included). Writing is held back with the transports' own flow
+control, FIN is passed on (half-close), and closing either side closes the
+other once its buffered bytes are out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from .routes import Route
+from .state import ConnectionState
+
+now = time.monotonic
+
+
+class Splice(asyncio.Protocol):
+    """One side of an upgraded connection: bytes read here are written to the peer.
+
+    ``inbound`` is the visitor's side (its bytes count as ``bytes_in``); the
+    target's side counts ``bytes_out``. The visitor's side also holds the
+    connection's place in the per-address count (``client_ip``).
+    """
+
+    __slots__ = ("client_ip", "closed", "eof", "inbound", "paused_at", "peer", "route", "state", "transport")
+
+    def __init__(self, transport: asyncio.Transport, route: Route, state: ConnectionState, inbound: bool):
+        self.transport = transport
+        self.route = route
+        self.state = state
+        self.inbound = inbound
+        self.peer: Splice | None = None
+        self.eof = False
+        self.closed = False
+        self.paused_at = 0.0  # when this side stopped taking bytes (0: it takes them), for send_timeout
+        self.client_ip = ""  # the visitor side's counted address, released when it closes
+
+    @classmethod
+    def join(cls, client: asyncio.Transport, target: asyncio.Transport, route: Route, state: ConnectionState,
+             client_ip: str) -> tuple[Splice, Splice]:
+        """Splice two transports; returns (visitor side, target side), registered as a tunnel."""
+        inbound = cls(client, route, state, inbound=True)
+        outbound = cls(target, route, state, inbound=False)
+        inbound.peer, outbound.peer = outbound, inbound
+        inbound.client_ip = client_ip
+        client.set_protocol(inbound)
+        target.set_protocol(outbound)
+        state.tunnels.add(inbound)
+        state.stats.websockets_total += 1
+        state.stats.websockets_active += 1
+        route.websockets += 1
+        return inbound, outbound
+
+    def data_received(self, data: bytes) -> None:
+        route = self.route
+        if self.inbound:
+            route.bytes_in += len(data)
+        else:
+            route.bytes_out += len(data)
+        route.last_activity = now()
+        self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer
+        if peer.eof or peer.closed or not peer.transport.can_write_eof():
+            return False  # both directions done (or TLS, which cannot half-close): close
+        peer.transport.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        state = self.state
+        if self.client_ip:
+            state.uncount_address(self.client_ip)
+        peer = self.peer
+        if not peer.closed:
+            peer.transport.close()
+        else:  # the second side to go: the tunnel is gone
+            state.stats.websockets_active -= 1
+            self.route.websockets -= 1
+            state.tunnels.discard(self if self.inbound else peer)
+
+    def pause_writing(self) -> None:
+        self.paused_at = now()
+        self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused_at = 0.0
+        if not self.peer.closed:
+            self.peer.transport.resume_reading()

@@ -1,0 +1,454 @@
+"""The target side of the relay: one connection per exchange in flight, kept alive in a pool per target.
+
+``BackendPool.send(ex)`` carries an Exchange on an idle connection to its
+route's target or opens one; ``BackendConnection`` writes the request head
+(and the body as the visitor's side passes it on), parses the response with
+httptools and relays it to the visitor: Content-Length bodies without a
+parser copy, chunked ones re-chunked, heads bounded. It answers the visitor's
+side only through ``exchange.Client``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import httptools
+
+from .exchange import PAUSE_BACKEND, Client, Exchange, logged_path
+from .http import HOP_BY_HOP, connection_tokens
+from .state import Limits
+
+log = logging.getLogger("nbpool.proxy")
+now = time.monotonic
+
+
+class BackendConnection(asyncio.Protocol):
+    """A connection to one target, carrying one exchange at a time, then pooled."""
+
+    def __init__(self, pool: BackendPool, key: str):
+        self.pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.parser: httptools.HttpResponseParser | None = None
+        self.ex: Exchange | None = None
+        self.client: Client | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.status = b""
+        self.interim = False
+        self.head_sent = False  # the response head went to the client
+        self.chunked = False  # re-chunk the body to the client
+        self.until_eof = False  # body ends when the backend closes
+        self.remaining = -1  # Content-Length bytes still to relay; -1 when the parser frames the body
+        self.complete = False
+        self.upgrading = False
+        self.keep_alive = False
+        self.out: list[bytes] = []  # bytes for the client, written once per read
+        self.wrote = False  # some of the response reached the client
+        self.sent_at = 0.0
+        self.idle_since = 0.0
+        self.used = 0  # exchanges carried, to tell a reused connection from a fresh one
+        self.head_bytes = 0  # response head bytes so far (interim responses included), bounded
+        self.got_bytes = False
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def start(self, ex: Exchange) -> None:
+        """Send ``ex``'s head (and any body already received) and wait for the response."""
+        client = ex.client
+        self.ex = ex
+        self.client = client
+        ex.backend = self
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers = []
+        self.status = b""
+        self.head_sent = self.chunked = self.until_eof = self.complete = self.upgrading = False
+        self.remaining = -1
+        self.head_bytes = 0
+        self.got_bytes = self.wrote = False
+        self.out = []
+        self.used += 1
+        self.sent_at = now()
+        self.pool.busy.add(self)
+        ex.sent = True
+        if ex.pending:
+            self.transport.writelines([ex.out_head, *ex.pending])
+            ex.pending = []
+            ex.pending_size = 0
+        else:
+            self.transport.write(ex.out_head)
+        client.resume(PAUSE_BACKEND)
+        if client.write_paused:
+            self.transport.pause_reading()
+
+    # --- transport events ------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._received(data)
+        except Exception:
+            self.crash()
+
+    def crash(self) -> None:
+        """An exception of ours on this exchange: end both connections rather than leave either hanging."""
+        log.exception("proxy error relaying from %s", self.key)
+        client = self.client
+        self.abort()
+        if client is not None and not client.closed:
+            client.crash(logged=True)
+
+    def _received(self, data: bytes) -> None:
+        if self.ex is None:
+            # Bytes from an idle backend: it broke the protocol; never reuse it.
+            self.transport.close()
+            return
+        remaining = self.remaining
+        if remaining > 0:
+            # Inside a Content-Length body: relay the bytes as they are, no parser copy.
+            n = len(data)
+            route = self.ex.route
+            route.last_activity = now()
+            if n < remaining:
+                self.remaining = remaining - n
+                route.bytes_out += n
+                client = self.client
+                if not client.closed:
+                    client.transport.write(data)
+                return
+            if n > remaining:
+                self.keep_alive = False  # more than it announced: never reuse this connection
+                data = data[:remaining]
+            route.bytes_out += remaining
+            self.remaining = 0
+            self.out.append(data)
+            self.complete = True
+            self.done()
+            return
+        self.got_bytes = True
+        head_pending = not self.head_sent
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.flush()
+            if self.upgrading:
+                self.pool.busy.discard(self)
+                self.ex.client.start_tunnel(self, data[exc.args[0]:])
+                return
+            self.broken("backend upgraded unasked")
+            return
+        except httptools.HttpParserCallbackError:
+            raise  # a bug of ours, not the backend's: see crash()
+        except httptools.HttpParserError as exc:
+            if not self.complete:
+                self.broken(f"bad response: {exc}")
+                return
+            self.transport.close()  # garbage after a complete response
+        if self.complete:
+            self.done()
+            return
+        if head_pending and not self.head_sent:
+            # Still inside a head: a server (an attendee can run anything in theirs)
+            # must not make the proxy hold an endless one.
+            self.head_bytes += len(data)
+            limit = self.pool.limits.max_head_size
+            if self.head_bytes > limit:
+                self.broken(f"response head over {limit} bytes")
+                return
+        if self.out:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what this read produced for the client in one go (one syscall for small responses)."""
+        out = self.out
+        if not out:
+            return
+        self.out = []
+        client = self.client
+        if client is None or client.closed:
+            return
+        self.wrote = True
+        if len(out) == 1:
+            client.transport.write(out[0])
+        elif len(out) <= 4 and sum(map(len, out)) <= 16384:
+            client.transport.write(b"".join(out))
+        else:
+            client.transport.writelines(out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._lost(exc)
+        except Exception:
+            self.crash()
+
+    def _lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        ex = self.ex
+        if ex is None or self.complete:
+            return
+        if self.until_eof and self.head_sent:
+            # The body was delimited by the close: the response is complete.
+            self.complete = True
+            ex.close = True
+            self.done()
+            return
+        if not self.got_bytes and self.used > 1 and not ex.has_body and not ex.retried and not ex.upgrade:
+            # A kept-alive connection closed as we reused it: try once more on a fresh one.
+            ex.retried = True
+            ex.backend = None
+            ex.sent = False
+            self.ex = None
+            self.pool.send(ex)
+            return
+        self.broken("connection closed" if exc is None else str(exc))
+
+    def pause_writing(self) -> None:
+        # The backend reads the request body slower than the client sends it.
+        client = self.client
+        if client is not None:
+            client.pause(PAUSE_BACKEND)
+
+    def resume_writing(self) -> None:
+        client = self.client
+        if client is not None:
+            client.resume(PAUSE_BACKEND)
+
+    # --- response parser callbacks ---------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self.status += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.head_sent:
+            self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        ex = self.ex
+        code = self.parser.get_status_code()
+        if code < 200 and code != 101:
+            # Interim (100 Continue, 103 Early Hints): HTTP/1.1 clients get it, others not.
+            self.interim = True
+            if ex.version == "1.1":
+                self.out.append(b"HTTP/1.1 %d %s\r\n%s\r\n" % (
+                    code, self.status, b"".join(b"%s: %s\r\n" % h for h in self.headers)))
+            self.headers = []
+            self.status = b""
+            return
+        conn_opts = set()
+        length = None
+        chunked = False
+        kept = []
+        for name, value in self.headers:
+            low = name.lower()
+            if low in HOP_BY_HOP:
+                if low == b"connection":
+                    conn_opts |= connection_tokens(value)
+                elif low == b"transfer-encoding":
+                    chunked = True
+                continue
+            if low == b"content-length":
+                length = value
+            kept.append((name, value))
+        extra = conn_opts - HOP_BY_HOP
+        if extra:
+            kept = [(n, v) for n, v in kept if n.lower() not in extra]
+        out = [b"HTTP/1.1 %d %s\r\n" % (code, self.status)]
+        for name, value in kept:
+            out += (name, b": ", value, b"\r\n")
+        if code == 101:
+            if not ex.upgrade:
+                self.broken("backend switched protocols unasked")
+                return
+            self.upgrading = True
+            for name, value in self.headers:
+                if name.lower() == b"upgrade":
+                    out += (b"Upgrade: ", value, b"\r\n")
+            out.append(b"Connection: Upgrade\r\n\r\n")
+        else:
+            bodiless = ex.head_only or code == 204 or code == 304
+            if ex.upgrade:
+                ex.close = True  # the client's parser is past the upgrade: start afresh
+            if not bodiless and length is None:
+                if chunked:
+                    self.chunked = True
+                    out.append(b"Transfer-Encoding: chunked\r\n")
+                else:
+                    self.until_eof = True
+                    ex.close = True
+            if ex.close or not ex.keep_alive:
+                out.append(b"Connection: close\r\n")
+            out.append(b"\r\n")
+            if bodiless:
+                self.complete = True  # no body follows, whatever Content-Length says
+            elif length is not None and not chunked:
+                # The parser has validated it; bytes in this read still come through on_body.
+                self.remaining = int(length)
+        self.head_sent = True
+        self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message ends
+        self.out.append(b"".join(out))
+
+    def on_body(self, body: bytes) -> None:
+        if self.remaining > 0:
+            self.remaining -= len(body)
+        route = self.ex.route
+        route.bytes_out += len(body)
+        route.last_activity = now()
+        if self.chunked:
+            self.out += (b"%x\r\n" % len(body), body, b"\r\n")
+        else:
+            self.out.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        self.complete = True
+
+    # --- endings ---------------------------------------------------------------------
+
+    def done(self) -> None:
+        """The response is complete: hand the connection back and tell the client side."""
+        ex = self.ex
+        client = self.client
+        if self.chunked:
+            self.out.append(b"0\r\n\r\n")
+        self.flush()
+        self.ex = None
+        self.client = None
+        ex.backend = None
+        ex.response_done = True
+        reusable = not self.until_eof and ex.request_done and not self.closed and self.keep_alive
+        self.pool.busy.discard(self)
+        if reusable:
+            if client.write_paused:
+                self.transport.resume_reading()
+            self.pool.put(self)
+        else:
+            self.transport.close()
+        if not ex.request_done:
+            ex.close = True  # the backend answered before the body was in: the rest can't be relayed
+        client.finish(ex)
+
+    def detach(self) -> Exchange | None:
+        """Let go of the exchange and close: this connection is done for. Returns the exchange it had."""
+        ex = self.ex
+        self.ex = None
+        self.client = None
+        self.pool.busy.discard(self)
+        if self.transport is not None:
+            self.transport.close()
+        if ex is not None:
+            ex.backend = None
+        return ex
+
+    def broken(self, why: str) -> None:
+        """The exchange failed on the backend side: an error page if nothing was sent yet."""
+        ex = self.detach()
+        if ex is None:
+            return
+        client = ex.client
+        log.info("backend %s failed for %s %s: %s", self.key, ex.method.decode(), logged_path(ex), why)
+        self.out = []
+        if self.wrote:
+            ex.close = True  # part of the response went out: all the client can learn is the close
+            client.transport.close()
+            return
+        client.error_reply(ex, 502)
+
+    def abort(self) -> None:
+        """The client went away mid-exchange: this connection can't be reused."""
+        self.detach()
+
+
+class BackendPool:
+    """Keep-alive connections per target, and the opening of new ones."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.idle: dict[str, list[BackendConnection]] = {}
+        self.busy: set[BackendConnection] = set()
+        self.connecting: set[asyncio.Task] = set()
+
+    def send(self, ex: Exchange) -> None:
+        """Carry ``ex`` on an idle connection to its target, or open one."""
+        target = ex.route.target
+        idle = self.idle.get(target.key)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and not conn.transport.is_closing():
+                conn.start(ex)
+                return
+        task = asyncio.get_running_loop().create_task(self._connect(ex))
+        self.connecting.add(task)
+        task.add_done_callback(self.connecting.discard)
+
+    async def _connect(self, ex: Exchange) -> None:
+        target = ex.route.target
+        loop = asyncio.get_running_loop()
+        factory = lambda: BackendConnection(self, target.key)  # noqa: E731
+        try:
+            if target.unix_path:
+                coro = loop.create_unix_connection(factory, target.unix_path)
+            else:
+                coro = loop.create_connection(factory, target.host, target.port)
+            _, conn = await asyncio.wait_for(coro, self.limits.connect_timeout)
+        except TimeoutError:
+            self._failed(ex, 504, "connect timed out")
+            return
+        except ConnectionRefusedError:
+            self._failed(ex, 503, "connection refused")
+            return
+        except OSError as exc:
+            self._failed(ex, 502, str(exc))
+            return
+        client = ex.client
+        if client.closed or client.cur is not ex:
+            self.put(conn)  # the visitor left while we connected: keep it for the next one
+            return
+        conn.start(ex)
+
+    def _failed(self, ex: Exchange, status: int, why: str) -> None:
+        client = ex.client
+        log.info("backend %s unreachable for %s: %s", ex.route.target.url, logged_path(ex), why)
+        if client.closed or client.cur is not ex:
+            return
+        client.resume(PAUSE_BACKEND)
+        client.error_reply(ex, status)
+
+    def put(self, conn: BackendConnection) -> None:
+        idle = self.idle.setdefault(conn.key, [])
+        if len(idle) >= self.limits.backend_max_idle:
+            conn.transport.close()
+            return
+        conn.idle_since = now()
+        idle.append(conn)
+
+    def forget(self, conn: BackendConnection) -> None:
+        self.busy.discard(conn)
+        idle = self.idle.get(conn.key)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def sweep(self, t: float) -> None:
+        """Close idle connections past their time, and time out slow response heads."""
+        cutoff = t - self.limits.backend_idle_timeout
+        for idle in self.idle.values():
+            while idle and idle[0].idle_since < cutoff:
+                idle.pop(0).transport.close()
+        head_cutoff = t - self.limits.response_timeout
+        for conn in [c for c in self.busy if not c.head_sent and c.sent_at < head_cutoff and c.ex is not None]:
+            ex = conn.detach()
+            ex.client.error_reply(ex, 504)
+
+    def close(self) -> None:
+        for task in list(self.connecting):
+            task.cancel()
+        for idle in self.idle.values():
+            for conn in idle:
+                conn.transport.close()
+        self.idle.clear()
+        for conn in list(self.busy):
+            conn.transport.close()
