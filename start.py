@@ -29,11 +29,11 @@ from traitlets.config import Application, Config, TraitError
 
 from proxy.server import Proxy, install_uvloop
 from spawner import __version__
-from spawner.docker_backend import DockerBackend
-from spawner.firewall import ContainerFirewall
+from spawner.engines.docker import DockerBackend
+from spawner.engines.firewall import ContainerFirewall
 from spawner.pool import Pool
 from spawner.secret import ServerSecret
-from spawner.webapp import MAX_BODY, WebApp
+from spawner.web.app import MAX_BODY, WebApp
 
 HERE = Path(__file__).resolve().parent
 # Settings of the listening socket: read at start only.

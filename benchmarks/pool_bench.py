@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from proxy.routes import RouteTable  # noqa: E402
 from spawner.backoff import wait_for_http  # noqa: E402
-from spawner.docker_backend import DockerBackend  # noqa: E402
+from spawner.engines.docker import DockerBackend  # noqa: E402
 from spawner.pool import Pool  # noqa: E402
 from spawner.secret import ServerSecret  # noqa: E402
 

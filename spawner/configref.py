@@ -21,10 +21,10 @@ END = "<!-- config-reference:end -->"
 
 def _classes() -> list:
     from proxy.server import Proxy
-    from spawner.docker_backend import DockerBackend
-    from spawner.firewall import ContainerFirewall
+    from spawner.engines.docker import DockerBackend
+    from spawner.engines.firewall import ContainerFirewall
     from spawner.pool import Pool
-    from spawner.webapp import WebApp
+    from spawner.web.app import WebApp
     from start import NbpoolApp
 
     return [NbpoolApp, Pool, DockerBackend, ContainerFirewall, Proxy, WebApp]

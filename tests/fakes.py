@@ -13,7 +13,7 @@ import asyncio
 import itertools
 from dataclasses import dataclass
 
-from spawner.backend import GONE, RUNNING, BackendError, ContainerBackend, ContainerInfo, Endpoint
+from spawner.engines.base import GONE, RUNNING, BackendError, ContainerBackend, ContainerInfo, Endpoint
 
 _ENGINE_IDS = itertools.count(1)
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from traitlets import TraitError
 
-from spawner import firewall
-from spawner.backend import BackendError
-from spawner.firewall import ContainerFirewall, FirewallError, bridge_name, chain_names, read_resolvers
+from spawner.engines import firewall
+from spawner.engines.base import BackendError
+from spawner.engines.firewall import ContainerFirewall, FirewallError, bridge_name, chain_names, read_resolvers
 from tests.dockertools import TEST_POOL
 
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -9,10 +9,10 @@ import pytest
 
 from loadtest.jupyter import KernelClient
 from proxy.routes import RouteTable
-from spawner.docker_backend import DockerBackend
+from spawner.engines.docker import DockerBackend
 from spawner.pool import Pool
+from spawner.pool.slot import ASSIGNED, SPARE
 from spawner.secret import ServerSecret
-from spawner.slot import ASSIGNED, SPARE
 from tests.dockertools import remove_pool_containers
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -8,11 +8,11 @@ import logging
 import pytest
 
 from proxy.routes import RouteTable
-from spawner.backend import Endpoint
-from spawner.errors import PoolFull, PoolUnavailable, QueueTimeout
+from spawner.engines.base import Endpoint
 from spawner.pool import Pool
+from spawner.pool.errors import PoolFull, PoolUnavailable, QueueTimeout
+from spawner.pool.slot import ASSIGNED, SPARE
 from spawner.secret import ServerSecret
-from spawner.slot import ASSIGNED, SPARE
 from tests.fakes import FakeBackend, FakeClock
 from tests.resources import echo
 

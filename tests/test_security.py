@@ -19,7 +19,7 @@ import pytest
 import requests
 from traitlets import TraitError
 
-from spawner.docker_backend import DockerBackend
+from spawner.engines.docker import DockerBackend
 from tests.service import kernel_client, spawn, visitor
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -23,12 +23,12 @@ from traitlets.config import LoggingConfigurable
 
 from proxy.routes import RouteTable
 
-from .backend import BackendError, ContainerBackend
-from .backoff import wait_for_http, warm_up
+from ..backoff import wait_for_http, warm_up
+from ..engines.base import BackendError, ContainerBackend
+from ..secret import ServerSecret
+from ..traits import require
 from .errors import PoolClosed, PoolFull, PoolUnavailable, QueueTimeout
-from .secret import ServerSecret
 from .slot import ASSIGNED, CREATED_LABEL, IMAGE_LABEL, LAUNCHING, NAME_OK, REMOVING, SPARE, Slot
-from .traits import require
 from .upkeep import PoolUpkeep
 
 ENDED_KEPT = 5000  # sessions whose end reason the ended page can still tell

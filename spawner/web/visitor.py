@@ -15,11 +15,11 @@ from tornado.web import RequestHandler
 from proxy.http import wants_json
 from proxy.origin import OriginPolicy, own_origin
 
+from ..pool.errors import PoolClosed, PoolError
+from ..pool.slot import ASSIGNED, Slot
 from .access import SESSION_COOKIE, read_session, session_value
 from .admission import KEY_COOKIE, Refused
-from .errors import PoolClosed, PoolError
-from .slot import ASSIGNED, Slot
-from .webapp import PATH_SAFE, WaitingVisitor, WebApp
+from .app import PATH_SAFE, WaitingVisitor, WebApp
 
 TICKET_COOKIE = "nbpool-ticket"
 

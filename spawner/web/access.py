@@ -16,8 +16,8 @@ from proxy.http import Response
 from proxy.origin import OriginPolicy
 from proxy.routes import RequestHead
 
-from .secret import ServerSecret
-from .slot import ASSIGNED, Slot
+from ..pool.slot import ASSIGNED, Slot
+from ..secret import ServerSecret
 
 SESSION_COOKIE = "nbpool-session"
 

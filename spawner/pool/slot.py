@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from proxy.routes import Route
 
-from .backend import Endpoint
+from ..engines.base import Endpoint
 
 LAUNCHING, SPARE, ASSIGNED, REMOVING = "launching", "spare", "assigned", "removing"
 CREATED_LABEL = "org.nbpool.created"

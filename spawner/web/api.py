@@ -9,10 +9,11 @@ import time
 
 from traitlets import TraitError
 
-from . import __version__, metrics
+from .. import __version__
+from ..pool.errors import PoolError, PoolFull
+from . import metrics
 from .admission import Refused
-from .errors import PoolError, PoolFull
-from .handlers_visitor import PageHandler
+from .visitor import PageHandler
 
 ADMIN_COOKIE = "nbpool-admin"
 ADMIN_COOKIE_HOURS = 12

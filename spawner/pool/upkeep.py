@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from .backend import RUNNING, BackendError, ContainerInfo
-from .backoff import wait_for_http
+from ..backoff import wait_for_http
+from ..engines.base import RUNNING, BackendError, ContainerInfo
+from ..traits import format_memory
 from .slot import ASSIGNED, ASSIGNED_NAME, CREATED_LABEL, IMAGE_LABEL, LAUNCHING, REMOVING, SPARE, Slot
-from .traits import format_memory
 
 
 def minutes(seconds: float) -> str:

@@ -27,13 +27,13 @@ from proxy.origin import OriginPolicy
 from proxy.routes import RequestHead
 from proxy.server import Proxy
 
-from . import __version__
+from .. import __version__
+from ..pool.pool import Pool, Ticket
+from ..pool.slot import Slot
+from ..secret import ServerSecret
+from ..traits import require
 from .access import SESSION_COOKIE, RouteAccess
 from .admission import Admission
-from .pool import Pool, Ticket
-from .secret import ServerSecret
-from .slot import Slot
-from .traits import require
 
 HERE = Path(__file__).parent
 PATH_SAFE = "/;:@&=+$,~!*'()"  # characters a notebook path keeps unencoded in nbpool's links
@@ -240,8 +240,8 @@ class WebApp(LoggingConfigurable):
         return self.secret.sign(key)
 
     def make_application(self) -> Application:
-        from .handlers_api import api_handlers
-        from .handlers_visitor import visitor_handlers
+        from .api import api_handlers
+        from .visitor import visitor_handlers
 
         return Application(
             visitor_handlers() + api_handlers(),

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from .ratelimit import RateLimiter
 
 if TYPE_CHECKING:
-    from .webapp import WebApp
+    from .app import WebApp
 
 KEY_COOKIE = "nbpool-key"
 SHARE_WARNING_EVERY = 60.0  # seconds between operator warnings about one address at its share

@@ -16,9 +16,9 @@ import docker
 import docker.errors
 from traitlets import Bool, Dict, Float, Instance, Integer, List, TraitError, Unicode, default, validate
 
-from .backend import GONE, RUNNING, BackendError, ContainerBackend, ContainerInfo, Endpoint
+from ..traits import MemorySize, format_memory, require
+from .base import GONE, RUNNING, BackendError, ContainerBackend, ContainerInfo, Endpoint
 from .firewall import ContainerFirewall, bridge_name
-from .traits import MemorySize, format_memory, require
 
 T = TypeVar("T")
 

@@ -45,8 +45,8 @@ from pathlib import Path
 from traitlets import Float, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
-from .backend import BackendError
-from .traits import require
+from ..traits import require
+from .base import BackendError
 
 EGRESS_MODES = ("internet", "none", "open")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from proxy.server import Proxy
 
-from .pool import Pool
+from ..pool.pool import Pool
 
 SPAWN_BUCKETS = (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120)
 

@@ -1,0 +1,1 @@
+"""Container engines behind one contract (``base.ContainerBackend``): one module per engine."""
