@@ -47,7 +47,7 @@ run: venv engine images
 
 # Regenerate the README's configuration reference from the settings' help.
 docs: venv
-	@$(PY) -m spawner.configref README.md
+	@$(PY) start.py --config-reference README.md
 
 # Remove every container nbpool's tests or pools left behind (by label).
 clean-containers:

@@ -28,16 +28,20 @@ from traitlets import Bool, Unicode, default
 from traitlets.config import Application, Config, TraitError
 
 from proxy.server import Proxy, install_uvloop
-from spawner import __version__
+from spawner import __version__, configref
 from spawner.engines.docker import DockerBackend
 from spawner.engines.firewall import ContainerFirewall
 from spawner.pool import Pool
+from spawner.pool.ended import EndedSessions
 from spawner.secret import ServerSecret
 from spawner.web.app import MAX_BODY, WebApp
+from spawner.web.application import make_application
 
 HERE = Path(__file__).resolve().parent
-# Settings of the listening socket: read at start only.
-LISTEN_SETTINGS = ("ip", "port", "certfile", "keyfile")
+# Settings read at start only (the listening socket, names the engine already holds):
+# a reload keeps their values and says so. Every other setting is read where it is used.
+FIXED_SETTINGS = {Proxy: ("ip", "port", "certfile", "keyfile"), Pool: ("pool_name",),
+                  DockerBackend: ("network_name",)}
 
 
 class NbpoolApp(Application):
@@ -54,6 +58,9 @@ class NbpoolApp(Application):
                             "tokens), the admin token, and the web app's internal socket. Default: data/ in "
                             "the nbpool checkout.")
     generate_config = Bool(False, config=True, help="Write a fully commented config file and exit.")
+    config_reference = Unicode("", config=True,
+                               help="Rewrite the configuration reference in this Markdown file (between its "
+                                    "markers) from the settings' help, and exit; '-' prints it.")
     raise_config_file_errors = True
 
     aliases = {
@@ -68,6 +75,7 @@ class NbpoolApp(Application):
         "pool-name": "Pool.pool_name",
         "image": "DockerBackend.image",
         "log-level": "Application.log_level",
+        "config-reference": "NbpoolApp.config_reference",
     }
     flags = {
         "generate-config": ({"NbpoolApp": {"generate_config": True}}, "Write a fully commented config file, exit."),
@@ -92,7 +100,7 @@ class NbpoolApp(Application):
 
     def initialize(self, argv=None) -> None:
         super().initialize(argv)
-        if self.generate_config:
+        if self.generate_config or self.config_reference:
             return
         self.load_operator_config()
 
@@ -107,6 +115,14 @@ class NbpoolApp(Application):
         # The command line wins over the file.
         self.update_config(self.cli_config)
 
+    def write_reference(self) -> None:
+        classes = [type(self), *(cls for cls in self.classes if cls is not type(self))]
+        if self.config_reference == "-":
+            print(configref.reference(classes))
+            return
+        changed = configref.rewrite(Path(self.config_reference), classes)
+        print(f"{self.config_reference}: {'updated' if changed else 'already current'}")
+
     def write_config(self) -> None:
         target = Path(self.config_file)
         if target.exists():
@@ -118,6 +134,9 @@ class NbpoolApp(Application):
     def start(self) -> None:
         if self.generate_config:
             self.write_config()
+            return
+        if self.config_reference:
+            self.write_reference()
             return
         install_uvloop()
         try:
@@ -135,21 +154,22 @@ class NbpoolApp(Application):
         except ValueError as exc:
             self.log.critical("%s", exc)
             sys.exit(2)
+        # One pass, in dependency order: each part is given what it needs when it is made.
+        ended = EndedSessions()  # the pool records why sessions end; the pages tell visitors
         self.proxy = Proxy(parent=self, log=self.log)
         self.backend = DockerBackend(parent=self, log=self.log)
-        self.pool = Pool(parent=self, log=self.log, backend=self.backend, routes=self.proxy.routes, secret=secret)
-        self.web = WebApp(parent=self, log=self.log, pool=self.pool, proxy=self.proxy, secret=secret,
-                          data_dir=str(data))
-        self.pool.route_options = self.web.access.route_options
-        if "warmup_path" not in self.config.Pool:  # warm up where visitors land, unless told otherwise
-            self.pool.warmup_path = self.web.landing_path.split("?", 1)[0]
+        self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended)
+        self.pool = Pool(parent=self, log=self.log, backend=self.backend, routes=self.proxy.routes, secret=secret,
+                         route_options=self.web.access.route_options, ended=ended,
+                         landing_page=lambda: self.web.landing_path)
 
         # The web app listens only on a unix socket of ours; the proxy's default route leads there.
         sock_path = str(data / "web.sock")
         # Bodies are capped twice: the proxy answers 413 before relaying a byte
         # of a larger one (and 408 to a stalled one), and Tornado, behind it,
         # never buffers more either; its own timeout is only the backstop.
-        app_server = HTTPServer(self.web.make_application(), xheaders=True, max_body_size=MAX_BODY,
+        app_server = HTTPServer(make_application(self.web, self.pool, self.proxy), xheaders=True,
+                                max_body_size=MAX_BODY,
                                 body_timeout=self.proxy.body_timeout + 10, idle_connection_timeout=120)
         app_server.add_socket(bind_unix_socket(sock_path, mode=0o600))
         self.proxy.routes.add("/", f"unix:{sock_path}", max_body=MAX_BODY)
@@ -194,8 +214,8 @@ class NbpoolApp(Application):
         while True:
             await asyncio.sleep(self.web.history_interval)
             try:
-                self.web.sample_history()
-                self.web.expire()
+                self.web.sample_history(self.pool)
+                self.web.expire(self.pool)
             except Exception:
                 self.log.exception("web upkeep failed")
 
@@ -213,7 +233,8 @@ class NbpoolApp(Application):
             return
         old_image = self.backend.image
         firewall_before = self._values(self.backend.firewall)
-        listening = {k: getattr(self.proxy, k) for k in LISTEN_SETTINGS}
+        live = self._live()
+        fixed = {(cls, k): getattr(live[cls], k) for cls, names in FIXED_SETTINGS.items() for k in names}
         before = {cls.__name__: self._values(obj) for cls, obj in self._live().items()}
         for obj in self._live().values():
             obj.update_config(fresh)
@@ -222,11 +243,11 @@ class NbpoolApp(Application):
             changed = {k: v for k, v in after.items() if before[cls.__name__].get(k) != v}
             if changed:
                 self.log.info("applied %s: %s", cls.__name__, ", ".join(f"{k}={v!r}" for k, v in changed.items()))
-        moved = [k for k in LISTEN_SETTINGS if getattr(self.proxy, k) != listening[k]]
-        if moved:
-            for k in moved:  # the listening socket stays as it is until a restart
-                setattr(self.proxy, k, listening[k])
-            self.log.warning("Proxy.%s changed in the config file: takes effect at the next start", ", ".join(moved))
+        for (cls, k), value in fixed.items():
+            if getattr(live[cls], k) != value:
+                setattr(live[cls], k, value)  # kept as it is until a restart
+                self.log.warning("%s.%s changed in the config file: takes effect at the next start",
+                                 cls.__name__, k)
         if self._values(self.backend.firewall) != firewall_before:
             asyncio.get_running_loop().create_task(self._reinstall_firewall())
         if self.backend.image != old_image:
@@ -255,8 +276,7 @@ class NbpoolApp(Application):
             ContainerFirewall(config=config)
             Proxy(config=config)
             Pool(config=config, backend=DockerBackend(), secret=ServerSecret(b"x" * 32))
-            WebApp(config=config, pool=self.pool, proxy=self.proxy, secret=ServerSecret(b"x" * 32),
-                   data_dir=self.data_dir, admin_token="check")
+            WebApp(config=config, secret=ServerSecret(b"x" * 32), data_dir=self.data_dir, admin_token="check")
         except TraitError as exc:
             raise ValueError(str(exc)) from None
 

@@ -17,17 +17,93 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+
+import docker
+import docker.errors
+from docker.models.containers import Container
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from loadtest.jupyter import KernelClient  # noqa: E402
-from tests.dockertools import engine_or_none, start_notebook_container  # noqa: E402
 
 IMAGE = "nbpool/notebook:latest"
 BENCH_BASE_REPO = "nbpool-bench/base"
 BENCH_IMAGE = "nbpool-bench/notebook:cold"
+# The containers started here carry org.nbpool.pool=BENCH_POOL, so leftovers can be found by label.
+BENCH_POOL = "nbpool-bench"
+
+
+def engine_or_none() -> tuple[docker.DockerClient | None, str]:
+    """The engine's client, or None with the reason it cannot be reached."""
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except Exception as exc:  # any failure to reach the engine means "no engine"
+        return None, f"{type(exc).__name__}: {exc}"
+    return client, ""
+
+
+@dataclass
+class NotebookServer:
+    container: Container
+    url: str  # the server's root as reached from the host, e.g. http://127.0.0.1:PORT/user/bench0/
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    def remove(self) -> None:
+        try:
+            self.container.remove(force=True)
+        except docker.errors.NotFound:
+            pass  # already gone
+
+
+def wait_for_http(url: str, headers: dict[str, str], deadline_s: float) -> None:
+    """Poll ``url`` until it answers below 500; raise TimeoutError at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return
+            last = f"HTTP {exc.code}"
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready within {deadline_s:.0f}s (last: {last})")
+
+
+def start_notebook_container(client: docker.DockerClient, image: str, *, base_url: str, token: str,
+                             ready_timeout: float = 60.0) -> NotebookServer:
+    """Start a workshop container as the pool does (base URL and token in its environment) and wait until ready."""
+    container = client.containers.run(
+        image,
+        detach=True,
+        environment={"NBPOOL_BASE_URL": base_url, "JUPYTER_TOKEN": token},
+        ports={"8888/tcp": ("127.0.0.1", None)},
+        labels={"org.nbpool.pool": BENCH_POOL},
+        mem_limit="1g",
+    )
+    container.reload()
+    port = int(container.ports["8888/tcp"][0]["HostPort"])
+    server = NotebookServer(container, f"http://127.0.0.1:{port}{base_url}", token)
+    try:
+        wait_for_http(server.url + "api/status", server.auth, ready_timeout)
+    except TimeoutError:
+        logs = container.logs().decode(errors="replace")
+        server.remove()
+        raise TimeoutError(f"notebook container never became ready; its logs:\n{logs}") from None
+    return server
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:

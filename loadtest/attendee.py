@@ -21,11 +21,12 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.cookiejar import CookieJar
 from urllib.parse import quote, urljoin, urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
-from .cookies import CookieJar
+from .cookies import add_cookie_header, cookie_header, extract_cookies
 from .jupyter import KernelClient, KernelError
 from .record import (
     EXECUTE,
@@ -112,7 +113,7 @@ class Attendee:
         self.settings = settings
         self.http = http
         self.clock = clock
-        self.jar = CookieJar()
+        self.jar = CookieJar()  # this attendee's alone, as a browser profile's
         self.kernel: KernelClient | None = None
         self._phase: str | None = None
 
@@ -147,20 +148,17 @@ class Attendee:
     async def fetch(self, url: str, *, method: str = "GET", timeout: float | None = None,
                     accept: str = "text/html") -> HTTPResponse:
         """One request with this attendee's cookies; no redirect following, no raise on HTTP errors."""
-        headers = {"Accept": accept, "User-Agent": USER_AGENT}
-        cookie = self.jar.header(url)
-        if cookie:
-            headers["Cookie"] = cookie
         timeout = self.settings.request_timeout if timeout is None else max(0.1, timeout)
-        request = HTTPRequest(url, method=method, headers=headers, follow_redirects=False,
-                              request_timeout=timeout, connect_timeout=min(timeout, 10.0))
+        request = HTTPRequest(url, method=method, headers={"Accept": accept, "User-Agent": USER_AGENT},
+                              follow_redirects=False, request_timeout=timeout, connect_timeout=min(timeout, 10.0))
+        add_cookie_header(self.jar, request)
         start = self.clock()
         try:
             response = await self.http.fetch(request, raise_error=False)
         except Exception:
             self._event(start, f"{method} {urlsplit(url).path} -> no response")
             raise
-        self.jar.update(url, response.headers.get_list("Set-Cookie"))
+        extract_cookies(self.jar, request, response)
         self._event(start, f"{method} {urlsplit(url).path} -> {response.code}")
         return response
 
@@ -344,7 +342,7 @@ class Attendee:
         with self.phase(KERNEL):
             cells, kernel_name = await self._cells(user_url)
             base = self._user_base(user_url)
-            cookie = self.jar.header(base + "api/kernels")
+            cookie = cookie_header(self.jar, base + "api/kernels")
             self.record.kernel_name = kernel_name
             self.kernel = KernelClient(base, {"Cookie": cookie} if cookie else {},
                                        timeout=self.settings.kernel_timeout, http_client=self.http)

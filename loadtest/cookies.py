@@ -1,106 +1,104 @@
-"""A per-attendee cookie jar: what a browser keeps between requests, and no more.
+"""The standard library's cookie jar, adapted to Tornado's HTTP client (as ``requests`` adapts it).
 
-Each simulated attendee owns one jar, so attendees never see each other's
-cookies. The rules kept are the ones nbpool's front door relies on (RFC 6265,
-simplified): a cookie belongs to the host that set it, ``Path`` scopes it
-(defaulting to the directory of the request path), and ``Max-Age=0`` or an
-``Expires`` in the past deletes it. ``Domain``, ``Secure`` and ``SameSite``
-are not needed against a single host and are ignored.
+Each simulated attendee owns one ``http.cookiejar.CookieJar``, so attendees
+never see each other's cookies; the jar keeps the rules a browser keeps (host,
+``Path`` scoping, ``Max-Age``/``Expires``, ``Secure`` only over HTTPS).
+``http.cookiejar`` speaks ``urllib.request.Request`` and ``HTTPResponse``;
+the two small shims below give it a Tornado request and response instead.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
+from http.client import HTTPMessage
+from http.cookiejar import CookieJar
 from urllib.parse import urlsplit
 
+from tornado.httpclient import HTTPRequest, HTTPResponse
+from tornado.httputil import HTTPHeaders
 
-@dataclass
-class Cookie:
-    name: str
-    value: str
-    host: str
-    path: str
-    expires: float | None = None  # time.time() after which it is gone; None: until the session ends
+__all__ = ["add_cookie_header", "cookie_header", "extract_cookies"]
 
 
-def _default_path(request_path: str) -> str:
-    if not request_path.startswith("/") or request_path.count("/") == 1:
-        return "/"
-    return request_path[: request_path.rindex("/")]
+class RequestShim:
+    """A Tornado ``HTTPRequest`` seen as the ``urllib.request.Request`` that ``CookieJar`` expects.
+
+    The jar's ``Cookie`` header is collected in ``new_headers`` (the request itself is not changed).
+    """
+
+    def __init__(self, request: HTTPRequest):
+        self.request = request
+        self._parts = urlsplit(request.url)
+        # Case-insensitive, as the jar asks for "Cookie" (a request may carry a plain dict).
+        headers = request.headers
+        self.headers = headers if isinstance(headers, HTTPHeaders) else HTTPHeaders(headers or {})
+        self.new_headers: dict[str, str] = {}
+
+    def get_full_url(self) -> str:
+        return self.request.url
+
+    def get_host(self) -> str:
+        return self._parts.netloc
+
+    def get_type(self) -> str:
+        return self._parts.scheme
+
+    @property
+    def host(self) -> str:
+        return self.get_host()
+
+    @property
+    def type(self) -> str:
+        return self.get_type()
+
+    @property
+    def unverifiable(self) -> bool:
+        return False  # every request is one the attendee chose to make (no third-party loads)
+
+    @property
+    def origin_req_host(self) -> str:
+        return self._parts.hostname or ""
+
+    def has_header(self, name: str) -> bool:
+        return name in self.headers or name in self.new_headers
+
+    def get_header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, self.new_headers.get(name, default))
+
+    def header_items(self) -> list[tuple[str, str]]:
+        return [*self.headers.get_all(), *self.new_headers.items()]
+
+    def add_unredirected_header(self, name: str, value: str) -> None:
+        self.new_headers[name] = value
 
 
-def _path_matches(request_path: str, cookie_path: str) -> bool:
-    if request_path == cookie_path:
-        return True
-    if request_path.startswith(cookie_path):
-        return cookie_path.endswith("/") or request_path[len(cookie_path)] == "/"
-    return False
+class ResponseShim:
+    """A Tornado ``HTTPResponse`` seen as the ``http.client.HTTPResponse`` that ``CookieJar`` expects."""
+
+    def __init__(self, response: HTTPResponse):
+        self.response = response
+
+    def info(self) -> HTTPMessage:
+        message = HTTPMessage()
+        for name, value in self.response.headers.get_all():
+            message[name] = value  # appends: every Set-Cookie is kept
+        return message
 
 
-class CookieJar:
-    """Cookies by (host, path, name); ``update`` from responses, ``header`` for requests."""
+def cookie_header(jar: CookieJar, url: str) -> str | None:
+    """The ``Cookie`` header a browser with this jar would send to ``url`` (None when there is nothing to send)."""
+    shim = RequestShim(HTTPRequest(url))
+    jar.add_cookie_header(shim)
+    return shim.new_headers.get("Cookie")
 
-    def __init__(self, clock=time.time):
-        self._cookies: dict[tuple[str, str, str], Cookie] = {}
-        self._clock = clock
 
-    def update(self, url: str, set_cookie_headers: list[str]) -> None:
-        """Store (or delete) the cookies of a response to ``url``."""
-        parts = urlsplit(url)
-        for header in set_cookie_headers:
-            cookie = self._parse(header, parts.netloc, parts.path or "/")
-            if cookie is None:
-                continue
-            key = (cookie.host, cookie.path, cookie.name)
-            if cookie.expires is not None and cookie.expires <= self._clock():
-                self._cookies.pop(key, None)
-            else:
-                self._cookies[key] = cookie
+def add_cookie_header(jar: CookieJar, request: HTTPRequest) -> None:
+    """Put the jar's ``Cookie`` header for ``request.url`` on ``request`` (unless it has one already)."""
+    shim = RequestShim(request)
+    jar.add_cookie_header(shim)
+    if "Cookie" in shim.new_headers:
+        request.headers["Cookie"] = shim.new_headers["Cookie"]
 
-    def _parse(self, header: str, host: str, request_path: str) -> Cookie | None:
-        first, *attributes = header.split(";")
-        name, sep, value = first.partition("=")
-        name, value = name.strip(), value.strip()
-        if not sep or not name:
-            return None  # RFC 6265 says: ignore the whole header
-        # A quoted value is sent back quoted, as browsers do (the quotes are part of the value).
-        path = None
-        expires = max_age = None
-        for attribute in attributes:
-            key, _, arg = attribute.partition("=")
-            key, arg = key.strip().lower(), arg.strip()
-            if key == "path" and arg.startswith("/"):
-                path = arg
-            elif key == "max-age":
-                try:
-                    max_age = int(arg)
-                except ValueError:
-                    pass
-            elif key == "expires":
-                try:
-                    expires = parsedate_to_datetime(arg).timestamp()
-                except (TypeError, ValueError):
-                    pass
-        if max_age is not None:  # Max-Age wins over Expires
-            expires = self._clock() + max_age
-        return Cookie(name, value, host, path or _default_path(request_path), expires)
 
-    def header(self, url: str) -> str | None:
-        """The ``Cookie`` header a browser would send to ``url`` (None when there is nothing to send)."""
-        parts = urlsplit(url)
-        path = parts.path or "/"
-        now = self._clock()
-        matching = [
-            c for c in self._cookies.values()
-            if c.host == parts.netloc and _path_matches(path, c.path) and (c.expires is None or c.expires > now)
-        ]
-        if not matching:
-            return None
-        matching.sort(key=lambda c: len(c.path), reverse=True)  # longer paths first, as browsers do
-        return "; ".join(f"{c.name}={c.value}" for c in matching)
-
-    def names(self) -> set[str]:
-        """Names of the cookies held (for a record; values are never logged)."""
-        return {c.name for c in self._cookies.values()}
+def extract_cookies(jar: CookieJar, request: HTTPRequest, response: HTTPResponse) -> None:
+    """Store (or delete, for ``Max-Age=0`` or a past ``Expires``) the cookies ``response`` to ``request`` set."""
+    jar.extract_cookies(ResponseShim(response), RequestShim(request))

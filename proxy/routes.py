@@ -251,13 +251,6 @@ class RequestHead:
         self.client_ip = client_ip
         self.route = route
 
-    def header(self, name: bytes, default: bytes | None = None) -> bytes | None:
-        """The first value of header ``name`` (lower-case bytes), or ``default``."""
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return default
-
     def cookie(self, name: str) -> str | None:
         """The value of cookie ``name`` from the Cookie header(s), or None."""
         want = name.encode() + b"="

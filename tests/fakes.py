@@ -13,7 +13,16 @@ import asyncio
 import itertools
 from dataclasses import dataclass
 
-from spawner.engines.base import GONE, RUNNING, BackendError, ContainerBackend, ContainerInfo, Endpoint
+from spawner.engines.base import (
+    GONE,
+    ID_LABEL,
+    POOL_LABEL,
+    RUNNING,
+    BackendError,
+    ContainerBackend,
+    ContainerInfo,
+    Endpoint,
+)
 
 _ENGINE_IDS = itertools.count(1)
 
@@ -44,7 +53,7 @@ class FakeContainer:
 
 
 class FakeBackend(ContainerBackend):
-    """Containers in a dict. Starts can be slowed, held, or made to fail."""
+    """Containers in a dict, behind the same contract as DockerBackend. Starts can be slowed, held, or fail."""
 
     def __init__(self, ready_endpoint: Endpoint, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -61,7 +70,7 @@ class FakeBackend(ContainerBackend):
         self.sizes: dict[str, int] = {}  # engine id -> bytes written, for the disk watchdog
         self.disk_limit = 0
 
-    async def start(self, cid, *, token, base_url, labels, name=None):
+    async def start(self, pool, cid, *, name, token, base_url, labels):
         self.calls.append(("start", cid))
         if self.gate is not None:
             await self.gate.wait()
@@ -75,19 +84,14 @@ class FakeBackend(ContainerBackend):
             endpoint = Endpoint("127.0.0.1", 9)  # nothing listens: readiness never succeeds
         engine_id = f"e{next(_ENGINE_IDS):05d}"  # unique across fakes sharing one "engine"
         self.containers[engine_id] = FakeContainer(
-            engine_id, name or f"{self.pool_name}-{cid}", cid,
-            {**labels, "org.nbpool.pool": self.pool_name, "org.nbpool.id": cid}, endpoint, image=self.image)
+            engine_id, name, cid, {**labels, POOL_LABEL: pool, ID_LABEL: cid}, endpoint, image=self.image)
         return self._info(self.containers[engine_id])
 
     def _info(self, c: FakeContainer) -> ContainerInfo:
-        return ContainerInfo(c.engine_id, c.name, c.cid, c.state, dict(c.labels), c.endpoint, c.image)
+        return ContainerInfo(c.engine_id, c.name, c.cid, c.state, dict(c.labels), c.endpoint)
 
-    async def list(self):
-        return [self._info(c) for c in self.containers.values() if c.labels.get("org.nbpool.pool") == self.pool_name]
-
-    async def inspect(self, engine_id):
-        c = self.containers.get(engine_id)
-        return None if c is None else self._info(c)
+    async def list(self, pool):
+        return [self._info(c) for c in self.containers.values() if c.labels.get(POOL_LABEL) == pool]
 
     async def logs(self, engine_id, tail=50):
         await asyncio.sleep(self.cleanup_delay)
@@ -103,8 +107,9 @@ class FakeBackend(ContainerBackend):
             raise BackendError("no such container")
         self.containers[engine_id].name = name
 
-    async def disk_usage(self):
-        return {e: self.sizes.get(e, 0) for e, c in self.containers.items() if c.state == RUNNING}
+    async def disk_usage(self, pool):
+        return {e: self.sizes.get(e, 0) for e, c in self.containers.items()
+                if c.state == RUNNING and c.labels.get(POOL_LABEL) == pool}
 
     async def remove(self, engine_id):
         self.calls.append(("remove", engine_id))

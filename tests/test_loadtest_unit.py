@@ -2,7 +2,7 @@
 
 ``tests/resources/fake_nbpool.py`` speaks the service's HTTP contract and
 breaks one thing at a time; each breakage must end up as a failure of the
-right phase, with the run completing and reporting it. Also: the cookie jar,
+right phase, with the run completing and reporting it. Also: the cookie jar adapter,
 the percentile and summary math, the plot being self-contained, and the CLI.
 """
 
@@ -16,13 +16,19 @@ import re
 import socket
 import sys
 import xml.etree.ElementTree as ET
+from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.httpserver import HTTPServer
+from tornado.httputil import HTTPHeaders
+from tornado.netutil import bind_sockets
+from tornado.web import Application, RequestHandler
 
 import loadtest
 from loadtest.__main__ import main as cli_main
-from loadtest.cookies import CookieJar
+from loadtest.cookies import add_cookie_header, cookie_header, extract_cookies
 from loadtest.progress import Progress, progress_line
 from loadtest.record import EXECUTE, KERNEL, LANDING, LEAVE, PAGE, PHASES, SPAWN, AttendeeRecord, Failure, PhaseTiming
 from loadtest.report import percentile, summarize, table
@@ -309,19 +315,82 @@ async def test_plot_and_json_files(service, tmp_path):
 # -- cookie jar, settings ----------------------------------------------------------
 
 
+def respond(url: str, *set_cookies: str) -> tuple[HTTPRequest, HTTPResponse]:
+    """A request to ``url`` and a Tornado response to it carrying ``set_cookies``."""
+    request = HTTPRequest(url)
+    headers = HTTPHeaders()
+    for value in set_cookies:
+        headers.add("Set-Cookie", value)
+    return request, HTTPResponse(request, 200, headers=headers)
+
+
 def test_cookie_jar_scopes_by_host_and_path_and_expires():
-    jar = CookieJar(clock=lambda: 1000.0)
-    jar.update("http://h:1/spawn", ["nbpool-session=abc; Path=/user/c1/; HttpOnly",
-                                    'nbpool-ticket="t1:x"; Path=/', "bad-no-equals"])
-    assert jar.header("http://h:1/") == 'nbpool-ticket="t1:x"'  # quotes kept, as a browser keeps them
-    assert jar.header("http://h:1/user/c1/api/kernels") == 'nbpool-session=abc; nbpool-ticket="t1:x"'
-    assert jar.header("http://h:1/user/c10/tree") == 'nbpool-ticket="t1:x"'  # /user/c1/ is not a prefix
-    assert jar.header("http://other:1/user/c1/") is None
-    jar.update("http://h:1/spawn/wait/t1", ["nbpool-ticket=; Path=/; Max-Age=0"])
-    assert jar.header("http://h:1/") is None
-    jar.update("http://h:1/a/b", ["dflt=1", "old=1; Expires=Thu, 01 Jan 1970 00:00:00 GMT"])
-    assert jar.header("http://h:1/a/c") == "dflt=1" and jar.header("http://h:1/b") is None  # default path /a
-    assert jar.names() == {"nbpool-session", "dflt"}
+    jar = CookieJar()
+    extract_cookies(jar, *respond("http://h:1/spawn", "nbpool-session=abc; Path=/user/c1/; HttpOnly",
+                                  'nbpool-ticket="t1:x"; Path=/'))
+    assert cookie_header(jar, "http://h:1/") == 'nbpool-ticket="t1:x"'  # quotes kept, as a browser keeps them
+    assert cookie_header(jar, "http://h:1/user/c1/api/kernels") == 'nbpool-session=abc; nbpool-ticket="t1:x"'
+    assert cookie_header(jar, "http://h:1/user/c10/tree") == 'nbpool-ticket="t1:x"'  # /user/c1/ is not a prefix
+    assert cookie_header(jar, "http://other:1/user/c1/") is None
+    assert cookie_header(CookieJar(), "http://h:1/user/c1/") is None  # another attendee's jar has none
+    extract_cookies(jar, *respond("http://h:1/spawn/wait/t1", "nbpool-ticket=; Path=/; Max-Age=0"))
+    assert cookie_header(jar, "http://h:1/") is None
+    extract_cookies(jar, *respond("http://h:1/a/b", "dflt=1", "old=1; Expires=Thu, 01 Jan 1970 00:00:00 GMT"))
+    assert cookie_header(jar, "http://h:1/a/c") == "dflt=1" and cookie_header(jar, "http://h:1/b") is None  # path /a
+    extract_cookies(jar, *respond("https://s:1/", "sec=1; Path=/; Secure"))
+    assert cookie_header(jar, "https://s:1/") == "sec=1" and cookie_header(jar, "http://s:1/") is None
+    assert {c.name for c in jar} == {"nbpool-session", "dflt", "sec"}
+
+
+def test_add_cookie_header_keeps_the_request_headers():
+    jar = CookieJar()
+    extract_cookies(jar, *respond("http://h:1/", "a=1; Path=/"))
+    request = HTTPRequest("http://h:1/x", headers={"Accept": "text/html"})  # a plain dict, as the attendee passes
+    add_cookie_header(jar, request)
+    assert request.headers == {"Accept": "text/html", "Cookie": "a=1"}
+    own = HTTPRequest("http://h:1/x", headers={"cookie": "mine=1"})
+    add_cookie_header(jar, own)  # a Cookie header already there (any case) is left as it is
+    assert own.headers == {"cookie": "mine=1"}
+
+
+class CookieHandler(RequestHandler):
+    """Sets, clears and echoes cookies the way the service does (Tornado's set_cookie / clear_cookie)."""
+
+    def get(self, action: str) -> None:
+        if action == "set":
+            self.set_cookie("nbpool-session", "s1", path="/user/c1/", httponly=True)
+            self.set_cookie("nbpool-ticket", "t1:nb", path="/", httponly=True)
+        elif action == "clear":
+            self.clear_cookie("nbpool-ticket", path="/")
+        self.finish(self.request.headers.get("Cookie", ""))
+
+
+async def test_cookies_between_real_responses_and_requests():
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = HTTPServer(Application([(r"/(?:user/c1/)?(\w+)", CookieHandler)]))
+    server.add_sockets(sockets)
+    base = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+    http = AsyncHTTPClient(force_instance=True)
+    jar = CookieJar()
+
+    async def get(path: str) -> str:
+        request = HTTPRequest(base + path, follow_redirects=False)
+        add_cookie_header(jar, request)
+        response = await http.fetch(request)
+        extract_cookies(jar, request, response)
+        return response.body.decode()
+
+    try:
+        assert await get("/set") == ""  # nothing to send before the first response
+        assert await get("/echo") == "nbpool-ticket=t1:nb"  # the next request carries it, only the / one
+        assert await get("/user/c1/echo") == "nbpool-session=s1; nbpool-ticket=t1:nb"
+        assert await get("/clear") == "nbpool-ticket=t1:nb"
+        assert await get("/echo") == "" and await get("/user/c1/echo") == "nbpool-session=s1"
+        assert cookie_header(jar, base.replace("127.0.0.1", "localhost") + "/user/c1/") is None  # another host
+    finally:
+        http.close()
+        server.stop()
+        await server.close_all_connections()
 
 
 def test_settings_are_checked():

@@ -40,7 +40,7 @@ def backend(ready_server):
 
 
 @pytest.fixture
-def make_pool(backend, clock, wall):
+async def make_pool(backend, clock, wall):
     pools = []
 
     def make(**settings) -> Pool:
@@ -53,9 +53,8 @@ def make_pool(backend, clock, wall):
         return pool
 
     yield make
-    for pool in pools:
-        pool.closing = True
-        pool.stop_upkeep()
+    for pool in pools:  # no task of a test's pool may outlive the test
+        await pool.stop()
 
 
 async def until(predicate, timeout: float = 5.0) -> None:
@@ -299,7 +298,8 @@ async def test_restart_adopts_assigned_removes_exited_and_replaces_dead(make_poo
     await first.start()
     handed = await first.acquire()
     await first.stop()  # spares go, the assigned container stays (and its name records the hand-out)
-    exited = await backend.start("deadbeef0000", token="t", base_url="/user/deadbeef0000/", labels={})
+    exited = await backend.start(first.pool_name, "deadbeef0000", name="x", token="t", base_url="/user/deadbeef0000/",
+                                 labels={})
     backend.kill(exited.engine_id)
 
     second = make_pool(warm=2)  # a restart: same pool name, same engine, nothing in memory
@@ -339,10 +339,8 @@ async def test_two_pools_on_one_engine_keep_apart(make_pool, backend):
     a = make_pool(warm=1, pool_name="alpha")
     await a.start()
     await until(lambda: a.available == 1)
-    b_backend = FakeBackend(backend.ready_endpoint)
-    b_backend.containers = backend.containers  # the same "engine"
-    b = Pool(backend=b_backend, routes=RouteTable(), secret=ServerSecret(b"k" * 32), pool_name="beta", warm=1,
-             max_containers=3, cull_interval=3600, reconcile_interval=3600)
+    # One backend (one engine) serves both: each call names its pool.
+    b = make_pool(warm=1, pool_name="beta", max_containers=3)
     await b.start()
     await until(lambda: b.available == 1)
     await b.reconcile()

@@ -1,8 +1,15 @@
-"""The container backend interface the pool drives, engine-agnostic.
+"""The contract between the pool and a container engine, engine-agnostic.
 
-A backend creates, lists, inspects and removes "pool containers". Docker is
-one implementation (``docker_backend.DockerBackend``); a Swarm or Kubernetes
-backend would implement the same few coroutines and leave the pool untouched.
+A backend creates, lists, renames and removes "pool containers", reports where
+each one's notebook server answers (its ``Endpoint``, which the pool checks for
+readiness and the proxy routes to) and measures their disk use. Docker on one
+machine is one implementation (``docker.DockerBackend``); a Swarm or
+Kubernetes backend implements the same coroutines and leaves the pool
+untouched. Nothing above this contract asks which engine it is.
+
+State lives with the containers: every one carries the labels below (no
+secrets), and its name records its hand-out (see ``pool.slot``), so a
+restarted pool can adopt what runs.
 """
 
 from __future__ import annotations
@@ -11,6 +18,14 @@ from dataclasses import dataclass, field
 
 from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
+
+# The labels every pool container carries. The backend sets POOL_LABEL and
+# ID_LABEL itself (they are how list() finds a pool's containers); the pool
+# gives the others to start().
+POOL_LABEL = "org.nbpool.pool"  # the pool's name
+ID_LABEL = "org.nbpool.id"  # the pool's id for the container: its URL is /user/<id>/
+CREATED_LABEL = "org.nbpool.created"  # wall-clock seconds at creation
+IMAGE_LABEL = "org.nbpool.image"  # the image it was started from, so a restart replaces old spares
 
 # Container state names the pool understands (from the engine's own words).
 RUNNING = "running"
@@ -39,7 +54,6 @@ class ContainerInfo:
     state: str  # RUNNING, GONE, or the engine's word for anything else
     labels: dict[str, str] = field(default_factory=dict)
     endpoint: Endpoint | None = None
-    image: str = ""
 
 
 class BackendError(Exception):
@@ -50,10 +64,12 @@ class ContainerBackend(LoggingConfigurable):
     """What the pool needs from a container engine. Every call may raise BackendError.
 
     A base class with the contract, in the manner of JupyterHub's Proxy: an
-    engine implements each coroutine below.
+    engine declares ``image`` and ``disk_limit`` as its own settings and
+    implements each coroutine below. ``pool`` names the pool a call is for:
+    one backend may serve several pools (workshops).
     """
 
-    pool_name = Unicode("nbpool", help="Only containers labelled with this pool name are this backend's.")
+    image = Unicode(help="The notebook image new containers run (each engine declares it as a setting).")
     # Largest size (bytes) of a container's own files; 0: no limit. Engines
     # without a quota report usage through disk_usage() and the pool ends the
     # containers over it (Pool.disk_check_interval).
@@ -62,25 +78,23 @@ class ContainerBackend(LoggingConfigurable):
     async def setup(self) -> None:
         """Prepare the engine before the pool's first reconcile (networks, firewall rules)."""
 
-    async def start(self, cid: str, *, token: str, base_url: str, labels: dict[str, str],
-                    name: str | None = None) -> ContainerInfo:
-        """Create and start a container for ``cid``; returns it with its endpoint."""
+    async def start(self, pool: str, cid: str, *, name: str, token: str, base_url: str,
+                    labels: dict[str, str]) -> ContainerInfo:
+        """Create and start container ``cid`` of ``pool``, named ``name``, its notebook server at ``base_url``
+        with ``token``, carrying ``labels`` plus POOL_LABEL and ID_LABEL. Returns it with its endpoint
+        (BackendError, with the container's last output, if it has none: nothing is left behind)."""
         raise NotImplementedError
 
-    async def list(self) -> list[ContainerInfo]:
-        """Every container of this pool (by label), in any state."""
-        raise NotImplementedError
-
-    async def inspect(self, engine_id: str) -> ContainerInfo | None:
-        """One container's current state, or None if it no longer exists."""
+    async def list(self, pool: str) -> list[ContainerInfo]:
+        """Every container of ``pool`` (by POOL_LABEL), in any state."""
         raise NotImplementedError
 
     async def logs(self, engine_id: str, tail: int = 50) -> str:
         """The last ``tail`` lines of a container's output ('' if unavailable)."""
         raise NotImplementedError
 
-    async def disk_usage(self) -> dict[str, int]:
-        """Bytes each running container of this pool has written (its writable layer), by engine id.
+    async def disk_usage(self, pool: str) -> dict[str, int]:
+        """Bytes each running container of ``pool`` has written (its writable layer), by engine id.
 
         Engines that cannot measure it return {} (the pool then ends nothing).
         """

@@ -17,13 +17,11 @@ import docker.errors
 from traitlets import Bool, Dict, Float, Instance, Integer, List, TraitError, Unicode, default, validate
 
 from ..traits import MemorySize, format_memory, require
-from .base import GONE, RUNNING, BackendError, ContainerBackend, ContainerInfo, Endpoint
+from .base import GONE, ID_LABEL, POOL_LABEL, RUNNING, BackendError, ContainerBackend, ContainerInfo, Endpoint
 from .firewall import ContainerFirewall, bridge_name
 
 T = TypeVar("T")
 
-POOL_LABEL = "org.nbpool.pool"
-ID_LABEL = "org.nbpool.id"
 NOTEBOOK_PORT = 8888
 
 
@@ -66,7 +64,8 @@ class DockerBackend(ContainerBackend):
                    help="Read-only data to mount in every container: {host_path: container_path}.")
     network_name = Unicode("nbpool", config=True,
                            help="Bridge network the containers join; created when missing, with "
-                                "inter-container traffic disabled so attendees cannot reach each other.")
+                                "inter-container traffic disabled so attendees cannot reach each other. "
+                                "Read at start only.")
     user = Unicode("1000:1000", config=True, help="uid:gid the notebook server runs as (never root).")
     init_process = Bool(False, config=True,
                         help="Run Docker's init as PID 1 in each container. The nbpool image has tini as "
@@ -78,7 +77,7 @@ class DockerBackend(ContainerBackend):
     docker_timeout = Float(60.0, config=True,
                            help="Seconds any single Docker call may take before it counts as failed.")
     extra_create_kwargs = Dict(config=True,
-                               help="Further keyword arguments for docker's containers.run (advanced).")
+                               help="Further keyword arguments for docker's containers.create (advanced).")
     executor = Instance(ThreadPoolExecutor, help="The thread pool every blocking Docker call runs in.")
     firewall = Instance(ContainerFirewall, help="What containers on network_name may connect to (host rules).")
 
@@ -150,9 +149,6 @@ class DockerBackend(ContainerBackend):
             self._client = docker.from_env(timeout=int(self.docker_timeout))
         return self._client
 
-    async def client(self) -> docker.DockerClient:
-        return await self._call("connect", self._docker)
-
     # --- setup --------------------------------------------------------------------------------
 
     def _ensure_network_sync(self) -> str:
@@ -194,14 +190,15 @@ class DockerBackend(ContainerBackend):
 
     # --- the backend contract ------------------------------------------------------------------
 
-    def _create_kwargs(self, cid: str, name: str, token: str, base_url: str, labels: dict[str, str]) -> dict:
+    def _create_kwargs(self, pool: str, cid: str, name: str, token: str, base_url: str,
+                       labels: dict[str, str]) -> dict:
+        """Keyword arguments for the SDK's containers.create."""
         env = {**self.environment, "NBPOOL_BASE_URL": base_url, "JUPYTER_PORT": str(NOTEBOOK_PORT),
                "JUPYTER_TOKEN": token}
         kwargs: dict[str, Any] = dict(
             image=self.image,
             name=name,
-            detach=True,
-            labels={**labels, POOL_LABEL: self.pool_name, ID_LABEL: cid},
+            labels={**labels, POOL_LABEL: pool, ID_LABEL: cid},
             environment=env,
             user=self.user,
             network=self.network_name,
@@ -258,12 +255,9 @@ class DockerBackend(ContainerBackend):
             engine_id=attrs["Id"], name=name.lstrip("/"), cid=labels.get(ID_LABEL, ""),
             state=RUNNING if state == "running" else (GONE if state in ("exited", "dead", "removing") else state),
             labels=dict(labels), endpoint=self._endpoint(attrs),
-            image=(attrs.get("Config") or {}).get("Image") or attrs.get("Image", ""),
         )
 
     def _start_sync(self, kwargs: dict) -> dict:
-        kwargs = dict(kwargs)
-        kwargs.pop("detach")
         container = self._docker().containers.create(**kwargs)
         try:
             container.start()
@@ -274,10 +268,10 @@ class DockerBackend(ContainerBackend):
         container.reload()  # the published port is known only once it runs
         return container.attrs
 
-    async def start(self, cid: str, *, token: str, base_url: str, labels: dict[str, str],
-                    name: str | None = None) -> ContainerInfo:
+    async def start(self, pool: str, cid: str, *, name: str, token: str, base_url: str,
+                    labels: dict[str, str]) -> ContainerInfo:
         await self.ensure_network()
-        kwargs = self._create_kwargs(cid, name or f"{self.pool_name}-{cid}", token, base_url, labels)
+        kwargs = self._create_kwargs(pool, cid, name, token, base_url, labels)
         try:
             info = self._info(await self._call(f"run {self.image}", self._start_sync, kwargs))
         except BackendError as exc:
@@ -287,7 +281,7 @@ class DockerBackend(ContainerBackend):
                 # xfs without the pquota mount option: no engine quota after all; the watchdog measures.
                 self.log.warning("the engine refused a disk quota (%s): the disk watchdog enforces disk_limit", exc)
                 self._disk_quota = False
-                return await self.start(cid, token=token, base_url=base_url, labels=labels, name=name)
+                return await self.start(pool, cid, name=name, token=token, base_url=base_url, labels=labels)
             raise
         if info.endpoint is None:
             # Most often it exited at once: keep its last words before removing it.
@@ -297,28 +291,18 @@ class DockerBackend(ContainerBackend):
                                f"its last output:\n{output}")
         return info
 
-    def _sizes_sync(self) -> dict[str, int]:
-        rows = self._docker().api.containers(size=True, filters={"label": f"{POOL_LABEL}={self.pool_name}"})
+    def _sizes_sync(self, pool: str) -> dict[str, int]:
+        rows = self._docker().api.containers(size=True, filters={"label": f"{POOL_LABEL}={pool}"})
         return {row["Id"]: int(row.get("SizeRw") or 0) for row in rows}
 
-    async def disk_usage(self) -> dict[str, int]:
-        return await self._call("measure sizes", self._sizes_sync)
+    async def disk_usage(self, pool: str) -> dict[str, int]:
+        return await self._call("measure sizes", self._sizes_sync, pool)
 
-    def _list_sync(self) -> list[dict]:
-        return self._docker().api.containers(all=True, filters={"label": f"{POOL_LABEL}={self.pool_name}"})
+    def _list_sync(self, pool: str) -> list[dict]:
+        return self._docker().api.containers(all=True, filters={"label": f"{POOL_LABEL}={pool}"})
 
-    async def list(self) -> list[ContainerInfo]:
-        return [self._info(attrs) for attrs in await self._call("list", self._list_sync)]
-
-    def _inspect_sync(self, engine_id: str) -> dict | None:
-        try:
-            return self._docker().api.inspect_container(engine_id)
-        except docker.errors.NotFound:
-            return None
-
-    async def inspect(self, engine_id: str) -> ContainerInfo | None:
-        attrs = await self._call("inspect", self._inspect_sync, engine_id)
-        return None if attrs is None else self._info(attrs)
+    async def list(self, pool: str) -> list[ContainerInfo]:
+        return [self._info(attrs) for attrs in await self._call("list", self._list_sync, pool)]
 
     def _logs_sync(self, engine_id: str, tail: int) -> str:
         try:

@@ -5,33 +5,37 @@ SPARE (ready, routed, waiting for a visitor) -> ASSIGNED (handed out) ->
 REMOVING (route gone first, then the container). ``warm`` counts ready,
 unassigned spares; ``max_containers`` caps everything together.
 
-Culling and reconciliation live in ``upkeep.PoolUpkeep``; this module keeps
-the accounting, the hand-out, the waiting line and the launches.
+Launches live in ``launch.PoolLaunches``, culling and reconciliation in
+``upkeep.PoolUpkeep``; this module keeps the settings, the accounting, the
+hand-out, the waiting line and removals.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import secrets
 import time
 from dataclasses import dataclass, field
 
-from traitlets import Bool, Callable, Float, Instance, Integer, Unicode, observe, validate
+from traitlets import Bool, Callable, Float, Instance, Integer, Unicode, default, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from proxy.routes import RouteTable
 
-from ..backoff import wait_for_http, warm_up
 from ..engines.base import BackendError, ContainerBackend
 from ..secret import ServerSecret
 from ..traits import require
+from .ended import EndedSessions
 from .errors import PoolClosed, PoolFull, PoolUnavailable, QueueTimeout
-from .slot import ASSIGNED, CREATED_LABEL, IMAGE_LABEL, LAUNCHING, NAME_OK, REMOVING, SPARE, Slot
+from .gate import Gate
+from .launch import PoolLaunches
+from .slot import ASSIGNED, LAUNCHING, NAME_OK, REMOVING, SPARE, Slot, assigned_name, spare_name
 from .upkeep import PoolUpkeep
 
-ENDED_KEPT = 5000  # sessions whose end reason the ended page can still tell
+# Seconds a visitor told "full" should wait before trying again: places free up
+# as containers are culled, and a short hint keeps a waiting page polling gently.
+FULL_RETRY_AFTER = 15
 
 
 class Ticket:
@@ -81,12 +85,12 @@ class PoolStats:
             del self.spawn_seconds[:5000]
 
 
-class Pool(PoolUpkeep, LoggingConfigurable):
+class Pool(PoolLaunches, PoolUpkeep, LoggingConfigurable):
     """Keeps ``warm`` ready spares, hands them out, queues visitors when none is ready."""
 
     pool_name = Unicode("nbpool", config=True,
                         help="Name of this pool. Containers are labelled with it, so two pools can share one "
-                             "Docker engine without touching each other's containers.")
+                             "Docker engine without touching each other's containers. Read at start only.")
     warm = Integer(3, config=True,
                    help="Ready, unassigned spare containers to keep. Each hand-out starts a replacement. "
                         "Set it to about the number of attendees expected in the first minute.")
@@ -98,10 +102,11 @@ class Pool(PoolUpkeep, LoggingConfigurable):
     start_timeout = Float(60.0, config=True,
                           help="Seconds a new container has to answer its readiness check before it counts "
                                "as a failed start (its logs go to the log; it is removed and retried).")
-    warmup_path = Unicode("tree", config=True,
+    warmup_path = Unicode(None, allow_none=True, config=True,
                           help="A page of the notebook server (relative to /user/<id>/) loaded once before a new "
                                "container becomes a spare, so its first visitor does not wait for Jupyter's "
-                               "first page render. Unset: WebApp.landing_path. Empty: no warm-up.")
+                               "first page render. Unset: the page visitors land on (WebApp.landing_path, as it "
+                               "is at each launch). Empty: no warm-up.")
     queue_size = Integer(200, config=True,
                          help="Most visitors waiting in line for a container; beyond it they get the 'full' page.")
     queue_timeout = Float(120.0, config=True,
@@ -143,7 +148,9 @@ class Pool(PoolUpkeep, LoggingConfigurable):
     secret = Instance(ServerSecret)
     route_options = Callable(None, allow_none=True,
                              help="route_options(slot) -> dict of extra RouteTable.add arguments "
-                                  "(authorize, error_page) for a container's route.")
+                                  "(authorize, error_page, origin_policy) for a container's route.")
+    landing_page = Callable(lambda: "tree", help="() -> the page visitors land on, for warmup_path's default.")
+    ended = Instance(EndedSessions, help="Where the pool records why sessions ended (the ended page reads it).")
     clock = Callable(time.monotonic, help="Monotonic clock (seconds); the proxy's activity uses the same.")
     wallclock = Callable(time.time, help="Wall clock (seconds since the epoch), for ages that survive restarts.")
 
@@ -161,6 +168,10 @@ class Pool(PoolUpkeep, LoggingConfigurable):
     def _validate_cull(self, proposal):
         return require(proposal, proposal.value >= 0, "0 (never) or a number of seconds")
 
+    @default("ended")
+    def _default_ended(self) -> EndedSessions:
+        return EndedSessions()
+
     @validate("pool_name")
     def _validate_pool_name(self, proposal):
         return require(proposal, bool(NAME_OK.match(proposal.value)),
@@ -171,14 +182,13 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         if self.warm > self.max_containers:
             self.log.warning("Pool.warm (%d) is above max_containers (%d): only %d spares can exist",
                              self.warm, self.max_containers, self.max_containers)
-        self.backend.pool_name = self.pool_name
         self.slots: dict[str, Slot] = {}
         self._spares: collections.deque[Slot] = collections.deque()
         self._queue: collections.deque[Ticket] = collections.deque()
         self._launches: set[asyncio.Task] = set()
         self._in_flight: set[Slot] = set()
         self._background: set[asyncio.Task] = set()
-        self._spawn_gate: asyncio.Semaphore | None = None
+        self._spawn_gate = Gate(lambda: self.spawn_concurrency)
         self.generation = 0  # bumped by drain(): older spares are replaced
         self.closing = False
         self.started = False
@@ -186,8 +196,6 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         self._hold_until = 0.0  # no launches before this (backoff after failures)
         self._wakeup: asyncio.TimerHandle | None = None
         self.stats = PoolStats()
-        # Why recent sessions ended, for the ended page (bounded: the newest ENDED_KEPT).
-        self.ended: collections.OrderedDict[str, str] = collections.OrderedDict()
 
     # --- counts ---------------------------------------------------------------------------------
 
@@ -221,14 +229,13 @@ class Pool(PoolUpkeep, LoggingConfigurable):
 
     async def start(self) -> None:
         """Adopt what already runs (after a restart), then fill the spares and start the upkeep loops."""
-        self._spawn_gate = asyncio.Semaphore(self.spawn_concurrency)
         await self.backend.setup()
         await self.reconcile()
         self.started = True
         self._schedule()
         self.start_upkeep()
         self.log.info("pool %s: %d spares wanted, cap %d, %d assigned adopted; image %s", self.pool_name,
-                      self.warm, self.max_containers, self.count(ASSIGNED), getattr(self.backend, "image", "?"))
+                      self.warm, self.max_containers, self.count(ASSIGNED), self.backend.image)
 
     async def stop(self, remove_assigned: bool | None = None) -> None:
         """Stop launching, turn away waiters, remove spares; assigned containers stay unless asked."""
@@ -296,7 +303,7 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         unclaimed = self.launching - len(self._queue)
         room = self.max_containers - len(self.slots)
         if unclaimed <= 0 and room <= 0:
-            raise PoolFull(f"all {self.max_containers} containers in use", retry_after=self._retry_hint())
+            raise PoolFull(f"all {self.max_containers} containers in use", retry_after=FULL_RETRY_AFTER)
         ticket = Ticket(self, owner)
         self._queue.append(ticket)
         self.stats.queued_total += 1
@@ -319,11 +326,6 @@ class Pool(PoolUpkeep, LoggingConfigurable):
             ticket.cancel()
             raise
 
-    def _retry_hint(self) -> int:
-        # When the cap is reached, places free up as containers are culled; a
-        # short hint keeps a waiting page polling without hammering.
-        return 15
-
     def _assign(self, slot: Slot, owner: str) -> None:
         slot.state = ASSIGNED
         slot.assigned_at = self.wallclock()
@@ -340,7 +342,7 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         A used container must never be adopted as a spare after a restart, so
         one whose hand-out the engine did not take is not handed out at all.
         """
-        name = f"{self.pool_name}-{slot.cid}--a{int(slot.assigned_at)}-{slot.nonce}"
+        name = assigned_name(self.pool_name, slot)
         try:
             await asyncio.shield(self.backend.rename(slot.engine_id, name))
         except BackendError as exc:
@@ -372,169 +374,6 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         task.add_done_callback(self._background.discard)
         return task
 
-    # --- launching --------------------------------------------------------------------------------
-
-    def _schedule(self) -> None:
-        """Start as many launches as spares and waiters need, within the cap, backoff and breaker."""
-        if self.closing or (not self.started and not self._queue):
-            return
-        now = self.clock()
-        if now < self._hold_until:
-            if self._wakeup is None:
-                self._wakeup = asyncio.get_running_loop().call_later(self._hold_until - now, self._wake)
-            return
-        need = max(0, self.warm - self.available) + len(self._queue) - self.launching
-        room = self.max_containers - len(self.slots)
-        n = min(need, room)
-        if self.breaker_open:
-            # Open breaker: a single probe at a time, every breaker_probe_interval.
-            n = min(n, 0 if self._in_flight else 1)
-            if n:
-                self._hold_until = now + self.breaker_probe_interval
-        for _ in range(max(0, n)):
-            self._start_launch()
-
-    def _wake(self) -> None:
-        self._wakeup = None
-        self._schedule()
-
-    def _start_launch(self) -> None:
-        slot = Slot(cid=secrets.token_hex(6), state=LAUNCHING, generation=self.generation,
-                    created=self.wallclock(), launch_started=self.clock())
-        while slot.cid in self.slots:  # 48 random bits: a clash is astronomically unlikely, still checked
-            slot.cid = secrets.token_hex(6)
-        self.slots[slot.cid] = slot
-        self._in_flight.add(slot)
-        task = asyncio.get_running_loop().create_task(self._launch(slot))
-        self._launches.add(task)
-        task.add_done_callback(self._launches.discard)
-
-    async def _launch(self, slot: Slot) -> None:
-        try:
-            ready = await self._bring_up(slot)
-        finally:
-            # Counted as launching until here, so a refill scheduled from now on sees the truth.
-            self._in_flight.discard(slot)
-        if ready:
-            self._ready(slot)
-        else:
-            self._schedule()
-
-    async def _bring_up(self, slot: Slot) -> bool:
-        """Start ``slot``'s container and wait for its server; False (logged, removed) if it failed."""
-        token = self.secret.token_for(slot.cid)
-        try:
-            async with self._spawn_gate:
-                if self.closing:
-                    raise asyncio.CancelledError
-                info = await self._start_container(slot, token)
-                auth = {"Authorization": f"token {token}"}
-                await wait_for_http(f"{info.endpoint.url}{slot.base_url}api/status", headers=auth,
-                                    timeout=self.start_timeout)
-                await self.backend.promote(info.engine_id)
-                if self.warmup_path and not self._queue:
-                    # Only for a spare: a visitor waiting in line renders the page themselves, sooner.
-                    await warm_up(f"{info.endpoint.url}{slot.base_url}{self.warmup_path.lstrip('/')}", auth)
-        except asyncio.CancelledError:
-            self.slots.pop(slot.cid, None)
-            if slot.engine_id:
-                await self._quiet_remove(slot.engine_id)
-            raise
-        except (BackendError, TimeoutError, OSError) as exc:
-            await self._launch_failed(slot, exc)
-            return False
-        except Exception as exc:  # a task boundary: whatever went wrong, account for it and go on
-            self.log.exception("unexpected error starting %s", slot.cid)
-            await self._launch_failed(slot, exc)
-            return False
-        if self.consecutive_failures:
-            self.log.info("container start succeeded after %d failures%s", self.consecutive_failures,
-                          "; circuit breaker closed" if self.breaker_open else "")
-        self.consecutive_failures = 0
-        self._hold_until = 0.0
-        self.stats.launched += 1
-        self.stats.record_spawn(self.clock() - slot.launch_started)
-        return True
-
-    async def _start_container(self, slot: Slot, token: str):
-        """backend.start, made safe to cancel: the engine call runs on in its thread, so a
-        cancelled launch waits for it and removes what it made instead of leaving it behind."""
-        start = asyncio.ensure_future(self.backend.start(
-            slot.cid, token=token, base_url=slot.base_url, name=f"{self.pool_name}-{slot.cid}",
-            labels={CREATED_LABEL: str(int(slot.created)), IMAGE_LABEL: getattr(self.backend, "image", "")}))
-        try:
-            info = await asyncio.shield(start)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                made = await start
-                await self._quiet_remove(made.engine_id)
-            raise
-        slot.engine_id, slot.name, slot.endpoint = info.engine_id, info.name, info.endpoint
-        return info
-
-    async def _launch_failed(self, slot: Slot, exc: BaseException) -> None:
-        self.stats.failed_starts += 1
-        self.consecutive_failures += 1
-        try:
-            logs = await self.backend.logs(slot.engine_id) if slot.engine_id else ""
-            self.log.error("container %s failed to start (%d in a row): %s%s", slot.name or slot.cid,
-                           self.consecutive_failures, exc, f"\n--- its last output ---\n{logs}" if logs else "")
-        finally:
-            # Even when stop() cancels us while the logs are fetched, the container goes.
-            self.slots.pop(slot.cid, None)
-            if slot.engine_id:
-                await self._quiet_remove(slot.engine_id)
-        delay = min(self.failure_backoff * 2 ** (self.consecutive_failures - 1), self.failure_backoff_max)
-        self._hold_until = max(self._hold_until, self.clock() + delay)
-        if self.breaker_open:
-            self.log.error("circuit breaker open after %d failed starts: probing every %.0fs",
-                           self.consecutive_failures, self.breaker_probe_interval)
-            self._hold_until = max(self._hold_until, self.clock() + self.breaker_probe_interval)
-            # Visitors in line would wait for nothing: tell them now.
-            while self._queue:
-                ticket = self._queue.popleft()
-                if not ticket.future.done():
-                    ticket.future.set_exception(PoolUnavailable("circuit breaker open"))
-
-    async def _quiet_remove(self, engine_id: str) -> None:
-        """Remove a container, logging failure. The removal is a tracked task that a cancelled
-        caller does not abandon half-way: stop() waits for it, so nothing is left mid-removal."""
-        await asyncio.shield(self._background_task(self._remove_engine(engine_id)))
-
-    async def _remove_engine(self, engine_id: str) -> None:
-        try:
-            await self.backend.remove(engine_id)
-        except BackendError as exc:
-            self.log.warning("could not remove container %s (reconcile will retry): %s", engine_id[:12], exc)
-
-    def _ready(self, slot: Slot) -> None:
-        """A launched container answered: route it, then give it to the first waiter or keep it spare."""
-        if self.closing or slot.generation != self.generation:
-            self.release(slot, "launched before a drain")
-            return
-        self._route(slot)
-        while self._queue:
-            ticket = self._queue.popleft()
-            if not ticket.future.done():
-                self._assign(slot, ticket.owner)
-                self._background_task(self._serve_ticket(slot, ticket))
-                self._schedule()
-                return
-        if self.available >= self.warm:
-            self.release(slot, "more spares than warm")
-            return
-        slot.state = SPARE
-        self._spares.append(slot)
-        self._schedule()
-
-    def _route(self, slot: Slot) -> None:
-        if self.routes is None:
-            return
-        options = self.route_options(slot) if self.route_options else {}
-        slot.route = self.routes.add(slot.prefix, slot.endpoint.url,
-                                     headers={"Authorization": f"token {self.secret.token_for(slot.cid)}"},
-                                     data=slot, **options)
-
     # --- removal, resize, drain ---------------------------------------------------------------------
 
     async def _remove(self, slot: Slot, reason: str, *, container: bool = True, visitor_reason: str = "") -> None:
@@ -547,9 +386,7 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         was = slot.state
         slot.state = REMOVING
         if was == ASSIGNED and visitor_reason:
-            self.ended[slot.cid] = visitor_reason
-            while len(self.ended) > ENDED_KEPT:
-                self.ended.popitem(last=False)
+            self.ended.record(slot.cid, visitor_reason)
         if self.routes is not None and slot.route is not None and self.routes.get(slot.prefix) is slot.route:
             self.routes.remove(slot.prefix)
         self.log.info("removing %s container %s: %s", was, slot.name or slot.cid, reason)
@@ -582,13 +419,13 @@ class Pool(PoolUpkeep, LoggingConfigurable):
         slot.state = LAUNCHING  # neither anyone's nor a spare until the engine agrees
         slot.nonce, slot.owner, slot.assigned_at = "", "", None
         try:
-            await self.backend.rename(slot.engine_id, f"{self.pool_name}-{slot.cid}")
+            await self.backend.rename(slot.engine_id, spare_name(self.pool_name, slot.cid))
         except BackendError as exc:
             self.log.warning("could not turn %s back into a spare: %s", slot.cid, exc)
             slot.state = SPARE
             self.release(slot, "could not be turned back into a spare")
             return
-        slot.name = f"{self.pool_name}-{slot.cid}"
+        slot.name = spare_name(self.pool_name, slot.cid)
         slot.state = SPARE
         if self.closing or slot.generation != self.generation or self.available >= self.warm:
             self.release(slot, "handed out, never opened, not needed as a spare")
@@ -599,7 +436,16 @@ class Pool(PoolUpkeep, LoggingConfigurable):
 
     def ended_reason(self, cid: str) -> str | None:
         """What ended the session in container ``cid``, in words for its visitor (if known)."""
-        return self.ended.get(cid)
+        return self.ended.reason(cid)
+
+    def warmup_page(self) -> str:
+        """The page loaded once in a new spare (see warmup_path); '' for none."""
+        return self.warmup_path if self.warmup_path is not None else self.landing_page().split("?", 1)[0]
+
+    @observe("spawn_concurrency")
+    def _concurrency_changed(self, change) -> None:
+        if getattr(self, "started", False):
+            asyncio.get_running_loop().create_task(self._spawn_gate.limit_changed())
 
     @observe("warm", "max_containers")
     def _resized(self, change) -> None:

@@ -10,8 +10,6 @@ from proxy.routes import Route
 from ..engines.base import Endpoint
 
 LAUNCHING, SPARE, ASSIGNED, REMOVING = "launching", "spare", "assigned", "removing"
-CREATED_LABEL = "org.nbpool.created"
-IMAGE_LABEL = "org.nbpool.image"
 # Labels cannot change once a container exists, so hand-out is recorded in its
 # name: <pool>-<cid>--a<assigned epoch>-<nonce>. The nonce binds the visitor's cookie.
 # The rename is done (and the engine has it) before the visitor is redirected,
@@ -45,8 +43,32 @@ class Slot:
 
     @property
     def prefix(self) -> str:
+        """Its route's prefix in the proxy."""
         return f"/user/{self.cid}"
 
     @property
     def base_url(self) -> str:
+        """Its notebook server's base URL (the server is started with it)."""
         return f"/user/{self.cid}/"
+
+    def url(self, path: str = "", origin: str = "") -> str:
+        """``path`` inside its server: '/user/<cid>/<path>', after ``origin`` (an endpoint's or the site's)."""
+        return f"{origin}{self.base_url}{path.lstrip('/')}"
+
+
+def spare_name(pool: str, cid: str) -> str:
+    """The engine's name of a container nobody has been given."""
+    return f"{pool}-{cid}"
+
+
+def assigned_name(pool: str, slot: Slot) -> str:
+    """The engine's name of a container handed out: it records when, and the nonce its cookie binds."""
+    return f"{pool}-{slot.cid}--a{int(slot.assigned_at)}-{slot.nonce}"
+
+
+def split_user_path(path: str) -> tuple[str, str]:
+    """'/user/<cid>/notebooks/x.ipynb' -> ('<cid>', 'notebooks/x.ipynb'); ('', '') for other paths."""
+    parts = path.split("/", 3)
+    if len(parts) < 3 or parts[0] != "" or parts[1] != "user":
+        return "", ""
+    return parts[2], parts[3] if len(parts) > 3 else ""

@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 
 from ..backoff import wait_for_http
-from ..engines.base import RUNNING, BackendError, ContainerInfo
+from ..engines.base import CREATED_LABEL, IMAGE_LABEL, RUNNING, BackendError, ContainerInfo
 from ..traits import format_memory
-from .slot import ASSIGNED, ASSIGNED_NAME, CREATED_LABEL, IMAGE_LABEL, LAUNCHING, REMOVING, SPARE, Slot
+from .slot import ASSIGNED, ASSIGNED_NAME, LAUNCHING, REMOVING, SPARE, Slot
 
 
 def minutes(seconds: float) -> str:
@@ -103,7 +103,7 @@ class PoolUpkeep:
         if not limit:
             return 0
         try:
-            usage = await self.backend.disk_usage()
+            usage = await self.backend.disk_usage(self.pool_name)
         except BackendError as exc:
             self.log.warning("disk check: cannot measure containers: %s", exc)
             return 0
@@ -131,7 +131,7 @@ class PoolUpkeep:
             self._reconcile_lock = asyncio.Lock()
         async with self._reconcile_lock:
             try:
-                found = await self.backend.list()
+                found = await self.backend.list(self.pool_name)
             except BackendError as exc:
                 self.log.warning("reconcile: cannot list containers: %s", exc)
                 return
@@ -171,18 +171,8 @@ class PoolUpkeep:
     async def _adopt(self, info: ContainerInfo) -> None:
         """Take over a running container found on the engine (after a restart)."""
         match = ASSIGNED_NAME.search(info.name)
-        current_image = getattr(self.backend, "image", "")
-        if match is None and (info.labels.get(IMAGE_LABEL) != current_image or self.closing):
+        if match is None and (info.labels.get(IMAGE_LABEL) != self.backend.image or self.closing):
             # A spare of an older image (or found while stopping): replace, never hand out.
-            await self._quiet_remove(info.engine_id)
-            return
-        token = self.secret.token_for(info.cid)
-        base_url = f"/user/{info.cid}/"
-        try:
-            await wait_for_http(f"{info.endpoint.url}{base_url}api/status",
-                                headers={"Authorization": f"token {token}"}, timeout=10)
-        except TimeoutError as exc:
-            self.log.warning("not adopting %s: its server does not answer (%s)", info.name, exc)
             await self._quiet_remove(info.engine_id)
             return
         created = 0.0
@@ -190,6 +180,13 @@ class PoolUpkeep:
             created = float(info.labels.get(CREATED_LABEL, "0"))
         slot = Slot(cid=info.cid, state=SPARE, generation=self.generation, created=created,
                     engine_id=info.engine_id, name=info.name, endpoint=info.endpoint)
+        try:
+            await wait_for_http(slot.url("api/status", info.endpoint.url),
+                                headers={"Authorization": f"token {self.secret.token_for(info.cid)}"}, timeout=10)
+        except TimeoutError as exc:
+            self.log.warning("not adopting %s: its server does not answer (%s)", info.name, exc)
+            await self._quiet_remove(info.engine_id)
+            return
         if match is not None:
             slot.state = ASSIGNED
             slot.assigned_at = float(match.group(1))

@@ -1,8 +1,10 @@
-"""Who may take a container: the workshop key, one address's share of the pool, the spawn rate.
+"""Who may take a container: one rule for /spawn and /api/spawn.
 
-A public link faces strangers. Three checks stand between a request and a
-container, each with its own answer for the visitor:
+A public link faces strangers. ``Admission.admit`` stands between a request
+and a container, in this order, each check with its own answer for the visitor:
 
+- the **path** asked for must stay inside the notebook server (400);
+- the service must be **accepting** (503 while it stops);
 - the **workshop key** (optional): the published link carries it
   (``/?key=…``); once seen it is remembered in a signed cookie, so the
   visitor's later links (a fresh notebook from the ended page) need no key;
@@ -11,20 +13,24 @@ container, each with its own answer for the visitor:
   a script cannot take every container and visitors from elsewhere are still
   served; this machine's own addresses are exempt (load tests, operators);
 - the **spawn rate** per address (a token bucket), which slows loops.
+
+The key and the share are skipped for integrators holding the api_token.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
+from urllib.parse import quote
 
+from ..pool.pool import Pool
+from ..secret import ServerSecret
+from .pages import PATH_SAFE
 from .ratelimit import RateLimiter
-
-if TYPE_CHECKING:
-    from .app import WebApp
 
 KEY_COOKIE = "nbpool-key"
 SHARE_WARNING_EVERY = 60.0  # seconds between operator warnings about one address at its share
@@ -44,10 +50,24 @@ class Refused(Exception):
         self.page = page
 
 
+class Settings(Protocol):
+    """The WebApp's settings admission reads (live: a reload applies at the next request)."""
+
+    log: logging.Logger
+    secret: ServerSecret
+    accepting: bool
+    landing_path: str
+    workshop_key: str
+    address_share: float
+    address_share_exempt: list[str]
+    spawn_rate_limit: int
+    spawn_rate_period: float
+
+
 class Admission:
     """The checks a request passes before nbpool takes a container for it (settings: the WebApp's)."""
 
-    def __init__(self, web: WebApp):
+    def __init__(self, web: Settings):
         self.web = web
         self.limiter = RateLimiter(web.spawn_rate_limit or 1, web.spawn_rate_period)
         self._warned: dict[str, float] = {}
@@ -56,11 +76,39 @@ class Admission:
         """The rate settings changed: start counting afresh."""
         self.limiter = RateLimiter(self.web.spawn_rate_limit or 1, self.web.spawn_rate_period)
 
+    # --- the rule -------------------------------------------------------------------------
+
+    def spawn_path(self, path: str) -> str:
+        """Where in the new server the visitor wants to land, URL-encoded (the landing path when none).
+
+        Raises Refused (400) for a path that climbs out of the notebook server.
+        """
+        path = path.lstrip("/") or self.web.landing_path
+        if ".." in path.split("/"):
+            raise Refused(400, "Bad request", "That address points outside the notebook server.",
+                          f"path {path[:100]!r} climbs out")
+        return quote(path, safe=PATH_SAFE)
+
+    def admit(self, address: str, pool: Pool, *, key: str | None, key_cookie: str | None = None,
+              trusted: bool = False) -> None:
+        """Raise Refused unless ``address`` may take a container now.
+
+        ``trusted`` (an integrator with the api_token, who serves many people)
+        skips the key and the share; the spawn rate applies to everyone.
+        """
+        if not self.web.accepting:
+            raise Refused(503, "Restarting", "The workshop server is restarting. Please try again in a moment.",
+                          "not accepting: stopping", retry_after=10)
+        if not trusted:
+            self.check_key(key, key_cookie)
+            self.check_share(address, pool)
+        self.check_rate(address)
+
     # --- the workshop key -----------------------------------------------------------------
 
-    def key_cookie_value(self) -> str:
-        """The signed cookie that remembers the key; it names a digest of the key, so a new key voids it."""
-        return self.web.secret.sign("key:" + self.web.secret.derive("workshop-key", self.web.workshop_key)[:24])
+    def key_mark(self) -> str:
+        """What the key's cookie holds (signed): a digest of the key, so a new key voids old cookies."""
+        return "key:" + self.web.secret.derive("workshop-key", self.web.workshop_key)[:24]
 
     def key_ok(self, given: str | None, cookie: str | None) -> bool:
         """Whether the request carries the workshop key (or its cookie); always True without a key."""
@@ -69,7 +117,8 @@ class Admission:
             return True
         if given and given.isascii() and hmac.compare_digest(given.encode(), key.encode()):
             return True
-        return bool(cookie) and cookie.isascii() and hmac.compare_digest(cookie, self.key_cookie_value())
+        held = self.web.secret.verify(cookie)
+        return held is not None and hmac.compare_digest(held.encode(), self.key_mark().encode())
 
     def check_key(self, given: str | None, cookie: str | None) -> None:
         if not self.key_ok(given, cookie):
@@ -87,15 +136,15 @@ class Admission:
             return False
         return any(addr in ipaddress.ip_network(net, strict=False) for net in self.web.address_share_exempt)
 
-    def share_limit(self) -> int:
+    def share_limit(self, pool: Pool) -> int:
         """Most containers one address may hold (or wait for) at once."""
-        return max(1, math.floor(self.web.address_share * self.web.pool.max_containers))
+        return max(1, math.floor(self.web.address_share * pool.max_containers))
 
-    def check_share(self, address: str) -> None:
+    def check_share(self, address: str, pool: Pool) -> None:
         if self.exempt(address):
             return
-        limit = self.share_limit()
-        held = self.web.pool.holdings(address)
+        limit = self.share_limit(pool)
+        held = pool.holdings(address)
         if held < limit:
             return
         now = time.monotonic()
@@ -106,7 +155,7 @@ class Admission:
             self.web.log.warning(
                 "address %s holds %d of %d containers, its share (WebApp.address_share=%s): further spawns from "
                 "it are refused. If a whole room shares one NAT address, raise the share (see the README).",
-                address, held, self.web.pool.max_containers, self.web.address_share)
+                address, held, pool.max_containers, self.web.address_share)
         raise Refused(429, "Too many notebooks from your network",
                       f"{held} notebook servers are already open from your network address, as many as one "
                       "address may have. Please use the notebook you already have, or try again when one of "

@@ -91,28 +91,15 @@ class SpawnAPIHandler(JSONHandler):
         # Read the request before taking a container for it.
         body = self.json_object() or {}
         address = self.request.remote_ip
+        key = body.get("key") if isinstance(body.get("key"), str) else self.get_argument("key", None)
         try:
-            if not trusted:  # an integrator with the api_token serves many people: no key, no share
-                key = body.get("key") if isinstance(body.get("key"), str) else self.get_argument("key", None)
-                nb.admission.check_key(key, None)
-                nb.admission.check_share(address)
-            nb.admission.check_rate(address)
+            path = nb.admission.spawn_path(str(body.get("path", "")))
+            nb.admission.admit(address, self.pool, key=key, trusted=trusted)
         except Refused as refusal:
-            nb.log.info("api spawn refused for %s: %s", address, refusal.log_message)
-            if refusal.retry_after:
-                self.set_header("Retry-After", str(refusal.retry_after))
-            self.set_status(refusal.status)
-            self.finish({"error": refusal.message, "retry_after": refusal.retry_after})
+            self.refuse_visitor(refusal)
             return
-        if not nb.accepting:
-            self.set_status(503)
-            self.finish({"error": "the service is restarting"})
-            return
-        path = str(body.get("path", "")).lstrip("/") or nb.landing_path
-        if ".." in path.split("/"):
-            path = nb.landing_path
         try:
-            slot = await nb.pool.acquire(owner="" if trusted else address)
+            slot = await self.pool.acquire(owner="" if trusted else address)
         except PoolError as error:
             self.set_header("Retry-After", str(error.retry_after))
             # The JSON API answers "full" with 429, as tmpnb's clients expect; other refusals keep 503.
@@ -128,18 +115,17 @@ class StatsHandler(JSONHandler):
     """GET /api/stats: the pool in numbers (public, as tmpnb's was)."""
 
     def get(self) -> None:
-        nb = self.nb
-        summary = nb.pool.summary()
+        summary = self.pool.summary()
         self.finish({
             "available": summary["available"], "assigned": summary["assigned"], "launching": summary["launching"],
             "capacity": summary["capacity"], "queue": summary["queue"],
-            "image": getattr(nb.pool.backend, "image", ""), "version": __version__,
+            "image": self.pool.backend.image, "version": __version__,
         })
 
 
 class HealthHandler(JSONHandler):
     def get(self) -> None:
-        pool = self.nb.pool
+        pool = self.pool
         healthy = pool.healthy and self.nb.accepting
         self.set_status(200 if healthy else 503)
         self.finish({"status": "ok" if healthy else "unhealthy", "breaker_open": pool.breaker_open,
@@ -174,7 +160,7 @@ class AdminHandler(JSONHandler):
 
 class ContainersHandler(AdminHandler):
     def get(self) -> None:
-        pool = self.nb.pool
+        pool = self.pool
         now, wall = pool.clock(), pool.wallclock()
         rows = []
         for slot in pool.slots.values():
@@ -193,7 +179,7 @@ class ContainersHandler(AdminHandler):
 
 class ContainerHandler(AdminHandler):
     async def delete(self, cid: str) -> None:
-        if await self.nb.pool.remove(cid):
+        if await self.pool.remove(cid):
             self.set_status(204)
             self.finish()
         else:
@@ -208,7 +194,7 @@ class ResizeHandler(AdminHandler):
             self.set_status(400)
             self.finish({"error": "the body must be a JSON object such as {\"warm\": 10}"})
             return
-        pool = self.nb.pool
+        pool = self.pool
         changes = {k: data[k] for k in ("warm", "max_containers") if k in data}
         if not changes:
             self.set_status(400)
@@ -232,9 +218,9 @@ class ResizeHandler(AdminHandler):
 
 class DrainHandler(AdminHandler):
     def post(self) -> None:
-        drained = self.nb.pool.drain()
+        drained = self.pool.drain()
         self.nb.log.info("drain requested by the admin API: %d spares being replaced", drained)
-        self.finish({"drained": drained, **self.nb.pool.summary()})
+        self.finish({"drained": drained, **self.pool.summary()})
 
 
 class HistoryHandler(AdminHandler):
@@ -253,7 +239,7 @@ class MetricsHandler(AdminHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(metrics.render(self.nb.pool, self.nb.proxy))
+        self.finish(metrics.render(self.pool, self.proxy))
 
 
 class StatusPageHandler(AdminHandler):
@@ -266,7 +252,7 @@ class StatusPageHandler(AdminHandler):
         self.finish(self.nb.render("login.html", error=self.request.method == "POST"))
 
     def get(self) -> None:
-        self.finish(self.nb.render("status.html", image=getattr(self.nb.pool.backend, "image", "")))
+        self.finish(self.nb.render("status.html", image=self.pool.backend.image))
 
 
 class StatusLoginHandler(PageHandler):

@@ -1,9 +1,15 @@
-"""The orchestrator's web application: settings, pages, and the Tornado app behind the proxy.
+"""The web app's settings and its own state: who is waiting in line, open claim links, the chart's history.
 
-It listens only internally (a unix socket) and is reached through the
-proxy's default route, so every path no container route claims ends up here:
-the landing page, /spawn, the waiting line, the "session ended" page, the
-JSON API, /healthz, /metrics and the operators' status page.
+The web app listens only internally (a unix socket) and is reached through
+the proxy's default route, so every path no container route claims ends up
+there: the landing page, /spawn, the waiting line, the "session ended" page,
+the JSON API, /healthz, /metrics and the operators' status page. Its Tornado
+application is built in ``application``; its handlers in ``visitor`` and ``api``.
+
+``WebApp`` is built before the pool and needs none: the pool is given its
+``access.route_options`` (who may reach a container) and the shared record of
+ended sessions; what needs the pool (expiring claims, sampling the chart)
+takes it as an argument.
 """
 
 from __future__ import annotations
@@ -15,28 +21,21 @@ import re
 import secrets
 import time
 from pathlib import Path
-from urllib.parse import quote, unquote
 
-from tornado import template
-from tornado.web import Application
-from traitlets import Bool, Float, Instance, Integer, List, Unicode, validate
+from traitlets import Bool, Float, Instance, Integer, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from proxy.http import Response
 from proxy.origin import OriginPolicy
-from proxy.routes import RequestHead
-from proxy.server import Proxy
 
-from .. import __version__
+from ..pool.ended import EndedSessions
 from ..pool.pool import Pool, Ticket
 from ..pool.slot import Slot
 from ..secret import ServerSecret
 from ..traits import require
-from .access import SESSION_COOKIE, RouteAccess
+from .access import RouteAccess
 from .admission import Admission
+from .pages import Pages
 
-HERE = Path(__file__).parent
-PATH_SAFE = "/;:@&=+$,~!*'()"  # characters a notebook path keeps unencoded in nbpool's links
 # The largest request body the web app takes. Its biggest legitimate one (an
 # admin resize, the status page's login) is well under 1 KiB; anything larger
 # is refused by the proxy (413) before a byte of it is buffered.
@@ -108,9 +107,8 @@ class WebApp(LoggingConfigurable):
              "instead, so sharing a link does not drain the pool. Chat apps' own browsers are not matched; "
              "neither are curl, scripts or headless browsers.")
 
-    pool = Instance(Pool)
-    proxy = Instance(Proxy)
     secret = Instance(ServerSecret)
+    ended = Instance(EndedSessions, help="Why sessions ended (written by the pool, shown on the ended page).")
     data_dir = Unicode()
 
     @validate("spawn_rate_limit")
@@ -120,6 +118,10 @@ class WebApp(LoggingConfigurable):
     @validate("spawn_rate_period", "claim_timeout", "history_interval")
     def _validate_seconds(self, proposal):
         return require(proposal, proposal.value > 0, "a positive number of seconds")
+
+    @default("ended")
+    def _default_ended(self) -> EndedSessions:
+        return EndedSessions()
 
     @validate("address_share")
     def _validate_share(self, proposal):
@@ -148,7 +150,8 @@ class WebApp(LoggingConfigurable):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.loader = template.Loader(str(HERE / "templates"), autoescape="xhtml_escape")
+        self.pages = Pages(lambda: self.workshop_name, self.ended)
+        self.render = self.pages.render
         self.admission = Admission(self)
         self.observe(lambda change: self.admission.new_rate(), names=["spawn_rate_limit", "spawn_rate_period"])
         self.tickets: dict[str, WaitingVisitor] = {}
@@ -159,7 +162,7 @@ class WebApp(LoggingConfigurable):
         self.origins = OriginPolicy(self.cors_origin)
         self.observe(lambda change: self.origins.set_allowed(change["new"]), names=["cors_origin"])
         self.admin_origins = OriginPolicy()  # operators' actions: nbpool's own origin only
-        self.access = RouteAccess(self.secret, self.denied_page, self.ended_page, self.origins)
+        self.access = RouteAccess(self.secret, self.pages.denied_page, self.pages.ended_page, self.origins)
         if not self.admin_token:
             self.admin_token = self._stored_admin_token()
 
@@ -175,52 +178,12 @@ class WebApp(LoggingConfigurable):
         self.log.info("admin token generated and stored in %s (mode 0600)", path)
         return token
 
-    # --- pages the proxy needs without Tornado (403, session ended) ------------------------------
-
-    def render(self, name: str, **values) -> str:
-        values.setdefault("workshop_name", self.workshop_name)
-        values.setdefault("version", __version__)
-        return self.loader.load(name).generate(**values).decode()
-
-    def denied_page(self, head: RequestHead, slot: Slot) -> Response:
-        """The 403 a request to someone else's container gets (no cookie, or another visitor's)."""
-        path = self.user_path(head.path)
-        if head.wants_json():
-            return Response(403, '{"error": "This notebook server belongs to another visitor."}',
-                            content_type="application/json")
-        return Response(403, self.render("forbidden.html", fresh_url=self.fresh_url(path)),
-                        headers=[("Cache-Control", "no-store")])
-
-    def ended_page(self, status: int, head: RequestHead) -> Response | None:
-        """A container route whose server has gone (502/503/504): the session has ended."""
-        if status not in (502, 503, 504):
-            return None
-        path = self.user_path(head.path)
-        if head.wants_json():
-            return Response(status, '{"error": "This notebook session has ended."}', content_type="application/json")
-        slot = head.route.data if head.route is not None else None
-        reason = self.pool.ended_reason(slot.cid) if slot is not None else None
-        return Response(status, self.render("ended.html", fresh_url=self.fresh_url(path), reason=reason),
-                        headers=[("Cache-Control", "no-store"), ("Retry-After", "5")])
-
-    @staticmethod
-    def user_path(path: bytes | str) -> str:
-        """'/user/<id>/notebooks/x.ipynb' -> 'notebooks/x.ipynb' (what a fresh container should open)."""
-        text = path.decode("latin-1") if isinstance(path, bytes) else path
-        parts = text.split("/", 3)
-        return parts[3] if len(parts) > 3 and parts[1] == "user" else ""
-
-    @staticmethod
-    def fresh_url(path: str) -> str:
-        """The link to a fresh notebook at ``path`` (as it came in a URL: already percent-encoded)."""
-        return f"/spawn/{quote(unquote(path), safe=PATH_SAFE)}?new=1" if path else "/spawn?new=1"
-
     # --- waiting line bookkeeping -------------------------------------------------------------------
 
-    def sample_history(self) -> None:
-        self.history.append({"t": time.time(), **self.pool.summary()})
+    def sample_history(self, pool: Pool) -> None:
+        self.history.append({"t": time.time(), **pool.summary()})
 
-    def expire(self) -> None:
+    def expire(self, pool: Pool) -> None:
         """Release containers reserved for visitors who never came back for them."""
         now = time.monotonic()
         for key, waiting in list(self.tickets.items()):
@@ -231,36 +194,13 @@ class WebApp(LoggingConfigurable):
             if now - claim.created > self.claim_timeout:
                 del self.claims[key]
                 if not claim.used:
-                    self.pool.release(claim.slot, "its /api/spawn link was never opened")
+                    pool.release(claim.slot, "its /api/spawn link was never opened")
 
     def new_claim(self, slot: Slot, path: str) -> str:
         """A signed one-time key that /spawn/claim/<key> turns into ``slot``'s cookie."""
         key = secrets.token_urlsafe(12)
         self.claims[key] = Claim(slot, path)
         return self.secret.sign(key)
-
-    def make_application(self) -> Application:
-        from .api import api_handlers
-        from .visitor import visitor_handlers
-
-        return Application(
-            visitor_handlers() + api_handlers(),
-            nbpool=self,
-            template_loader=self.loader,
-            static_path=str(HERE / "static"),
-            static_url_prefix="/static/",
-            xsrf_cookies=False,  # no state-changing browser forms beyond taking a notebook
-            compress_response=True,
-            cookie_name=SESSION_COOKIE,
-            log_function=self.log_request,
-        )
-
-    def log_request(self, handler) -> None:
-        # Server errors matter to operators; the rest of the page traffic is noise at info level.
-        status = handler.get_status()
-        level = self.log.error if status >= 500 else self.log.debug
-        level("%d %s %s (%s) %.1fms", status, handler.request.method, redact(handler.request.uri),
-              handler.request.remote_ip, 1000 * handler.request.request_time())
 
 
 def redact(uri: str) -> str:

@@ -1,6 +1,26 @@
-"""Prometheus text exposition of the pool's and the proxy's numbers (no client library needed)."""
+"""Prometheus metrics of the pool and the proxy, with ``prometheus_client``.
+
+The pool and the proxy keep plain counters (cheap on the hot path); a custom
+collector reads them at scrape time. Each ``render`` builds its own
+``CollectorRegistry``, never the library's global one, so several pools in one
+process (tests) do not collide, and adds the library's process, platform and
+garbage-collector collectors to it.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from proxy.server import Proxy
 
@@ -8,49 +28,90 @@ from ..pool.pool import Pool
 
 SPAWN_BUCKETS = (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120)
 
+POOL_GAUGES = (
+    ("available", "Ready spare containers."),
+    ("assigned", "Containers handed out."),
+    ("launching", "Containers starting."),
+    ("queue", "Visitors waiting in line."),
+    ("capacity", "The pool's cap (max_containers)."),
+    ("warm", "Spares the pool keeps ready."),
+)
+# PoolStats attribute -> help; exposed as nbpool_pool_<name without _total>_total.
+POOL_COUNTERS = (
+    ("handed_out", "Containers handed to visitors."),
+    ("failed_starts", "Starts that failed."),
+    ("culled", "Containers culled (idle or too old)."),
+    ("over_disk", "Containers ended by the disk watchdog."),
+    ("adopted", "Containers adopted at start."),
+    ("replaced", "Containers found dead behind the pool's back."),
+    ("queued_total", "Visitors who had to wait in line."),
+)
+# proxy Stats attribute -> (metric family, metric name, help)
+PROXY_METRICS = (
+    (CounterMetricFamily, "requests_total", "nbpool_proxy_requests_total", "HTTP requests the proxy parsed."),
+    (CounterMetricFamily, "connections_total", "nbpool_proxy_connections_total", "Client connections accepted."),
+    (CounterMetricFamily, "websockets_total", "nbpool_proxy_websockets_total",
+     "Upgraded (WebSocket) connections spliced."),
+    (GaugeMetricFamily, "websockets_active", "nbpool_proxy_websockets_active", "WebSocket connections open now."),
+    (CounterMetricFamily, "bad_requests", "nbpool_proxy_bad_requests_total", "Malformed requests refused."),
+    (CounterMetricFamily, "timeouts", "nbpool_proxy_timeouts_total", "Connections ended by a timeout."),
+    (CounterMetricFamily, "rejected_connections", "nbpool_proxy_rejected_connections_total",
+     "Connections turned away at a connection cap."),
+)
 
-def _line(out: list[str], name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-    out.append(f"# HELP {name} {help_text}")
-    out.append(f"# TYPE {name} {kind}")
-    for labels, value in samples:
-        out.append(f"{name}{labels} {value:g}")
+
+def spawn_histogram(spawn_seconds: list[float]) -> HistogramMetricFamily:
+    """The spawn times as a histogram, counted now from the pool's list (cumulative buckets)."""
+    # le labels as "0.5", "1", … (not the library's "1.0"), as dashboards already match them.
+    buckets = [(f"{b:g}", sum(1 for s in spawn_seconds if s <= b)) for b in SPAWN_BUCKETS]
+    buckets.append(("+Inf", len(spawn_seconds)))
+    return HistogramMetricFamily("nbpool_spawn_seconds",
+                                 "Seconds from launching a container to its server answering.",
+                                 buckets=buckets, sum_value=sum(spawn_seconds))
 
 
-def render(pool: Pool, proxy: Proxy) -> str:
-    """The /metrics page."""
-    out: list[str] = []
-    summary = pool.summary()
-    for key, text in (("available", "Ready spare containers."), ("assigned", "Containers handed out."),
-                      ("launching", "Containers starting."), ("queue", "Visitors waiting in line."),
-                      ("capacity", "The pool's cap (max_containers)."), ("warm", "Spares the pool keeps ready.")):
-        _line(out, f"nbpool_pool_{key}", "gauge", text, [("", summary[key])])
-    _line(out, "nbpool_pool_healthy", "gauge", "1 unless the circuit breaker is open.", [("", int(pool.healthy))])
-    stats = pool.stats
-    for key, text in (("handed_out", "Containers handed to visitors."), ("failed_starts", "Starts that failed."),
-                      ("culled", "Containers culled (idle or too old)."), ("adopted", "Containers adopted at start."),
-                      ("replaced", "Containers found dead behind the pool's back."),
-                      ("queued_total", "Visitors who had to wait in line.")):
-        _line(out, f"nbpool_pool_{key.removesuffix('_total')}_total", "counter", text, [("", getattr(stats, key))])
+class PoolCollector(Collector):
+    """Reads ``pool`` and ``proxy`` whenever the registry is collected."""
 
-    spawns = stats.spawn_seconds
-    samples = [(f'{{le="{b:g}"}}', sum(1 for s in spawns if s <= b)) for b in SPAWN_BUCKETS]
-    samples.append(('{le="+Inf"}', len(spawns)))
-    out.append("# HELP nbpool_spawn_seconds Seconds from launching a container to its server answering.")
-    out.append("# TYPE nbpool_spawn_seconds histogram")
-    for labels, value in samples:
-        out.append(f"nbpool_spawn_seconds_bucket{labels} {value}")
-    out.append(f"nbpool_spawn_seconds_sum {sum(spawns):g}")
-    out.append(f"nbpool_spawn_seconds_count {len(spawns)}")
+    def __init__(self, pool: Pool, proxy: Proxy):
+        self.pool = pool
+        self.proxy = proxy
 
-    p = proxy.stats
-    _line(out, "nbpool_proxy_requests_total", "counter", "HTTP requests the proxy parsed.", [("", p.requests_total)])
-    _line(out, "nbpool_proxy_connections_total", "counter", "Client connections accepted.",
-          [("", p.connections_total)])
-    _line(out, "nbpool_proxy_websockets_total", "counter", "Upgraded (WebSocket) connections spliced.",
-          [("", p.websockets_total)])
-    _line(out, "nbpool_proxy_websockets_active", "gauge", "WebSocket connections open now.",
-          [("", p.websockets_active)])
-    _line(out, "nbpool_proxy_bad_requests_total", "counter", "Malformed requests refused.", [("", p.bad_requests)])
-    _line(out, "nbpool_proxy_errors_total", "counter", "Error responses the proxy made itself, by status.",
-          [(f'{{status="{code}"}}', n) for code, n in sorted(p.errors.items())] or [('{status="none"}', 0)])
-    return "\n".join(out) + "\n"
+    def describe(self) -> list[Metric]:
+        return []  # no names to reserve: the registry is this collector's alone, and collecting costs a scrape
+
+    def collect(self) -> Iterator[Metric]:
+        summary = self.pool.summary()
+        for key, text in POOL_GAUGES:
+            yield GaugeMetricFamily(f"nbpool_pool_{key}", text, value=summary[key])
+        yield GaugeMetricFamily("nbpool_pool_healthy", "1 unless the circuit breaker is open.",
+                                value=int(self.pool.healthy))
+        stats = self.pool.stats
+        for key, text in POOL_COUNTERS:
+            # CounterMetricFamily adds the _total suffix to the samples.
+            yield CounterMetricFamily(f"nbpool_pool_{key.removesuffix('_total')}", text, value=getattr(stats, key))
+        yield spawn_histogram(stats.spawn_seconds)
+
+        p = self.proxy.stats
+        for family, key, name, text in PROXY_METRICS:
+            yield family(name, text, value=getattr(p, key))
+        errors = CounterMetricFamily("nbpool_proxy_errors_total", "Error responses the proxy made itself, by status.",
+                                     labels=["status"])
+        for code, n in sorted(p.errors.items()) or [("none", 0)]:
+            errors.add_metric([str(code)], n)
+        yield errors
+
+
+def registry_for(pool: Pool, proxy: Proxy) -> CollectorRegistry:
+    """A fresh registry with the pool's and proxy's metrics, and this process's (CPU, memory, fds, GC)."""
+    registry = CollectorRegistry()
+    registry.register(PoolCollector(pool, proxy))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def render(pool: Pool, proxy: Proxy) -> tuple[bytes, str]:
+    """The /metrics page: (body, content type)."""
+    return generate_latest(registry_for(pool, proxy)), CONTENT_TYPE_LATEST

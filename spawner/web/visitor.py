@@ -8,28 +8,38 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from urllib.parse import quote
 
 from tornado.web import RequestHandler
 
-from proxy.http import wants_json
+from proxy.http import MESSAGES, wants_json
 from proxy.origin import OriginPolicy, own_origin
+from proxy.server import Proxy
 
-from ..pool.errors import PoolClosed, PoolError
-from ..pool.slot import ASSIGNED, Slot
+from ..pool.errors import PoolError
+from ..pool.pool import Pool
+from ..pool.slot import ASSIGNED, Slot, split_user_path
 from .access import SESSION_COOKIE, read_session, session_value
 from .admission import KEY_COOKIE, Refused
-from .app import PATH_SAFE, WaitingVisitor, WebApp
+from .app import WaitingVisitor, WebApp
+from .pages import fresh_url
 
 TICKET_COOKIE = "nbpool-ticket"
 
 
 class PageHandler(RequestHandler):
-    """Shared helpers: the WebApp, client address, pages and cookies."""
+    """Shared helpers: the WebApp, the pool, pages, cookies and the origin check."""
 
     @property
     def nb(self) -> WebApp:
-        return self.settings["nbpool"]
+        return self.settings["nb"]
+
+    @property
+    def pool(self) -> Pool:
+        return self.settings["pool"]
+
+    @property
+    def proxy(self) -> Proxy:
+        return self.settings["proxy"]
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
@@ -46,8 +56,7 @@ class PageHandler(RequestHandler):
         return wants_json([(b"accept", accept)], self.request.path.encode("utf-8", "replace"))
 
     def write_error(self, status_code: int, **kwargs) -> None:
-        message = {404: "Nothing is served at this address.", 405: "This method is not allowed here."}.get(
-            status_code, "Something went wrong on our side; please try again.")
+        message = MESSAGES.get(status_code, "Something went wrong on our side; please try again.")
         if self.wants_json():
             self.finish({"status": status_code, "error": self._reason, "message": message})
         else:
@@ -90,22 +99,24 @@ class PageHandler(RequestHandler):
             self.finish(self.nb.render(refusal.page, status=refusal.status, reason=refusal.title,
                                        message=refusal.message))
 
+    def set_visitor_cookie(self, name: str, value: str, *, days: float | None = None) -> None:
+        """One of nbpool's cookies, signed: script-proof, sent on top-level visits from elsewhere only
+        (Lax), Secure over HTTPS (as the browser reached us, through trusted forwarding)."""
+        self.set_cookie(name, self.nb.secret.sign(value), path="/", httponly=True, samesite="Lax",
+                        secure=self.request.protocol == "https", expires_days=days)
+
     def set_session_cookie(self, slot: Slot) -> None:
-        self.set_cookie(SESSION_COOKIE, self.nb.secret.sign(session_value(slot)), path="/", httponly=True,
-                        samesite="Lax", secure=self.request.protocol == "https")
+        self.set_visitor_cookie(SESSION_COOKIE, session_value(slot))
 
     def current_slot(self) -> Slot | None:
         """The visitor's container, if their cookie names one that is still theirs."""
         session = read_session(self.nb.secret, self.get_cookie(SESSION_COOKIE))
         if session is None:
             return None
-        slot = self.nb.pool.slots.get(session[0])
+        slot = self.pool.slots.get(session[0])
         if slot is not None and slot.state == ASSIGNED and slot.nonce == session[1] and slot.route is not None:
             return slot
         return None
-
-    def container_url(self, slot: Slot, path: str) -> str:
-        return f"/user/{slot.cid}/{path}"
 
     def refuse(self, error: PoolError, retry_page: str) -> None:
         """The 'full' (or unavailable) answer: 503 with Retry-After; the page retries by itself."""
@@ -149,61 +160,55 @@ class SpawnHandler(PageHandler):
             await self.spawn(path, confirmed=True)
 
     async def spawn(self, path: str, confirmed: bool) -> None:
-        nb = self.nb
-        path = path.lstrip("/") or nb.landing_path
-        if ".." in path.split("/"):
-            self.send_error(400)
+        nb, pool = self.nb, self.pool
+        address = self.request.remote_ip
+        given_key = self.get_argument("key", None)
+        try:
+            path = nb.admission.spawn_path(path)
+        except Refused as refusal:
+            self.refuse_visitor(refusal)
             return
-        path = quote(path, safe=PATH_SAFE)
         current = self.current_slot()
         if current is not None:
             if not self.get_argument("new", None):
                 # A returning visitor whose container is alive goes back to it.
-                self.redirect(self.container_url(current, path))
+                self.redirect(current.url(path))
                 return
             if not confirmed:
-                self.page("confirm.html", back_url=self.container_url(current, path), action=self.request.uri)
+                self.page("confirm.html", back_url=current.url(path), action=self.request.uri)
                 return
-            nb.pool.release(current, "its visitor started a fresh notebook",
-                            visitor_reason="You started a fresh notebook in its place.")
+            pool.release(current, "its visitor started a fresh notebook",
+                         visitor_reason="You started a fresh notebook in its place.")
         elif not self.get_argument("new", None):
             key = nb.secret.verify(self.get_cookie(TICKET_COOKIE))
             if key and key in nb.tickets:  # already in line (a reload): keep the place, take no other
                 self.redirect(f"/spawn/wait/{key}")
                 return
-        if not nb.accepting:
-            self.refuse(PoolClosed("shutting down", retry_after=10), self.request.uri)
-            return
-        address = self.request.remote_ip
         try:
-            nb.admission.check_key(self.get_argument("key", None), self.get_cookie(KEY_COOKIE))
-            nb.admission.check_share(address)
-            nb.admission.check_rate(address)
+            nb.admission.admit(address, pool, key=given_key, key_cookie=self.get_cookie(KEY_COOKIE))
         except Refused as refusal:
             self.refuse_visitor(refusal)
             return
-        if nb.workshop_key and self.get_argument("key", None):
-            self.set_cookie(KEY_COOKIE, nb.admission.key_cookie_value(), path="/", httponly=True, samesite="Lax",
-                            secure=self.request.protocol == "https", expires_days=2)
+        if nb.workshop_key and given_key:  # remembered, so the visitor's later links need no key
+            self.set_visitor_cookie(KEY_COOKIE, nb.admission.key_mark(), days=2)
         try:
-            slot = await nb.pool.take_spare(owner=address)
+            slot = await pool.take_spare(owner=address)
         except PoolError as error:
             self.refuse(error, self.request.uri)
             return
         if slot is not None:
             nb.log.info("handed out %s to %s", slot.cid, address)
             self.set_session_cookie(slot)
-            self.redirect(self.container_url(slot, path))
+            self.redirect(slot.url(path))
             return
         try:
-            ticket = nb.pool.enqueue(owner=address)
+            ticket = pool.enqueue(owner=address)
         except PoolError as error:
             self.refuse(error, self.request.uri)
             return
         key = secrets.token_urlsafe(12)
         nb.tickets[key] = WaitingVisitor(ticket, path)
-        self.set_cookie(TICKET_COOKIE, nb.secret.sign(key), path="/", httponly=True, samesite="Lax",
-                        secure=self.request.protocol == "https")
+        self.set_visitor_cookie(TICKET_COOKIE, key)
         self.redirect(f"/spawn/wait/{key}")
 
 
@@ -237,7 +242,7 @@ class WaitHandler(PageHandler):
             slot = future.result()
             self.nb.log.info("handed out %s to %s after waiting in line", slot.cid, self.request.remote_ip)
             self.set_session_cookie(slot)
-            self.redirect(self.container_url(slot, waiting.path))
+            self.redirect(slot.url(waiting.path))
             return
         self.page("waiting.html", position=waiting.ticket.position, key=key)
 
@@ -296,24 +301,23 @@ class ClaimHandler(PageHandler):
         current = self.current_slot()
         if current is not None and current is not claim.slot:
             if not confirmed:
-                self.page("confirm.html", back_url=self.container_url(current, ""), action=self.request.uri)
+                self.page("confirm.html", back_url=current.url(), action=self.request.uri)
                 return
-            nb.pool.release(current, "its visitor opened another notebook's link",
+            self.pool.release(current, "its visitor opened another notebook's link",
                             visitor_reason="You opened another notebook in its place.")
         del nb.claims[key]
         claim.used = True
         self.set_session_cookie(claim.slot)
-        self.redirect(self.container_url(claim.slot, claim.path))
+        self.redirect(claim.slot.url(claim.path))
 
 
 class EndedHandler(PageHandler):
     """/user/<id>/... that no container route claims: culled, removed or never existed."""
 
     def prepare(self) -> None:
-        path = self.nb.user_path(self.request.path)
-        fresh = self.nb.fresh_url(path)
-        cid = self.request.path.split("/")[2] if self.request.path.count("/") >= 2 else ""
-        reason = self.nb.pool.ended_reason(cid)
+        cid, path = split_user_path(self.request.path)
+        fresh = fresh_url(path)
+        reason = self.pool.ended_reason(cid)
         self.set_status(404)
         if self.wants_json():
             self.finish({"error": "This notebook session has ended.", "reason": reason, "fresh": fresh})

@@ -1,0 +1,185 @@
+"""The pool's launches: how many containers to start, starting one, its readiness, and its failures.
+
+A mixin of ``Pool`` (as ``upkeep.PoolUpkeep`` is): it reads the pool's slots
+and settings, so accounting stays in one place (pool.py). A launch is
+admitted only after its server answered a real readiness check with its
+token; failures are logged with the container's own output, removed, and
+retried with exponential backoff until the circuit breaker opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+
+from ..backoff import wait_for_http, warm_up
+from ..engines.base import CREATED_LABEL, IMAGE_LABEL, BackendError
+from .errors import PoolUnavailable
+from .slot import LAUNCHING, SPARE, Slot, spare_name
+
+
+class PoolLaunches:
+    """Starting containers for the pool (see Pool.warm, spawn_concurrency, start_timeout, failure_backoff)."""
+
+    def _schedule(self) -> None:
+        """Start as many launches as spares and waiters need, within the cap, backoff and breaker."""
+        if self.closing or (not self.started and not self._queue):
+            return
+        now = self.clock()
+        if now < self._hold_until:
+            if self._wakeup is None:
+                self._wakeup = asyncio.get_running_loop().call_later(self._hold_until - now, self._wake)
+            return
+        need = max(0, self.warm - self.available) + len(self._queue) - self.launching
+        room = self.max_containers - len(self.slots)
+        n = min(need, room)
+        if self.breaker_open:
+            # Open breaker: a single probe at a time, every breaker_probe_interval.
+            n = min(n, 0 if self._in_flight else 1)
+            if n:
+                self._hold_until = now + self.breaker_probe_interval
+        for _ in range(max(0, n)):
+            self._start_launch()
+
+    def _wake(self) -> None:
+        self._wakeup = None
+        self._schedule()
+
+    def _start_launch(self) -> None:
+        slot = Slot(cid=secrets.token_hex(6), state=LAUNCHING, generation=self.generation,
+                    created=self.wallclock(), launch_started=self.clock())
+        while slot.cid in self.slots:  # 48 random bits: a clash is astronomically unlikely, still checked
+            slot.cid = secrets.token_hex(6)
+        self.slots[slot.cid] = slot
+        self._in_flight.add(slot)
+        task = asyncio.get_running_loop().create_task(self._launch(slot))
+        self._launches.add(task)
+        task.add_done_callback(self._launches.discard)
+
+    async def _launch(self, slot: Slot) -> None:
+        try:
+            ready = await self._bring_up(slot)
+        finally:
+            # Counted as launching until here, so a refill scheduled from now on sees the truth.
+            self._in_flight.discard(slot)
+        if ready:
+            self._ready(slot)
+        else:
+            self._schedule()
+
+    async def _bring_up(self, slot: Slot) -> bool:
+        """Start ``slot``'s container and wait for its server; False (logged, removed) if it failed."""
+        token = self.secret.token_for(slot.cid)
+        try:
+            async with self._spawn_gate:
+                if self.closing:
+                    raise asyncio.CancelledError
+                info = await self._start_container(slot, token)
+                auth = {"Authorization": f"token {token}"}
+                await wait_for_http(slot.url("api/status", info.endpoint.url), headers=auth,
+                                    timeout=self.start_timeout)
+                await self.backend.promote(info.engine_id)
+                warmup = self.warmup_page()
+                if warmup and not self._queue:
+                    # Only for a spare: a visitor waiting in line renders the page themselves, sooner.
+                    await warm_up(slot.url(warmup, info.endpoint.url), auth)
+        except asyncio.CancelledError:
+            self.slots.pop(slot.cid, None)
+            if slot.engine_id:
+                await self._quiet_remove(slot.engine_id)
+            raise
+        except (BackendError, TimeoutError, OSError) as exc:
+            await self._launch_failed(slot, exc)
+            return False
+        except Exception as exc:  # a task boundary: whatever went wrong, account for it and go on
+            self.log.exception("unexpected error starting %s", slot.cid)
+            await self._launch_failed(slot, exc)
+            return False
+        if self.consecutive_failures:
+            self.log.info("container start succeeded after %d failures%s", self.consecutive_failures,
+                          "; circuit breaker closed" if self.breaker_open else "")
+        self.consecutive_failures = 0
+        self._hold_until = 0.0
+        self.stats.launched += 1
+        self.stats.record_spawn(self.clock() - slot.launch_started)
+        return True
+
+    async def _start_container(self, slot: Slot, token: str):
+        """backend.start, made safe to cancel: the engine call runs on in its thread, so a
+        cancelled launch waits for it and removes what it made instead of leaving it behind."""
+        start = asyncio.ensure_future(self.backend.start(
+            self.pool_name, slot.cid, name=spare_name(self.pool_name, slot.cid), token=token,
+            base_url=slot.base_url, labels={CREATED_LABEL: str(int(slot.created)), IMAGE_LABEL: self.backend.image}))
+        try:
+            info = await asyncio.shield(start)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                made = await start
+                await self._quiet_remove(made.engine_id)
+            raise
+        slot.engine_id, slot.name, slot.endpoint = info.engine_id, info.name, info.endpoint
+        return info
+
+    async def _launch_failed(self, slot: Slot, exc: BaseException) -> None:
+        self.stats.failed_starts += 1
+        self.consecutive_failures += 1
+        try:
+            logs = await self.backend.logs(slot.engine_id) if slot.engine_id else ""
+            self.log.error("container %s failed to start (%d in a row): %s%s", slot.name or slot.cid,
+                           self.consecutive_failures, exc, f"\n--- its last output ---\n{logs}" if logs else "")
+        finally:
+            # Even when stop() cancels us while the logs are fetched, the container goes.
+            self.slots.pop(slot.cid, None)
+            if slot.engine_id:
+                await self._quiet_remove(slot.engine_id)
+        delay = min(self.failure_backoff * 2 ** (self.consecutive_failures - 1), self.failure_backoff_max)
+        self._hold_until = max(self._hold_until, self.clock() + delay)
+        if self.breaker_open:
+            self.log.error("circuit breaker open after %d failed starts: probing every %.0fs",
+                           self.consecutive_failures, self.breaker_probe_interval)
+            self._hold_until = max(self._hold_until, self.clock() + self.breaker_probe_interval)
+            # Visitors in line would wait for nothing: tell them now.
+            while self._queue:
+                ticket = self._queue.popleft()
+                if not ticket.future.done():
+                    ticket.future.set_exception(PoolUnavailable("circuit breaker open"))
+
+    async def _quiet_remove(self, engine_id: str) -> None:
+        """Remove a container, logging failure. The removal is a tracked task that a cancelled
+        caller does not abandon half-way: stop() waits for it, so nothing is left mid-removal."""
+        await asyncio.shield(self._background_task(self._remove_engine(engine_id)))
+
+    async def _remove_engine(self, engine_id: str) -> None:
+        try:
+            await self.backend.remove(engine_id)
+        except BackendError as exc:
+            self.log.warning("could not remove container %s (reconcile will retry): %s", engine_id[:12], exc)
+
+    def _ready(self, slot: Slot) -> None:
+        """A launched container answered: route it, then give it to the first waiter or keep it spare."""
+        if self.closing or slot.generation != self.generation:
+            self.release(slot, "launched before a drain")
+            return
+        self._route(slot)
+        while self._queue:
+            ticket = self._queue.popleft()
+            if not ticket.future.done():
+                self._assign(slot, ticket.owner)
+                self._background_task(self._serve_ticket(slot, ticket))
+                self._schedule()
+                return
+        if self.available >= self.warm:
+            self.release(slot, "more spares than warm")
+            return
+        slot.state = SPARE
+        self._spares.append(slot)
+        self._schedule()
+
+    def _route(self, slot: Slot) -> None:
+        if self.routes is None:
+            return
+        options = self.route_options(slot) if self.route_options else {}
+        slot.route = self.routes.add(slot.prefix, slot.endpoint.url,
+                                     headers={"Authorization": f"token {self.secret.token_for(slot.cid)}"},
+                                     data=slot, **options)

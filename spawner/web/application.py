@@ -1,0 +1,42 @@
+"""The Tornado application behind the proxy's default route: the handlers, given what they serve.
+
+Built last, from parts that already exist (``WebApp``, the pool, the proxy),
+so nothing is patched afterwards; the handlers read them from the
+application's settings (``nb``, ``pool``, ``proxy``).
+"""
+
+from __future__ import annotations
+
+from tornado.web import Application
+
+from proxy.server import Proxy
+
+from ..pool.pool import Pool
+from .access import SESSION_COOKIE
+from .api import api_handlers
+from .app import WebApp, redact
+from .pages import STATIC
+from .visitor import visitor_handlers
+
+
+def make_application(web: WebApp, pool: Pool, proxy: Proxy) -> Application:
+    def log_request(handler) -> None:
+        # Server errors matter to operators; the rest of the page traffic is noise at info level.
+        status = handler.get_status()
+        level = web.log.error if status >= 500 else web.log.debug
+        level("%d %s %s (%s) %.1fms", status, handler.request.method, redact(handler.request.uri),
+              handler.request.remote_ip, 1000 * handler.request.request_time())
+
+    return Application(
+        visitor_handlers() + api_handlers(),
+        nb=web,
+        pool=pool,
+        proxy=proxy,
+        template_loader=web.pages.loader,
+        static_path=str(STATIC),
+        static_url_prefix="/static/",
+        xsrf_cookies=False,  # nbpool's few forms check the request's Origin instead (see PageHandler.same_origin)
+        compress_response=True,
+        cookie_name=SESSION_COOKIE,
+        log_function=log_request,
+    )

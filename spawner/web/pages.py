@@ -1,0 +1,65 @@
+"""nbpool's own pages, from templates: for the web app's handlers, and for the proxy itself.
+
+The proxy answers two pages without the web app: the 403 for someone else's
+container, and the "session ended" page when a container's server has gone.
+Both are plain ``proxy.http.Response`` objects built here, so the route's
+callbacks stay cheap and Tornado stays out of the proxy's path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+from tornado import template
+
+from proxy.http import Response
+from proxy.routes import RequestHead
+
+from .. import __version__
+from ..pool.ended import EndedSessions
+from ..pool.slot import Slot, split_user_path
+
+HERE = Path(__file__).parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+PATH_SAFE = "/;:@&=+$,~!*'()"  # characters a notebook path keeps unencoded in nbpool's links
+
+
+def fresh_url(path: str) -> str:
+    """The link to a fresh notebook at ``path`` (as it came in a URL: already percent-encoded)."""
+    return f"/spawn/{quote(unquote(path), safe=PATH_SAFE)}?new=1" if path else "/spawn?new=1"
+
+
+class Pages:
+    """Renders the templates with the workshop's name; builds the proxy's 403 and ended pages."""
+
+    def __init__(self, workshop_name: Callable[[], str], ended: EndedSessions):
+        self.loader = template.Loader(str(TEMPLATES), autoescape="xhtml_escape")
+        self.workshop_name = workshop_name  # read at each render: a reload changes it at once
+        self.ended = ended
+
+    def render(self, name: str, **values) -> str:
+        values.setdefault("workshop_name", self.workshop_name())
+        values.setdefault("version", __version__)
+        return self.loader.load(name).generate(**values).decode()
+
+    def denied_page(self, head: RequestHead, slot: Slot) -> Response:
+        """The 403 a request to someone else's container gets (no cookie, or another visitor's)."""
+        _, path = split_user_path(head.path.decode("latin-1"))
+        if head.wants_json():
+            return Response(403, '{"error": "This notebook server belongs to another visitor."}',
+                            content_type="application/json")
+        return Response(403, self.render("forbidden.html", fresh_url=fresh_url(path)),
+                        headers=[("Cache-Control", "no-store")])
+
+    def ended_page(self, status: int, head: RequestHead) -> Response | None:
+        """A container route whose server has gone (502/503/504): the session has ended."""
+        if status not in (502, 503, 504):
+            return None
+        cid, path = split_user_path(head.path.decode("latin-1"))
+        if head.wants_json():
+            return Response(status, '{"error": "This notebook session has ended."}', content_type="application/json")
+        return Response(status, self.render("ended.html", fresh_url=fresh_url(path), reason=self.ended.reason(cid)),
+                        headers=[("Cache-Control", "no-store"), ("Retry-After", "5")])
