@@ -12,12 +12,13 @@ from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient
 
-from . import plot, report
 from .attendee import Attendee, monotonic_clock
+from .plot import html as plot_html
+from .plot import svg as plot_svg
 from .pool_stats import StatsSample, StatsSampler
 from .progress import Progress, progress_line
 from .record import LANDING, AttendeeRecord, Failure
-from .report import Summary
+from .report import Summary, document, summarize, table
 from .settings import Settings, parse_arrival
 
 log = logging.getLogger("loadtest")
@@ -40,11 +41,11 @@ class Report:
 
     def table(self) -> str:
         """The per-phase table with p50/p95/p99/max and failure counts, as printed at the end."""
-        return report.table(self.summary)
+        return table(self.summary)
 
     def to_dict(self) -> dict:
         """The --json document."""
-        return report.document(self.settings, self.started_at, self.summary, self.attendees,
+        return document(self.settings, self.started_at, self.summary, self.attendees,
                                self.pool_samples, self.service)
 
     def write_json(self, path: str | Path) -> None:
@@ -53,7 +54,7 @@ class Report:
     def write_plot(self, path: str | Path) -> None:
         """A self-contained timeline: ``.svg`` writes SVG, anything else an HTML page with inline SVG."""
         path = Path(path)
-        text = plot.svg(self) if path.suffix.lower() == ".svg" else plot.html(self)
+        text = plot_svg(self) if path.suffix.lower() == ".svg" else plot_html(self)
         path.write_text(text)
 
 
@@ -116,7 +117,7 @@ async def run_settings(settings: Settings, *, progress: Progress | None = None,
         if isinstance(outcome, Exception):  # a bug in the tool, not the service: say so, keep the report
             log.error("attendee %d ended with %r", record.index, outcome)
     first = min((r.started for r in records if r.started is not None), default=0.0)
-    summary = report.summarize(records, duration=end - first)
+    summary = summarize(records, duration=end - first)
     service = {"image": sampler.image, "version": sampler.version, "stats_samples": len(sampler.samples),
                "stats_errors": sampler.errors, "stats_last_error": sampler.last_error}
     return Report(settings, started_at, summary, records, sampler.samples, service)

@@ -11,8 +11,8 @@ from traitlets import TraitError
 
 from .. import __version__
 from ..pool.errors import PoolError, PoolFull
-from . import metrics
 from .admission import Refused
+from .metrics import render as render_metrics
 from .visitor import PageHandler
 
 ADMIN_COOKIE = "nbpool-admin"
@@ -238,8 +238,9 @@ class MetricsHandler(AdminHandler):
         super().prepare()
 
     def get(self) -> None:
-        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(metrics.render(self.pool, self.proxy))
+        body, content_type = render_metrics(self.pool, self.proxy)
+        self.set_header("Content-Type", content_type)
+        self.finish(body)
 
 
 class StatusPageHandler(AdminHandler):
