@@ -17,8 +17,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from loadtest.jupyter import KernelClient  # noqa: E402
+from spawner.backoff import wait_for_http  # noqa: E402
 
 IMAGE = "nbpool/notebook:latest"
 BENCH_BASE_REPO = "nbpool-bench/base"
@@ -38,70 +37,27 @@ BENCH_IMAGE = "nbpool-bench/notebook:cold"
 BENCH_POOL = "nbpool-bench"
 
 
-def engine_or_none() -> tuple[docker.DockerClient | None, str]:
-    """The engine's client, or None with the reason it cannot be reached."""
-    try:
-        client = docker.from_env(timeout=30)
-        client.ping()
-    except Exception as exc:  # any failure to reach the engine means "no engine"
-        return None, f"{type(exc).__name__}: {exc}"
-    return client, ""
-
-
 @dataclass
 class NotebookServer:
     container: Container
     url: str  # the server's root as reached from the host, e.g. http://127.0.0.1:PORT/user/bench0/
-    token: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"token {self.token}"}
-
-    def remove(self) -> None:
-        try:
-            self.container.remove(force=True)
-        except docker.errors.NotFound:
-            pass  # already gone
+    auth: dict[str, str]
 
 
-def wait_for_http(url: str, headers: dict[str, str], deadline_s: float) -> None:
-    """Poll ``url`` until it answers below 500; raise TimeoutError at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2):
-                return
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500:
-                return
-            last = f"HTTP {exc.code}"
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready within {deadline_s:.0f}s (last: {last})")
-
-
-def start_notebook_container(client: docker.DockerClient, image: str, *, base_url: str, token: str,
-                             ready_timeout: float = 60.0) -> NotebookServer:
-    """Start a workshop container as the pool does (base URL and token in its environment) and wait until ready."""
+async def start_notebook_container(client: docker.DockerClient, base_url: str) -> NotebookServer:
+    """Start a workshop container as the pool does (base URL and token in its environment), wait until ready."""
+    token = secrets.token_hex(16)
     container = client.containers.run(
-        image,
-        detach=True,
-        environment={"NBPOOL_BASE_URL": base_url, "JUPYTER_TOKEN": token},
-        ports={"8888/tcp": ("127.0.0.1", None)},
-        labels={"org.nbpool.pool": BENCH_POOL},
-        mem_limit="1g",
-    )
+        IMAGE, detach=True, environment={"NBPOOL_BASE_URL": base_url, "JUPYTER_TOKEN": token},
+        ports={"8888/tcp": ("127.0.0.1", None)}, labels={"org.nbpool.pool": BENCH_POOL}, mem_limit="1g")
     container.reload()
     port = int(container.ports["8888/tcp"][0]["HostPort"])
-    server = NotebookServer(container, f"http://127.0.0.1:{port}{base_url}", token)
+    server = NotebookServer(container, f"http://127.0.0.1:{port}{base_url}", {"Authorization": f"token {token}"})
     try:
-        wait_for_http(server.url + "api/status", server.auth, ready_timeout)
+        await wait_for_http(server.url + "api/status", headers=server.auth, timeout=60)  # the pool's own check
     except TimeoutError:
         logs = container.logs().decode(errors="replace")
-        server.remove()
+        container.remove(force=True)
         raise TimeoutError(f"notebook container never became ready; its logs:\n{logs}") from None
     return server
 
@@ -136,15 +92,35 @@ async def memory_with_kernels(server) -> float:
     return used
 
 
+async def starts_and_memory(client: docker.DockerClient, count: int) -> list[tuple[str, str]]:
+    starts = []
+    for i in range(count):
+        t0 = time.monotonic()
+        server = await start_notebook_container(client, f"/user/bench{i}/")
+        starts.append(time.monotonic() - t0)
+        if i < count - 1:
+            server.container.remove(force=True)
+    rows = [(f"container cold start to ready /api/status (median of {count})",
+             f"{statistics.median(starts):.2f} s (min {min(starts):.2f}, max {max(starts):.2f})")]
+    await asyncio.sleep(5)  # let the server settle after start-up
+    rows.append(("idle container memory", f"{mib(server.container):.0f} MiB"))
+    rows.append(("memory with one kernel of each kind (python3, ir, octave, bash)",
+                 f"{await memory_with_kernels(server):.0f} MiB"))
+    server.container.remove(force=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-cold-build", action="store_true", help="measure only starts and memory")
     parser.add_argument("--starts", type=int, default=5, help="cold starts to take the median of")
     args = parser.parse_args()
 
-    client, why = engine_or_none()
-    if client is None:
-        sys.exit(f"no Docker engine: {why}")
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except Exception as exc:  # any failure to reach the engine: say so and stop
+        sys.exit(f"no Docker engine ({type(exc).__name__}: {exc}); run 'make engine'")
     rows: list[tuple[str, str]] = [("cores", str(os.cpu_count()))]
 
     if not args.skip_cold_build:
@@ -161,20 +137,7 @@ def main() -> None:
         client.images.remove(BENCH_IMAGE, force=True)
         client.images.remove(base_tag, force=True)
 
-    starts = []
-    for i in range(args.starts):
-        t0 = time.monotonic()
-        server = start_notebook_container(client, IMAGE, base_url=f"/user/bench{i}/", token=secrets.token_hex(16))
-        starts.append(time.monotonic() - t0)
-        if i < args.starts - 1:
-            server.remove()
-    rows.append((f"container cold start to ready /api/status (median of {args.starts})",
-                 f"{statistics.median(starts):.2f} s (min {min(starts):.2f}, max {max(starts):.2f})"))
-    time.sleep(5)  # let the server settle after start-up
-    rows.append(("idle container memory", f"{mib(server.container):.0f} MiB"))
-    rows.append(("memory with one kernel of each kind (python3, ir, octave, bash)",
-                 f"{asyncio.run(memory_with_kernels(server)):.0f} MiB"))
-    server.remove()
+    rows += asyncio.run(starts_and_memory(client, args.starts))
 
     print("| measure | value |\n|---|---|")
     for name, value in rows:
