@@ -29,13 +29,25 @@ async def exponential_backoff(check: Callable[[], Awaitable[bool]], *, timeout: 
         delay = min(delay * factor, most)
 
 
+class GaveUp(Exception):
+    """A wait stopped early: what it waited for can no longer happen (``give_up`` said why)."""
+
+
 async def wait_for_http(url: str, *, headers: dict[str, str] | None = None, timeout: float,
-                        ok: Callable[[int], bool] = lambda code: code == 200, most: float = 0.25) -> None:
-    """Wait until ``url`` answers a status that ``ok`` accepts; TimeoutError otherwise."""
+                        ok: Callable[[int], bool] = lambda code: code == 200, most: float = 0.25,
+                        give_up: Callable[[], str | None] = lambda: None) -> None:
+    """Wait until ``url`` answers a status that ``ok`` accepts; TimeoutError otherwise.
+
+    ``give_up()`` is asked before every try: a reason (say, the server's
+    container has exited) ends the wait at once with GaveUp.
+    """
     client = AsyncHTTPClient()
     last = ["no answer yet"]
 
     async def answered() -> bool:
+        reason = give_up()
+        if reason:
+            raise GaveUp(reason)
         try:
             resp = await client.fetch(HTTPRequest(url, headers=headers, request_timeout=5, connect_timeout=2,
                                                   follow_redirects=False), raise_error=False)

@@ -20,8 +20,10 @@ from spawner.engines.base import (
     RUNNING,
     BackendError,
     ContainerBackend,
+    ContainerEvent,
     ContainerInfo,
     Endpoint,
+    EngineUnavailable,
 )
 
 _ENGINE_IDS = itertools.count(1)
@@ -69,9 +71,32 @@ class FakeBackend(ContainerBackend):
         self.fail_renames = 0  # the next N renames fail (an engine that cannot record a hand-out)
         self.sizes: dict[str, int] = {}  # engine id -> bytes written, for the disk watchdog
         self.disk_limit = 0
+        self.down = False  # the engine does not answer: every call raises EngineUnavailable
+        self.free: int | None = None  # what free_space() reports
+        self.tell = None  # the pool's on_event, once it watches
+        self.tell_engine = None  # the pool's on_engine, once it watches
+
+    def _answer(self, what: str) -> None:
+        if self.down:
+            raise EngineUnavailable(f"fake engine away ({what})")
+
+    async def watch(self, pool, on_event, on_engine):
+        self.tell, self.tell_engine = on_event, on_engine
+        await asyncio.Event().wait()
+
+    async def ping(self):
+        self._answer("ping")
+
+    async def free_space(self):
+        return self.free
+
+    def event(self, kind: str, slot, exit_code: int | None = None) -> None:
+        """What the engine's event stream would say about ``slot``'s container."""
+        self.tell(ContainerEvent(kind, slot.engine_id, slot.cid, exit_code))
 
     async def start(self, pool, cid, *, name, token, base_url, labels):
         self.calls.append(("start", cid))
+        self._answer("start")
         if self.gate is not None:
             await self.gate.wait()
         await asyncio.sleep(self.start_delay)
@@ -91,6 +116,7 @@ class FakeBackend(ContainerBackend):
         return ContainerInfo(c.engine_id, c.name, c.cid, c.state, dict(c.labels), c.endpoint)
 
     async def list(self, pool):
+        self._answer("list")
         return [self._info(c) for c in self.containers.values() if c.labels.get(POOL_LABEL) == pool]
 
     async def logs(self, engine_id, tail=50):
@@ -100,6 +126,7 @@ class FakeBackend(ContainerBackend):
 
     async def rename(self, engine_id, name):
         self.calls.append(("rename", name))
+        self._answer("rename")
         if self.fail_renames:
             self.fail_renames -= 1
             raise BackendError("fake engine refused the rename")
@@ -113,6 +140,7 @@ class FakeBackend(ContainerBackend):
 
     async def remove(self, engine_id):
         self.calls.append(("remove", engine_id))
+        self._answer("remove")
         await asyncio.sleep(self.cleanup_delay)
         self.containers.pop(engine_id, None)
 

@@ -13,25 +13,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.server import Proxy
+from spawner.pool.stats import PoolStats
 from spawner.web import metrics
 
 
-@dataclass
-class StandInStats:
-    handed_out: int = 5
-    failed_starts: int = 1
-    culled: int = 2
-    over_disk: int = 3
-    adopted: int = 4
-    replaced: int = 6
-    queued_total: int = 7
-    spawn_seconds: list[float] = field(default_factory=lambda: [0.3, 0.5, 1.5, 4.0, 200.0])
+def counted() -> PoolStats:
+    return PoolStats(handed_out=5, queued_total=7, launched=0, failed_starts=1, culled=2, over_disk=3, replaced=6,
+                     oom_kills=8, adopted=4, spawn_seconds=[0.3, 0.5, 1.5, 4.0, 200.0])
 
 
 @dataclass
 class StandInPool:
+    """What the collector reads of a pool (a real one needs an engine to have numbers worth checking)."""
+
     healthy: bool = True
-    stats: StandInStats = field(default_factory=StandInStats)
+    engine_up: bool = True
+    stats: PoolStats = field(default_factory=counted)
 
     def summary(self) -> dict:
         return {"available": 2, "assigned": 3, "launching": 1, "capacity": 10, "queue": 4, "warm": 3}
@@ -65,13 +62,15 @@ def test_pool_gauges_and_counters(proxy):
         family = families[f"nbpool_pool_{key}"]
         assert family.type == "gauge" and value(family) == expected
     counters = {"handed_out": 5, "failed_starts": 1, "culled": 2, "over_disk": 3, "adopted": 4, "replaced": 6,
-                "queued": 7}
+                "queued": 7, "oom_kills": 8}
     for key, expected in counters.items():
         # The parser names counter families without _total; the sample keeps it, as dashboards see it.
         family = families[f"nbpool_pool_{key}"]
         assert family.type == "counter" and value(family, f"nbpool_pool_{key}_total") == expected
     assert families["nbpool_pool_over_disk"].documentation == "Containers ended by the disk watchdog."
     assert value(scrape(StandInPool(healthy=False), proxy)["nbpool_pool_healthy"]) == 0
+    assert value(families["nbpool_engine_up"]) == 1
+    assert value(scrape(StandInPool(engine_up=False), proxy)["nbpool_engine_up"]) == 0
 
 
 def test_exposed_names_are_unchanged(proxy):
@@ -98,7 +97,7 @@ def test_spawn_histogram_buckets(proxy):
 
 
 def test_empty_spawn_histogram(proxy):
-    family = scrape(StandInPool(stats=StandInStats(spawn_seconds=[])), proxy)["nbpool_spawn_seconds"]
+    family = scrape(StandInPool(stats=PoolStats()), proxy)["nbpool_spawn_seconds"]
     assert all(s.value == 0 for s in family.samples)
 
 
@@ -132,7 +131,7 @@ def test_process_and_python_metrics(proxy):
 def test_several_scrapes_and_pools_in_one_process(proxy):
     # Each render has its own registry: no "Duplicated timeseries" from a second call or a second pool.
     first = scrape(StandInPool(), proxy)
-    second = scrape(StandInPool(stats=StandInStats(handed_out=50)), Proxy(port=0))
+    second = scrape(StandInPool(stats=PoolStats(handed_out=50)), Proxy(port=0))
     assert value(first["nbpool_pool_handed_out"], "nbpool_pool_handed_out_total") == 5
     assert value(second["nbpool_pool_handed_out"], "nbpool_pool_handed_out_total") == 50
     assert value(second["nbpool_proxy_requests"], "nbpool_proxy_requests_total") == 0

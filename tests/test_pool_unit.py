@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from proxy.routes import RouteTable
-from spawner.engines.base import Endpoint
+from spawner.engines.base import DIED, OOM, REMOVED, Endpoint
 from spawner.pool import Pool
 from spawner.pool.errors import PoolFull, PoolUnavailable, QueueTimeout
 from spawner.pool.slot import ASSIGNED, SPARE
@@ -504,3 +504,92 @@ async def test_the_disk_watchdog_ends_containers_over_the_limit(make_pool, backe
     backend.disk_limit = 0
     backend.sizes[small.engine_id] = 10 * 2**30
     assert await pool.check_disk() == 0  # no limit: nothing measured, nothing ended
+
+
+# --- told at once: container events, the engine going away and back, the engine's disk -------------------
+
+async def test_a_dead_spare_is_replaced_at_once_not_at_the_next_reconcile(make_pool, backend):
+    pool = make_pool(warm=2)  # reconcile_interval is an hour here: only the event can do it
+    await pool.start()
+    await until(lambda: pool.available == 2)
+    victim = next(iter(pool.slots.values()))
+    backend.kill(victim.engine_id)
+    backend.event(DIED, victim, exit_code=137)
+    await until(lambda: victim.cid not in pool.slots and pool.available == 2)
+    assert pool.routes.get(victim.prefix) is None and pool.stats.replaced == 1
+
+
+async def test_an_attendees_dead_container_ends_the_session_saying_why(make_pool, backend, clock):
+    pool = make_pool(warm=1)
+    await pool.start()
+    died = await pool.acquire()
+    oomed = await pool.acquire()
+    removed = await pool.acquire()
+    backend.event(DIED, died, exit_code=1)
+    backend.event(OOM, oomed)
+    await asyncio.sleep(0)
+    assert oomed.state == ASSIGNED and oomed.oom_kills == 1 and pool.stats.oom_kills == 1  # a kernel, not it
+    backend.event(DIED, oomed, exit_code=137)
+    backend.event(REMOVED, removed)
+    await until(lambda: not ({died.cid, oomed.cid, removed.cid} & set(pool.slots)))
+    assert pool.ended_reason(died.cid) == "Its server stopped unexpectedly."
+    assert "ran out of memory" in pool.ended_reason(oomed.cid)
+    assert "removed by an operator" in pool.ended_reason(removed.cid)
+    assert all(pool.routes.get(s.prefix) is None for s in (died, oomed, removed))
+
+
+async def test_a_container_dying_while_it_starts_fails_at_once(make_pool, backend, clock):
+    pool = make_pool(warm=1, start_timeout=30)
+    backend.unready_starts = 1  # never answers readiness: only its death can end the wait early
+    await pool.start()
+    await until(lambda: pool.launching == 1)
+    starting = next(iter(pool.slots.values()))
+    await until(lambda: starting.engine_id)
+    backend.event(DIED, starting, exit_code=1)
+    await until(lambda: pool.stats.failed_starts == 1, timeout=3)  # not start_timeout (30 s) later
+    clock.advance(1)  # past the failure's backoff
+    await until(lambda: pool.available == 1)
+
+
+async def test_while_the_engine_is_away_nothing_fails_and_everyone_is_served_after(make_pool, backend):
+    pool = make_pool(warm=1, max_containers=4)
+    await pool.start()
+    await until(lambda: pool.available == 1)
+    backend.down = True
+    # The first engine call that finds it away says so: the hand-out is undone (nobody was sent there).
+    with pytest.raises(PoolUnavailable):
+        await pool.take_spare()
+    assert not pool.engine_up and pool.available == 1 and pool.count(ASSIGNED) == 0
+    assert "does not answer" in pool.problems()[0] and not pool.healthy
+    assert await pool.take_spare() is None  # no hand-out it cannot record: the visitor waits in line
+    ticket = pool.enqueue(owner="198.51.100.1")
+    starts = sum(1 for c in backend.calls if c[0] == "start")
+    await asyncio.sleep(0.3)
+    assert sum(1 for c in backend.calls if c[0] == "start") == starts  # no launch into an absent engine
+    backend.down = False  # the pool's own probe finds it back
+    slot = await asyncio.wait_for(ticket.future, 10)
+    assert slot.state == ASSIGNED and pool.engine_up and pool.healthy
+    assert pool.stats.failed_starts == 0 and pool.consecutive_failures == 0
+
+
+async def test_a_start_the_engine_drops_is_not_a_failed_start(make_pool, backend):
+    pool = make_pool(warm=1, breaker_threshold=1)
+    backend.down = True
+    await pool.start()  # reconcile cannot list: it says so and goes on
+    pool.on_engine(True)  # the watcher believed it up
+    await until(lambda: not pool.engine_up)  # the start found it away
+    assert pool.stats.failed_starts == 0 and not pool.breaker_open
+    backend.down = False
+    await until(lambda: pool.available == 1)
+
+
+async def test_a_full_engine_disk_stops_launches_until_there_is_room(make_pool, backend):
+    pool = make_pool(warm=2, min_free_disk=5 * 2**30)
+    backend.free = 1 * 2**30
+    await pool.start()
+    await asyncio.sleep(0.2)
+    assert pool.launching == 0 and pool.available == 0 and "free on the engine's disk" in pool.problems()[0]
+    backend.free = 50 * 2**30
+    await pool.check_space()
+    await until(lambda: pool.available == 2)
+    assert pool.healthy

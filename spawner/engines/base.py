@@ -14,6 +14,8 @@ restarted pool can adopt what runs.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from traitlets import Unicode
@@ -56,8 +58,28 @@ class ContainerInfo:
     endpoint: Endpoint | None = None
 
 
+# What happened to a container, as the engine's event stream tells it.
+DIED = "died"  # its main process ended (the container stopped)
+OOM = "oom"  # a process in it was killed at its memory limit (the container may live on)
+REMOVED = "removed"  # it is gone from the engine
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    """One event of a pool container (see ContainerBackend.watch)."""
+
+    kind: str  # DIED, OOM or REMOVED
+    engine_id: str
+    cid: str
+    exit_code: int | None = None  # for DIED, when the engine says
+
+
 class BackendError(Exception):
     """A backend call failed; ``message`` says which call and why."""
+
+
+class EngineUnavailable(BackendError):
+    """The engine does not answer (restarting, or gone): nothing is wrong with the container or its image."""
 
 
 class ContainerBackend(LoggingConfigurable):
@@ -76,7 +98,30 @@ class ContainerBackend(LoggingConfigurable):
     disk_limit = 0
 
     async def setup(self) -> None:
-        """Prepare the engine before the pool's first reconcile (networks, firewall rules)."""
+        """Prepare the engine before the pool's first reconcile (networks, firewall rules).
+
+        Says once in the log what the operator should know about the engine
+        (e.g. that its restarts would stop every container).
+        """
+
+    async def watch(self, pool: str, on_event: Callable[[ContainerEvent], None],
+                    on_engine: Callable[[bool], None]) -> None:
+        """Follow the engine's events for ``pool``'s containers until cancelled, reconnecting by itself.
+
+        ``on_event`` gets each ContainerEvent as it happens; ``on_engine(False)``
+        is called when the engine stops answering and ``on_engine(True)`` when it
+        answers again (events may have been missed meanwhile: reconcile then).
+        An engine without events watches nothing; the pool's reconcile pass
+        remains the safety net either way.
+        """
+        await asyncio.Event().wait()
+
+    async def ping(self) -> None:
+        """Return when the engine answers; raise EngineUnavailable when it does not."""
+
+    async def free_space(self) -> int | None:
+        """Bytes free where the engine keeps images and containers' files; None if it cannot tell."""
+        return None
 
     async def start(self, pool: str, cid: str, *, name: str, token: str, base_url: str,
                     labels: dict[str, str]) -> ContainerInfo:

@@ -8,17 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import requests.exceptions
 from traitlets import Bool, Dict, Float, Instance, Integer, List, TraitError, Unicode, default, validate
 
 from ..traits import MemorySize, format_memory, require
-from .base import GONE, ID_LABEL, POOL_LABEL, RUNNING, BackendError, ContainerBackend, ContainerInfo, Endpoint
+from .base import (
+    GONE,
+    ID_LABEL,
+    POOL_LABEL,
+    RUNNING,
+    BackendError,
+    ContainerBackend,
+    ContainerEvent,
+    ContainerInfo,
+    Endpoint,
+    EngineUnavailable,
+)
+from .docker_events import EventWatch
 from .firewall import ContainerFirewall, bridge_name
+
+# How the SDK says the engine did not answer at all (its socket gone, refused, or reset).
+UNREACHABLE = (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError)
+LIVE_RESTORE_HINT = ('add "live-restore": true to /etc/docker/daemon.json and restart the engine once, so '
+                     'later engine restarts keep attendees\' containers running')
 
 T = TypeVar("T")
 
@@ -129,6 +148,7 @@ class DockerBackend(ContainerBackend):
         self._network_checked = False
         self._disk_quota = False  # whether the engine enforces disk_limit itself (see _check_engine)
         self.bridge = ""  # the Linux bridge of network_name, once known
+        self._engine_info: dict = {}  # `docker info`, read once at setup
 
     # --- the executor boundary -------------------------------------------------------------
 
@@ -140,7 +160,11 @@ class DockerBackend(ContainerBackend):
                 loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs)), self.docker_timeout)
         except TimeoutError:
             raise BackendError(f"docker {what} took longer than {self.docker_timeout:.0f}s") from None
+        except UNREACHABLE as exc:
+            raise EngineUnavailable(f"docker {what}: the engine does not answer ({exc})") from exc
         except docker.errors.DockerException as exc:
+            if isinstance(exc.__context__, UNREACHABLE):
+                raise EngineUnavailable(f"docker {what}: the engine does not answer ({exc})") from exc
             raise BackendError(f"docker {what} failed: {exc}") from exc
 
     def _docker(self) -> docker.DockerClient:
@@ -167,14 +191,35 @@ class DockerBackend(ContainerBackend):
         self.log.info("created Docker network %s (inter-container traffic disabled)", self.network_name)
         return bridge_name(net.attrs)
 
-    def _check_engine_sync(self) -> bool:
-        """Whether the engine can enforce a per-container disk quota (overlay2 on xfs, with pquota)."""
-        info = self._docker().info()
-        status = dict(info.get("DriverStatus") or [])
-        return info.get("Driver") == "overlay2" and status.get("Backing Filesystem") == "xfs"
-
     async def setup(self) -> None:
         await self.ensure_network()
+        info = self._engine_info
+        swarm = (info.get("Swarm") or {}).get("LocalNodeState") == "active"
+        if info.get("LiveRestoreEnabled"):
+            self.log.info("the engine runs with live restore: its restarts keep containers running")
+        elif swarm:
+            self.log.warning("this engine is a swarm node, which cannot use live restore: drain the node before "
+                             "restarting its engine, or its attendees' containers stop")
+        else:
+            self.log.warning("the engine runs without live restore: restarting it stops every attendee's "
+                             "container. To fix, %s.", LIVE_RESTORE_HINT)
+
+    async def watch(self, pool: str, on_event: Callable[[ContainerEvent], None],
+                    on_engine: Callable[[bool], None]) -> None:
+        await EventWatch(self._docker, pool, self.log).run(on_event, on_engine)
+
+    async def ping(self) -> None:
+        await self._call("ping", lambda: self._docker().ping())
+
+    async def free_space(self) -> int | None:
+        root = self._engine_info.get("DockerRootDir")
+        if not root or not self._docker().api.base_url.startswith("http+docker://"):
+            return None  # a remote engine: its disk is not this machine's
+        try:
+            st = await asyncio.get_running_loop().run_in_executor(self.executor, os.statvfs, root)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
 
     async def ensure_network(self) -> None:
         """The network exists and its firewall rules are in place (they do not survive a host reboot)."""
@@ -182,7 +227,11 @@ class DockerBackend(ContainerBackend):
             if not self._network_checked:
                 self.bridge = await self._call("network create", self._ensure_network_sync)
                 await self._call("firewall", self.firewall.install, self.bridge)
-                self._disk_quota = await self._call("info", self._check_engine_sync)
+                self._engine_info = await self._call("info", lambda: self._docker().info())
+                status = dict(self._engine_info.get("DriverStatus") or [])
+                # A per-container quota needs overlay2 on xfs (with pquota: checked when a start is refused).
+                self._disk_quota = (self._engine_info.get("Driver") == "overlay2"
+                                    and status.get("Backing Filesystem") == "xfs")
                 if self.disk_limit:
                     self.log.info("disk limit %s per container: %s", format_memory(self.disk_limit),
                                   "an engine quota" if self._disk_quota else "measured by the pool's watchdog")

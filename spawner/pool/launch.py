@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import secrets
 
-from ..backoff import wait_for_http, warm_up
-from ..engines.base import CREATED_LABEL, IMAGE_LABEL, BackendError
+from ..backoff import GaveUp, wait_for_http, warm_up
+from ..engines.base import CREATED_LABEL, IMAGE_LABEL, BackendError, EngineUnavailable
 from .errors import PoolUnavailable
 from .slot import LAUNCHING, SPARE, Slot, spare_name
 
@@ -24,8 +24,8 @@ class PoolLaunches:
 
     def _schedule(self) -> None:
         """Start as many launches as spares and waiters need, within the cap, backoff and breaker."""
-        if self.closing or (not self.started and not self._queue):
-            return
+        if self.closing or (not self.started and not self._queue) or not self.can_launch:
+            return  # (the engine's return, or room on its disk, schedules again)
         now = self.clock()
         if now < self._hold_until:
             if self._wakeup is None:
@@ -78,7 +78,8 @@ class PoolLaunches:
                 info = await self._start_container(slot, token)
                 auth = {"Authorization": f"token {token}"}
                 await wait_for_http(slot.url("api/status", info.endpoint.url), headers=auth,
-                                    timeout=self.start_timeout)
+                                    timeout=self.start_timeout,
+                                    give_up=lambda: "its container exited while starting" if slot.exited else None)
                 await self.backend.promote(info.engine_id)
                 warmup = self.warmup_page()
                 if warmup and not self._queue:
@@ -89,7 +90,15 @@ class PoolLaunches:
             if slot.engine_id:
                 await self._quiet_remove(slot.engine_id)
             raise
-        except (BackendError, TimeoutError, OSError) as exc:
+        except EngineUnavailable as exc:
+            # Not the image's fault: no failed start counted; launches resume when the engine answers.
+            self.log.warning("start of %s interrupted: %s", slot.cid, exc)
+            self.slots.pop(slot.cid, None)
+            if slot.engine_id:
+                await self._quiet_remove(slot.engine_id)
+            self.on_engine(False)
+            return False
+        except (BackendError, TimeoutError, OSError, GaveUp) as exc:
             await self._launch_failed(slot, exc)
             return False
         except Exception as exc:  # a task boundary: whatever went wrong, account for it and go on

@@ -16,21 +16,23 @@ import asyncio
 import collections
 import secrets
 import time
-from dataclasses import dataclass, field
 
 from traitlets import Bool, Callable, Float, Instance, Integer, Unicode, default, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from proxy.routes import RouteTable
 
-from ..engines.base import BackendError, ContainerBackend
+from ..engines.base import BackendError, ContainerBackend, EngineUnavailable
 from ..secret import ServerSecret
-from ..traits import require
+from ..traits import MemorySize, require
 from .ended import EndedSessions
 from .errors import PoolClosed, PoolFull, PoolUnavailable, QueueTimeout
+from .events import PoolEvents
 from .gate import Gate
 from .launch import PoolLaunches
 from .slot import ASSIGNED, LAUNCHING, NAME_OK, REMOVING, SPARE, Slot, assigned_name, spare_name
+from .stats import PoolStats
+from .ticket import Ticket
 from .upkeep import PoolUpkeep
 
 # Seconds a visitor told "full" should wait before trying again: places free up
@@ -38,54 +40,7 @@ from .upkeep import PoolUpkeep
 FULL_RETRY_AFTER = 15
 
 
-class Ticket:
-    """A visitor's place in the waiting line; ``future`` resolves to their assigned Slot."""
-
-    def __init__(self, pool: Pool, owner: str = ""):
-        self.pool = pool
-        self.owner = owner  # the client address in line (counts toward its share of the pool)
-        self.future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
-        self.enqueued = time.monotonic()
-
-    @property
-    def position(self) -> int:
-        """1 for the front of the line; 0 once served (or gone)."""
-        try:
-            return self.pool._queue.index(self) + 1
-        except ValueError:
-            return 0
-
-    def cancel(self) -> None:
-        """Leave the line; a container already assigned to this ticket is removed (nobody used it)."""
-        try:
-            self.pool._queue.remove(self)
-        except ValueError:
-            pass
-        if self.future.done() and not self.future.cancelled() and self.future.exception() is None:
-            self.pool.release(self.future.result(), "its visitor left the waiting page")
-        elif not self.future.done():
-            self.future.cancel()
-
-
-@dataclass
-class PoolStats:
-    handed_out: int = 0
-    queued_total: int = 0
-    launched: int = 0
-    failed_starts: int = 0
-    culled: int = 0
-    over_disk: int = 0  # ended by the disk watchdog
-    replaced: int = 0  # found dead or missing behind the pool's back
-    adopted: int = 0
-    spawn_seconds: list[float] = field(default_factory=list)  # launch to ready, bounded below
-
-    def record_spawn(self, seconds: float) -> None:
-        self.spawn_seconds.append(seconds)
-        if len(self.spawn_seconds) > 10000:
-            del self.spawn_seconds[:5000]
-
-
-class Pool(PoolLaunches, PoolUpkeep, LoggingConfigurable):
+class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
     """Keeps ``warm`` ready spares, hands them out, queues visitors when none is ready."""
 
     pool_name = Unicode("nbpool", config=True,
@@ -139,6 +94,11 @@ class Pool(PoolLaunches, PoolUpkeep, LoggingConfigurable):
                                      "and /healthz reports unhealthy until a probe start succeeds.")
     breaker_probe_interval = Float(30.0, config=True,
                                    help="Seconds between probe starts while the circuit breaker is open.")
+    min_free_disk = MemorySize("5G", config=True,
+                               help="Free space the engine's disk (images, containers' files, logs) must keep: "
+                                    "below it no new container is started, /healthz and the status page say why, "
+                                    "and starts resume once there is room again. Checked every "
+                                    "disk_check_interval. 0: never checked.")
     remove_assigned_on_stop = Bool(False, config=True,
                                    help="On shutdown, also remove assigned containers. Off by default: they keep "
                                         "running and a restarted nbpool adopts them, so attendees keep their work.")
@@ -196,6 +156,10 @@ class Pool(PoolLaunches, PoolUpkeep, LoggingConfigurable):
         self._hold_until = 0.0  # no launches before this (backoff after failures)
         self._wakeup: asyncio.TimerHandle | None = None
         self.stats = PoolStats()
+        self.engine_up = True  # the engine answers (see PoolEvents.on_engine)
+        self.engine_down_since = 0.0
+        self.disk_low = False  # below min_free_disk (see PoolEvents.check_space)
+        self.disk_free = 0
 
     # --- counts ---------------------------------------------------------------------------------
 
@@ -218,7 +182,7 @@ class Pool(PoolLaunches, PoolUpkeep, LoggingConfigurable):
 
     @property
     def healthy(self) -> bool:
-        return not self.breaker_open
+        return not self.problems()
 
     def summary(self) -> dict:
         """The numbers /api/stats shows."""
@@ -232,6 +196,8 @@ class Pool(PoolLaunches, PoolUpkeep, LoggingConfigurable):
         await self.backend.setup()
         await self.reconcile()
         self.started = True
+        self.start_watching()  # after the first reconcile: the events tell what happens from now on
+        await self.check_space()
         self._schedule()
         self.start_upkeep()
         self.log.info("pool %s: %d spares wanted, cap %d, %d assigned adopted; image %s", self.pool_name,
@@ -242,6 +208,7 @@ class Pool(PoolLaunches, PoolUpkeep, LoggingConfigurable):
         remove_assigned = self.remove_assigned_on_stop if remove_assigned is None else remove_assigned
         self.closing = True
         self.stop_upkeep()
+        self.stop_watching()
         if self._wakeup is not None:
             self._wakeup.cancel()
         while self._queue:
@@ -269,9 +236,12 @@ class Pool(PoolLaunches, PoolUpkeep, LoggingConfigurable):
 
         Finding it is constant time; recording it is one engine call (a
         rename), awaited so the hand-out survives a crash of nbpool before the
-        visitor is sent there. Raises PoolUnavailable if the engine cannot
-        record it (the container is removed: its state would be unknown).
+        visitor is sent there. None while the engine does not answer (the
+        visitor waits in line instead). Raises PoolUnavailable if the engine
+        cannot record it.
         """
+        if not self.engine_up:
+            return None
         spares = self._spares
         while spares:
             slot = spares.popleft()
@@ -304,7 +274,7 @@ class Pool(PoolLaunches, PoolUpkeep, LoggingConfigurable):
         room = self.max_containers - len(self.slots)
         if unclaimed <= 0 and room <= 0:
             raise PoolFull(f"all {self.max_containers} containers in use", retry_after=FULL_RETRY_AFTER)
-        ticket = Ticket(self, owner)
+        ticket = Ticket(self._queue, self.release, owner)
         self._queue.append(ticket)
         self.stats.queued_total += 1
         self._schedule()
@@ -337,19 +307,36 @@ class Pool(PoolLaunches, PoolUpkeep, LoggingConfigurable):
         self.stats.handed_out += 1
 
     async def _record_assignment(self, slot: Slot) -> None:
-        """Rename the container to its assigned form; on failure remove it and raise PoolUnavailable.
+        """Rename the container to its assigned form; on failure raise PoolUnavailable.
 
         A used container must never be adopted as a spare after a restart, so
-        one whose hand-out the engine did not take is not handed out at all.
+        one whose hand-out the engine did not take is not handed out at all:
+        nobody was sent to it, so while the engine is away it is a spare again
+        (untouched); after any other failure it is removed.
         """
         name = assigned_name(self.pool_name, slot)
         try:
             await asyncio.shield(self.backend.rename(slot.engine_id, name))
+        except EngineUnavailable as exc:
+            self.log.warning("could not record the hand-out of %s (the engine does not answer): it stays a "
+                             "spare", slot.cid)
+            self._unassign(slot)
+            self.on_engine(False)
+            raise PoolUnavailable(f"rename failed: {exc}", retry_after=5,
+                                  visitor_message="Notebook servers will be ready again in a moment. This page "
+                                                  "tries again by itself.") from None
         except BackendError as exc:
             self.log.error("could not record the hand-out of %s with the engine, removing it: %s", slot.cid, exc)
             self.release(slot, "its hand-out could not be recorded")
             raise PoolUnavailable(f"rename failed: {exc}", retry_after=5) from None
         slot.name = name
+
+    def _unassign(self, slot: Slot) -> None:
+        """Undo a hand-out nobody was sent to: a spare again, first in line."""
+        slot.state = SPARE
+        slot.nonce, slot.owner, slot.assigned_at = "", "", None
+        self.stats.handed_out -= 1
+        self._spares.appendleft(slot)
 
     async def _serve_ticket(self, slot: Slot, ticket: Ticket) -> None:
         """Record ``slot``'s hand-out to the visitor in line, then let them go to it."""

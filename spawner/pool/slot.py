@@ -34,6 +34,9 @@ class Slot:
     nonce: str = ""  # set at hand-out; the visitor's cookie carries it
     launch_started: float = 0.0  # monotonic, for the spawn-latency histogram
     owner: str = ""  # the client address it was handed out to (memory only: never in labels or names)
+    exited: bool = False  # the engine said its main process ended (while it was launching)
+    oom_kills: int = 0  # processes killed at its memory limit (its kernels, most often)
+    last_oom: float = 0.0  # monotonic time of the last of them
     handout_requests: int = 0  # route.requests at hand-out; -1 when unknown (adopted after a restart)
 
     @property

@@ -31,7 +31,7 @@ class PoolUpkeep:
         self._upkeep = [
             loop.create_task(self._every(lambda: self.cull_interval, self.cull_once, "cull")),
             loop.create_task(self._every(lambda: self.reconcile_interval, self.reconcile, "reconcile")),
-            loop.create_task(self._every(lambda: self.disk_check_interval, self.check_disk, "disk check")),
+            loop.create_task(self._every(lambda: self.disk_check_interval, self._disk_pass, "disk check")),
         ]
 
     def stop_upkeep(self) -> None:
@@ -80,9 +80,16 @@ class PoolUpkeep:
         return [s for s in self.slots.values()
                 if s.state == ASSIGNED and s.assigned_at is not None and s.assigned_at < cutoff and not s.opened]
 
+    async def _disk_pass(self) -> None:
+        await self.check_space()
+        await self.check_disk()
+
     async def cull_once(self) -> int:
         """Remove the containers ``cull_candidates`` names (route first), take back unopened ones;
-        returns how many were culled."""
+        returns how many were culled. Nothing is culled while the engine does not answer: a container
+        whose removal cannot be done would come back, adopted, when it does."""
+        if not self.engine_up:
+            return 0
         for slot in self.unopened():
             await self.return_unopened(slot)
         due = self.cull_candidates()
@@ -100,7 +107,7 @@ class PoolUpkeep:
         measures each container's writable layer through the backend.
         """
         limit = self.backend.disk_limit
-        if not limit:
+        if not limit or not self.engine_up:
             return 0
         try:
             usage = await self.backend.disk_usage(self.pool_name)

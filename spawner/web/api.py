@@ -126,9 +126,10 @@ class StatsHandler(JSONHandler):
 class HealthHandler(JSONHandler):
     def get(self) -> None:
         pool = self.pool
-        healthy = pool.healthy and self.nb.accepting
-        self.set_status(200 if healthy else 503)
-        self.finish({"status": "ok" if healthy else "unhealthy", "breaker_open": pool.breaker_open,
+        problems = pool.problems() + ([] if self.nb.accepting else ["stopping: not accepting new visitors"])
+        self.set_status(503 if problems else 200)
+        self.finish({"status": "unhealthy" if problems else "ok", "problems": problems,
+                     "engine_up": pool.engine_up, "breaker_open": pool.breaker_open,
                      "consecutive_failures": pool.consecutive_failures, "accepting": self.nb.accepting,
                      **pool.summary()})
 
@@ -173,8 +174,9 @@ class ContainersHandler(AdminHandler):
                 "bytes_in": slot.route.bytes_in if slot.route else 0,
                 "bytes_out": slot.route.bytes_out if slot.route else 0,
                 "websockets": slot.route.websockets if slot.route else 0,
+                "oom_kills": slot.oom_kills,
             })
-        self.finish({"containers": rows, **pool.summary()})
+        self.finish({"containers": rows, "problems": pool.problems(), **pool.summary()})
 
 
 class ContainerHandler(AdminHandler):

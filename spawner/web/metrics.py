@@ -44,6 +44,7 @@ POOL_COUNTERS = (
     ("over_disk", "Containers ended by the disk watchdog."),
     ("adopted", "Containers adopted at start."),
     ("replaced", "Containers found dead behind the pool's back."),
+    ("oom_kills", "Processes killed at a container's memory limit."),
     ("queued_total", "Visitors who had to wait in line."),
 )
 # proxy Stats attribute -> (metric family, metric name, help)
@@ -84,8 +85,10 @@ class PoolCollector(Collector):
         summary = self.pool.summary()
         for key, text in POOL_GAUGES:
             yield GaugeMetricFamily(f"nbpool_pool_{key}", text, value=summary[key])
-        yield GaugeMetricFamily("nbpool_pool_healthy", "1 unless the circuit breaker is open.",
-                                value=int(self.pool.healthy))
+        yield GaugeMetricFamily("nbpool_pool_healthy", "1 unless something keeps the pool from serving fully "
+                                "(engine away, circuit breaker open, engine's disk low).", value=int(self.pool.healthy))
+        yield GaugeMetricFamily("nbpool_engine_up", "1 while the container engine answers.",
+                                value=int(self.pool.engine_up))
         stats = self.pool.stats
         for key, text in POOL_COUNTERS:
             # CounterMetricFamily adds the _total suffix to the samples.

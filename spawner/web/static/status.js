@@ -54,6 +54,9 @@
       ["available", "assigned", "launching", "queue", "capacity"].forEach(function (k) {
         document.getElementById(k).textContent = data[k];
       });
+      var problems = document.getElementById("problems");
+      problems.textContent = (data.problems || []).join("; ");
+      problems.hidden = !(data.problems || []).length;
       samples.push({t: Date.now() / 1000, available: data.available, assigned: data.assigned,
                     launching: data.launching, queue: data.queue, capacity: data.capacity});
       if (samples.length > 720) samples.shift();
@@ -62,7 +65,8 @@
       body.innerHTML = "";
       data.containers.forEach(function (c) {
         var tr = document.createElement("tr");
-        [c.id, c.state, fmt(c.age_seconds), c.state === "assigned" ? fmt(c.idle_seconds) : "–", c.websockets]
+        [c.id, c.state, fmt(c.age_seconds), c.state === "assigned" ? fmt(c.idle_seconds) : "–", c.websockets,
+         c.oom_kills]
           .forEach(function (v) { var td = document.createElement("td"); td.textContent = v; tr.appendChild(td); });
         var td = document.createElement("td");
         if (c.state === "assigned" || c.state === "spare") {

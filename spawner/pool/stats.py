@@ -1,0 +1,24 @@
+"""The pool's counters (shown by /metrics and the status page)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PoolStats:
+    handed_out: int = 0
+    queued_total: int = 0
+    launched: int = 0
+    failed_starts: int = 0
+    culled: int = 0
+    over_disk: int = 0  # ended by the disk watchdog
+    replaced: int = 0  # found dead or missing behind the pool's back
+    oom_kills: int = 0  # processes killed at a container's memory limit
+    adopted: int = 0
+    spawn_seconds: list[float] = field(default_factory=list)  # launch to ready, bounded below
+
+    def record_spawn(self, seconds: float) -> None:
+        self.spawn_seconds.append(seconds)
+        if len(self.spawn_seconds) > 10000:
+            del self.spawn_seconds[:5000]
