@@ -5,6 +5,11 @@
 # Debian/Ubuntu, installs the distribution's docker.io package and starts
 # dockerd detached (no systemd is assumed: containers and CI machines often
 # have none), logging to $NBPOOL_DOCKERD_LOG, then waits for it with a deadline.
+#
+# dockerd is started with --live-restore, so restarting it later keeps every
+# attendee's container running. Not on a swarm node: a daemon in a swarm
+# refuses to start with live restore (drain such a node before restarting its
+# engine instead); not when /etc/docker/daemon.json already decides it.
 set -euo pipefail
 
 LOG=${NBPOOL_DOCKERD_LOG:-/var/log/nbpool-dockerd.log}
@@ -43,15 +48,23 @@ fi
 if pgrep -x dockerd >/dev/null 2>&1; then
     say "dockerd is running but not answering yet; waiting for it."
 else
-    say "starting dockerd in the background; its log is $LOG"
+    flags=()
+    if [ -s /var/lib/docker/swarm/state.json ] && grep -q '"' /var/lib/docker/swarm/state.json; then
+        say "this engine is a swarm node: starting it without live restore (drain the node before restarting it)"
+    elif [ -f /etc/docker/daemon.json ] && grep -q '"live-restore"' /etc/docker/daemon.json; then
+        say "live restore as /etc/docker/daemon.json says"
+    else
+        flags+=(--live-restore)
+    fi
+    say "starting dockerd ${flags[*]} in the background; its log is $LOG"
     mkdir -p "$(dirname "$LOG")"
     # setsid + nohup: the daemon must outlive this make invocation.
-    setsid nohup dockerd >>"$LOG" 2>&1 </dev/null &
+    setsid nohup dockerd "${flags[@]}" >>"$LOG" 2>&1 </dev/null &
 fi
 
 for _ in $(seq "$DEADLINE"); do
     if docker info >/dev/null 2>&1; then
-        say "Docker engine ready ($(docker info --format '{{.ServerVersion}} {{.Driver}} cgroup v{{.CgroupVersion}}' 2>/dev/null))."
+        say "Docker engine ready ($(docker info --format '{{.ServerVersion}} {{.Driver}} cgroup v{{.CgroupVersion}}, live restore {{.LiveRestoreEnabled}}' 2>/dev/null))."
         exit 0
     fi
     sleep 1

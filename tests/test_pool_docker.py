@@ -90,10 +90,8 @@ async def test_limits_and_isolation_show_in_docker_inspect(pool_name, secret, do
         assert host["CapDrop"] == ["ALL"]
         assert "no-new-privileges" in host["SecurityOpt"]
         assert attrs["Config"]["User"] == "1000:1000"
-        bindings = host["PortBindings"]["8888/tcp"]
-        assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
-        published = attrs["NetworkSettings"]["Ports"]["8888/tcp"]
-        assert all(b["HostIp"] == "127.0.0.1" for b in published)
+        assert not host["PortBindings"]  # reached at its bridge address: nothing published on the host
+        assert slot.endpoint.host == attrs["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
         assert NETWORK in attrs["NetworkSettings"]["Networks"]
         network = docker_client.networks.get(NETWORK)
         assert network.attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
@@ -101,6 +99,23 @@ async def test_limits_and_isolation_show_in_docker_inspect(pool_name, secret, do
         assert labels["org.nbpool.pool"] == pool_name and labels["org.nbpool.id"] == slot.cid
         token = secret.token_for(slot.cid)
         assert not any(token in value for value in labels.values()), "a secret leaked into the labels"
+    finally:
+        await pool.stop(remove_assigned=True)
+
+
+async def test_host_port_mode_publishes_on_loopback_only(pool_name, secret, docker_client):
+    pool = make_pool(pool_name, secret, warm=1)
+    pool.backend.endpoint_mode = "host-port"
+    await pool.start()
+    try:
+        await until(lambda: pool.available == 1)
+        slot = next(iter(pool.slots.values()))
+        attrs = docker_client.api.inspect_container(slot.engine_id)
+        bindings = attrs["HostConfig"]["PortBindings"]["8888/tcp"]
+        assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
+        published = attrs["NetworkSettings"]["Ports"]["8888/tcp"]
+        assert all(b["HostIp"] == "127.0.0.1" for b in published)
+        assert slot.endpoint.host == "127.0.0.1" and slot.endpoint.port == int(published[0]["HostPort"])
     finally:
         await pool.stop(remove_assigned=True)
 

@@ -89,10 +89,12 @@ class DockerBackend(ContainerBackend):
     init_process = Bool(False, config=True,
                         help="Run Docker's init as PID 1 in each container. The nbpool image has tini as "
                              "PID 1 already; turn this on for images without an init, so zombies are reaped.")
-    endpoint_mode = Unicode("host-port", config=True,
-                            help="How the proxy reaches a container: 'host-port' (its port published on "
-                                 "127.0.0.1 only) or 'container-ip' (its address on the bridge network, "
-                                 "skipping Docker's userland proxy; needs the bridge reachable from the host).")
+    endpoint_mode = Unicode("container-ip", config=True,
+                            help="How the proxy reaches a container: 'container-ip' (its address on the bridge "
+                                 "network: nothing is published, and attendees' connections survive an engine "
+                                 "restart with live restore; needs nbpool on the engine's own machine) or "
+                                 "'host-port' (its port published on 127.0.0.1 only, through Docker's userland "
+                                 "proxy, which stops while the engine restarts).")
     docker_timeout = Float(60.0, config=True,
                            help="Seconds any single Docker call may take before it counts as failed.")
     extra_create_kwargs = Dict(config=True,
@@ -254,9 +256,9 @@ class DockerBackend(ContainerBackend):
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             init=self.init_process,
-            # Published on loopback only: never reachable from other machines.
-            ports={f"{NOTEBOOK_PORT}/tcp": ("127.0.0.1", None)},
         )
+        if self.endpoint_mode == "host-port":
+            kwargs["ports"] = {f"{NOTEBOOK_PORT}/tcp": ("127.0.0.1", None)}  # loopback only: never other machines
         if self.command:
             kwargs["command"] = [part.format(base_url=base_url, port=NOTEBOOK_PORT, token=token)
                                  for part in self.command]

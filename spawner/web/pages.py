@@ -19,7 +19,7 @@ from proxy.routes import RequestHead
 
 from .. import __version__
 from ..pool.ended import EndedSessions
-from ..pool.slot import Slot, split_user_path
+from ..pool.slot import ASSIGNED, Slot, split_user_path
 
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
@@ -55,10 +55,23 @@ class Pages:
                         headers=[("Cache-Control", "no-store")])
 
     def ended_page(self, status: int, head: RequestHead) -> Response | None:
-        """A container route whose server has gone (502/503/504): the session has ended."""
+        """A container route whose server does not answer (502/503/504).
+
+        While the pool still counts the container as its visitor's (it may be
+        a moment before the engine says it died), the page says "not answering"
+        and tries again by itself; once the pool has let it go, the route is
+        gone and the web app's ended page tells why.
+        """
         if status not in (502, 503, 504):
             return None
         cid, path = split_user_path(head.path.decode("latin-1"))
+        slot = head.route.data if head.route is not None else None
+        if isinstance(slot, Slot) and slot.state == ASSIGNED:
+            if head.wants_json():
+                return Response(503, '{"error": "The notebook server is not answering right now; retry shortly."}',
+                                content_type="application/json", headers=[("Retry-After", "3")])
+            return Response(503, self.render("unreachable.html"),
+                            headers=[("Cache-Control", "no-store"), ("Retry-After", "3")])
         if head.wants_json():
             return Response(status, '{"error": "This notebook session has ended."}', content_type="application/json")
         return Response(status, self.render("ended.html", fresh_url=fresh_url(path), reason=self.ended.reason(cid)),
