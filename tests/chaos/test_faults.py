@@ -1,0 +1,188 @@
+"""Faults mid-workshop, on the real service and the real engine: each must cost no attendee their work.
+
+Timings are measured by benchmarks/faults.py; these tests check what must
+hold (who keeps what, what the pool and the pages say), with deadlines
+generous enough for a slow CI machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.service import kernel_client, spawn, visitor
+
+pytestmark = [pytest.mark.docker, pytest.mark.chaos, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cid_of(url: str) -> str:
+    return re.search(r"/user/([0-9a-f]+)/", url).group(1)
+
+
+def pool_containers(docker_client, service) -> dict[str, str]:
+    """cid -> engine name of every container of ``service``'s pool that the engine has, running or not."""
+    # One list call (the high-level list inspects each in turn, racing with removals).
+    return {c["Labels"]["org.nbpool.id"]: c["Names"][0].lstrip("/") for c in docker_client.api.containers(
+        all=True, filters={"label": f"org.nbpool.pool={service.pool_name}"})}
+
+
+def known_to_pool(service) -> dict[str, str]:
+    """cid -> state of every container nbpool tracks."""
+    return {row["id"]: row["state"] for row in service.admin("GET", "/api/admin/containers").json()["containers"]}
+
+
+def restart_engine() -> None:
+    """Stop dockerd (SIGTERM, as a package upgrade or an operator does) and start it again as `make engine` does."""
+    pid = int(subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True, check=True).stdout.split()[0])
+    subprocess.run(["kill", "-TERM", str(pid)], check=True)
+    deadline = time.monotonic() + 60
+    while subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "dockerd did not stop within 60 s"
+        time.sleep(0.1)
+    subprocess.run(["bash", str(ROOT / "arch-base" / "engine.sh")], check=True, capture_output=True, timeout=120)
+
+
+def test_a_killed_spare_is_replaced_by_the_event_not_the_next_reconcile(make_service, docker_client):
+    service = make_service(Pool__warm=2, Pool__reconcile_interval=3600)
+    service.start()
+    spares = pool_containers(docker_client, service)
+    first = sorted(spares)[0]
+    victim = docker_client.containers.get(spares[first])
+    victim.kill()
+    service.wait_for(lambda: service.stats()["available"] == 2 and first not in known_to_pool(service),
+                     timeout=60, what="a new spare in its place")
+    assert "replacing it" in service.logs()
+
+
+def test_an_engine_restart_keeps_every_attendees_kernel(make_service, docker_client):
+    service = make_service(Pool__warm=2, Pool__max_containers=6)
+    service.start()
+    session = visitor()
+    url = spawn(session, service.url)
+    said_down: list[dict] = []
+
+    def watch_health(stop) -> None:
+        while not stop.is_set():
+            health = requests.get(f"{service.url}/healthz", timeout=10).json()
+            if not health["engine_up"]:
+                said_down.append(health)
+            time.sleep(0.1)
+
+    async def through_the_restart() -> str:
+        client = kernel_client(session, url)
+        await client.start("python3")
+        assert (await client.execute("x = 41")).status == "ok"
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        watcher = loop.run_in_executor(None, watch_health, stop)
+        await asyncio.to_thread(restart_engine)
+        newcomer = await asyncio.to_thread(spawn, visitor(), service.url)  # served, not refused, right after
+        stop.set()
+        await watcher
+        try:
+            # The same kernel, over the same WebSocket: the connection lived through the restart.
+            return (await client.execute("print(x + 1)")).output.strip(), newcomer
+        finally:
+            await client.shutdown()
+
+    result, newcomer = asyncio.run(through_the_restart())
+    assert result == "42"
+    assert requests.get(newcomer, cookies=None, timeout=30).status_code in (200, 403)  # it exists (not our cookie)
+    assert said_down and "does not answer" in said_down[0]["problems"][0]  # /healthz told operators meanwhile
+    service.wait_for(lambda: requests.get(f"{service.url}/healthz", timeout=10).status_code == 200
+                     and service.stats()["available"] == 2, timeout=60, what="the pool whole again")
+    health = requests.get(f"{service.url}/healthz", timeout=10).json()
+    assert health["consecutive_failures"] == 0
+    assert "nbpool_pool_failed_starts_total 0.0" in requests.get(f"{service.url}/metrics", timeout=10).text
+    assert session.get(url, timeout=30).status_code == 200
+
+
+def test_sigkill_during_a_burst_leaves_no_orphan_and_nobody_loses_a_container(make_service, docker_client):
+    service = make_service(Pool__warm=0, Pool__max_containers=20, Pool__spawn_concurrency=4)
+    service.start()
+    visitors = [visitor() for _ in range(20)]
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        # Twenty arrive at once and follow the waiting line, as browsers do.
+        arrivals = [pool.submit(spawn, session, service.url, "", 120) for session in visitors]
+        service.wait_for(lambda: service.stats()["assigned"] >= 3, timeout=60, what="a few served")
+        service.proc.send_signal(signal.SIGKILL)  # mid-burst: some served, some starting, some in line
+        service.proc.wait(30)
+        concurrent.futures.wait(arrivals, timeout=120)
+    served = {cid_of(f.result()): (session, f.result()) for session, f in zip(visitors, arrivals, strict=True)
+              if f.exception() is None}
+    assert served  # (the others were in line when it died: they simply ask again)
+    service.start(wait_warm=False)
+    # Every container on the engine is the pool's (adopted or removed), none twice.
+    service.wait_for(lambda: set(pool_containers(docker_client, service)) <= set(known_to_pool(service)),
+                     timeout=60, what="no orphans")
+    for cid, (session, url) in served.items():  # whoever had one still has it
+        assert known_to_pool(service)[cid] == "assigned"
+        assert session.get(url, timeout=30).status_code == 200
+    assert "assigned adopted" in service.logs()
+
+
+def test_sigkill_during_a_drain_and_a_cull_keeps_the_active_attendee(make_service, docker_client):
+    service = make_service(Pool__warm=3, Pool__max_containers=8, Pool__cull_idle=4, Pool__cull_interval=1)
+    service.start()
+    active, idle = visitor(), visitor()
+    active_url = spawn(active, service.url)
+    spawn(idle, service.url)  # opened once, then left alone: due for culling when nbpool dies
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # keeps its container busy while the other one idles
+        assert active.get(active_url, timeout=30).ok
+        time.sleep(0.5)
+    assert service.admin("POST", "/api/admin/drain").ok
+    service.proc.send_signal(signal.SIGKILL)  # spares half replaced, the idle one being culled
+    service.proc.wait(30)
+    service.start(wait_warm=True)
+    service.wait_for(lambda: set(pool_containers(docker_client, service)) <= set(known_to_pool(service)),
+                     timeout=60, what="no orphans")
+    assert active.get(active_url, timeout=30).status_code == 200
+    assert known_to_pool(service)[cid_of(active_url)] == "assigned"
+    assert sum(1 for state in known_to_pool(service).values() if state == "spare") == 3
+
+
+def test_a_kernel_killed_at_the_memory_limit_is_seen_by_the_operator(make_service):
+    service = make_service(Pool__warm=1, DockerBackend__mem_limit="256M")
+    service.start()
+    session = visitor()
+    url = spawn(session, service.url)
+
+    async def exhaust() -> str:
+        client = kernel_client(session, url)
+        kernel = await client.start("python3")
+        try:
+            await asyncio.wait_for(client.execute("hog = b'x' * (400 * 2**20)"), 60)
+        except Exception:  # the kernel died under it: what the attendee sees as a kernel restart
+            pass
+        return kernel
+
+    asyncio.run(exhaust())
+    service.wait_for(lambda: any(r["oom_kills"] for r in service.admin("GET", "/api/admin/containers")
+                                 .json()["containers"]), timeout=30, what="the OOM kill counted")
+    assert "killed at its memory limit" in service.logs()
+    assert "nbpool_pool_oom_kills_total 1.0" in requests.get(f"{service.url}/metrics", timeout=10).text
+    assert session.get(url, timeout=30).status_code == 200  # the container, and the session, live on
+
+
+def test_a_nearly_full_engine_disk_stops_launches_and_says_why(make_service):
+    service = make_service(Pool__warm=2, Pool__min_free_disk="1000T", Pool__disk_check_interval=1)
+    service.start(wait_warm=False)
+    health = requests.get(f"{service.url}/healthz", timeout=10)
+    assert health.status_code == 503 and "free on the engine's disk" in health.json()["problems"][0]
+    time.sleep(2)
+    assert service.stats()["available"] == 0 and service.stats()["launching"] == 0
+    service.write_config(Pool__min_free_disk="1G")
+    service.sighup()
+    service.wait_for(lambda: service.stats()["available"] == 2, timeout=60, what="launches resumed")
+    assert requests.get(f"{service.url}/healthz", timeout=10).status_code == 200
