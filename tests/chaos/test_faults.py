@@ -178,8 +178,9 @@ def test_a_kernel_killed_at_the_memory_limit_is_seen_by_the_operator(make_servic
 def test_a_nearly_full_engine_disk_stops_launches_and_says_why(make_service):
     service = make_service(Pool__warm=2, Pool__min_free_disk="1000T", Pool__disk_check_interval=1)
     service.start(wait_warm=False)
-    health = requests.get(f"{service.url}/healthz", timeout=10)
-    assert health.status_code == 503 and "free on the engine's disk" in health.json()["problems"][0]
+    service.wait_for(lambda: requests.get(f"{service.url}/healthz", timeout=10).status_code == 503, timeout=30,
+                     what="/healthz saying the disk is low")
+    assert "free on the engine's disk" in requests.get(f"{service.url}/healthz", timeout=10).json()["problems"][0]
     time.sleep(2)
     assert service.stats()["available"] == 0 and service.stats()["launching"] == 0
     service.write_config(Pool__min_free_disk="1G")
