@@ -248,8 +248,7 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
             if slot.state == SPARE:
                 self._assign(slot, owner)
                 self._schedule()
-                await self._record_assignment(slot)
-                return slot
+                return slot if await self._record_assignment(slot) else None
         return None
 
     def holdings(self, owner: str) -> int:
@@ -306,30 +305,31 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
             slot.handout_requests = slot.route.requests
         self.stats.handed_out += 1
 
-    async def _record_assignment(self, slot: Slot) -> None:
-        """Rename the container to its assigned form; on failure raise PoolUnavailable.
+    async def _record_assignment(self, slot: Slot) -> bool:
+        """Rename the container to its assigned form: True once the engine has it.
 
         A used container must never be adopted as a spare after a restart, so
         one whose hand-out the engine did not take is not handed out at all:
         nobody was sent to it, so while the engine is away it is a spare again
-        (untouched); after any other failure it is removed.
+        (untouched) and this returns False (its visitor waits in line until the
+        engine is back); after any other failure it is removed and
+        PoolUnavailable raised.
         """
         name = assigned_name(self.pool_name, slot)
         try:
             await asyncio.shield(self.backend.rename(slot.engine_id, name))
-        except EngineUnavailable as exc:
+        except EngineUnavailable:
             self.log.warning("could not record the hand-out of %s (the engine does not answer): it stays a "
                              "spare", slot.cid)
             self._unassign(slot)
             self.on_engine(False)
-            raise PoolUnavailable(f"rename failed: {exc}", retry_after=5,
-                                  visitor_message="Notebook servers will be ready again in a moment. This page "
-                                                  "tries again by itself.") from None
+            return False
         except BackendError as exc:
             self.log.error("could not record the hand-out of %s with the engine, removing it: %s", slot.cid, exc)
             self.release(slot, "its hand-out could not be recorded")
             raise PoolUnavailable(f"rename failed: {exc}", retry_after=5) from None
         slot.name = name
+        return True
 
     def _unassign(self, slot: Slot) -> None:
         """Undo a hand-out nobody was sent to: a spare again, first in line."""
@@ -341,10 +341,14 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
     async def _serve_ticket(self, slot: Slot, ticket: Ticket) -> None:
         """Record ``slot``'s hand-out to the visitor in line, then let them go to it."""
         try:
-            await self._record_assignment(slot)
+            recorded = await self._record_assignment(slot)
         except PoolUnavailable as error:
             if not ticket.future.done():
                 ticket.future.set_exception(error)
+            return
+        if not recorded:  # the engine went away: back to the front of the line, served when it returns
+            if not ticket.future.done():
+                self._queue.appendleft(ticket)
             return
         if ticket.future.done():  # they left the line while it was recorded: nobody used it
             self.release(slot, "its visitor left the waiting page")

@@ -21,9 +21,10 @@ from .visitor import visitor_handlers
 
 def make_application(web: WebApp, pool: Pool, proxy: Proxy) -> Application:
     def log_request(handler) -> None:
-        # Server errors matter to operators; the rest of the page traffic is noise at info level.
+        # Server errors matter to operators; the rest of the page traffic is noise at info level
+        # (503 is the pool saying "full" or "restarting", already logged with its reason).
         status = handler.get_status()
-        level = web.log.error if status >= 500 else web.log.debug
+        level = web.log.error if status >= 500 and status != 503 else web.log.debug
         level("%d %s %s (%s) %.1fms", status, handler.request.method, redact(handler.request.uri),
               handler.request.remote_ip, 1000 * handler.request.request_time())
 

@@ -1,0 +1,132 @@
+"""nbpool as the benchmarks run it: start.py in a subprocess with its own pool name, data dir, port and log.
+
+    with RunningService(warm=3, cap=20, extra=["DockerBackend.mem_limit = '512M'"]) as service:
+        service.wait_until(lambda: service.stats()["available"] >= 3)
+
+It can be killed (SIGKILL) and started again on the same data dir (a restart
+adopts what runs); on exit it stops nbpool and removes its pool's containers.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningService:
+    def __init__(self, *, warm: int, cap: int, concurrency: int = 4, extra: list[str] | None = None,
+                 name: str = "bench"):
+        self.pool = f"nbpool-{name}-{secrets.token_hex(3)}"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.warm = warm
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"nbpool-{name}-")
+        self.dir = Path(self._tmp.name)
+        self.config = self.dir / "config.py"
+        self.log_path = self.dir / "nbpool.log"
+        self.lines = [
+            f"Pool.pool_name = {self.pool!r}", f"Pool.warm = {warm}", f"Pool.max_containers = {cap}",
+            f"Pool.spawn_concurrency = {concurrency}", "Pool.start_timeout = 180", "Pool.queue_timeout = 300",
+            f"Proxy.port = {self.port}", "Proxy.ip = '127.0.0.1'", "WebApp.spawn_rate_limit = 0",
+            "DockerBackend.mem_limit = '512M'", *(extra or []),
+        ]
+        self.write_config()
+        self.proc: subprocess.Popen | None = None
+
+    def write_config(self, *more: str) -> None:
+        self.lines += more
+        self.config.write_text("c = get_config()  # noqa: F821\n" + "".join(f"c.{line}\n" for line in self.lines))
+
+    def __enter__(self) -> RunningService:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=org.nbpool.pool={self.pool}"],
+                             capture_output=True, text=True).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        self._tmp.cleanup()
+
+    def start(self, wait_warm: bool = True, timeout: float = 600) -> float:
+        """Start nbpool; return the seconds until it answered (and had its spares, if asked)."""
+        t0 = time.monotonic()
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "start.py"), "--config", str(self.config),
+                                      "--data-dir", str(self.dir / "data")], stdout=log, stderr=subprocess.STDOUT,
+                                     cwd=ROOT)
+        log.close()
+        self.wait_until(lambda: self.answers() and (not wait_warm or self.stats()["available"] >= self.warm),
+                        timeout, "nbpool ready")
+        return time.monotonic() - t0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def answers(self) -> bool:
+        try:
+            self.stats()
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def get_json(self, path: str, token: bool = False) -> tuple[int, dict]:
+        headers = {"Authorization": f"token {self.admin_token}"} if token else {}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(self.url + path, headers=headers), timeout=10) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    def stats(self) -> dict:
+        return self.get_json("/api/stats")[1]
+
+    def containers(self) -> list[dict]:
+        return self.get_json("/api/admin/containers", token=True)[1]["containers"]
+
+    @property
+    def admin_token(self) -> str:
+        return (self.dir / "data" / "admin_token").read_text().strip()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 120, what: str = "condition",
+                   every: float = 0.05) -> float:
+        """Poll ``predicate`` until true; return the seconds it took. Raises TimeoutError naming ``what``."""
+        t0 = time.monotonic()
+        while not predicate():
+            if self.proc is not None and self.proc.poll() is not None and what != "nbpool gone":
+                raise RuntimeError(f"nbpool exited while waiting for {what}:\n{self.logs()[-3000:]}")
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"{what} not reached within {timeout:.0f}s:\n{self.logs()[-3000:]}")
+            time.sleep(every)
+        return time.monotonic() - t0
