@@ -65,7 +65,8 @@ def test_a_killed_spare_is_replaced_by_the_event_not_the_next_reconcile(make_ser
 
 
 def test_an_engine_restart_keeps_every_attendees_kernel(make_service, docker_client):
-    service = make_service(Pool__warm=2, Pool__max_containers=6)
+    # No reconcile pass during the test: what the pool learns, it learns from the engine's events.
+    service = make_service(Pool__warm=2, Pool__max_containers=6, Pool__reconcile_interval=3600)
     service.start()
     session = visitor()
     url = spawn(session, service.url)
@@ -105,6 +106,11 @@ def test_an_engine_restart_keeps_every_attendees_kernel(make_service, docker_cli
     assert health["consecutive_failures"] == 0
     assert "nbpool_pool_failed_starts_total 0.0" in requests.get(f"{service.url}/metrics", timeout=10).text
     assert session.get(url, timeout=30).status_code == 200
+    # The event stream reconnected by itself: a spare killed now is still replaced at once.
+    spare = next(cid for cid, state in known_to_pool(service).items() if state == "spare")
+    docker_client.containers.get(pool_containers(docker_client, service)[spare]).kill()
+    service.wait_for(lambda: spare not in known_to_pool(service) and service.stats()["available"] == 2,
+                     timeout=60, what="the killed spare replaced after the restart")
 
 
 def test_sigkill_during_a_burst_leaves_no_orphan_and_nobody_loses_a_container(make_service, docker_client):
@@ -187,3 +193,26 @@ def test_a_nearly_full_engine_disk_stops_launches_and_says_why(make_service):
     service.sighup()
     service.wait_for(lambda: service.stats()["available"] == 2, timeout=60, what="launches resumed")
     assert requests.get(f"{service.url}/healthz", timeout=10).status_code == 200
+
+
+def test_a_fork_bomb_meets_the_pids_limit_and_hurts_nobody_else(make_service, docker_client):
+    service = make_service(Pool__warm=2, DockerBackend__pids_limit=128)
+    service.start()
+    bomber, neighbour = visitor(), visitor()
+    bomb_url, other_url = spawn(bomber, service.url), spawn(neighbour, service.url)
+    container = docker_client.containers.get(pool_containers(docker_client, service)[cid_of(bomb_url)])
+    # Children that hold their pid for 20 s; the count of those it could start goes to a file.
+    bomb = ("import os, time\nn = 0\ntry:\n    for _ in range(5000):\n        if os.fork() == 0:\n"
+            "            time.sleep(20)\n            os._exit(0)\n        n += 1\nexcept OSError:\n    pass\n"
+            "open('/tmp/forked', 'w').write(str(n))")
+    container.exec_run(["python3", "-c", bomb], user="1000", detach=True)
+    time.sleep(3)  # the bomb has met the limit by now, its children still hold it
+    assert neighbour.get(other_url, timeout=30).status_code == 200  # meanwhile the neighbour never noticed
+    deadline = time.monotonic() + 40
+    while container.exec_run(["cat", "/tmp/forked"], user="1000").exit_code != 0:
+        assert time.monotonic() < deadline, "the fork loop never ended"
+        time.sleep(0.5)
+    forked = int(container.exec_run(["cat", "/tmp/forked"], user="1000").output)
+    assert forked < 128  # stopped at the limit, not at 5000
+    service.wait_for(lambda: bomber.get(bomb_url, timeout=30).status_code == 200, timeout=60,
+                     what="the bomber's own server answering again")
