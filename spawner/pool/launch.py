@@ -131,28 +131,32 @@ class PoolLaunches:
         return info
 
     async def _launch_failed(self, slot: Slot, exc: BaseException) -> None:
+        # Accounted at once (counters, backoff, breaker), before the slow cleanup: whoever sees the
+        # failure counted also sees its backoff, and no launch slips in meanwhile.
         self.stats.failed_starts += 1
         self.consecutive_failures += 1
-        try:
-            logs = await self.backend.logs(slot.engine_id) if slot.engine_id else ""
-            self.log.error("container %s failed to start (%d in a row): %s%s", slot.name or slot.cid,
-                           self.consecutive_failures, exc, f"\n--- its last output ---\n{logs}" if logs else "")
-        finally:
-            # Even when stop() cancels us while the logs are fetched, the container goes.
-            self.slots.pop(slot.cid, None)
-            if slot.engine_id:
-                await self._quiet_remove(slot.engine_id)
         delay = min(self.failure_backoff * 2 ** (self.consecutive_failures - 1), self.failure_backoff_max)
         self._hold_until = max(self._hold_until, self.clock() + delay)
         if self.breaker_open:
-            self.log.error("circuit breaker open after %d failed starts: probing every %.0fs",
-                           self.consecutive_failures, self.breaker_probe_interval)
             self._hold_until = max(self._hold_until, self.clock() + self.breaker_probe_interval)
             # Visitors in line would wait for nothing: tell them now.
             while self._queue:
                 ticket = self._queue.popleft()
                 if not ticket.future.done():
                     ticket.future.set_exception(PoolUnavailable("circuit breaker open"))
+        failures = self.consecutive_failures
+        try:
+            logs = await self.backend.logs(slot.engine_id) if slot.engine_id else ""
+            self.log.error("container %s failed to start (%d in a row): %s%s", slot.name or slot.cid,
+                           failures, exc, f"\n--- its last output ---\n{logs}" if logs else "")
+        finally:
+            # Even when stop() cancels us while the logs are fetched, the container goes.
+            self.slots.pop(slot.cid, None)
+            if slot.engine_id:
+                await self._quiet_remove(slot.engine_id)
+        if failures >= self.breaker_threshold:
+            self.log.error("circuit breaker open after %d failed starts: probing every %.0fs",
+                           failures, self.breaker_probe_interval)
 
     async def _quiet_remove(self, engine_id: str) -> None:
         """Remove a container, logging failure. The removal is a tracked task that a cancelled
