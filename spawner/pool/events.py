@@ -106,14 +106,8 @@ class PoolEvents:
         """Give ready spares to visitors already in line (they queued while none could be handed out)."""
         while self._queue and self._spares:
             slot = self._spares.popleft()
-            if slot.state != SPARE:
-                continue
-            ticket = self._queue.popleft()
-            if ticket.future.done():
-                self._spares.appendleft(slot)
-                continue
-            self._assign(slot, ticket.owner)
-            self._background_task(self._serve_ticket(slot, ticket))
+            if slot.state == SPARE and not self._give_to_next_waiter(slot):
+                self._spares.appendleft(slot)  # nobody was still waiting after all
 
     async def check_space(self) -> None:
         """Stop launching while the engine's disk has less than min_free_disk free; resume when it has."""

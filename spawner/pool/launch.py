@@ -175,19 +175,25 @@ class PoolLaunches:
             self.release(slot, "launched before a drain")
             return
         self._route(slot)
-        while self._queue:
-            ticket = self._queue.popleft()
-            if not ticket.future.done():
-                self._assign(slot, ticket.owner)
-                self._background_task(self._serve_ticket(slot, ticket))
-                self._schedule()
-                return
+        if self._give_to_next_waiter(slot):
+            self._schedule()
+            return
         if self.available >= self.warm:
             self.release(slot, "more spares than warm")
             return
         slot.state = SPARE
         self._spares.append(slot)
         self._schedule()
+
+    def _give_to_next_waiter(self, slot: Slot) -> bool:
+        """Assign ``slot`` to the first visitor still in line (tickets given up are dropped); False if none."""
+        while self._queue:
+            ticket = self._queue.popleft()
+            if not ticket.future.done():
+                self._assign(slot, ticket.owner)
+                self._background_task(self._serve_ticket(slot, ticket))
+                return True
+        return False
 
     def _route(self, slot: Slot) -> None:
         if self.routes is None:
