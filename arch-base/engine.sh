@@ -10,6 +10,10 @@
 # attendee's container running. Not on a swarm node: a daemon in a swarm
 # refuses to start with live restore (drain such a node before restarting its
 # engine instead); not when /etc/docker/daemon.json already decides it.
+#
+#   engine.sh --restart   stops the dockerd it runs (SIGTERM, as an upgrade
+#                         does) and starts it again as above: what the chaos
+#                         tests and benchmarks/faults.py do to nbpool.
 set -euo pipefail
 
 LOG=${NBPOOL_DOCKERD_LOG:-/var/log/nbpool-dockerd.log}
@@ -17,6 +21,17 @@ DEADLINE=${NBPOOL_ENGINE_TIMEOUT:-60}
 
 say() { printf 'engine: %s\n' "$*"; }
 die() { printf 'engine: ERROR: %s\n' "$*" >&2; exit 1; }
+
+if [ "${1:-}" = "--restart" ]; then
+    pid=$(pgrep -x dockerd | head -n 1) || die "--restart: no dockerd runs here to restart."
+    say "restarting dockerd (pid $pid)"
+    kill -TERM "$pid"
+    for _ in $(seq $((DEADLINE * 10))); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then die "dockerd (pid $pid) did not stop within ${DEADLINE}s."; fi
+fi
 
 if docker info >/dev/null 2>&1; then
     say "Docker engine already reachable ($(docker info --format '{{.ServerVersion}}' 2>/dev/null)); nothing to do."
