@@ -31,19 +31,12 @@ def local_only(handler: PageHandler) -> bool:
         handler.set_status(403)
         handler.finish({"error": "admin endpoints answer only on this machine (see WebApp.admin_allow_remote)"})
         return True
-    if "*" not in nb.admin_hosts and host_name(handler.request.host) not in nb.admin_hosts:
+    # Tornado's host_name: the Host header lower-cased, without its port (an IPv6 one keeps its brackets).
+    if "*" not in nb.admin_hosts and handler.request.host_name.strip("[]") not in nb.admin_hosts:
         handler.set_status(403)
         handler.finish({"error": "admin endpoints answer only at the host names in WebApp.admin_hosts"})
         return True
     return not handler.same_origin(nb.admin_origins)
-
-
-def host_name(host: str) -> str:
-    """'example.org:8000' -> 'example.org'; '[::1]:8000' -> '::1'."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 class JSONHandler(PageHandler):
