@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -138,6 +139,19 @@ def through_the_line(session: requests.Session, url: str, resp: requests.Respons
     assert resp.status_code == 302, (resp.status_code, resp.text[:500])
     location = resp.headers["Location"]
     return location if location.startswith("http") else url + location
+
+
+def vm_kib(pid: int | str, field: str) -> int:
+    """A memory figure of process ``pid`` ('self' for this one) from /proc, e.g. VmRSS or VmHWM, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def cid_of(url: str) -> str:
+    """The container id in a /user/<id>/ URL."""
+    return re.search(r"/user/([0-9a-f]+)/", url).group(1)
 
 
 def kernel_client(session: requests.Session, container_url: str) -> KernelClient:

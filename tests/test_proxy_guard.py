@@ -15,6 +15,7 @@ from proxy.http import Response
 from proxy.origin import OriginPolicy, normalize_origin
 from proxy.server import Proxy
 from tests.httpwire import Wire, request
+from tests.service import vm_kib
 
 EMBEDDER = "https://embed.example"
 
@@ -30,12 +31,6 @@ async def guarded(backend, ws_backend):
     await p.start()
     yield p
     await p.stop()
-
-
-def rss_mib() -> float:
-    """This process's resident memory (the proxy runs in it)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
 def echoed_headers(resp) -> dict[str, str]:
@@ -203,11 +198,12 @@ async def test_an_endless_response_head_is_cut_off_with_502(raw_backend):
     p.routes.add("/value", await raw_backend(one_endless_value))
     await p.start()
     try:
-        before = rss_mib()
+        before = vm_kib("self", "VmRSS")
         for path in ("/lines", "/value"):
             resp = await request(p.bound_port, "GET", path)
             assert resp.status == 502
-        assert rss_mib() - before < 20  # the proxy kept at most one head's worth (before: +300 MiB in 20 s)
+        # The proxy kept at most one head's worth (before: +300 MiB in 20 s).
+        assert vm_kib("self", "VmRSS") - before < 20 * 1024
     finally:
         await p.stop()
 

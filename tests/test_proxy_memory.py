@@ -10,16 +10,10 @@ import pytest
 
 from tests.resources import echo
 from tests.resources.slow_client import slow_read
+from tests.service import vm_kib
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
-
-
-def vm_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 async def start_proxy_process(*args: str) -> tuple[asyncio.subprocess.Process, int]:

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.dockertools import remove_pool_containers
-from tests.service import Service, kernel_client, spawn, through_the_line, visitor
+from tests.service import Service, cid_of, kernel_client, spawn, through_the_line, visitor
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -28,9 +28,6 @@ def shared(docker_client, notebook_image, tmp_path_factory):
     service.stop()
     remove_pool_containers(docker_client, service.pool_name)
 
-
-def cid_of(url: str) -> str:
-    return re.search(r"/user/([0-9a-f]+)/", url).group(1)
 
 
 # --- the visitor's path --------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import re
 import signal
 import subprocess
 import time
@@ -18,15 +17,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.service import kernel_client, spawn, visitor
+from tests.service import cid_of, kernel_client, spawn, visitor
 
 pytestmark = [pytest.mark.docker, pytest.mark.chaos, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def cid_of(url: str) -> str:
-    return re.search(r"/user/([0-9a-f]+)/", url).group(1)
 
 
 def pool_containers(docker_client, service) -> dict[str, str]:
