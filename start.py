@@ -24,13 +24,14 @@ from pathlib import Path
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_unix_socket
-from traitlets import Bool, Unicode, default
+from traitlets import Bool, Enum, Unicode, default
 from traitlets.config import Application, Config, TraitError
 
 from proxy.server import Proxy, install_uvloop
 from spawner import __version__, configref
 from spawner.engines.docker import DockerBackend
 from spawner.engines.firewall import ContainerFirewall
+from spawner.engines.swarm import SwarmBackend
 from spawner.pool import Pool
 from spawner.pool.ended import EndedSessions
 from spawner.secret import ServerSecret
@@ -41,14 +42,20 @@ HERE = Path(__file__).resolve().parent
 # Settings read at start only (the listening socket, names the engine already holds):
 # a reload keeps their values and says so. Every other setting is read where it is used.
 FIXED_SETTINGS = {Proxy: ("ip", "port", "certfile", "keyfile"), Pool: ("pool_name",),
-                  DockerBackend: ("network_name",)}
+                  DockerBackend: ("network_name",), SwarmBackend: ("docker_host",)}
+BACKENDS = {"docker": DockerBackend, "swarm": SwarmBackend}
 
 
 class NbpoolApp(Application):
     name = "nbpool"
     version = __version__
     description = __doc__
-    classes = [Pool, DockerBackend, ContainerFirewall, Proxy, WebApp]
+    classes = [Pool, DockerBackend, SwarmBackend, ContainerFirewall, Proxy, WebApp]
+
+    backend = Enum(list(BACKENDS), "docker", config=True,
+                   help="The container engine: 'docker' (one machine, the default) or 'swarm' (a Docker Swarm "
+                        "of many machines; the DockerBackend settings apply there too, SwarmBackend adds its own). "
+                        "Read at start only.")
 
     config_file = Unicode(config=True,
                           help="The operator's config file (Python, traitlets style: c.Pool.warm = 10). "
@@ -74,6 +81,7 @@ class NbpoolApp(Application):
         "max-containers": "Pool.max_containers",
         "pool-name": "Pool.pool_name",
         "image": "DockerBackend.image",
+        "backend": "NbpoolApp.backend",
         "log-level": "Application.log_level",
         "config-reference": "NbpoolApp.config_reference",
     }
@@ -157,9 +165,9 @@ class NbpoolApp(Application):
         # One pass, in dependency order: each part is given what it needs when it is made.
         ended = EndedSessions()  # the pool records why sessions end; the pages tell visitors
         self.proxy = Proxy(parent=self, log=self.log)
-        self.backend = DockerBackend(parent=self, log=self.log)
+        self.engine = BACKENDS[self.backend](parent=self, log=self.log)
         self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended)
-        self.pool = Pool(parent=self, log=self.log, backend=self.backend, routes=self.proxy.routes, secret=secret,
+        self.pool = Pool(parent=self, log=self.log, backend=self.engine, routes=self.proxy.routes, secret=secret,
                          route_options=self.web.access.route_options, ended=ended,
                          landing_page=lambda: self.web.landing_path)
 
@@ -182,7 +190,8 @@ class NbpoolApp(Application):
         try:
             await self.pool.start()
         except Exception as exc:
-            self.log.critical("cannot start the pool (is the Docker engine up? 'make engine'): %s", exc)
+            hint = "'make cluster'" if self.backend == "swarm" else "'make engine'"
+            self.log.critical("cannot start the pool (is the engine up? %s): %s", hint, exc)
             await self.proxy.stop()
             sys.exit(2)
         loop = asyncio.get_running_loop()
@@ -190,7 +199,7 @@ class NbpoolApp(Application):
         scheme = "https" if self.proxy.tls else "http"
         self.log.info("nbpool %s ready on %s://%s:%d/ - pool %s: %d warm, cap %d, image %s, %d assigned adopted",
                       __version__, scheme, self.proxy.ip or "0.0.0.0", self.proxy.bound_port, self.pool.pool_name,
-                      self.pool.warm, self.pool.max_containers, self.backend.image, self.pool.count("assigned"))
+                      self.pool.warm, self.pool.max_containers, self.engine.image, self.pool.count("assigned"))
 
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -204,8 +213,8 @@ class NbpoolApp(Application):
         await self.pool.stop()
         await self.proxy.stop()
         app_server.stop()
-        await self.backend.retire_firewall()
-        await self.backend.close()
+        await self.engine.retire_firewall()
+        await self.engine.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock_path)
         self.log.info("stopped")
@@ -231,10 +240,12 @@ class NbpoolApp(Application):
         except Exception as exc:  # the operator's file: say what is wrong, keep serving
             self.log.error("config reload failed, nothing changed: %s", exc)
             return
-        old_image = self.backend.image
-        firewall_before = self._values(self.backend.firewall)
+        old_image = self.engine.image
+        firewall_before = self._values(self.engine.firewall)
         live = self._live()
-        fixed = {(cls, k): getattr(live[cls], k) for cls, names in FIXED_SETTINGS.items() for k in names}
+        owners = {cls: next((o for o in live.values() if isinstance(o, cls)), None) for cls in FIXED_SETTINGS}
+        fixed = {(cls, k): getattr(owners[cls], k) for cls, names in FIXED_SETTINGS.items() if owners[cls]
+                 for k in names}
         before = {cls.__name__: self._values(obj) for cls, obj in self._live().items()}
         for obj in self._live().values():
             obj.update_config(fresh)
@@ -244,20 +255,20 @@ class NbpoolApp(Application):
             if changed:
                 self.log.info("applied %s: %s", cls.__name__, ", ".join(f"{k}={v!r}" for k, v in changed.items()))
         for (cls, k), value in fixed.items():
-            if getattr(live[cls], k) != value:
-                setattr(live[cls], k, value)  # kept as it is until a restart
+            if getattr(owners[cls], k) != value:
+                setattr(owners[cls], k, value)  # kept as it is until a restart
                 self.log.warning("%s.%s changed in the config file: takes effect at the next start",
                                  cls.__name__, k)
-        if self._values(self.backend.firewall) != firewall_before:
+        if self._values(self.engine.firewall) != firewall_before:
             asyncio.get_running_loop().create_task(self._reinstall_firewall())
-        if self.backend.image != old_image:
+        if self.engine.image != old_image:
             drained = self.pool.drain()
             self.log.info("image changed %s -> %s: replacing %d spares; assigned containers keep theirs",
-                          old_image, self.backend.image, drained)
+                          old_image, self.engine.image, drained)
 
     async def _reinstall_firewall(self) -> None:
         try:
-            await self.backend.reinstall_firewall()
+            await self.engine.reinstall_firewall()
             self.log.info("container firewall rules applied again with the new settings")
         except Exception as exc:  # a task boundary: the operator's new rules failed; say so
             self.log.error("could not apply the new ContainerFirewall settings: %s", exc)
@@ -272,7 +283,7 @@ class NbpoolApp(Application):
     def _check(self, config: Config) -> None:
         """Build throwaway copies with the new config: any bad value raises, naming itself."""
         try:
-            DockerBackend(config=config)
+            BACKENDS[self.backend](config=config)
             ContainerFirewall(config=config)
             Proxy(config=config)
             Pool(config=config, backend=DockerBackend(), secret=ServerSecret(b"x" * 32))
@@ -281,7 +292,7 @@ class NbpoolApp(Application):
             raise ValueError(str(exc)) from None
 
     def _live(self) -> dict:
-        return {Pool: self.pool, DockerBackend: self.backend, ContainerFirewall: self.backend.firewall,
+        return {Pool: self.pool, type(self.engine): self.engine, ContainerFirewall: self.engine.firewall,
                 WebApp: self.web, Proxy: self.proxy}
 
     @staticmethod

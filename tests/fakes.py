@@ -24,6 +24,7 @@ from spawner.engines.base import (
     ContainerInfo,
     Endpoint,
     EngineUnavailable,
+    NoRoom,
 )
 
 _ENGINE_IDS = itertools.count(1)
@@ -75,6 +76,7 @@ class FakeBackend(ContainerBackend):
         self.free: int | None = None  # what free_space() reports
         self.tell = None  # the pool's on_event, once it watches
         self.tell_engine = None  # the pool's on_engine, once it watches
+        self.no_room = ""  # when set, starts raise NoRoom with it (every node full, paused or without the image)
 
     def _answer(self, what: str) -> None:
         if self.down:
@@ -90,9 +92,9 @@ class FakeBackend(ContainerBackend):
     async def free_space(self):
         return self.free
 
-    def event(self, kind: str, slot, exit_code: int | None = None) -> None:
+    def event(self, kind: str, slot, exit_code: int | None = None, reason: str = "") -> None:
         """What the engine's event stream would say about ``slot``'s container."""
-        self.tell(ContainerEvent(kind, slot.engine_id, slot.cid, exit_code))
+        self.tell(ContainerEvent(kind, slot.engine_id, slot.cid, exit_code, reason))
 
     async def start(self, pool, cid, *, name, token, base_url, labels):
         self.calls.append(("start", cid))
@@ -100,6 +102,8 @@ class FakeBackend(ContainerBackend):
         if self.gate is not None:
             await self.gate.wait()
         await asyncio.sleep(self.start_delay)
+        if self.no_room:
+            raise NoRoom(self.no_room)
         if self.fail_starts:
             self.fail_starts -= 1
             raise BackendError("fake engine refused to start it")

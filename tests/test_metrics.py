@@ -33,6 +33,12 @@ class StandInPool:
     def summary(self) -> dict:
         return {"available": 2, "assigned": 3, "launching": 1, "capacity": 10, "queue": 4, "warm": 3}
 
+    def nodes(self) -> list[dict]:
+        return [{"name": "node-1", "state": "ready", "availability": "active", "memory_bytes": 8 << 30,
+                 "memory_reserved_bytes": 3 << 30, "spare": 1, "assigned": 2, "launching": 0},
+                {"name": "node-2", "state": "down", "availability": "active", "memory_bytes": 8 << 30,
+                 "memory_reserved_bytes": 0, "spare": 0, "assigned": 0, "launching": 1}]
+
 
 @pytest.fixture
 def proxy() -> Proxy:
@@ -136,3 +142,12 @@ def test_several_scrapes_and_pools_in_one_process(proxy):
     assert value(second["nbpool_pool_handed_out"], "nbpool_pool_handed_out_total") == 50
     assert value(second["nbpool_proxy_requests"], "nbpool_proxy_requests_total") == 0
     assert b"nbpool_" not in generate_latest(REGISTRY)  # the library's global registry is left alone
+
+
+def test_node_metrics_per_node(proxy):
+    families = scrape(StandInPool(), proxy)
+    assert value(families["nbpool_node_containers"], node="node-1", state="assigned") == 2
+    assert value(families["nbpool_node_containers"], node="node-2", state="launching") == 1
+    assert value(families["nbpool_node_memory_reserved_bytes"], node="node-1") == 3 << 30
+    assert value(families["nbpool_node_up"], node="node-1") == 1
+    assert value(families["nbpool_node_up"], node="node-2") == 0

@@ -593,3 +593,28 @@ async def test_a_full_engine_disk_stops_launches_until_there_is_room(make_pool, 
     await pool.check_space()
     await until(lambda: pool.available == 2)
     assert pool.healthy
+
+
+async def test_no_room_on_any_machine_is_not_a_failed_start(make_pool, backend, clock):
+    pool = make_pool(warm=2, breaker_threshold=1)
+    backend.no_room = "no swarm node can take another container: node-1 full (8G of 8G reserved)"
+    await pool.start()
+    await until(lambda: pool.problems())
+    assert "node-1 full" in pool.problems()[0] and pool.stats.failed_starts == 0 and not pool.breaker_open
+    assert pool.available == 0 and not pool.slots  # nothing half-made is kept
+    ticket = pool.enqueue(owner="198.51.100.1")  # a visitor keeps their place in line meanwhile
+    backend.no_room = ""  # a node joined, or containers ended
+    clock.advance(10)  # past the short wait before trying again
+    pool._schedule()
+    slot = await asyncio.wait_for(ticket.future, 5)
+    assert slot.state == ASSIGNED and not pool.problems()
+
+
+async def test_a_container_lost_with_its_machine_ends_saying_so(make_pool, backend):
+    pool = make_pool(warm=1)
+    await pool.start()
+    slot = await pool.acquire()
+    backend.event(DIED, slot, reason="its machine (node-2) stopped answering")
+    await until(lambda: slot.cid not in pool.slots)
+    assert pool.ended_reason(slot.cid) == "Its machine (node-2) stopped answering."
+    assert pool.stats.replaced == 1 and pool.routes.get(slot.prefix) is None

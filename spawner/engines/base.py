@@ -56,6 +56,24 @@ class ContainerInfo:
     state: str  # RUNNING, GONE, or the engine's word for anything else
     labels: dict[str, str] = field(default_factory=dict)
     endpoint: Endpoint | None = None
+    node: str = ""  # the machine it runs on (a cluster node's name; '' on a single engine)
+    reason: str = ""  # why it is GONE, in words for its attendee's ended page, when the engine says
+    node_active: bool = True  # False when its node takes no new containers (paused or drained for maintenance)
+
+
+@dataclass
+class NodeInfo:
+    """One machine of the engine, as the status page and /metrics show it."""
+
+    name: str
+    address: str
+    state: str  # the engine's word: ready, down, ...
+    availability: str  # active, pause or drain
+    role: str
+    memory: int  # bytes it has
+    reserved_memory: int = 0  # bytes reserved by the containers on it
+    containers: int = 0  # pool containers on it (every pool of this engine)
+    image: str = "ready"  # whether it has the pool's image: ready, probing, missing, unknown
 
 
 # What happened to a container, as the engine's event stream tells it.
@@ -72,6 +90,7 @@ class ContainerEvent:
     engine_id: str
     cid: str
     exit_code: int | None = None  # for DIED, when the engine says
+    reason: str = ""  # for DIED, in words, when the engine knows more than an exit code (e.g. its node went down)
 
 
 class BackendError(Exception):
@@ -80,6 +99,10 @@ class BackendError(Exception):
 
 class EngineUnavailable(BackendError):
     """The engine does not answer (restarting, or gone): nothing is wrong with the container or its image."""
+
+
+class NoRoom(BackendError):
+    """No machine can take another container now (all full, paused, or without the image): not a failed start."""
 
 
 class ContainerBackend(LoggingConfigurable):
@@ -118,6 +141,10 @@ class ContainerBackend(LoggingConfigurable):
 
     async def ping(self) -> None:
         """Return when the engine answers; raise EngineUnavailable when it does not."""
+
+    async def nodes(self) -> list[NodeInfo]:
+        """The machines containers run on, for the status page and /metrics ([] if the engine cannot tell)."""
+        return []
 
     async def free_space(self) -> int | None:
         """Bytes free where the engine keeps images and containers' files; None if it cannot tell."""

@@ -30,6 +30,7 @@ from .base import (
     ContainerInfo,
     Endpoint,
     EngineUnavailable,
+    NodeInfo,
 )
 from .docker_events import EventWatch
 from .firewall import ContainerFirewall, bridge_name
@@ -222,6 +223,14 @@ class DockerBackend(ContainerBackend):
         except OSError:
             return None
         return st.f_bavail * st.f_frsize
+
+    async def nodes(self) -> list[NodeInfo]:
+        info = self._engine_info
+        if not info:
+            return []
+        return [NodeInfo(name=info.get("Name", "engine"), address="local", state="ready", availability="active",
+                         role="engine", memory=int(info.get("MemTotal") or 0),
+                         containers=int(info.get("ContainersRunning") or 0))]
 
     async def ensure_network(self) -> None:
         """The network exists and its firewall rules are in place (they do not survive a host reboot)."""

@@ -48,7 +48,12 @@ class PoolEvents:
         if slot.state == LAUNCHING:
             slot.exited = True  # its readiness wait gives up at once (see launch._bring_up)
             return
-        if event.kind == DIED:
+        if event.kind == DIED and event.reason:
+            self.stats.replaced += 1
+            self.log.warning("container %s (%s) on %s: %s; replacing it", slot.name or slot.cid, slot.state,
+                             slot.node or "its node", event.reason)
+            self.release(slot, event.reason, visitor_reason=visitor_words(event.reason))
+        elif event.kind == DIED:
             if slot.last_oom and self.clock() - slot.last_oom < OOM_RECENT:
                 why, visitor = "it ran out of memory", "It ran out of memory: it used all the memory each attendee has."
             else:
@@ -136,6 +141,8 @@ class PoolEvents:
             out.append(f"the container engine does not answer (for {self.clock() - self.engine_down_since:.0f}s)")
         if self.breaker_open:
             out.append(f"circuit breaker open after {self.consecutive_failures} failed starts")
+        if self.no_room:
+            out.append(self.no_room)
         if self.disk_low:
             out.append(f"only {gib(self.disk_free)} free on the engine's disk "
                        f"(min_free_disk {gib(self.min_free_disk)}): no new containers")
@@ -144,6 +151,11 @@ class PoolEvents:
     @property
     def can_launch(self) -> bool:
         return self.engine_up and not self.disk_low
+
+
+def visitor_words(reason: str) -> str:
+    """An engine's reason ('its machine (node-2) stopped answering') as a sentence for the ended page."""
+    return f"{reason[0].upper()}{reason[1:]}." if reason else "Its server stopped unexpectedly."
 
 
 def gib(size: int) -> str:

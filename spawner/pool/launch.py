@@ -14,9 +14,12 @@ import contextlib
 import secrets
 
 from ..backoff import GaveUp, wait_for_http, warm_up
-from ..engines.base import CREATED_LABEL, IMAGE_LABEL, BackendError, EngineUnavailable
+from ..engines.base import CREATED_LABEL, IMAGE_LABEL, BackendError, EngineUnavailable, NoRoom
 from .errors import PoolUnavailable
 from .slot import LAUNCHING, SPARE, Slot, spare_name
+
+
+NO_ROOM_RETRY = 5.0  # seconds before launching again after the engine had no room
 
 
 class PoolLaunches:
@@ -90,6 +93,15 @@ class PoolLaunches:
             if slot.engine_id:
                 await self._quiet_remove(slot.engine_id)
             raise
+        except NoRoom as exc:
+            # Every machine is full, paused or without the image: not a failed start. Try again
+            # shortly (containers end, nodes join); visitors in line keep their place.
+            if str(exc) != self.no_room:
+                self.log.warning("no room for another container: %s", exc)
+            self.no_room = str(exc)
+            self.slots.pop(slot.cid, None)
+            self._hold_until = max(self._hold_until, self.clock() + NO_ROOM_RETRY)
+            return False
         except EngineUnavailable as exc:
             # Not the image's fault: no failed start counted; launches resume when the engine answers.
             self.log.warning("start of %s interrupted: %s", slot.cid, exc)
@@ -110,6 +122,7 @@ class PoolLaunches:
                           "; circuit breaker closed" if self.breaker_open else "")
         self.consecutive_failures = 0
         self._hold_until = 0.0
+        self.no_room = ""
         self.stats.launched += 1
         self.stats.record_spawn(self.clock() - slot.launch_started)
         return True
@@ -127,7 +140,7 @@ class PoolLaunches:
                 made = await start
                 await self._quiet_remove(made.engine_id)
             raise
-        slot.engine_id, slot.name, slot.endpoint = info.engine_id, info.name, info.endpoint
+        slot.engine_id, slot.name, slot.endpoint, slot.node = info.engine_id, info.name, info.endpoint, info.node
         return info
 
     async def _launch_failed(self, slot: Slot, exc: BaseException) -> None:

@@ -160,6 +160,8 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
         self.engine_down_since = 0.0
         self.disk_low = False  # below min_free_disk (see PoolEvents.check_space)
         self.disk_free = 0
+        self.no_room = ""  # why the engine could not take the last launch ('' once one succeeds)
+        self.node_info: list = []  # the engine's machines (NodeInfo), as of the last reconcile
 
     # --- counts ---------------------------------------------------------------------------------
 
@@ -188,6 +190,22 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
         """The numbers /api/stats shows."""
         return {"available": self.available, "assigned": self.count(ASSIGNED), "launching": self.launching,
                 "capacity": self.max_containers, "queue": len(self._queue), "warm": self.warm}
+
+    def nodes(self) -> list[dict]:
+        """The engine's machines with this pool's containers on each (from the last reconcile and the slots)."""
+        mine: dict[str, dict[str, int]] = {}
+        for slot in self.slots.values():
+            counts = mine.setdefault(slot.node, {})
+            counts[slot.state] = counts.get(slot.state, 0) + 1
+        rows = []
+        for node in self.node_info:
+            counts = mine.pop(node.name, None) or (mine.pop("", {}) if len(self.node_info) == 1 else {})
+            rows.append({"name": node.name, "address": node.address, "state": node.state,
+                         "availability": node.availability, "role": node.role, "image": node.image,
+                         "memory_bytes": node.memory, "memory_reserved_bytes": node.reserved_memory,
+                         "containers": node.containers, "spare": counts.get(SPARE, 0),
+                         "assigned": counts.get(ASSIGNED, 0), "launching": counts.get(LAUNCHING, 0)})
+        return rows
 
     # --- lifecycle ------------------------------------------------------------------------------
 

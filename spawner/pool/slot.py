@@ -29,6 +29,7 @@ class Slot:
     engine_id: str = ""
     name: str = ""
     endpoint: Endpoint | None = None
+    node: str = ""  # the machine it runs on, when the engine has several
     route: Route | None = None
     assigned_at: float | None = None  # wall-clock seconds
     nonce: str = ""  # set at hand-out; the visitor's cookie carries it

@@ -12,6 +12,7 @@ import contextlib
 from ..backoff import wait_for_http
 from ..engines.base import CREATED_LABEL, IMAGE_LABEL, RUNNING, BackendError, ContainerInfo
 from ..traits import format_memory
+from .events import visitor_words
 from .slot import ASSIGNED, ASSIGNED_NAME, LAUNCHING, REMOVING, SPARE, Slot
 
 
@@ -154,13 +155,19 @@ class PoolUpkeep:
                     continue
                 info = by_cid.get(cid)
                 if info is not None and info.engine_id == slot.engine_id and info.state == RUNNING:
+                    if slot.state == SPARE and not info.node_active:
+                        # Its node is paused or drained for maintenance: a spare moves, attendees stay.
+                        self.release(slot, f"its node {info.node} takes no new containers")
                     continue
                 what = "vanished" if info is None else f"is {info.state}"
-                self.log.warning("container %s (%s) %s behind the pool's back: replacing it",
-                                 slot.name or cid, slot.state, what)
+                if info is not None and info.reason:
+                    why, visitor = info.reason, visitor_words(info.reason)
+                else:
+                    why, visitor = f"it {what}", "Its server stopped unexpectedly."
+                self.log.warning("container %s (%s): %s, behind the pool's back: replacing it",
+                                 slot.name or cid, slot.state, why)
                 self.stats.replaced += 1
-                await self._remove(slot, f"it {what}", container=info is not None,
-                                   visitor_reason="Its server stopped unexpectedly.")
+                await self._remove(slot, why, container=info is not None, visitor_reason=visitor)
 
             for cid, info in by_cid.items():
                 if cid in self.slots:
@@ -171,6 +178,10 @@ class PoolUpkeep:
                     self.log.info("removing container %s found %s", info.name, info.state)
                     await self._quiet_remove(info.engine_id)
 
+            try:
+                self.node_info = await self.backend.nodes()
+            except BackendError as exc:
+                self.log.debug("reconcile: no node list: %s", exc)
             self._trim_spares()
             self._schedule()
             self.log.debug("reconciled: %d containers, %d assigned", len(self.slots), self.count(ASSIGNED))
@@ -186,7 +197,7 @@ class PoolUpkeep:
         with contextlib.suppress(ValueError):
             created = float(info.labels.get(CREATED_LABEL, "0"))
         slot = Slot(cid=info.cid, state=SPARE, generation=self.generation, created=created,
-                    engine_id=info.engine_id, name=info.name, endpoint=info.endpoint)
+                    engine_id=info.engine_id, name=info.name, endpoint=info.endpoint, node=info.node)
         try:
             await wait_for_http(slot.url("api/status", info.endpoint.url),
                                 headers={"Authorization": f"token {self.secret.token_for(info.cid)}"}, timeout=10)

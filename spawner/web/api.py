@@ -164,12 +164,13 @@ class ContainersHandler(AdminHandler):
                 "assigned_seconds": round(wall - slot.assigned_at, 1) if slot.assigned_at else None,
                 "idle_seconds": round(slot.route.idle_seconds(now), 1) if slot.route else None,
                 "endpoint": slot.endpoint.url if slot.endpoint else None,
+                "node": slot.node or None,
                 "bytes_in": slot.route.bytes_in if slot.route else 0,
                 "bytes_out": slot.route.bytes_out if slot.route else 0,
                 "websockets": slot.route.websockets if slot.route else 0,
                 "oom_kills": slot.oom_kills,
             })
-        self.finish({"containers": rows, "problems": pool.problems(), **pool.summary()})
+        self.finish({"containers": rows, "nodes": pool.nodes(), "problems": pool.problems(), **pool.summary()})
 
 
 class ContainerHandler(AdminHandler):

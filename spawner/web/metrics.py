@@ -71,6 +71,23 @@ def spawn_histogram(spawn_seconds: list[float]) -> HistogramMetricFamily:
                                  buckets=buckets, sum_value=sum(spawn_seconds))
 
 
+def node_metrics(nodes: list[dict]) -> Iterator[Metric]:
+    """Per machine of the engine: this pool's containers by state, memory it has and memory reserved."""
+    containers = GaugeMetricFamily("nbpool_node_containers", "This pool's containers on each node, by state.",
+                                   labels=["node", "state"])
+    memory = GaugeMetricFamily("nbpool_node_memory_bytes", "Memory each node has.", labels=["node"])
+    reserved = GaugeMetricFamily("nbpool_node_memory_reserved_bytes",
+                                 "Memory reserved on each node by the containers on it.", labels=["node"])
+    up = GaugeMetricFamily("nbpool_node_up", "1 while a node is ready and takes new containers.", labels=["node"])
+    for node in nodes:
+        for state in ("spare", "assigned", "launching"):
+            containers.add_metric([node["name"], state], node[state])
+        memory.add_metric([node["name"]], node["memory_bytes"])
+        reserved.add_metric([node["name"]], node["memory_reserved_bytes"])
+        up.add_metric([node["name"]], int(node["state"] == "ready" and node["availability"] == "active"))
+    yield from (containers, memory, reserved, up)
+
+
 class PoolCollector(Collector):
     """Reads ``pool`` and ``proxy`` whenever the registry is collected."""
 
@@ -94,6 +111,7 @@ class PoolCollector(Collector):
             # CounterMetricFamily adds the _total suffix to the samples.
             yield CounterMetricFamily(f"nbpool_pool_{key.removesuffix('_total')}", text, value=getattr(stats, key))
         yield spawn_histogram(stats.spawn_seconds)
+        yield from node_metrics(self.pool.nodes())
 
         p = self.proxy.stats
         for family, key, name, text in PROXY_METRICS:

@@ -61,11 +61,21 @@
                     launching: data.launching, queue: data.queue, capacity: data.capacity});
       if (samples.length > 720) samples.shift();
       draw();
+      var nodes = document.querySelector("#nodes tbody");
+      nodes.innerHTML = "";
+      (data.nodes || []).forEach(function (n) {
+        var tr = document.createElement("tr");
+        var gib = function (b) { return (b / 1073741824).toFixed(1) + " GiB"; };
+        [n.name, n.address, n.state + (n.availability === "active" ? "" : " (" + n.availability + ")"), n.image,
+         n.spare, n.assigned, n.launching, gib(n.memory_reserved_bytes) + " of " + gib(n.memory_bytes)]
+          .forEach(function (v) { var td = document.createElement("td"); td.textContent = v; tr.appendChild(td); });
+        nodes.appendChild(tr);
+      });
       var body = document.querySelector("#containers tbody");
       body.innerHTML = "";
       data.containers.forEach(function (c) {
         var tr = document.createElement("tr");
-        [c.id, c.state, fmt(c.age_seconds), c.state === "assigned" ? fmt(c.idle_seconds) : "–", c.websockets,
+        [c.id, c.node || "–", c.state, fmt(c.age_seconds), c.state === "assigned" ? fmt(c.idle_seconds) : "–", c.websockets,
          c.oom_kills]
           .forEach(function (v) { var td = document.createElement("td"); td.textContent = v; tr.appendChild(td); });
         var td = document.createElement("td");

@@ -1,0 +1,587 @@
+"""Docker Swarm: the pool's containers as swarm services on many machines, one replica each.
+
+A subclass of DockerBackend because Swarm is the same engine in cluster mode:
+the operator's ``c.DockerBackend`` settings (image, limits, user, command,
+environment) apply unchanged, and ``c.SwarmBackend`` adds what only a cluster
+has. nbpool talks to a manager only; it never reaches a worker's engine.
+
+- **One service per notebook container**, one replica, restart condition
+  ``none`` (a dead server is replaced by the pool, fresh, never restarted with
+  an attendee's half state). Its labels carry the pool's state; unlike a
+  container's, a service's labels can change, so the hand-out is recorded in
+  NAME_LABEL (changing a service's labels does not restart its task).
+- **nbpool places each one itself** (a ``node.id`` constraint): the node with
+  the image, free reservations, and the fewest of this pool's containers.
+  Swarm alone would place on a node that lacks the image (a failed start) or
+  is full (a task pending for ever).
+- **The image on a node is checked by a probe**: a one-shot service of the
+  image running ``true`` on that node. Complete: the node has it; rejected:
+  it lacks it (and gets no spares; probed again every image_check_interval).
+  With a registry, the probe is what pulls, never an attendee's start.
+- **The endpoint** is the node's address and a host-mode published port the
+  engine chooses: no routing mesh, so a connection goes straight to the node
+  that runs the container.
+- **Swarm has no task events**: ``watch`` polls the manager every
+  poll_interval and reports a task that stopped, or whose node went down or
+  left, as DIED with the reason (the visitor's ended page says it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from traitlets import Float, List, Unicode, default, validate
+
+from ..traits import MemorySize, format_memory, require
+from .base import (
+    DIED,
+    GONE,
+    ID_LABEL,
+    POOL_LABEL,
+    REMOVED,
+    RUNNING,
+    BackendError,
+    ContainerEvent,
+    ContainerInfo,
+    Endpoint,
+    EngineUnavailable,
+    NodeInfo,
+    NoRoom,
+)
+from .docker import NOTEBOOK_PORT, DockerBackend
+
+NAME_LABEL = "org.nbpool.name"  # the pool's name for it (a service cannot be renamed): records the hand-out
+PROBE_LABEL = "org.nbpool.probe"  # an image probe, not a pool container
+CHECKOUT = Path(__file__).resolve().parents[2]
+CLUSTER_ENDPOINT = CHECKOUT / ".cluster" / "endpoint"  # written by `make cluster`
+
+# Task states (Swarm's words) on the way to running, and those it never leaves.
+STARTING = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
+ENDED = {"complete", "shutdown", "failed", "rejected", "orphaned", "remove"}
+SERVICE_NAME_BAD = re.compile(r"[^A-Za-z0-9-]")
+
+
+@dataclass
+class Node:
+    """A swarm node as placement sees it."""
+
+    id: str
+    hostname: str
+    addr: str
+    state: str  # ready, down, unknown, disconnected
+    availability: str  # active, pause, drain
+    role: str
+    memory: int  # bytes the node has
+    cpus: int  # nano-CPUs the node has
+    reserved_memory: int = 0  # by every running task on it (any service)
+    reserved_cpus: int = 0
+    ours: int = 0  # this pool's containers on it
+
+    @property
+    def up(self) -> bool:
+        return self.state == "ready"
+
+
+@dataclass
+class Snapshot:
+    """One look at the cluster: this pool's services with their tasks, and the nodes."""
+
+    taken: float
+    services: dict[str, dict] = field(default_factory=dict)  # service id -> service
+    tasks: dict[str, dict] = field(default_factory=dict)  # service id -> its newest task
+    nodes: dict[str, Node] = field(default_factory=dict)  # node id -> node
+
+
+@dataclass
+class Probe:
+    """Whether one node has one image."""
+
+    state: str = "unknown"  # unknown, probing, ready, missing
+    service: str = ""
+    since: float = 0.0
+    detail: str = ""
+
+
+def service_name(name: str) -> str:
+    """A swarm service name for the pool's container name (letters, digits and '-', at most 63)."""
+    return SERVICE_NAME_BAD.sub("-", name)[:63].strip("-") or "nbpool"
+
+
+def newest_task(tasks: list[dict]) -> dict | None:
+    return max(tasks, key=lambda t: (t.get("Version") or {}).get("Index", 0), default=None)
+
+
+def published_port(task: dict) -> int | None:
+    for port in ((task.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []:
+        if port.get("TargetPort") == NOTEBOOK_PORT and port.get("PublishedPort"):
+            return int(port["PublishedPort"])
+    return None
+
+
+def task_words(task: dict) -> str:
+    """What Swarm says about a task: its state, message and error."""
+    status = task.get("Status") or {}
+    parts = [status.get("State", "?"), status.get("Message", ""), status.get("Err", "")]
+    return ": ".join(p for p in parts if p)
+
+
+class SwarmBackend(DockerBackend):
+    """Runs each pool container as a one-replica service on a Docker Swarm, placed by nbpool."""
+
+    docker_host = Unicode(config=True,
+                          help="The swarm manager's Docker API (unix:///… or tcp://…:2376; TLS from DOCKER_TLS_VERIFY "
+                               "and DOCKER_CERT_PATH). Default: the endpoint 'make cluster' wrote to .cluster/endpoint "
+                               "in this checkout, else DOCKER_HOST, else the local engine.")
+    mem_reservation = MemorySize(0, config=True,
+                                 help="Memory each container reserves on its node (Swarm places no container where "
+                                      "the reservations would exceed the node's memory). 0: the same as "
+                                      "DockerBackend.mem_limit, so a full node can never run out of memory.")
+    cpu_reservation = Float(0.1, config=True,
+                            help="CPU each container reserves on its node, in cores. Attendees are idle most of "
+                                 "the time; reserving the whole cpu_limit would let a 2-core node hold 2 of them.")
+    constraints = List(Unicode(), config=True,
+                       help="Further Swarm placement constraints for every container, e.g. "
+                            "['node.labels.nbpool == yes'] to keep them on some nodes only.")
+    poll_interval = Float(2.0, config=True,
+                          help="Seconds between looks at the cluster (Swarm has no task events: a container that "
+                               "stopped, or a node that went down, is seen within this).")
+    image_check_interval = Float(60.0, config=True,
+                                 help="Seconds between image probes of a node that lacked the image.")
+    probe_timeout = Float(300.0, config=True,
+                          help="Seconds an image probe may take (with a registry it is what pulls the image).")
+    start_wait = Float(120.0, config=True,
+                       help="Seconds a new service's task may take to run (its image is on the node already).")
+
+    @default("docker_host")
+    def _default_docker_host(self) -> str:
+        try:
+            return CLUSTER_ENDPOINT.read_text().strip()
+        except OSError:
+            return os.environ.get("DOCKER_HOST", "")
+
+    @validate("cpu_reservation")
+    def _validate_cpu_reservation(self, proposal):
+        return require(proposal, proposal.value >= 0, "0 (none) or a positive number of cores")
+
+    @validate("poll_interval")
+    def _validate_poll(self, proposal):
+        return require(proposal, 0.2 <= proposal.value <= 60, "between 0.2 and 60 seconds")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._snapshot: Snapshot | None = None
+        self._snapshot_lock = asyncio.Lock()
+        self._probes: dict[tuple[str, str], Probe] = {}  # (node id, image) -> probe
+        self._placing: dict[str, tuple[str, int, int]] = {}  # service name -> (node id, memory, cpus) being placed
+
+    # --- the engine -----------------------------------------------------------------------------
+
+    def _docker(self) -> docker.DockerClient:
+        if self._client is None:
+            env = dict(os.environ)
+            if self.docker_host:
+                env["DOCKER_HOST"] = self.docker_host
+            self._client = docker.from_env(environment=env, timeout=int(self.docker_timeout))
+        return self._client
+
+    async def setup(self) -> None:
+        info = await self._call("info", lambda: self._docker().info())
+        swarm = info.get("Swarm") or {}
+        where = self.docker_host or "the local engine"
+        if not swarm.get("ControlAvailable"):
+            raise BackendError(
+                f"SwarmBackend: {where} is not a swarm manager (swarm state {swarm.get('LocalNodeState')!r}). "
+                "'make cluster' starts a local one; on real machines point SwarmBackend.docker_host at a manager.")
+        self._engine_info = info
+        leftovers = await self._call("list probes", self._docker().api.services,
+                                     filters={"label": PROBE_LABEL})
+        for svc in leftovers:
+            await self.remove(svc["ID"])
+        snap = await self.refresh()
+        nodes = ", ".join(f"{n.hostname} ({n.state}, {n.availability})" for n in snap.nodes.values())
+        self.log.info("swarm at %s: %d nodes: %s", where, len(snap.nodes), nodes)
+        self.log.info("each container reserves %s and %.2g cores on its node; Swarm nodes cannot use live "
+                      "restore: drain a node (attendees end) or pause it (they stay) before restarting its engine",
+                      format_memory(self._mem_reservation()), self.cpu_reservation)
+        if self.firewall.egress != "open":
+            self.log.warning("ContainerFirewall rules are host rules of the Docker backend and do not reach swarm "
+                             "nodes: give each node its own egress rules (README: Running on several machines)")
+        await self._probe_nodes(snap, wait=True)
+
+    async def ensure_network(self) -> None:
+        """Services use each node's default bridge (started with icc=false); nothing to create."""
+
+    async def free_space(self) -> int | None:
+        return None  # the nodes' disks are not this machine's
+
+    async def promote(self, engine_id: str) -> None:
+        """Changing a running service's resources would restart its task: start_cpu_shares does not apply."""
+
+    async def disk_usage(self, pool: str) -> dict[str, int]:
+        return {}  # the manager cannot see the nodes' writable layers (see the README)
+
+    # --- a look at the cluster ------------------------------------------------------------------
+
+    def _mem_reservation(self) -> int:
+        return self.mem_reservation if self.mem_reservation else (self.mem_limit or 0)
+
+    def _look_sync(self, pool: str | None) -> Snapshot:
+        api = self._docker().api
+        services = api.services(filters={"label": f"{POOL_LABEL}={pool}"} if pool else {"label": POOL_LABEL})
+        tasks_by_service: dict[str, list[dict]] = {}
+        for task in api.tasks():
+            tasks_by_service.setdefault(task.get("ServiceID", ""), []).append(task)
+        snap = Snapshot(taken=time.monotonic())
+        for raw in api.nodes():
+            desc = raw.get("Description") or {}
+            res = desc.get("Resources") or {}
+            snap.nodes[raw["ID"]] = Node(
+                id=raw["ID"], hostname=desc.get("Hostname", raw["ID"][:12]),
+                addr=(raw.get("Status") or {}).get("Addr", ""), state=(raw.get("Status") or {}).get("State", ""),
+                availability=(raw.get("Spec") or {}).get("Availability", ""),
+                role=(raw.get("Spec") or {}).get("Role", ""),
+                memory=int(res.get("MemoryBytes") or 0), cpus=int(res.get("NanoCPUs") or 0))
+        for tasks in tasks_by_service.values():
+            for task in tasks:
+                node = snap.nodes.get(task.get("NodeID", ""))
+                if node is None or task.get("DesiredState") != "running":
+                    continue
+                want = ((task.get("Spec") or {}).get("Resources") or {}).get("Reservations") or {}
+                node.reserved_memory += int(want.get("MemoryBytes") or 0)
+                node.reserved_cpus += int(want.get("NanoCPUs") or 0)
+        for svc in services:
+            snap.services[svc["ID"]] = svc
+            task = newest_task(tasks_by_service.get(svc["ID"], []))
+            if task is not None:
+                snap.tasks[svc["ID"]] = task
+                node = snap.nodes.get(task.get("NodeID", ""))
+                if node is not None and task.get("DesiredState") == "running":
+                    node.ours += 1
+        return snap
+
+    async def refresh(self, pool: str | None = None) -> Snapshot:
+        """A fresh look at the cluster (every pool's services unless ``pool`` is given)."""
+        snap = await self._call("look at the swarm", self._look_sync, pool)
+        if pool is None:
+            self._snapshot = snap
+        return snap
+
+    async def _recent(self) -> Snapshot:
+        """The last look if it is recent enough for placement, else a new one."""
+        async with self._snapshot_lock:
+            snap = self._snapshot
+            if snap is None or time.monotonic() - snap.taken > self.poll_interval:
+                snap = await self.refresh()
+            return snap
+
+    def _status(self, task: dict | None, nodes: dict[str, Node]) -> tuple[str, str, Node | None]:
+        """(state for the pool, why it ended, its node) of a service's newest task."""
+        if task is None:
+            return "starting", "", None
+        node = nodes.get(task.get("NodeID", ""))
+        state = (task.get("Status") or {}).get("State", "")
+        if state == "running":
+            if node is None:
+                return GONE, "its machine left the cluster", None
+            if not node.up:
+                return GONE, f"its machine ({node.hostname}) stopped answering", node
+            if task.get("DesiredState") != "running":
+                return GONE, f"Swarm is stopping it ({node.hostname} is {node.availability})", node
+            return RUNNING, "", node
+        if state in ENDED:
+            return GONE, f"it {task_words(task)}", node
+        return "starting", "", node
+
+    def _info(self, svc: dict, snap: Snapshot) -> ContainerInfo:  # type: ignore[override]
+        labels = dict((svc.get("Spec") or {}).get("Labels") or {})
+        task = snap.tasks.get(svc["ID"])
+        state, reason, node = self._status(task, snap.nodes)
+        port = published_port(task) if task else None
+        endpoint = Endpoint(node.addr, port) if node is not None and port and state == RUNNING else None
+        return ContainerInfo(engine_id=svc["ID"], name=labels.get(NAME_LABEL, svc["Spec"]["Name"]),
+                             cid=labels.get(ID_LABEL, ""), state=state, labels=labels, endpoint=endpoint,
+                             node=node.hostname if node else "", reason=reason,
+                             node_active=node is not None and node.availability == "active")
+
+    async def list(self, pool: str) -> list[ContainerInfo]:
+        snap = await self.refresh(pool)
+        return [self._info(svc, snap) for svc in snap.services.values()]
+
+    async def nodes(self) -> list[NodeInfo]:
+        snap = self._snapshot or await self.refresh()
+        image = self.image
+        return [NodeInfo(name=n.hostname, address=n.addr, state=n.state, availability=n.availability,
+                         role=n.role, memory=n.memory, reserved_memory=n.reserved_memory, containers=n.ours,
+                         image=self._probes.get((n.id, image), Probe()).state)
+                for n in sorted(snap.nodes.values(), key=lambda n: n.hostname)]
+
+    # --- images on nodes ------------------------------------------------------------------------
+
+    def _probe_spec(self, node_id: str) -> dict:
+        spec = docker.types.ContainerSpec(self.image, command=["true"], user=self.user,
+                                          labels={PROBE_LABEL: "1"})
+        return docker.types.TaskTemplate(spec, restart_policy=docker.types.RestartPolicy(condition="none"),
+                                         placement=docker.types.Placement(constraints=[f"node.id=={node_id}"]))
+
+    async def _probe_nodes(self, snap: Snapshot, wait: bool = False) -> None:
+        """Start a probe on every node whose image is unknown (or was missing long enough); check running ones."""
+        now = time.monotonic()
+        image = self.image
+        for node in snap.nodes.values():
+            if not node.up or node.availability != "active":
+                continue
+            probe = self._probes.setdefault((node.id, image), Probe())
+            if probe.state == "unknown" or (probe.state == "missing" and now - probe.since > self.image_check_interval):
+                name = f"nbpool-probe-{node.id[:12]}-{secrets.token_hex(3)}"
+                try:
+                    made = await self._call("probe", self._docker().api.create_service, self._probe_spec(node.id),
+                                            name=name, labels={PROBE_LABEL: "1"})
+                except BackendError as exc:
+                    probe.state, probe.since, probe.detail = "missing", now, str(exc)
+                    continue
+                probe.state, probe.service, probe.since = "probing", made["ID"], now
+        deadline = now + self.probe_timeout
+        while True:
+            probing = [(key, p) for key, p in self._probes.items() if p.state == "probing"]
+            for key, probe in probing:
+                await self._check_probe(key, probe)
+            if not wait or not any(p.state == "probing" for p in self._probes.values()):
+                return
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.5)
+
+    async def _check_probe(self, key: tuple[str, str], probe: Probe) -> None:
+        tasks = await self._call("probe tasks", self._docker().api.tasks, filters={"service": probe.service})
+        task = newest_task(tasks)
+        state = ((task or {}).get("Status") or {}).get("State", "")
+        words = task_words(task) if task else "no task"
+        node = (self._snapshot.nodes.get(key[0]) if self._snapshot else None)
+        where = node.hostname if node else key[0][:12]
+        if state == "complete" or (state == "failed" and "non-zero exit" in words):
+            probe.state, probe.detail = "ready", ""  # it ran: the image is there
+            self.log.info("image %s is on node %s", key[1], where)
+        elif state in ENDED:
+            probe.state, probe.detail = "missing", words
+            self.log.warning("node %s lacks image %s, so it gets no containers (probed again in %.0fs): %s",
+                             where, key[1], self.image_check_interval, words)
+        elif time.monotonic() - probe.since > self.probe_timeout:
+            probe.state, probe.detail = "missing", f"no answer in {self.probe_timeout:.0f}s ({words})"
+            self.log.warning("image probe on node %s timed out: %s", where, words)
+        else:
+            return
+        probe.since = time.monotonic()
+        await self.remove(probe.service)
+
+    # --- placement ------------------------------------------------------------------------------
+
+    def _place(self, snap: Snapshot, memory: int, cpus: int) -> Node:
+        """The node for one more container: up, active, with the image and room; the fewest of ours first."""
+        extra_mem: dict[str, int] = {}
+        extra_cpu: dict[str, int] = {}
+        extra_n: dict[str, int] = {}
+        for node_id, mem, cpu in self._placing.values():
+            extra_mem[node_id] = extra_mem.get(node_id, 0) + mem
+            extra_cpu[node_id] = extra_cpu.get(node_id, 0) + cpu
+            extra_n[node_id] = extra_n.get(node_id, 0) + 1
+        fits, why = [], []
+        for node in snap.nodes.values():
+            probe = self._probes.get((node.id, self.image), Probe())
+            if not node.up or node.availability != "active":
+                why.append(f"{node.hostname} is {node.state if not node.up else node.availability}")
+                continue
+            if probe.state != "ready":
+                why.append(f"{node.hostname}: image {probe.state}")
+                continue
+            free_mem = node.memory - node.reserved_memory - extra_mem.get(node.id, 0)
+            free_cpu = node.cpus - node.reserved_cpus - extra_cpu.get(node.id, 0)
+            if free_mem < memory or free_cpu < cpus:
+                why.append(f"{node.hostname} full ({format_memory(node.reserved_memory + extra_mem.get(node.id, 0))}"
+                           f" of {format_memory(node.memory)} reserved)")
+                continue
+            fits.append((node.ours + extra_n.get(node.id, 0), -free_mem, node.hostname, node))
+        if not fits:
+            raise NoRoom("no swarm node can take another container: " + ("; ".join(why) or "no nodes"))
+        return min(fits, key=lambda f: f[:3])[3]
+
+    # --- the backend contract ---------------------------------------------------------------------
+
+    def _task_template(self, pool: str, cid: str, token: str, base_url: str, node_id: str) -> dict:
+        env = {**self.environment, "NBPOOL_BASE_URL": base_url, "JUPYTER_PORT": str(NOTEBOOK_PORT),
+               "JUPYTER_TOKEN": token}
+        command = [part.format(base_url=base_url, port=NOTEBOOK_PORT, token=token) for part in self.command]
+        spec = docker.types.ContainerSpec(
+            self.image, command=command or None, env=env, user=self.user,
+            labels={POOL_LABEL: pool, ID_LABEL: cid}, cap_drop=["ALL"], init=self.init_process or None,
+            stop_grace_period=2_000_000_000,  # Jupyter stops in well under 2 s; then the node's memory is free
+            mounts=[docker.types.Mount(inside, host, type="bind", read_only=True)
+                    for host, inside in self.volumes.items()] or None,
+        )
+        resources = docker.types.Resources(
+            cpu_limit=int(self.cpu_limit * 1e9) or None, mem_limit=self.mem_limit or None,
+            cpu_reservation=int(self.cpu_reservation * 1e9) or None, mem_reservation=self._mem_reservation() or None)
+        if self.pids_limit:
+            resources.setdefault("Limits", {})["Pids"] = self.pids_limit
+        log_driver = None
+        if self.log_max_size:
+            half = max(self.log_max_size // 2, 1024)
+            log_driver = docker.types.DriverConfig("json-file", {"max-size": str(half), "max-file": "2"})
+        return docker.types.TaskTemplate(
+            spec, resources=resources, restart_policy=docker.types.RestartPolicy(condition="none"),
+            placement=docker.types.Placement(constraints=[f"node.id=={node_id}", *self.constraints]),
+            log_driver=log_driver)
+
+    async def start(self, pool: str, cid: str, *, name: str, token: str, base_url: str,
+                    labels: dict[str, str]) -> ContainerInfo:
+        snap = await self._recent()
+        memory, cpus = self._mem_reservation(), int(self.cpu_reservation * 1e9)
+        node = self._place(snap, memory, cpus)
+        sname = service_name(name)
+        self._placing[sname] = (node.id, memory, cpus)
+        try:
+            made = await self._call(
+                f"create service {sname}", self._docker().api.create_service,
+                self._task_template(pool, cid, token, base_url, node.id), name=sname,
+                labels={**labels, POOL_LABEL: pool, ID_LABEL: cid, NAME_LABEL: name},
+                endpoint_spec={"Ports": [{"Protocol": "tcp", "TargetPort": NOTEBOOK_PORT, "PublishMode": "host"}]})
+            try:
+                return await self._until_running(made["ID"], pool, node)
+            except BaseException:
+                await asyncio.shield(self._quiet(made["ID"]))
+                raise
+        finally:
+            # Counted by the next look from now on; a look may still miss it, so keep it a poll longer.
+            asyncio.get_running_loop().call_later(self.poll_interval * 2, self._placing.pop, sname, None)
+
+    async def _until_running(self, service_id: str, pool: str, node: Node) -> ContainerInfo:
+        deadline = time.monotonic() + self.start_wait
+        words, delay = "no task yet", 0.1
+        while time.monotonic() < deadline:
+            tasks = await self._call("tasks", self._docker().api.tasks, filters={"service": service_id})
+            task = newest_task(tasks)
+            if task is not None:
+                words = task_words(task)
+                state = (task.get("Status") or {}).get("State", "")
+                port = published_port(task)
+                if state == "running" and port:
+                    svc = await self._call("inspect service", self._docker().api.inspect_service, service_id)
+                    snap = Snapshot(taken=time.monotonic(), services={service_id: svc}, tasks={service_id: task},
+                                    nodes={node.id: node})
+                    return self._info(svc, snap)
+                if state in ENDED:
+                    output = await self.logs(service_id, tail=30)
+                    raise BackendError(f"service {service_id[:12]} on {node.hostname}: {words}"
+                                       + (f"; its last output:\n{output}" if output else ""))
+                if state == "pending" and "no suitable node" in words:
+                    raise NoRoom(f"Swarm cannot place it on {node.hostname}: {words}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+        raise BackendError(f"service {service_id[:12]} on {node.hostname} did not run within "
+                           f"{self.start_wait:.0f}s ({words})")
+
+    async def _quiet(self, service_id: str) -> None:
+        with contextlib.suppress(BackendError):
+            await self.remove(service_id)
+
+    async def logs(self, engine_id: str, tail: int = 50) -> str:
+        def fetch() -> str:
+            try:
+                chunks = self._docker().api.service_logs(engine_id, stdout=True, stderr=True, tail=tail)
+                return b"".join(chunks).decode(errors="replace")
+            except docker.errors.NotFound:
+                return ""
+        try:
+            # A node that is down never answers: a short deadline, the logs are a courtesy.
+            return await asyncio.wait_for(self._call("service logs", fetch), 10)
+        except (BackendError, TimeoutError) as exc:
+            return f"(logs unavailable: {exc or 'no answer in 10s'})"
+
+    def _relabel_sync(self, service_id: str, name: str) -> None:
+        api = self._docker().api
+        for attempt in range(3):
+            svc = api.inspect_service(service_id)
+            labels = {**(svc["Spec"].get("Labels") or {}), NAME_LABEL: name}
+            try:
+                # Only the service's labels change: Swarm leaves its task (the attendee's container) alone.
+                api.update_service(service_id, svc["Version"]["Index"], labels=labels, fetch_current_spec=True)
+                return
+            except docker.errors.APIError as exc:
+                if "out of sequence" not in str(exc) or attempt == 2:
+                    raise
+
+    async def rename(self, engine_id: str, name: str) -> None:
+        await self._call("label service", self._relabel_sync, engine_id, name)
+
+    def _remove_sync(self, engine_id: str) -> None:
+        try:
+            self._docker().api.remove_service(engine_id)
+        except docker.errors.NotFound:
+            pass  # already gone: done
+
+    async def remove(self, engine_id: str) -> None:
+        await self._call("remove service", self._remove_sync, engine_id)
+
+    async def retire_firewall(self) -> None:
+        """No host rules to retire: see setup()."""
+
+    async def reinstall_firewall(self) -> None:
+        """No host rules to apply: see setup()."""
+
+    # --- following the cluster ------------------------------------------------------------------
+
+    async def watch(self, pool: str, on_event: Callable[[ContainerEvent], None],
+                    on_engine: Callable[[bool], None]) -> None:
+        """Look every poll_interval: a running task that ended (or lost its node) is DIED, a vanished service REMOVED."""
+        seen: dict[str, tuple[str, str]] = {}  # service id -> (cid, state)
+        up = True
+        while True:
+            try:
+                async with self._snapshot_lock:
+                    snap = await self.refresh()
+            except EngineUnavailable:
+                if up:
+                    up = False
+                    on_engine(False)
+                await asyncio.sleep(self.poll_interval)
+                continue
+            except BackendError as exc:
+                self.log.warning("swarm: %s", exc)
+                await asyncio.sleep(self.poll_interval)
+                continue
+            if not up:
+                up = True
+                on_engine(True)
+            now: dict[str, tuple[str, str]] = {}
+            for sid, svc in snap.services.items():
+                info = self._info(svc, snap)
+                if info.labels.get(POOL_LABEL) != pool:
+                    continue
+                now[sid] = (info.cid, info.state)
+                before = seen.get(sid)
+                if before is not None and before[1] == RUNNING and info.state == GONE:
+                    status = ((snap.tasks.get(sid) or {}).get("Status") or {})
+                    code = (status.get("ContainerStatus") or {}).get("ExitCode")
+                    on_event(ContainerEvent(DIED, sid, info.cid, exit_code=code if code else None,
+                                            reason=info.reason))
+            for sid, (cid, _) in seen.items():
+                if sid not in now:
+                    on_event(ContainerEvent(REMOVED, sid, cid))
+            seen = now
+            try:
+                await self._probe_nodes(snap)
+            except BackendError as exc:
+                self.log.warning("swarm image probes: %s", exc)
+            await asyncio.sleep(self.poll_interval)
+
+
