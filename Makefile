@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.nbpool-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help run test engine images base notebook venv browser docs clean-containers
+.PHONY: help run test engine images base notebook venv browser docs clean-containers cluster cluster-down
 
 help:
 	@echo "make run     start nbpool on port 8000 with config/nbpool_config.py (engine, images, virtualenv first)"
@@ -15,6 +15,8 @@ help:
 	@echo "make test    build everything a fresh machine lacks, then run the whole test suite"
 	@echo "make engine  make a Docker engine reachable (installs and starts dockerd if needed)"
 	@echo "make images  build nbpool/base:bookworm and nbpool/notebook:latest (skips what exists)"
+	@echo "make cluster a local Docker Swarm of node containers: a manager + WORKERS (default 2);"
+	@echo "             prints DOCKER_HOST for its manager. make cluster-down removes it all"
 
 # The virtualenv is rebuilt only when the project's metadata changes.
 venv: $(STAMP)
@@ -48,6 +50,14 @@ run: venv engine images
 # Regenerate the README's configuration reference from the settings' help.
 docs: venv
 	@$(PY) start.py --config-reference README.md
+
+# A local Swarm (manager + WORKERS node containers) for the swarm spawner; the
+# host engine stays out of it (it keeps live restore).
+cluster: engine images
+	@bash arch-base/cluster.sh up $(or $(WORKERS),2)
+
+cluster-down:
+	@bash arch-base/cluster.sh down
 
 # Remove every container nbpool's tests or pools left behind (by label).
 clean-containers:

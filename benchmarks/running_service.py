@@ -33,11 +33,12 @@ def free_port() -> int:
 
 class RunningService:
     def __init__(self, *, warm: int, cap: int, concurrency: int = 4, extra: list[str] | None = None,
-                 name: str = "bench"):
+                 name: str = "bench", backend: str = "docker"):
         self.pool = f"nbpool-{name}-{secrets.token_hex(3)}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.warm = warm
+        self.backend = backend
         self._tmp = tempfile.TemporaryDirectory(prefix=f"nbpool-{name}-")
         self.dir = Path(self._tmp.name)
         self.config = self.dir / "config.py"
@@ -46,7 +47,7 @@ class RunningService:
             f"Pool.pool_name = {self.pool!r}", f"Pool.warm = {warm}", f"Pool.max_containers = {cap}",
             f"Pool.spawn_concurrency = {concurrency}", "Pool.start_timeout = 180", "Pool.queue_timeout = 300",
             f"Proxy.port = {self.port}", "Proxy.ip = '127.0.0.1'", "WebApp.spawn_rate_limit = 0",
-            "DockerBackend.mem_limit = '512M'", *(extra or []),
+            "DockerBackend.mem_limit = '512M'", f"NbpoolApp.backend = {backend!r}", *(extra or []),
         ]
         self.write_config()
         self.proc: subprocess.Popen | None = None
@@ -56,7 +57,7 @@ class RunningService:
         self.config.write_text("c = get_config()  # noqa: F821\n" + "".join(f"c.{line}\n" for line in self.lines))
 
     def __enter__(self) -> RunningService:
-        self.start()
+        self.start_seconds = self.start()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -65,6 +66,12 @@ class RunningService:
                              capture_output=True, text=True).stdout.split()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        if self.backend == "swarm":  # on the manager of `make cluster`
+            manager = ["docker", "-H", (ROOT / ".cluster" / "endpoint").read_text().strip()]
+            ids = subprocess.run([*manager, "service", "ls", "-q", "--filter", f"label=org.nbpool.pool={self.pool}"],
+                                 capture_output=True, text=True).stdout.split()
+            if ids:
+                subprocess.run([*manager, "service", "rm", *ids], capture_output=True)
         self._tmp.cleanup()
 
     def start(self, wait_warm: bool = True, timeout: float = 600) -> float:

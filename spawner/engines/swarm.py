@@ -147,9 +147,11 @@ class SwarmBackend(DockerBackend):
                                  help="Memory each container reserves on its node (Swarm places no container where "
                                       "the reservations would exceed the node's memory). 0: the same as "
                                       "DockerBackend.mem_limit, so a full node can never run out of memory.")
-    cpu_reservation = Float(0.1, config=True,
-                            help="CPU each container reserves on its node, in cores. Attendees are idle most of "
-                                 "the time; reserving the whole cpu_limit would let a 2-core node hold 2 of them.")
+    cpu_reservation = Float(0.05, config=True,
+                            help="CPU each container reserves on its node, in cores (Swarm places none where the "
+                                 "reservations would exceed the node's cores). Attendees are idle most of the time: "
+                                 "reserving the whole cpu_limit would let a 2-core node hold 2 of them; 0.05 lets "
+                                 "it hold 40, and memory is what binds first on most machines.")
     constraints = List(Unicode(), config=True,
                        help="Further Swarm placement constraints for every container, e.g. "
                             "['node.labels.nbpool == yes'] to keep them on some nodes only.")
@@ -511,10 +513,15 @@ class SwarmBackend(DockerBackend):
         api = self._docker().api
         for attempt in range(3):
             svc = api.inspect_service(service_id)
-            labels = {**(svc["Spec"].get("Labels") or {}), NAME_LABEL: name}
+            spec = svc["Spec"]
+            spec["Labels"] = {**(spec.get("Labels") or {}), NAME_LABEL: name}
+            # The spec exactly as the manager gave it, labels aside: Swarm then leaves the task (the attendee's
+            # container) alone. The SDK's update_service(fetch_current_spec=True) rewrites the task template
+            # on the way, and Swarm replaces the container (measured: a new task at every hand-out).
+            resp = api._post_json(api._url("/services/{0}/update", service_id), data=spec,
+                                  params={"version": svc["Version"]["Index"]})
             try:
-                # Only the service's labels change: Swarm leaves its task (the attendee's container) alone.
-                api.update_service(service_id, svc["Version"]["Index"], labels=labels, fetch_current_spec=True)
+                api._raise_for_status(resp)
                 return
             except docker.errors.APIError as exc:
                 if "out of sequence" not in str(exc) or attempt == 2:
@@ -542,7 +549,7 @@ class SwarmBackend(DockerBackend):
 
     async def watch(self, pool: str, on_event: Callable[[ContainerEvent], None],
                     on_engine: Callable[[bool], None]) -> None:
-        """Look every poll_interval: a running task that ended (or lost its node) is DIED, a vanished service REMOVED."""
+        """Look every poll_interval: a running task that ended (or lost its node) is DIED, a vanished one REMOVED."""
         seen: dict[str, tuple[str, str]] = {}  # service id -> (cid, state)
         up = True
         while True:

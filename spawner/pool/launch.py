@@ -18,7 +18,6 @@ from ..engines.base import CREATED_LABEL, IMAGE_LABEL, BackendError, EngineUnava
 from .errors import PoolUnavailable
 from .slot import LAUNCHING, SPARE, Slot, spare_name
 
-
 NO_ROOM_RETRY = 5.0  # seconds before launching again after the engine had no room
 
 

@@ -170,7 +170,8 @@ class ContainersHandler(AdminHandler):
                 "websockets": slot.route.websockets if slot.route else 0,
                 "oom_kills": slot.oom_kills,
             })
-        self.finish({"containers": rows, "nodes": pool.nodes(), "problems": pool.problems(), **pool.summary()})
+        self.finish({"containers": rows, "nodes": pool.nodes(), "problems": pool.problems(),
+                     "spawn_seconds": pool.stats.spawn_summary(), **pool.summary()})
 
 
 class ContainerHandler(AdminHandler):

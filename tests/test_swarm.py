@@ -1,0 +1,268 @@
+"""nbpool on a real Docker Swarm: the local cluster of `make cluster` (a manager and two worker nodes,
+each a container running its own engine), driven by the real nbpool process with ``--backend swarm``.
+
+The module brings the cluster up itself (idempotent: seconds when it runs
+already) and its last test takes it down and checks that nothing is left.
+Traffic goes only to loopback and to the node containers' addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import math
+import os
+import re
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+import requests
+
+from tests.service import ROOT, Service, cid_of, kernel_client, spawn, visitor
+
+CLUSTER = ["bash", str(ROOT / "arch-base" / "cluster.sh")]
+WORKERS = ("nbpool-node-1", "nbpool-node-2")
+POOL_LABEL = "org.nbpool.pool"
+# The node containers are the host engine's, whatever DOCKER_HOST the caller exported.
+HOST_ENGINE = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+
+pytestmark = pytest.mark.swarm
+
+
+@pytest.fixture(scope="module")
+def swarm(docker_client, notebook_image) -> docker.DockerClient:
+    """A client of the local cluster's manager, the cluster brought up (2 workers) if it is not."""
+    done = subprocess.run([*CLUSTER, "up", "2"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"make cluster failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("DOCKER_HOST=unix://"), last
+    client = docker.DockerClient(base_url=last.split("=", 1)[1], timeout=60)
+    yield client
+    client.close()
+
+
+def services_of(swarm: docker.DockerClient, pool: str) -> list:
+    return swarm.services.list(filters={"label": f"{POOL_LABEL}={pool}"})
+
+
+def node_of(swarm: docker.DockerClient, service) -> str:
+    tasks = [t for t in service.tasks() if t["DesiredState"] == "running"]
+    return swarm.nodes.get(tasks[0]["NodeID"]).attrs["Description"]["Hostname"] if tasks else ""
+
+
+def in_node(node: str, *command: str) -> str:
+    """A docker command run by ``node``'s own engine (inside its container)."""
+    done = subprocess.run(["docker", "exec", node, "docker", *command], capture_output=True, text=True, timeout=60,
+                          env=HOST_ENGINE)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def run_code(session: requests.Session, url: str, code: str, kernel_id: str = "") -> tuple[str, str]:
+    """Run ``code`` in a new kernel (or kernel ``kernel_id``) of the visitor's server; (its output, the kernel)."""
+    async def go() -> tuple[str, str]:
+        client = kernel_client(session, re.match(r".*?/user/[0-9a-f]+/", url).group(0))
+        if kernel_id:
+            await client.attach(kernel_id)
+        else:
+            await client.start("python3")
+        result = await client.execute(code)
+        assert result.status == "ok", result
+        client.detach()
+        return result.output.strip(), client.kernel_id
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def make_swarm_service(swarm, tmp_path_factory, request):
+    started: list[Service] = []
+
+    def make(**settings) -> Service:
+        settings = {"NbpoolApp__backend": "swarm", "SwarmBackend__poll_interval": 1.0,
+                    "Pool__reconcile_interval": 3, **settings}
+        service = Service(tmp_path_factory.mktemp("nbpool"), f"nbpool-sw-{secrets.token_hex(3)}", **settings)
+        started.append(service)
+        return service
+
+    yield make
+    for service in started:
+        service.stop()
+        if getattr(request.node, "call_failed", False):
+            print(f"--- nbpool log ({service.pool_name}) ---\n{service.logs()[-8000:]}")
+        for svc in services_of(swarm, service.pool_name):
+            svc.remove()
+
+
+def test_spares_spread_over_nodes_with_the_limits_in_each_spec(swarm, make_swarm_service):
+    service = make_swarm_service(Pool__warm=4, Pool__max_containers=6)
+    service.start(timeout=180)
+    found = services_of(swarm, service.pool_name)
+    assert len(found) == 4
+    assert collections.Counter(node_of(swarm, s) for s in found) == {WORKERS[0]: 2, WORKERS[1]: 2}
+
+    spec = found[0].attrs["Spec"]
+    template = spec["TaskTemplate"]
+    limits, wants = template["Resources"]["Limits"], template["Resources"]["Reservations"]
+    assert limits["MemoryBytes"] == wants["MemoryBytes"] == 512 * 2**20
+    assert limits["NanoCPUs"] == 10**9 and wants["NanoCPUs"] == 5 * 10**7 and limits["Pids"] == 512
+    container = template["ContainerSpec"]
+    assert container["User"] == "1000:1000" and container["CapabilityDrop"] == ["ALL"]
+    assert template["RestartPolicy"]["Condition"] == "none" and spec["Mode"] == {"Replicated": {"Replicas": 1}}
+    assert spec["EndpointSpec"]["Ports"][0]["PublishMode"] == "host"
+    labels = spec["Labels"]
+    assert {"org.nbpool.pool", "org.nbpool.id", "org.nbpool.created", "org.nbpool.image", "org.nbpool.name"} <= set(
+        labels)
+    assert not any("token" in key.lower() for key in labels)
+
+    # Inside a worker's engine: the container runs without capabilities, unable to gain privileges.
+    node = node_of(swarm, found[0])
+    ctr = in_node(node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.id={found[0].id}")
+    status = in_node(node, "exec", ctr, "cat", "/proc/1/status")
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M) and re.search(r"^CapEff:\s+0+$", status, re.M)
+
+    # The operator sees the machines: admin API, metrics.
+    data = service.admin("GET", "/api/admin/containers").json()
+    nodes = {n["name"]: n for n in data["nodes"]}
+    assert nodes["nbpool-manager"]["availability"] == "drain"
+    assert nodes[WORKERS[0]]["spare"] == nodes[WORKERS[1]]["spare"] == 2
+    assert nodes[WORKERS[0]]["image"] == "ready"
+    assert {c["node"] for c in data["containers"]} == set(WORKERS)
+    metrics = requests.get(f"{service.url}/metrics", timeout=10).text
+    assert f'nbpool_node_containers{{node="{WORKERS[1]}",state="spare"}} 2.0' in metrics
+
+
+def test_a_visitor_reaches_their_container_on_a_worker_through_the_proxy(swarm, make_swarm_service):
+    service = make_swarm_service(Pool__warm=1)
+    service.start(timeout=180)
+    session = visitor()
+    url = spawn(session, service.url, "notebooks/01-python-introduction.ipynb")
+    assert url.startswith(service.url + "/user/")
+    assert url.endswith("/notebooks/01-python-introduction.ipynb") and session.get(url, timeout=30).ok
+    base = url.split("/notebooks/", 1)[0]
+    notebook = session.get(f"{base}/api/contents/01-python-introduction.ipynb", timeout=30)
+    assert notebook.status_code == 200 and notebook.json()["type"] == "notebook"  # the workshop file, from the worker
+    row = next(c for c in service.admin("GET", "/api/admin/containers").json()["containers"]
+               if c["id"] == cid_of(url))
+    assert row["node"] in WORKERS and not row["endpoint"].startswith("http://127.")
+    (svc,) = [s for s in services_of(swarm, service.pool_name)
+              if s.attrs["Spec"]["Labels"]["org.nbpool.id"] == row["id"]]
+    assert svc.attrs["Spec"]["Labels"]["org.nbpool.name"] == row["name"]  # the hand-out is recorded in a label
+    assert len(svc.tasks()) == 1  # and recording it left the attendee's container alone (no second task)
+    assert run_code(session, url, "print(6 * 7)")[0] == "42"
+    # A stranger without the cookie is refused before anything reaches the worker.
+    assert requests.get(url, timeout=10, allow_redirects=False).status_code == 403
+
+
+def test_a_worker_lost_ends_its_attendees_and_spares_move_to_the_rest(swarm, make_swarm_service):
+    service = make_swarm_service(Pool__warm=2, Pool__max_containers=5)
+    service.start(timeout=180)
+    sessions, urls = [], []
+    on_node2 = None
+    while on_node2 is None and len(urls) < 3:
+        session = visitor()
+        url = spawn(session, service.url)
+        sessions.append(session)
+        urls.append(url)
+        rows = {c["id"]: c for c in service.admin("GET", "/api/admin/containers").json()["containers"]}
+        if rows[cid_of(url)]["node"] == WORKERS[1]:
+            on_node2 = (session, url)
+    assert on_node2 is not None, "no hand-out landed on the second worker"
+    session, url = on_node2
+
+    subprocess.run(["docker", "stop", "-t", "2", WORKERS[1]], check=True, capture_output=True, timeout=60,
+                   env=HOST_ENGINE)
+    try:
+        def ended() -> bool:
+            page = session.get(url, timeout=10)
+            return page.status_code != 200 and "stopped answering" in page.text
+        service.wait_for(ended, timeout=90, what="the ended page of an attendee on the lost node")
+        page = session.get(url, timeout=10)
+        assert "has ended" in page.text and WORKERS[1] in page.text
+
+        def refilled() -> bool:
+            rows = service.admin("GET", "/api/admin/containers").json()["containers"]
+            spares = [c for c in rows if c["state"] == "spare"]
+            return len(spares) == 2 and all(c["node"] == WORKERS[0] for c in spares)
+        service.wait_for(refilled, timeout=90, what="spares refilled on the remaining worker")
+        assert len(services_of(swarm, service.pool_name)) <= 5  # the cap holds
+        assert "failed to start" not in service.logs()
+    finally:
+        done = subprocess.run([*CLUSTER, "up", "2"], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    # The node is back: nothing duplicated, its stale containers go, the pool and the swarm agree.
+    def agreed() -> bool:
+        ours = {s.attrs["Spec"]["Labels"]["org.nbpool.id"] for s in services_of(swarm, service.pool_name)}
+        rows = {c["id"] for c in service.admin("GET", "/api/admin/containers").json()["containers"]}
+        stale = in_node(WORKERS[1], "ps", "-aq", "--filter", f"label={POOL_LABEL}={service.pool_name}")
+        return ours == rows and not stale
+    service.wait_for(agreed, timeout=90, what="pool, swarm and the returned node to agree")
+
+
+def test_nbpool_killed_and_restarted_adopts_the_services_with_kernels_intact(swarm, make_swarm_service):
+    service = make_swarm_service(Pool__warm=1)
+    service.start(timeout=180)
+    session = visitor()
+    url = spawn(session, service.url)
+    _, kernel = run_code(session, url, "remembered = 41")
+    before = service.admin("GET", "/api/admin/containers").json()["containers"]
+    service.proc.kill()
+    service.proc.wait(30)
+    service.start(timeout=180)
+    assert run_code(session, url, "print(remembered + 1)", kernel)[0] == "42"  # the same kernel, its state kept
+    after = service.admin("GET", "/api/admin/containers").json()["containers"]
+    mine = next(c for c in after if c["id"] == cid_of(url))
+    assert mine["state"] == "assigned" and mine["node"] == next(c["node"] for c in before if c["id"] == mine["id"])
+    assert "adopted assigned container" in service.logs()
+
+
+def test_full_nodes_take_no_more_and_a_paused_node_keeps_its_attendees(swarm, make_swarm_service):
+    reserve = 8 * 2**30
+    workers = [n.attrs for n in swarm.nodes.list() if n.attrs["Description"]["Hostname"] in WORKERS]
+    room = sum(math.floor(n["Description"]["Resources"]["MemoryBytes"] / reserve) for n in workers)
+    service = make_swarm_service(Pool__warm=room + 2, Pool__max_containers=room + 4,
+                                 SwarmBackend__mem_reservation="8G", Pool__spawn_concurrency=4)
+    service.start(wait_warm=False)
+    service.wait_for(lambda: service.stats()["available"] == room, timeout=180, what=f"{room} spares")
+    time.sleep(3)
+    data = service.admin("GET", "/api/admin/containers").json()
+    assert data["available"] == room and len(services_of(swarm, service.pool_name)) == room
+    assert any("full" in p for p in data["problems"]), data["problems"]
+    assert "failed to start" not in service.logs()
+
+    session = visitor()
+    url = spawn(session, service.url)
+    paused = next(c["node"] for c in service.admin("GET", "/api/admin/containers").json()["containers"]
+                  if c["id"] == cid_of(url))
+    node = swarm.nodes.get(paused)
+    spec = node.attrs["Spec"]
+    try:
+        node.update({**spec, "Availability": "pause"})
+
+        def moved() -> bool:
+            rows = service.admin("GET", "/api/admin/containers").json()["containers"]
+            return not any(c["node"] == paused and c["state"] == "spare" for c in rows)
+        service.wait_for(moved, timeout=60, what=f"no spares left on the paused {paused}")
+        assert session.get(url, timeout=10).status_code == 200  # its attendee works on
+        assert run_code(session, url, "print(2 + 2)")[0] == "4"
+    finally:
+        node.reload()
+        node.update({**node.attrs["Spec"], "Availability": "active"})
+
+
+def test_cluster_down_leaves_nothing(swarm, docker_client):
+    done = subprocess.run([*CLUSTER, "down"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not docker_client.containers.list(all=True, filters={"label": "org.nbpool.cluster=local"})
+    assert not docker_client.volumes.list(filters={"label": "org.nbpool.cluster=local"})
+    assert not Path("/run/nbpool-cluster/docker.sock").exists()
+    assert not (ROOT / ".cluster" / "endpoint").exists()
+    info = docker_client.info()
+    assert info["Swarm"]["LocalNodeState"] == "inactive"  # the host's engine never joined
+    assert json.dumps(info["LiveRestoreEnabled"]) == "true"  # and kept live restore
