@@ -15,6 +15,7 @@ import math
 import os
 import re
 import secrets
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -54,6 +55,11 @@ def services_of(swarm: docker.DockerClient, pool: str) -> list:
 def node_of(swarm: docker.DockerClient, service) -> str:
     tasks = [t for t in service.tasks() if t["DesiredState"] == "running"]
     return swarm.nodes.get(tasks[0]["NodeID"]).attrs["Description"]["Hostname"] if tasks else ""
+
+
+def endpoint_of(data: dict, service) -> str:
+    cid = service.attrs["Spec"]["Labels"]["org.nbpool.id"]
+    return next(c["endpoint"] for c in data["containers"] if c["id"] == cid)
 
 
 def in_node(node: str, *command: str) -> str:
@@ -125,6 +131,21 @@ def test_spares_spread_over_nodes_with_the_limits_in_each_spec(swarm, make_swarm
     ctr = in_node(node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.id={found[0].id}")
     status = in_node(node, "exec", ctr, "cat", "/proc/1/status")
     assert re.search(r"^NoNewPrivs:\s+1$", status, re.M) and re.search(r"^CapEff:\s+0+$", status, re.M)
+
+    # An attendee's container reaches no neighbour's server directly (same node or another), nor nbpool's machine.
+    data = service.admin("GET", "/api/admin/containers").json()
+    endpoints = {c["node"]: c["endpoint"] for c in data["containers"]}
+    same = next(c["endpoint"] for c in data["containers"]
+                if c["node"] == node and c["endpoint"] != endpoint_of(data, found[0]))
+    gateway = docker.from_env(environment=HOST_ENGINE).networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    listener = socket.create_server((gateway, 0))  # a server on nbpool's machine, on the nodes' network
+    targets = [same, endpoints[next(w for w in WORKERS if w != node)], f"http://{gateway}:{listener.getsockname()[1]}"]
+    probe = ("import socket, sys\nfor t in sys.argv[1:]:\n    h, p = t.split('//')[1].split(':')\n"
+             "    try:\n        socket.create_connection((h, int(p)), timeout=3); print('reached', t)\n"
+             "    except OSError as e:\n        print('refused', t, e)\n")
+    with listener:
+        said = in_node(node, "exec", ctr, "python3", "-c", probe, *targets)
+    assert "reached" not in said and said.count("refused") == 3, said
 
     # The operator sees the machines: admin API, metrics.
     data = service.admin("GET", "/api/admin/containers").json()
