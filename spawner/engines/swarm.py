@@ -337,6 +337,11 @@ class SwarmBackend(DockerBackend):
         while time.monotonic() < deadline:
             tasks = await self._call("tasks", self._docker().api.tasks, filters={"service": service_id})
             task = newest_task(tasks)
+            # Placed just before the manager noticed its node was gone: the task would wait for it for ever.
+            # Not the image's fault: the pool tries again on the nodes that remain.
+            latest = self._snapshot.nodes.get(node.id) if self._snapshot else None
+            if latest is not None and not latest.up:
+                raise NoRoom(f"{node.hostname} stopped answering while a container started there")
             if task is not None:
                 words = task_words(task)
                 state = (task.get("Status") or {}).get("State", "")
