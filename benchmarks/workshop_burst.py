@@ -105,7 +105,7 @@ def main() -> int:
     backends = ["docker", "swarm"] if args.compare else [args.backend]
     results = []
     for backend in backends:
-        results.append(run(args, backend, name if backend == "docker" else f"{name}-{backend}", out))
+        results.append(run(args, backend, f"{name}-compare-{backend}" if args.compare else name, out))
     text = table(results, args)
     print(text)
     if args.compare:

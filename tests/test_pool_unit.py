@@ -618,3 +618,16 @@ async def test_a_container_lost_with_its_machine_ends_saying_so(make_pool, backe
     await until(lambda: slot.cid not in pool.slots)
     assert pool.ended_reason(slot.cid) == "Its machine (node-2) stopped answering."
     assert pool.stats.replaced == 1 and pool.routes.get(slot.prefix) is None
+
+
+async def test_a_start_whose_machine_goes_away_is_not_a_failed_start(make_pool, backend):
+    pool = make_pool(warm=1, start_timeout=30, breaker_threshold=1)
+    backend.unready_starts = 1  # it never answers: only the engine's word can end the wait
+    await pool.start()
+    await until(lambda: pool.launching == 1)
+    starting = next(iter(pool.slots.values()))
+    await until(lambda: starting.engine_id)
+    backend.event(DIED, starting, reason="its machine (node-2) stopped answering")
+    await until(lambda: starting.cid not in pool.slots, timeout=3)
+    assert pool.stats.failed_starts == 0 and not pool.breaker_open
+    await until(lambda: pool.available == 1)  # started again, on whatever the engine has left

@@ -47,6 +47,7 @@ class PoolEvents:
             return
         if slot.state == LAUNCHING:
             slot.exited = True  # its readiness wait gives up at once (see launch._bring_up)
+            slot.lost = event.reason
             return
         if event.kind == DIED and event.reason:
             self.stats.replaced += 1

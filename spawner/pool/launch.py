@@ -110,6 +110,13 @@ class PoolLaunches:
             self.on_engine(False)
             return False
         except (BackendError, TimeoutError, OSError, GaveUp) as exc:
+            if slot.lost:
+                # Its machine went away while it started: not the image's fault, no failed start.
+                self.log.warning("start of %s given up: %s", slot.cid, slot.lost)
+                self.slots.pop(slot.cid, None)
+                if slot.engine_id:
+                    await self._quiet_remove(slot.engine_id)
+                return False
             await self._launch_failed(slot, exc)
             return False
         except Exception as exc:  # a task boundary: whatever went wrong, account for it and go on

@@ -36,6 +36,7 @@ class Slot:
     launch_started: float = 0.0  # monotonic, for the spawn-latency histogram
     owner: str = ""  # the client address it was handed out to (memory only: never in labels or names)
     exited: bool = False  # the engine said its main process ended (while it was launching)
+    lost: str = ""  # why it ended without its own fault (its machine went away), when the engine says
     oom_kills: int = 0  # processes killed at its memory limit (its kernels, most often)
     last_oom: float = 0.0  # monotonic time of the last of them
     handout_requests: int = 0  # route.requests at hand-out; -1 when unknown (adopted after a restart)
