@@ -250,11 +250,23 @@ class DockerBackend(ContainerBackend):
 
     # --- the backend contract ------------------------------------------------------------------
 
+    def _environment(self, token: str, base_url: str) -> dict[str, str]:
+        """The notebook server's environment: the operator's, and where and with which token it serves."""
+        return {**self.environment, "NBPOOL_BASE_URL": base_url, "JUPYTER_PORT": str(NOTEBOOK_PORT),
+                "JUPYTER_TOKEN": token}
+
+    def _command(self, token: str, base_url: str) -> list[str]:
+        """``command`` with its placeholders filled ([]: the image's own)."""
+        return [part.format(base_url=base_url, port=NOTEBOOK_PORT, token=token) for part in self.command]
+
+    def _log_half(self) -> int:
+        """Bytes of each of the two log files log_max_size allows."""
+        return max(self.log_max_size // 2, 1024)
+
     def _create_kwargs(self, pool: str, cid: str, name: str, token: str, base_url: str,
                        labels: dict[str, str]) -> dict:
         """Keyword arguments for the SDK's containers.create."""
-        env = {**self.environment, "NBPOOL_BASE_URL": base_url, "JUPYTER_PORT": str(NOTEBOOK_PORT),
-               "JUPYTER_TOKEN": token}
+        env = self._environment(token, base_url)
         kwargs: dict[str, Any] = dict(
             image=self.image,
             name=name,
@@ -269,8 +281,7 @@ class DockerBackend(ContainerBackend):
         if self.endpoint_mode == "host-port":
             kwargs["ports"] = {f"{NOTEBOOK_PORT}/tcp": ("127.0.0.1", None)}  # loopback only: never other machines
         if self.command:
-            kwargs["command"] = [part.format(base_url=base_url, port=NOTEBOOK_PORT, token=token)
-                                 for part in self.command]
+            kwargs["command"] = self._command(token, base_url)
         if self.mem_limit:
             kwargs["mem_limit"] = self.mem_limit
             kwargs["memswap_limit"] = self.mem_limit
@@ -281,8 +292,7 @@ class DockerBackend(ContainerBackend):
         if self.start_cpu_shares != 1024:
             kwargs["cpu_shares"] = self.start_cpu_shares
         if self.log_max_size:
-            half = max(self.log_max_size // 2, 1024)
-            kwargs["log_config"] = {"type": "json-file", "config": {"max-size": str(half), "max-file": "2"}}
+            kwargs["log_config"] = {"type": "json-file", "config": {"max-size": str(self._log_half()), "max-file": "2"}}
         if self.disk_limit and self._disk_quota:
             kwargs["storage_opt"] = {"size": str(self.disk_limit)}
         if self.volumes:

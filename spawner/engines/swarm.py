@@ -283,11 +283,10 @@ class SwarmBackend(DockerBackend):
     # --- the backend contract ---------------------------------------------------------------------
 
     def _task_template(self, pool: str, cid: str, token: str, base_url: str, node_id: str) -> dict:
-        env = {**self.environment, "NBPOOL_BASE_URL": base_url, "JUPYTER_PORT": str(NOTEBOOK_PORT),
-               "JUPYTER_TOKEN": token}
-        command = [part.format(base_url=base_url, port=NOTEBOOK_PORT, token=token) for part in self.command]
         spec = docker.types.ContainerSpec(
-            self.image, command=command or None, env=env, user=self.user,
+            # args, not command: a Swarm "command" replaces the image's entrypoint, Docker's only its CMD.
+            self.image, args=self._command(token, base_url) or None, env=self._environment(token, base_url),
+            user=self.user,
             labels={POOL_LABEL: pool, ID_LABEL: cid}, cap_drop=["ALL"], init=self.init_process or None,
             stop_grace_period=2_000_000_000,  # Jupyter stops in well under 2 s; then the node's memory is free
             mounts=[docker.types.Mount(inside, host, type="bind", read_only=True)
@@ -300,8 +299,7 @@ class SwarmBackend(DockerBackend):
             resources.setdefault("Limits", {})["Pids"] = self.pids_limit
         log_driver = None
         if self.log_max_size:
-            half = max(self.log_max_size // 2, 1024)
-            log_driver = docker.types.DriverConfig("json-file", {"max-size": str(half), "max-file": "2"})
+            log_driver = docker.types.DriverConfig("json-file", {"max-size": str(self._log_half()), "max-file": "2"})
         return docker.types.TaskTemplate(
             spec, resources=resources, restart_policy=docker.types.RestartPolicy(condition="none"),
             placement=docker.types.Placement(constraints=[f"node.id=={node_id}", *self.constraints]),
