@@ -39,7 +39,7 @@ pytestmark = pytest.mark.swarm
 @pytest.fixture(scope="module")
 def swarm(docker_client, notebook_image) -> docker.DockerClient:
     """A client of the local cluster's manager, the cluster brought up (2 workers) if it is not."""
-    done = subprocess.run([*CLUSTER, "up", "2"], capture_output=True, text=True, timeout=900)
+    done = subprocess.run([*CLUSTER, "up", "2"], capture_output=True, text=True, timeout=900, env=HOST_ENGINE)
     assert done.returncode == 0, f"make cluster failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("DOCKER_HOST=unix://"), last
@@ -200,7 +200,10 @@ def test_a_worker_lost_ends_its_attendees_and_spares_move_to_the_rest(swarm, mak
                    env=HOST_ENGINE)
     try:
         def ended() -> bool:
-            page = session.get(url, timeout=10)
+            try:
+                page = session.get(url, timeout=30)
+            except requests.Timeout:
+                return False  # the proxy still trying the lost machine (its connect_timeout): not ended yet
             return page.status_code != 200 and "stopped answering" in page.text
         service.wait_for(ended, timeout=90, what="the ended page of an attendee on the lost node")
         page = session.get(url, timeout=10)
@@ -214,7 +217,7 @@ def test_a_worker_lost_ends_its_attendees_and_spares_move_to_the_rest(swarm, mak
         assert len(services_of(swarm, service.pool_name)) <= 5  # the cap holds
         assert "failed to start" not in service.logs()
     finally:
-        done = subprocess.run([*CLUSTER, "up", "2"], capture_output=True, text=True, timeout=600)
+        done = subprocess.run([*CLUSTER, "up", "2"], capture_output=True, text=True, timeout=600, env=HOST_ENGINE)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     # The node is back: nothing duplicated, its stale containers go, the pool and the swarm agree.
@@ -277,8 +280,29 @@ def test_full_nodes_take_no_more_and_a_paused_node_keeps_its_attendees(swarm, ma
         node.update({**node.attrs["Spec"], "Availability": "active"})
 
 
+def test_a_node_without_the_image_gets_no_container_until_it_has_it(swarm, make_swarm_service):
+    # nbpool-node-2 loses its copy of the image (a new node, or a registry that is away).
+    in_node(WORKERS[1], "rmi", "-f", "nbpool/notebook:latest")  # -f: containers of earlier tests may still be going
+    service = make_swarm_service(Pool__warm=3, SwarmBackend__image_check_interval=5)
+    try:
+        service.start(timeout=180)
+        rows = service.admin("GET", "/api/admin/containers").json()
+        assert {c["node"] for c in rows["containers"]} == {WORKERS[0]}  # every spare where the image is
+        assert {n["name"]: n["image"] for n in rows["nodes"]}[WORKERS[1]] == "missing"
+        assert "failed to start" not in service.logs() and "lacks image" in service.logs()
+    finally:
+        done = subprocess.run([*CLUSTER, "up", "2"], capture_output=True, text=True, timeout=600, env=HOST_ENGINE)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]  # copies the image back
+    # The next probe finds it there: the node takes containers again (a hand-out makes room for one).
+    service.wait_for(lambda: {n["name"]: n["image"] for n in service.admin(
+        "GET", "/api/admin/containers").json()["nodes"]}[WORKERS[1]] == "ready", timeout=60, what="image found")
+    spawn(visitor(), service.url)
+    service.wait_for(lambda: any(c["node"] == WORKERS[1] for c in service.admin(
+        "GET", "/api/admin/containers").json()["containers"]), timeout=60, what="a container on the node")
+
+
 def test_cluster_down_leaves_nothing(swarm, docker_client):
-    done = subprocess.run([*CLUSTER, "down"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*CLUSTER, "down"], capture_output=True, text=True, timeout=300, env=HOST_ENGINE)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not docker_client.containers.list(all=True, filters={"label": "org.nbpool.cluster=local"})
     assert not docker_client.volumes.list(filters={"label": "org.nbpool.cluster=local"})
