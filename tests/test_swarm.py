@@ -180,6 +180,30 @@ def test_a_visitor_reaches_their_container_on_a_worker_through_the_proxy(swarm, 
     assert requests.get(url, timeout=10, allow_redirects=False).status_code == 403
 
 
+def test_containers_killed_on_a_worker_are_replaced_and_their_attendee_told(swarm, make_swarm_service):
+    service = make_swarm_service(Pool__warm=2, Pool__reconcile_interval=3600)  # only the watch can see it
+    service.start(timeout=180)
+    session = visitor()
+    url = spawn(session, service.url)
+    service.wait_for(lambda: service.stats()["available"] == 2, timeout=60, what="spares refilled")
+    rows = service.admin("GET", "/api/admin/containers").json()["containers"]
+    mine = next(c for c in rows if c["id"] == cid_of(url))
+    spare = next(c for c in rows if c["state"] == "spare")
+    by_id = {s.attrs["Spec"]["Labels"]["org.nbpool.id"]: s for s in services_of(swarm, service.pool_name)}
+    for row in (mine, spare):
+        ctr = in_node(row["node"], "ps", "-q", "--filter", f"label=com.docker.swarm.service.id={by_id[row['id']].id}")
+        in_node(row["node"], "kill", ctr)
+
+    def ended() -> bool:
+        page = session.get(url, timeout=30)
+        return page.status_code != 200 and "stopped unexpectedly" in page.text
+    service.wait_for(ended, timeout=30, what="the attendee's ended page")
+    service.wait_for(lambda: spare["id"] not in {c["id"] for c in service.admin(
+        "GET", "/api/admin/containers").json()["containers"]} and service.stats()["available"] == 2,
+        timeout=60, what="the killed spare replaced")
+    assert "failed to start" not in service.logs()
+
+
 def test_a_worker_lost_ends_its_attendees_and_spares_move_to_the_rest(swarm, make_swarm_service):
     service = make_swarm_service(Pool__warm=2, Pool__max_containers=5)
     service.start(timeout=180)

@@ -447,6 +447,9 @@ class SwarmBackend(DockerBackend):
                 if before is not None and before[1] == RUNNING and info.state == GONE:
                     status = ((snap.tasks.get(sid) or {}).get("Status") or {})
                     code = (status.get("ContainerStatus") or {}).get("ExitCode")
+                    if not info.reason:
+                        self.log.info("swarm: service %s (%s) on %s: %s", sid[:12], info.name, info.node or "?",
+                                      task_words(snap.tasks.get(sid) or {}))
                     on_event(ContainerEvent(DIED, sid, info.cid, exit_code=code if code else None,
                                             reason=info.reason))
             for sid, (cid, _) in seen.items():

@@ -134,7 +134,7 @@ def task_status(task: dict | None, nodes: dict[str, Node]) -> tuple[str, str, No
             return GONE, f"Swarm is stopping it ({node.hostname} is {node.availability})", node
         return RUNNING, "", node
     if state in ENDED:
-        return GONE, f"it {task_words(task)}", node
+        return GONE, "", node  # its own end (an exit code, OOM): the pool's usual words; task_words() for the log
     return "starting", "", node
 
 
