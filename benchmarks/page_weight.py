@@ -1,0 +1,109 @@
+"""Benchmark: what a browser pulls to open a workshop notebook, through nbpool and straight to the container.
+
+    .venv/bin/python benchmarks/page_weight.py [--out benchmarks/results/page-weight.md]
+
+Real Chromium (Debian's, driven by Playwright) opens the deep link
+``/spawn/notebooks/01-python-introduction.ipynb`` through nbpool, then, in a
+fresh browser profile, the same notebook straight at the same container's
+address with its token: what a proxy that neither compresses nor caches
+delivers. For each network condition (none; 10 Mbit/s and 40 ms; 2 Mbit/s and
+100 ms, by Chrome's own network emulation) it reports the requests, the bytes
+on the wire (Chrome's encoded data length: after compression, if any), how
+many of them were compressed, how many were static files the container served,
+and the time until the notebook is visible. Each measurement gets a container
+of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from running_service import ROOT, RunningService
+
+sys.path.insert(0, str(ROOT))
+from spawner.secret import ServerSecret
+
+CHROMIUM = os.environ.get("NBPOOL_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+NOTEBOOK = "notebooks/01-python-introduction.ipynb"
+CONDITIONS = (("unthrottled", None), ("10 Mbit/s, 40 ms", (10e6, 40)), ("2 Mbit/s, 100 ms", (2e6, 100)))
+
+
+def open_notebook(browser, url: str, throttle: tuple[float, float] | None) -> dict:
+    """Open ``url`` in a fresh profile; the notebook visible, with what went over the wire."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    cdp = context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    if throttle:
+        bits, latency = throttle
+        cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": latency,
+                                                      "downloadThroughput": bits / 8, "uploadThroughput": bits / 8})
+    responses: dict[str, dict] = {}
+    wire = {"bytes": 0, "count": 0}
+
+    def on_response(event: dict) -> None:
+        headers = {k.lower(): v for k, v in event["response"].get("headers", {}).items()}
+        responses[event["requestId"]] = {"url": event["response"]["url"],
+                                         "encoding": headers.get("content-encoding", "")}
+
+    def on_finished(event: dict) -> None:
+        wire["bytes"] += event.get("encodedDataLength", 0)
+        wire["count"] += 1
+        if event["requestId"] in responses:
+            responses[event["requestId"]]["bytes"] = event.get("encodedDataLength", 0)
+
+    cdp.on("Network.responseReceived", on_response)
+    cdp.on("Network.loadingFinished", on_finished)
+    t0 = time.monotonic()
+    page.goto(url)
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(state="visible")
+    visible = time.monotonic() - t0
+    page.wait_for_load_state("networkidle")
+    final = page.url
+    context.close()
+    static = [r for r in responses.values() if "/static/" in r["url"]]
+    return {"visible": visible, "requests": wire["count"], "bytes": wire["bytes"],
+            "compressed": sum(1 for r in responses.values() if r["encoding"]), "static": len(static),
+            "url": final}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "page-weight.md"))
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    rows = []
+    with RunningService(warm=2, cap=12, name="weight") as service, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        secret = ServerSecret.load_or_create(service.dir / "data" / "secret")
+        for label, throttle in CONDITIONS:
+            service.wait_until(lambda: service.stats()["available"] >= 1, 120, "a spare")
+            through = open_notebook(browser, f"{service.url}/spawn/{NOTEBOOK}", throttle)
+            cid = through["url"].split("/user/", 1)[1].split("/", 1)[0]
+            endpoint = next(c["endpoint"] for c in service.containers() if c["id"] == cid)
+            direct = open_notebook(browser, f"{endpoint}/user/{cid}/{NOTEBOOK}?token={secret.token_for(cid)}",
+                                   throttle)
+            for path, r in (("through nbpool", through), ("straight to the container", direct)):
+                rows.append(f"| {label} | {path} | {r['requests']} | {r['bytes'] / 1e6:.2f} MB | {r['compressed']} "
+                            f"| {r['static']} | {r['visible']:.2f} s |")
+                print(rows[-1], file=sys.stderr)
+        browser.close()
+    text = (f"Opening {NOTEBOOK} in a fresh browser profile (Chromium, {os.cpu_count()} cores, "
+            f"{time.strftime('%Y-%m-%d')})\n\n| network | path | requests | on the wire | compressed responses "
+            "| static files from the container | notebook visible |\n|---|---|---|---|---|---|---|\n"
+            + "\n".join(rows) + "\n")
+    print(text)
+    Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
