@@ -155,7 +155,8 @@ class SwarmBackend(DockerBackend):
         nodes = ", ".join(f"{n.hostname} ({n.state}, {n.availability})" for n in snap.nodes.values())
         self.log.info("swarm at %s: %d nodes: %s", where, len(snap.nodes), nodes)
         self.log.info("each container reserves %s and %.2g cores on its node; Swarm nodes cannot use live "
-                      "restore: drain a node (attendees end) or pause it (they stay) before restarting its engine",
+                      "restore: before restarting a node's engine, pause the node and let its attendees leave "
+                      "(or drain it: they end)",
                       format_memory(self._mem_reservation()), self.cpu_reservation)
         if self.firewall.egress != "open":
             self.log.warning("ContainerFirewall rules are host rules of the Docker backend and do not reach swarm "
