@@ -131,6 +131,11 @@ local_state() { on "$1" info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
 worker_active() { [ "$(local_state "$1")" = active ]; }
 node_ready() { [ "$(on "$MANAGER" node inspect -f '{{.Status.State}}' "$1" 2>/dev/null)" = ready ]; }
 
+manager_moved() {
+    [ "$(on "$MANAGER" info -f '{{.Swarm.ControlAvailable}}' 2>/dev/null)" = true ] \
+        && [ "$(on "$MANAGER" info -f '{{.Swarm.NodeAddr}}')" != "$(addr_of "$MANAGER")" ]
+}
+
 setup_manager() {
     local addr swarm_addr
     addr=$(addr_of "$MANAGER")
@@ -222,6 +227,13 @@ up() {
     mkdir -p "$SOCK_DIR"
     for w in "$MANAGER" "${workers[@]}"; do ensure_node "$w"; done
     for w in "$MANAGER" "${workers[@]}"; do wait_engine "$w"; done
+    if manager_moved; then
+        # The default bridge gives a restarted container whatever address is free, and a swarm
+        # cannot follow its only manager to a new one: start over (a dev cluster holds nothing to keep).
+        say "$MANAGER came back with another address, which its swarm cannot follow: rebuilding the cluster"
+        down
+        exec bash "$0" up "$n"
+    fi
     setup_manager
     for w in "${workers[@]}"; do join_worker "$w"; done
     prune_stale_nodes

@@ -20,10 +20,20 @@ LOG=${NBPOOL_DOCKERD_LOG:-/var/log/nbpool-dockerd.log}
 DEADLINE=${NBPOOL_ENGINE_TIMEOUT:-60}
 
 say() { printf 'engine: %s\n' "$*"; }
+# This machine's own dockerd: the one in our pid namespace. The nodes of `make
+# cluster` run dockerd too, and their processes are visible from here.
+host_dockerd() {
+    local p ours
+    ours=$(readlink /proc/self/ns/pid)
+    for p in $(pgrep -x dockerd); do
+        [ "$(readlink "/proc/$p/ns/pid" 2>/dev/null)" = "$ours" ] && { echo "$p"; return 0; }
+    done
+    return 1
+}
 die() { printf 'engine: ERROR: %s\n' "$*" >&2; exit 1; }
 
 if [ "${1:-}" = "--restart" ]; then
-    pid=$(pgrep -x dockerd | head -n 1) || die "--restart: no dockerd runs here to restart."
+    pid=$(host_dockerd) || die "--restart: no dockerd runs here to restart."
     say "restarting dockerd (pid $pid)"
     kill -TERM "$pid"
     for _ in $(seq $((DEADLINE * 10))); do
@@ -60,7 +70,7 @@ if ! command -v dockerd >/dev/null 2>&1; then
     say "installed $(dockerd --version)"
 fi
 
-if pgrep -x dockerd >/dev/null 2>&1; then
+if host_dockerd >/dev/null; then
     say "dockerd is running but not answering yet; waiting for it."
 else
     flags=()
