@@ -64,7 +64,7 @@ build_node_image() {
     local base_id hash have
     base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE" 2>/dev/null) \
         || die "base image $BASE_IMAGE is missing; run 'make images' first."
-    hash=$( { echo "$base_id"; cat "$HERE/node/Dockerfile" "$HERE/node/node-entrypoint.sh"; } | sha256sum | cut -c1-16)
+    hash=$( { echo "$base_id"; cat "$HERE/node/Dockerfile" "$HERE/node/node-entrypoint.sh" "$HERE/node/fence.sh"; } | sha256sum | cut -c1-16)
     have=$(docker image inspect -f '{{index .Config.Labels "org.nbpool.source-hash"}}' "$NODE_IMAGE" 2>/dev/null || true)
     if [ "$have" = "$hash" ]; then
         say "$NODE_IMAGE is up to date (source $hash)."

@@ -24,27 +24,8 @@ if dockerd --help 2>&1 | grep -q -- '--no-new-privileges'; then
 else
     echo "node-entrypoint: WARNING: this dockerd has no --no-new-privileges; containers may gain privileges" >&2
 fi
-# Attendees reach their containers only through nbpool's proxy. Inside a node,
-# a container could still connect to a neighbour's published port (the node's
-# own address) or to the other machines of the cluster (other nodes' published
-# ports, nbpool's own machine): drop both, keeping replies to connections made
-# to the containers. DOCKER-USER exists once dockerd runs, hence the wait.
-fence() {
-    subnet=$(ip -o -4 addr show dev eth0 | awk '{print $4; exit}')
-    for _ in $(seq 60); do iptables -nL DOCKER-USER >/dev/null 2>&1 && break; sleep 1; done
-    for bridge in docker0 docker_gwbridge; do
-        iptables -C INPUT -i "$bridge" -j DROP 2>/dev/null || {
-            iptables -I INPUT -i "$bridge" -j DROP
-            iptables -I INPUT -i "$bridge" -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
-        }
-        iptables -C DOCKER-USER -i "$bridge" -d "$subnet" -j DROP 2>/dev/null || {
-            iptables -I DOCKER-USER -i "$bridge" -d "$subnet" -j DROP
-            iptables -I DOCKER-USER -i "$bridge" -d "$subnet" -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN
-        }
-    done
-    echo "node-entrypoint: containers may not reach this node or $subnet"
-}
-fence &
+# Attendees reach their containers only through nbpool's proxy (see fence.sh).
+/usr/local/bin/fence &
 
 echo "node-entrypoint: dockerd $*"
 exec dockerd "$@"
