@@ -243,7 +243,8 @@ class SwarmBackend(DockerBackend):
                     made = await self._call("probe", self._docker().api.create_service, self._probe_spec(node.id),
                                             name=name, labels={PROBE_LABEL: "1"})
                 except BackendError as exc:
-                    probe.state, probe.since, probe.detail = "missing", now, str(exc)
+                    self.log.warning("could not probe node %s for image %s: %s", node.hostname, image, exc)
+                    probe.state, probe.since = "missing", now
                     continue
                 probe.state, probe.service, probe.since = "probing", made["ID"], now
         deadline = now + self.probe_timeout
@@ -265,21 +266,19 @@ class SwarmBackend(DockerBackend):
         node = (self._snapshot.nodes.get(key[0]) if self._snapshot else None)
         where = node.hostname if node else key[0][:12]
         if state == "complete" or (state == "failed" and "non-zero exit" in words):
-            probe.state, probe.detail = "ready", ""  # it ran: the image is there
+            probe.state = "ready"  # it ran: the image is there
             self.log.info("image %s is on node %s", key[1], where)
         elif state in ENDED:
-            probe.state, probe.detail = "missing", words
+            probe.state = "missing"
             self.log.warning("node %s lacks image %s, so it gets no containers (probed again in %.0fs): %s",
                              where, key[1], self.image_check_interval, words)
         elif time.monotonic() - probe.since > self.probe_timeout:
-            probe.state, probe.detail = "missing", f"no answer in {self.probe_timeout:.0f}s ({words})"
+            probe.state = "missing"
             self.log.warning("image probe on node %s timed out: %s", where, words)
         else:
             return
         probe.since = time.monotonic()
         await self.remove(probe.service)
-
-    # --- placement ------------------------------------------------------------------------------
 
     # --- the backend contract ---------------------------------------------------------------------
 
@@ -322,7 +321,7 @@ class SwarmBackend(DockerBackend):
                 labels={**labels, POOL_LABEL: pool, ID_LABEL: cid, NAME_LABEL: name},
                 endpoint_spec={"Ports": [{"Protocol": "tcp", "TargetPort": NOTEBOOK_PORT, "PublishMode": "host"}]})
             try:
-                return await self._until_running(made["ID"], pool, node)
+                return await self._until_running(made["ID"], node)
             except BaseException:
                 await asyncio.shield(self._quiet(made["ID"]))
                 raise
@@ -330,7 +329,7 @@ class SwarmBackend(DockerBackend):
             # Counted by the next look from now on; a look may still miss it, so keep it a poll longer.
             asyncio.get_running_loop().call_later(self.poll_interval * 2, self._placing.pop, sname, None)
 
-    async def _until_running(self, service_id: str, pool: str, node: Node) -> ContainerInfo:
+    async def _until_running(self, service_id: str, node: Node) -> ContainerInfo:
         deadline = time.monotonic() + self.start_wait
         words, delay = "no task yet", 0.1
         while time.monotonic() < deadline:

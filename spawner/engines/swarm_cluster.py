@@ -58,7 +58,6 @@ class Probe:
     state: str = "unknown"  # unknown, probing, ready, missing
     service: str = ""
     since: float = 0.0
-    detail: str = ""
 
 
 def service_name(name: str) -> str:

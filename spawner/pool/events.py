@@ -49,13 +49,10 @@ class PoolEvents:
             slot.exited = True  # its readiness wait gives up at once (see launch._bring_up)
             slot.lost = event.reason
             return
-        if event.kind == DIED and event.reason:
-            self.stats.replaced += 1
-            self.log.warning("container %s (%s) on %s: %s; replacing it", slot.name or slot.cid, slot.state,
-                             slot.node or "its node", event.reason)
-            self.release(slot, event.reason, visitor_reason=visitor_words(event.reason))
-        elif event.kind == DIED:
-            if slot.last_oom and self.clock() - slot.last_oom < OOM_RECENT:
+        if event.kind == DIED:
+            if event.reason:  # the engine knows more than an exit code (its machine went away)
+                why, visitor = event.reason, visitor_words(event.reason)
+            elif slot.last_oom and self.clock() - slot.last_oom < OOM_RECENT:
                 why, visitor = "it ran out of memory", "It ran out of memory: it used all the memory each attendee has."
             else:
                 why = f"it stopped (exit code {event.exit_code})" if event.exit_code is not None else "it stopped"

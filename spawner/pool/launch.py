@@ -88,9 +88,7 @@ class PoolLaunches:
                     # Only for a spare: a visitor waiting in line renders the page themselves, sooner.
                     await warm_up(slot.url(warmup, info.endpoint.url), auth)
         except asyncio.CancelledError:
-            self.slots.pop(slot.cid, None)
-            if slot.engine_id:
-                await self._quiet_remove(slot.engine_id)
+            await self._drop_launch(slot)
             raise
         except NoRoom as exc:
             # Every machine is full, paused or without the image: not a failed start. Try again
@@ -98,24 +96,20 @@ class PoolLaunches:
             if str(exc) != self.no_room:
                 self.log.warning("no room for another container: %s", exc)
             self.no_room = str(exc)
-            self.slots.pop(slot.cid, None)
+            await self._drop_launch(slot)
             self._hold_until = max(self._hold_until, self.clock() + NO_ROOM_RETRY)
             return False
         except EngineUnavailable as exc:
             # Not the image's fault: no failed start counted; launches resume when the engine answers.
             self.log.warning("start of %s interrupted: %s", slot.cid, exc)
-            self.slots.pop(slot.cid, None)
-            if slot.engine_id:
-                await self._quiet_remove(slot.engine_id)
+            await self._drop_launch(slot)
             self.on_engine(False)
             return False
         except (BackendError, TimeoutError, OSError, GaveUp) as exc:
             if slot.lost:
                 # Its machine went away while it started: not the image's fault, no failed start.
                 self.log.warning("start of %s given up: %s", slot.cid, slot.lost)
-                self.slots.pop(slot.cid, None)
-                if slot.engine_id:
-                    await self._quiet_remove(slot.engine_id)
+                await self._drop_launch(slot)
                 return False
             await self._launch_failed(slot, exc)
             return False
@@ -148,6 +142,12 @@ class PoolLaunches:
             raise
         slot.engine_id, slot.name, slot.endpoint, slot.node = info.engine_id, info.name, info.endpoint, info.node
         return info
+
+    async def _drop_launch(self, slot: Slot) -> None:
+        """Forget a launch that did not fail by its own fault, and remove what it made (nothing is counted)."""
+        self.slots.pop(slot.cid, None)
+        if slot.engine_id:
+            await self._quiet_remove(slot.engine_id)
 
     async def _launch_failed(self, slot: Slot, exc: BaseException) -> None:
         # Accounted at once (counters, backoff, breaker), before the slow cleanup: whoever sees the
