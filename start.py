@@ -167,7 +167,8 @@ class NbpoolApp(Application):
         self.proxy = Proxy(parent=self, log=self.log)
         self.engine = BACKENDS[self.backend](parent=self, log=self.log)
         self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended)
-        self.pool = Pool(parent=self, log=self.log, backend=self.engine, routes=self.proxy.routes, secret=secret,
+        self.pool = Pool(parent=self, log=self.log, backend=self.engine, routes=self.proxy.routes,
+                         static_cache=self.proxy.cache, secret=secret,
                          route_options=self.web.access.route_options, ended=ended,
                          landing_page=lambda: self.web.landing_path)
 

@@ -289,6 +289,12 @@ class ClientConnection(asyncio.Protocol):
             response, close = refusal
             self.reply(ex, response, close=close)
             return
+        cache = self.state.cache
+        if cache is not None and ex.route.share is not None:
+            entry = cache.lookup(ex.route, ex.path, ex.query, ex.method, ex.headers)
+            if entry is not None:
+                self.send_cached(ex, entry, cache)
+                return
         ex.out_head = forward_head(ex, limits, ip, self.forwarded)
         ex.head_only = ex.method == b"HEAD"
         self.backends.send(ex)
@@ -302,6 +308,25 @@ class ClientConnection(asyncio.Protocol):
         ex.response_done = True
         ex.close = ex.close or close or not ex.keep_alive or ex.upgrade
         self.transport.write(response.encode(keep_alive=not ex.close, head_only=ex.method == b"HEAD"))
+        if ex.close:
+            self.close_now()
+        elif ex.request_done:
+            self.finish(ex)
+
+    def send_cached(self, ex: Exchange, entry, cache) -> None:
+        """Answer ``ex`` with a file from the shared static cache (``static_cache.Entry``)."""
+        ex.response_done = True
+        ex.close = ex.close or not ex.keep_alive or ex.upgrade
+        coding = cache.coding_for(ex.headers) if ex.version == "1.1" and self.limits.compress.enabled else None
+        head, body, _ = entry.response(coding, ex.headers, ex.method == b"HEAD", not ex.close)
+        route = ex.route
+        route.last_activity = now()
+        route.bytes_out += len(body)
+        cache.bytes_served += len(body)
+        if body:
+            self.transport.writelines((head, body))
+        else:
+            self.transport.write(head)
         if ex.close:
             self.close_now()
         elif ex.request_done:

@@ -113,6 +113,7 @@ class Route:
         "bytes_out",
         "data",
         "error_page",
+        "fill_ok",
         "header_names",
         "headers",
         "last_activity",
@@ -120,13 +121,15 @@ class Route:
         "origin_policy",
         "prefix",
         "requests",
+        "share",
         "target",
         "websockets",
     )
 
     def __init__(self, prefix: bytes, target: Target, headers: list[tuple[bytes, bytes]],
                  authorize: Authorize | None, error_page: ErrorPage | None, data: Any,
-                 origin_policy: OriginPolicy | None = None, max_body: int = 0):
+                 origin_policy: OriginPolicy | None = None, max_body: int = 0, share: bytes | None = None,
+                 fill_ok: bool = False):
         self.prefix = prefix
         self.target = target
         self.headers = headers
@@ -139,6 +142,11 @@ class Route:
         # state-changing requests and upgrades from other origins are refused.
         self.origin_policy = origin_policy
         self.max_body = max_body  # largest request body in bytes; 0: no limit
+        # Routes with the same ``share`` serve the same static files (one image): the
+        # shared static cache keys on it. ``fill_ok``: no visitor's code has run behind
+        # this route, so the cache may fetch from it; once cleared, never set again.
+        self.share = share
+        self.fill_ok = fill_ok
         self.last_activity = time.monotonic()
         self.bytes_in = 0
         self.bytes_out = 0
@@ -178,15 +186,18 @@ class RouteTable:
 
     def add(self, prefix: str | bytes, target: str, *, headers: dict[str, str] | list[tuple[str, str]] | None = None,
             authorize: Authorize | None = None, error_page: ErrorPage | None = None, data: Any = None,
-            origin_policy: OriginPolicy | None = None, max_body: int = 0) -> Route:
+            origin_policy: OriginPolicy | None = None, max_body: int = 0, share: str | None = None,
+            fill_ok: bool = False) -> Route:
         """Add or replace the route for ``prefix``; returns it.
 
         ``authorize`` and ``origin_policy`` guard it (see Route); ``max_body``
-        caps request bodies (413 beyond it, before anything is relayed).
+        caps request bodies (413 beyond it, before anything is relayed);
+        ``share`` and ``fill_ok`` let the shared static cache serve it (see
+        proxy.static_cache).
         """
         key = _prefix_key(prefix)
         route = Route(key, Target(target), _encode_headers(headers), authorize, error_page, data,
-                      origin_policy, max_body)
+                      origin_policy, max_body, None if share is None else share.encode(), fill_ok)
         if key == b"/":
             self.default = route
         else:

@@ -15,14 +15,22 @@ import resource
 import ssl
 import time
 
-from traitlets import Bool, Float, Instance, Integer, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Enum, Float, Instance, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from .client import ClientConnection
+from .encoding import Policy
 from .exchange import BUSY, HEAD, IDLE
 from .routes import RouteTable
 from .state import LIMIT_TRAITS, ConnectionState, Limits, Stats
+from .static_cache import StaticCache
 from .target import BackendPool
+
+# Paths under a container's prefix that are per attendee (their files, kernels,
+# settings): never static, whatever static_paths says.
+PER_USER_PATHS = ("api/", "files/", "notebooks/", "tree/", "edit/", "view/", "terminals/", "lab/api/",
+                  "lab/workspaces/", "lab/tree/", "nbconvert/", "lsp/", "doc/", "consoles/")
+COMPRESS_TRAITS = ("compress", "compress_min_size", "compress_dynamic", "static_paths")
 
 # Open files the process needs beside two per proxied connection (visitor + target):
 # the Docker client, the web app's socket, logs, the thread pool's work.
@@ -83,6 +91,30 @@ class Proxy(LoggingConfigurable):
                                 "nbpool sits behind a load balancer). Otherwise they are replaced.")
     trusted_proxies = List(Unicode(), ["127.0.0.1/32", "::1/128"], config=True,
                            help="Networks (CIDR) whose X-Forwarded-* headers are kept when trust_forwarded is on.")
+    compress = Bool(True, config=True,
+                    help="Compress responses (brotli, else gzip, as the browser accepts) of compressible types "
+                         "(JavaScript, CSS, JSON, HTML, SVG, text) as they stream through. Static files always; "
+                         "other responses per compress_dynamic. Never ranges, encoded bodies or WebSockets.")
+    compress_min_size = Integer(1024, config=True,
+                                help="Bytes below which a response with a known length is sent as it is "
+                                     "(compressing it gains less than a packet).")
+    compress_dynamic = Enum(["same-origin", "always", "never"], "same-origin", config=True,
+                            help="Which responses other than static files are compressed. 'same-origin': only "
+                                 "those to requests the browser marks as coming from the page itself or a typed "
+                                 "address (Sec-Fetch-Site), which a page on another site cannot cause: what a "
+                                 "BREACH-style attack needs (README, 'Compression and BREACH'). 'never': static "
+                                 "files only. 'always': every compressible response.")
+    static_paths = List(Unicode(), ["static/", "lab/extensions/", "custom/", "kernelspecs/"], config=True,
+                        help="Paths under a container's prefix that serve the image's own files, the same for "
+                             "every attendee: always compressed, and kept in the shared static cache. Never a "
+                             "per-attendee path (api/, files/, notebooks/, ...).")
+    cache_size = Integer(64 * 1024 * 1024, config=True,
+                         help="Bytes of memory for the shared static cache (the notebook UI's files, once per "
+                              "image, with their gzip and brotli versions); least recently used files go first. "
+                              "0 turns the cache off.")
+    cache_max_entry = Integer(8 * 1024 * 1024, config=True,
+                              help="Largest file (all its versions together) the shared static cache keeps, "
+                                   "in bytes. The largest notebook bundle is about 2.5 MB.")
     routes = Instance(RouteTable, help="The route table (shared with the application).")
 
     @default("routes")
@@ -109,6 +141,22 @@ class Proxy(LoggingConfigurable):
                              f"not {proposal.value}")
         return proposal.value
 
+    @validate("static_paths")
+    def _validate_static_paths(self, proposal):
+        for path in proposal.value:
+            if not path or path.startswith("/") or not path.endswith("/") or ".." in path:
+                raise TraitError(f"Proxy.static_paths: {path!r} must be a relative folder like 'static/'")
+            if path.startswith(PER_USER_PATHS) or any(p.startswith(path) for p in PER_USER_PATHS):
+                raise TraitError(f"Proxy.static_paths: {path!r} would take in a per-attendee path "
+                                 f"({', '.join(PER_USER_PATHS)})")
+        return proposal.value
+
+    @validate("compress_min_size", "cache_size", "cache_max_entry")
+    def _validate_bytes(self, proposal):
+        if proposal.value < 0:
+            raise TraitError(f"Proxy.{proposal.trait.name} must be 0 or a number of bytes, not {proposal.value}")
+        return proposal.value
+
     @validate("trusted_proxies")
     def _validate_networks(self, proposal):
         for net in proposal.value:
@@ -127,7 +175,9 @@ class Proxy(LoggingConfigurable):
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task | None = None
         self.bound_port: int | None = None
-        self.observe(lambda change: self._apply_limits(), names=[*LIMIT_TRAITS, "trusted_proxies"])
+        self.cache = StaticCache(self.routes, Policy(), self.cache_size, self.cache_max_entry)
+        self.observe(lambda change: self._apply_limits(),
+                     names=[*LIMIT_TRAITS, *COMPRESS_TRAITS, "trusted_proxies", "cache_size", "cache_max_entry"])
         self._apply_limits()
 
     def _apply_limits(self) -> None:
@@ -138,6 +188,13 @@ class Proxy(LoggingConfigurable):
         lim.scheme = b"https" if self.tls else b"http"
         lim.proto_line = b"X-Forwarded-Proto: %s\r\n" % lim.scheme
         lim.port_line = b"X-Forwarded-Port: %d\r\n" % (self.bound_port or self.port)
+        lim.compress = Policy(self.compress, self.compress_min_size, self.compress_dynamic,
+                              tuple(p.encode() for p in self.static_paths))
+        cache = self.cache
+        cache.policy = lim.compress
+        cache.max_bytes, cache.max_entry = self.cache_size, self.cache_max_entry
+        cache.shrink()
+        self.state.cache = cache  # off (cache_size 0), it still counts static requests relayed
 
     @property
     def tls(self) -> bool:
@@ -204,6 +261,7 @@ class Proxy(LoggingConfigurable):
         for tunnel in list(self.state.tunnels):
             tunnel.transport.close()
         self.backends.close()
+        self.cache.close()
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()

@@ -54,6 +54,7 @@ class Limits:
         "backend_idle_timeout",
         "backend_max_idle",
         "body_timeout",
+        "compress",
         "connect_timeout",
         "head_timeout",
         "keepalive_timeout",
@@ -105,6 +106,7 @@ class ConnectionState:
         self.clients: set = set()  # client.ClientConnection, while it speaks HTTP
         self.tunnels: set = set()  # the visitor side (splice.Splice) of each upgraded connection
         self.per_address: dict[str, int] = {}  # open connections per visitor address
+        self.cache = None  # static_cache.StaticCache, when the shared static cache is on
 
     def open_connections(self) -> int:
         """Visitor connections open now, WebSockets included (they hold connections as much as requests)."""

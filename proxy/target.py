@@ -16,6 +16,7 @@ import time
 
 import httptools
 
+from .encoding import Encoder, add_vary, plan, weak_etag
 from .exchange import PAUSE_BACKEND, Client, Exchange, logged_path
 from .http import HOP_BY_HOP, connection_tokens
 from .state import Limits
@@ -39,6 +40,7 @@ class BackendConnection(asyncio.Protocol):
         self.interim = False
         self.head_sent = False  # the response head went to the client
         self.chunked = False  # re-chunk the body to the client
+        self.coder: Encoder | None = None  # compressing the body on its way (see encoding.plan)
         self.until_eof = False  # body ends when the backend closes
         self.remaining = -1  # Content-Length bytes still to relay; -1 when the parser frames the body
         self.complete = False
@@ -66,6 +68,7 @@ class BackendConnection(asyncio.Protocol):
         self.headers = []
         self.status = b""
         self.head_sent = self.chunked = self.until_eof = self.complete = self.upgrading = False
+        self.coder = None
         self.remaining = -1
         self.head_bytes = 0
         self.got_bytes = self.wrote = False
@@ -255,6 +258,16 @@ class BackendConnection(asyncio.Protocol):
         extra = conn_opts - HOP_BY_HOP
         if extra:
             kept = [(n, v) for n, v in kept if n.lower() not in extra]
+        coding = None
+        if code == 200 and ex.version == "1.1":
+            policy = self.pool.limits.compress
+            if policy.enabled:
+                coding = plan(policy, ex.path, ex.route.prefix, ex.headers, kept, length)
+                if coding is not None:
+                    kept = encoded_headers(kept, coding)
+                    if length is None and not chunked:
+                        self.until_eof = True  # the container's body ends at its close (ours is chunked)
+                    length = None
         out = [b"HTTP/1.1 %d %s\r\n" % (code, self.status)]
         for name, value in kept:
             out += (name, b": ", value, b"\r\n")
@@ -271,7 +284,13 @@ class BackendConnection(asyncio.Protocol):
             bodiless = ex.head_only or code == 204 or code == 304
             if ex.upgrade:
                 ex.close = True  # the client's parser is past the upgrade: start afresh
-            if not bodiless and length is None:
+            if coding is not None and not bodiless:
+                # The encoded length is known only at the end: chunked to the visitor,
+                # however the container framed it (the parser frames that side).
+                self.coder = Encoder(coding)
+                self.chunked = True
+                out.append(b"Transfer-Encoding: chunked\r\n")
+            elif not bodiless and length is None:
                 if chunked:
                     self.chunked = True
                     out.append(b"Transfer-Encoding: chunked\r\n")
@@ -296,6 +315,10 @@ class BackendConnection(asyncio.Protocol):
         route = self.ex.route
         route.bytes_out += len(body)
         route.last_activity = now()
+        if self.coder is not None:
+            body = self.coder.process(body)
+            if not body:
+                return  # the coder holds it for now: an empty chunk would end the body
         if self.chunked:
             self.out += (b"%x\r\n" % len(body), body, b"\r\n")
         else:
@@ -314,6 +337,10 @@ class BackendConnection(asyncio.Protocol):
         ex = self.ex
         client = self.client
         if self.chunked:
+            if self.coder is not None:
+                tail = self.coder.finish()
+                if tail:
+                    self.out += (b"%x\r\n" % len(tail), tail, b"\r\n")
             self.out.append(b"0\r\n\r\n")
         self.flush()
         self.ex = None
@@ -361,6 +388,24 @@ class BackendConnection(asyncio.Protocol):
     def abort(self) -> None:
         """The client went away mid-exchange: this connection can't be reused."""
         self.detach()
+
+
+def encoded_headers(headers: list[tuple[bytes, bytes]], coding: bytes) -> list[tuple[bytes, bytes]]:
+    """A response's headers once its body is encoded: no length or ranges, a weak ETag, Vary and the coding."""
+    out = []
+    vary = None
+    for name, value in headers:
+        low = name.lower()
+        if low == b"content-length" or low == b"accept-ranges" or low == b"content-encoding":
+            continue
+        if low == b"vary":
+            vary = value if vary is None else vary + b", " + value
+            continue
+        if low == b"etag":
+            value = weak_etag(value)
+        out.append((name, value))
+    out += ((b"Vary", add_vary(vary)), (b"Content-Encoding", coding))
+    return out
 
 
 class BackendPool:

@@ -16,7 +16,7 @@ import secrets
 from ..backoff import GaveUp, wait_for_http, warm_up
 from ..engines.base import CREATED_LABEL, IMAGE_LABEL, BackendError, EngineUnavailable, NoRoom
 from .errors import PoolUnavailable
-from .slot import LAUNCHING, SPARE, Slot, spare_name
+from .slot import ASSIGNED, LAUNCHING, SPARE, Slot, spare_name
 
 NO_ROOM_RETRY = 5.0  # seconds before launching again after the engine had no room
 
@@ -218,6 +218,9 @@ class PoolLaunches:
         if self.routes is None:
             return
         options = self.route_options(slot) if self.route_options else {}
+        # A container nobody was given has run no visitor's code: the shared static
+        # cache may fetch its image's files from it (until the hand-out clears fill_ok).
         slot.route = self.routes.add(slot.prefix, slot.endpoint.url,
                                      headers={"Authorization": f"token {self.secret.token_for(slot.cid)}"},
-                                     data=slot, **options)
+                                     data=slot, share=self.share_scope(), fill_ok=slot.state != ASSIGNED,
+                                     **options)

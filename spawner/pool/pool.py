@@ -21,6 +21,7 @@ from traitlets import Bool, Callable, Float, Instance, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from proxy.routes import RouteTable
+from proxy.static_cache import StaticCache
 
 from ..engines.base import BackendError, ContainerBackend, EngineUnavailable
 from ..secret import ServerSecret
@@ -105,6 +106,8 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
 
     backend = Instance(ContainerBackend)
     routes = Instance(RouteTable, allow_none=True, help="Where ready containers are routed (the proxy's table).")
+    static_cache = Instance(StaticCache, allow_none=True,
+                            help="The proxy's shared static cache: emptied of an image's files when it is drained.")
     secret = Instance(ServerSecret)
     route_options = Callable(None, allow_none=True,
                              help="route_options(slot) -> dict of extra RouteTable.add arguments "
@@ -164,6 +167,10 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
         self.node_info: list = []  # the engine's machines (NodeInfo), as of the last reconcile
 
     # --- counts ---------------------------------------------------------------------------------
+
+    def share_scope(self) -> str:
+        """What containers launched now share (their image's files): the image, and the drain generation."""
+        return f"{self.backend.image}#{self.generation}"
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.slots.values() if s.state == state)
@@ -319,6 +326,7 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
         slot.nonce = secrets.token_hex(8)
         slot.owner = owner
         if slot.route is not None:
+            slot.route.fill_ok = False  # the visitor's code may run there from now on: never a cache source again
             slot.route.last_activity = self.clock()  # time as a spare is not idleness
             slot.handout_requests = slot.route.requests
         self.stats.handed_out += 1
@@ -480,6 +488,9 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
         are replaced too when they become ready.
         """
         self.generation += 1
+        if self.static_cache is not None:
+            freed = self.static_cache.drop(keep=self.share_scope().encode())
+            self.log.info("static cache: %d bytes of the drained image's files let go", freed)
         drained = 0
         while self._spares:
             slot = self._spares.popleft()

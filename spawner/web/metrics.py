@@ -121,6 +121,33 @@ class PoolCollector(Collector):
         for code, n in sorted(p.errors.items()) or [("none", 0)]:
             errors.add_metric([str(code)], n)
         yield errors
+        yield from cache_metrics(self.proxy.cache)
+
+
+# The shared static cache (proxy.static_cache): (kind, attribute, metric name, help).
+CACHE_METRICS = (
+    (CounterMetricFamily, "hits", "nbpool_static_cache_hits", "Static files served from the shared cache."),
+    (CounterMetricFamily, "misses", "nbpool_static_cache_misses",
+     "Static file requests the shared cache did not have (sent to the visitor's own container)."),
+    (CounterMetricFamily, "static_relayed", "nbpool_static_requests_to_containers",
+     "Requests for static files that reached a container: misses, ranges, and all of them with the cache off."),
+    (CounterMetricFamily, "fills", "nbpool_static_cache_fills", "Files fetched from a spare and stored."),
+    (CounterMetricFamily, "fill_failures", "nbpool_static_cache_fill_failures",
+     "Background fetches that failed (the file is still served by the container)."),
+    (CounterMetricFamily, "evictions", "nbpool_static_cache_evictions",
+     "Files dropped to keep the cache within Proxy.cache_size."),
+    (CounterMetricFamily, "bytes_served", "nbpool_static_cache_served_bytes", "Body bytes served from the cache."),
+    (GaugeMetricFamily, "bytes", "nbpool_static_cache_bytes", "Memory held by the cache's files, all versions."),
+)
+
+
+def cache_metrics(cache) -> Iterator[Metric]:
+    for family, key, name, text in CACHE_METRICS:
+        yield family(name, text, value=getattr(cache, key))
+    yield GaugeMetricFamily("nbpool_static_cache_entries", "Files in the shared static cache.",
+                            value=len(cache.entries))
+    yield GaugeMetricFamily("nbpool_static_cache_size_bytes", "The cache's limit (Proxy.cache_size).",
+                            value=cache.max_bytes)
 
 
 def registry_for(pool: Pool, proxy: Proxy) -> CollectorRegistry:

@@ -1,0 +1,330 @@
+"""The shared static cache: the notebook UI's files, fetched once per image and served to every attendee from memory.
+
+Every attendee's container serves the same few megabytes of JavaScript and
+CSS from the same image. Routes that share an image carry the same ``share``
+scope; a request under one of the static paths (``Policy.static_paths``,
+after the route's prefix) is answered from here when the file is cached, and
+otherwise goes to the visitor's own container as before while the cache
+fetches the file in the background.
+
+Where the bytes come from is the security of it: an attendee runs arbitrary
+code in their container and could answer anything for any path, so a file is
+fetched only from a route marked ``fill_ok`` (a spare nobody has been given;
+the pool clears the mark at hand-out, for good), without the container's token
+(so the server sets no cookie), and stored only if that route was still
+pristine when the last byte arrived. The request path's own checks (origin,
+the visitor's cookie) run before the cache is consulted, so a refused visitor
+gets their 403 and no cached byte.
+
+What is stored: a 200 with no Set-Cookie, no Vary beyond Accept-Encoding, no
+``no-store`` or ``private``, and a body under the entry cap; the identity body
+and, for compressible types, gzip and brotli versions made once in a thread.
+The proxy is the image's own front (a surrogate, as a CDN is), so files the
+server marks ``no-cache`` (JupyterLab's extension bundles, content-hashed)
+are stored too: within one image they cannot change, and browsers still
+revalidate them, with the 304 answered from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+
+import httptools
+
+from .encoding import BR, GZIP, Policy, accepted, compressible, encode_whole, route_rest
+from .http import HOP_BY_HOP
+from .routes import Route, RouteTable
+
+log = logging.getLogger("nbpool.proxy")
+
+FILL_TIMEOUT = 30.0  # seconds for one background fetch, head to last byte
+REFUSED_MEMORY = 4096  # paths remembered as not cacheable (then forgotten all at once)
+REFUSED_RETRY = 300.0  # seconds before a path that was not cacheable is tried again
+# Headers a cached response keeps; the rest (Date, Server, cookies, framing) are the fetch's own.
+KEPT_HEADERS = frozenset({b"content-type", b"cache-control", b"last-modified", b"expires", b"etag",
+                          b"content-language", b"x-content-type-options", b"content-security-policy"})
+
+
+class Entry:
+    """One cached file: its headers once, and its body per coding."""
+
+    __slots__ = ("bodies", "etag", "head", "last_modified", "size")
+
+    def __init__(self, head: bytes, bodies: dict[bytes, bytes], etag: bytes, last_modified: bytes):
+        self.head = head  # the kept header lines, without ETag (it differs per coding)
+        self.bodies = bodies  # b"" (identity), b"gzip", b"br"
+        self.etag = etag
+        self.last_modified = last_modified
+        self.size = len(head) + sum(map(len, bodies.values()))
+
+    def response(self, coding: bytes | None, request_headers: list[tuple[bytes, bytes]], head_only: bool,
+                 keep_alive: bool) -> tuple[bytes, bytes, bool]:
+        """(head, body, not_modified) for one request: a 304 when its validators match."""
+        if coding not in self.bodies:
+            coding = b""
+        body = self.bodies[coding]
+        etag = self.etag
+        if etag and coding:
+            etag = etag if etag.startswith(b"W/") else b"W/" + etag
+        inm = ims = None
+        for name, value in request_headers:
+            low = name.lower()
+            if low == b"if-none-match":
+                inm = value
+            elif low == b"if-modified-since":
+                ims = value
+        if inm is not None:  # weak comparison (RFC 9110 13.1.2); If-Modified-Since is then ignored
+            have = self.etag.removeprefix(b"W/")
+            fresh = bool(have) and any(tag.strip().removeprefix(b"W/") in (have, b"*") for tag in inm.split(b","))
+        else:
+            fresh = ims is not None and bool(self.last_modified) and ims.strip() == self.last_modified
+        lines = [b"HTTP/1.1 304 Not Modified\r\n" if fresh else b"HTTP/1.1 200 OK\r\n", self.head,
+                 b"Vary: Accept-Encoding\r\n"]
+        if etag:
+            lines += (b"ETag: ", etag, b"\r\n")
+        if not fresh:
+            if coding:
+                lines += (b"Content-Encoding: ", coding, b"\r\n")
+            lines.append(b"Content-Length: %d\r\n" % len(body))
+        if not keep_alive:
+            lines.append(b"Connection: close\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines), (b"" if fresh or head_only else body), fresh
+
+
+class _Fetch(asyncio.Protocol):
+    """One background GET to a spare, read whole (up to a cap) by httptools."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.size = 0
+        self.done = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._end(ValueError(f"bad response: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(ConnectionError("closed before the response ended"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > self.cap:
+            self._end(ValueError("larger than the entry cap"))
+        else:
+            self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._end(None)
+
+    def _end(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            if exc is None:
+                self.done.set_result(self.parser.get_status_code())
+            else:
+                self.done.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+
+class StaticCache:
+    """Shared, bounded (LRU), per-image store of static files; see the module's notes for what and why."""
+
+    def __init__(self, routes: RouteTable, policy: Policy, max_bytes: int, max_entry: int):
+        self.routes = routes
+        self.policy = policy
+        self.max_bytes = max_bytes
+        self.max_entry = max_entry
+        self.entries: collections.OrderedDict[tuple[bytes, bytes], Entry] = collections.OrderedDict()
+        self.bytes = 0
+        self.filling: set[tuple[bytes, bytes]] = set()
+        self.refused: dict[tuple[bytes, bytes], float] = {}
+        self.epoch = 0  # bumped when scopes are emptied: a fetch begun before is not stored
+        self.tasks: set[asyncio.Task] = set()
+        self.hits = self.misses = self.fills = self.fill_failures = self.evictions = 0
+        self.bytes_served = 0
+        self.static_relayed = 0  # static requests that went to a container (misses, ranges, no cache)
+
+    # --- the request path ------------------------------------------------------------
+
+    def lookup(self, route: Route, path: bytes, query: bytes, method: bytes,
+               headers: list[tuple[bytes, bytes]]) -> Entry | None:
+        """The entry for a request that passed its checks, or None to relay it (a fetch may start)."""
+        rest = route_rest(path, route.prefix)
+        if not self.policy.is_static(rest):
+            return None
+        if (method != b"GET" and method != b"HEAD") or self.max_bytes <= 0:
+            self.static_relayed += 1
+            return None
+        for name, _ in headers:
+            low = name.lower()
+            if low == b"range" or low == b"if-range":
+                self.static_relayed += 1
+                return None  # the container answers ranges from the file itself
+        key = (route.share, rest + query)
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+            self.hits += 1
+            return entry
+        self.misses += 1
+        self.static_relayed += 1
+        if key not in self.filling and self.refused.get(key, 0.0) < time.monotonic():
+            self._start_fill(key, rest + query)
+        return None
+
+    def coding_for(self, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+        accept = None
+        for name, value in headers:
+            if name.lower() == b"accept-encoding":
+                accept = value if accept is None else accept + b"," + value
+        return accepted(accept)
+
+    # --- filling -----------------------------------------------------------------------
+
+    def _source(self, share: bytes) -> Route | None:
+        for route in self.routes.routes():
+            if route.share == share and route.fill_ok:
+                return route
+        return None
+
+    def _start_fill(self, key: tuple[bytes, bytes], rest: bytes) -> None:
+        source = self._source(key[0])
+        if source is None:
+            return  # no pristine container of this image right now: the next miss tries again
+        self.filling.add(key)
+        task = asyncio.get_running_loop().create_task(self._fill(key, rest, source))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _fill(self, key: tuple[bytes, bytes], rest: bytes, source: Route) -> None:
+        epoch = self.epoch
+        try:
+            entry = await asyncio.wait_for(self._fetch(source, rest), FILL_TIMEOUT)
+        except (OSError, ValueError, TimeoutError) as exc:
+            self.fill_failures += 1
+            log.debug("static cache: could not fetch %s from %s: %s", rest.split(b"?")[0][:200], source, exc)
+            self._refuse(key)
+            return
+        except Exception:  # a task boundary: a bug of ours must not go unseen
+            self.fill_failures += 1
+            log.exception("static cache: fetching %r failed", rest[:200])
+            return
+        finally:
+            self.filling.discard(key)
+        if entry is None:
+            self._refuse(key)
+            return
+        # Stored only if its source was a spare until the last byte: hand-out is
+        # one-way, so the container never ran a visitor's code while it answered.
+        if not source.fill_ok or self.routes.get(source.prefix) is not source or epoch != self.epoch:
+            return
+        self.fills += 1
+        self._store(key, entry)
+
+    async def _fetch(self, source: Route, rest: bytes) -> Entry | None:
+        loop = asyncio.get_running_loop()
+        target = source.target
+        factory = lambda: _Fetch(self.max_entry)  # noqa: E731
+        if target.unix_path:
+            transport, fetch = await loop.create_unix_connection(factory, target.unix_path)
+        else:
+            transport, fetch = await loop.create_connection(factory, target.host, target.port)
+        prefix = b"" if source.prefix == b"/" else source.prefix
+        # No token: the server's static files need none, and without one it sets no cookie.
+        transport.write(b"GET %s/%s HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: identity\r\n"
+                        b"User-Agent: nbpool-static-cache\r\nConnection: close\r\n\r\n"
+                        % (prefix, rest, target.host_header))
+        status = await fetch.done
+        return await self._entry(status, fetch.headers, b"".join(fetch.body))
+
+    async def _entry(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Entry | None:
+        """The entry for a fetched response, or None when it is not the same for everyone (or not a 200)."""
+        if status != 200:
+            return None
+        kept = []
+        etag = last_modified = b""
+        ctype = b""
+        for name, value in headers:
+            low = name.lower()
+            if low == b"set-cookie":
+                return None
+            if low == b"vary" and any(v.strip().lower() not in (b"accept-encoding", b"")
+                                      for v in value.split(b",")):
+                return None
+            if low == b"cache-control" and (b"no-store" in value.lower() or b"private" in value.lower()):
+                return None
+            if low == b"content-encoding" and value.strip().lower() != b"identity":
+                return None
+            if low in HOP_BY_HOP or low not in KEPT_HEADERS:
+                continue
+            if low == b"etag":
+                etag = value.strip()
+                continue
+            if low == b"last-modified":
+                last_modified = value.strip()
+            elif low == b"content-type":
+                ctype = value
+            kept.append(b"%s: %s\r\n" % (name, value))
+        bodies = {b"": body}
+        if ctype and compressible(ctype) and len(body) >= self.policy.min_size:
+            loop = asyncio.get_running_loop()
+            # Once per file and image, off the event loop (zlib and brotli release the GIL).
+            for coding in (GZIP, BR):
+                encoded = await loop.run_in_executor(None, encode_whole, coding, body)
+                if len(encoded) < len(body) * 0.9:
+                    bodies[coding] = encoded
+        return Entry(b"".join(kept), bodies, etag, last_modified)
+
+    def _refuse(self, key: tuple[bytes, bytes]) -> None:
+        if len(self.refused) >= REFUSED_MEMORY:
+            self.refused.clear()
+        self.refused[key] = time.monotonic() + REFUSED_RETRY
+
+    def _store(self, key: tuple[bytes, bytes], entry: Entry) -> None:
+        if entry.size > self.max_entry or entry.size > self.max_bytes:
+            return
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old.size
+        self.entries[key] = entry
+        self.bytes += entry.size
+        self.shrink()
+
+    # --- housekeeping -------------------------------------------------------------------
+
+    def shrink(self) -> None:
+        """Evict least recently used entries until the cache fits its size."""
+        while self.bytes > self.max_bytes and self.entries:
+            _, old = self.entries.popitem(last=False)
+            self.bytes -= old.size
+            self.evictions += 1
+
+    def drop(self, keep: bytes | None = None) -> int:
+        """Empty every scope but ``keep`` (after a drain, the old image's files go); returns the bytes freed."""
+        freed = 0
+        for key in [k for k in self.entries if k[0] != keep]:
+            freed += self.entries.pop(key).size
+        self.bytes -= freed
+        self.epoch += 1
+        self.refused = {k: v for k, v in self.refused.items() if k[0] == keep}
+        return freed
+
+    def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
