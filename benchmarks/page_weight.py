@@ -3,15 +3,18 @@
     .venv/bin/python benchmarks/page_weight.py [--out benchmarks/results/page-weight.md]
 
 Real Chromium (Debian's, driven by Playwright) opens the deep link
-``/spawn/notebooks/01-python-introduction.ipynb`` through nbpool, then, in a
-fresh browser profile, the same notebook straight at the same container's
-address with its token: what a proxy that neither compresses nor caches
+``/spawn/notebooks/01-python-introduction.ipynb`` through nbpool, and, in a
+fresh browser profile, the same notebook straight at a container's published
+port with its token: what a proxy that neither compresses nor caches
 delivers. For each network condition (none; 10 Mbit/s and 40 ms; 2 Mbit/s and
 100 ms, by Chrome's own network emulation) it reports the requests, the bytes
 on the wire (Chrome's encoded data length: after compression, if any), how
-many of them were compressed, how many were static files the container served,
-and the time until the notebook is visible. Each measurement gets a container
-of its own.
+many were compressed, how many static files the visitor's own container
+served (through nbpool: the proxy's count of static requests it relayed), and
+the time until the notebook is visible. Every open gets a fresh container
+from the pool, and the two paths take turns going first. The first open
+through nbpool finds the shared static cache empty; later ones find it
+filled.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import argparse
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from running_service import ROOT, RunningService
@@ -74,32 +79,73 @@ def open_notebook(browser, url: str, throttle: tuple[float, float] | None) -> di
             "url": final}
 
 
+def spawn_direct(service: RunningService, secret: ServerSecret) -> str:
+    """A fresh container of the pool, opened straight at its published port with its token (no proxy)."""
+    class Keep(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None  # the hand-out's Location is all we need
+
+    try:
+        urllib.request.build_opener(Keep).open(f"{service.url}/spawn/{NOTEBOOK}", timeout=120)
+        raise RuntimeError("/spawn did not redirect")
+    except urllib.error.HTTPError as exc:
+        location = exc.headers["Location"]
+    cid = location.split("/user/", 1)[1].split("/", 1)[0]
+    endpoint = next(c["endpoint"] for c in service.containers() if c["id"] == cid)
+    return f"{endpoint}/user/{cid}/{NOTEBOOK}?token={secret.token_for(cid)}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "page-weight.md"))
+    parser.add_argument("--extra", action="append", default=[],
+                        help="an extra config line for nbpool, e.g. 'Proxy.cache_size = 0' (repeatable)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     rows = []
-    with RunningService(warm=2, cap=12, name="weight") as service, sync_playwright() as p:
+    visible: dict[tuple[str, str], float] = {}
+    with RunningService(warm=2, cap=14, name="weight", extra=args.extra) as service, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         secret = ServerSecret.load_or_create(service.dir / "data" / "secret")
-        for label, throttle in CONDITIONS:
-            service.wait_until(lambda: service.stats()["available"] >= 1, 120, "a spare")
-            through = open_notebook(browser, f"{service.url}/spawn/{NOTEBOOK}", throttle)
-            cid = through["url"].split("/user/", 1)[1].split("/", 1)[0]
-            endpoint = next(c["endpoint"] for c in service.containers() if c["id"] == cid)
-            direct = open_notebook(browser, f"{endpoint}/user/{cid}/{NOTEBOOK}?token={secret.token_for(cid)}",
-                                   throttle)
-            for path, r in (("through nbpool", through), ("straight to the container", direct)):
-                rows.append(f"| {label} | {path} | {r['requests']} | {r['bytes'] / 1e6:.2f} MB | {r['compressed']} "
-                            f"| {r['static']} | {r['visible']:.2f} s |")
-                print(rows[-1], file=sys.stderr)
+
+        def through(label: str, throttle, who: str) -> None:
+            service.wait_until(lambda: service.stats()["available"] >= 1, 180, "a spare")
+            relayed = service.metric("nbpool_static_requests_to_containers_total")
+            r = open_notebook(browser, f"{service.url}/spawn/{NOTEBOOK}", throttle)
+            r["static"] = int(service.metric("nbpool_static_requests_to_containers_total") - relayed)
+            add(label, f"through nbpool, {who}", r)
+
+        def direct(label: str, throttle) -> None:
+            service.wait_until(lambda: service.stats()["available"] >= 1, 180, "a spare")
+            add(label, "straight to a container", open_notebook(browser, spawn_direct(service, secret), throttle))
+
+        def add(label: str, path: str, r: dict) -> None:
+            visible[(label, path.split(",")[0])] = r["visible"]
+            rows.append(f"| {label} | {path} | {r['requests']} | {r['bytes'] / 1e6:.2f} MB | {r['compressed']} "
+                        f"| {r['static']} | {r['visible']:.2f} s |")
+            print(rows[-1], file=sys.stderr, flush=True)
+
+        # Each open gets a fresh container; the order alternates, so neither path
+        # always runs on a machine the other has just warmed.
+        (label, throttle), *others = CONDITIONS
+        through(label, throttle, "first attendee (empty cache)")
+        direct(label, throttle)
+        through(label, throttle, "next attendee")
+        for i, (label, throttle) in enumerate(others):
+            if i % 2 == 0:
+                direct(label, throttle)
+            through(label, throttle, "next attendee")
+            if i % 2 == 1:
+                direct(label, throttle)
         browser.close()
+    ratios = "; ".join(f"{label}: {visible[label, 'through nbpool'] / visible[label, 'straight to a container']:.2f}x"
+                       for label, _ in CONDITIONS)
     text = (f"Opening {NOTEBOOK} in a fresh browser profile (Chromium, {os.cpu_count()} cores, "
-            f"{time.strftime('%Y-%m-%d')})\n\n| network | path | requests | on the wire | compressed responses "
-            "| static files from the container | notebook visible |\n|---|---|---|---|---|---|---|\n"
-            + "\n".join(rows) + "\n")
+            f"{time.strftime('%Y-%m-%d')}){' with ' + ', '.join(args.extra) if args.extra else ''}\n\n"
+            "| network | path | requests | on the wire | compressed responses "
+            "| static files from their own container | notebook visible |\n|---|---|---|---|---|---|---|\n"
+            + "\n".join(rows) + f"\n\nNotebook visible, through nbpool (next attendee) / straight: {ratios}\n")
     print(text)
     Path(args.out).write_text(text)
     return 0

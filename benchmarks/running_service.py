@@ -116,6 +116,14 @@ class RunningService:
     def stats(self) -> dict:
         return self.get_json("/api/stats")[1]
 
+    def metric(self, name: str) -> float:
+        """One sample's value from /metrics (readable from this machine without a token); 0 if absent."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        return 0.0
+
     def containers(self) -> list[dict]:
         return self.get_json("/api/admin/containers", token=True)[1]["containers"]
 
