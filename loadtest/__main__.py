@@ -62,6 +62,12 @@ def parser() -> argparse.ArgumentParser:
                         "kernel its metadata names (the page phase then includes fetching the notebook "
                         "through the contents API); without it they open /spawn and run print(6*7), "
                         "expecting 42")
+    p.add_argument("--assets", metavar="FILE",
+                   help="a file listing the notebook page's static files, one path under the server's base "
+                        "URL per line (e.g. static/notebook/main.js?v=...; '#' starts a comment), as "
+                        "`python -m loadtest.assets` records them with a real browser: each attendee fetches "
+                        "them after the page, six at a time, accepting gzip and brotli as a browser does (the "
+                        "page phase then includes them)")
     p.add_argument("--walk-away", type=float, default=0.0, metavar="FRACTION",
                    help="fraction of attendees (0-1, spread evenly) that leave without shutting their "
                         "kernel down, as people close a tab; exercises culling (default: 0)")
@@ -111,10 +117,18 @@ async def _main(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if result.ok and not stop.is_set() else 1
 
 
+def read_assets(path: str) -> tuple[str, ...]:
+    try:
+        lines = open(path).read().splitlines()
+    except OSError as exc:
+        raise SettingsError(f"assets file {path!r}: {exc.strerror}") from None
+    return tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+
+
 def raise_open_files_limit(users: int) -> None:
-    """Each attendee holds up to two sockets (HTTP and kernel WebSocket): lift the soft limit if needed."""
+    """Each attendee holds up to seven sockets (HTTP, assets, kernel WebSocket): lift the soft limit if needed."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 2 * users + 64
+    wanted = 8 * users + 64  # the page's static files come six connections at a time
     if soft != resource.RLIM_INFINITY and soft < wanted:
         new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
@@ -132,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             think=args.think, notebook=args.notebook, walk_away=args.walk_away, retries=args.retries,
             request_timeout=args.request_timeout, spawn_timeout=args.spawn_timeout,
             kernel_timeout=args.kernel_timeout, poll_interval=args.poll_interval,
+            assets=read_assets(args.assets) if args.assets else (),
         )
     except SettingsError as exc:
         parser().error(str(exc))

@@ -52,6 +52,8 @@ MAX_HOPS = 10
 # Browser-like, and free of the substrings nbpool treats as link-preview bots ("bot", "curl/", …),
 # which get the landing page from /spawn instead of a container.
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) nbpool-loadtest/1"
+BROWSER_ENCODINGS = "gzip, deflate, br"  # what Chromium sends
+BROWSER_CONNECTIONS = 6  # a browser's connections per host over HTTP/1.1
 
 
 class PhaseFailed(Exception):
@@ -146,10 +148,16 @@ class Attendee:
         self.record.failure = Failure(name, kind, message, timing.end)
 
     async def fetch(self, url: str, *, method: str = "GET", timeout: float | None = None,
-                    accept: str = "text/html") -> HTTPResponse:
-        """One request with this attendee's cookies; no redirect following, no raise on HTTP errors."""
+                    accept: str = "text/html", encoded: bool = False) -> HTTPResponse:
+        """One request with this attendee's cookies; no redirect following, no raise on HTTP errors.
+
+        ``encoded``: accept gzip and brotli as a browser does, and keep the body as it came.
+        """
         timeout = self.settings.request_timeout if timeout is None else max(0.1, timeout)
-        request = HTTPRequest(url, method=method, headers={"Accept": accept, "User-Agent": USER_AGENT},
+        headers = {"Accept": accept, "User-Agent": USER_AGENT}
+        if encoded:
+            headers["Accept-Encoding"] = BROWSER_ENCODINGS
+        request = HTTPRequest(url, method=method, headers=headers, decompress_response=not encoded,
                               follow_redirects=False, request_timeout=timeout, connect_timeout=min(timeout, 10.0))
         add_cookie_header(self.jar, request)
         start = self.clock()
@@ -297,11 +305,28 @@ class Attendee:
             await asyncio.sleep(min(max(0.0, pause), max(0.0, deadline - self.clock())))
 
     async def _page(self, user_url: str) -> None:
-        """Load the notebook page: the HTML a browser gets when it lands (what "time to notebook page" ends with)."""
+        """Load the notebook page: the HTML a browser gets when it lands (what "time to notebook page" ends with),
+        and with ``assets``, the page's static files as a browser fetches them (six at a time)."""
         with self.phase(PAGE):
             url, response = await self._follow(user_url, "notebook page")
             if response.code != 200:
                 raise PhaseFailed(*self._user_error(url, response))
+            if self.settings.assets:
+                await self._assets(self._user_base(url))
+
+    async def _assets(self, base: str) -> None:
+        todo = list(self.settings.assets)
+
+        async def worker() -> None:
+            while todo:
+                path = todo.pop(0)
+                response = await self.fetch(base + path, accept="*/*", encoded=True)
+                if response.code != 200:
+                    raise PhaseFailed(*self._user_error(base + path, response))
+                self.record.asset_requests += 1
+                self.record.asset_bytes += len(response.body)
+
+        await asyncio.gather(*(worker() for _ in range(min(BROWSER_CONNECTIONS, len(todo)))))
 
     async def _cells(self, user_url: str) -> tuple[list[Cell], str]:
         """The notebook's code cells and kernel name, fetched as the page's script does (contents API)."""

@@ -61,6 +61,8 @@ class AttendeeRecord:
     cell_results: list[float] = field(default_factory=list)  # when each cell's result arrived
     cell_durations: list[float] = field(default_factory=list)  # seconds from request to result, per cell
     walked_away: bool = False  # left without shutting its kernel down
+    asset_bytes: int = 0  # static files' bytes as received (compressed, when the service compresses)
+    asset_requests: int = 0
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (t, phase, "GET /spawn -> 302")
 
     @property

@@ -46,6 +46,7 @@ class Settings:
     poll_interval: float = 0.75  # between /api/queue polls while in line
     stats_interval: float = 1.0  # between /api/stats samples
     max_retry_after: float = 30.0  # longest Retry-After honoured before a retry
+    assets: tuple[str, ...] = ()  # the page's static files (paths under its base URL), fetched as a browser does
 
     def __post_init__(self) -> None:
         self.url = self.url.rstrip("/")
@@ -58,6 +59,11 @@ class Settings:
                 self.notebook = self.notebook[len("notebooks/"):]
             if not self.notebook:
                 raise SettingsError("notebook must be a path such as 01-python-introduction.ipynb, not empty")
+        self.assets = tuple(self.assets)
+        for path in self.assets:
+            if not path or path.startswith("/") or "://" in path or any(c.isspace() for c in path):
+                raise SettingsError(f"assets must be paths under the server's base URL like "
+                                    f"static/notebook/main.js?v=1, not {path!r}")
         checks = [
             ("users", self.users, self.users >= 1, ">= 1"),
             ("ramp", self.ramp, self.ramp >= 0, ">= 0"),

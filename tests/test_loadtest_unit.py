@@ -447,3 +447,21 @@ async def test_cli_exit_status_table_and_files(service, tmp_path):
     code, out = await run_cli(bad.url, *fast, "--quiet", cwd=tmp_path)
     assert code == 1 and "page/http 500: 2" in out, out
     assert (tmp_path / "loadtest-plot.html").exists()  # the plot is written by default
+
+
+async def test_assets_are_fetched_after_the_page_with_the_cookie(service):
+    svc = await service()
+    assets = ("static/notebook/main.js?v=1", "static/style.css", "lab/extensions/x/static/remoteEntry.js")
+    report = await loadtest.run(svc.url, users=2, assets=assets, **FAST)
+    assert report.ok, report.table()
+    for record in report.attendees:
+        assert record.asset_requests == 3 and record.asset_bytes > 0
+        fetched = [p for p in svc.state.page_paths if p.startswith(f"/user/{record.container}/")]
+        assert sorted(fetched) == sorted([f"/user/{record.container}/tree"] +
+                                         [f"/user/{record.container}/{a.split('?')[0]}" for a in assets])
+
+
+def test_assets_must_be_paths_under_the_base_url():
+    for bad in ("/static/x.js", "http://elsewhere/x.js", "static/a b.js", ""):
+        with pytest.raises(SettingsError, match="assets"):
+            Settings(url="http://127.0.0.1:8000", users=1, assets=(bad,))
