@@ -70,6 +70,9 @@ class ExecutionResult:
     # MIME types of rich outputs seen (e.g. "image/png" from a plot)
     mimetypes: set[str] = field(default_factory=set)
     error: str = ""  # "ename: evalue" when status is "error"
+    # time.monotonic() when the first output (stream, result, display, error) and the reply arrived
+    first_output_at: float | None = None
+    reply_at: float | None = None
 
     @property
     def output(self) -> str:
@@ -106,6 +109,7 @@ class KernelClient:
             self.headers["Origin"] = f"{parts.scheme}://{parts.netloc}"
         self.timeout = timeout
         self.kernel_id: str | None = None
+        self.session_id: str | None = None  # the server's session, when started by start_session
         self.session = uuid.uuid4().hex
         self._ws: WebSocketClientConnection | None = None
         self._http = http_client or AsyncHTTPClient()
@@ -133,6 +137,18 @@ class KernelClient:
         """Start a kernel and open its channels WebSocket; returns the kernel id."""
         model = await self._request("POST", "api/kernels", {"name": kernel_name})
         await self.attach(model["id"])
+        return self.kernel_id
+
+    async def start_session(self, path: str, kernel_name: str = "python3") -> str:
+        """Open a notebook as the notebook page does: POST api/sessions, then the kernel's WebSocket.
+
+        ``path`` is the notebook's path relative to the server's root. Returns the kernel id
+        (the server starts a kernel for the session in the notebook's directory).
+        """
+        body = {"path": path, "name": path.rsplit("/", 1)[-1], "type": "notebook", "kernel": {"name": kernel_name}}
+        model = await self._request("POST", "api/sessions", body)
+        self.session_id = model["id"]
+        await self.attach(model["kernel"]["id"])
         return self.kernel_id
 
     async def attach(self, kernel_id: str) -> None:
@@ -211,8 +227,11 @@ class KernelClient:
                 continue
             kind = reply.get("msg_type") or reply["header"]["msg_type"]
             body = reply["content"]
+            if kind in ("stream", "execute_result", "display_data", "error") and result.first_output_at is None:
+                result.first_output_at = time.monotonic()
             if reply.get("channel") == "shell" and kind.endswith("_reply"):
                 reply_seen = True
+                result.reply_at = time.monotonic()
                 if body.get("status") == "error":
                     result.status = "error"
                     result.error = result.error or f"{body.get('ename')}: {body.get('evalue')}"
@@ -243,10 +262,16 @@ class KernelClient:
         )
 
     async def shutdown(self) -> None:
-        """Close the WebSocket and delete the kernel (errors ignored: best effort at exit)."""
+        """Close the WebSocket and delete the session or kernel (errors ignored: best effort at exit)."""
         if self._ws is not None:
             self._ws.close()
             self._ws = None
+        if self.session_id is not None:  # deleting a session shuts its kernel down
+            try:
+                await self._request("DELETE", f"api/sessions/{self.session_id}")
+            except KernelError:
+                pass
+            self.session_id = self.kernel_id = None
         if self.kernel_id is not None:
             try:
                 await self._request("DELETE", f"api/kernels/{self.kernel_id}")

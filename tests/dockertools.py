@@ -99,12 +99,17 @@ class NotebookServer:
 
 
 def start_notebook_container(client: docker.DockerClient, image: str, *, base_url: str, token: str,
-                             ready_timeout: float = 60.0) -> NotebookServer:
-    """Start a workshop container the way the orchestrator does and wait until it is ready."""
+                             ready_timeout: float = 60.0, environment: dict[str, str] | None = None,
+                             command: list[str] | None = None) -> NotebookServer:
+    """Start a workshop container the way the orchestrator does and wait until it is ready.
+
+    ``environment`` adds to (or overrides) what the orchestrator sets; ``command`` replaces the image's.
+    """
     container = client.containers.run(
         image,
+        command,
         detach=True,
-        environment={"NBPOOL_BASE_URL": base_url, "JUPYTER_TOKEN": token},
+        environment={"NBPOOL_BASE_URL": base_url, "JUPYTER_TOKEN": token, **(environment or {})},
         ports={"8888/tcp": ("127.0.0.1", None)},
         labels={"org.nbpool.pool": TEST_POOL},
         mem_limit="1g",

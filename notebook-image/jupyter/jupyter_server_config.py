@@ -4,6 +4,8 @@ Base URL, port and token come from the orchestrator at start (see
 start-notebook.sh); everything else an attendee's server needs is fixed here.
 """
 
+import sys
+
 c = get_config()  # noqa: F821 -- injected by Jupyter's config loader
 
 # Reached only through the nbpool proxy, on the container's own interface.
@@ -33,3 +35,13 @@ c.LabApp.custom_css = True
 # and no pop-up asking the attendee about either.
 c.LabApp.news_url = None
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
+
+# A spare keeps one Python kernel running, handed to its attendee's first Python
+# notebook so the first cell does not wait for a kernel to start; other kernels,
+# and later Python notebooks, start as usual. NBPOOL_PRESTART_KERNEL=0 (the
+# orchestrator's DockerBackend.prestart_kernel) turns it off. See nbpool_kernels.py.
+sys.path.insert(0, "/usr/local/lib/nbpool")
+c.ServerApp.kernel_manager_class = "nbpool_kernels.PrestartKernelManager"
+# Each kernel message leaves at once, not up to 40 ms later behind the previous
+# one's delayed acknowledgement. See nbpool_websocket.py.
+c.ServerApp.kernel_websocket_connection_class = "nbpool_websocket.NoDelayKernelConnection"
