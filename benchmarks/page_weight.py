@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 import urllib.error
@@ -95,57 +96,76 @@ def spawn_direct(service: RunningService, secret: ServerSecret) -> str:
     return f"{endpoint}/user/{cid}/{NOTEBOOK}?token={secret.token_for(cid)}"
 
 
+def settle(service: RunningService) -> None:
+    """Wait for every spare (the refill after the last hand-out, its kernel included), then a moment more:
+    each open starts on a quiet machine, whichever path it takes."""
+    service.wait_until(lambda: service.stats()["available"] >= service.warm, 180, "the spares")
+    time.sleep(3)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "page-weight.md"))
+    parser.add_argument("--repeat", type=int, default=3, help="opens per path and network (the median is shown)")
     parser.add_argument("--extra", action="append", default=[],
                         help="an extra config line for nbpool, e.g. 'Proxy.cache_size = 0' (repeatable)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    rows = []
-    visible: dict[tuple[str, str], float] = {}
-    with RunningService(warm=2, cap=14, name="weight", extra=args.extra) as service, sync_playwright() as p:
+    runs: dict[tuple[str, str], list[dict]] = {}
+    with RunningService(warm=2, cap=8 + 2 * args.repeat * len(CONDITIONS), name="weight",
+                        extra=args.extra) as service, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         secret = ServerSecret.load_or_create(service.dir / "data" / "secret")
 
         def through(label: str, throttle, who: str) -> None:
-            service.wait_until(lambda: service.stats()["available"] >= 1, 180, "a spare")
+            settle(service)
             relayed = service.metric("nbpool_static_requests_to_containers_total")
             r = open_notebook(browser, f"{service.url}/spawn/{NOTEBOOK}", throttle)
             r["static"] = int(service.metric("nbpool_static_requests_to_containers_total") - relayed)
             add(label, f"through nbpool, {who}", r)
 
         def direct(label: str, throttle) -> None:
-            service.wait_until(lambda: service.stats()["available"] >= 1, 180, "a spare")
+            settle(service)
             add(label, "straight to a container", open_notebook(browser, spawn_direct(service, secret), throttle))
 
         def add(label: str, path: str, r: dict) -> None:
-            visible[(label, path.split(",")[0])] = r["visible"]
-            rows.append(f"| {label} | {path} | {r['requests']} | {r['bytes'] / 1e6:.2f} MB | {r['compressed']} "
-                        f"| {r['static']} | {r['visible']:.2f} s |")
-            print(rows[-1], file=sys.stderr, flush=True)
+            runs.setdefault((label, path), []).append(r)
+            print(f"{label} | {path} | {r['bytes'] / 1e6:.2f} MB | {r['static']} static | {r['visible']:.2f} s",
+                  file=sys.stderr, flush=True)
 
-        # Each open gets a fresh container; the order alternates, so neither path
-        # always runs on a machine the other has just warmed.
-        (label, throttle), *others = CONDITIONS
-        through(label, throttle, "first attendee (empty cache)")
-        direct(label, throttle)
-        through(label, throttle, "next attendee")
-        for i, (label, throttle) in enumerate(others):
-            if i % 2 == 0:
-                direct(label, throttle)
-            through(label, throttle, "next attendee")
-            if i % 2 == 1:
-                direct(label, throttle)
+        # Each open gets a fresh container, and the two paths take turns going
+        # first, so neither always runs on a machine the other has just warmed.
+        through(*CONDITIONS[0], "first attendee (empty cache)")
+        turn = 0
+        for label, throttle in CONDITIONS:
+            for _ in range(args.repeat):
+                for via_nbpool in ([False, True] if turn % 2 == 0 else [True, False]):
+                    if via_nbpool:
+                        through(label, throttle, "next attendee")
+                    else:
+                        direct(label, throttle)
+                turn += 1
         browser.close()
-    ratios = "; ".join(f"{label}: {visible[label, 'through nbpool'] / visible[label, 'straight to a container']:.2f}x"
+
+    rows = []
+    medians: dict[tuple[str, str], float] = {}
+    for (label, path), rs in runs.items():
+        times = sorted(r["visible"] for r in rs)
+        mid = statistics.median(times)
+        medians[label, path.split(",")[0]] = mid
+        r = min(rs, key=lambda r: abs(r["visible"] - mid))
+        rows.append(f"| {label} | {path} | {r['requests']} | {r['bytes'] / 1e6:.2f} MB | {r['compressed']} "
+                    f"| {max(x['static'] for x in rs)} | {mid:.2f} s | {', '.join(f'{t:.2f}' for t in times)} |")
+    ratios = "; ".join(f"{label}: {medians[label, 'through nbpool'] / medians[label, 'straight to a container']:.2f}x"
                        for label, _ in CONDITIONS)
     text = (f"Opening {NOTEBOOK} in a fresh browser profile (Chromium, {os.cpu_count()} cores, "
-            f"{time.strftime('%Y-%m-%d')}){' with ' + ', '.join(args.extra) if args.extra else ''}\n\n"
+            f"{time.strftime('%Y-%m-%d')}){' with ' + ', '.join(args.extra) if args.extra else ''}; "
+            f"{args.repeat} opens per path and network, each on a fresh container, the paths taking turns\n\n"
             "| network | path | requests | on the wire | compressed responses "
-            "| static files from their own container | notebook visible |\n|---|---|---|---|---|---|---|\n"
-            + "\n".join(rows) + f"\n\nNotebook visible, through nbpool (next attendee) / straight: {ratios}\n")
+            "| static files from their own container (most in any open) | notebook visible (median) | every open (s) |"
+            "\n|---|---|---|---|---|---|---|---|\n"
+            + "\n".join(rows) + f"\n\nNotebook visible, through nbpool (next attendee) / straight, medians: {ratios}\n")
     print(text)
     Path(args.out).write_text(text)
     return 0

@@ -7,7 +7,7 @@ URL is a notebook page a browser can open as it is, e.g. a container's
 Chromium (``NBPOOL_CHROMIUM``, default Debian's ``/usr/bin/chromium``) opens
 it and waits for the notebook to show; every GET under the page's base URL
 that is one of the server's static files (``static/``, ``lab/extensions/``,
-``custom/``, ``kernelspecs/``) is written out, one path under the base URL per
+``custom/``) is written out, one path under the base URL per
 line, in the order the browser asked. Most of them (webpack's chunks) are
 only known by running the page's JavaScript, which the load tester does not.
 """
@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 CHROMIUM = os.environ.get("NBPOOL_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]
-STATIC = ("static/", "lab/extensions/", "custom/", "kernelspecs/")
+STATIC = ("static/", "lab/extensions/", "custom/")
 
 
 def base_of(url: str) -> str:

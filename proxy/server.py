@@ -104,10 +104,10 @@ class Proxy(LoggingConfigurable):
                                  "address (Sec-Fetch-Site), which a page on another site cannot cause: what a "
                                  "BREACH-style attack needs (README, 'Compression and BREACH'). 'never': static "
                                  "files only. 'always': every compressible response.")
-    static_paths = List(Unicode(), ["static/", "lab/extensions/", "custom/", "kernelspecs/"], config=True,
+    static_paths = List(Unicode(), ["static/", "lab/extensions/", "custom/"], config=True,
                         help="Paths under a container's prefix that serve the image's own files, the same for "
-                             "every attendee: always compressed, and kept in the shared static cache. Never a "
-                             "per-attendee path (api/, files/, notebooks/, ...).")
+                             "every attendee and without login: always compressed, and kept in the shared static "
+                             "cache. Never a per-attendee path (api/, files/, notebooks/, ...).")
     cache_size = Integer(64 * 1024 * 1024, config=True,
                          help="Bytes of memory for the shared static cache (the notebook UI's files, once per "
                               "image, with their gzip and brotli versions); least recently used files go first. "
