@@ -21,7 +21,8 @@ the start, container create to server ready (p50), hand-out from a spare
 ``--assets`` makes each attendee fetch the notebook page's static files after
 the page, as a browser does (``auto`` records the list first with Chromium on
 a throwaway container, outside the pool). ``--static-compare`` runs the burst
-with the proxy's compression and shared static cache off, then on, and writes
+with the proxy's compression, its shared static cache and the pre-started
+kernel off, then on, and writes
 ``static-cache-burst.md``: the usual figures plus the static requests that
 reached containers, those served from the cache, and the static bytes
 attendees received.
@@ -155,9 +156,9 @@ def main() -> int:
                              "file of paths, or 'auto' to record them first with Chromium on a throwaway "
                              "container of the image")
     parser.add_argument("--static-compare", action="store_true",
-                        help="with --assets (default auto): run the burst with the proxy's compression and "
-                             "static cache off (as before issue 13), then on, in one sitting; writes "
-                             "static-cache-burst.md")
+                        help="with --assets (default auto): run the burst with the proxy's compression, its "
+                             "static cache and the pre-started kernel off (as before issue 13), then on, in one "
+                             "sitting; writes static-cache-burst.md")
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -169,8 +170,9 @@ def main() -> int:
         args.assets = record_assets("nbpool/notebook:latest", out)
     results = []
     if args.static_compare:
-        for label, extra in (("compression and cache off", ("Proxy.compress = False", "Proxy.cache_size = 0")),
-                             ("compression and cache on", ())):
+        off = ("Proxy.compress = False", "Proxy.cache_size = 0", "DockerBackend.prestart_kernel = False")
+        for label, extra in (("off: no compression, no cache, no pre-started kernel", off),
+                             ("on: compression, shared cache, pre-started kernel", ())):
             tag = "off" if extra else "on"
             results.append(run(args, args.backend, f"{name}-static-{tag}", out, extra, label))
     else:

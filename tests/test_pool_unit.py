@@ -631,3 +631,32 @@ async def test_a_start_whose_machine_goes_away_is_not_a_failed_start(make_pool, 
     await until(lambda: starting.cid not in pool.slots, timeout=3)
     assert pool.stats.failed_starts == 0 and not pool.breaker_open
     await until(lambda: pool.available == 1)  # started again, on whatever the engine has left
+
+
+async def test_static_cache_sources_are_spares_only_and_a_drain_empties_it(make_pool, backend):
+    """Routes of one image share a cache scope; only a spare's route may fill the cache, never after hand-out."""
+    from proxy.encoding import Policy
+    from proxy.static_cache import Entry, StaticCache
+
+    pool = make_pool(warm=2)
+    pool.static_cache = StaticCache(pool.routes, Policy(), 1 << 20, 1 << 20)
+    await pool.start()
+    await until(lambda: pool.available == 2)
+    scope = f"{backend.image}#0".encode()
+    assert all(s.route.share == scope and s.route.fill_ok for s in pool.slots.values())
+    taken = await pool.take_spare()
+    assert taken.route.fill_ok is False and taken.route.share == scope
+    pool.static_cache._store((scope, b"static/app.js"), Entry(b"", {b"": b"x" * 100}, b"", b""))
+
+    second = make_pool(warm=1)  # a restart adopts the handed-out container: never a source
+    second.static_cache = pool.static_cache
+    pool.closing = True
+    pool.stop_upkeep()
+    await second.start()
+    assert second.slots[taken.cid].route.fill_ok is False
+
+    assert second.drain() >= 0
+    assert second.static_cache.entries == {}  # the old generation's files are let go
+    await until(lambda: second.available == 1)
+    spare = next(s for s in second.slots.values() if s.state == SPARE)
+    assert spare.route.share == f"{backend.image}#1".encode() and spare.route.fill_ok
