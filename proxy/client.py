@@ -289,9 +289,15 @@ class ClientConnection(asyncio.Protocol):
             response, close = refusal
             self.reply(ex, response, close=close)
             return
+        route = ex.route
+        if route.fill_ok and (ex.upgrade or (ex.method != b"GET" and ex.method != b"HEAD")):
+            # The first request that can make the container run code (kernels, terminals
+            # and file writes all take a POST, PUT, PATCH, DELETE or a WebSocket) ends its
+            # time as a source for the shared static cache, before it is sent on.
+            route.fill_ok = False
         cache = self.state.cache
-        if cache is not None and ex.route.share is not None:
-            entry = cache.lookup(ex.route, ex.path, ex.query, ex.method, ex.headers)
+        if cache is not None and route.share is not None:
+            entry = cache.lookup(route, ex.path, ex.query, ex.method, ex.headers)
             if entry is not None:
                 self.send_cached(ex, entry, cache)
                 return

@@ -143,8 +143,10 @@ class Route:
         self.origin_policy = origin_policy
         self.max_body = max_body  # largest request body in bytes; 0: no limit
         # Routes with the same ``share`` serve the same static files (one image): the
-        # shared static cache keys on it. ``fill_ok``: no visitor's code has run behind
-        # this route, so the cache may fetch from it; once cleared, never set again.
+        # shared static cache keys on it. ``fill_ok``: no request that can run code
+        # (anything but GET and HEAD, or an upgrade) has gone through to this target,
+        # so the cache may fetch from it. The proxy clears it at the first such request;
+        # once cleared, it is never set again.
         self.share = share
         self.fill_ok = fill_ok
         self.last_activity = time.monotonic()

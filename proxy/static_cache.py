@@ -9,10 +9,16 @@ fetches the file in the background.
 
 Where the bytes come from is the security of it: an attendee runs arbitrary
 code in their container and could answer anything for any path, so a file is
-fetched only from a route marked ``fill_ok`` (a spare nobody has been given;
-the pool clears the mark at hand-out, for good), without the container's token
-(so the server sets no cookie), and stored only if that route was still
-pristine when the last byte arrived. The request path's own checks (origin,
+fetched only from a route still marked ``fill_ok``: a container through which
+no request that can run code has passed yet. Running code in a Jupyter server
+(a kernel, a terminal, writing a file) takes a POST, PUT, PATCH or DELETE or
+a WebSocket, and every request reaches a container through this proxy, which
+clears the mark before it sends the first such request on, for good. So a
+spare qualifies, and so does a container just handed out while its page
+loads (which keeps the cache filling in a burst, when no spare lasts a
+second). The fetch carries no token (so the server sets no cookie), and is
+stored only if its route was still marked when the last byte arrived: the
+bytes came from the image's own server, untouched. The request path's own checks (origin,
 the visitor's cookie) run before the cache is consulted, so a refused visitor
 gets their 403 and no cached byte.
 
@@ -54,11 +60,12 @@ KEPT_HEADERS = frozenset({b"content-type", b"cache-control", b"last-modified", b
 class Entry:
     """One cached file: its headers once, and its body per coding."""
 
-    __slots__ = ("bodies", "etag", "head", "last_modified", "size")
+    __slots__ = ("bodies", "compressible", "etag", "head", "last_modified", "size")
 
     def __init__(self, head: bytes, bodies: dict[bytes, bytes], etag: bytes, last_modified: bytes):
         self.head = head  # the kept header lines, without ETag (it differs per coding)
-        self.bodies = bodies  # b"" (identity), b"gzip", b"br"
+        self.bodies = bodies  # b"" (identity), then b"gzip" and b"br" once encoded
+        self.compressible = False
         self.etag = etag
         self.last_modified = last_modified
         self.size = len(head) + sum(map(len, bodies.values()))
@@ -249,12 +256,38 @@ class StaticCache:
         if entry is None:
             self._refuse(key)
             return
-        # Stored only if its source was a spare until the last byte: hand-out is
-        # one-way, so the container never ran a visitor's code while it answered.
+        # Stored only if its source was still unmarked at the last byte: the mark is
+        # cleared before the first request that can run code, so nothing but the
+        # image's own server can have written these bytes.
         if not source.fill_ok or self.routes.get(source.prefix) is not source or epoch != self.epoch:
             return
         self.fills += 1
         self._store(key, entry)
+        if entry.compressible and self.entries.get(key) is entry:
+            await self._encode(key, entry)
+
+    async def _encode(self, key: tuple[bytes, bytes], entry: Entry) -> None:
+        """Add the gzip and brotli versions of a stored file; it is served as it is meanwhile.
+
+        In a burst the machine is busy and the encoder's thread runs last (see
+        ENCODER_NICENESS): serving the plain file from memory in the meantime
+        costs bytes on the wire, never a container's work or the event loop's.
+        """
+        loop = asyncio.get_running_loop()
+        if self.encoder is None:
+            self.encoder = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="nbpool-cache-encoder", initializer=_lower_priority)
+        body = entry.bodies[b""]
+        for coding in (GZIP, BR):
+            # zlib and brotli release the GIL: the event loop runs on meanwhile.
+            encoded = await loop.run_in_executor(self.encoder, encode_whole, coding, body)
+            if self.entries.get(key) is not entry:
+                return  # evicted or let go meanwhile
+            if len(encoded) < len(body) * 0.9:
+                entry.bodies[coding] = encoded
+                entry.size += len(encoded)
+                self.bytes += len(encoded)
+        self.shrink()
 
     async def _fetch(self, source: Route, rest: bytes) -> Entry | None:
         loop = asyncio.get_running_loop()
@@ -270,9 +303,9 @@ class StaticCache:
                         b"User-Agent: nbpool-static-cache\r\nConnection: close\r\n\r\n"
                         % (prefix, rest, target.host_header))
         status = await fetch.done
-        return await self._entry(status, fetch.headers, b"".join(fetch.body))
+        return self._entry(status, fetch.headers, b"".join(fetch.body))
 
-    async def _entry(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Entry | None:
+    def _entry(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Entry | None:
         """The entry for a fetched response, or None when it is not the same for everyone (or not a 200)."""
         if status != 200:
             return None
@@ -300,18 +333,9 @@ class StaticCache:
             elif low == b"content-type":
                 ctype = value
             kept.append(b"%s: %s\r\n" % (name, value))
-        bodies = {b"": body}
-        if ctype and compressible(ctype) and len(body) >= self.policy.min_size:
-            loop = asyncio.get_running_loop()
-            if self.encoder is None:
-                self.encoder = concurrent.futures.ThreadPoolExecutor(
-                    1, thread_name_prefix="nbpool-cache-encoder", initializer=_lower_priority)
-            # zlib and brotli release the GIL: the event loop runs on meanwhile.
-            for coding in (GZIP, BR):
-                encoded = await loop.run_in_executor(self.encoder, encode_whole, coding, body)
-                if len(encoded) < len(body) * 0.9:
-                    bodies[coding] = encoded
-        return Entry(b"".join(kept), bodies, etag, last_modified)
+        entry = Entry(b"".join(kept), {b"": body}, etag, last_modified)
+        entry.compressible = bool(ctype) and compressible(ctype) and len(body) >= self.policy.min_size
+        return entry
 
     def _refuse(self, key: tuple[bytes, bytes]) -> None:
         if len(self.refused) >= REFUSED_MEMORY:

@@ -1,7 +1,8 @@
 """The shared static cache, against small real servers standing in for containers of one image.
 
-``spare`` is a container nobody was given (its route is ``fill_ok``); ``a``
-and ``b`` are attendees' containers. All serve the same static files (one
+``spare`` is a container no request that can run code has reached (its route
+is ``fill_ok``); ``a`` and ``b`` are attendees' containers that have had
+such requests. All serve the same static files (one
 folder: one image) but answer their per-user paths with their own name.
 """
 
@@ -118,10 +119,29 @@ async def test_an_attendees_container_never_fills_the_cache(cached, servers, tmp
         await evil.stop()
 
 
-async def test_a_spare_handed_out_during_the_fetch_is_not_stored(cached):
+async def test_the_first_request_that_can_run_code_ends_a_source(cached, servers):
+    """A POST (or an upgrade) through a route clears its fill_ok before the container sees it."""
+    spare = cached.routes.get("/user/spare")
+    for method in ("GET", "HEAD"):
+        await request(cached.bound_port, method=method, path="/user/spare/api/who")
+    assert spare.fill_ok
+    await request(cached.bound_port, method="POST", path="/user/spare/api/who", body=b"{}")
+    assert not spare.fill_ok
     await request(cached.bound_port, path="/user/a/static/app.js?v=1")
-    assert cached.cache.tasks
-    cached.routes.get("/user/spare").fill_ok = False  # the hand-out, before the fetch ends
+    await settled(cached)
+    assert cached.cache.entries == {} and "static/app.js" not in await counts(servers["spare"])
+    # An upgrade ends it too.
+    fresh = cached.routes.add("/user/fresh", servers["b"].url, share=SHARE, fill_ok=True)
+    await request(cached.bound_port, path="/user/fresh/api/who",
+                  headers={"Connection": "Upgrade", "Upgrade": "websocket"})
+    assert not fresh.fill_ok
+
+
+async def test_code_run_during_the_fetch_means_it_is_not_stored(cached):
+    route = cached.routes.get("/user/a")
+    assert cached.cache.lookup(route, b"/user/a/static/app.js", b"?v=1", b"GET", []) is None
+    assert cached.cache.tasks  # the fetch from the spare is under way...
+    cached.routes.get("/user/spare").fill_ok = False  # ...when a POST goes through to it
     await settled(cached)
     assert cached.cache.entries == {} and cached.cache.fills == 0
 
@@ -211,3 +231,15 @@ def test_static_paths_refuse_per_user_folders():
     for bad in (["api/"], ["files/"], ["/static/"], ["lab/"], ["static"]):
         with pytest.raises(TraitError, match="static_paths"):
             Proxy(static_paths=bad)
+
+
+async def test_until_encoded_the_plain_file_is_served_from_memory(cached, servers):
+    """Encoding runs last on a busy machine: meanwhile the stored file goes out as it is, never to a container."""
+    from proxy.static_cache import Entry
+
+    body = APP_JS.encode()
+    entry = Entry(b"Content-Type: application/javascript\r\n", {b"": body}, b"", b"")
+    cached.cache._store((SHARE.encode(), b"static/pending.js"), entry)
+    resp = await request(cached.bound_port, path="/user/b/static/pending.js", headers={"Accept-Encoding": "br"})
+    assert resp.status == 200 and resp.body == body and resp.header("Content-Encoding") is None
+    assert resp.header("Vary") == "Accept-Encoding" and "static/pending.js" not in await counts(servers["b"])

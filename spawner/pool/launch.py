@@ -218,8 +218,9 @@ class PoolLaunches:
         if self.routes is None:
             return
         options = self.route_options(slot) if self.route_options else {}
-        # A container nobody was given has run no visitor's code: the shared static
-        # cache may fetch its image's files from it (until the hand-out clears fill_ok).
+        # A container that has run no visitor's code may serve the shared static cache its
+        # image's files: a new one may (the proxy ends that at its first request that can
+        # run code); one adopted after a restart with a visitor may not (its past is unknown).
         slot.route = self.routes.add(slot.prefix, slot.endpoint.url,
                                      headers={"Authorization": f"token {self.secret.token_for(slot.cid)}"},
                                      data=slot, share=self.share_scope(), fill_ok=slot.state != ASSIGNED,

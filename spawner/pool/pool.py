@@ -326,7 +326,6 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
         slot.nonce = secrets.token_hex(8)
         slot.owner = owner
         if slot.route is not None:
-            slot.route.fill_ok = False  # the visitor's code may run there from now on: never a cache source again
             slot.route.last_activity = self.clock()  # time as a spare is not idleness
             slot.handout_requests = slot.route.requests
         self.stats.handed_out += 1
