@@ -224,10 +224,13 @@ class StaticCache:
     # --- filling -----------------------------------------------------------------------
 
     def _source(self, share: bytes) -> Route | None:
+        """A container of the image that has run no code, the least used first: a spare when there is one,
+        rather than the container whose visitor's page is loading right now."""
+        best = None
         for route in self.routes.routes():
-            if route.share == share and route.fill_ok:
-                return route
-        return None
+            if route.share == share and route.fill_ok and (best is None or route.requests < best.requests):
+                best = route
+        return best
 
     def _start_fill(self, key: tuple[bytes, bytes], rest: bytes) -> None:
         source = self._source(key[0])

@@ -180,3 +180,66 @@ def test_a_page_on_another_origin_cannot_act_for_the_attendee(chromium, service,
         if evil is not None:
             evil.shutdown()
         context.close()
+
+
+def _metric(service, name: str) -> float:
+    import urllib.request
+    with urllib.request.urlopen(f"{service.url}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def _open_notebook(chromium, service) -> tuple[str, list[dict]]:
+    """A fresh browser profile opens the deep link; returns the page's URL and its static responses."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    static: list[dict] = []
+
+    def seen(response) -> None:
+        if "/static/" in response.url:
+            static.append({"url": response.url, "status": response.status,
+                           "encoding": response.headers.get("content-encoding", ""),
+                           "type": response.headers.get("content-type", "")})
+
+    page.on("response", seen)
+    try:
+        page.goto(f"{service.url}/spawn/notebooks/01-python-introduction.ipynb")
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(state="visible")
+        page.wait_for_load_state("networkidle")
+        return page.url, static
+    finally:
+        context.close()
+
+
+def test_the_second_attendee_gets_the_ui_from_the_shared_cache(chromium, service):
+    """Issue 13, for real: compressed UI files, and a second attendee's page served without their container."""
+    first_url, first = _open_notebook(chromium, service)
+    scripts = [r for r in first if r["type"].startswith("application/javascript") and r["status"] == 200]
+    assert len(scripts) > 30 and all(r["encoding"] in ("gzip", "br") for r in scripts), scripts[:3]
+    deadline = time.monotonic() + 60
+    while _metric(service, "nbpool_static_cache_entries") < len(scripts):
+        assert time.monotonic() < deadline, "the shared cache did not fill from the first attendee's page"
+        time.sleep(0.2)
+    deadline = time.monotonic() + 120
+    while service.stats()["available"] < 1:  # the second attendee is served from a spare too
+        assert time.monotonic() < deadline, "no spare for the second attendee within 120 s"
+        time.sleep(0.2)
+    relayed = _metric(service, "nbpool_static_requests_to_containers_total")
+    hits = _metric(service, "nbpool_static_cache_hits_total")
+
+    second_url, second = _open_notebook(chromium, service)
+    assert second_url.split("/user/")[1][:12] != first_url.split("/user/")[1][:12]  # a container of its own
+    assert len(second) > 30 and all(r["status"] == 200 for r in second)
+    assert _metric(service, "nbpool_static_requests_to_containers_total") == relayed  # none reached it
+    assert _metric(service, "nbpool_static_cache_hits_total") - hits >= len(second)
+
+    # A visitor without that attendee's cookie gets the 403 page, not a cached byte.
+    import urllib.error
+    import urllib.request
+    js = next(r["url"] for r in second if r["url"].endswith(".js") or ".js?" in r["url"])
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(js, timeout=10)
+    assert denied.value.code == 403 and b"function" not in denied.value.read()

@@ -243,3 +243,14 @@ async def test_until_encoded_the_plain_file_is_served_from_memory(cached, server
     resp = await request(cached.bound_port, path="/user/b/static/pending.js", headers={"Accept-Encoding": "br"})
     assert resp.status == 200 and resp.body == body and resp.header("Content-Encoding") is None
     assert resp.header("Vary") == "Accept-Encoding" and "static/pending.js" not in await counts(servers["b"])
+
+
+async def test_the_least_used_source_is_asked(cached, servers):
+    """A spare (no requests yet) is asked rather than a container whose visitor's page is loading."""
+    loading = cached.routes.add("/user/loading", servers["a"].url, share=SHARE, fill_ok=True)
+    loading.requests = 5
+    await request(cached.bound_port, path="/user/loading/static/style.css?v=9")
+    await settled(cached)
+    assert (await counts(servers["spare"]))["static/style.css"] == 1
+    assert (await counts(servers["a"]))["static/style.css"] == 1  # only the visitor's own request
+    assert len(cached.cache.entries) == 1
