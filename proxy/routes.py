@@ -185,6 +185,7 @@ class RouteTable:
         self._routes: dict[bytes, Route] = {}
         self.default: Route | None = None
         self._depth = 0  # most segments in any prefix: deeper candidates need no lookup
+        self.on_add: list[Callable[[Route], None]] = []  # called with each route added (the static cache)
 
     def add(self, prefix: str | bytes, target: str, *, headers: dict[str, str] | list[tuple[str, str]] | None = None,
             authorize: Authorize | None = None, error_page: ErrorPage | None = None, data: Any = None,
@@ -205,6 +206,8 @@ class RouteTable:
         else:
             self._routes[key] = route
             self._depth = max(self._depth, key.count(b"/"))
+        for listener in self.on_add:
+            listener(route)
         return route
 
     def remove(self, prefix: str | bytes) -> Route | None:

@@ -178,6 +178,10 @@ class StaticCache:
         self.entries: collections.OrderedDict[tuple[bytes, bytes], Entry] = collections.OrderedDict()
         self.bytes = 0
         self.filling: set[tuple[bytes, bytes]] = set()
+        # Files asked for while no container could serve as a source (every one had run
+        # code): fetched as soon as one can, so the cache completes itself when a spare is ready.
+        self.wanted: dict[tuple[bytes, bytes], bytes] = {}
+        routes.on_add.append(self._route_added)
         self.refused: dict[tuple[bytes, bytes], float] = {}
         self.epoch = 0  # bumped when scopes are emptied: a fetch begun before is not stored
         self.tasks: set[asyncio.Task] = set()
@@ -232,10 +236,21 @@ class StaticCache:
                 best = route
         return best
 
+    def _route_added(self, route: Route) -> None:
+        if route.fill_ok and route.share is not None and self.wanted:
+            for key, rest in [(k, r) for k, r in self.wanted.items() if k[0] == route.share]:
+                del self.wanted[key]
+                if key not in self.filling and key not in self.entries:
+                    self._start_fill(key, rest)
+
     def _start_fill(self, key: tuple[bytes, bytes], rest: bytes) -> None:
         source = self._source(key[0])
         if source is None:
-            return  # no pristine container of this image right now: the next miss tries again
+            # No container of this image that has not run code, right now: the next one routed fetches it.
+            if len(self.wanted) >= REFUSED_MEMORY:
+                self.wanted.clear()
+            self.wanted[key] = rest
+            return
         self.filling.add(key)
         task = asyncio.get_running_loop().create_task(self._fill(key, rest, source))
         self.tasks.add(task)
@@ -262,7 +277,10 @@ class StaticCache:
         # Stored only if its source was still unmarked at the last byte: the mark is
         # cleared before the first request that can run code, so nothing but the
         # image's own server can have written these bytes.
-        if not source.fill_ok or self.routes.get(source.prefix) is not source or epoch != self.epoch:
+        if epoch != self.epoch:
+            return
+        if not source.fill_ok or self.routes.get(source.prefix) is not source:
+            self.wanted[key] = rest  # its source ran code meanwhile: ask the next one
             return
         self.fills += 1
         self._store(key, entry)
@@ -371,6 +389,7 @@ class StaticCache:
             freed += self.entries.pop(key).size
         self.bytes -= freed
         self.epoch += 1
+        self.wanted = {k: v for k, v in self.wanted.items() if k[0] == keep}
         self.refused = {k: v for k, v in self.refused.items() if k[0] == keep}
         return freed
 

@@ -202,7 +202,8 @@ def _open_notebook(chromium, service) -> tuple[str, list[dict]]:
         if "/static/" in response.url:
             static.append({"url": response.url, "status": response.status,
                            "encoding": response.headers.get("content-encoding", ""),
-                           "type": response.headers.get("content-type", "")})
+                           "type": response.headers.get("content-type", ""),
+                           "length": int(response.headers.get("content-length", "0") or 0)})
 
     page.on("response", seen)
     try:
@@ -218,14 +219,26 @@ def test_the_second_attendee_gets_the_ui_from_the_shared_cache(chromium, service
     """Issue 13, for real: compressed UI files, and a second attendee's page served without their container."""
     first_url, first = _open_notebook(chromium, service)
     scripts = [r for r in first if r["type"].startswith("application/javascript") and r["status"] == 200]
-    assert len(scripts) > 30 and all(r["encoding"] in ("gzip", "br") for r in scripts), scripts[:3]
-    deadline = time.monotonic() + 60
-    while _metric(service, "nbpool_static_cache_entries") < len(scripts):
-        assert time.monotonic() < deadline, "the shared cache did not fill from the first attendee's page"
-        time.sleep(0.2)
+    # Compressed unless under Proxy.compress_min_size (1 KiB): a few webpack chunks are that small.
+    plain = [r for r in scripts if r["encoding"] not in ("gzip", "br")]
+    assert len(scripts) > 30 and len(plain) < len(scripts) / 4
+    assert all(0 < r["length"] < 1024 for r in plain), plain
     deadline = time.monotonic() + 120
     while service.stats()["available"] < 1:  # the second attendee is served from a spare too
         assert time.monotonic() < deadline, "no spare for the second attendee within 120 s"
+        time.sleep(0.2)
+    # The cache fetches each file from a container that has not run code: the first page's
+    # own until its notebook started a kernel, then the new spare as soon as it is routed.
+    def rest(url: str) -> str:
+        return url.split("/user/", 1)[1].split("/", 1)[1]
+
+    loaded = {rest(r["url"]) for r in first if r["status"] == 200}
+    entries, steady_since = -1.0, time.monotonic()
+    while entries < len(loaded) or time.monotonic() - steady_since < 2:  # filled, and done filling
+        assert time.monotonic() < deadline, "the shared cache did not fill from the first attendee's page"
+        now_entries = _metric(service, "nbpool_static_cache_entries")
+        if now_entries != entries:
+            entries, steady_since = now_entries, time.monotonic()
         time.sleep(0.2)
     relayed = _metric(service, "nbpool_static_requests_to_containers_total")
     hits = _metric(service, "nbpool_static_cache_hits_total")
@@ -233,8 +246,12 @@ def test_the_second_attendee_gets_the_ui_from_the_shared_cache(chromium, service
     second_url, second = _open_notebook(chromium, service)
     assert second_url.split("/user/")[1][:12] != first_url.split("/user/")[1][:12]  # a container of its own
     assert len(second) > 30 and all(r["status"] == 200 for r in second)
-    assert _metric(service, "nbpool_static_requests_to_containers_total") == relayed  # none reached it
-    assert _metric(service, "nbpool_static_cache_hits_total") - hits >= len(second)
+    # What the first page loaded, the second gets from memory; only a file no page has asked for
+    # before (the kernel-busy favicon, say, depending on timing) may still reach its container.
+    new = {rest(r["url"]) for r in second} - loaded
+    assert len(new) <= 3, new
+    assert _metric(service, "nbpool_static_requests_to_containers_total") - relayed <= len(new)
+    assert _metric(service, "nbpool_static_cache_hits_total") - hits >= len(second) - len(new)
 
     # A visitor without that attendee's cookie gets the 403 page, not a cached byte.
     import urllib.error

@@ -254,3 +254,15 @@ async def test_the_least_used_source_is_asked(cached, servers):
     assert (await counts(servers["spare"]))["static/style.css"] == 1
     assert (await counts(servers["a"]))["static/style.css"] == 1  # only the visitor's own request
     assert len(cached.cache.entries) == 1
+
+
+async def test_files_asked_for_with_no_source_are_fetched_from_the_next_spare(cached, servers):
+    cached.routes.remove("/user/spare")
+    await request(cached.bound_port, path="/user/a/static/app.js?v=3")
+    await settled(cached)
+    assert cached.cache.entries == {} and list(cached.cache.wanted) == [(SHARE.encode(), b"static/app.js?v=3")]
+    cached.routes.add("/user/spare", servers["spare"].url, share=SHARE, fill_ok=True)  # a new spare is routed
+    await settled(cached)
+    assert list(cached.cache.entries) == [(SHARE.encode(), b"static/app.js?v=3")] and not cached.cache.wanted
+    again = await request(cached.bound_port, path="/user/b/static/app.js?v=3")
+    assert again.body.decode().endswith(APP_JS) and "static/app.js" not in await counts(servers["b"])
