@@ -147,6 +147,7 @@ def main() -> int:
                         direct(label, throttle)
                 turn += 1
         browser.close()
+        cache = (service.metric("nbpool_static_cache_entries"), service.metric("nbpool_static_cache_bytes"))
 
     rows = []
     medians: dict[tuple[str, str], float] = {}
@@ -165,7 +166,9 @@ def main() -> int:
             "| network | path | requests | on the wire | compressed responses "
             "| static files from their own container (most in any open) | notebook visible (median) | every open (s) |"
             "\n|---|---|---|---|---|---|---|---|\n"
-            + "\n".join(rows) + f"\n\nNotebook visible, through nbpool (next attendee) / straight, medians: {ratios}\n")
+            + "\n".join(rows) + f"\n\nNotebook visible, through nbpool (next attendee) / straight, medians: {ratios}\n"
+            f"\nThe shared static cache at the end: {cache[0]:.0f} files, {cache[1] / 2**20:.1f} MiB "
+            "(each file plain, gzip and brotli).\n")
     print(text)
     Path(args.out).write_text(text)
     return 0
