@@ -18,6 +18,10 @@ import brotli
 # with the slower, tighter settings.
 STREAM_GZIP_LEVEL = 6
 STREAM_BROTLI_QUALITY = 4
+# A streaming brotli coder holds its window: 2^22 bytes by default, about 6 MiB of
+# memory per response in flight. 2^18 holds it near 2 MiB for under 1% in size
+# (measured on 2.5 MB of source text); gzip's window is 32 KiB.
+STREAM_BROTLI_WINDOW = 18
 STORED_GZIP_LEVEL = 9
 STORED_BROTLI_QUALITY = 9
 
@@ -88,7 +92,7 @@ class Encoder:
 
     def __init__(self, coding: bytes):
         if coding == BR:
-            coder = brotli.Compressor(quality=STREAM_BROTLI_QUALITY)
+            coder = brotli.Compressor(quality=STREAM_BROTLI_QUALITY, lgwin=STREAM_BROTLI_WINDOW)
             self._process, self._flush = coder.process, coder.finish
         else:
             coder = zlib.compressobj(STREAM_GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip header and trailer
