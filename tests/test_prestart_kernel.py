@@ -249,3 +249,49 @@ async def test_setting_off_prestarts_nothing(start_server):
     finally:
         await kernel.shutdown()
     assert "pre-started" not in server.logs()
+
+
+async def test_status_answers_while_the_kernel_is_being_prestarted(docker_client, notebook_image):
+    """api/status (the pool's readiness check) never fails while the hidden kernel starts, nor counts it.
+
+    While it starts, the pre-started kernel has no last_activity yet; making its model then
+    failed, and api/status answered 500 for the half second the kernel took to come up.
+    Polled from the container's creation, so that window cannot be missed.
+    """
+    import json
+    import urllib.error
+    import urllib.request
+
+    token, base_url = secrets.token_hex(16), f"/user/prestart-{secrets.token_hex(3)}/"
+    container = docker_client.containers.run(
+        notebook_image, detach=True, environment={"NBPOOL_BASE_URL": base_url, "JUPYTER_TOKEN": token},
+        ports={"8888/tcp": ("127.0.0.1", None)}, labels={"org.nbpool.pool": TEST_POOL}, mem_limit="1g")
+    server = None
+    try:
+        container.reload()
+        server = NotebookServer(container, base_url, token, int(container.ports["8888/tcp"][0]["HostPort"]))
+        answers = []
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 60
+        next_look = 0.0
+        while True:  # as fast as it answers: the failing moment lasted milliseconds
+            request = urllib.request.Request(server.url + "api/status", headers=server.auth)
+            try:
+                with urllib.request.urlopen(request, timeout=5) as r:
+                    answers.append((r.status, json.load(r)["kernels"]))
+            except urllib.error.HTTPError as exc:
+                answers.append((exc.code, None))
+            except (urllib.error.URLError, ConnectionError):
+                pass  # not listening yet
+            if loop.time() > next_look:
+                if "pre-started python3 kernel" in await asyncio.to_thread(server.logs):
+                    break
+                next_look = loop.time() + 0.5
+            assert loop.time() < end, "the kernel was not pre-started within 60 s"
+        bad = [a for a in answers if a != (200, 0)]
+        assert answers and not bad, f"{len(bad)} of {len(answers)} answers were not (200, 0 kernels): {bad[:5]}"
+    finally:
+        if server is not None:
+            server.remove()
+        else:
+            container.remove(force=True)
