@@ -38,6 +38,28 @@ class Running:
             os.unlink(self.unix)
 
 
+def serve_tornado(app, host: str, port: int, unix: str | None,
+                  before_close: Callable[[], None] | None = None) -> Running:
+    """Serve a Tornado ``app`` on host:port (0 picks a free one) or a unix socket, with a deep backlog
+    so a burst of simultaneous connections is not dropped. ``before_close`` runs at stop, before the
+    server's own connections are closed (for upgraded ones, which have left its books)."""
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets, bind_unix_socket
+
+    server = HTTPServer(app)
+    sockets = [bind_unix_socket(unix, backlog=1024)] if unix else bind_sockets(port, host, backlog=1024)
+    server.add_sockets(sockets)
+    bound_port = 0 if unix else sockets[0].getsockname()[1]
+
+    async def stop() -> None:
+        server.stop()
+        if before_close is not None:
+            before_close()
+        await server.close_all_connections()
+
+    return Running(host, bound_port, unix, stop)
+
+
 def run_main(name: str, start: Callable[..., Awaitable[Running]], argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=name)
     parser.add_argument("--host", default="127.0.0.1")

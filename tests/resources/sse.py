@@ -15,15 +15,13 @@ import asyncio
 import json
 import time
 
-from tornado.httpserver import HTTPServer
 from tornado.iostream import StreamClosedError
-from tornado.netutil import bind_sockets, bind_unix_socket
 from tornado.web import Application, RequestHandler
 
 if __package__:
-    from ._runner import Running, run_main
+    from ._runner import Running, run_main, serve_tornado
 else:  # run as a script
-    from _runner import Running, run_main
+    from _runner import Running, run_main, serve_tornado
 
 
 class EventsHandler(RequestHandler):
@@ -45,16 +43,7 @@ class EventsHandler(RequestHandler):
 
 async def start(host: str = "127.0.0.1", port: int = 0, *, unix: str | None = None) -> Running:
     """Start the SSE server; returns a ``Running`` with the bound port."""
-    server = HTTPServer(Application([(r"/.*", EventsHandler)]))
-    sockets = [bind_unix_socket(unix, backlog=1024)] if unix else bind_sockets(port, host, backlog=1024)
-    server.add_sockets(sockets)
-    bound_port = 0 if unix else sockets[0].getsockname()[1]
-
-    async def stop() -> None:
-        server.stop()
-        await server.close_all_connections()
-
-    return Running(host, bound_port, unix, stop)
+    return serve_tornado(Application([(r"/.*", EventsHandler)]), host, port, unix)
 
 
 if __name__ == "__main__":

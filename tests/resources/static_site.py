@@ -27,14 +27,12 @@ import json
 import tempfile
 from pathlib import Path
 
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets, bind_unix_socket
 from tornado.web import Application, RequestHandler, StaticFileHandler
 
 if __package__:
-    from ._runner import Running, run_main
+    from ._runner import Running, run_main, serve_tornado
 else:  # run as a script
-    from _runner import Running, run_main
+    from _runner import Running, run_main, serve_tornado
 
 # A JavaScript-like text of a realistic ratio (~4:1 with gzip).
 APP_JS = "".join(f"export function f{i}(a, b) {{ return a * {i} + b - {i % 7}; }} // helper {i}\n"
@@ -123,16 +121,7 @@ async def start(host: str = "127.0.0.1", port: int = 0, *, unix: str | None = No
                 folder: str | Path | None = None) -> Running:
     """Start a server named ``name`` over ``folder`` (made with ``make_files`` when None)."""
     folder = folder or make_files(tempfile.mkdtemp(prefix="static-site-"))
-    server = HTTPServer(application(name, folder))
-    sockets = [bind_unix_socket(unix, backlog=1024)] if unix else bind_sockets(port, host, backlog=1024)
-    server.add_sockets(sockets)
-    bound_port = 0 if unix else sockets[0].getsockname()[1]
-
-    async def stop() -> None:
-        server.stop()
-        await server.close_all_connections()
-
-    return Running(host, bound_port, unix, stop)
+    return serve_tornado(application(name, folder), host, port, unix)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,13 @@ name in first-seen order. No compression is negotiated.
 
 from __future__ import annotations
 
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets, bind_unix_socket
 from tornado.web import Application
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 if __package__:
-    from ._runner import Running, run_main
+    from ._runner import Running, run_main, serve_tornado
 else:  # run as a script
-    from _runner import Running, run_main
+    from _runner import Running, run_main, serve_tornado
 
 ALLOWED_SUBPROTOCOLS = ["v1.kernel.websocket.jupyter.org", "chat"]
 MAX_MESSAGE = 1 << 40  # effectively no cap: Tornado's default is 10 MiB
@@ -74,20 +72,12 @@ async def start(host: str = "127.0.0.1", port: int = 0, *, unix: str | None = No
     app = Application(
         [(r"/.*", EchoWebSocket, {"open_sockets": open_sockets})], websocket_max_message_size=MAX_MESSAGE
     )
-    server = HTTPServer(app)
-    # A deep backlog, so a burst of simultaneous connections is not dropped.
-    sockets = [bind_unix_socket(unix, backlog=1024)] if unix else bind_sockets(port, host, backlog=1024)
-    server.add_sockets(sockets)
-    bound_port = 0 if unix else sockets[0].getsockname()[1]
-
-    async def stop() -> None:
-        server.stop()
+    def close_websockets() -> None:
         # Upgraded connections have left the HTTP server's books: close them here.
         for handler in list(open_sockets):
             handler.close()
-        await server.close_all_connections()
 
-    return Running(host, bound_port, unix, stop)
+    return serve_tornado(app, host, port, unix, before_close=close_websockets)
 
 
 if __name__ == "__main__":
