@@ -19,6 +19,7 @@ import time
 
 import httptools
 
+from .encoding import request_coding
 from .exchange import BUSY, HEAD, IDLE, PAUSE_BACKEND, PAUSE_PIPELINE, Exchange
 from .head import check_access, check_headers, check_target, forward_head
 from .http import Response, error_response, wants_json
@@ -323,8 +324,8 @@ class ClientConnection(asyncio.Protocol):
         """Answer ``ex`` with a file from the shared static cache (``static_cache.Entry``)."""
         ex.response_done = True
         ex.close = ex.close or not ex.keep_alive or ex.upgrade
-        coding = cache.coding_for(ex.headers) if ex.version == "1.1" and self.limits.compress.enabled else None
-        head, body, _ = entry.response(coding, ex.headers, ex.method == b"HEAD", not ex.close)
+        coding = request_coding(ex.headers) if ex.version == "1.1" and self.limits.compress.enabled else None
+        head, body = entry.response(coding, ex.headers, ex.method == b"HEAD", not ex.close)
         route = ex.route
         route.last_activity = now()
         route.bytes_out += len(body)

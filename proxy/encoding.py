@@ -71,6 +71,15 @@ def accepted(accept_encoding: bytes | None) -> bytes | None:
     return None
 
 
+def request_coding(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The coding to use for a request: ``accepted`` of all its Accept-Encoding fields together."""
+    accept = None
+    for name, value in headers:
+        if name.lower() == b"accept-encoding":
+            accept = value if accept is None else accept + b"," + value
+    return accepted(accept)
+
+
 def weak_etag(etag: bytes) -> bytes:
     """An encoded body is not byte-identical to the original: its validator becomes weak (as nginx does)."""
     return etag if etag.startswith(b"W/") else b"W/" + etag
@@ -184,14 +193,9 @@ def plan(policy: Policy, path: bytes, prefix: bytes, request_headers: list[tuple
                 return None
     if ctype is None or not compressible(ctype):
         return None
-    accept = None
-    for name, value in request_headers:
-        low = name.lower()
-        if low == b"accept-encoding":
-            accept = value if accept is None else accept + b"," + value
-        elif low == b"range":
-            return None  # a range of the identity body was asked for: never change what it indexes
-    coding = accepted(accept)
+    if any(name.lower() == b"range" for name, _ in request_headers):
+        return None  # a range of the identity body was asked for: never change what it indexes
+    coding = request_coding(request_headers)
     if coding is None:
         return None
     if not policy.is_static(route_rest(path, prefix)) and not policy.dynamic_ok(request_headers):

@@ -43,7 +43,7 @@ import time
 
 import httptools
 
-from .encoding import BR, GZIP, Policy, accepted, compressible, encode_whole, route_rest
+from .encoding import BR, GZIP, Policy, compressible, encode_whole, route_rest, weak_etag
 from .http import HOP_BY_HOP
 from .routes import Route, RouteTable
 
@@ -71,14 +71,12 @@ class Entry:
         self.size = len(head) + sum(map(len, bodies.values()))
 
     def response(self, coding: bytes | None, request_headers: list[tuple[bytes, bytes]], head_only: bool,
-                 keep_alive: bool) -> tuple[bytes, bytes, bool]:
-        """(head, body, not_modified) for one request: a 304 when its validators match."""
+                 keep_alive: bool) -> tuple[bytes, bytes]:
+        """(head, body) for one request: a 304 when its validators match."""
         if coding not in self.bodies:
             coding = b""
         body = self.bodies[coding]
-        etag = self.etag
-        if etag and coding:
-            etag = etag if etag.startswith(b"W/") else b"W/" + etag
+        etag = weak_etag(self.etag) if self.etag and coding else self.etag
         inm = ims = None
         for name, value in request_headers:
             low = name.lower()
@@ -102,7 +100,7 @@ class Entry:
         if not keep_alive:
             lines.append(b"Connection: close\r\n")
         lines.append(b"\r\n")
-        return b"".join(lines), (b"" if fresh or head_only else body), fresh
+        return b"".join(lines), (b"" if fresh or head_only else body)
 
 
 class _Fetch(asyncio.Protocol):
@@ -217,13 +215,6 @@ class StaticCache:
         if key not in self.filling and self.refused.get(key, 0.0) < time.monotonic():
             self._start_fill(key, rest + query)
         return None
-
-    def coding_for(self, headers: list[tuple[bytes, bytes]]) -> bytes | None:
-        accept = None
-        for name, value in headers:
-            if name.lower() == b"accept-encoding":
-                accept = value if accept is None else accept + b"," + value
-        return accepted(accept)
 
     # --- filling -----------------------------------------------------------------------
 
