@@ -32,8 +32,10 @@ from spawner import __version__, configref
 from spawner.engines.docker import DockerBackend
 from spawner.engines.firewall import ContainerFirewall
 from spawner.engines.swarm import SwarmBackend
+from spawner.keep import KeptStore, WorkKeeper
 from spawner.pool import Pool
 from spawner.pool.ended import EndedSessions
+from spawner.record import WorkshopRecord
 from spawner.secret import ServerSecret
 from spawner.web.app import MAX_BODY, WebApp
 from spawner.web.application import make_application
@@ -50,7 +52,7 @@ class NbpoolApp(Application):
     name = "nbpool"
     version = __version__
     description = __doc__
-    classes = [Pool, DockerBackend, SwarmBackend, ContainerFirewall, Proxy, WebApp]
+    classes = [Pool, DockerBackend, SwarmBackend, ContainerFirewall, Proxy, WebApp, WorkKeeper, WorkshopRecord]
 
     backend = Enum(list(BACKENDS), "docker", config=True,
                    help="The container engine: 'docker' (one machine, the default) or 'swarm' (a Docker Swarm "
@@ -62,8 +64,8 @@ class NbpoolApp(Application):
                                "Default: config/nbpool_config.py in the nbpool checkout.")
     data_dir = Unicode(config=True,
                        help="Where nbpool keeps its state: the server secret (signs cookies, derives notebook "
-                            "tokens), the admin token, and the web app's internal socket. Default: data/ in "
-                            "the nbpool checkout.")
+                            "tokens), the admin token, the web app's internal socket, attendees' kept work "
+                            "(kept/) and the workshop's record (record/). Default: data/ in the nbpool checkout.")
     generate_config = Bool(False, config=True, help="Write a fully commented config file and exit.")
     config_reference = Unicode("", config=True,
                                help="Rewrite the configuration reference in this Markdown file (between its "
@@ -166,18 +168,23 @@ class NbpoolApp(Application):
         ended = EndedSessions()  # the pool records why sessions end; the pages tell visitors
         self.proxy = Proxy(parent=self, log=self.log)
         self.engine = BACKENDS[self.backend](parent=self, log=self.log)
-        self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended)
+        self.record = WorkshopRecord(parent=self, log=self.log, data_dir=str(data))
+        self.keeper = WorkKeeper(parent=self, log=self.log, secret=secret, store=KeptStore(data / "kept"),
+                                 record=self.record)
+        self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended,
+                          keeper=self.keeper)
         self.pool = Pool(parent=self, log=self.log, backend=self.engine, routes=self.proxy.routes,
                          static_cache=self.proxy.cache, secret=secret,
                          route_options=self.web.access.route_options, ended=ended,
-                         landing_page=lambda: self.web.landing_path)
+                         landing_page=lambda: self.web.landing_path, keeper=self.keeper, record=self.record)
 
         # The web app listens only on a unix socket of ours; the proxy's default route leads there.
         sock_path = str(data / "web.sock")
         # Bodies are capped twice: the proxy answers 413 before relaying a byte
         # of a larger one (and 408 to a stalled one), and Tornado, behind it,
         # never buffers more either; its own timeout is only the backstop.
-        app_server = HTTPServer(make_application(self.web, self.pool, self.proxy), xheaders=True,
+        app_server = HTTPServer(make_application(self.web, self.pool, self.proxy, self.record),
+                                xheaders=True,
                                 max_body_size=MAX_BODY,
                                 body_timeout=self.proxy.body_timeout + 10, idle_connection_timeout=120)
         app_server.add_socket(bind_unix_socket(sock_path, mode=0o600))
@@ -195,6 +202,9 @@ class NbpoolApp(Application):
             self.log.critical("cannot start the pool (is the engine up? %s): %s", hint, exc)
             await self.proxy.stop()
             sys.exit(2)
+        await self.keeper.start(self.pool)
+        self.record.record_config(self.pool, self.engine)
+        self.record.start(self.pool)
         loop = asyncio.get_running_loop()
         upkeep = loop.create_task(self.web_upkeep())
         scheme = "https" if self.proxy.tls else "http"
@@ -211,7 +221,9 @@ class NbpoolApp(Application):
         self.log.info("stopping: no new visitors; spares removed, assigned containers kept")
         self.web.accepting = False
         upkeep.cancel()
+        self.keeper.stop()
         await self.pool.stop()
+        self.record.stop()
         await self.proxy.stop()
         app_server.stop()
         await self.engine.retire_firewall()
@@ -262,6 +274,7 @@ class NbpoolApp(Application):
                                  cls.__name__, k)
         if self._values(self.engine.firewall) != firewall_before:
             asyncio.get_running_loop().create_task(self._reinstall_firewall())
+        self.record.record_config(self.pool, self.engine)
         if self.engine.image != old_image:
             drained = self.pool.drain()
             self.log.info("image changed %s -> %s: replacing %d spares; assigned containers keep theirs",
@@ -289,12 +302,14 @@ class NbpoolApp(Application):
             Proxy(config=config)
             Pool(config=config, backend=DockerBackend(), secret=ServerSecret(b"x" * 32))
             WebApp(config=config, secret=ServerSecret(b"x" * 32), data_dir=self.data_dir, admin_token="check")
+            WorkKeeper(config=config)
+            WorkshopRecord(config=config)
         except TraitError as exc:
             raise ValueError(str(exc)) from None
 
     def _live(self) -> dict:
         return {Pool: self.pool, type(self.engine): self.engine, ContainerFirewall: self.engine.firewall,
-                WebApp: self.web, Proxy: self.proxy}
+                WebApp: self.web, Proxy: self.proxy, WorkKeeper: self.keeper, WorkshopRecord: self.record}
 
     @staticmethod
     def _values(obj) -> dict:

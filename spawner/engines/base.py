@@ -76,6 +76,15 @@ class NodeInfo:
     image: str = "ready"  # whether it has the pool's image: ready, probing, missing, unknown
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What one container uses now, as the engine measures it (for the workshop's record)."""
+
+    memory: int  # bytes in use, without the page cache the kernel can reclaim
+    memory_peak: int  # the highest the engine saw since the container started (page cache included), or memory
+    cpu_seconds: float  # CPU time used since it started
+
+
 # What happened to a container, as the engine's event stream tells it.
 DIED = "died"  # its main process ended (the container stopped)
 OOM = "oom"  # a process in it was killed at its memory limit (the container may live on)
@@ -170,6 +179,10 @@ class ContainerBackend(LoggingConfigurable):
 
         Engines that cannot measure it return {} (the pool then ends nothing).
         """
+        return {}
+
+    async def usage(self, engine_ids: list[str]) -> dict[str, Usage]:
+        """Memory and CPU of the given running containers, by engine id (those it cannot measure left out)."""
         return {}
 
     async def promote(self, engine_id: str) -> None:

@@ -31,6 +31,7 @@ from .base import (
     Endpoint,
     EngineUnavailable,
     NodeInfo,
+    Usage,
 )
 from .docker_events import EventWatch
 from .firewall import ContainerFirewall, bridge_name
@@ -376,6 +377,29 @@ class DockerBackend(ContainerBackend):
 
     async def disk_usage(self, pool: str) -> dict[str, int]:
         return await self._call("measure sizes", self._sizes_sync, pool)
+
+    def _usage_sync(self, engine_ids: list[str]) -> dict[str, Usage]:
+        out = {}
+        for engine_id in engine_ids:
+            try:
+                # one_shot: no second sample a second later (CPU is reported as a running total anyway).
+                stats = self._docker().api.stats(engine_id, stream=False, one_shot=True)
+            except docker.errors.DockerException:
+                continue
+            memory = stats.get("memory_stats") or {}
+            used = int(memory.get("usage") or 0)
+            if not used:
+                continue  # not running (any more)
+            detail = memory.get("stats") or {}
+            # As `docker stats` counts it: without the inactive page cache (cgroup v1 and v2 names).
+            working = used - int(detail.get("total_inactive_file", detail.get("inactive_file", 0)) or 0)
+            cpu = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0
+            out[engine_id] = Usage(memory=working, memory_peak=max(working, int(memory.get("max_usage") or 0)),
+                                   cpu_seconds=round(cpu / 1e9, 3))
+        return out
+
+    async def usage(self, engine_ids: list[str]) -> dict[str, Usage]:
+        return await self._call("measure usage", self._usage_sync, engine_ids) if engine_ids else {}
 
     def _list_sync(self, pool: str) -> list[dict]:
         return self._docker().api.containers(all=True, filters={"label": f"{POOL_LABEL}={pool}"})

@@ -56,6 +56,7 @@ from .base import (
     EngineUnavailable,
     NodeInfo,
     NoRoom,
+    Usage,
 )
 from .docker import NOTEBOOK_PORT, DockerBackend
 from .swarm_cluster import (
@@ -171,6 +172,10 @@ class SwarmBackend(DockerBackend):
 
     async def promote(self, engine_id: str) -> None:
         """Changing a running service's resources would restart its task: start_cpu_shares does not apply."""
+
+    async def usage(self, engine_ids: list[str]) -> dict[str, Usage]:
+        # A manager's API has no stats of containers on other nodes: usage is not recorded on a swarm.
+        return {}
 
     async def disk_usage(self, pool: str) -> dict[str, int]:
         return {}  # the manager cannot see the nodes' writable layers (see the README)

@@ -41,6 +41,7 @@ class PoolEvents:
             slot.oom_kills += 1
             slot.last_oom = self.clock()
             self.stats.oom_kills += 1
+            self.record("oom", cid=slot.cid)
             self.log.warning("container %s (%s): a process was killed at its memory limit (%d so far); Jupyter "
                              "restarts a killed kernel, and its attendee sees that", slot.name or slot.cid,
                              slot.state, slot.oom_kills)
@@ -51,21 +52,22 @@ class PoolEvents:
             return
         if event.kind == DIED:
             if event.reason:  # the engine knows more than an exit code (its machine went away)
-                why, visitor = event.reason, visitor_words(event.reason)
+                why, visitor, kind = event.reason, visitor_words(event.reason), "lost"
             elif slot.last_oom and self.clock() - slot.last_oom < OOM_RECENT:
                 why, visitor = "it ran out of memory", "It ran out of memory: it used all the memory each attendee has."
+                kind = "oom"
             else:
                 why = f"it stopped (exit code {event.exit_code})" if event.exit_code is not None else "it stopped"
-                visitor = "Its server stopped unexpectedly."
+                visitor, kind = "Its server stopped unexpectedly.", "died"
             self.stats.replaced += 1
             self.log.warning("container %s (%s): %s; replacing it", slot.name or slot.cid, slot.state, why)
-            self.release(slot, why, visitor_reason=visitor)
+            self.release(slot, why, visitor_reason=visitor, kind=kind)
         elif event.kind == REMOVED:
             self.stats.replaced += 1
             self.log.warning("container %s (%s) was removed behind the pool's back", slot.name or slot.cid,
                              slot.state)
             self._background_task(self._remove(slot, "removed behind the pool's back", container=False,
-                                               visitor_reason="It was removed by an operator."))
+                                               visitor_reason="It was removed by an operator.", kind="removed"))
 
     def on_engine(self, up: bool) -> None:
         """The engine stopped answering, or answers again."""

@@ -87,6 +87,9 @@ class PoolLaunches:
                 if warmup and not self._queue:
                     # Only for a spare: a visitor waiting in line renders the page themselves, sooner.
                     await warm_up(slot.url(warmup, info.endpoint.url), auth)
+                if self.keeper is not None:
+                    # Before any container of this image is anyone's: what its own files are.
+                    await self.keeper.learn_image(slot, slot.image, self.share_scope())
         except asyncio.CancelledError:
             await self._drop_launch(slot)
             raise
@@ -125,11 +128,13 @@ class PoolLaunches:
         self.no_room = ""
         self.stats.launched += 1
         self.stats.record_spawn(self.clock() - slot.launch_started)
+        self.record("launch", cid=slot.cid, seconds=round(self.clock() - slot.launch_started, 3))
         return True
 
     async def _start_container(self, slot: Slot, token: str):
         """backend.start, made safe to cancel: the engine call runs on in its thread, so a
         cancelled launch waits for it and removes what it made instead of leaving it behind."""
+        slot.image = self.backend.image
         start = asyncio.ensure_future(self.backend.start(
             self.pool_name, slot.cid, name=spare_name(self.pool_name, slot.cid), token=token,
             base_url=slot.base_url, labels={CREATED_LABEL: str(int(slot.created)), IMAGE_LABEL: self.backend.image}))
@@ -153,6 +158,7 @@ class PoolLaunches:
         # Accounted at once (counters, backoff, breaker), before the slow cleanup: whoever sees the
         # failure counted also sees its backoff, and no launch slips in meanwhile.
         self.stats.failed_starts += 1
+        self.record("failed", what="start", reason=str(exc)[:300])
         self.consecutive_failures += 1
         delay = min(self.failure_backoff * 2 ** (self.consecutive_failures - 1), self.failure_backoff_max)
         self._hold_until = max(self._hold_until, self.clock() + delay)

@@ -17,7 +17,7 @@ import collections
 import secrets
 import time
 
-from traitlets import Bool, Callable, Float, Instance, Integer, Unicode, default, observe, validate
+from traitlets import Any, Bool, Callable, Float, Instance, Integer, Unicode, default, observe, validate
 from traitlets.config import LoggingConfigurable
 
 from proxy.routes import RouteTable
@@ -36,6 +36,8 @@ from .stats import PoolStats
 from .ticket import Ticket
 from .upkeep import PoolUpkeep
 
+# How a session ended, when its container is gone already (nothing left to save from it).
+DEAD_ENDINGS = frozenset({"died", "oom", "lost", "removed"})
 # Seconds a visitor told "full" should wait before trying again: places free up
 # as containers are culled, and a short hint keeps a waiting page polling gently.
 FULL_RETRY_AFTER = 15
@@ -114,6 +116,9 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
                                   "(authorize, error_page, origin_policy) for a container's route.")
     landing_page = Callable(lambda: "tree", help="() -> the page visitors land on, for warmup_path's default.")
     ended = Instance(EndedSessions, help="Where the pool records why sessions ended (the ended page reads it).")
+    keeper = Any(None, allow_none=True,
+                 help="The WorkKeeper: saves an attendee's files before their container goes (None: nothing kept).")
+    record = Callable(lambda event, /, **fields: None, help="record(event, **fields): the workshop's record.")
     clock = Callable(time.monotonic, help="Monotonic clock (seconds); the proxy's activity uses the same.")
     wallclock = Callable(time.time, help="Wall clock (seconds since the epoch), for ages that survive restarts.")
 
@@ -244,7 +249,9 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
             task.cancel()
         await asyncio.gather(*self._launches, return_exceptions=True)
         doomed = [s for s in self.slots.values() if s.state == SPARE or (remove_assigned and s.state == ASSIGNED)]
-        await asyncio.gather(*(self._remove(s, "the pool is stopping") for s in doomed), return_exceptions=True)
+        await asyncio.gather(*(self._remove(s, "the pool is stopping", kind="stopping",
+                                            visitor_reason="The workshop's service was stopped.") for s in doomed),
+                             return_exceptions=True)
         # Renames record hand-outs for the next start's adoption, removals must not be left
         # half-done: let them finish (a finishing task may start another, hence the loop).
         while self._background:
@@ -271,9 +278,13 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
         while spares:
             slot = spares.popleft()
             if slot.state == SPARE:
+                began = time.monotonic()
                 self._assign(slot, owner)
                 self._schedule()
-                return slot if await self._record_assignment(slot) else None
+                if not await self._record_assignment(slot):
+                    return None
+                self.record("handout", cid=slot.cid, source="spare", wait=round(time.monotonic() - began, 4))
+                return slot
         return None
 
     def holdings(self, owner: str) -> int:
@@ -378,11 +389,12 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
         if ticket.future.done():  # they left the line while it was recorded: nobody used it
             self.release(slot, "its visitor left the waiting page")
         else:
+            self.record("handout", cid=slot.cid, source="queue", wait=round(time.monotonic() - ticket.enqueued, 3))
             ticket.future.set_result(slot)
 
-    def release(self, slot: Slot, reason: str, visitor_reason: str = "") -> None:
+    def release(self, slot: Slot, reason: str, visitor_reason: str = "", kind: str = "other") -> None:
         """Give a container up (remove it in the background); the pool refills."""
-        self._background_task(self._remove(slot, reason, visitor_reason=visitor_reason))
+        self._background_task(self._remove(slot, reason, visitor_reason=visitor_reason, kind=kind))
 
     def _background_task(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -392,10 +404,14 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
 
     # --- removal, resize, drain ---------------------------------------------------------------------
 
-    async def _remove(self, slot: Slot, reason: str, *, container: bool = True, visitor_reason: str = "") -> None:
-        """Route first, then the container; then refill. Idempotent.
+    async def _remove(self, slot: Slot, reason: str, *, container: bool = True, visitor_reason: str = "",
+                      kind: str = "other") -> None:
+        """Route first, then (its attendee's work saved) the container; then refill. Idempotent.
 
-        ``visitor_reason`` is what the ended page tells an assigned container's visitor.
+        ``visitor_reason`` is what the ended page tells an assigned container's
+        visitor; ``kind`` names the ending for the record (idle, max_age,
+        operator, disk, fresh, stopping; died, oom, lost, removed when the
+        container is gone already, so only its last checkpoint can be kept).
         """
         if slot.state == REMOVING:
             return
@@ -404,8 +420,18 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
         if was == ASSIGNED and visitor_reason:
             self.ended.record(slot.cid, visitor_reason)
         if self.routes is not None and slot.route is not None and self.routes.get(slot.prefix) is slot.route:
-            self.routes.remove(slot.prefix)
+            self.routes.remove(slot.prefix)  # first: nothing changes in it while its files are saved
         self.log.info("removing %s container %s: %s", was, slot.name or slot.cid, reason)
+        if was == ASSIGNED:
+            self.record("end", cid=slot.cid, kind=kind, reason=reason,
+                        assigned_seconds=round(self.wallclock() - slot.assigned_at, 1) if slot.assigned_at else None)
+            if self.keeper is not None and slot.opened:
+                try:
+                    await self.keeper.session_ended(slot, slot.image or self.backend.image,
+                                                    visitor_reason or reason,
+                                                    alive=container and kind not in DEAD_ENDINGS)
+                except Exception:  # never let a failed save keep a container: it is logged and shown
+                    self.log.exception("kept work of %s: saving failed", slot.cid)
         try:
             if container and slot.engine_id:
                 await self.backend.remove(slot.engine_id)
@@ -421,7 +447,7 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
         slot = self.slots.get(cid)
         if slot is None or slot.state in (LAUNCHING, REMOVING):
             return False
-        await self._remove(slot, reason, visitor_reason="An operator of this workshop stopped it.")
+        await self._remove(slot, reason, visitor_reason="An operator of this workshop stopped it.", kind="operator")
         return True
 
     async def return_unopened(self, slot: Slot) -> None:

@@ -52,8 +52,8 @@ class PoolUpkeep:
 
     # --- culling ------------------------------------------------------------------------------------
 
-    def cull_candidates(self) -> list[tuple[Slot, str, str]]:
-        """Assigned containers due for removal: (slot, reason for the log, reason for its visitor)."""
+    def cull_candidates(self) -> list[tuple[Slot, str, str, str]]:
+        """Assigned containers due for removal: (slot, reason for the log, reason for its visitor, kind)."""
         now, wall = self.clock(), self.wallclock()
         due = []
         for slot in self.slots.values():
@@ -64,13 +64,14 @@ class PoolUpkeep:
                 if idle > self.cull_idle:
                     due.append((slot, f"idle for {idle:.0f}s (cull_idle {self.cull_idle:.0f}s)",
                                 f"Nothing happened in it for {minutes(self.cull_idle)}, so it was stopped to make room "
-                                "for others."))
+                                "for others.", "idle"))
                     continue
             if self.cull_max_age and slot.assigned_at is not None:
                 age = wall - slot.assigned_at
                 if age > self.cull_max_age:
                     due.append((slot, f"assigned {age:.0f}s ago (cull_max_age {self.cull_max_age:.0f}s)",
-                                f"Sessions last at most {minutes(self.cull_max_age)}, and this one reached that."))
+                                f"Sessions last at most {minutes(self.cull_max_age)}, and this one reached that.",
+                                "max_age"))
         return due
 
     def unopened(self) -> list[Slot]:
@@ -94,9 +95,11 @@ class PoolUpkeep:
         for slot in self.unopened():
             await self.return_unopened(slot)
         due = self.cull_candidates()
-        for slot, reason, visitor_reason in due:
-            self.stats.culled += 1
-            await self._remove(slot, f"culled: {reason}", visitor_reason=visitor_reason)
+        self.stats.culled += len(due)
+        # Together (each saves its attendee's work first, the keeper bounds how many at once): 20 due
+        # at once take about as long as the slowest few, not the sum of them all.
+        await asyncio.gather(*(self._remove(slot, f"culled: {reason}", visitor_reason=visitor_reason, kind=kind)
+                               for slot, reason, visitor_reason, kind in due))
         return len(due)
 
     # --- disk ---------------------------------------------------------------------------------------
@@ -122,7 +125,7 @@ class PoolUpkeep:
             await self._remove(slot, f"its files take {used / 2**20:.0f} MiB, over the disk limit "
                                      f"{limit / 2**20:.0f} MiB",
                                visitor_reason=f"It stored more than the {format_memory(limit)}B of files this "
-                                              "workshop allows per attendee.")
+                                              "workshop allows per attendee.", kind="disk")
         return len(over)
 
     # --- reconciliation -------------------------------------------------------------------------------
@@ -161,13 +164,13 @@ class PoolUpkeep:
                     continue
                 what = "vanished" if info is None else f"is {info.state}"
                 if info is not None and info.reason:
-                    why, visitor = info.reason, visitor_words(info.reason)
+                    why, visitor, kind = info.reason, visitor_words(info.reason), "lost"
                 else:
-                    why, visitor = f"it {what}", "Its server stopped unexpectedly."
+                    why, visitor, kind = f"it {what}", "Its server stopped unexpectedly.", "died"
                 self.log.warning("container %s (%s): %s, behind the pool's back: replacing it",
                                  slot.name or cid, slot.state, why)
                 self.stats.replaced += 1
-                await self._remove(slot, why, container=info is not None, visitor_reason=visitor)
+                await self._remove(slot, why, container=info is not None, visitor_reason=visitor, kind=kind)
 
             for cid, info in by_cid.items():
                 if cid in self.slots:
@@ -197,7 +200,8 @@ class PoolUpkeep:
         with contextlib.suppress(ValueError):
             created = float(info.labels.get(CREATED_LABEL, "0"))
         slot = Slot(cid=info.cid, state=SPARE, generation=self.generation, created=created,
-                    engine_id=info.engine_id, name=info.name, endpoint=info.endpoint, node=info.node)
+                    engine_id=info.engine_id, name=info.name, endpoint=info.endpoint, node=info.node,
+                    image=info.labels.get(IMAGE_LABEL, ""))
         try:
             await wait_for_http(slot.url("api/status", info.endpoint.url),
                                 headers={"Authorization": f"token {self.secret.token_for(info.cid)}"}, timeout=10)

@@ -22,11 +22,12 @@ import secrets
 import time
 from pathlib import Path
 
-from traitlets import Bool, Float, Instance, Integer, List, Unicode, default, validate
+from traitlets import Any, Bool, Float, Instance, Integer, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from proxy.origin import OriginPolicy
 
+from ..keep.store import Kept
 from ..pool.ended import EndedSessions
 from ..pool.pool import Pool, Ticket
 from ..pool.slot import Slot
@@ -108,6 +109,7 @@ class WebApp(LoggingConfigurable):
              "neither are curl, scripts or headless browsers.")
 
     secret = Instance(ServerSecret)
+    keeper = Any(None, allow_none=True, help="The WorkKeeper (attendees' kept work), or None.")
     ended = Instance(EndedSessions, help="Why sessions ended (written by the pool, shown on the ended page).")
     data_dir = Unicode()
 
@@ -150,7 +152,8 @@ class WebApp(LoggingConfigurable):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.pages = Pages(lambda: self.workshop_name, self.ended)
+        self.pages = Pages(lambda: self.workshop_name, self.ended,
+                           keeping=lambda: self.keeper is not None and self.keeper.enabled)
         self.render = self.pages.render
         self.admission = Admission(self)
         self.observe(lambda change: self.admission.new_rate(), names=["spawn_rate_limit", "spawn_rate_period"])
@@ -209,11 +212,13 @@ def redact(uri: str) -> str:
 
 
 class WaitingVisitor:
-    """A visitor in line: their ticket, where they want to land, when they last asked."""
+    """A visitor in line: their ticket, where they want to land, when they last asked (and the kept
+    work to copy into their container, when they asked to continue it)."""
 
-    def __init__(self, ticket: Ticket, path: str):
+    def __init__(self, ticket: Ticket, path: str, restore: Kept | None = None):
         self.ticket = ticket
         self.path = path
+        self.restore = restore
         self.last_seen = time.monotonic()
 
     def expired(self, now: float, claim_timeout: float) -> bool:

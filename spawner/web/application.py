@@ -12,14 +12,16 @@ from tornado.web import Application
 from proxy.server import Proxy
 
 from ..pool.pool import Pool
+from ..record import WorkshopRecord
 from .access import SESSION_COOKIE
 from .api import api_handlers
 from .app import WebApp, redact
+from .kept import kept_handlers
 from .pages import STATIC
 from .visitor import visitor_handlers
 
 
-def make_application(web: WebApp, pool: Pool, proxy: Proxy) -> Application:
+def make_application(web: WebApp, pool: Pool, proxy: Proxy, record: WorkshopRecord | None = None) -> Application:
     def log_request(handler) -> None:
         # Server errors matter to operators; the rest of the page traffic is noise at info level
         # (503 is the pool saying "full" or "restarting", already logged with its reason).
@@ -29,10 +31,11 @@ def make_application(web: WebApp, pool: Pool, proxy: Proxy) -> Application:
               handler.request.remote_ip, 1000 * handler.request.request_time())
 
     return Application(
-        visitor_handlers() + api_handlers(),
+        visitor_handlers() + kept_handlers() + api_handlers(),
         nb=web,
         pool=pool,
         proxy=proxy,
+        record=record or (lambda event, /, **fields: None),
         template_loader=web.pages.loader,
         static_path=str(STATIC),
         static_url_prefix="/static/",

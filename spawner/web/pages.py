@@ -9,6 +9,7 @@ callbacks stay cheap and Tornado stays out of the proxy's path.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -32,17 +33,37 @@ def fresh_url(path: str) -> str:
     return f"/spawn/{quote(unquote(path), safe=PATH_SAFE)}?new=1" if path else "/spawn?new=1"
 
 
+def kept_time(seconds: float) -> str:
+    """A wall-clock time as ISO 8601 UTC (the page's script shows it in the visitor's own time)."""
+    return datetime.fromtimestamp(seconds or 0, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def kept_size(size: int) -> str:
+    """'12.3 KB', '4.0 MB': a file's size as people read it."""
+    for unit, scale in (("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
 class Pages:
     """Renders the templates with the workshop's name; builds the proxy's 403 and ended pages."""
 
-    def __init__(self, workshop_name: Callable[[], str], ended: EndedSessions):
+    def __init__(self, workshop_name: Callable[[], str], ended: EndedSessions,
+                 keeping: Callable[[], bool] = lambda: False):
         self.loader = template.Loader(str(TEMPLATES), autoescape="xhtml_escape")
         self.workshop_name = workshop_name  # read at each render: a reload changes it at once
         self.ended = ended
+        self.keeping = keeping  # whether attendees' work is kept (the pages say what happens to it)
 
     def render(self, name: str, **values) -> str:
         values.setdefault("workshop_name", self.workshop_name())
         values.setdefault("version", __version__)
+        values.setdefault("keeping", self.keeping())
+        for absent in ("kept", "saving", "restore_path", "expires"):
+            values.setdefault(absent, None)
+        values.setdefault("kept_time", kept_time)
+        values.setdefault("kept_size", kept_size)
         return self.loader.load(name).generate(**values).decode()
 
     def denied_page(self, head: RequestHead, slot: Slot) -> Response:

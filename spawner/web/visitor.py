@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from urllib.parse import quote, unquote
 
 from tornado.web import RequestHandler
 
@@ -15,6 +16,8 @@ from proxy.http import MESSAGES, wants_json
 from proxy.origin import OriginPolicy, own_origin
 from proxy.server import Proxy
 
+from ..keep import Kept, WorkKeeper
+from ..keep.contents import ContentsError
 from ..pool.errors import PoolError
 from ..pool.pool import Pool
 from ..pool.slot import ASSIGNED, Slot, split_user_path
@@ -24,6 +27,8 @@ from .app import WaitingVisitor, WebApp
 from .pages import fresh_url
 
 TICKET_COOKIE = "nbpool-ticket"
+# The previous session's cookie value, kept when a new session begins, so its kept work stays reachable.
+KEPT_COOKIE = "nbpool-kept"
 
 
 class PageHandler(RequestHandler):
@@ -40,6 +45,15 @@ class PageHandler(RequestHandler):
     @property
     def proxy(self) -> Proxy:
         return self.settings["proxy"]
+
+    @property
+    def keeper(self) -> WorkKeeper | None:
+        keeper = self.nb.keeper
+        return keeper if keeper is not None and keeper.enabled else None
+
+    def record(self, event: str, /, **fields) -> None:
+        self.settings["record"](event, **fields)
+
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
@@ -90,6 +104,7 @@ class PageHandler(RequestHandler):
     def refuse_visitor(self, refusal: Refused) -> None:
         """A Refused from admission: its page (or JSON), status and Retry-After."""
         self.nb.log.info("spawn refused for %s: %s", self.request.remote_ip, refusal.log_message)
+        self.record("refused", why=refusal.title.lower(), status=refusal.status)
         if refusal.retry_after:
             self.set_header("Retry-After", str(refusal.retry_after))
         self.set_status(refusal.status)
@@ -106,7 +121,29 @@ class PageHandler(RequestHandler):
                         secure=self.request.protocol == "https", expires_days=days)
 
     def set_session_cookie(self, slot: Slot) -> None:
-        self.set_visitor_cookie(SESSION_COOKIE, session_value(slot))
+        """The visitor's key to ``slot``. While work is kept, it lasts as long as kept work does (a
+        browser restarted after lunch still finds it), and the session it replaces, if its work was
+        kept, stays reachable through KEPT_COOKIE."""
+        keeper = self.keeper
+        days = keeper.keep_hours / 24 if keeper is not None else None
+        if keeper is not None:
+            previous = read_session(self.nb.secret, self.get_cookie(SESSION_COOKIE))
+            if previous and previous[0] != slot.cid and keeper.owned(previous[0], [self.get_cookie(SESSION_COOKIE)]):
+                self.set_visitor_cookie(KEPT_COOKIE, ":".join(previous), days=days)
+        self.set_visitor_cookie(SESSION_COOKIE, session_value(slot), days=days)
+
+    def kept(self, cid: str) -> Kept | None:
+        """``cid``'s kept work, if this visitor's cookies say it is theirs."""
+        keeper = self.keeper
+        if keeper is None:
+            return None
+        return keeper.owned(cid, [self.get_cookie(SESSION_COOKIE), self.get_cookie(KEPT_COOKIE)])
+
+    def waiting_work(self) -> Kept | None:
+        """The visitor's last session's kept work, if it ended and was not brought back yet."""
+        session = read_session(self.nb.secret, self.get_cookie(SESSION_COOKIE))
+        kept = self.kept(session[0]) if session else None
+        return kept if kept is not None and kept.state == "ended" and not kept.restored_into else None
 
     def current_slot(self) -> Slot | None:
         """The visitor's container, if their cookie names one that is still theirs."""
@@ -118,9 +155,26 @@ class PageHandler(RequestHandler):
             return slot
         return None
 
+    async def arrive(self, slot: Slot, path: str, restore: Kept | None) -> None:
+        """Send the visitor into ``slot`` at ``path``, their kept work copied in first if they asked."""
+        if restore is not None:
+            try:
+                count = await self.keeper.restore(restore, slot)
+            except (ContentsError, OSError) as exc:
+                self.nb.log.error("could not restore the kept work of %s into %s: %s", restore.cid, slot.cid, exc)
+                self.pool.release(slot, "restoring kept work into it failed")
+                self.page("error.html", status=500, reason="Your work could not be copied",
+                          message="Your kept work could not be copied into a fresh notebook; it is still kept. "
+                                  "Please try again, or download it.")
+                return
+            self.nb.log.info("handed %s to %s with %d kept files", slot.cid, self.request.remote_ip, count)
+        self.set_session_cookie(slot)
+        self.redirect(slot.url(path))
+
     def refuse(self, error: PoolError, retry_page: str) -> None:
         """The 'full' (or unavailable) answer: 503 with Retry-After; the page retries by itself."""
         self.set_header("Retry-After", str(error.retry_after))
+        self.record("refused", why=type(error).__name__, status=error.status)
         self.nb.log.info("spawn refused for %s: %s", self.request.remote_ip, error.log_message)
         if self.wants_json():
             self.set_status(error.status)
@@ -159,7 +213,8 @@ class SpawnHandler(PageHandler):
         if self.same_origin():
             await self.spawn(path, confirmed=True)
 
-    async def spawn(self, path: str, confirmed: bool) -> None:
+    async def spawn(self, path: str, confirmed: bool, restore: Kept | None = None) -> None:
+        """A container for this visitor (``restore``: with that kept work copied in first)."""
         nb, pool = self.nb, self.pool
         address = self.request.remote_ip
         given_key = self.get_argument("key", None)
@@ -169,23 +224,30 @@ class SpawnHandler(PageHandler):
             self.refuse_visitor(refusal)
             return
         current = self.current_slot()
+        fresh = self.get_argument("new", None) or restore is not None
+        if current is None and not fresh:
+            waiting = self.waiting_work()
+            if waiting is not None:  # their session ended, its work is kept: offer it before anything else
+                self.redirect(f"/kept/{waiting.cid}?path={quote(path, safe='')}")
+                return
         if current is not None:
-            if not self.get_argument("new", None):
+            if not fresh:
                 # A returning visitor whose container is alive goes back to it.
                 self.redirect(current.url(path))
                 return
             if not confirmed:
                 self.page("confirm.html", back_url=current.url(path), action=self.request.uri)
                 return
-            pool.release(current, "its visitor started a fresh notebook",
-                         visitor_reason="You started a fresh notebook in its place.")
+            pool.release(current, "its visitor started a fresh notebook",  # (its work is kept)
+                         visitor_reason="You started a fresh notebook in its place.", kind="fresh")
         elif not self.get_argument("new", None):
             key = nb.secret.verify(self.get_cookie(TICKET_COOKIE))
             if key and key in nb.tickets:  # already in line (a reload): keep the place, take no other
                 self.redirect(f"/spawn/wait/{key}")
                 return
         try:
-            nb.admission.admit(address, pool, key=given_key, key_cookie=self.get_cookie(KEY_COOKIE))
+            nb.admission.admit(address, pool, key=given_key, key_cookie=self.get_cookie(KEY_COOKIE),
+                               admitted_before=restore is not None)
         except Refused as refusal:
             self.refuse_visitor(refusal)
             return
@@ -198,8 +260,7 @@ class SpawnHandler(PageHandler):
             return
         if slot is not None:
             nb.log.info("handed out %s to %s", slot.cid, address)
-            self.set_session_cookie(slot)
-            self.redirect(slot.url(path))
+            await self.arrive(slot, path, restore)
             return
         try:
             ticket = pool.enqueue(owner=address)
@@ -207,7 +268,7 @@ class SpawnHandler(PageHandler):
             self.refuse(error, self.request.uri)
             return
         key = secrets.token_urlsafe(12)
-        nb.tickets[key] = WaitingVisitor(ticket, path)
+        nb.tickets[key] = WaitingVisitor(ticket, path, restore)
         self.set_visitor_cookie(TICKET_COOKIE, key)
         self.redirect(f"/spawn/wait/{key}")
 
@@ -223,7 +284,7 @@ class WaitHandler(PageHandler):
             waiting.last_seen = time.monotonic()
         return waiting
 
-    def get(self, key: str) -> None:
+    async def get(self, key: str) -> None:
         waiting = self.waiting(key)
         if waiting is None:
             self.page("expired.html", status=410, fresh_url="/spawn?new=1")
@@ -241,8 +302,7 @@ class WaitHandler(PageHandler):
                 return
             slot = future.result()
             self.nb.log.info("handed out %s to %s after waiting in line", slot.cid, self.request.remote_ip)
-            self.set_session_cookie(slot)
-            self.redirect(slot.url(waiting.path))
+            await self.arrive(slot, waiting.path, waiting.restore)
             return
         self.page("waiting.html", position=waiting.ticket.position, key=key)
 
@@ -304,7 +364,7 @@ class ClaimHandler(PageHandler):
                 self.page("confirm.html", back_url=current.url(), action=self.request.uri)
                 return
             self.pool.release(current, "its visitor opened another notebook's link",
-                            visitor_reason="You opened another notebook in its place.")
+                            visitor_reason="You opened another notebook in its place.", kind="fresh")
         del nb.claims[key]
         claim.used = True
         self.set_session_cookie(claim.slot)
@@ -312,17 +372,32 @@ class ClaimHandler(PageHandler):
 
 
 class EndedHandler(PageHandler):
-    """/user/<id>/... that no container route claims: culled, removed or never existed."""
+    """/user/<id>/... that no container route claims: culled, removed or never existed.
+
+    To the visitor whose cookie names the session (and to nobody else) it
+    offers the session's kept work back, or says it is being saved.
+    """
 
     def prepare(self) -> None:
         cid, path = split_user_path(self.request.path)
-        fresh = fresh_url(path)
-        reason = self.pool.ended_reason(cid)
         self.set_status(404)
         if self.wants_json():
-            self.finish({"error": "This notebook session has ended.", "reason": reason, "fresh": fresh})
-        else:
-            self.finish(self.nb.render("ended.html", fresh_url=fresh, reason=reason))
+            self.finish({"error": "This notebook session has ended.", "reason": self.pool.ended_reason(cid),
+                         "fresh": fresh_url(path)})
+            return
+        self.finish(self.ended_page(cid, path))
+
+    def ended_page(self, cid: str, path: str) -> str:
+        keeper = self.keeper
+        session = read_session(self.nb.secret, self.get_cookie(SESSION_COOKIE))
+        slot = self.pool.slots.get(cid)
+        # Its files are being copied right now (the route went first): the page waits for them.
+        saving = keeper is not None and keeper.is_saving(cid) and slot is not None and session == (cid, slot.nonce)
+        kept = None if saving else self.kept(cid)
+        reason = kept.reason if kept is not None and kept.reason else self.pool.ended_reason(cid)
+        expires = kept.ended_at + keeper.keep_hours * 3600 if kept is not None else 0
+        return self.nb.render("ended.html", fresh_url=fresh_url(path), reason=reason, kept=kept, saving=saving,
+                              restore_path=unquote(path), expires=expires)
 
 
 def visitor_handlers() -> list:

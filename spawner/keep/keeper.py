@@ -1,0 +1,381 @@
+"""Nothing an attendee made is lost: their files saved before their container goes, and every few minutes.
+
+What is kept: the files in the home directory that the attendee created or
+changed, found through their notebook server's own API (``contents``), so it
+works on any engine. A file is the image's own (and not kept) while its size
+and time are those a fresh spare of the same image listed, or its bytes hash
+to what that spare's server reported (a notebook opened and saved unchanged).
+Dot-files and folders are hidden by Jupyter and never seen; ``skip_names``
+leaves out caches such as ``__pycache__``.
+
+When: at the end of a session nbpool controls (idle cull, maximum age, an
+operator's removal, the disk watchdog, a visitor starting afresh), after the
+route is gone (nothing changes while it is copied) and before the container
+is removed, within ``save_timeout``; and every ``keep_interval`` for each
+attendee active since their last checkpoint, copying only what changed. A
+container that dies without warning keeps its last checkpoint.
+
+Kept work belongs to the visitor whose signed cookie names the session, lives
+for ``keep_hours`` after the session ended, and survives restarts (``store``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+
+from traitlets import Bool, Callable, Float, Instance, Integer, List, Unicode, validate
+from traitlets.config import LoggingConfigurable
+
+from ..pool.slot import ASSIGNED, Slot
+from ..secret import ServerSecret
+from ..traits import MemorySize, format_memory, require
+from .contents import ContentsError, NotebookFiles, TooLarge
+from .store import BadPath, Kept, KeptStore
+
+
+class WorkKeeper(LoggingConfigurable):
+    """Saves attendees' files before their containers go, checkpoints them, gives them back."""
+
+    enabled = Bool(True, config=True,
+                   help="Keep attendees' work after their session ends (see 'Kept work' in the README). Off: "
+                        "nothing is saved and the ended page says the work is gone.")
+    keep_interval = Float(300.0, config=True,
+                          help="Seconds between checkpoints: each attendee active since their last one has what "
+                               "changed copied, so a container that dies without warning loses at most this "
+                               "much. 0: no checkpoints (work is saved only when nbpool ends a session).")
+    keep_hours = Float(24.0, config=True,
+                       help="Hours kept work stays after its session ended; then it is deleted.")
+    max_per_attendee = MemorySize("50M", config=True,
+                                  help="Most bytes kept for one attendee. Newest files first; a file that does "
+                                       "not fit is listed on their page as not kept.")
+    max_total = MemorySize("2G", config=True,
+                           help="Most bytes of kept work on this machine, all attendees together (under "
+                                "<data_dir>/kept). Past it, files are not kept and the status page says so.")
+    save_timeout = Float(5.0, config=True,
+                         help="Seconds a save at the end of a session may take before the container is removed "
+                              "anyway (what was copied by then, and the last checkpoint, are kept).")
+    save_concurrency = Integer(8, config=True, help="Attendees' files copied at once (saves and checkpoints).")
+    max_files = Integer(2000, config=True, help="Most files looked at in one attendee's home directory.")
+    skip_names = List(Unicode(), ["__pycache__", "node_modules"], config=True,
+                      help="File and folder names never kept (dot-files are never seen: Jupyter hides them).")
+
+    secret = Instance(ServerSecret, help="Notebook tokens, and the visitors' signed cookies.")
+    record = Callable(lambda event, /, **fields: None, help="record(event, **fields): the workshop's record.")
+    wallclock = Callable(time.time, help="Wall clock (seconds since the epoch): ages that survive restarts.")
+    store = Instance(KeptStore, help="Where kept work lives (<data_dir>/kept).")
+
+    @validate("keep_interval")
+    def _validate_interval(self, proposal):
+        return require(proposal, proposal.value == 0 or proposal.value >= 10, "0 (off) or at least 10 seconds")
+
+    @validate("keep_hours", "save_timeout")
+    def _validate_positive(self, proposal):
+        return require(proposal, proposal.value > 0, "a positive number")
+
+    @validate("save_concurrency", "max_files")
+    def _validate_counts(self, proposal):
+        return require(proposal, proposal.value >= 1, "at least 1")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.sessions: dict[str, Kept] = {}
+        self.baselines: dict[str, dict[str, list]] = {}  # image -> path -> [size, modified, sha256]
+        self.checked: dict[str, float] = {}  # cid -> pool clock at its last checkpoint
+        self.problem = ""  # the last failure, for the status page ('' once saves work again)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._gate: asyncio.Semaphore | None = None
+        self._learnt: dict[str, asyncio.Future] = {}  # drain scope -> whether its image's files are known
+        self._ending: set[str] = set()  # sessions whose last save is under way
+        self._tasks: list[asyncio.Task] = []
+        self.pool = None
+
+    # --- life -----------------------------------------------------------------------------------
+
+    async def start(self, pool) -> None:
+        """Load what earlier runs kept; sessions whose container is gone now have ended; start the loops."""
+        self.pool = pool
+        self._gate = asyncio.Semaphore(self.save_concurrency)
+        self.sessions = await asyncio.to_thread(self.store.load_all)
+        self.baselines = await asyncio.to_thread(self.store.load_baselines)
+        for kept in self.sessions.values():
+            slot = pool.slots.get(kept.cid)
+            if kept.state == "live" and not (slot is not None and slot.state == ASSIGNED and slot.nonce == kept.nonce):
+                await self._end(kept, "Its server was gone when the service restarted; this is its last "
+                                      "checkpoint.")
+        await self.expire()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._every(lambda: self.keep_interval or 60.0, self.checkpoint_all)),
+                       loop.create_task(self._every(lambda: 300.0, self.expire))]
+        self.log.info("kept work: %d sessions (%s) under %s; kept %g hours, checkpoints every %s",
+                      len(self.sessions), format_memory(self.total_bytes()) + "B", self.store.root,
+                      self.keep_hours, f"{self.keep_interval:.0f}s" if self.keep_interval else "never")
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def _every(self, interval, step) -> None:
+        while True:
+            await asyncio.sleep(interval())
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a task boundary: log it, keep checkpointing
+                self.log.exception("kept work: %s failed", step.__name__)
+
+    def total_bytes(self) -> int:
+        return sum(k.size for k in self.sessions.values())
+
+    # --- the image's own files -------------------------------------------------------------------
+
+    async def learn_image(self, slot: Slot, image: str, scope: str) -> None:
+        """Learn ``image``'s own files from ``slot``, a container nobody has used yet, once per drain scope.
+
+        Launches of the same scope wait for the first one's answer (a few tens
+        of milliseconds, once), so no container of it is handed out before
+        nbpool knows which files are the workshop's rather than the attendee's.
+        A failure is logged and the next launch tries again; meanwhile every
+        file counts as the attendee's (too much kept, never too little).
+        """
+        if not self.enabled:
+            return
+        learnt = self._learnt.get(scope)
+        if learnt is not None and (not learnt.done() or learnt.result()):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(learnt), 10)
+            return
+        learnt = asyncio.get_running_loop().create_future()
+        self._learnt[scope] = learnt
+        ok = False
+        try:
+            files = self._files(slot)
+            listed = await files.tree(self.max_files)
+            hashes = await files.hashes(item.path for item in listed)
+            self.baselines[image] = {item.path: [item.size, item.modified, hashes.get(item.path, "")]
+                                     for item in listed}
+            await asyncio.to_thread(self.store.save_baselines, self.baselines)
+            ok = True
+            self.log.info("kept work: image %s has %d files of its own (kept only once changed)", image, len(listed))
+        except (ContentsError, OSError) as exc:
+            self.log.warning("kept work: could not list the image's own files from %s: %s", slot.cid, exc)
+        finally:
+            learnt.set_result(ok)
+
+    # --- saving ---------------------------------------------------------------------------------
+
+    def _files(self, slot: Slot, timeout: float = 10.0) -> NotebookFiles:
+        return NotebookFiles(slot.url("", slot.endpoint.url), self.secret.token_for(slot.cid), timeout=timeout,
+                             skip_names=self.skip_names)
+
+    def _session(self, slot: Slot, image: str) -> Kept:
+        kept = self.sessions.get(slot.cid)
+        if kept is None or kept.nonce != slot.nonce:
+            kept = Kept(cid=slot.cid, nonce=slot.nonce, image=image, started=self.wallclock())
+            self.sessions[slot.cid] = kept
+        return kept
+
+    async def save(self, slot: Slot, image: str, *, final: bool, timeout: float | None = None) -> Kept | None:
+        """Copy what changed in ``slot``'s home since the last save; None when keeping is off."""
+        if not self.enabled or slot.endpoint is None or not slot.nonce:
+            return None
+        lock = self._locks.setdefault(slot.cid, asyncio.Lock())
+        started = time.monotonic()
+        deadline = started + ((timeout or self.save_timeout) if final else 600.0)
+        async with self._gate, lock:
+            kept = self._session(slot, image)
+            fetched, moved = 0, 0
+            try:
+                fetched, moved = await self._copy(slot, kept, deadline)
+                kept.error = ""
+                kept.updated = self.wallclock()
+            except (ContentsError, OSError, TimeoutError) as exc:
+                kept.error = f"{'saving' if final else 'a checkpoint'} failed: {exc}"
+                self.problem = f"{slot.cid}: {kept.error}"
+                self.log.error("kept work of %s: %s (its last checkpoint is kept)", slot.cid, kept.error)
+            await asyncio.to_thread(self.store.save_meta, kept)
+            self.checked[slot.cid] = self.pool.clock() if self.pool else time.monotonic()
+            self.record("kept", cid=slot.cid, files=moved, bytes=fetched, final=final, error=kept.error,
+                        seconds=round(time.monotonic() - started, 3))
+            return kept
+
+    async def _copy(self, slot: Slot, kept: Kept, deadline: float) -> tuple[int, int]:
+        """The copy itself: list, compare, fetch what changed; (bytes fetched, files stored)."""
+        files = self._files(slot, timeout=max(1.0, deadline - time.monotonic()))
+        listed = await files.tree(self.max_files)
+        present = {item.path for item in listed}
+        for path in [p for p in kept.files if p not in present]:  # deleted by the attendee since
+            del kept.files[path]
+            await asyncio.to_thread(self.store.drop_file, kept.cid, path)
+        kept.pristine = {p: m for p, m in kept.pristine.items() if p in present}
+        baseline = self.baselines.get(kept.image)
+        changed = [item for item in listed if not self._same(kept, baseline, item)]
+        again = {item.path for item in changed}
+        unchanged = sum(f["size"] for p, f in kept.files.items() if p in present and p not in again)
+        room = self.max_per_attendee - unchanged
+        kept.skipped = {p: s for p, s in kept.skipped.items() if p in present and p not in kept.files}
+        fetched = stored = 0
+        for item in sorted(changed, key=lambda i: i.modified, reverse=True):  # newest work first
+            why = self._no_room(item, room, kept)
+            if why:
+                kept.skipped[item.path] = {"size": item.size, "why": why}
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"ran out of time with {item.path} and others left to copy")
+            try:
+                data = await files.read(item.path, self.max_per_attendee, timeout=remaining)
+            except TooLarge:
+                kept.skipped[item.path] = {"size": item.size, "why": "too large"}
+                continue
+            fetched += len(data)
+            base = (baseline or {}).get(item.path)
+            if base and base[2] and hashlib.sha256(data).hexdigest() == base[2]:
+                kept.pristine[item.path] = list(item.mark)  # saved unchanged: still the image's own
+                kept.files.pop(item.path, None)
+                continue
+            try:
+                await asyncio.to_thread(self.store.write_file, kept.cid, item.path, data)
+            except BadPath as exc:
+                kept.skipped[item.path] = {"size": item.size, "why": f"not a plain file name ({exc})"}
+                continue
+            kept.files[item.path] = {"size": len(data), "modified": item.modified, "saved": self.wallclock()}
+            kept.skipped.pop(item.path, None)
+            room -= len(data)  # (an older version of it was not counted in ``unchanged``)
+            stored += 1
+        return fetched, stored
+
+    @staticmethod
+    def _same(kept: Kept, baseline: dict | None, item) -> bool:
+        """Whether ``item`` is as it was at the last save, or still the image's own file."""
+        have = kept.files.get(item.path)
+        if have is not None:
+            return (have["size"], have["modified"]) == item.mark
+        if kept.pristine.get(item.path) == list(item.mark):
+            return True
+        base = (baseline or {}).get(item.path)
+        return base is not None and (base[0], base[1]) == item.mark
+
+    def _no_room(self, item, room: int, kept: Kept) -> str:
+        """Why ``item`` cannot be kept ('' when it can)."""
+        if item.size > self.max_per_attendee:
+            return "too large"
+        if item.size > room:
+            return f"over the {format_memory(self.max_per_attendee)}B each attendee may keep"
+        held = kept.files.get(item.path, {}).get("size", 0)
+        if self.total_bytes() - held + item.size > self.max_total:
+            self.problem = (f"kept work reached WorkKeeper.max_total ({format_memory(self.max_total)}B): "
+                            "new files are not kept")
+            self.log.error("kept work: %s", self.problem)
+            return "the service's space for kept work is full"
+        return ""
+
+    # --- sessions ending ----------------------------------------------------------------------------
+
+    async def session_ended(self, slot: Slot, image: str, reason: str, *, alive: bool) -> None:
+        """``slot``'s session ends: copy its files one last time (if its container still runs), then keep."""
+        if not self.enabled or not slot.nonce:
+            return
+        self._ending.add(slot.cid)
+        try:
+            await self._last_save(slot, image, reason, alive)
+        finally:
+            self._ending.discard(slot.cid)
+
+    def is_saving(self, cid: str) -> bool:
+        """Whether ``cid``'s session has ended and its files are being saved right now."""
+        return cid in self._ending
+
+    async def _last_save(self, slot: Slot, image: str, reason: str, alive: bool) -> None:
+        kept = None
+        if alive:
+            with contextlib.suppress(asyncio.TimeoutError):
+                kept = await asyncio.wait_for(self.save(slot, image, final=True), self.save_timeout + 1)
+            if kept is None:
+                self.log.error("kept work of %s: the last save did not finish in %.0fs; its last checkpoint is "
+                               "kept", slot.cid, self.save_timeout)
+        kept = self.sessions.get(slot.cid)
+        if kept is not None and kept.nonce == slot.nonce:
+            await self._end(kept, reason)
+        self.checked.pop(slot.cid, None)
+        self._locks.pop(slot.cid, None)
+
+    async def _end(self, kept: Kept, reason: str) -> None:
+        if not kept.files and not kept.skipped and not kept.error:
+            self.sessions.pop(kept.cid, None)  # nothing was made: nothing to offer
+            await asyncio.to_thread(self.store.delete, kept.cid)
+            return
+        kept.state, kept.ended_at, kept.reason = "ended", self.wallclock(), reason
+        await asyncio.to_thread(self.store.save_meta, kept)
+
+    async def checkpoint_all(self) -> int:
+        """Checkpoint every attendee active since their last checkpoint; returns how many."""
+        if not self.enabled or not self.keep_interval or self.pool is None:
+            return 0
+        pool = self.pool
+        due = [s for s in list(pool.slots.values()) if s.state == ASSIGNED and s.opened and s.route is not None
+               and s.route.last_activity > self.checked.get(s.cid, float("-inf"))]
+        image = pool.backend.image
+        await asyncio.gather(*(self.save(s, self.sessions.get(s.cid, Kept("", "", image)).image or image,
+                                         final=False) for s in due))
+        return len(due)
+
+    # --- giving it back ---------------------------------------------------------------------------------
+
+    def owned(self, cid: str, sessions: list[str | None]) -> Kept | None:
+        """The kept work of ``cid`` if one of the visitor's signed cookies (``"<cid>:<nonce>"``) names it."""
+        kept = self.sessions.get(cid)
+        if kept is None:
+            return None
+        for cookie in sessions:
+            value = self.secret.verify(cookie) if cookie else None
+            if value == f"{kept.cid}:{kept.nonce}":
+                return kept
+        return None
+
+    async def restore(self, kept: Kept, slot: Slot) -> int:
+        """Copy ``kept``'s files into ``slot``'s fresh home; returns how many (ContentsError on failure)."""
+        if slot.route is not None:
+            slot.route.fill_ok = False  # written to outside the proxy: its files are no longer the image's
+        files = self._files(slot, timeout=30.0)
+        made: set[str] = set()
+        for path in sorted(kept.files):
+            folder = path.rpartition("/")[0]
+            parts = folder.split("/") if folder else []
+            for i in range(1, len(parts) + 1):
+                sub = "/".join(parts[:i])
+                if sub not in made:
+                    with contextlib.suppress(ContentsError):  # already there (the image's own folder)
+                        await files.make_folder(sub)
+                    made.add(sub)
+            data = await asyncio.to_thread(self.store.read_file, kept.cid, path)
+            await files.write(path, data)
+        kept.restored_into = slot.cid
+        await asyncio.to_thread(self.store.save_meta, kept)
+        self.log.info("kept work of %s (%d files) restored into %s", kept.cid, len(kept.files), slot.cid)
+        return len(kept.files)
+
+    async def delete(self, cid: str, why: str) -> bool:
+        kept = self.sessions.pop(cid, None)
+        if kept is None:
+            return False
+        await asyncio.to_thread(self.store.delete, cid)
+        self.log.info("kept work of %s deleted: %s", cid, why)
+        return True
+
+    async def expire(self) -> int:
+        """Delete kept work older than keep_hours after its session ended; returns how many."""
+        cutoff = self.wallclock() - self.keep_hours * 3600
+        old = [k.cid for k in self.sessions.values() if k.state == "ended" and k.ended_at < cutoff]
+        for cid in old:
+            await self.delete(cid, f"older than keep_hours ({self.keep_hours:g})")
+        return len(old)
+
+    def summary(self) -> dict:
+        ended = [k for k in self.sessions.values() if k.state == "ended"]
+        return {"enabled": self.enabled, "sessions": len(self.sessions), "ended": len(ended),
+                "bytes": self.total_bytes(), "max_total": self.max_total, "problem": self.problem}
+

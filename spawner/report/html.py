@@ -1,0 +1,194 @@
+"""The report as one self-contained HTML page: summary, charts, and the advice for next time.
+
+Nothing is fetched when it is opened (no scripts, stylesheets, fonts or
+images: the charts are inline SVG), so it can be mailed or archived as is.
+Every recorded string is escaped, since a failure reason or an image name is
+whatever the engine or the operator wrote.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from html import escape
+
+from . import svg
+from .analysis import (
+    MIB,
+    SOURCES,
+    Advice,
+    cpu_seconds,
+    format_bytes,
+    format_seconds,
+    last_config,
+    number,
+    of_kind,
+    peak_attendees,
+    peak_memory,
+    percentile,
+    served,
+    tally,
+    waits,
+)
+
+SAMPLE_SERIES = (("assigned", "assigned", svg.PALETTE[0]), ("available", "spares ready", svg.PALETTE[1]),
+                 ("queue", "in the queue", svg.PALETTE[2]))
+LATENCY = (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99), ("max", 100))
+SOURCE_COLORS = {"spare": svg.PALETTE[1], "queue": svg.PALETTE[2]}
+ENDED, PROBLEM = svg.PALETTE[0], svg.PALETTE[2]
+TOP_REASONS = 10  # failure reasons listed; the rest are counted together
+CSS = """
+body { font: 14px sans-serif; margin: 1.5em auto; max-width: 60em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; }
+td, th { padding: 2px 10px; text-align: left; border-bottom: 1px solid #eee; vertical-align: top; }
+td.n { text-align: right; }
+.missing { color: #666; font-style: italic; }
+.warning { background: #fff3cd; padding: 0.5em; border-left: 4px solid #e15759; }
+pre { background: #f5f5f5; padding: 0.7em; }
+"""
+
+
+def page(events: list[dict], advice: Advice, title: str) -> str:
+    """The whole report for ``events`` (oldest first) and the ``advice`` computed from them."""
+    sections = [("Summary", _summary(events)), ("Attendees over time", _over_time(events)),
+                ("Hand-out latency", _latency(events)), ("Memory and CPU per attendee", _usage(events, advice)),
+                ("Culls and failures", _problems(events)), ("Sizing for the next workshop", _advice(advice))]
+    body = "\n".join(f"<h2>{escape(name)}</h2>\n{content}" for name, content in sections)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>\n'
+            f"<style>{CSS}{svg.CSS}</style></head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body></html>\n")
+
+
+def _missing(sentence: str) -> str:
+    return f'<p class="missing">{escape(sentence)}</p>'
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
+    """A table of escaped cells, numbers right-aligned; an empty ``header`` gives no header row."""
+    def cell(value: object) -> str:
+        numeric = isinstance(value, int | float)
+        return f'<td class="n">{value}</td>' if numeric else f"<td>{escape(str(value))}</td>"
+
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(cell(value) for value in row) + "</tr>" for row in rows)
+    return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{key} {count}" for key, count in counter.most_common()) or "none"
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _span(events: list[dict]) -> str:
+    first, last = min(e["t"] for e in events), max(e["t"] for e in events)
+    hours, rest = divmod(round(last - first), 3600)
+    return f"{_when(first)} to {_when(last)} UTC ({hours} h {rest // 60} min, {len(events)} events)"
+
+
+def _summary(events: list[dict]) -> str:
+    if not events:
+        return _missing("Nothing was recorded.")
+    sources = tally(events, "handout", "source")
+    sampled = "" if of_kind(events, "sample") else " (no pool sample was recorded: this is the attendees served)"
+    rows = [("Recording", _span(events)), ("Attendees served", str(served(events))),
+            ("Peak concurrent attendees", f"{peak_attendees(events)}{sampled}"),
+            ("Hand-outs", f"{sources['spare']} from a spare, {sources['queue']} from the queue"),
+            ("Refusals", f"{len(of_kind(events, 'refused'))} ({_counts(tally(events, 'refused', 'why'))})"),
+            ("Sessions ended, by kind", _counts(tally(events, "end", "kind"))),
+            ("Failed starts", str(len(of_kind(events, "failed")))), ("OOM kills", str(len(of_kind(events, "oom"))))]
+    return _table((), rows) + _config(events)
+
+
+def _config(events: list[dict]) -> str:
+    config = last_config(events)
+    if not config:
+        return _missing("No configuration was recorded.")
+    changes = len(of_kind(events, "config"))
+    shown: dict[str, Callable[[object], str]] = {
+        "pool": str, "image": str, "backend": str, "version": str, "warm": str, "max_containers": str,
+        "mem_limit": _size_or("none"), "cpu_limit": lambda v: f"{v} cores" if v else "none",
+        "host_memory": _size_or("unknown"), "host_cores": lambda v: str(v) if v else "unknown"}
+    rows = [(key, describe(config[key])) for key, describe in shown.items() if key in config]
+    note = f" (the last of {changes} recorded)" if changes > 1 else ""
+    return f"<p>Configuration in force at the end{note}, recorded at {_when(config['t'])} UTC:</p>" + _table(
+        ("setting", "value"), rows)
+
+
+def _size_or(nothing: str) -> Callable[[object], str]:
+    return lambda value: format_bytes(value) if isinstance(value, int | float) and value > 0 else nothing
+
+
+def _over_time(events: list[dict]) -> str:
+    samples = of_kind(events, "sample")
+    if not samples:
+        return _missing("No pool samples were recorded, so attendees over time cannot be drawn.")
+    start = min(e["t"] for e in events)
+    lines = [svg.Line(label, color, [((s["t"] - start) / 60, number(s, key) or 0) for s in samples])
+             for key, label, color in SAMPLE_SERIES]
+    return svg.line_chart(lines, "minutes since the first event", "attendees (containers)")
+
+
+def _latency(events: list[dict]) -> str:
+    found = waits(events)
+    if not any(found.values()):
+        return _missing("No hand-out was recorded, so there is no hand-out latency to show.")
+    series = [svg.Bars(f"from a {source}" if source == "spare" else f"from the {source}", SOURCE_COLORS[source],
+                       [percentile(found[source], p) for _, p in LATENCY]) for source in SOURCES]
+    rows = [(source, len(values), *(_seconds(percentile(values, p)) for _, p in LATENCY))
+            for source, values in found.items()]
+    chart = svg.bar_chart([name for name, _ in LATENCY], series, "seconds from request to container",
+                          lambda v: f"{v:.2f}" if v < 10 else f"{v:.0f}")
+    return chart + _table(("source", "hand-outs", *(name for name, _ in LATENCY)), rows)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else format_seconds(value)
+
+
+def _usage(events: list[dict], advice: Advice) -> str:
+    peaks = list(peak_memory(events).values())
+    if peaks:
+        limit = number(last_config(events), "mem_limit") or 0
+        markers = [svg.Marker(f"configured mem_limit {format_bytes(limit)}", svg.PALETTE[2], limit / MIB)] if limit \
+            else []
+        markers.append(svg.Marker(f"advised mem_limit {advice.mem_limit // MIB} MiB", svg.PALETTE[3],
+                                  advice.mem_limit / MIB))
+        memory = svg.histogram([peak / MIB for peak in peaks], "peak memory per attendee (MiB)", "attendees",
+                               markers)
+    else:
+        memory = _missing("No memory use of assigned containers was recorded, so there is no histogram.")
+    cpu = list(cpu_seconds(events).values())
+    if not cpu:
+        return memory + _missing("No CPU use of assigned containers was recorded.")
+    rows = [(len(cpu), *(format_seconds(percentile(cpu, p)) for p in (50, 95, 100)))]
+    return memory + "<p>CPU seconds used per attendee:</p>" + _table(("attendees", "p50", "p95", "max"), rows)
+
+
+def _problems(events: list[dict]) -> str:
+    rows = [(f"ended: {kind}", count, ENDED) for kind, count in tally(events, "end", "kind").most_common()]
+    rows += [(name, len(of_kind(events, kind)), PROBLEM)
+             for name, kind in (("failed starts", "failed"), ("OOM kills", "oom"), ("refused", "refused"))]
+    if not any(count for _, count, _ in rows):
+        return _missing("No session ended, no start failed, no OOM kill and no refusal was recorded.")
+    chart = svg.hbar_chart(rows, "events", [("sessions ended, by kind", ENDED), ("problems", PROBLEM)])
+    reasons = tally(events, "failed", "reason")
+    if not reasons:
+        return chart
+    top = reasons.most_common(TOP_REASONS)
+    others = sum(reasons.values()) - sum(count for _, count in top)
+    rows = top + ([("(other reasons)", others)] if others else [])
+    return chart + "<p>Why starts failed:</p>" + _table(("reason", "failed starts"), rows)
+
+
+def _advice(advice: Advice) -> str:
+    rows = [("attendees", advice.attendees, advice.reasons["attendees"]),
+            ("warm", advice.warm, advice.reasons["warm"]),
+            ("max_containers", advice.max_containers, advice.reasons["max_containers"]),
+            ("mem_limit", f"{advice.mem_limit // MIB} MiB", advice.reasons["mem_limit"])]
+    memory = advice.reasons["memory"]
+    check = f'<p class="warning">{escape(memory)}</p>' if advice.machine_too_small else f"<p>{escape(memory)}</p>"
+    return (_table(("setting", "advice", "why"), rows) + check
+            + f"<p>For the config file:</p><pre>{escape(advice.config_snippet())}</pre>")
