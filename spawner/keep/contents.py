@@ -109,11 +109,11 @@ class NotebookFiles:
         """sha256 of each file, computed by the server (no content sent): a pristine image's fingerprint."""
         out = {}
         for path in paths:
-            body = await self._call("GET", f"api/contents/{quote(path, safe=PATH_SAFE)}?content=0&hash=1")
             try:
+                body = await self._call("GET", f"api/contents/{quote(path, safe=PATH_SAFE)}?content=0&hash=1")
                 out[path] = json.loads(body)["hash"] or ""
-            except (ValueError, KeyError, TypeError):
-                out[path] = ""
+            except (ContentsError, ValueError, KeyError, TypeError):
+                out[path] = ""  # unknown: a copy of it counts as changed (kept), never as the image's own
         return out
 
     async def write(self, path: str, data: bytes, timeout: float | None = None) -> None:

@@ -33,7 +33,7 @@ from ..pool.slot import ASSIGNED, Slot
 from ..secret import ServerSecret
 from ..traits import MemorySize, format_memory, require
 from .contents import ContentsError, NotebookFiles, TooLarge
-from .store import BadPath, Kept, KeptStore
+from .store import BadPath, Kept, KeptStore, check_path
 
 
 class WorkKeeper(LoggingConfigurable):
@@ -84,7 +84,8 @@ class WorkKeeper(LoggingConfigurable):
         self.sessions: dict[str, Kept] = {}
         self.baselines: dict[str, dict[str, list]] = {}  # image -> path -> [size, modified, sha256]
         self.checked: dict[str, float] = {}  # cid -> pool clock at its last checkpoint
-        self.problem = ""  # the last failure, for the status page ('' once saves work again)
+        self._failed: dict[str, str] = {}  # cid -> why its last save failed (live sessions)
+        self._full = ""  # why files were refused for lack of space ('' once there is room again)
         self._locks: dict[str, asyncio.Lock] = {}
         self._gate: asyncio.Semaphore | None = None
         self._learnt: dict[str, asyncio.Future] = {}  # drain scope -> whether its image's files are known
@@ -192,9 +193,10 @@ class WorkKeeper(LoggingConfigurable):
                 fetched, moved = await self._copy(slot, kept, deadline)
                 kept.error = ""
                 kept.updated = self.wallclock()
+                self._failed.pop(slot.cid, None)
             except (ContentsError, OSError, TimeoutError) as exc:
                 kept.error = f"{'saving' if final else 'a checkpoint'} failed: {exc}"
-                self.problem = f"{slot.cid}: {kept.error}"
+                self._failed[slot.cid] = kept.error
                 self.log.error("kept work of %s: %s (its last checkpoint is kept)", slot.cid, kept.error)
             await asyncio.to_thread(self.store.save_meta, kept)
             self.checked[slot.cid] = self.pool.clock() if self.pool else time.monotonic()
@@ -211,12 +213,20 @@ class WorkKeeper(LoggingConfigurable):
             del kept.files[path]
             await asyncio.to_thread(self.store.drop_file, kept.cid, path)
         kept.pristine = {p: m for p, m in kept.pristine.items() if p in present}
+        kept.skipped = {}  # this save says again what it could not keep
         baseline = self.baselines.get(kept.image)
-        changed = [item for item in listed if not self._same(kept, baseline, item)]
+        changed = []
+        for item in listed:
+            try:
+                check_path(item.path)
+            except BadPath:  # a name no file of ours may have: listed, never fetched nor written
+                kept.skipped[item.path] = {"size": item.size, "why": "not a plain file name"}
+                continue
+            if not self._same(kept, baseline, item):
+                changed.append(item)
         again = {item.path for item in changed}
         unchanged = sum(f["size"] for p, f in kept.files.items() if p in present and p not in again)
         room = self.max_per_attendee - unchanged
-        kept.skipped = {p: s for p, s in kept.skipped.items() if p in present and p not in kept.files}
         fetched = stored = 0
         for item in sorted(changed, key=lambda i: i.modified, reverse=True):  # newest work first
             why = self._no_room(item, room, kept)
@@ -231,17 +241,16 @@ class WorkKeeper(LoggingConfigurable):
             except TooLarge:
                 kept.skipped[item.path] = {"size": item.size, "why": "too large"}
                 continue
+            except ContentsError as exc:  # this one file (a broken link, a name the server refuses): the rest go on
+                kept.skipped[item.path] = {"size": item.size, "why": f"it could not be read ({exc})"}
+                continue
             fetched += len(data)
             base = (baseline or {}).get(item.path)
             if base and base[2] and hashlib.sha256(data).hexdigest() == base[2]:
                 kept.pristine[item.path] = list(item.mark)  # saved unchanged: still the image's own
                 kept.files.pop(item.path, None)
                 continue
-            try:
-                await asyncio.to_thread(self.store.write_file, kept.cid, item.path, data)
-            except BadPath as exc:
-                kept.skipped[item.path] = {"size": item.size, "why": f"not a plain file name ({exc})"}
-                continue
+            await asyncio.to_thread(self.store.write_file, kept.cid, item.path, data)
             kept.files[item.path] = {"size": len(data), "modified": item.modified, "saved": self.wallclock()}
             kept.skipped.pop(item.path, None)
             room -= len(data)  # (an older version of it was not counted in ``unchanged``)
@@ -267,9 +276,10 @@ class WorkKeeper(LoggingConfigurable):
             return f"over the {format_memory(self.max_per_attendee)}B each attendee may keep"
         held = kept.files.get(item.path, {}).get("size", 0)
         if self.total_bytes() - held + item.size > self.max_total:
-            self.problem = (f"kept work reached WorkKeeper.max_total ({format_memory(self.max_total)}B): "
-                            "new files are not kept")
-            self.log.error("kept work: %s", self.problem)
+            if not self._full:
+                self._full = (f"kept work reached WorkKeeper.max_total ({format_memory(self.max_total)}B): new "
+                              "files are not kept")
+                self.log.error("%s", self._full)
             return "the service's space for kept work is full"
         return ""
 
@@ -302,6 +312,7 @@ class WorkKeeper(LoggingConfigurable):
             await self._end(kept, reason)
         self.checked.pop(slot.cid, None)
         self._locks.pop(slot.cid, None)
+        self._failed.pop(slot.cid, None)
 
     async def _end(self, kept: Kept, reason: str) -> None:
         if not kept.files and not kept.skipped and not kept.error:
@@ -364,6 +375,10 @@ class WorkKeeper(LoggingConfigurable):
             return False
         await asyncio.to_thread(self.store.delete, cid)
         self.log.info("kept work of %s deleted: %s", cid, why)
+        if self._full and self.total_bytes() < 0.9 * self.max_total:
+            self._full = ""
+            self.log.info("kept work has room again (%s of %sB used)", format_memory(self.total_bytes()),
+                          format_memory(self.max_total))
         return True
 
     async def expire(self) -> int:
@@ -373,6 +388,15 @@ class WorkKeeper(LoggingConfigurable):
         for cid in old:
             await self.delete(cid, f"older than keep_hours ({self.keep_hours:g})")
         return len(old)
+
+    @property
+    def problem(self) -> str:
+        """What operators should know (the status page shows it): '' when saving works."""
+        parts = [self._full] if self._full else []
+        if self._failed:
+            parts.append(f"the last save of {len(self._failed)} attendee(s) failed, e.g. "
+                         f"{next(iter(self._failed.values()))}")
+        return "; ".join(parts)
 
     def summary(self) -> dict:
         ended = [k for k in self.sessions.values() if k.state == "ended"]

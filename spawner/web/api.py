@@ -170,7 +170,11 @@ class ContainersHandler(AdminHandler):
                 "websockets": slot.route.websockets if slot.route else 0,
                 "oom_kills": slot.oom_kills,
             })
-        self.finish({"containers": rows, "nodes": pool.nodes(), "problems": pool.problems(),
+        keeper = self.nb.keeper
+        kept = keeper.summary() if keeper is not None else {"enabled": False}
+        # A failed save is the operators' to see (here and in the log), not a reason to call the pool unhealthy.
+        problems = pool.problems() + ([f"kept work: {kept['problem']}"] if kept.get("problem") else [])
+        self.finish({"containers": rows, "nodes": pool.nodes(), "problems": problems, "kept": kept,
                      "spawn_seconds": pool.stats.spawn_summary(), **pool.summary()})
 
 

@@ -57,6 +57,11 @@
       var problems = document.getElementById("problems");
       problems.textContent = (data.problems || []).join("; ");
       problems.hidden = !(data.problems || []).length;
+      var kept = data.kept || {};
+      document.getElementById("kept").textContent = kept.enabled
+        ? "kept work: " + kept.sessions + " sessions, " + (kept.bytes / 1e6).toFixed(1) + " of " +
+          (kept.max_total / 1e6).toFixed(0) + " MB"
+        : "kept work: off";
       samples.push({t: Date.now() / 1000, available: data.available, assigned: data.assigned,
                     launching: data.launching, queue: data.queue, capacity: data.capacity});
       if (samples.length > 720) samples.shift();
