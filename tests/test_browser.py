@@ -260,3 +260,55 @@ def test_the_second_attendee_gets_the_ui_from_the_shared_cache(chromium, service
     with pytest.raises(urllib.error.HTTPError) as denied:
         urllib.request.urlopen(js, timeout=10)
     assert denied.value.code == 403 and b"function" not in denied.value.read()
+
+
+def test_the_ended_page_gives_the_attendee_their_work_back(chromium, service, tmp_path):
+    """Issue 14: after an operator ends the session, its owner downloads the work and continues in a fresh one."""
+    import io
+    import json
+    import zipfile
+
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{service.url}/")
+        page.wait_for_url(re.compile(r"/user/[0-9a-f]{12}/tree"))
+        first = page.url
+        cid = re.search(r"/user/([0-9a-f]{12})/", first).group(1)
+        notebook = {"cells": [{"cell_type": "code", "execution_count": None, "id": "mine", "metadata": {},
+                               "outputs": [], "source": ["answer = 6 * 7  # my own cell"]}],
+                    "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+        # Saved from the page, as the notebook UI saves (the browser's own fetch: its cookie and Origin).
+        status = page.evaluate("""async ([base, nb]) => {
+            const put = (path, model) => fetch(base + "api/contents/" + path, {method: "PUT",
+                headers: {"Content-Type": "application/json"}, body: JSON.stringify(model)});
+            const a = await put("my-analysis.ipynb", {type: "notebook", format: "json", content: nb});
+            const b = await put("notes.txt", {type: "file", format: "text", content: "remember this"});
+            return [a.status, b.status];
+        }""", [first.split("/tree")[0] + "/", notebook])
+        assert status == [201, 201]
+        assert service.admin("DELETE", f"/api/admin/containers/{cid}").status_code == 204
+
+        page.goto(first)
+        kept = page.locator("#kept")
+        kept.wait_for()
+        assert "has ended" in page.content() and "An operator of this workshop stopped it." in page.content()
+        files = page.locator("#kept-files").inner_text()
+        assert "my-analysis.ipynb" in files and "notes.txt" in files and "01-python-introduction" not in files
+        page.screenshot(path=str(tmp_path / "kept.png"))
+
+        with page.expect_download() as downloading:
+            page.locator("#download").click()
+        archive = zipfile.ZipFile(io.BytesIO(open(downloading.value.path(), "rb").read()))
+        assert sorted(archive.namelist()) == ["my-analysis.ipynb", "notes.txt"]
+        assert json.loads(archive.read("my-analysis.ipynb"))["cells"][0]["source"] == notebook["cells"][0]["source"]
+
+        page.locator("#restore").click()
+        # A fresh container, on the page they were on (the file browser), with their files in it.
+        page.wait_for_url(re.compile(r"/user/[0-9a-f]{12}/tree"))
+        assert cid not in page.url
+        page.get_by_text("my-analysis.ipynb", exact=True).wait_for()
+        page.get_by_text("notes.txt", exact=True).wait_for()
+    finally:
+        context.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from ..backoff import wait_for_http
 from ..engines.base import CREATED_LABEL, IMAGE_LABEL, RUNNING, BackendError, ContainerInfo
@@ -95,11 +96,17 @@ class PoolUpkeep:
         for slot in self.unopened():
             await self.return_unopened(slot)
         due = self.cull_candidates()
+        if not due:
+            return 0
+        began = time.monotonic()
         self.stats.culled += len(due)
         # Together (each saves its attendee's work first, the keeper bounds how many at once): 20 due
         # at once take about as long as the slowest few, not the sum of them all.
         await asyncio.gather(*(self._remove(slot, f"culled: {reason}", visitor_reason=visitor_reason, kind=kind)
                                for slot, reason, visitor_reason, kind in due))
+        took = time.monotonic() - began
+        self.record("cull", count=len(due), seconds=round(took, 3))
+        self.log.info("cull pass: %d containers ended in %.1fs (their attendees' work saved first)", len(due), took)
         return len(due)
 
     # --- disk ---------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ usage      cid, state ('assigned' or 'spare'), mem (bytes now), mem_peak (bytes,
            the highest so far where the engine tells), cpu (CPU seconds used
            since it started): sampled from the engine every sample_interval.
 kept       cid, files, bytes, seconds, final (bool), error ('' when saved).
+checkpoint count, seconds, cpu (this process's CPU seconds): one checkpoint pass.
+cull       count, seconds: one cull pass that ended containers (their saves included).
 ========== =====================================================================
 
 The file is bounded: past ``max_bytes`` it is rotated once (``events.jsonl``
