@@ -98,8 +98,22 @@ def _summary(events: list[dict]) -> str:
             ("Hand-outs", f"{sources['spare']} from a spare, {sources['queue']} from the queue"),
             ("Refusals", f"{len(of_kind(events, 'refused'))} ({_counts(tally(events, 'refused', 'why'))})"),
             ("Sessions ended, by kind", _counts(tally(events, "end", "kind"))),
-            ("Failed starts", str(len(of_kind(events, "failed")))), ("OOM kills", str(len(of_kind(events, "oom"))))]
+            ("Failed starts", str(len(of_kind(events, "failed")))), ("OOM kills", str(len(of_kind(events, "oom")))),
+            ("Kept work", _kept(events))]
     return _table((), rows) + _config(events)
+
+
+def _kept(events: list[dict]) -> str:
+    """Saves of attendees' files: how many, how many failed, and what the last ones took."""
+    saves = of_kind(events, "kept")
+    if not saves:
+        return "nothing saved (or keeping was off)"
+    final = [e for e in saves if e.get("final")]
+    failed = [e for e in saves if e.get("error")]
+    took = percentile([float(e.get("seconds") or 0) for e in final], 95)
+    last = f", p95 {format_seconds(took)} per session's last save" if took is not None else ""
+    return (f"{len(final)} sessions' last saves and {len(saves) - len(final)} checkpoints, "
+            f"{format_bytes(sum(float(e.get('bytes') or 0) for e in saves))} copied, {len(failed)} failed{last}")
 
 
 def _config(events: list[dict]) -> str:
