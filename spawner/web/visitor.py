@@ -29,6 +29,7 @@ from .pages import fresh_url
 TICKET_COOKIE = "nbpool-ticket"
 # The previous session's cookie value, kept when a new session begins, so its kept work stays reachable.
 KEPT_COOKIE = "nbpool-kept"
+UNBOUNDED_SESSION = 30 * 86400  # seconds a session cookie lasts when sessions have no maximum age
 
 
 class PageHandler(RequestHandler):
@@ -121,15 +122,18 @@ class PageHandler(RequestHandler):
                         secure=self.request.protocol == "https", expires_days=days)
 
     def set_session_cookie(self, slot: Slot) -> None:
-        """The visitor's key to ``slot``. While work is kept, it lasts as long as kept work does (a
-        browser restarted after lunch still finds it), and the session it replaces, if its work was
-        kept, stays reachable through KEPT_COOKIE."""
+        """The visitor's key to ``slot``. While work is kept, it outlives the browser's session: as long as
+        the session may last plus keep_hours (a laptop restarted after lunch still finds its work), and
+        the session it replaces, whose work is kept or being saved, stays reachable through KEPT_COOKIE."""
         keeper = self.keeper
-        days = keeper.keep_hours / 24 if keeper is not None else None
-        if keeper is not None:
-            previous = read_session(self.nb.secret, self.get_cookie(SESSION_COOKIE))
-            if previous and previous[0] != slot.cid and keeper.owned(previous[0], [self.get_cookie(SESSION_COOKIE)]):
-                self.set_visitor_cookie(KEPT_COOKIE, ":".join(previous), days=days)
+        if keeper is None:
+            self.set_visitor_cookie(SESSION_COOKIE, session_value(slot))
+            return
+        longest = self.pool.cull_max_age or UNBOUNDED_SESSION
+        days = (longest + keeper.keep_hours * 3600) / 86400
+        previous = read_session(self.nb.secret, self.get_cookie(SESSION_COOKIE))
+        if previous and previous[0] != slot.cid and (previous[0] in keeper.sessions or previous[0] in self.pool.slots):
+            self.set_visitor_cookie(KEPT_COOKIE, ":".join(previous), days=days)
         self.set_visitor_cookie(SESSION_COOKIE, session_value(slot), days=days)
 
     def kept(self, cid: str) -> Kept | None:
