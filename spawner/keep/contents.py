@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -66,13 +67,20 @@ class NotebookFiles:
             raise ContentsError(f"{method} {path.split('?')[0]}: HTTP {resp.code}")
         return resp.body or b""
 
-    async def tree(self, max_files: int = 2000, max_depth: int = 12) -> list[Listed]:
-        """Every visible file under the home directory (folders walked breadth first, at most ``max_files``)."""
+    async def tree(self, max_files: int = 2000, max_depth: int = 12, deadline: float | None = None) -> list[Listed]:
+        """Every visible file under the home directory (folders walked breadth first, at most ``max_files``).
+
+        ``deadline`` (time.monotonic()): raises TimeoutError once it has passed.
+        """
         found: list[Listed] = []
         folders = [("", 0)]
         while folders and len(found) < max_files:
             folder, depth = folders.pop(0)
-            body = await self._call("GET", f"api/contents/{quote(folder, safe=PATH_SAFE)}?content=1")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError("ran out of time listing the files")
+            body = await self._call("GET", f"api/contents/{quote(folder, safe=PATH_SAFE)}?content=1",
+                                    timeout=None if left is None else max(0.5, left))
             try:
                 entries = json.loads(body)["content"]
             except (ValueError, KeyError, TypeError):

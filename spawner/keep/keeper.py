@@ -174,7 +174,11 @@ class WorkKeeper(LoggingConfigurable):
 
     def _session(self, slot: Slot, image: str) -> Kept:
         kept = self.sessions.get(slot.cid)
-        if kept is None or kept.nonce != slot.nonce:
+        if kept is not None and kept.nonce != slot.nonce:
+            # The id's earlier session (a container handed back unopened keeps its id): never mix the two.
+            self.store.delete(slot.cid)
+            kept = None
+        if kept is None:
             kept = Kept(cid=slot.cid, nonce=slot.nonce, image=image, started=self.wallclock())
             self.sessions[slot.cid] = kept
         return kept
@@ -184,9 +188,11 @@ class WorkKeeper(LoggingConfigurable):
         if not self.enabled or slot.endpoint is None or not slot.nonce:
             return None
         lock = self._locks.setdefault(slot.cid, asyncio.Lock())
-        started = time.monotonic()
-        deadline = started + ((timeout or self.save_timeout) if final else 600.0)
         async with self._gate, lock:
+            # The time allowed counts from here: waiting for a turn among save_concurrency is not this
+            # save's fault (twenty culled at once take turns; each then has its full save_timeout).
+            started = time.monotonic()
+            deadline = started + ((timeout or self.save_timeout) if final else 600.0)
             kept = self._session(slot, image)
             fetched, moved = 0, 0
             try:
@@ -207,7 +213,7 @@ class WorkKeeper(LoggingConfigurable):
     async def _copy(self, slot: Slot, kept: Kept, deadline: float) -> tuple[int, int]:
         """The copy itself: list, compare, fetch what changed; (bytes fetched, files stored)."""
         files = self._files(slot, timeout=max(1.0, deadline - time.monotonic()))
-        listed = await files.tree(self.max_files)
+        listed = await files.tree(self.max_files, deadline=deadline)
         present = {item.path for item in listed}
         for path in [p for p in kept.files if p not in present]:  # deleted by the attendee since
             del kept.files[path]
@@ -300,13 +306,8 @@ class WorkKeeper(LoggingConfigurable):
         return cid in self._ending
 
     async def _last_save(self, slot: Slot, image: str, reason: str, alive: bool) -> None:
-        kept = None
-        if alive:
-            with contextlib.suppress(asyncio.TimeoutError):
-                kept = await asyncio.wait_for(self.save(slot, image, final=True), self.save_timeout + 1)
-            if kept is None:
-                self.log.error("kept work of %s: the last save did not finish in %.0fs; its last checkpoint is "
-                               "kept", slot.cid, self.save_timeout)
+        if alive:  # bounded by its own deadline: every call it makes is given only the time left
+            await self.save(slot, image, final=True)
         kept = self.sessions.get(slot.cid)
         if kept is not None and kept.nonce == slot.nonce:
             await self._end(kept, reason)
