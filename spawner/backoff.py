@@ -1,4 +1,4 @@
-"""Waiting with deadlines: one exponential backoff helper, and an HTTP readiness wait."""
+"""Waiting: one exponential backoff helper, an HTTP readiness wait, and a step repeated at intervals."""
 
 from __future__ import annotations
 
@@ -27,6 +27,22 @@ async def exponential_backoff(check: Callable[[], Awaitable[bool]], *, timeout: 
             raise TimeoutError(f"{what} not reached within {timeout:.1f}s")
         await asyncio.sleep(min(remaining, delay * random.uniform(0.8, 1.2)))
         delay = min(delay * factor, most)
+
+
+async def every(interval: Callable[[], float], step: Callable[[], Awaitable[object]], log, what: str) -> None:
+    """Run ``step`` every ``interval()`` seconds (read each time: a reload changes it) until cancelled.
+
+    A task boundary: a failed step is logged with its traceback and the loop
+    goes on, so one bad pass never ends culling, checkpoints or sampling.
+    """
+    while True:
+        await asyncio.sleep(interval())
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; trying again in %.0fs", what, interval())
 
 
 class GaveUp(Exception):

@@ -29,6 +29,7 @@ import time
 from traitlets import Bool, Callable, Float, Instance, Integer, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
+from ..backoff import every
 from ..pool.slot import ASSIGNED, Slot
 from ..secret import ServerSecret
 from ..traits import MemorySize, format_memory, require
@@ -108,8 +109,9 @@ class WorkKeeper(LoggingConfigurable):
                                       "checkpoint.")
         await self.expire()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._every(lambda: self.keep_interval or 60.0, self.checkpoint_all)),
-                       loop.create_task(self._every(lambda: 300.0, self.expire))]
+        self._tasks = [loop.create_task(every(lambda: self.keep_interval or 60.0, self.checkpoint_all, self.log,
+                                              "kept work: a checkpoint pass")),
+                       loop.create_task(every(lambda: 300.0, self.expire, self.log, "kept work: expiry"))]
         self.log.info("kept work: %d sessions (%s) under %s; kept %g hours, checkpoints every %s",
                       len(self.sessions), format_memory(self.total_bytes()) + "B", self.store.root,
                       self.keep_hours, f"{self.keep_interval:.0f}s" if self.keep_interval else "never")
@@ -117,16 +119,6 @@ class WorkKeeper(LoggingConfigurable):
     def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-
-    async def _every(self, interval, step) -> None:
-        while True:
-            await asyncio.sleep(interval())
-            try:
-                await step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a task boundary: log it, keep checkpointing
-                self.log.exception("kept work: %s failed", step.__name__)
 
     def total_bytes(self) -> int:
         return sum(k.size for k in self.sessions.values())

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import time
 
-from ..backoff import wait_for_http
+from ..backoff import every, wait_for_http
 from ..engines.base import CREATED_LABEL, IMAGE_LABEL, RUNNING, BackendError, ContainerInfo
 from ..traits import format_memory
 from .events import visitor_words
@@ -31,9 +31,9 @@ class PoolUpkeep:
         self._reconcile_lock = getattr(self, "_reconcile_lock", None) or asyncio.Lock()
         loop = asyncio.get_running_loop()
         self._upkeep = [
-            loop.create_task(self._every(lambda: self.cull_interval, self.cull_once, "cull")),
-            loop.create_task(self._every(lambda: self.reconcile_interval, self.reconcile, "reconcile")),
-            loop.create_task(self._every(lambda: self.disk_check_interval, self._disk_pass, "disk check")),
+            loop.create_task(every(lambda: self.cull_interval, self.cull_once, self.log, "pool cull")),
+            loop.create_task(every(lambda: self.reconcile_interval, self.reconcile, self.log, "pool reconcile")),
+            loop.create_task(every(lambda: self.disk_check_interval, self._disk_pass, self.log, "pool disk check")),
         ]
 
     def stop_upkeep(self) -> None:
@@ -41,15 +41,6 @@ class PoolUpkeep:
             task.cancel()
         self._upkeep = []
 
-    async def _every(self, interval, step, what: str) -> None:
-        while True:
-            await asyncio.sleep(interval())
-            try:
-                await step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a task boundary: log and keep the loop alive
-                self.log.exception("pool %s failed; trying again in %.0fs", what, interval())
 
     # --- culling ------------------------------------------------------------------------------------
 

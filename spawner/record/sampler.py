@@ -16,6 +16,7 @@ from traitlets import Bool, Float, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from .. import __version__
+from ..backoff import every
 from ..traits import MemorySize, require
 from .recorder import Recorder
 
@@ -60,22 +61,13 @@ class WorkshopRecord(LoggingConfigurable):
 
     def start(self, pool) -> None:
         if self.enabled:
-            self._task = asyncio.get_running_loop().create_task(self._sample_loop(pool))
+            self._task = asyncio.get_running_loop().create_task(
+                every(lambda: self.sample_interval, lambda: self.sample(pool), self.log, "workshop record: a sample"))
 
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
         self.recorder.close()
-
-    async def _sample_loop(self, pool) -> None:
-        while True:
-            await asyncio.sleep(self.sample_interval)
-            try:
-                await self.sample(pool)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a task boundary: a failed sample must not end the recording
-                self.log.exception("workshop record: sampling failed")
 
     async def sample(self, pool) -> None:
         self("sample", **pool.summary())
