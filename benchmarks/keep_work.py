@@ -594,8 +594,8 @@ closest ranks (numpy's default, `statistics.quantiles(method="inclusive")`).
 
 The last save of each culled attendee's files (`kept` events, final=true), taken after their route
 is gone and before their container is removed ({args.cull_idle:g} s idle cull; ended as:
-{', '.join(sorted(kinds))}). Its seconds include the wait for one of the keeper's `save_concurrency`
-slots, as the cull pass saves everyone due at once.
+{', '.join(sorted(kinds))}). Its seconds count from its turn among the keeper's `save_concurrency`
+(8) copies at once: the cull pass's own span, below, includes the turns.
 
 | attendees | p50 s | p95 s | max s | files per attendee (median) | KiB per attendee (median) | errors |
 |---|---|---|---|---|---|---|
