@@ -21,7 +21,8 @@ def minutes(seconds: float) -> str:
     """'10 minutes', '4 hours': a duration as a visitor reads it."""
     if seconds >= 7200:
         return f"{seconds / 3600:.0f} hours"
-    return f"{max(1, round(seconds / 60))} minute" + ("s" if round(seconds / 60) != 1 else "")
+    count = max(1, round(seconds / 60))
+    return f"{count} minute" + ("s" if count != 1 else "")
 
 
 class PoolUpkeep:
