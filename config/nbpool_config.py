@@ -85,3 +85,14 @@ c.DockerBackend.log_max_size = "10M"
 # Token for POST /api/spawn, and origins allowed to call it from a browser.
 # c.WebApp.api_token = ""
 # c.WebApp.cors_origin = ["https://workshop.example.org"]
+
+# --- attendees' work, and the report afterwards (README: "Kept work", "After the workshop") ------
+# Files an attendee created or changed are kept for them after their session ends
+# (download, or continue in a fresh notebook). Tell attendees (see the README's privacy note).
+c.WorkKeeper.enabled = True
+c.WorkKeeper.keep_hours = 24          # then deleted
+c.WorkKeeper.keep_interval = 300      # seconds between checkpoints (what a crash can lose)
+c.WorkKeeper.max_per_attendee = "50M"
+c.WorkKeeper.max_total = "2G"         # all attendees together, under data/kept/
+# The workshop's record (data/record/), read by `python -m spawner.report` and /status/report.
+c.WorkshopRecord.enabled = True
