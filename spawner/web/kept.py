@@ -56,6 +56,14 @@ class KeptPageHandler(KeptAccess):
         if kept is None:
             return
         path = self.get_argument("path", "")
+        if kept.state != "ended":  # its session is still on (this is its latest checkpoint): go there
+            current = self.current_slot()
+            if current is not None and current.cid == cid:
+                self.redirect(current.url(path))
+                return
+            if self.keeper.is_saving(cid):  # ending right now: the page waits for the last save
+                self.page("ended.html", fresh_url="/spawn?new=1", reason=kept.reason, saving=True)
+                return
         self.page("ended.html", fresh_url="/spawn?new=1", reason=kept.reason, kept=kept, saving=False,
                   restore_path=path, expires=kept.ended_at + self.keeper.keep_hours * 3600)
 
