@@ -65,8 +65,8 @@ def contents_app(home: Home, token: str) -> Application:
         def get(self, path):
             path = path.strip("/")
             if self.get_argument("hash", None):
-                data = home.files[path][0]
-                self.finish({"hash": hashlib.sha256(data).hexdigest()})
+                data, modified = home.files[path]
+                self.finish({"hash": hashlib.sha256(data).hexdigest(), "size": len(data), "last_modified": modified})
                 return
             self.finish({"type": "directory", "content": home.listing(path)})
 
@@ -103,6 +103,7 @@ def as_slot_url(slot: Slot) -> None:
 
 async def learn(keeper: WorkKeeper, slot: Slot) -> None:
     await keeper.learn_image(slot, "img", "img#0")
+    await keeper._hashing  # the hashes follow in the background; these tests want them known
 
 
 async def test_only_created_or_changed_files_are_kept_and_unchanged_ones_are_not_fetched_again(attendee, tmp_path):
@@ -134,6 +135,18 @@ async def test_a_workshop_file_saved_unchanged_is_not_kept(attendee, tmp_path):
     home.files["README.md"] = (b"the workshop's own", "2026-05-01T10:00:00Z")  # re-saved, same bytes
     kept = await keeper.save(slot, "img", final=False)
     assert kept.files == {} and "README.md" in kept.pristine
+
+
+async def test_a_file_changed_before_its_hash_was_asked_is_never_taken_for_the_images(attendee, tmp_path):
+    home, slot = attendee
+    as_slot_url(slot)
+    keeper = keeper_for(tmp_path)
+    await keeper.learn_image(slot, "img", "img#0")  # listed; the hashes are asked for in the background
+    home.files["README.md"] = (b"the attendee's", "2026-05-01T10:00:00Z")  # edited in between
+    await keeper._hashing
+    assert keeper.baselines["img"]["README.md"][2] == "" and keeper.baselines["img"]["01-intro.ipynb"][2]
+    kept = await keeper.save(slot, "img", final=False)
+    assert list(kept.files) == ["README.md"]
 
 
 async def test_the_size_cap_lists_what_does_not_fit_newest_first(attendee, tmp_path):

@@ -127,9 +127,10 @@ def test_an_idle_culled_attendees_work_comes_back_by_zip_and_by_restore(make_ser
     assert owner.get(fresh_url, timeout=30).status_code == 200
 
 
-def test_a_cross_site_restore_is_refused(make_service):
-    service = make_service(Pool__warm=1, Pool__max_containers=3)
-    service.start()
+def test_a_restore_waits_in_line_and_a_cross_site_one_is_refused(make_service):
+    # No spares: the hand-out and the restore both go through the waiting line.
+    service = make_service(Pool__warm=0, Pool__max_containers=3)
+    service.start(wait_warm=False)
     owner = visitor()
     url = spawn(owner, service.url)
     base, cid = base_of(url), cid_of(url)
@@ -142,6 +143,14 @@ def test_a_cross_site_restore_is_refused(make_service):
     listed = service.admin("GET", "/api/admin/kept").json()
     row = next(r for r in listed["sessions"] if r["id"] == cid)
     assert row["files"] == 1 and row["state"] == "ended" and "nonce" not in json.dumps(listed)
+
+    resp = owner.post(f"{service.url}/kept/{cid}/restore", data={"path": "tree"}, headers={"Origin": service.url},
+                      allow_redirects=False, timeout=30)
+    assert resp.status_code == 302 and "/spawn/wait/" in resp.headers["Location"]
+    restored = through_the_line(owner, service.url, resp)
+    assert restored.endswith("/tree") and cid_of(restored) != cid
+    assert read_file(owner, base_of(restored), "notes.txt") == b"mine"
+
     assert service.admin("DELETE", f"/api/admin/kept/{cid}").status_code == 204
     assert "notes.txt" not in owner.get(url, timeout=30).text
 

@@ -113,15 +113,23 @@ class NotebookFiles:
             raise TooLarge(f"{path} is larger than {limit} bytes")
         return b"".join(chunks)
 
-    async def hashes(self, paths: Iterable[str]) -> dict[str, str]:
-        """sha256 of each file, computed by the server (no content sent): a pristine image's fingerprint."""
+    async def hashes(self, listed: Iterable[Listed]) -> dict[str, str]:
+        """sha256 of each listed file, computed by the server (no content sent): a pristine image's fingerprint.
+
+        A file whose size or time is no longer what ``listed`` says (changed
+        since) gets '' (unknown), as does one the server cannot hash: a copy
+        of it then counts as changed (kept), never as the image's own.
+        """
         out = {}
-        for path in paths:
+        for item in listed:
+            out[item.path] = ""
             try:
-                body = await self._call("GET", f"api/contents/{quote(path, safe=PATH_SAFE)}?content=0&hash=1")
-                out[path] = json.loads(body)["hash"] or ""
+                body = await self._call("GET", f"api/contents/{quote(item.path, safe=PATH_SAFE)}?content=0&hash=1")
+                model = json.loads(body)
+                if (int(model.get("size") or 0), str(model.get("last_modified", ""))) == item.mark:
+                    out[item.path] = model["hash"] or ""
             except (ContentsError, ValueError, KeyError, TypeError):
-                out[path] = ""  # unknown: a copy of it counts as changed (kept), never as the image's own
+                continue
         return out
 
     async def write(self, path: str, data: bytes, timeout: float | None = None) -> None:

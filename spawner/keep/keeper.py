@@ -89,6 +89,7 @@ class WorkKeeper(LoggingConfigurable):
         self._full = ""  # why files were refused for lack of space ('' once there is room again)
         self._locks: dict[str, asyncio.Lock] = {}
         self._gate: asyncio.Semaphore | None = None
+        self._hashing: asyncio.Task | None = None  # the image's files' hashes, being asked for
         self._learnt: dict[str, asyncio.Future] = {}  # drain scope -> whether its image's files are known
         self._ending: set[str] = set()  # sessions whose last save is under way
         self._tasks: list[asyncio.Task] = []
@@ -128,11 +129,13 @@ class WorkKeeper(LoggingConfigurable):
     async def learn_image(self, slot: Slot, image: str, scope: str) -> None:
         """Learn ``image``'s own files from ``slot``, a container nobody has used yet, once per drain scope.
 
-        Launches of the same scope wait for the first one's answer (a few tens
-        of milliseconds, once), so no container of it is handed out before
-        nbpool knows which files are the workshop's rather than the attendee's.
-        A failure is logged and the next launch tries again; meanwhile every
-        file counts as the attendee's (too much kept, never too little).
+        Launches of the same scope wait for the first one's listing (one request,
+        once), so no container of it is handed out before nbpool knows which
+        files are the workshop's rather than the attendee's. Their hashes (one
+        request a file) follow in the background: until they are known, a file
+        saved back unchanged counts as changed. A failure is logged and the next
+        launch tries again; meanwhile every file counts as the attendee's (too
+        much kept, never too little).
         """
         if not self.enabled:
             return
@@ -147,16 +150,27 @@ class WorkKeeper(LoggingConfigurable):
         try:
             files = self._files(slot)
             listed = await files.tree(self.max_files)
-            hashes = await files.hashes(item.path for item in listed)
-            self.baselines[image] = {item.path: [item.size, item.modified, hashes.get(item.path, "")]
-                                     for item in listed}
-            await asyncio.to_thread(self.store.save_baselines, self.baselines)
+            own = {item.path: [item.size, item.modified, ""] for item in listed}
+            self.baselines[image] = own
             ok = True
             self.log.info("kept work: image %s has %d files of its own (kept only once changed)", image, len(listed))
-        except (ContentsError, OSError) as exc:
+        except ContentsError as exc:
             self.log.warning("kept work: could not list the image's own files from %s: %s", slot.cid, exc)
         finally:
             learnt.set_result(ok)
+        if ok:
+            self._hashing = asyncio.get_running_loop().create_task(self._learn_hashes(files, listed, own))
+
+    async def _learn_hashes(self, files: NotebookFiles, listed: list, own: dict[str, list]) -> None:
+        """The image's files' sha256 (asked of the same server: only those still as listed count), then the
+        whole record to disk."""
+        hashes = await files.hashes(listed)
+        for path, digest in hashes.items():
+            own[path][2] = digest
+        try:
+            await asyncio.to_thread(self.store.save_baselines, self.baselines)
+        except OSError as exc:
+            self.log.warning("kept work: could not store the image's own files in %s: %s", self.store.root, exc)
 
     # --- saving ---------------------------------------------------------------------------------
 
