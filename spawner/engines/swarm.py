@@ -314,7 +314,11 @@ class SwarmBackend(DockerBackend):
                     labels: dict[str, str]) -> ContainerInfo:
         snap = await self._recent()
         memory, cpus = self._mem_reservation(), int(self.cpu_reservation * 1e9)
-        counted = {svc["Spec"]["Name"] for svc in snap.services.values()}  # the look saw these already
+        # What the look counted on a node already (a service whose task has no node yet is not: it is
+        # still one of ours in flight, else two starts a moment apart would both miss it).
+        counted = {svc["Spec"]["Name"] for sid, svc in snap.services.items()
+                   if (snap.tasks.get(sid) or {}).get("NodeID") in snap.nodes
+                   and snap.tasks[sid].get("DesiredState") == "running"}
         placing = [where for sname, where in self._placing.items() if sname not in counted]
         node = place(snap, self._probes, placing, self.image, memory, cpus)
         sname = service_name(name)
