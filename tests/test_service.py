@@ -296,6 +296,9 @@ def test_container_killed_mid_session_shows_the_ended_page(make_service, docker_
     page = session.get(url, timeout=30)
     assert "has ended" in page.text and "Its server stopped unexpectedly." in page.text
     assert 'href="/spawn/notebooks/01-python-introduction.ipynb?new=1"' in page.text
+    # Killed before its first checkpoint, with nothing made: its owner is told plainly; a stranger is not.
+    assert "Nothing of yours was kept" in page.text
+    assert "Nothing of yours was kept" not in requests.get(url, timeout=30).text
     api = session.get(url.split("/notebooks/")[0] + "/api/contents", timeout=30)
     assert api.headers["Content-Type"].startswith("application/json") and "ended" in api.text
     service.wait_for(lambda: service.stats()["assigned"] == 0 and service.stats()["available"] == 1,

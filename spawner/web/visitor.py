@@ -400,8 +400,10 @@ class EndedHandler(PageHandler):
         kept = None if saving else self.kept(cid)
         reason = kept.reason if kept is not None and kept.reason else self.pool.ended_reason(cid)
         expires = kept.ended_at + keeper.keep_hours * 3600 if kept is not None else 0
+        # Their own session, with nothing kept: say so plainly (a stranger is told nothing either way).
+        nothing = keeper is not None and kept is None and not saving and session is not None and session[0] == cid
         return self.nb.render("ended.html", fresh_url=fresh_url(path), reason=reason, kept=kept, saving=saving,
-                              restore_path=unquote(path), expires=expires)
+                              restore_path=unquote(path), expires=expires, nothing_kept=nothing)
 
 
 def visitor_handlers() -> list:
