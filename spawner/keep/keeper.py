@@ -391,10 +391,14 @@ class WorkKeeper(LoggingConfigurable):
                           format_memory(self.max_total))
         return True
 
+    def expires_at(self, kept: Kept) -> float:
+        """When ``kept`` is deleted (wall clock): keep_hours after its session ended."""
+        return kept.ended_at + self.keep_hours * 3600
+
     async def expire(self) -> int:
         """Delete kept work older than keep_hours after its session ended; returns how many."""
-        cutoff = self.wallclock() - self.keep_hours * 3600
-        old = [k.cid for k in self.sessions.values() if k.state == "ended" and k.ended_at < cutoff]
+        now = self.wallclock()
+        old = [k.cid for k in self.sessions.values() if k.state == "ended" and self.expires_at(k) < now]
         for cid in old:
             await self.delete(cid, f"older than keep_hours ({self.keep_hours:g})")
         return len(old)

@@ -55,17 +55,12 @@ class KeptPageHandler(KeptAccess):
         kept = self.own(cid)
         if kept is None:
             return
-        path = self.get_argument("path", "")
-        if kept.state != "ended":  # its session is still on (this is its latest checkpoint): go there
-            current = self.current_slot()
-            if current is not None and current.cid == cid:
-                self.redirect(current.url(path))
-                return
-            if self.keeper.is_saving(cid):  # ending right now: the page waits for the last save
-                self.page("ended.html", fresh_url="/spawn?new=1", reason=kept.reason, saving=True)
-                return
-        self.page("ended.html", fresh_url="/spawn?new=1", reason=kept.reason, kept=kept, saving=False,
-                  restore_path=path, expires=kept.ended_at + self.keeper.keep_hours * 3600)
+        path = self.get_argument("path", "")  # as in a URL (the /spawn redirect encodes it once more)
+        current = self.current_slot()
+        if kept.state != "ended" and current is not None and current.cid == cid:
+            self.redirect(current.url(path))  # its session is still on (this is its latest checkpoint): go there
+            return
+        self.finish(self.ended_page(cid, path))
 
 
 class KeptZipHandler(KeptAccess):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from tornado.web import RequestHandler
 
@@ -142,6 +142,26 @@ class PageHandler(RequestHandler):
         if keeper is None:
             return None
         return keeper.owned(cid, [self.get_cookie(SESSION_COOKIE), self.get_cookie(KEPT_COOKIE)])
+
+    def ended_page(self, cid: str, path: str) -> str:
+        """The "session ended" page of ``cid`` (``path``: where in it, as in a URL), for /user/<id>/… and
+        /kept/<id>: to the session's owner (and nobody else) it offers the kept work, or says it is being
+        saved, or that nothing of theirs was kept."""
+        keeper = self.keeper
+        session = read_session(self.nb.secret, self.get_cookie(SESSION_COOKIE))
+        slot = self.pool.slots.get(cid)
+        kept = self.kept(cid)
+        owner = kept is not None or (slot is not None and session == (cid, slot.nonce))
+        # Its files are being copied right now (the route went first): the page waits for them.
+        saving = keeper is not None and keeper.is_saving(cid) and owner
+        if saving:
+            kept = None
+        reason = kept.reason if kept is not None and kept.reason else self.pool.ended_reason(cid)
+        expires = keeper.expires_at(kept) if kept is not None else 0
+        # Their own session, with nothing kept: say so plainly (a stranger is told nothing either way).
+        nothing = keeper is not None and kept is None and not saving and session is not None and session[0] == cid
+        return self.nb.render("ended.html", fresh_url=fresh_url(path), reason=reason, kept=kept, saving=saving,
+                              restore_path=path, expires=expires, nothing_kept=nothing)
 
     def waiting_work(self) -> Kept | None:
         """The visitor's last session's kept work, if it ended and was not brought back yet."""
@@ -390,20 +410,6 @@ class EndedHandler(PageHandler):
                          "fresh": fresh_url(path)})
             return
         self.finish(self.ended_page(cid, path))
-
-    def ended_page(self, cid: str, path: str) -> str:
-        keeper = self.keeper
-        session = read_session(self.nb.secret, self.get_cookie(SESSION_COOKIE))
-        slot = self.pool.slots.get(cid)
-        # Its files are being copied right now (the route went first): the page waits for them.
-        saving = keeper is not None and keeper.is_saving(cid) and slot is not None and session == (cid, slot.nonce)
-        kept = None if saving else self.kept(cid)
-        reason = kept.reason if kept is not None and kept.reason else self.pool.ended_reason(cid)
-        expires = kept.ended_at + keeper.keep_hours * 3600 if kept is not None else 0
-        # Their own session, with nothing kept: say so plainly (a stranger is told nothing either way).
-        nothing = keeper is not None and kept is None and not saving and session is not None and session[0] == cid
-        return self.nb.render("ended.html", fresh_url=fresh_url(path), reason=reason, kept=kept, saving=saving,
-                              restore_path=unquote(path), expires=expires, nothing_kept=nothing)
 
 
 def visitor_handlers() -> list:
