@@ -102,7 +102,7 @@ def as_slot_url(slot: Slot) -> None:
 
 
 async def learn(keeper: WorkKeeper, slot: Slot) -> None:
-    await keeper.learn_image(slot, "img", "img#0")
+    await keeper.learn_image(slot, "img#0")
     await keeper._hashing  # the hashes follow in the background; these tests want them known
 
 
@@ -114,14 +114,14 @@ async def test_only_created_or_changed_files_are_kept_and_unchanged_ones_are_not
     home.files["mine.py"] = (b"print('mine')", "2026-05-01T10:00:00Z")
     home.files["01-intro.ipynb"] = (b'{"cells": [1]}', "2026-05-01T10:01:00Z")
     home.files["data/deep/x.csv"] = (b"1,2", "2026-05-01T10:02:00Z")
-    kept = await keeper.save(slot, "img", final=False)
+    kept = await keeper.save(slot, final=False)
     assert sorted(kept.files) == ["01-intro.ipynb", "data/deep/x.csv", "mine.py"]
     assert (tmp_path / "kept" / CID / "files" / "data" / "deep" / "x.csv").read_bytes() == b"1,2"
 
     home.reads.clear()
     home.files["mine.py"] = (b"print('changed')", "2026-05-01T11:00:00Z")
     del home.files["data/deep/x.csv"]  # deleted by the attendee: gone from the kept copy too
-    kept = await keeper.save(slot, "img", final=False)
+    kept = await keeper.save(slot, final=False)
     assert home.reads == ["mine.py"]  # only what changed since the last save was read
     assert sorted(kept.files) == ["01-intro.ipynb", "mine.py"]
     assert not (tmp_path / "kept" / CID / "files" / "data" / "deep" / "x.csv").exists()
@@ -133,7 +133,7 @@ async def test_a_workshop_file_saved_unchanged_is_not_kept(attendee, tmp_path):
     keeper = keeper_for(tmp_path)
     await learn(keeper, slot)
     home.files["README.md"] = (b"the workshop's own", "2026-05-01T10:00:00Z")  # re-saved, same bytes
-    kept = await keeper.save(slot, "img", final=False)
+    kept = await keeper.save(slot, final=False)
     assert kept.files == {} and "README.md" in kept.pristine
 
 
@@ -141,11 +141,11 @@ async def test_a_file_changed_before_its_hash_was_asked_is_never_taken_for_the_i
     home, slot = attendee
     as_slot_url(slot)
     keeper = keeper_for(tmp_path)
-    await keeper.learn_image(slot, "img", "img#0")  # listed; the hashes are asked for in the background
+    await keeper.learn_image(slot, "img#0")  # listed; the hashes are asked for in the background
     home.files["README.md"] = (b"the attendee's", "2026-05-01T10:00:00Z")  # edited in between
     await keeper._hashing
     assert keeper.baselines["img"]["README.md"][2] == "" and keeper.baselines["img"]["01-intro.ipynb"][2]
-    kept = await keeper.save(slot, "img", final=False)
+    kept = await keeper.save(slot, final=False)
     assert list(kept.files) == ["README.md"]
 
 
@@ -157,7 +157,7 @@ async def test_the_size_cap_lists_what_does_not_fit_newest_first(attendee, tmp_p
     home.files["huge.bin"] = (b"x" * 2000, "2026-05-01T10:00:00Z")
     home.files["old.txt"] = (b"o" * 600, "2026-05-01T09:00:00Z")
     home.files["new.txt"] = (b"n" * 600, "2026-05-01T11:00:00Z")
-    kept = await keeper.save(slot, "img", final=False)
+    kept = await keeper.save(slot, final=False)
     assert list(kept.files) == ["new.txt"]
     assert kept.skipped["huge.bin"]["why"] == "too large"
     assert kept.skipped["old.txt"]["why"].startswith("over the 1000B each attendee may keep")
@@ -169,7 +169,7 @@ async def test_the_service_total_cap_refuses_files_and_says_so(attendee, tmp_pat
     keeper = keeper_for(tmp_path, max_total=500)
     await learn(keeper, slot)
     home.files["a.txt"] = (b"a" * 600, "2026-05-01T10:00:00Z")
-    kept = await keeper.save(slot, "img", final=False)
+    kept = await keeper.save(slot, final=False)
     assert kept.files == {} and "full" in kept.skipped["a.txt"]["why"]
     assert "max_total" in keeper.problem
 
@@ -182,7 +182,7 @@ async def test_hostile_paths_from_a_server_never_leave_the_sessions_folder(atten
     home.odd = [{"name": "escaped.txt", "path": path, "type": "file", "size": 3, "last_modified": "x"}
                 for path in ("../../escaped.txt", "/tmp/escaped.txt", "a/../../escaped.txt")]
     home.files["fine.txt"] = (b"ok", "2026-05-01T10:00:00Z")
-    kept = await keeper.save(slot, "img", final=False)
+    kept = await keeper.save(slot, final=False)
     assert set(kept.skipped) == {e["path"] for e in home.odd} and list(kept.files) == ["fine.txt"]
     assert not list(tmp_path.rglob("escaped.txt")) and home.reads == ["fine.txt"]
 
@@ -198,7 +198,7 @@ async def test_a_failed_save_is_recorded_and_shown_never_silent(attendee, tmp_pa
     as_slot_url(slot)
     keeper = keeper_for(tmp_path)
     slot.endpoint = Endpoint("127.0.0.1", 9)  # nothing listens there
-    kept = await keeper.save(slot, "img", final=True, timeout=2)
+    kept = await keeper.save(slot, final=True, timeout=2)
     assert kept.error.startswith("saving failed") and "the last save of 1 attendee(s) failed" in keeper.problem
 
 
@@ -209,7 +209,7 @@ async def test_ended_work_belongs_to_its_cookie_expires_after_keep_hours_and_sur
     keeper = keeper_for(tmp_path, clock, keep_hours=2)
     await learn(keeper, slot)
     home.files["mine.py"] = (b"x", "2026-05-01T10:00:00Z")
-    await keeper.session_ended(slot, "img", "idle", alive=True)
+    await keeper.session_ended(slot, "idle", alive=True)
     owner = SECRET.sign(f"{CID}:n0nce")
     assert keeper.owned(CID, [None, owner]) is not None
     assert keeper.owned(CID, [SECRET.sign(f"{CID}:other")]) is None  # an earlier occupant of the id
@@ -233,7 +233,7 @@ async def test_a_live_session_found_without_its_container_at_start_becomes_ended
     as_slot_url(slot)
     keeper = keeper_for(tmp_path)
     home.files["mine.py"] = (b"x", "2026-05-01T10:00:00Z")
-    await keeper.save(slot, "img", final=False)  # a checkpoint, then nbpool stopped and the container died
+    await keeper.save(slot, final=False)  # a checkpoint, then nbpool stopped and the container died
     later = keeper_for(tmp_path)
     await later.start(SimpleNamespace(slots={}, clock=FakeClock()))
     later.stop()

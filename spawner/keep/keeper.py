@@ -126,8 +126,8 @@ class WorkKeeper(LoggingConfigurable):
 
     # --- the image's own files -------------------------------------------------------------------
 
-    async def learn_image(self, slot: Slot, image: str, scope: str) -> None:
-        """Learn ``image``'s own files from ``slot``, a container nobody has used yet, once per drain scope.
+    async def learn_image(self, slot: Slot, scope: str) -> None:
+        """Learn the image's own files from ``slot``, a container nobody has used yet, once per drain scope.
 
         Launches of the same scope wait for the first one's listing (one request,
         once), so no container of it is handed out before nbpool knows which
@@ -146,6 +146,7 @@ class WorkKeeper(LoggingConfigurable):
             return
         learnt = asyncio.get_running_loop().create_future()
         self._learnt[scope] = learnt
+        image = self._image(slot)
         ok = False
         try:
             files = self._files(slot)
@@ -178,18 +179,22 @@ class WorkKeeper(LoggingConfigurable):
         return NotebookFiles(slot.url("", slot.endpoint.url), self.secret.token_for(slot.cid), timeout=timeout,
                              skip_names=self.skip_names)
 
-    def _session(self, slot: Slot, image: str) -> Kept:
+    def _image(self, slot: Slot) -> str:
+        """The image ``slot`` runs (the pool's, for one adopted without the label that says)."""
+        return slot.image or (self.pool.backend.image if self.pool is not None else "")
+
+    def _session(self, slot: Slot) -> Kept:
         kept = self.sessions.get(slot.cid)
         if kept is not None and kept.nonce != slot.nonce:
             # The id's earlier session (a container handed back unopened keeps its id): never mix the two.
             self.store.delete(slot.cid)
             kept = None
         if kept is None:
-            kept = Kept(cid=slot.cid, nonce=slot.nonce, image=image, started=self.wallclock())
+            kept = Kept(cid=slot.cid, nonce=slot.nonce, image=self._image(slot), started=self.wallclock())
             self.sessions[slot.cid] = kept
         return kept
 
-    async def save(self, slot: Slot, image: str, *, final: bool, timeout: float | None = None) -> Kept | None:
+    async def save(self, slot: Slot, *, final: bool, timeout: float | None = None) -> Kept | None:
         """Copy what changed in ``slot``'s home since the last save; None when keeping is off."""
         if not self.enabled or slot.endpoint is None or not slot.nonce:
             return None
@@ -199,7 +204,7 @@ class WorkKeeper(LoggingConfigurable):
             # save's fault (twenty culled at once take turns; each then has its full save_timeout).
             started = time.monotonic()
             deadline = started + ((timeout or self.save_timeout) if final else 600.0)
-            kept = self._session(slot, image)
+            kept = self._session(slot)
             fetched, moved = 0, 0
             try:
                 fetched, moved = await self._copy(slot, kept, deadline)
@@ -297,13 +302,13 @@ class WorkKeeper(LoggingConfigurable):
 
     # --- sessions ending ----------------------------------------------------------------------------
 
-    async def session_ended(self, slot: Slot, image: str, reason: str, *, alive: bool) -> None:
+    async def session_ended(self, slot: Slot, reason: str, *, alive: bool) -> None:
         """``slot``'s session ends: copy its files one last time (if its container still runs), then keep."""
         if not self.enabled or not slot.nonce:
             return
         self._ending.add(slot.cid)
         try:
-            await self._last_save(slot, image, reason, alive)
+            await self._last_save(slot, reason, alive)
         finally:
             self._ending.discard(slot.cid)
 
@@ -311,9 +316,9 @@ class WorkKeeper(LoggingConfigurable):
         """Whether ``cid``'s session has ended and its files are being saved right now."""
         return cid in self._ending
 
-    async def _last_save(self, slot: Slot, image: str, reason: str, alive: bool) -> None:
+    async def _last_save(self, slot: Slot, reason: str, alive: bool) -> None:
         if alive:  # bounded by its own deadline: every call it makes is given only the time left
-            await self.save(slot, image, final=True)
+            await self.save(slot, final=True)
         kept = self.sessions.get(slot.cid)
         if kept is not None and kept.nonce == slot.nonce:
             await self._end(kept, reason)
@@ -337,7 +342,7 @@ class WorkKeeper(LoggingConfigurable):
         due = [s for s in list(pool.slots.values()) if s.state == ASSIGNED and s.opened and s.route is not None
                and s.route.last_activity > self.checked.get(s.cid, float("-inf"))]
         began, cpu = time.monotonic(), time.process_time()
-        await asyncio.gather(*(self.save(s, s.image or pool.backend.image, final=False) for s in due))
+        await asyncio.gather(*(self.save(s, final=False) for s in due))
         if due:
             # The pass's own cost, for operators sizing keep_interval (the benchmark reads it too).
             self.record("checkpoint", count=len(due), seconds=round(time.monotonic() - began, 3),

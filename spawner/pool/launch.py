@@ -89,7 +89,7 @@ class PoolLaunches:
                     await warm_up(slot.url(warmup, info.endpoint.url), auth)
                 if self.keeper is not None:
                     # Before any container of this image is anyone's: what its own files are.
-                    await self.keeper.learn_image(slot, slot.image, self.share_scope())
+                    await self.keeper.learn_image(slot, self.share_scope())
         except asyncio.CancelledError:
             await self._drop_launch(slot)
             raise

@@ -427,8 +427,7 @@ class Pool(PoolLaunches, PoolUpkeep, PoolEvents, LoggingConfigurable):
                         assigned_seconds=round(self.wallclock() - slot.assigned_at, 1) if slot.assigned_at else None)
             if self.keeper is not None and slot.opened:
                 try:
-                    await self.keeper.session_ended(slot, slot.image or self.backend.image,
-                                                    visitor_reason or reason,
+                    await self.keeper.session_ended(slot, visitor_reason or reason,
                                                     alive=container and kind not in DEAD_ENDINGS)
                 except Exception:  # never let a failed save keep a container: it is logged and shown
                     self.log.exception("kept work of %s: saving failed", slot.cid)
