@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_unix_socket
-from traitlets import Bool, Enum, Unicode, default
+from traitlets import Bool, Dict, Enum, Integer, Unicode, default, validate
 from traitlets.config import Application, Config, TraitError
 
 from proxy.server import Proxy, install_uvloop
@@ -37,8 +37,11 @@ from spawner.pool import Pool
 from spawner.pool.ended import EndedSessions
 from spawner.record import WorkshopRecord
 from spawner.secret import ServerSecret
+from spawner.traits import require
 from spawner.web.app import MAX_BODY, WebApp
 from spawner.web.application import make_application
+from spawner.web.workshops_api import PUSH_BODY
+from spawner.workshops import WorkshopError, Workshops, parse_workshops, service_zone
 
 HERE = Path(__file__).resolve().parent
 # Settings read at start only (the listening socket, names the engine already holds):
@@ -66,6 +69,26 @@ class NbpoolApp(Application):
                        help="Where nbpool keeps its state: the server secret (signs cookies, derives notebook "
                             "tokens), the admin token, the web app's internal socket, attendees' kept work "
                             "(kept/) and the workshop's record (record/). Default: data/ in the nbpool checkout.")
+    workshops = Dict(config=True,
+                     help="Several workshops on one service, each with its own links (/w/<name>/, "
+                          "/w/<name>/spawn[/<path>]), pool, image and limits: {name: {setting: value}}. A name is "
+                          "1-24 lower-case letters, digits and '-'. Settings: display_name, landing_path, key "
+                          "(as WebApp's workshop_name, landing_path, workshop_key), schedule (a list of "
+                          "{'start': '2026-12-03 09:00', 'end': '2026-12-03 12:30', 'warm': 40}: spares raised "
+                          "ahead so they are ready at the start), push_folder (the folder the status page's push "
+                          "button copies into every container), and the Pool settings warm, max_containers, "
+                          "cull_idle, cull_max_age, spawn_concurrency, warmup_path and engine settings image, "
+                          "mem_limit, cpu_limit, pids_limit, disk_limit, environment, volumes, prestart_kernel "
+                          "(unset ones: the service's own). Empty: one workshop at / (as without this setting). "
+                          "SIGHUP adds, changes and removes workshops live; see 'Several workshops' in the README.")
+    total_containers = Integer(0, config=True,
+                               help="Most containers of all workshops together (0: no cap beyond each workshop's "
+                                    "max_containers). Each workshop is sure of its share, total x its "
+                                    "max_containers / the sum of all workshops' max_containers; places beyond the "
+                                    "shares go to whoever asks first.")
+    time_zone = Unicode("", config=True,
+                        help="Time zone of the workshops' schedule times without an offset, e.g. 'Europe/Berlin' "
+                             "(empty: this machine's). Times with an offset (2026-12-03T09:00+01:00) need none.")
     generate_config = Bool(False, config=True, help="Write a fully commented config file and exit.")
     config_reference = Unicode("", config=True,
                                help="Rewrite the configuration reference in this Markdown file (between its "
@@ -91,6 +114,18 @@ class NbpoolApp(Application):
         "generate-config": ({"NbpoolApp": {"generate_config": True}}, "Write a fully commented config file, exit."),
         "debug": ({"Application": {"log_level": logging.DEBUG}}, "Log everything."),
     }
+
+    @validate("total_containers")
+    def _validate_total(self, proposal):
+        return require(proposal, proposal.value >= 0, "0 (no service-wide cap) or a number of containers")
+
+    @validate("time_zone")
+    def _validate_zone(self, proposal):
+        try:
+            service_zone(proposal.value)
+        except ValueError as exc:
+            require(proposal, False, str(exc))
+        return proposal.value
 
     @default("config_file")
     def _default_config_file(self) -> str:
@@ -173,44 +208,70 @@ class NbpoolApp(Application):
                                  record=self.record)
         self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended,
                           keeper=self.keeper)
-        self.pool = Pool(parent=self, log=self.log, backend=self.engine, routes=self.proxy.routes,
-                         static_cache=self.proxy.cache, secret=secret,
-                         route_options=self.web.access.route_options, ended=ended,
-                         landing_page=lambda: self.web.landing_path, keeper=self.keeper, record=self.record)
+        try:
+            specs = parse_workshops(self.workshops, service_zone(self.time_zone)) if self.workshops else None
+        except WorkshopError as exc:
+            self.log.critical("%s", exc)
+            sys.exit(2)
+
+        def make_pool(**settings) -> Pool:
+            workshop = settings.get("workshop", "")
+            record = self.record if not workshop else (
+                lambda event, /, **fields: self.record(event, workshop=workshop, **fields))
+            if "config" not in settings:
+                settings["parent"] = self  # the unnamed workshop: the service's own Pool settings
+            return Pool(log=self.log, routes=self.proxy.routes, static_cache=self.proxy.cache, secret=secret,
+                        route_options=self.web.access.route_options, ended=ended, keeper=self.keeper, record=record,
+                        **settings)
+
+        self.workshop_list = Workshops(engine=self.engine, make_pool=make_pool, web=self.web, keeper=self.keeper,
+                                       secret=secret, data_dir=data, log=self.log, total=self.total_containers)
+        self.pool = None  # the unnamed workshop's pool, once started (None with named workshops)
 
         # The web app listens only on a unix socket of ours; the proxy's default route leads there.
         sock_path = str(data / "web.sock")
         # Bodies are capped twice: the proxy answers 413 before relaying a byte
         # of a larger one (and 408 to a stalled one), and Tornado, behind it,
         # never buffers more either; its own timeout is only the backstop.
-        app_server = HTTPServer(make_application(self.web, self.pool, self.proxy, self.record),
+        app_server = HTTPServer(make_application(self.web, self.workshop_list, self.proxy, self.record),
                                 xheaders=True,
-                                max_body_size=MAX_BODY,
+                                max_body_size=PUSH_BODY,
                                 body_timeout=self.proxy.body_timeout + 10, idle_connection_timeout=120)
         app_server.add_socket(bind_unix_socket(sock_path, mode=0o600))
         self.proxy.routes.add("/", f"unix:{sock_path}", max_body=MAX_BODY)
+        # An instructor's push carries files: the one path of the web app that takes large bodies (admin only).
+        self.proxy.routes.add("/api/admin/workshops/", f"unix:{sock_path}", max_body=PUSH_BODY)
 
         try:
             await self.proxy.start()
         except (OSError, ValueError) as exc:
             self.log.critical("cannot listen on %s:%s: %s", self.proxy.ip or "*", self.proxy.port, exc)
             sys.exit(2)
+        workshops = self.workshop_list
         try:
-            await self.pool.start()
+            await workshops.check(specs, self.config, BACKENDS[self.backend])
+            await workshops.start(specs, self.config)
+        except WorkshopError as exc:
+            self.log.critical("%s", exc)
+            await self.proxy.stop()
+            sys.exit(2)
         except Exception as exc:
             hint = "'make cluster'" if self.backend == "swarm" else "'make engine'"
             self.log.critical("cannot start the pool (is the engine up? %s): %s", hint, exc)
             await self.proxy.stop()
             sys.exit(2)
-        await self.keeper.start(self.pool)
-        self.record.record_config(self.pool, self.engine)
-        self.record.start(self.pool)
+        self.pool = workshops.default.pool if workshops.default is not None else None
+        await self.keeper.start(workshops.pools)
+        self.record_config()
+        self.record.start(workshops.pools)
         loop = asyncio.get_running_loop()
         upkeep = loop.create_task(self.web_upkeep())
         scheme = "https" if self.proxy.tls else "http"
-        self.log.info("nbpool %s ready on %s://%s:%d/ - pool %s: %d warm, cap %d, image %s, %d assigned adopted",
-                      __version__, scheme, self.proxy.ip or "0.0.0.0", self.proxy.bound_port, self.pool.pool_name,
-                      self.pool.warm, self.pool.max_containers, self.engine.image, self.pool.count("assigned"))
+        for ws in workshops.all():
+            self.log.info("nbpool %s ready on %s://%s:%d%s/ - pool %s: %d warm, cap %d, image %s, %d assigned "
+                          "adopted", __version__, scheme, self.proxy.ip or "0.0.0.0", self.proxy.bound_port,
+                          ws.prefix, ws.pool.pool_name, ws.pool.warm, ws.pool.max_containers, ws.pool.backend.image,
+                          ws.pool.count("assigned"))
 
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -222,7 +283,7 @@ class NbpoolApp(Application):
         self.web.accepting = False
         upkeep.cancel()
         self.keeper.stop()
-        await self.pool.stop()
+        await workshops.stop()
         self.record.stop()
         await self.proxy.stop()
         app_server.stop()
@@ -236,20 +297,28 @@ class NbpoolApp(Application):
         while True:
             await asyncio.sleep(self.web.history_interval)
             try:
-                self.web.sample_history(self.pool)
-                self.web.expire(self.pool)
+                self.web.sample_history(self.workshop_list)
+                self.web.expire()
             except Exception:
                 self.log.exception("web upkeep failed")
 
     # --- SIGHUP ---------------------------------------------------------------------------
 
     def reload(self) -> None:
+        """SIGHUP: re-read the config file and apply it live (in a task: images are checked with the engine)."""
+        loop = asyncio.get_running_loop()
+        self._reloading = loop.create_task(self._reload())
+
+    async def _reload(self) -> None:
         """Re-read the config file and apply it live; a bad file changes nothing."""
         path = Path(self.config_file)
         self.log.info("SIGHUP: reloading %s", path)
+        workshops = self.workshop_list
         try:
-            fresh = self._read_config(path)
+            fresh, loader = self._read_config(path)
             self._check(fresh)
+            specs = parse_workshops(loader.workshops, service_zone(loader.time_zone)) if loader.workshops else None
+            await workshops.check(specs, fresh, BACKENDS[self.backend])
         except Exception as exc:  # the operator's file: say what is wrong, keep serving
             self.log.error("config reload failed, nothing changed: %s", exc)
             return
@@ -259,10 +328,10 @@ class NbpoolApp(Application):
         owners = {cls: next((o for o in live.values() if isinstance(o, cls)), None) for cls in FIXED_SETTINGS}
         fixed = {(cls, k): getattr(owners[cls], k) for cls, names in FIXED_SETTINGS.items() if owners[cls]
                  for k in names}
-        before = {cls.__name__: self._values(obj) for cls, obj in self._live().items()}
-        for obj in self._live().values():
+        before = {cls.__name__: self._values(obj) for cls, obj in live.items()}
+        for obj in live.values():
             obj.update_config(fresh)
-        for cls, obj in self._live().items():
+        for cls, obj in live.items():
             after = self._values(obj)
             changed = {k: v for k, v in after.items() if before[cls.__name__].get(k) != v}
             if changed:
@@ -274,11 +343,21 @@ class NbpoolApp(Application):
                                  cls.__name__, k)
         if self._values(self.engine.firewall) != firewall_before:
             asyncio.get_running_loop().create_task(self._reinstall_firewall())
-        self.record.record_config(self.pool, self.engine)
-        if self.engine.image != old_image:
+        if loader.total_containers != workshops.cap.total:
+            self.log.info("applied NbpoolApp: total_containers=%d", loader.total_containers)
+            workshops.set_total(loader.total_containers)
+        self.workshops, self.time_zone = loader.workshops, loader.time_zone
+        await workshops.apply(specs, fresh)
+        self.pool = workshops.default.pool if workshops.default is not None else None
+        self.record_config()
+        if self.pool is not None and self.engine.image != old_image:
             drained = self.pool.drain()
             self.log.info("image changed %s -> %s: replacing %d spares; assigned containers keep theirs",
                           old_image, self.engine.image, drained)
+
+    def record_config(self) -> None:
+        for ws in self.workshop_list.all():
+            self.record.record_config(ws.pool, ws.pool.backend)
 
     async def _reinstall_firewall(self) -> None:
         try:
@@ -287,12 +366,13 @@ class NbpoolApp(Application):
         except Exception as exc:  # a task boundary: the operator's new rules failed; say so
             self.log.error("could not apply the new ContainerFirewall settings: %s", exc)
 
-    def _read_config(self, path: Path) -> Config:
+    def _read_config(self, path: Path) -> tuple[Config, NbpoolApp]:
+        """The file's config (the command line still wins), and an app holding its NbpoolApp settings."""
         loader = type(self)()
         loader.load_config_file(path.name, path=str(path.parent))
         config = loader.config
         config.merge(self.cli_config)
-        return config
+        return config, loader
 
     def _check(self, config: Config) -> None:
         """Build throwaway copies with the new config: any bad value raises, naming itself."""
@@ -308,7 +388,9 @@ class NbpoolApp(Application):
             raise ValueError(str(exc)) from None
 
     def _live(self) -> dict:
-        return {Pool: self.pool, type(self.engine): self.engine, ContainerFirewall: self.engine.firewall,
+        """The parts a reload updates from the service's config (named workshops' pools: Workshops.apply)."""
+        pool = {Pool: self.pool} if self.pool is not None else {}
+        return {**pool, type(self.engine): self.engine, ContainerFirewall: self.engine.firewall,
                 WebApp: self.web, Proxy: self.proxy, WorkKeeper: self.keeper, WorkshopRecord: self.record}
 
     @staticmethod

@@ -373,15 +373,17 @@ class StaticCache:
             self.bytes -= old.size
             self.evictions += 1
 
-    def drop(self, keep: bytes | None = None) -> int:
-        """Empty every scope but ``keep`` (after a drain, the old image's files go); returns the bytes freed."""
+    def drop(self, keep: bytes | set[bytes] | None = None) -> int:
+        """Empty every scope but ``keep`` (one, or a set: every workshop's current one); after a drain the old
+        image's files go. Returns the bytes freed."""
+        kept = keep if isinstance(keep, set) else {keep}
         freed = 0
-        for key in [k for k in self.entries if k[0] != keep]:
+        for key in [k for k in self.entries if k[0] not in kept]:
             freed += self.entries.pop(key).size
         self.bytes -= freed
         self.epoch += 1
-        self.wanted = {k: v for k, v in self.wanted.items() if k[0] == keep}
-        self.refused = {k: v for k, v in self.refused.items() if k[0] == keep}
+        self.wanted = {k: v for k, v in self.wanted.items() if k[0] in kept}
+        self.refused = {k: v for k, v in self.refused.items() if k[0] in kept}
         return freed
 
     def close(self) -> None:

@@ -218,7 +218,7 @@ async def test_ended_work_belongs_to_its_cookie_expires_after_keep_hours_and_sur
 
     # Another run of nbpool finds it on disk (and nothing of its nonce in what operators see).
     later = keeper_for(tmp_path, clock, keep_hours=2)
-    await later.start(SimpleNamespace(slots={}, clock=clock))
+    await later.start(lambda: [SimpleNamespace(slots={}, clock=clock)])
     later.stop()
     assert later.owned(CID, [owner]).files.keys() == {"mine.py"}
     clock.advance(3600)
@@ -235,7 +235,7 @@ async def test_a_live_session_found_without_its_container_at_start_becomes_ended
     home.files["mine.py"] = (b"x", "2026-05-01T10:00:00Z")
     await keeper.save(slot, final=False)  # a checkpoint, then nbpool stopped and the container died
     later = keeper_for(tmp_path)
-    await later.start(SimpleNamespace(slots={}, clock=FakeClock()))
+    await later.start(lambda: [SimpleNamespace(slots={}, clock=FakeClock())])
     later.stop()
     kept = later.sessions[CID]
     assert kept.state == "ended" and "last checkpoint" in kept.reason

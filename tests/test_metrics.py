@@ -7,6 +7,7 @@ side is a real ``Proxy`` (not started: its counters are plain attributes).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -49,9 +50,15 @@ def proxy() -> Proxy:
     return proxy
 
 
+def only(pool) -> SimpleNamespace:
+    """A service without named workshops: its one pool."""
+    return SimpleNamespace(named=False, all=lambda: [SimpleNamespace(name="", pool=pool)])
+
+
 def scrape(pool, proxy) -> dict:
     """name -> family, from the rendered page (checking its content type on the way)."""
-    body, content_type = metrics.render(pool, proxy)
+    workshops = pool if isinstance(pool, SimpleNamespace) else only(pool)
+    body, content_type = metrics.render(workshops, proxy)
     assert isinstance(body, bytes) and content_type == CONTENT_TYPE_LATEST
     return {family.name: family for family in text_string_to_metric_families(body.decode())}
 
@@ -80,7 +87,7 @@ def test_pool_gauges_and_counters(proxy):
 
 
 def test_exposed_names_are_unchanged(proxy):
-    body, _ = metrics.render(StandInPool(), proxy)
+    body, _ = metrics.render(only(StandInPool()), proxy)
     text = body.decode()
     for line in ("# TYPE nbpool_pool_queued_total counter", "# TYPE nbpool_pool_handed_out_total counter",
                  "# TYPE nbpool_spawn_seconds histogram", "# TYPE nbpool_proxy_errors_total counter",
@@ -151,3 +158,18 @@ def test_node_metrics_per_node(proxy):
     assert value(families["nbpool_node_memory_reserved_bytes"], node="node-1") == 3 << 30
     assert value(families["nbpool_node_up"], node="node-1") == 1
     assert value(families["nbpool_node_up"], node="node-2") == 0
+
+
+def test_named_workshops_label_every_pool_metric(proxy):
+    python = StandInPool()
+    r = StandInPool(healthy=False, stats=PoolStats(handed_out=9, spawn_seconds=[2.5]))
+    workshops = SimpleNamespace(named=True, all=lambda: [SimpleNamespace(name="python-intro", pool=python),
+                                                        SimpleNamespace(name="r-stats", pool=r)])
+    families = scrape(workshops, proxy)
+    assert value(families["nbpool_pool_handed_out"], "nbpool_pool_handed_out_total", workshop="python-intro") == 5
+    assert value(families["nbpool_pool_handed_out"], "nbpool_pool_handed_out_total", workshop="r-stats") == 9
+    assert value(families["nbpool_pool_available"], workshop="r-stats") == 2
+    assert value(families["nbpool_pool_healthy"], workshop="python-intro") == 1
+    assert value(families["nbpool_pool_healthy"], workshop="r-stats") == 0
+    # The spawn histogram counts every workshop's launches.
+    assert value(families["nbpool_spawn_seconds"], "nbpool_spawn_seconds_count") == 6

@@ -28,6 +28,7 @@ POOL_LABEL = "org.nbpool.pool"  # the pool's name
 ID_LABEL = "org.nbpool.id"  # the pool's id for the container: its URL is /user/<id>/
 CREATED_LABEL = "org.nbpool.created"  # wall-clock seconds at creation
 IMAGE_LABEL = "org.nbpool.image"  # the image it was started from, so a restart replaces old spares
+WORKSHOP_LABEL = "org.nbpool.workshop"  # the workshop it serves (named workshops only)
 
 # Container state names the pool understands (from the engine's own words).
 RUNNING = "running"
@@ -128,6 +129,15 @@ class ContainerBackend(LoggingConfigurable):
     # without a quota report usage through disk_usage() and the pool ends the
     # containers over it (Pool.disk_check_interval).
     disk_limit = 0
+
+    def variant(self, config) -> ContainerBackend:
+        """The same engine with one workshop's settings (``config``: the service's with the workshop's laid
+        over): shares connections and setup with this one, makes containers by its own settings."""
+        raise NotImplementedError
+
+    async def has_image(self, image: str) -> bool | None:
+        """Whether the engine has ``image`` (None: it cannot tell); a workshop naming a missing one is refused."""
+        return None
 
     async def setup(self) -> None:
         """Prepare the engine before the pool's first reconcile (networks, firewall rules).

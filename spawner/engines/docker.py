@@ -162,6 +162,18 @@ class DockerBackend(ContainerBackend):
         self._disk_quota = False  # whether the engine enforces disk_limit itself (see _check_engine)
         self.bridge = ""  # the Linux bridge of network_name, once known
         self._engine_info: dict = {}  # `docker info`, read once at setup
+        self.origin: DockerBackend | None = None  # the engine a workshop's variant shares (see variant)
+
+    def variant(self, config) -> DockerBackend:
+        """The same engine with one workshop's settings (image, limits): it shares this one's client,
+        thread pool, network and firewall, and only makes containers differently."""
+        twin = type(self)(config=config, log=self.log, executor=self.executor, firewall=self.firewall)
+        twin.origin = self
+        twin._share(self)
+        return twin
+
+    def _share(self, origin: DockerBackend) -> None:
+        """What a variant takes over from ``origin`` by reference (engines with more state add theirs)."""
 
     # --- the executor boundary -------------------------------------------------------------
 
@@ -181,6 +193,8 @@ class DockerBackend(ContainerBackend):
             raise BackendError(f"docker {what} failed: {exc}") from exc
 
     def _docker(self) -> docker.DockerClient:
+        if self.origin is not None:
+            return self.origin._docker()
         # Created in the executor on first use: from_env may talk to the engine.
         if self._client is None:
             self._client = docker.from_env(timeout=int(self.docker_timeout))
@@ -206,6 +220,8 @@ class DockerBackend(ContainerBackend):
 
     async def setup(self) -> None:
         await self.ensure_network()
+        if self.origin is not None:
+            return  # the origin said what there is to say about the engine
         info = self._engine_info
         swarm = (info.get("Swarm") or {}).get("LocalNodeState") == "active"
         if info.get("LiveRestoreEnabled"):
@@ -244,6 +260,11 @@ class DockerBackend(ContainerBackend):
 
     async def ensure_network(self) -> None:
         """The network exists and its firewall rules are in place (they do not survive a host reboot)."""
+        if self.origin is not None:
+            await self.origin.ensure_network()
+            self.bridge, self._engine_info = self.origin.bridge, self.origin._engine_info
+            self._disk_quota = self.origin._disk_quota
+            return
         async with self._network_ready:
             if not self._network_checked:
                 self.bridge = await self._call("network create", self._ensure_network_sync)
@@ -445,6 +466,16 @@ class DockerBackend(ContainerBackend):
             return False  # assigned containers stay after a stop: so do the rules that contain them
         self.firewall.remove(self.bridge)
         return True
+
+    async def has_image(self, image: str) -> bool | None:
+        """Whether the engine has ``image`` (None: it cannot tell)."""
+        def look() -> bool:
+            try:
+                self._docker().images.get(image)
+                return True
+            except docker.errors.ImageNotFound:
+                return False
+        return await self._call("image inspect", look)
 
     async def retire_firewall(self) -> None:
         """Remove the firewall rules when no container is left on the network; else keep them."""

@@ -131,7 +131,13 @@ class SwarmBackend(DockerBackend):
 
     # --- the engine -----------------------------------------------------------------------------
 
+    def _share(self, origin) -> None:
+        self._placing = origin._placing  # one engine's placements, whichever workshop made them
+        self._probes = origin._probes
+
     def _docker(self) -> docker.DockerClient:
+        if self.origin is not None:
+            return self.origin._docker()
         if self._client is None:
             env = dict(os.environ)
             if self.docker_host:
@@ -139,7 +145,14 @@ class SwarmBackend(DockerBackend):
             self._client = docker.from_env(environment=env, timeout=int(self.docker_timeout))
         return self._client
 
+    async def has_image(self, image: str) -> bool | None:
+        return None  # the nodes hold the images (probed per node as containers are placed)
+
     async def setup(self) -> None:
+        if self.origin is not None:  # a workshop's variant: the origin checked the swarm; probe our image
+            self._engine_info = self.origin._engine_info
+            await self._probe_nodes(await self.refresh(), wait=True)
+            return
         info = await self._call("info", lambda: self._docker().info())
         swarm = info.get("Swarm") or {}
         where = self.docker_host or "the local engine"

@@ -25,6 +25,10 @@ class ContentsError(Exception):
     """A call to a notebook server's files failed; the message says which and why."""
 
 
+class Missing(ContentsError):
+    """The server has no file at that path (HTTP 404)."""
+
+
 class TooLarge(ContentsError):
     """A file is larger than the caller would take."""
 
@@ -63,6 +67,8 @@ class NotebookFiles:
             resp = await self.client.fetch(request, raise_error=False)
         except (OSError, HTTPClientError) as exc:
             raise ContentsError(f"{method} {path.split('?')[0]}: {exc}") from None
+        if resp.code == 404:
+            raise Missing(f"{method} {path.split('?')[0]}: HTTP 404")
         if resp.code >= 400:
             raise ContentsError(f"{method} {path.split('?')[0]}: HTTP {resp.code}")
         return resp.body or b""
@@ -131,6 +137,18 @@ class NotebookFiles:
             except (ContentsError, ValueError, KeyError, TypeError):
                 continue
         return out
+
+    async def fingerprint(self, path: str) -> str | None:
+        """The sha256 the server computes for the file at ``path`` (no content sent); None when there is none."""
+        try:
+            body = await self._call("GET", f"api/contents/{quote(path, safe=PATH_SAFE)}?content=0&hash=1")
+        except Missing:
+            return None
+        try:
+            model = json.loads(body)
+            return str(model["hash"] or "") if model.get("type") != "directory" else "(a folder)"
+        except (ValueError, KeyError, TypeError):
+            raise ContentsError(f"{path}: not a contents model") from None
 
     async def write(self, path: str, data: bytes, timeout: float | None = None) -> None:
         """Store ``data`` at ``path`` byte for byte (a notebook too: written as a file, not re-serialised)."""

@@ -84,6 +84,7 @@ class WorkKeeper(LoggingConfigurable):
         super().__init__(**kwargs)
         self.sessions: dict[str, Kept] = {}
         self.baselines: dict[str, dict[str, list]] = {}  # image -> path -> [size, modified, sha256]
+        self.pushed: dict[str, dict[str, set[str]]] = {}  # image -> path -> sha256 of versions an instructor pushed
         self.checked: dict[str, float] = {}  # cid -> pool clock at its last checkpoint
         self._failed: dict[str, str] = {}  # cid -> why its last save failed (live sessions)
         self._full = ""  # why files were refused for lack of space ('' once there is room again)
@@ -93,18 +94,21 @@ class WorkKeeper(LoggingConfigurable):
         self._learnt: dict[str, asyncio.Future] = {}  # drain scope -> whether its image's files are known
         self._ending: set[str] = set()  # sessions whose last save is under way
         self._tasks: list[asyncio.Task] = []
-        self.pool = None
+        self.pools = lambda: []  # () -> every pool (one per workshop) whose containers' work is kept
 
     # --- life -----------------------------------------------------------------------------------
 
-    async def start(self, pool) -> None:
-        """Load what earlier runs kept; sessions whose container is gone now have ended; start the loops."""
-        self.pool = pool
+    async def start(self, pools) -> None:
+        """Load what earlier runs kept; sessions whose container is gone now have ended; start the loops.
+
+        ``pools``: () -> every pool whose attendees' work is kept (one per workshop).
+        """
+        self.pools = pools
         self._gate = asyncio.Semaphore(self.save_concurrency)
         self.sessions = await asyncio.to_thread(self.store.load_all)
         self.baselines = await asyncio.to_thread(self.store.load_baselines)
         for kept in self.sessions.values():
-            slot = pool.slots.get(kept.cid)
+            slot = self._slot(kept.cid)
             if kept.state == "live" and not (slot is not None and slot.state == ASSIGNED and slot.nonce == kept.nonce):
                 await self._end(kept, "Its server was gone when the service restarted; this is its last "
                                       "checkpoint.")
@@ -173,6 +177,15 @@ class WorkKeeper(LoggingConfigurable):
         except OSError as exc:
             self.log.warning("kept work: could not store the image's own files in %s: %s", self.store.root, exc)
 
+    def add_pristine(self, image: str, path: str, digest: str) -> None:
+        """A version of ``path`` an instructor pushed into containers of ``image``: not the attendee's work."""
+        self.pushed.setdefault(image, {}).setdefault(path, set()).add(digest)
+
+    def image_hash(self, image: str, path: str) -> str:
+        """The sha256 of ``path`` as ``image`` ships it ('' when unknown)."""
+        base = self.baselines.get(image, {}).get(path)
+        return base[2] if base else ""
+
     # --- saving ---------------------------------------------------------------------------------
 
     def _files(self, slot: Slot, timeout: float = 10.0) -> NotebookFiles:
@@ -181,7 +194,17 @@ class WorkKeeper(LoggingConfigurable):
 
     def _image(self, slot: Slot) -> str:
         """The image ``slot`` runs (the pool's, for one adopted without the label that says)."""
-        return slot.image or (self.pool.backend.image if self.pool is not None else "")
+        if slot.image:
+            return slot.image
+        pool = self._pool_of(slot.cid)
+        return pool.backend.image if pool is not None else ""
+
+    def _pool_of(self, cid: str):
+        return next((p for p in self.pools() if cid in p.slots), None)
+
+    def _slot(self, cid: str) -> Slot | None:
+        pool = self._pool_of(cid)
+        return pool.slots.get(cid) if pool is not None else None
 
     def _session(self, slot: Slot) -> Kept:
         kept = self.sessions.get(slot.cid)
@@ -190,7 +213,8 @@ class WorkKeeper(LoggingConfigurable):
             self.store.delete(slot.cid)
             kept = None
         if kept is None:
-            kept = Kept(cid=slot.cid, nonce=slot.nonce, image=self._image(slot), started=self.wallclock())
+            kept = Kept(cid=slot.cid, nonce=slot.nonce, image=self._image(slot), started=self.wallclock(),
+                        workshop=slot.workshop)
             self.sessions[slot.cid] = kept
         return kept
 
@@ -216,7 +240,8 @@ class WorkKeeper(LoggingConfigurable):
                 self._failed[slot.cid] = kept.error
                 self.log.error("kept work of %s: %s (its last checkpoint is kept)", slot.cid, kept.error)
             await asyncio.to_thread(self.store.save_meta, kept)
-            self.checked[slot.cid] = self.pool.clock() if self.pool else time.monotonic()
+            pool = self._pool_of(slot.cid)
+            self.checked[slot.cid] = pool.clock() if pool is not None else time.monotonic()
             self.record("kept", cid=slot.cid, files=moved, bytes=fetched, final=final, error=kept.error,
                         seconds=round(time.monotonic() - started, 3))
             return kept
@@ -263,7 +288,8 @@ class WorkKeeper(LoggingConfigurable):
                 continue
             fetched += len(data)
             base = (baseline or {}).get(item.path)
-            if base and base[2] and hashlib.sha256(data).hexdigest() == base[2]:
+            digest = hashlib.sha256(data).hexdigest()
+            if (base and base[2] == digest) or digest in self.pushed.get(kept.image, {}).get(item.path, ()):
                 kept.pristine[item.path] = list(item.mark)  # saved unchanged: still the image's own
                 kept.files.pop(item.path, None)
                 continue
@@ -336,10 +362,10 @@ class WorkKeeper(LoggingConfigurable):
 
     async def checkpoint_all(self) -> int:
         """Checkpoint every attendee active since their last checkpoint; returns how many."""
-        if not self.enabled or not self.keep_interval or self.pool is None:
+        if not self.enabled or not self.keep_interval:
             return 0
-        pool = self.pool
-        due = [s for s in list(pool.slots.values()) if s.state == ASSIGNED and s.opened and s.route is not None
+        due = [s for pool in self.pools() for s in list(pool.slots.values())
+               if s.state == ASSIGNED and s.opened and s.route is not None
                and s.route.last_activity > self.checked.get(s.cid, float("-inf"))]
         began, cpu = time.monotonic(), time.process_time()
         await asyncio.gather(*(self.save(s, final=False) for s in due))

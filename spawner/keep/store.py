@@ -37,6 +37,7 @@ class Kept:
     cid: str
     nonce: str  # the hand-out's nonce: the visitor's signed cookie carries "<cid>:<nonce>"
     image: str = ""
+    workshop: str = ""  # the workshop it came from ('' without named workshops): a restore goes back there
     state: str = "live"  # 'live' while its container runs, 'ended' after
     started: float = 0.0  # wall clock: the first save
     updated: float = 0.0  # wall clock: the last save that worked

@@ -14,7 +14,7 @@ import contextlib
 import secrets
 
 from ..backoff import GaveUp, wait_for_http, warm_up
-from ..engines.base import CREATED_LABEL, IMAGE_LABEL, BackendError, EngineUnavailable, NoRoom
+from ..engines.base import CREATED_LABEL, IMAGE_LABEL, WORKSHOP_LABEL, BackendError, EngineUnavailable, NoRoom
 from .errors import PoolUnavailable
 from .slot import ASSIGNED, LAUNCHING, SPARE, Slot, spare_name
 
@@ -26,15 +26,15 @@ class PoolLaunches:
 
     def _schedule(self) -> None:
         """Start as many launches as spares and waiters need, within the cap, backoff and breaker."""
-        if self.closing or (not self.started and not self._queue) or not self.can_launch:
+        if self.closing or self.retired or (not self.started and not self._queue) or not self.can_launch:
             return  # (the engine's return, or room on its disk, schedules again)
         now = self.clock()
         if now < self._hold_until:
             if self._wakeup is None:
                 self._wakeup = asyncio.get_running_loop().call_later(self._hold_until - now, self._wake)
             return
-        need = max(0, self.warm - self.available) + len(self._queue) - self.launching
-        room = self.max_containers - len(self.slots)
+        need = max(0, self.target_warm - self.available) + len(self._queue) - self.launching
+        room = self.room()
         n = min(need, room)
         if self.breaker_open:
             # Open breaker: a single probe at a time, every breaker_probe_interval.
@@ -50,7 +50,7 @@ class PoolLaunches:
 
     def _start_launch(self) -> None:
         slot = Slot(cid=secrets.token_hex(6), state=LAUNCHING, generation=self.generation,
-                    created=self.wallclock(), launch_started=self.clock())
+                    created=self.wallclock(), launch_started=self.clock(), workshop=self.workshop)
         while slot.cid in self.slots:  # 48 random bits: a clash is astronomically unlikely, still checked
             slot.cid = secrets.token_hex(6)
         self.slots[slot.cid] = slot
@@ -90,6 +90,8 @@ class PoolLaunches:
                 if self.keeper is not None:
                     # Before any container of this image is anyone's: what its own files are.
                     await self.keeper.learn_image(slot, self.share_scope())
+                if self.on_spare is not None:
+                    await self.on_spare(slot)
         except asyncio.CancelledError:
             await self._drop_launch(slot)
             raise
@@ -135,9 +137,12 @@ class PoolLaunches:
         """backend.start, made safe to cancel: the engine call runs on in its thread, so a
         cancelled launch waits for it and removes what it made instead of leaving it behind."""
         slot.image = self.backend.image
+        labels = {CREATED_LABEL: str(int(slot.created)), IMAGE_LABEL: self.backend.image}
+        if self.workshop:
+            labels[WORKSHOP_LABEL] = self.workshop
         start = asyncio.ensure_future(self.backend.start(
             self.pool_name, slot.cid, name=spare_name(self.pool_name, slot.cid), token=token,
-            base_url=slot.base_url, labels={CREATED_LABEL: str(int(slot.created)), IMAGE_LABEL: self.backend.image}))
+            base_url=slot.base_url, labels=labels))
         try:
             info = await asyncio.shield(start)
         except asyncio.CancelledError:
@@ -203,7 +208,7 @@ class PoolLaunches:
         if self._give_to_next_waiter(slot):
             self._schedule()
             return
-        if self.available >= self.warm:
+        if self.available >= self.target_warm:
             self.release(slot, "more spares than warm")
             return
         slot.state = SPARE

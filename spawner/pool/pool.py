@@ -105,6 +105,19 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
                                    help="On shutdown, also remove assigned containers. Off by default: they keep "
                                         "running and a restarted nbpool adopts them, so attendees keep their work.")
 
+    workshop = Unicode("", help="The workshop this pool serves ('' for a service without named workshops).")
+    shared_room = Callable(None, allow_none=True,
+                           help="shared_room(pool) -> places the service-wide cap (NbpoolApp.total_containers) "
+                                "leaves this pool; None: only max_containers counts.")
+    on_spare = Callable(None, allow_none=True,
+                        help="async on_spare(slot): called for each new container once its server answers, "
+                             "before anyone has it (the workshop's pushed updates are copied in there).")
+    on_freed = Callable(None, allow_none=True,
+                        help="on_freed(pool): a container of this pool is gone (other pools under the same "
+                             "service-wide cap may start one).")
+    live_scopes = Callable(None, allow_none=True,
+                           help="() -> the share scopes of every pool now (one per workshop): a drain empties "
+                                "the static cache of all others only.")
     backend = Instance(ContainerBackend)
     routes = Instance(RouteTable, allow_none=True, help="Where ready containers are routed (the proxy's table).")
     static_cache = Instance(StaticCache, allow_none=True,
@@ -169,12 +182,24 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
         self.disk_free = 0
         self.no_room = ""  # why the engine could not take the last launch ('' once one succeeds)
         self.node_info: list = []  # the engine's machines (NodeInfo), as of the last reconcile
+        self.warm_floor = 0  # spares a scheduled window asks for (see target_warm); set by the workshop's schedule
+        self.retired = False  # its workshop was removed: no hand-outs, no launches; culled as usual until empty
 
     # --- counts ---------------------------------------------------------------------------------
 
     def share_scope(self) -> str:
         """What containers launched now share (their image's files): the image, and the drain generation."""
         return f"{self.backend.image}#{self.generation}"
+
+    @property
+    def target_warm(self) -> int:
+        """Spares to keep now: ``warm``, or more while a scheduled window asks for them; none once retired."""
+        return 0 if self.retired else max(self.warm, self.warm_floor)
+
+    def room(self) -> int:
+        """Containers this pool may still start: its own cap, and the service-wide one's share for it."""
+        own = self.max_containers - len(self.slots)
+        return min(own, self.shared_room(self)) if self.shared_room is not None else own
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.slots.values() if s.state == state)
@@ -200,7 +225,7 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
     def summary(self) -> dict:
         """The numbers /api/stats shows."""
         return {"available": self.available, "assigned": self.count(ASSIGNED), "launching": self.launching,
-                "capacity": self.max_containers, "queue": len(self._queue), "warm": self.warm}
+                "capacity": self.max_containers, "queue": len(self._queue), "warm": self.target_warm}
 
     def nodes(self) -> list[dict]:
         """The engine's machines with this pool's containers on each (from the last reconcile and the slots)."""
@@ -271,7 +296,7 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
         visitor waits in line instead). Raises PoolUnavailable if the engine
         cannot record it.
         """
-        if not self.engine_up:
+        if not self.engine_up or self.retired:
             return None
         spares = self._spares
         while spares:
@@ -297,15 +322,15 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
         Raises PoolFull at the cap (or a full line), PoolUnavailable while the
         circuit breaker is open, PoolClosed while stopping.
         """
-        if self.closing:
-            raise PoolClosed("pool is stopping")
+        if self.closing or self.retired:
+            raise PoolClosed("pool is stopping" if self.closing else "its workshop was removed")
         if self.breaker_open and not self._in_flight:
             raise PoolUnavailable(f"circuit breaker open after {self.consecutive_failures} failed starts",
                                   retry_after=int(self.breaker_probe_interval))
         if len(self._queue) >= self.queue_size:
             raise PoolFull(f"waiting line full ({self.queue_size})")
         unclaimed = self.launching - len(self._queue)
-        room = self.max_containers - len(self.slots)
+        room = self.room()
         if unclaimed <= 0 and room <= 0:
             raise PoolFull(f"all {self.max_containers} containers in use", retry_after=FULL_RETRY_AFTER)
         ticket = Ticket(self._queue, self.release, owner)
@@ -422,12 +447,35 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
 
     def _trim_spares(self) -> None:
         """Remove spares beyond warm, and beyond the cap (newest first: the oldest have waited longest)."""
-        excess = max(self.available - self.warm, len(self.slots) - self.max_containers)
+        excess = max(self.available - self.target_warm, len(self.slots) - self.max_containers)
         while excess > 0 and self._spares:
             slot = self._spares.pop()
             if slot.state == SPARE:
                 self.release(slot, "pool resized")
                 excess -= 1
+
+    def set_warm_floor(self, floor: int) -> None:
+        """A scheduled window's spares (0: none): more are started at once, fewer trims the extra spares."""
+        if floor == self.warm_floor:
+            return
+        self.warm_floor = floor
+        if self.started and not self.closing:
+            self._trim_spares()
+            self._schedule()
+
+    def retire(self) -> int:
+        """Its workshop was removed: hand out nothing more, remove the spares; attendees keep theirs until
+        culled. Returns how many spares go."""
+        self.retired = True
+        while self._queue:
+            ticket = self._queue.popleft()
+            if not ticket.future.done():
+                ticket.future.set_exception(PoolClosed("its workshop was removed"))
+        return self.drain()
+
+    def refill(self) -> None:
+        """Start what the spares and the waiting line need now (room may have freed up elsewhere)."""
+        self._schedule()
 
     def drain(self) -> int:
         """Replace every spare (after an image change); assigned containers are never touched.
@@ -437,7 +485,8 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
         """
         self.generation += 1
         if self.static_cache is not None:
-            freed = self.static_cache.drop(keep=self.share_scope().encode())
+            scopes = self.live_scopes() if self.live_scopes is not None else {self.share_scope()}
+            freed = self.static_cache.drop(keep={scope.encode() for scope in scopes | {self.share_scope()}})
             self.log.info("static cache: %d bytes of the drained image's files let go", freed)
         drained = 0
         while self._spares:

@@ -57,6 +57,8 @@ class PoolRemovals:
             if self.slots.get(slot.cid) is slot:
                 del self.slots[slot.cid]
             self._schedule()
+            if self.on_freed is not None:
+                self.on_freed(self)
 
     async def remove(self, cid: str, reason: str = "removed by an operator") -> bool:
         """Remove one container by id; False if the pool has none by that id."""
@@ -85,7 +87,7 @@ class PoolRemovals:
             return
         slot.name = spare_name(self.pool_name, slot.cid)
         slot.state = SPARE
-        if self.closing or slot.generation != self.generation or self.available >= self.warm:
+        if self.closing or slot.generation != self.generation or self.available >= self.target_warm:
             self.release(slot, "handed out, never opened, not needed as a spare")
             return
         self.log.info("container %s was handed out but never opened: a spare again", slot.cid)

@@ -40,6 +40,7 @@ class Slot:
     oom_kills: int = 0  # processes killed at its memory limit (its kernels, most often)
     last_oom: float = 0.0  # monotonic time of the last of them
     handout_requests: int = 0  # route.requests at hand-out; -1 when unknown (adopted after a restart)
+    workshop: str = ""  # the workshop whose pool it belongs to ('' without named workshops)
     image: str = ""  # the image it runs (kept work compares its files with that image's own)
 
     @property

@@ -191,7 +191,8 @@ class PoolUpkeep:
     async def _adopt(self, info: ContainerInfo) -> None:
         """Take over a running container found on the engine (after a restart)."""
         match = ASSIGNED_NAME.search(info.name)
-        if match is None and (info.labels.get(IMAGE_LABEL) != self.backend.image or self.closing):
+        if match is None and (info.labels.get(IMAGE_LABEL) != self.backend.image or self.closing
+                                  or self.retired):
             # A spare of an older image (or found while stopping): replace, never hand out.
             await self._quiet_remove(info.engine_id)
             return
@@ -200,7 +201,7 @@ class PoolUpkeep:
             created = float(info.labels.get(CREATED_LABEL, "0"))
         slot = Slot(cid=info.cid, state=SPARE, generation=self.generation, created=created,
                     engine_id=info.engine_id, name=info.name, endpoint=info.endpoint, node=info.node,
-                    image=info.labels.get(IMAGE_LABEL, ""))
+                    image=info.labels.get(IMAGE_LABEL, ""), workshop=self.workshop)
         try:
             await wait_for_http(slot.url("api/status", info.endpoint.url),
                                 headers={"Authorization": f"token {self.secret.token_for(info.cid)}"}, timeout=10)

@@ -55,34 +55,50 @@ class WorkshopRecord(LoggingConfigurable):
         """The settings in force (at start and after a reload): the report's advice starts from them."""
         nodes = pool.node_info
         memory = sum(n.memory for n in nodes) if nodes else _host_memory()
-        self("config", pool=pool.pool_name, image=engine.image, warm=pool.warm, max_containers=pool.max_containers,
+        named = {"workshop": pool.workshop} if pool.workshop else {}
+        self("config", **named, pool=pool.pool_name, image=engine.image, warm=pool.warm,
+             max_containers=pool.max_containers,
              mem_limit=int(getattr(engine, "mem_limit", 0) or 0), cpu_limit=float(getattr(engine, "cpu_limit", 0) or 0),
              host_memory=memory, host_cores=os.cpu_count() or 0, backend=type(engine).__name__, version=__version__)
 
-    def start(self, pool) -> None:
+    def start(self, pools) -> None:
+        """Sample every few seconds; ``pools``: () -> every pool (one per workshop)."""
         if self.enabled:
             self._task = asyncio.get_running_loop().create_task(
-                every(lambda: self.sample_interval, lambda: self.sample(pool), self.log, "workshop record: a sample"))
+                every(lambda: self.sample_interval, lambda: self.sample(pools()), self.log,
+                      "workshop record: a sample"))
 
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
         self.recorder.close()
 
-    async def sample(self, pool) -> None:
-        self("sample", **pool.summary())
-        running = {s.engine_id: s for s in pool.slots.values() if s.engine_id and s.state in ("spare", "assigned")}
+    async def sample(self, pools) -> None:
+        """The service's counts (summed over its workshops' pools), and each running container's use."""
+        pools = pools if isinstance(pools, list) else [pools]
+        total: dict[str, int] = {}
+        for pool in pools:
+            for key, value in pool.summary().items():
+                total[key] = total.get(key, 0) + value
+        self("sample", **total)
+        running = {s.engine_id: (s, pool) for pool in pools for s in pool.slots.values()
+                   if s.engine_id and s.state in ("spare", "assigned")}
+        if not pools:
+            return
         try:
-            measured = await pool.backend.usage(list(running))
+            measured = await pools[0].backend.usage(list(running))
         except Exception as exc:  # the engine's trouble is reported by the pool itself; a gap here is fine
             self.log.debug("workshop record: no usage this time: %s", exc)
             return
         for engine_id, use in measured.items():
-            slot = running[engine_id]
+            slot, pool = running[engine_id]
             peak = max(self._peaks.get(slot.cid, 0), use.memory_peak)
             self._peaks[slot.cid] = peak
-            self("usage", cid=slot.cid, state=slot.state, mem=use.memory, mem_peak=peak, cpu=use.cpu_seconds)
-        for cid in [c for c in self._peaks if c not in pool.slots]:
+            named = {"workshop": pool.workshop} if pool.workshop else {}
+            self("usage", cid=slot.cid, **named, state=slot.state, mem=use.memory, mem_peak=peak,
+                 cpu=use.cpu_seconds)
+        live = {s.cid for s, _ in running.values()}
+        for cid in [c for c in self._peaks if c not in live]:
             del self._peaks[cid]
 
 

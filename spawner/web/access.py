@@ -22,6 +22,12 @@ from ..secret import ServerSecret
 SESSION_COOKIE = "nbpool-session"
 
 
+def session_cookie(workshop: str) -> str:
+    """The session cookie's name for ``workshop``: one session per workshop, so a visitor of two tracks
+    keeps both ('' : the service without named workshops)."""
+    return f"{SESSION_COOKIE}-{workshop}" if workshop else SESSION_COOKIE
+
+
 def session_value(slot: Slot) -> str:
     return f"{slot.cid}:{slot.nonce}"
 
@@ -49,9 +55,10 @@ class RouteAccess:
         secret = self.secret
         denied_page = self.denied_page
         passed = [""]  # the last cookie that verified: later requests compare, not re-sign
+        name = session_cookie(slot.workshop)
 
         def authorize(head: RequestHead) -> Response | None:
-            cookie = head.cookie(SESSION_COOKIE)
+            cookie = head.cookie(name)
             if slot.state == ASSIGNED and cookie and cookie.isascii():
                 if passed[0] and hmac.compare_digest(cookie, passed[0]):
                     return None

@@ -78,19 +78,19 @@ class Admission:
 
     # --- the rule -------------------------------------------------------------------------
 
-    def spawn_path(self, path: str) -> str:
+    def spawn_path(self, path: str, landing_path: str | None = None) -> str:
         """Where in the new server the visitor wants to land, URL-encoded (the landing path when none).
 
         Raises Refused (400) for a path that climbs out of the notebook server.
         """
-        path = path.lstrip("/") or self.web.landing_path
+        path = path.lstrip("/") or (self.web.landing_path if landing_path is None else landing_path)
         if ".." in path.split("/"):
             raise Refused(400, "Bad request", "That address points outside the notebook server.",
                           f"path {path[:100]!r} climbs out")
         return quote(path, safe=PATH_SAFE)
 
     def admit(self, address: str, pool: Pool, *, key: str | None, key_cookie: str | None = None,
-              trusted: bool = False, admitted_before: bool = False) -> None:
+              trusted: bool = False, admitted_before: bool = False, workshop_key: str | None = None) -> None:
         """Raise Refused unless ``address`` may take a container now.
 
         ``trusted`` (an integrator with the api_token, who serves many people)
@@ -103,28 +103,31 @@ class Admission:
                           "not accepting: stopping", retry_after=10)
         if not trusted:
             if not admitted_before:
-                self.check_key(key, key_cookie)
+                self.check_key(key, key_cookie, workshop_key)
             self.check_share(address, pool)
         self.check_rate(address)
 
     # --- the workshop key -----------------------------------------------------------------
 
-    def key_mark(self) -> str:
+    def key_mark(self, workshop_key: str | None = None) -> str:
         """What the key's cookie holds (signed): a digest of the key, so a new key voids old cookies."""
-        return "key:" + self.web.secret.derive("workshop-key", self.web.workshop_key)[:24]
+        key = self.web.workshop_key if workshop_key is None else workshop_key
+        return "key:" + self.web.secret.derive("workshop-key", key)[:24]
 
-    def key_ok(self, given: str | None, cookie: str | None) -> bool:
-        """Whether the request carries the workshop key (or its cookie); always True without a key."""
-        key = self.web.workshop_key
+    def key_ok(self, given: str | None, cookie: str | None, workshop_key: str | None = None) -> bool:
+        """Whether the request carries the workshop key (or its cookie); always True without a key.
+
+        ``workshop_key``: a named workshop's own key (None: WebApp.workshop_key)."""
+        key = self.web.workshop_key if workshop_key is None else workshop_key
         if not key:
             return True
         if given and given.isascii() and hmac.compare_digest(given.encode(), key.encode()):
             return True
         held = self.web.secret.verify(cookie)
-        return held is not None and hmac.compare_digest(held.encode(), self.key_mark().encode())
+        return held is not None and hmac.compare_digest(held.encode(), self.key_mark(key).encode())
 
-    def check_key(self, given: str | None, cookie: str | None) -> None:
-        if not self.key_ok(given, cookie):
+    def check_key(self, given: str | None, cookie: str | None, workshop_key: str | None = None) -> None:
+        if not self.key_ok(given, cookie, workshop_key):
             raise Refused(403, "This workshop needs its link",
                           "Notebooks here open only from the link the workshop's organisers shared (it carries "
                           "a key). Please open that link again, or ask them for it.",

@@ -76,8 +76,14 @@ class SpawnAPIHandler(JSONHandler):
     async def post(self) -> None:
         nb = self.nb
         self.set_cors()
+        ws = self.workshop
+        if ws is None:
+            self.set_status(404)
+            self.finish({"error": "name the workshop: POST /w/<name>/api/spawn",
+                         "workshops": sorted(self.workshops.active)})
+            return
         trusted = bool(nb.api_token) and self.api_token_given()
-        if nb.api_token and not trusted and not nb.workshop_key:
+        if nb.api_token and not trusted and not ws.key:
             self.set_status(403)
             self.finish({"error": "POST /api/spawn needs 'Authorization: token <api_token>'"})
             return
@@ -86,8 +92,8 @@ class SpawnAPIHandler(JSONHandler):
         address = self.request.remote_ip
         key = body.get("key") if isinstance(body.get("key"), str) else self.get_argument("key", None)
         try:
-            path = nb.admission.spawn_path(str(body.get("path", "")))
-            nb.admission.admit(address, self.pool, key=key, trusted=trusted)
+            path = nb.admission.spawn_path(str(body.get("path", "")), ws.landing_path)
+            nb.admission.admit(address, self.pool, key=key, trusted=trusted, workshop_key=ws.key)
         except Refused as refusal:
             self.refuse_visitor(refusal)
             return
@@ -99,7 +105,7 @@ class SpawnAPIHandler(JSONHandler):
             self.set_status(429 if isinstance(error, PoolFull) else error.status)
             self.finish({"error": error.visitor_message, "retry_after": error.retry_after})
             return
-        token = nb.new_claim(slot, path)
+        token = nb.new_claim(slot, path, self.pool)
         base = f"{self.request.protocol}://{self.request.host}"
         self.finish({"url": f"{base}/spawn/claim/{token}", "id": slot.cid, "expires_in": nb.claim_timeout})
 
@@ -108,23 +114,40 @@ class StatsHandler(JSONHandler):
     """GET /api/stats: the pool in numbers (public, as tmpnb's was)."""
 
     def get(self) -> None:
-        summary = self.pool.summary()
-        self.finish({
-            "available": summary["available"], "assigned": summary["assigned"], "launching": summary["launching"],
-            "capacity": summary["capacity"], "queue": summary["queue"],
-            "image": self.pool.backend.image, "version": __version__,
-        })
+        ws = self.workshop
+        if ws is not None:
+            self.finish(self.numbers(ws.pool))
+            return
+        if self.request.path.startswith("/w/"):
+            self.no_workshop()
+            return
+        # A service with several workshops: the total, and each one's.
+        each = {w.name: {**self.numbers(w.pool), "url": f"{w.prefix}/", "display_name": w.display_name}
+                for w in self.workshops.active.values()}
+        total = {k: sum(w[k] for w in each.values()) for k in ("available", "assigned", "launching", "capacity",
+                                                             "queue")}
+        cap = self.workshops.cap.total
+        self.finish({**total, "total_containers": cap or None, "version": __version__, "workshops": each})
+
+    @staticmethod
+    def numbers(pool) -> dict:
+        summary = pool.summary()
+        return {"available": summary["available"], "assigned": summary["assigned"],
+                "launching": summary["launching"], "capacity": summary["capacity"], "queue": summary["queue"],
+                "image": pool.backend.image, "version": __version__}
 
 
 class HealthHandler(JSONHandler):
     def get(self) -> None:
-        pool = self.pool
-        problems = pool.problems() + ([] if self.nb.accepting else ["stopping: not accepting new visitors"])
+        pools = self.workshops.all()
+        problems = [f"{w.name}: {p}" if w.name else p for w in pools for p in w.pool.problems()]
+        problems += [] if self.nb.accepting else ["stopping: not accepting new visitors"]
         self.set_status(503 if problems else 200)
         self.finish({"status": "unhealthy" if problems else "ok", "problems": problems,
-                     "engine_up": pool.engine_up, "breaker_open": pool.breaker_open,
-                     "consecutive_failures": pool.consecutive_failures, "accepting": self.nb.accepting,
-                     **pool.summary()})
+                     "engine_up": all(w.pool.engine_up for w in pools),
+                     "breaker_open": any(w.pool.breaker_open for w in pools),
+                     "consecutive_failures": max((w.pool.consecutive_failures for w in pools), default=0),
+                     "accepting": self.nb.accepting, **summed(pools)})
 
 
 class AdminHandler(JSONHandler):
@@ -151,15 +174,57 @@ class AdminHandler(JSONHandler):
         self.set_status(401)
         self.finish({"error": "admin token needed: 'Authorization: token <admin_token>'"})
 
+    def chosen_pool(self, data: dict):
+        """The pool an admin action is for: the body's "workshop" (or ?workshop=), else the one at '/';
+        None (answered 400/404) when a service with several workshops is not told which."""
+        name = data.get("workshop") if isinstance(data.get("workshop"), str) else self.get_argument("workshop", None)
+        ws = self.workshops.get(name) if name is not None else self.workshops.default
+        if ws is None:
+            self.set_status(404 if name is not None else 400)
+            self.finish({"error": f"no workshop {name!r}" if name is not None else
+                         'name the workshop: {"workshop": "<name>", ...}', "workshops": sorted(self.workshops.active)})
+            return None
+        return ws.pool
+
+
+def summed(workshops) -> dict:
+    """The pools' summaries added up (the service's numbers)."""
+    total: dict[str, int] = {}
+    for ws in workshops:
+        for key, value in ws.pool.summary().items():
+            total[key] = total.get(key, 0) + value
+    return total
+
 
 class ContainersHandler(AdminHandler):
     def get(self) -> None:
-        pool = self.pool
+        workshops = self.workshops.all()
+        rows = []
+        for ws in workshops:
+            rows += self.rows(ws)
+        keeper = self.nb.keeper
+        kept = keeper.summary() if keeper is not None else {"enabled": False}
+        # A failed save is the operators' to see (here and in the log), not a reason to call the pool unhealthy.
+        problems = [f"{w.name}: {p}" if w.name else p for w in workshops for p in w.pool.problems()]
+        problems += [f"kept work: {kept['problem']}"] if kept.get("problem") else []
+        first = workshops[0].pool if workshops else None
+        spawn = first.stats.spawn_summary() if len(workshops) == 1 else self.workshops_spawn(workshops)
+        self.finish({"containers": rows, "nodes": first.nodes() if first else [], "problems": problems,
+                     "kept": kept, "spawn_seconds": spawn, **summed(workshops)})
+
+    @staticmethod
+    def workshops_spawn(workshops) -> dict:
+        from ..pool.stats import PoolStats
+        return PoolStats(spawn_seconds=[s for w in workshops for s in w.pool.stats.spawn_seconds]).spawn_summary()
+
+    @staticmethod
+    def rows(ws) -> list[dict]:
+        pool = ws.pool
         now, wall = pool.clock(), pool.wallclock()
         rows = []
         for slot in pool.slots.values():
             rows.append({
-                "id": slot.cid, "state": slot.state, "name": slot.name,
+                "id": slot.cid, "workshop": ws.name or None, "state": slot.state, "name": slot.name,
                 "age_seconds": round(wall - slot.created, 1),
                 "assigned_seconds": round(wall - slot.assigned_at, 1) if slot.assigned_at else None,
                 "idle_seconds": round(slot.route.idle_seconds(now), 1) if slot.route else None,
@@ -170,17 +235,13 @@ class ContainersHandler(AdminHandler):
                 "websockets": slot.route.websockets if slot.route else 0,
                 "oom_kills": slot.oom_kills,
             })
-        keeper = self.nb.keeper
-        kept = keeper.summary() if keeper is not None else {"enabled": False}
-        # A failed save is the operators' to see (here and in the log), not a reason to call the pool unhealthy.
-        problems = pool.problems() + ([f"kept work: {kept['problem']}"] if kept.get("problem") else [])
-        self.finish({"containers": rows, "nodes": pool.nodes(), "problems": problems, "kept": kept,
-                     "spawn_seconds": pool.stats.spawn_summary(), **pool.summary()})
+        return rows
 
 
 class ContainerHandler(AdminHandler):
     async def delete(self, cid: str) -> None:
-        if await self.pool.remove(cid):
+        ws = self.workshops.of_cid(cid)
+        if ws is not None and await ws.pool.remove(cid):
             self.set_status(204)
             self.finish()
         else:
@@ -195,7 +256,9 @@ class ResizeHandler(AdminHandler):
             self.set_status(400)
             self.finish({"error": "the body must be a JSON object such as {\"warm\": 10}"})
             return
-        pool = self.pool
+        pool = self.chosen_pool(data)
+        if pool is None:
+            return
         changes = {k: data[k] for k in ("warm", "max_containers") if k in data}
         if not changes:
             self.set_status(400)
@@ -219,9 +282,12 @@ class ResizeHandler(AdminHandler):
 
 class DrainHandler(AdminHandler):
     def post(self) -> None:
-        drained = self.pool.drain()
-        self.nb.log.info("drain requested by the admin API: %d spares being replaced", drained)
-        self.finish({"drained": drained, **self.pool.summary()})
+        pool = self.chosen_pool(self.json_object() or {})
+        if pool is None:
+            return
+        drained = pool.drain()
+        self.nb.log.info("drain requested by the admin API: %d spares of %s being replaced", drained, pool.pool_name)
+        self.finish({"drained": drained, **pool.summary()})
 
 
 class HistoryHandler(AdminHandler):
@@ -239,7 +305,7 @@ class MetricsHandler(AdminHandler):
         super().prepare()
 
     def get(self) -> None:
-        body, content_type = render_metrics(self.pool, self.proxy)
+        body, content_type = render_metrics(self.workshops, self.proxy)
         self.set_header("Content-Type", content_type)
         self.finish(body)
 
@@ -251,10 +317,11 @@ class StatusPageHandler(AdminHandler):
         self.clear()
         self.set_default_headers()
         self.set_status(401)
-        self.finish(self.nb.render("login.html", error=self.request.method == "POST"))
+        self.finish(self.render_page("login.html", error=self.request.method == "POST"))
 
     def get(self) -> None:
-        self.finish(self.nb.render("status.html", image=self.pool.backend.image))
+        images = sorted({w.pool.backend.image for w in self.workshops.all()})
+        self.finish(self.render_page("status.html", image=", ".join(images), named=self.workshops.named))
 
 
 class StatusLoginHandler(PageHandler):
@@ -273,8 +340,8 @@ class StatusLoginHandler(PageHandler):
 
 def api_handlers() -> list:
     return [
-        (r"/api/spawn/?", SpawnAPIHandler),
-        (r"/api/stats/?", StatsHandler),
+        (r"(?:/w/[^/]+)?/api/spawn/?", SpawnAPIHandler),
+        (r"(?:/w/[^/]+)?/api/stats/?", StatsHandler),
         (r"/healthz", HealthHandler),
         (r"/metrics", MetricsHandler),
         (r"/api/admin/containers/?", ContainersHandler),

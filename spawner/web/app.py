@@ -183,10 +183,15 @@ class WebApp(LoggingConfigurable):
 
     # --- waiting line bookkeeping -------------------------------------------------------------------
 
-    def sample_history(self, pool: Pool) -> None:
-        self.history.append({"t": time.time(), **pool.summary()})
+    def sample_history(self, workshops) -> None:
+        """One point of the status page's chart: the service's counts, summed over its workshops."""
+        total: dict[str, int] = {}
+        for ws in workshops.all():
+            for key, value in ws.pool.summary().items():
+                total[key] = total.get(key, 0) + value
+        self.history.append({"t": time.time(), **total})
 
-    def expire(self, pool: Pool) -> None:
+    def expire(self) -> None:
         """Release containers reserved for visitors who never came back for them."""
         now = time.monotonic()
         for key, waiting in list(self.tickets.items()):
@@ -197,12 +202,12 @@ class WebApp(LoggingConfigurable):
             if now - claim.created > self.claim_timeout:
                 del self.claims[key]
                 if not claim.used:
-                    pool.release(claim.slot, "its /api/spawn link was never opened")
+                    claim.pool.release(claim.slot, "its /api/spawn link was never opened")
 
-    def new_claim(self, slot: Slot, path: str) -> str:
+    def new_claim(self, slot: Slot, path: str, pool: Pool) -> str:
         """A signed one-time key that /spawn/claim/<key> turns into ``slot``'s cookie."""
         key = secrets.token_urlsafe(12)
-        self.claims[key] = Claim(slot, path)
+        self.claims[key] = Claim(slot, path, pool)
         return self.secret.sign(key)
 
 
@@ -215,9 +220,10 @@ class WaitingVisitor:
     """A visitor in line: their ticket, where they want to land, when they last asked (and the kept
     work to copy into their container, when they asked to continue it)."""
 
-    def __init__(self, ticket: Ticket, path: str, restore: Kept | None = None):
+    def __init__(self, ticket: Ticket, path: str, restore: Kept | None = None, prefix: str = ""):
         self.ticket = ticket
         self.path = path
+        self.prefix = prefix  # its workshop's links ('/w/<name>' or '')
         self.restore = restore
         self.last_seen = time.monotonic()
 
@@ -229,8 +235,9 @@ class WaitingVisitor:
 class Claim:
     """A container handed out through /api/spawn, waiting for its link to be opened once."""
 
-    def __init__(self, slot: Slot, path: str):
+    def __init__(self, slot: Slot, path: str, pool: Pool):
         self.slot = slot
         self.path = path
+        self.pool = pool
         self.created = time.monotonic()
         self.used = False

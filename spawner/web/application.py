@@ -11,17 +11,19 @@ from tornado.web import Application
 
 from proxy.server import Proxy
 
-from ..pool.pool import Pool
 from ..record import WorkshopRecord
+from ..workshops import Workshops
 from .access import SESSION_COOKIE
 from .api import api_handlers
 from .app import WebApp, redact
 from .kept import kept_handlers
 from .pages import STATIC
 from .visitor import visitor_handlers
+from .workshops_api import workshops_handlers
 
 
-def make_application(web: WebApp, pool: Pool, proxy: Proxy, record: WorkshopRecord | None = None) -> Application:
+def make_application(web: WebApp, workshops: Workshops, proxy: Proxy,
+                     record: WorkshopRecord | None = None) -> Application:
     def log_request(handler) -> None:
         # Server errors matter to operators; the rest of the page traffic is noise at info level
         # (503 is the pool saying "full" or "restarting", already logged with its reason).
@@ -31,9 +33,9 @@ def make_application(web: WebApp, pool: Pool, proxy: Proxy, record: WorkshopReco
               handler.request.remote_ip, 1000 * handler.request.request_time())
 
     return Application(
-        visitor_handlers() + kept_handlers() + api_handlers(),
+        visitor_handlers() + kept_handlers() + api_handlers() + workshops_handlers(),
         nb=web,
-        pool=pool,
+        workshops=workshops,
         proxy=proxy,
         record=record or (lambda event, /, **fields: None),
         template_loader=web.pages.loader,

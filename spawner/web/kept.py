@@ -42,7 +42,7 @@ class KeptAccess(PageHandler):
             if self.wants_json():
                 self.finish({"error": "Nothing is kept here for you."})
             else:
-                self.finish(self.nb.render("error.html", status=404, reason="Nothing kept here",
+                self.finish(self.render_page("error.html", status=404, reason="Nothing kept here",
                                         message="There is no kept work at this address for this browser. Kept "
                                                 "work is shown only in the browser that made it."))
         return kept
@@ -93,7 +93,8 @@ class KeptRestoreHandler(SpawnHandler, KeptAccess):
         kept = self.own(cid)
         if kept is None:
             return
-        path = unquote(self.get_body_argument("path", "")) or where_they_were(kept, self.nb.landing_path)
+        path = unquote(self.get_body_argument("path", "")) or where_they_were(
+            kept, self.workshop.landing_path if self.workshop is not None else self.nb.landing_path)
         await self.spawn(path, confirmed=True, restore=kept)
 
 

@@ -26,6 +26,8 @@ from proxy.server import Proxy
 
 from ..pool.pool import Pool
 
+HEALTHY = ("1 unless something keeps the pool from serving fully (engine away, circuit breaker open, engine's "
+           "disk low).")
 SPAWN_BUCKETS = (0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120)
 
 POOL_GAUGES = (
@@ -89,29 +91,26 @@ def node_metrics(nodes: list[dict]) -> Iterator[Metric]:
 
 
 class PoolCollector(Collector):
-    """Reads ``pool`` and ``proxy`` whenever the registry is collected."""
+    """Reads the workshops' pools and ``proxy`` whenever the registry is collected.
 
-    def __init__(self, pool: Pool, proxy: Proxy):
-        self.pool = pool
+    With named workshops every pool metric carries a ``workshop`` label (one
+    sample per workshop, retiring ones included); without, they have none, as
+    before workshops existed.
+    """
+
+    def __init__(self, workshops, proxy: Proxy):
+        self.workshops = workshops
         self.proxy = proxy
 
     def describe(self) -> list[Metric]:
         return []  # no names to reserve: the registry is this collector's alone, and collecting costs a scrape
 
     def collect(self) -> Iterator[Metric]:
-        summary = self.pool.summary()
-        for key, text in POOL_GAUGES:
-            yield GaugeMetricFamily(f"nbpool_pool_{key}", text, value=summary[key])
-        yield GaugeMetricFamily("nbpool_pool_healthy", "1 unless something keeps the pool from serving fully "
-                                "(engine away, circuit breaker open, engine's disk low).", value=int(self.pool.healthy))
-        yield GaugeMetricFamily("nbpool_engine_up", "1 while the container engine answers.",
-                                value=int(self.pool.engine_up))
-        stats = self.pool.stats
-        for key, text in POOL_COUNTERS:
-            # CounterMetricFamily adds the _total suffix to the samples.
-            yield CounterMetricFamily(f"nbpool_pool_{key.removesuffix('_total')}", text, value=getattr(stats, key))
-        yield spawn_histogram(stats.spawn_seconds)
-        yield from node_metrics(self.pool.nodes())
+        all_ = self.workshops.all()
+        if not self.workshops.named and len(all_) == 1:
+            yield from self.one_pool(all_[0].pool)
+        else:
+            yield from self.labelled(all_)
 
         p = self.proxy.stats
         for family, key, name, text in PROXY_METRICS:
@@ -122,6 +121,43 @@ class PoolCollector(Collector):
             errors.add_metric([str(code)], n)
         yield errors
         yield from cache_metrics(self.proxy.cache)
+
+    @staticmethod
+    def one_pool(pool: Pool) -> Iterator[Metric]:
+        summary = pool.summary()
+        for key, text in POOL_GAUGES:
+            yield GaugeMetricFamily(f"nbpool_pool_{key}", text, value=summary[key])
+        yield GaugeMetricFamily("nbpool_pool_healthy", HEALTHY, value=int(pool.healthy))
+        yield GaugeMetricFamily("nbpool_engine_up", "1 while the container engine answers.", value=int(pool.engine_up))
+        stats = pool.stats
+        for key, text in POOL_COUNTERS:
+            # CounterMetricFamily adds the _total suffix to the samples.
+            yield CounterMetricFamily(f"nbpool_pool_{key.removesuffix('_total')}", text, value=getattr(stats, key))
+        yield spawn_histogram(stats.spawn_seconds)
+        yield from node_metrics(pool.nodes())
+
+    @staticmethod
+    def labelled(workshops: list) -> Iterator[Metric]:
+        label = ["workshop"]
+        for key, text in POOL_GAUGES:
+            family = GaugeMetricFamily(f"nbpool_pool_{key}", text, labels=label)
+            for ws in workshops:
+                family.add_metric([ws.name], ws.pool.summary()[key])
+            yield family
+        healthy = GaugeMetricFamily("nbpool_pool_healthy", HEALTHY, labels=label)
+        for ws in workshops:
+            healthy.add_metric([ws.name], int(ws.pool.healthy))
+        yield healthy
+        yield GaugeMetricFamily("nbpool_engine_up", "1 while the container engine answers.",
+                                value=int(all(ws.pool.engine_up for ws in workshops)))
+        for key, text in POOL_COUNTERS:
+            family = CounterMetricFamily(f"nbpool_pool_{key.removesuffix('_total')}", text, labels=label)
+            for ws in workshops:
+                family.add_metric([ws.name], getattr(ws.pool.stats, key))
+            yield family
+        yield spawn_histogram([s for ws in workshops for s in ws.pool.stats.spawn_seconds])
+        if workshops:
+            yield from node_metrics(workshops[0].pool.nodes())
 
 
 # The shared static cache (proxy.static_cache): (kind, attribute, metric name, help).
@@ -150,16 +186,16 @@ def cache_metrics(cache) -> Iterator[Metric]:
                             value=cache.max_bytes)
 
 
-def registry_for(pool: Pool, proxy: Proxy) -> CollectorRegistry:
-    """A fresh registry with the pool's and proxy's metrics, and this process's (CPU, memory, fds, GC)."""
+def registry_for(workshops, proxy: Proxy) -> CollectorRegistry:
+    """A fresh registry with the pools' and proxy's metrics, and this process's (CPU, memory, fds, GC)."""
     registry = CollectorRegistry()
-    registry.register(PoolCollector(pool, proxy))
+    registry.register(PoolCollector(workshops, proxy))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
 
 
-def render(pool: Pool, proxy: Proxy) -> tuple[bytes, str]:
+def render(workshops, proxy: Proxy) -> tuple[bytes, str]:
     """The /metrics page: (body, content type)."""
-    return generate_latest(registry_for(pool, proxy)), CONTENT_TYPE_LATEST
+    return generate_latest(registry_for(workshops, proxy)), CONTENT_TYPE_LATEST

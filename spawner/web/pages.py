@@ -28,9 +28,14 @@ STATIC = HERE / "static"
 PATH_SAFE = "/;:@&=+$,~!*'()"  # characters a notebook path keeps unencoded in nbpool's links
 
 
-def fresh_url(path: str) -> str:
-    """The link to a fresh notebook at ``path`` (as it came in a URL: already percent-encoded)."""
-    return f"/spawn/{quote(unquote(path), safe=PATH_SAFE)}?new=1" if path else "/spawn?new=1"
+def fresh_url(path: str, prefix: str = "") -> str:
+    """The link to a fresh notebook at ``path`` (as it came in a URL: already percent-encoded), in the
+    workshop whose links start with ``prefix``."""
+    return f"{prefix}/spawn/{quote(unquote(path), safe=PATH_SAFE)}?new=1" if path else f"{prefix}/spawn?new=1"
+
+
+def slot_prefix(slot) -> str:
+    return f"/w/{slot.workshop}" if getattr(slot, "workshop", "") else ""
 
 
 def kept_time(seconds: float) -> str:
@@ -72,7 +77,7 @@ class Pages:
         if head.wants_json():
             return Response(403, '{"error": "This notebook server belongs to another visitor."}',
                             content_type="application/json")
-        return Response(403, self.render("forbidden.html", fresh_url=fresh_url(path)),
+        return Response(403, self.render("forbidden.html", fresh_url=fresh_url(path, slot_prefix(slot))),
                         headers=[("Cache-Control", "no-store")])
 
     def ended_page(self, status: int, head: RequestHead) -> Response | None:
@@ -95,5 +100,7 @@ class Pages:
                             headers=[("Cache-Control", "no-store"), ("Retry-After", "3")])
         if head.wants_json():
             return Response(status, '{"error": "This notebook session has ended."}', content_type="application/json")
-        return Response(status, self.render("ended.html", fresh_url=fresh_url(path), reason=self.ended.reason(cid)),
+        prefix = slot_prefix(slot) if isinstance(slot, Slot) else ""
+        page = self.render("ended.html", fresh_url=fresh_url(path, prefix), reason=self.ended.reason(cid))
+        return Response(status, page,
                         headers=[("Cache-Control", "no-store"), ("Retry-After", "5")])

@@ -21,7 +21,8 @@ from ..keep.contents import ContentsError
 from ..pool.errors import PoolError
 from ..pool.pool import Pool
 from ..pool.slot import ASSIGNED, Slot, split_user_path
-from .access import SESSION_COOKIE, read_session, session_value
+from ..workshops import Workshop, Workshops
+from .access import read_session, session_cookie, session_value
 from .admission import KEY_COOKIE, Refused
 from .app import WaitingVisitor, WebApp
 from .pages import fresh_url
@@ -29,6 +30,15 @@ from .pages import fresh_url
 TICKET_COOKIE = "nbpool-ticket"
 # The previous session's cookie value, kept when a new session begins, so its kept work stays reachable.
 KEPT_COOKIE = "nbpool-kept"
+_UNSET = object()
+
+
+def kept_cookie(workshop: str) -> str:
+    return f"{KEPT_COOKIE}-{workshop}" if workshop else KEPT_COOKIE
+
+
+def key_cookie(workshop: str) -> str:
+    return f"{KEY_COOKIE}-{workshop}" if workshop else KEY_COOKIE
 UNBOUNDED_SESSION = 30 * 86400  # seconds a session cookie lasts when sessions have no maximum age
 
 
@@ -40,8 +50,50 @@ class PageHandler(RequestHandler):
         return self.settings["nb"]
 
     @property
-    def pool(self) -> Pool:
-        return self.settings["pool"]
+    def workshops(self) -> Workshops:
+        return self.settings["workshops"]
+
+    @property
+    def workshop(self) -> Workshop | None:
+        """The workshop this request is for: from /w/<name>/…, or the container's (/user/<id>, /kept/<id>);
+        elsewhere the one at '/' (None when the service has named workshops, or /w/<name> names none)."""
+        if getattr(self, "_workshop", _UNSET) is _UNSET:
+            parts = self.request.path.split("/")
+            if len(parts) > 2 and parts[1] == "w":
+                self._workshop = self.workshops.get(parts[2])
+            elif len(parts) > 2 and parts[1] in ("user", "kept"):
+                cid = parts[2].removesuffix(".zip")
+                self._workshop = self.workshops.of_cid(cid) or self.workshops.default
+            else:
+                self._workshop = self.workshops.default
+        return self._workshop
+
+    @property
+    def pool(self) -> Pool | None:
+        ws = self.workshop
+        return ws.pool if ws is not None else None
+
+    @property
+    def prefix(self) -> str:
+        """Links of this request's workshop start with it ('/w/<name>', or '')."""
+        ws = self.workshop
+        return ws.prefix if ws is not None else ""
+
+    def render_page(self, name: str, **values) -> str:
+        """A template, titled with this request's workshop."""
+        ws = self.workshop
+        values.setdefault("workshop_name", ws.display_name if ws is not None else self.nb.workshop_name)
+        return self.nb.render(name, **values)
+
+    def no_workshop(self) -> None:
+        """404 for /w/<name> naming no workshop (or a request needing one at '/' of a service with several)."""
+        self.set_status(404)
+        names = sorted(self.workshops.active)
+        if self.wants_json():
+            self.finish({"error": "No such workshop.", "workshops": names})
+            return
+        self.finish(self.render_page("workshops.html", status=404, workshops=self.workshops.active.values(),
+                                     missing=True))
 
     @property
     def proxy(self) -> Proxy:
@@ -63,7 +115,7 @@ class PageHandler(RequestHandler):
 
     def page(self, name: str, status: int = 200, **values) -> None:
         self.set_status(status)
-        self.finish(self.nb.render(name, status=status, **values))
+        self.finish(self.render_page(name, status=status, **values))
 
     def wants_json(self) -> bool:
         # The same rule as the proxy's own error pages, so a visitor gets one kind of answer.
@@ -75,7 +127,7 @@ class PageHandler(RequestHandler):
         if self.wants_json():
             self.finish({"status": status_code, "error": self._reason, "message": message})
         else:
-            self.finish(self.nb.render("error.html", status=status_code, reason=self._reason, message=message))
+            self.finish(self.render_page("error.html", status=status_code, reason=self._reason, message=message))
 
     def same_origin(self, policy: OriginPolicy | None = None) -> bool:
         """Whether this request may act for the visitor (or operator): from nbpool's own origin.
@@ -97,7 +149,7 @@ class PageHandler(RequestHandler):
         if self.wants_json():
             self.finish({"error": "This request came from another site."})
         else:
-            self.finish(self.nb.render("error.html", status=403, reason="Request from another site",
+            self.finish(self.render_page("error.html", status=403, reason="Request from another site",
                                        message="This request came from another site, so nothing was done. "
                                                "Open this site's own page and try again from there."))
         return False
@@ -112,7 +164,7 @@ class PageHandler(RequestHandler):
         if self.wants_json():
             self.finish({"error": refusal.message, "retry_after": refusal.retry_after})
         else:
-            self.finish(self.nb.render(refusal.page, status=refusal.status, reason=refusal.title,
+            self.finish(self.render_page(refusal.page, status=refusal.status, reason=refusal.title,
                                        message=refusal.message))
 
     def set_visitor_cookie(self, name: str, value: str, *, days: float | None = None) -> None:
@@ -126,55 +178,65 @@ class PageHandler(RequestHandler):
         the session may last plus keep_hours (a laptop restarted after lunch still finds its work), and
         the session it replaces, whose work is kept or being saved, stays reachable through KEPT_COOKIE."""
         keeper = self.keeper
+        name = session_cookie(slot.workshop)
         if keeper is None:
-            self.set_visitor_cookie(SESSION_COOKIE, session_value(slot))
+            self.set_visitor_cookie(name, session_value(slot))
             return
-        longest = self.pool.cull_max_age or UNBOUNDED_SESSION
+        ws = self.workshops.of_cid(slot.cid)
+        longest = (ws.pool.cull_max_age if ws is not None else 0) or UNBOUNDED_SESSION
         days = (longest + keeper.keep_hours * 3600) / 86400
-        previous = read_session(self.nb.secret, self.get_cookie(SESSION_COOKIE))
-        if previous and previous[0] != slot.cid and (previous[0] in keeper.sessions or previous[0] in self.pool.slots):
-            self.set_visitor_cookie(KEPT_COOKIE, ":".join(previous), days=days)
-        self.set_visitor_cookie(SESSION_COOKIE, session_value(slot), days=days)
+        previous = read_session(self.nb.secret, self.get_cookie(name))
+        if previous and previous[0] != slot.cid and (previous[0] in keeper.sessions
+                                                     or self.workshops.of_cid(previous[0]) is not None):
+            self.set_visitor_cookie(kept_cookie(slot.workshop), ":".join(previous), days=days)
+        self.set_visitor_cookie(name, session_value(slot), days=days)
 
     def kept(self, cid: str) -> Kept | None:
         """``cid``'s kept work, if this visitor's cookies say it is theirs."""
         keeper = self.keeper
         if keeper is None:
             return None
-        return keeper.owned(cid, [self.get_cookie(SESSION_COOKIE), self.get_cookie(KEPT_COOKIE)])
+        held = keeper.sessions.get(cid)
+        workshop = held.workshop if held is not None else ""
+        return keeper.owned(cid, [self.get_cookie(session_cookie(workshop)), self.get_cookie(kept_cookie(workshop))])
 
     def ended_page(self, cid: str, path: str) -> str:
         """The "session ended" page of ``cid`` (``path``: where in it, as in a URL), for /user/<id>/… and
         /kept/<id>: to the session's owner (and nobody else) it offers the kept work, or says it is being
         saved, or that nothing of theirs was kept."""
         keeper = self.keeper
-        session = read_session(self.nb.secret, self.get_cookie(SESSION_COOKIE))
-        slot = self.pool.slots.get(cid)
+        ws = self.workshops.of_cid(cid)
+        session = read_session(self.nb.secret, self.get_cookie(session_cookie(ws.name if ws is not None else "")))
+        slot = ws.pool.slots.get(cid) if ws is not None else None
         kept = self.kept(cid)
         owner = kept is not None or (slot is not None and session == (cid, slot.nonce))
         # Its files are being copied right now (the route went first): the page waits for them.
         saving = keeper is not None and keeper.is_saving(cid) and owner
         if saving:
             kept = None
-        reason = kept.reason if kept is not None and kept.reason else self.pool.ended_reason(cid)
+        reason = kept.reason if kept is not None and kept.reason else self.nb.ended.reason(cid)
         expires = keeper.expires_at(kept) if kept is not None else 0
         # Their own session, with nothing kept: say so plainly (a stranger is told nothing either way).
         nothing = keeper is not None and kept is None and not saving and session is not None and session[0] == cid
-        return self.nb.render("ended.html", fresh_url=fresh_url(path), reason=reason, kept=kept, saving=saving,
-                              restore_path=path, expires=expires, nothing_kept=nothing)
+        return self.render_page("ended.html", fresh_url=fresh_url(path, ws.prefix if ws else ""), reason=reason,
+                                kept=kept, saving=saving,
+                                restore_path=path, expires=expires, nothing_kept=nothing)
 
     def waiting_work(self) -> Kept | None:
         """The visitor's last session's kept work, if it ended and was not brought back yet."""
-        session = read_session(self.nb.secret, self.get_cookie(SESSION_COOKIE))
+        session = read_session(self.nb.secret, self.get_cookie(session_cookie(self.workshop.name)))
         kept = self.kept(session[0]) if session else None
         return kept if kept is not None and kept.state == "ended" and not kept.restored_into else None
 
-    def current_slot(self) -> Slot | None:
-        """The visitor's container, if their cookie names one that is still theirs."""
-        session = read_session(self.nb.secret, self.get_cookie(SESSION_COOKIE))
+    def current_slot(self, ws: Workshop | None = None) -> Slot | None:
+        """The visitor's container in ``ws`` (this request's workshop), if their cookie names one still theirs."""
+        ws = ws or self.workshop
+        if ws is None:
+            return None
+        session = read_session(self.nb.secret, self.get_cookie(session_cookie(ws.name)))
         if session is None:
             return None
-        slot = self.pool.slots.get(session[0])
+        slot = ws.pool.slots.get(session[0])
         if slot is not None and slot.state == ASSIGNED and slot.nonce == session[1] and slot.route is not None:
             return slot
         return None
@@ -186,7 +248,7 @@ class PageHandler(RequestHandler):
                 count = await self.keeper.restore(restore, slot)
             except (ContentsError, OSError) as exc:
                 self.nb.log.error("could not restore the kept work of %s into %s: %s", restore.cid, slot.cid, exc)
-                self.pool.release(slot, "restoring kept work into it failed")
+                self.workshops.of_cid(slot.cid).pool.release(slot, "restoring kept work into it failed")
                 self.page("error.html", status=500, reason="Your work could not be copied",
                           message="Your kept work could not be copied into a fresh notebook; it is still kept. "
                                   "Please try again, or download it.")
@@ -212,7 +274,13 @@ class LandingHandler(PageHandler):
     """The public link. It takes no container itself: its script (or button) goes on to /spawn."""
 
     def get(self) -> None:
-        target = "/spawn" + (f"?{self.request.query}" if self.request.query else "")
+        if self.workshop is None:
+            if self.request.path.startswith("/w/"):
+                self.no_workshop()
+            else:  # a service with several workshops: its front page lists them
+                self.page("workshops.html", workshops=self.workshops.active.values(), missing=False)
+            return
+        target = f"{self.prefix}/spawn" + (f"?{self.request.query}" if self.request.query else "")
         self.page("landing.html", spawn_url=target)
 
 
@@ -226,6 +294,9 @@ class SpawnHandler(PageHandler):
     """
 
     async def get(self, path: str = "") -> None:
+        if self.workshop is None:
+            self.pick_workshop()
+            return
         user_agent = self.request.headers.get("User-Agent", "").lower()
         if any(bot in user_agent for bot in self.nb.bot_user_agents):
             # Link previews and crawlers: show the page a person would see first, take nothing.
@@ -234,16 +305,30 @@ class SpawnHandler(PageHandler):
         await self.spawn(path, confirmed=False)
 
     async def post(self, path: str = "") -> None:
-        if self.same_origin():
+        if self.workshop is None:
+            self.pick_workshop()
+        elif self.same_origin():
             await self.spawn(path, confirmed=True)
+
+    def pick_workshop(self) -> None:
+        """/spawn of a service with several workshops (which one?), or /w/<name> naming none."""
+        if self.request.path.startswith("/w/"):
+            self.no_workshop()
+        else:
+            self.redirect("/")
 
     async def spawn(self, path: str, confirmed: bool, restore: Kept | None = None) -> None:
         """A container for this visitor (``restore``: with that kept work copied in first)."""
-        nb, pool = self.nb, self.pool
+        nb, pool, ws = self.nb, self.pool, self.workshop
+        if ws is None:  # kept work of a workshop removed since: it can be downloaded, not continued
+            self.page("error.html", status=410, reason="This workshop has ended",
+                      message="The workshop this work came from is no longer offered here. Your kept work can "
+                              "still be downloaded from its page.")
+            return
         address = self.request.remote_ip
         given_key = self.get_argument("key", None)
         try:
-            path = nb.admission.spawn_path(path)
+            path = nb.admission.spawn_path(path, ws.landing_path)
         except Refused as refusal:
             self.refuse_visitor(refusal)
             return
@@ -270,13 +355,13 @@ class SpawnHandler(PageHandler):
                 self.redirect(f"/spawn/wait/{key}")
                 return
         try:
-            nb.admission.admit(address, pool, key=given_key, key_cookie=self.get_cookie(KEY_COOKIE),
-                               admitted_before=restore is not None)
+            nb.admission.admit(address, pool, key=given_key, key_cookie=self.get_cookie(key_cookie(ws.name)),
+                               admitted_before=restore is not None, workshop_key=ws.key)
         except Refused as refusal:
             self.refuse_visitor(refusal)
             return
-        if nb.workshop_key and given_key:  # remembered, so the visitor's later links need no key
-            self.set_visitor_cookie(KEY_COOKIE, nb.admission.key_mark(), days=2)
+        if ws.key and given_key:  # remembered, so the visitor's later links need no key
+            self.set_visitor_cookie(key_cookie(ws.name), nb.admission.key_mark(ws.key), days=2)
         try:
             slot = await pool.take_spare(owner=address)
         except PoolError as error:
@@ -292,7 +377,7 @@ class SpawnHandler(PageHandler):
             self.refuse(error, self.request.uri)
             return
         key = secrets.token_urlsafe(12)
-        nb.tickets[key] = WaitingVisitor(ticket, path, restore)
+        nb.tickets[key] = WaitingVisitor(ticket, path, restore, prefix=ws.prefix)
         self.set_visitor_cookie(TICKET_COOKIE, key)
         self.redirect(f"/spawn/wait/{key}")
 
@@ -320,9 +405,9 @@ class WaitHandler(PageHandler):
             if future.cancelled() or future.exception() is not None:
                 error = future.exception() if not future.cancelled() else None
                 if isinstance(error, PoolError):
-                    self.refuse(error, f"/spawn/{waiting.path}")
+                    self.refuse(error, f"{waiting.prefix}/spawn/{waiting.path}")
                 else:
-                    self.page("expired.html", status=410, fresh_url=f"/spawn/{waiting.path}?new=1")
+                    self.page("expired.html", status=410, fresh_url=f"{waiting.prefix}/spawn/{waiting.path}?new=1")
                 return
             slot = future.result()
             self.nb.log.info("handed out %s to %s after waiting in line", slot.cid, self.request.remote_ip)
@@ -379,15 +464,16 @@ class ClaimHandler(PageHandler):
         nb = self.nb
         key = nb.secret.verify(token)
         claim = nb.claims.get(key) if key else None
-        if claim is None or claim.slot.state != ASSIGNED:
-            self.page("expired.html", status=410, fresh_url="/spawn?new=1")
+        ws = self.workshops.of_cid(claim.slot.cid) if claim is not None else None
+        if claim is None or claim.slot.state != ASSIGNED or ws is None:
+            self.page("expired.html", status=410, fresh_url=f"{self.prefix}/spawn?new=1")
             return
-        current = self.current_slot()
+        current = self.current_slot(ws)
         if current is not None and current is not claim.slot:
             if not confirmed:
                 self.page("confirm.html", back_url=current.url(), action=self.request.uri)
                 return
-            self.pool.release(current, "its visitor opened another notebook's link",
+            ws.pool.release(current, "its visitor opened another notebook's link",
                             visitor_reason="You opened another notebook in its place.", kind="fresh")
         del nb.claims[key]
         claim.used = True
@@ -406,19 +492,28 @@ class EndedHandler(PageHandler):
         cid, path = split_user_path(self.request.path)
         self.set_status(404)
         if self.wants_json():
-            self.finish({"error": "This notebook session has ended.", "reason": self.pool.ended_reason(cid),
-                         "fresh": fresh_url(path)})
+            self.finish({"error": "This notebook session has ended.", "reason": self.nb.ended.reason(cid),
+                         "fresh": fresh_url(path, self.prefix)})
             return
         self.finish(self.ended_page(cid, path))
+
+
+class WorkshopSlashHandler(PageHandler):
+    """/w/<name> -> /w/<name>/ (the workshop's landing page)."""
+
+    def get(self) -> None:
+        self.redirect(self.request.path + "/" + (f"?{self.request.query}" if self.request.query else ""))
 
 
 def visitor_handlers() -> list:
     return [
         (r"/", LandingHandler),
+        (r"/w/[^/]+", WorkshopSlashHandler),
+        (r"/w/[^/]+/", LandingHandler),
         (r"/spawn/wait/([A-Za-z0-9_-]+)", WaitHandler),
         (r"/spawn/claim/([^/]+)", ClaimHandler),
-        (r"/spawn/?", SpawnHandler),
-        (r"/spawn/(.*)", SpawnHandler),
+        (r"(?:/w/[^/]+)?/spawn/?", SpawnHandler),
+        (r"(?:/w/[^/]+)?/spawn/(.*)", SpawnHandler),
         (r"/api/queue/([A-Za-z0-9_-]+)", QueueHandler),
         (r"/user/.*", EndedHandler),
     ]

@@ -80,7 +80,7 @@
       body.innerHTML = "";
       data.containers.forEach(function (c) {
         var tr = document.createElement("tr");
-        [c.id, c.node || "–", c.state, fmt(c.age_seconds), c.state === "assigned" ? fmt(c.idle_seconds) : "–", c.websockets,
+        [c.workshop ? c.id + " · " + c.workshop : c.id, c.node || "–", c.state, fmt(c.age_seconds), c.state === "assigned" ? fmt(c.idle_seconds) : "–", c.websockets,
          c.oom_kills]
           .forEach(function (v) { var td = document.createElement("td"); td.textContent = v; tr.appendChild(td); });
         var td = document.createElement("td");
@@ -102,7 +102,8 @@
     samples = h.samples.concat(samples);
     draw();
   }).catch(function () {});
-  document.getElementById("drain").onclick = function () {
+  var drain = document.getElementById("drain");
+  if (drain) drain.onclick = function () {
     if (confirm("Replace every ready spare (for example after an image upgrade)? Containers in use are not touched.")) {
       fetch("/api/admin/drain", {method: "POST", credentials: "same-origin"}).then(refresh);
     }

@@ -1,0 +1,280 @@
+"""The service's workshops: one pool each, built, changed, added and removed from the operator's config.
+
+Without ``NbpoolApp.workshops`` there is one unnamed workshop at ``/``: the
+pool and engine of the service itself, exactly as before workshops existed.
+With it, each named workshop gets its own pool (named ``<Pool.pool_name>-<name>``,
+so restarts adopt, culls and drains stay within it), its own engine settings
+(a variant of the service's engine: same connection, its own image and
+limits), its own links under ``/w/<name>/``, schedule and pushed updates.
+
+A workshop removed from the config retires: it hands nothing out, its spares
+go, its attendees keep working until culled; then it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from traitlets.config import Config
+
+from ..backoff import every
+from ..pool.pool import Pool
+from ..pool.slot import ASSIGNED
+from .cap import TotalCap
+from .push import Updates
+from .schedule import StartRate, WorkshopSchedule
+from .spec import WorkshopError, WorkshopSpec
+
+TICK = 5.0  # seconds between looks at the schedules and the retiring workshops
+
+
+class Workshop:
+    """One workshop: its pool and engine, links, schedule and pushed updates."""
+
+    def __init__(self, name: str, spec: WorkshopSpec | None, pool: Pool, web, updates: Updates,
+                 schedule: WorkshopSchedule):
+        self.name = name
+        self.spec = spec
+        self.pool = pool
+        self.web = web
+        self.updates = updates
+        self.schedule = schedule
+        self.active = True  # False once removed from the config (retiring)
+
+    @property
+    def prefix(self) -> str:
+        """Its links' prefix: '/w/<name>' ('' for the service's one unnamed workshop)."""
+        return f"/w/{self.name}" if self.name else ""
+
+    @property
+    def display_name(self) -> str:
+        return self.spec.display_name if self.spec is not None else self.web.workshop_name
+
+    @property
+    def landing_path(self) -> str:
+        if self.spec is not None and self.spec.landing_path is not None:
+            return self.spec.landing_path
+        return self.web.landing_path
+
+    @property
+    def key(self) -> str:
+        if self.spec is not None and self.spec.key is not None:
+            return self.spec.key
+        return self.web.workshop_key
+
+    @property
+    def push_folder(self) -> str:
+        return self.spec.push_folder if self.spec is not None else ""
+
+    def stats(self) -> dict:
+        summary = self.pool.summary()
+        return {"name": self.name, "display_name": self.display_name, "active": self.active,
+                "image": self.pool.backend.image, "url": f"{self.prefix}/", **summary}
+
+    def status(self) -> dict:
+        """What the status page shows of it."""
+        return {**self.stats(), "landing_path": self.landing_path, "schedule": self.schedule.status(),
+                "push": self.updates.status(), "push_folder": self.push_folder, "key": bool(self.key),
+                "problems": self.pool.problems(), "spawn_seconds": self.pool.stats.spawn_summary()}
+
+
+class Workshops:
+    """Every workshop of the service, found by name or by URL; the service-wide cap; the schedules' loop."""
+
+    def __init__(self, *, engine, make_pool: Callable[..., Pool], web, keeper, secret, data_dir: Path, log,
+                 total: int = 0, clock: Callable[[], float] | None = None):
+        self.engine = engine  # the service's engine (the unnamed workshop's)
+        self.make_pool = make_pool  # make_pool(**kwargs) -> Pool wired to the proxy, web app and record
+        self.web = web
+        self.keeper = keeper
+        self.secret = secret
+        self.data_dir = data_dir
+        self.log = log
+        self.named = False
+        self.active: dict[str, Workshop] = {}
+        self.retiring: dict[str, Workshop] = {}
+        self.cap = TotalCap(total, self.pools)
+        self.rate = StartRate(data_dir / "start_rate.json", self._launches)
+        self.clock = clock
+        self._task: asyncio.Task | None = None
+
+    # --- finding ---------------------------------------------------------------------------------
+
+    def all(self) -> list[Workshop]:
+        return [*self.active.values(), *self.retiring.values()]
+
+    def pools(self) -> list[Pool]:
+        return [w.pool for w in self.all()]
+
+    def _launches(self) -> list[float]:
+        return [s for w in self.all() for s in w.pool.stats.spawn_seconds[-50:]]
+
+    def get(self, name: str) -> Workshop | None:
+        """An active workshop by name ('' : the unnamed one, when there are no named ones)."""
+        return self.active.get(name)
+
+    def of_cid(self, cid: str) -> Workshop | None:
+        """The workshop container ``cid`` belongs (or belonged) to, if known."""
+        for ws in self.all():
+            if cid in ws.pool.slots:
+                return ws
+        kept = self.keeper.sessions.get(cid) if self.keeper is not None else None
+        if kept is not None:
+            return self.get(kept.workshop)
+        return None
+
+    @property
+    def default(self) -> Workshop | None:
+        """The workshop at '/' (None when the service has named workshops: '/' lists them)."""
+        return None if self.named else self.active.get("")
+
+    # --- building ----------------------------------------------------------------------------------
+
+    def _build(self, name: str, spec: WorkshopSpec | None, config: Config | None) -> Workshop:
+        data = self.data_dir / "pushed" / (name or "_")
+        updates = Updates(name, data, self.secret, self.keeper, self.log)
+        if spec is None:
+            pool = self.make_pool(backend=self.engine)
+        else:
+            pool = self.make_pool(config=config, backend=self.engine.variant(config), workshop=name,
+                                  pool_name=f"{self._base_pool_name(config)}-{name}")
+        pool.shared_room = self.cap.room if self.cap.total else None
+        pool.on_freed = self.cap.freed
+        pool.on_spare = updates.into_spare
+        pool.live_scopes = lambda: {p.share_scope() for p in self.pools()}
+        ws = Workshop(name, spec, pool, self.web, updates, None)  # type: ignore[arg-type]
+        ws.schedule = WorkshopSchedule(name or "(default)", spec.windows if spec else [], pool, self.rate,
+                                       self.log, **({"clock": self.clock} if self.clock else {}))
+        pool.landing_page = lambda: ws.landing_path
+        return ws
+
+    @staticmethod
+    def _base_pool_name(config: Config) -> str:
+        return config.Pool.get("pool_name", Pool.pool_name.default_value) if "Pool" in config else \
+            Pool.pool_name.default_value
+
+    async def start(self, specs: dict[str, WorkshopSpec] | None, config: Config) -> None:
+        """Build and start the workshops (``specs`` None: the one unnamed workshop)."""
+        self.named = specs is not None
+        if specs is None:
+            self.active[""] = self._build("", None, None)
+        else:
+            for name, spec in specs.items():
+                self.active[name] = self._build(name, spec, spec.config(config, type(self.engine).__name__))
+        for ws in self.active.values():
+            await ws.pool.start()
+        self._warn_cap()
+        self._task = asyncio.get_running_loop().create_task(every(lambda: TICK, self.tick, self.log,
+                                                                  "workshops: schedules"))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for ws in self.all():
+            if ws.updates.task is not None:
+                ws.updates.task.cancel()
+        await asyncio.gather(*(ws.pool.stop() for ws in self.all()))
+
+    async def tick(self) -> None:
+        for ws in self.active.values():
+            ws.schedule.tick()
+        for name, ws in list(self.retiring.items()):
+            if not ws.pool.slots:
+                del self.retiring[name]
+                await ws.pool.stop()
+                self.log.info("workshop %s: its last attendee has left; it is gone", name)
+
+    def _warn_cap(self) -> None:
+        total = self.cap.total
+        if not total:
+            return
+        asked = sum(w.pool.max_containers for w in self.active.values())
+        shares = self.cap.shares()
+        self.log.info("service-wide cap %d containers (the workshops' own caps add up to %d): shares %s", total,
+                      asked, ", ".join(f"{w.name or '(default)'} {shares.get(w.pool, 0)}"
+                                       for w in self.active.values()))
+
+    def set_total(self, total: int) -> None:
+        """A new service-wide cap (a reload): every pool consults it from now on."""
+        self.cap.total = total
+        for pool in self.pools():
+            pool.shared_room = self.cap.room if total else None
+            pool.refill()
+
+    # --- a reload ----------------------------------------------------------------------------------
+
+    async def check(self, specs: dict[str, WorkshopSpec] | None, config: Config, engine_factory) -> None:
+        """Raise WorkshopError naming the first bad setting: each workshop's settings build a throwaway pool
+        and engine, and each image a workshop names must exist on the engine."""
+        from traitlets import TraitError
+
+        from ..engines.docker import DockerBackend
+        from ..secret import ServerSecret
+
+        for name, spec in (specs or {}).items():
+            merged = spec.config(config, type(self.engine).__name__)
+            try:
+                engine_factory(config=merged)
+                Pool(config=merged, backend=DockerBackend(), secret=ServerSecret(b"x" * 32))
+            except TraitError as exc:
+                raise WorkshopError(f"workshops[{name!r}]: {exc}") from None
+            if spec.image:
+                known = await self.engine.has_image(spec.image)
+                if known is False:
+                    raise WorkshopError(f"workshops[{name!r}].image: {spec.image!r} does not exist on the engine "
+                                        "('make images' builds nbpool's; docker images lists what there is)")
+
+    async def apply(self, specs: dict[str, WorkshopSpec] | None, config: Config) -> None:
+        """Make the workshops what ``specs`` says: add new ones, change the others, retire removed ones."""
+        if specs is None and not self.named:
+            return  # the unnamed workshop follows the service's own settings (start.py applies them)
+        want = specs or {}
+        if specs is None:
+            self.log.warning("NbpoolApp.workshops was removed: the named workshops retire; '/' serves again "
+                             "after a restart")
+        for name in [n for n in self.active if n not in want]:
+            ws = self.active.pop(name)
+            ws.active = False
+            drained = ws.pool.retire()
+            self.retiring[name] = ws
+            self.log.info("workshop %s removed: no new attendees, %d spares removed, %d attendees keep "
+                          "working until culled", name, drained, ws.pool.count(ASSIGNED))
+        for name, spec in want.items():
+            merged = spec.config(config, type(self.engine).__name__)
+            ws = self.active.get(name)
+            if ws is None:
+                if name in self.retiring:  # back before its last attendee left: a fresh pool takes over
+                    self.log.info("workshop %s is back in the config: its remaining attendees stay with the "
+                                  "retiring pool; new ones get a fresh one", name)
+                    old = self.retiring.pop(name)
+                    self.retiring[f"{name}~{id(old)}"] = old
+                ws = self._build(name, spec, merged)
+                self.active[name] = ws
+                await ws.pool.start()
+                self.log.info("workshop %s added: %s, %d warm, cap %d, image %s, at /w/%s/", name, spec.display_name,
+                              ws.pool.warm, ws.pool.max_containers, ws.pool.backend.image, name)
+                continue
+            self._change(ws, spec, merged)
+        self.named = specs is not None or self.named
+        self._warn_cap()
+
+    def _change(self, ws: Workshop, spec: WorkshopSpec, merged: Config) -> None:
+        old_image, pool_name = ws.pool.backend.image, ws.pool.pool_name
+        changed = []
+        for obj in (ws.pool, ws.pool.backend):
+            before = {k: getattr(obj, k) for k in obj.trait_names(config=True)}
+            obj.update_config(merged)
+            changed += [f"{k}={getattr(obj, k)!r}" for k in before if getattr(obj, k) != before[k]
+                        and k != "pool_name"]
+        ws.pool.pool_name = pool_name  # read at start only (the engine's labels hold it)
+        ws.spec = spec
+        ws.schedule.windows = spec.windows
+        ws.schedule._explained = False  # say again what the windows will do
+        if changed:
+            self.log.info("workshop %s changed: %s", ws.name, ", ".join(changed))
+        if ws.pool.backend.image != old_image:
+            drained = ws.pool.drain()
+            self.log.info("workshop %s: image %s -> %s: replacing %d spares; attendees keep theirs", ws.name,
+                          old_image, ws.pool.backend.image, drained)
