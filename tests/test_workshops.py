@@ -236,3 +236,36 @@ def test_a_push_adds_new_files_replaces_untouched_ones_and_keeps_edited_ones_bes
     # A bad push is refused and names what is wrong.
     bad = admin_post(service, "/api/admin/workshops/python-intro/push", {"files": {"../etc/x": "y"}})
     assert bad.status_code == 400 and "'../etc/x'" in bad.json()["error"]
+
+
+def test_a_restart_adopts_each_workshops_attendees_and_kept_work_returns_to_its_workshop(workshop_service,
+                                                                                        docker_client):
+    base = {"python-intro": {"warm": 1, "max_containers": 3, "landing_path": "tree"}}
+    service = workshop_service({**base, "late": {"warm": 1, "max_containers": 2}},
+                               wait_for={"python-intro": 1, "late": 1})
+    py, late = visitor(), visitor()
+    py_url, late_url = spawn_in(py, service, "python-intro"), spawn_in(late, service, "late")
+    put(py, py_url, service, "mine.ipynb", '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+
+    # Restarted with 'late' gone from the config: both attendees keep their containers.
+    assert service.stop() == 0
+    service.write_config(NbpoolApp__workshops=base)
+    service.start(wait_warm=False)
+    service.wait_for(lambda: stats(service, "python-intro")["assigned"] == 1, timeout=60, what="adoption")
+    assert py.get(py_url, timeout=30).status_code == 200
+    assert late.get(late_url, timeout=30).status_code == 200
+    assert "workshop late is no longer in the config: its 1 attendees keep working" in service.logs()
+    assert requests.get(f"{service.url}/w/late/", timeout=5).status_code == 404
+    left = docker_client.containers.list(filters={"label": f"org.nbpool.pool={service.pool_name}-late"})
+    assert [c.labels["org.nbpool.id"] for c in left] == [cid_of(late_url)]  # its spare went, its attendee stayed
+
+    # An operator ends the Python attendee's session: their work is kept, and comes back in that workshop.
+    cid = cid_of(py_url)
+    assert service.admin("DELETE", f"/api/admin/containers/{cid}").status_code == 204
+    ended = py.get(py_url, timeout=30)
+    assert ended.status_code == 404 and "mine.ipynb" in ended.text and "/w/python-intro/spawn" in ended.text
+    restored = py.post(f"{service.url}/kept/{cid}/restore", data={"path": "tree"}, allow_redirects=False,
+                       headers={"Origin": service.url}, timeout=60)
+    new_url = through_the_line(py, service.url, restored)
+    assert labels_of(docker_client, cid_of(new_url))["org.nbpool.workshop"] == "python-intro"
+    assert read(py, new_url, "mine.ipynb") is not None

@@ -139,6 +139,11 @@ class ContainerBackend(LoggingConfigurable):
         """Whether the engine has ``image`` (None: it cannot tell); a workshop naming a missing one is refused."""
         return None
 
+    async def workshop_pools(self) -> dict[str, str]:
+        """Pools of named workshops with containers on the engine: {pool name: workshop} (after a restart,
+        a workshop no longer configured still has attendees to adopt and cull)."""
+        return {}
+
     async def setup(self) -> None:
         """Prepare the engine before the pool's first reconcile (networks, firewall rules).
 

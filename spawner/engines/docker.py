@@ -24,6 +24,7 @@ from .base import (
     ID_LABEL,
     POOL_LABEL,
     RUNNING,
+    WORKSHOP_LABEL,
     BackendError,
     ContainerBackend,
     ContainerEvent,
@@ -427,6 +428,12 @@ class DockerBackend(ContainerBackend):
 
     async def list(self, pool: str) -> list[ContainerInfo]:
         return [self._info(attrs) for attrs in await self._call("list", self._list_sync, pool)]
+
+    async def workshop_pools(self) -> dict[str, str]:
+        found = await self._call("list", lambda: self._docker().api.containers(
+            all=True, filters={"label": WORKSHOP_LABEL}))
+        return {c["Labels"][POOL_LABEL]: c["Labels"][WORKSHOP_LABEL] for c in found
+                if POOL_LABEL in (c.get("Labels") or {})}
 
     def _logs_sync(self, engine_id: str, tail: int) -> str:
         try:

@@ -49,6 +49,7 @@ from .base import (
     POOL_LABEL,
     REMOVED,
     RUNNING,
+    WORKSHOP_LABEL,
     BackendError,
     ContainerEvent,
     ContainerInfo,
@@ -147,6 +148,11 @@ class SwarmBackend(DockerBackend):
 
     async def has_image(self, image: str) -> bool | None:
         return None  # the nodes hold the images (probed per node as containers are placed)
+
+    async def workshop_pools(self) -> dict[str, str]:
+        found = await self._call("list", lambda: self._docker().api.services(filters={"label": WORKSHOP_LABEL}))
+        labels = [(svc.get("Spec") or {}).get("Labels") or {} for svc in found]
+        return {lab[POOL_LABEL]: lab[WORKSHOP_LABEL] for lab in labels if POOL_LABEL in lab}
 
     async def setup(self) -> None:
         if self.origin is not None:  # a workshop's variant: the origin checked the swarm; probe our image

@@ -25,7 +25,7 @@ from ..pool.slot import ASSIGNED
 from .cap import TotalCap
 from .push import Updates
 from .schedule import StartRate, WorkshopSchedule
-from .spec import WorkshopError, WorkshopSpec
+from .spec import NAME_OK, WorkshopError, WorkshopSpec
 
 TICK = 5.0  # seconds between looks at the schedules and the retiring workshops
 
@@ -165,9 +165,28 @@ class Workshops:
                 self.active[name] = self._build(name, spec, spec.config(config, type(self.engine).__name__))
         for ws in self.active.values():
             await ws.pool.start()
+        await self._adopt_removed(config)
         self._warn_cap()
         self._task = asyncio.get_running_loop().create_task(every(lambda: TICK, self.tick, self.log,
                                                                   "workshops: schedules"))
+
+    async def _adopt_removed(self, config: Config) -> None:
+        """Attendees of workshops removed from the config while nbpool was down: adopted by a retiring pool
+        each (no hand-outs, spares removed), culled as usual; the workshop is gone once they have left."""
+        base = self._base_pool_name(config)
+        found = await self.engine.workshop_pools()
+        configured = {ws.pool.pool_name for ws in self.active.values()}
+        for pool_name, name in sorted(found.items()):
+            if pool_name in configured or pool_name != f"{base}-{name}" or not NAME_OK.match(name):
+                continue  # another service's pool on the same engine, or one of ours still configured
+            spec = WorkshopSpec(name=name, display_name=name, landing_path=None, key=None, push_folder="")
+            ws = self._build(name, spec, spec.config(config, type(self.engine).__name__))
+            ws.active = False
+            ws.pool.retired = True
+            self.retiring[name] = ws
+            await ws.pool.start()
+            self.log.info("workshop %s is no longer in the config: its %d attendees keep working until culled",
+                          name, ws.pool.count(ASSIGNED))
 
     async def stop(self) -> None:
         if self._task is not None:
