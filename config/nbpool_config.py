@@ -96,3 +96,17 @@ c.WorkKeeper.max_per_attendee = "50M"
 c.WorkKeeper.max_total = "2G"         # all attendees together, under data/kept/
 # The workshop's record (data/record/), read by `python -m spawner.report` and /status/report.
 c.WorkshopRecord.enabled = True
+
+# --- several workshops on one service (README: "Several workshops") ---------------------------
+# Each named workshop gets its own links (/w/<name>/), pool, image, sizes and limits; the
+# settings above are every workshop's defaults. SIGHUP adds, changes and removes workshops.
+# c.NbpoolApp.workshops = {
+#     "python-intro": {"display_name": "Python for beginners", "warm": 10, "max_containers": 40,
+#                      "landing_path": "notebooks/01-python-introduction.ipynb",
+#                      "push_folder": "/srv/workshops/python-intro",
+#                      "schedule": [{"start": "2026-12-03 09:00", "end": "2026-12-03 12:30", "warm": 40}]},
+#     "r-stats": {"display_name": "Statistics with R", "image": "nbpool/notebook:latest", "warm": 5,
+#                 "max_containers": 30, "mem_limit": "2G", "landing_path": "lab", "key": "r-stats-2026-xyz"},
+# }
+# c.NbpoolApp.total_containers = 60   # all workshops together (each keeps its share)
+# c.NbpoolApp.time_zone = "Europe/Berlin"   # schedule times without an offset ('' : this machine's)
