@@ -12,6 +12,7 @@ from traitlets import TraitError
 from .. import __version__
 from ..pool.errors import PoolError, PoolFull
 from .admission import Refused
+from .metrics import all_nodes
 from .metrics import render as render_metrics
 from .visitor import PageHandler
 
@@ -127,6 +128,8 @@ class StatsHandler(JSONHandler):
         total = {k: sum(w[k] for w in each.values()) for k in ("available", "assigned", "launching", "capacity",
                                                              "queue")}
         cap = self.workshops.cap.total
+        if cap:
+            total["capacity"] = min(total["capacity"], cap)
         self.finish({**total, "total_containers": cap or None, "version": __version__, "workshops": each})
 
     @staticmethod
@@ -147,7 +150,7 @@ class HealthHandler(JSONHandler):
                      "engine_up": all(w.pool.engine_up for w in pools),
                      "breaker_open": any(w.pool.breaker_open for w in pools),
                      "consecutive_failures": max((w.pool.consecutive_failures for w in pools), default=0),
-                     "accepting": self.nb.accepting, **summed(pools)})
+                     "accepting": self.nb.accepting, **summed(pools, self.workshops.cap.total)})
 
 
 class AdminHandler(JSONHandler):
@@ -187,12 +190,14 @@ class AdminHandler(JSONHandler):
         return ws.pool
 
 
-def summed(workshops) -> dict:
-    """The pools' summaries added up (the service's numbers)."""
+def summed(workshops, cap: int = 0) -> dict:
+    """The pools' summaries added up (the service's numbers); ``cap``: NbpoolApp.total_containers."""
     total: dict[str, int] = {}
     for ws in workshops:
         for key, value in ws.pool.summary().items():
             total[key] = total.get(key, 0) + value
+    if cap and "capacity" in total:
+        total["capacity"] = min(total["capacity"], cap)
     return total
 
 
@@ -207,10 +212,9 @@ class ContainersHandler(AdminHandler):
         # A failed save is the operators' to see (here and in the log), not a reason to call the pool unhealthy.
         problems = [f"{w.name}: {p}" if w.name else p for w in workshops for p in w.pool.problems()]
         problems += [f"kept work: {kept['problem']}"] if kept.get("problem") else []
-        first = workshops[0].pool if workshops else None
-        spawn = first.stats.spawn_summary() if len(workshops) == 1 else self.workshops_spawn(workshops)
-        self.finish({"containers": rows, "nodes": first.nodes() if first else [], "problems": problems,
-                     "kept": kept, "spawn_seconds": spawn, **summed(workshops)})
+        spawn = self.workshops_spawn(workshops)
+        self.finish({"containers": rows, "nodes": all_nodes(workshops), "problems": problems,
+                     "kept": kept, "spawn_seconds": spawn, **summed(workshops, self.workshops.cap.total)})
 
     @staticmethod
     def workshops_spawn(workshops) -> dict:

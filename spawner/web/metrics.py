@@ -90,6 +90,18 @@ def node_metrics(nodes: list[dict]) -> Iterator[Metric]:
     yield from (containers, memory, reserved, up)
 
 
+def all_nodes(workshops) -> list[dict]:
+    """The engine's machines with every workshop's containers on each."""
+    rows: dict[str, dict] = {}
+    for ws in workshops:
+        for node in ws.pool.nodes():
+            row = rows.setdefault(node["name"], node)
+            if row is not node:
+                for state in ("spare", "assigned", "launching"):
+                    row[state] += node[state]
+    return list(rows.values())
+
+
 class PoolCollector(Collector):
     """Reads the workshops' pools and ``proxy`` whenever the registry is collected.
 
@@ -156,8 +168,7 @@ class PoolCollector(Collector):
                 family.add_metric([ws.name], getattr(ws.pool.stats, key))
             yield family
         yield spawn_histogram([s for ws in workshops for s in ws.pool.stats.spawn_seconds])
-        if workshops:
-            yield from node_metrics(workshops[0].pool.nodes())
+        yield from node_metrics(all_nodes(workshops))
 
 
 # The shared static cache (proxy.static_cache): (kind, attribute, metric name, help).

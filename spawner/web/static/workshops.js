@@ -84,6 +84,7 @@
           post("/api/admin/drain", {workshop: ws.name}).then(refresh);
         }
       };
+      buttons.appendChild(document.createTextNode(" "));
       buttons.appendChild(d);
     }
     s.appendChild(buttons);
