@@ -235,7 +235,7 @@ class NbpoolApp(Application):
         # never buffers more either; its own timeout is only the backstop.
         app_server = HTTPServer(make_application(self.web, self.workshop_list, self.proxy, self.record),
                                 xheaders=True,
-                                max_body_size=PUSH_BODY,
+                                max_body_size=MAX_BODY,  # (an operator's push may send more: PushHandler)
                                 body_timeout=self.proxy.body_timeout + 10, idle_connection_timeout=120)
         app_server.add_socket(bind_unix_socket(sock_path, mode=0o600))
         self.proxy.routes.add("/", f"unix:{sock_path}", max_body=MAX_BODY)

@@ -229,3 +229,19 @@ def test_window_times_in_the_past_are_kept_for_the_log_not_refused():
     (w,) = parse_workshops({"r": {"schedule": [{"start": yesterday, "end": later, "warm": 3}]}},
                            UTC_ZONE)["r"].windows
     assert w.end < datetime.now(UTC).timestamp()
+
+
+def test_pushed_files_are_stored_for_nbpool_alone_and_read_back_after_a_restart(tmp_path):
+    from spawner.workshops.push import Updates
+
+    folder = tmp_path / "data" / "pushed" / "r-stats"
+    first = Updates("r-stats", folder, secret=None, keeper=None, log=logging.getLogger("test"))
+    first.files = {"week 1/ex1.ipynb": b"{}", "README.md": b"hi"}
+    first.versions = {"week 1/ex1.ipynb": {"aa", "bb"}, "README.md": {"cc"}}
+    first._store()
+    again = Updates("r-stats", folder, secret=None, keeper=None, log=logging.getLogger("test"))
+    assert again.files == first.files and again.versions == first.versions
+    for each in (tmp_path / "data" / "pushed", folder, folder / "files" / "week 1"):
+        assert each.stat().st_mode & 0o777 == 0o700, each
+    assert (folder / "files" / "week 1" / "ex1.ipynb").stat().st_mode & 0o777 == 0o600
+    assert (folder / "pushed.json").stat().st_mode & 0o777 == 0o600

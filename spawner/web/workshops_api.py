@@ -15,6 +15,9 @@ from __future__ import annotations
 import base64
 import binascii
 
+from tornado.httputil import parse_body_arguments
+from tornado.web import stream_request_body
+
 from ..workshops.push import MAX_BYTES, PushError, files_from_folder
 from .api import AdminHandler
 
@@ -32,7 +35,23 @@ class WorkshopsHandler(AdminHandler):
         self.finish({"named": workshops.named, "total_containers": workshops.cap.total or None, "workshops": rows})
 
 
+@stream_request_body
 class PushHandler(AdminHandler):
+    """Streamed: the admin checks (prepare) run before a byte of the body is read, so only an operator's
+    push is ever held in memory, up to PUSH_BODY."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.chunks: list[bytes] = []
+        self.size = 0
+        if not self._finished:
+            self.request.connection.set_max_body_size(PUSH_BODY)
+
+    def data_received(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size <= PUSH_BODY:
+            self.chunks.append(chunk)
+
     def workshop_named(self, name: str):
         ws = self.workshops.get(name) if self.workshops.named else None
         if ws is None:
@@ -63,6 +82,10 @@ class PushHandler(AdminHandler):
 
     def files(self, ws) -> tuple[dict[str, bytes], str]:
         """The push's files from the request: uploaded, in JSON, or the workshop's push_folder."""
+        self.request.body = b"".join(self.chunks)
+        self.chunks = []
+        parse_body_arguments(self.request.headers.get("Content-Type", ""), self.request.body,
+                             self.request.body_arguments, self.request.files, self.request.headers)
         uploads = [f for parts in self.request.files.values() for f in parts]
         if uploads:
             return {f["filename"].lstrip("/"): f["body"] for f in uploads}, "upload"

@@ -42,6 +42,25 @@ class PushError(ValueError):
     """The push itself is wrong (no files, too many, a bad name): nothing was copied."""
 
 
+def _folders(folder: Path) -> None:
+    """``folder`` and its parents, each readable by nbpool alone (as the rest of its data)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for each in reversed(missing):
+        each.mkdir(mode=0o700)
+
+
+def _write(target: Path, data: bytes) -> None:
+    """Atomically, mode 0600."""
+    tmp = target.with_name(target.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, target)
+
+
 def beside_name(path: str) -> str:
     """'exercises/ex1.ipynb' -> 'exercises/ex1 (updated).ipynb'."""
     p = PurePosixPath(path)
@@ -152,12 +171,10 @@ class Updates:
         files = self.folder / "files"
         for path, data in self.files.items():
             target = files / path
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
-        meta = self.folder / "pushed.json"
-        meta.write_text(json.dumps({"versions": {p: sorted(v) for p, v in self.versions.items()}}))
+            _folders(target.parent)
+            _write(target, data)
+        _write(self.folder / "pushed.json",
+               json.dumps({"versions": {p: sorted(v) for p, v in self.versions.items()}}).encode())
 
     # --- pushing -------------------------------------------------------------------------------
 
