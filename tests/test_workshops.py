@@ -269,3 +269,32 @@ def test_a_restart_adopts_each_workshops_attendees_and_kept_work_returns_to_its_
     new_url = through_the_line(py, service.url, restored)
     assert labels_of(docker_client, cid_of(new_url))["org.nbpool.workshop"] == "python-intro"
     assert read(py, new_url, "mine.ipynb") is not None
+
+
+def test_sighup_turns_a_single_workshop_service_into_several_and_back(make_service, docker_client):
+    from .service import spawn
+
+    service = make_service()
+    service.start()
+    first = visitor()
+    first_url = spawn(first, service.url)
+    try:
+        write_workshops(service, {"solo": {"warm": 1, "max_containers": 2}})
+        service.wait_for(lambda: 'href="/w/solo/"' in requests.get(service.url + "/", timeout=5).text, timeout=60,
+                         what="the list of workshops at /")
+        assert "workshop at / removed" in service.logs()
+        assert requests.get(f"{service.url}/spawn", allow_redirects=False, timeout=10).headers["Location"] == "/"
+        assert first.get(first_url, timeout=30).status_code == 200  # its attendee keeps working
+        assert "/user/" in spawn_in(visitor(), service, "solo")
+
+        service.settings.pop("NbpoolApp.workshops")
+        service.write_config()
+        service.sighup()
+        service.wait_for(lambda: "'/' serves the service's own pool again" in service.logs(), timeout=60,
+                         what="the return to one workshop")
+        service.wait_for(lambda: service.stats().get("available", 0) >= 1, timeout=120, what="a spare at /")
+        assert "/user/" in spawn(visitor(), service.url)
+        assert requests.get(f"{service.url}/w/solo/", timeout=5).status_code == 404
+    finally:
+        service.stop()
+        remove_pool_containers(docker_client, f"{service.pool_name}-solo")

@@ -133,10 +133,11 @@ class Workshops:
     # --- building ----------------------------------------------------------------------------------
 
     def _build(self, name: str, spec: WorkshopSpec | None, config: Config | None) -> Workshop:
-        data = self.data_dir / "pushed" / (name or "_")
-        updates = Updates(name, data, self.secret, self.keeper, self.log)
+        """A workshop's parts (its pool not started yet); ``spec`` None: the service's one unnamed workshop
+        (``config`` None: the service's own settings as loaded at start)."""
+        updates = Updates(name, self.data_dir / "pushed" / (name or "_"), self.secret, self.keeper, self.log)
         if spec is None:
-            pool = self.make_pool(backend=self.engine)
+            pool = self.make_pool(backend=self.engine, **({"config": config} if config is not None else {}))
         else:
             pool = self.make_pool(config=config, backend=self.engine.variant(config), workshop=name,
                                   pool_name=f"{self._base_pool_name(config)}-{name}")
@@ -144,9 +145,9 @@ class Workshops:
         pool.on_freed = self.cap.freed
         pool.on_spare = updates.into_spare
         pool.live_scopes = lambda: {p.share_scope() for p in self.pools()}
-        ws = Workshop(name, spec, pool, self.web, updates, None)  # type: ignore[arg-type]
-        ws.schedule = WorkshopSchedule(name or "(default)", spec.windows if spec else [], pool, self.rate,
-                                       self.log, **({"clock": self.clock} if self.clock else {}))
+        schedule = WorkshopSchedule(name or "(default)", spec.windows if spec else [], pool, self.rate, self.log,
+                                    **({"clock": self.clock} if self.clock else {}))
+        ws = Workshop(name, spec, pool, self.web, updates, schedule)
         pool.landing_page = lambda: ws.landing_path
         return ws
 
@@ -250,25 +251,21 @@ class Workshops:
         if specs is None and not self.named:
             return  # the unnamed workshop follows the service's own settings (start.py applies them)
         want = specs or {}
-        if specs is None:
-            self.log.warning("NbpoolApp.workshops was removed: the named workshops retire; '/' serves again "
-                             "after a restart")
         for name in [n for n in self.active if n not in want]:
             ws = self.active.pop(name)
             ws.active = False
             drained = ws.pool.retire()
             self.retiring[name] = ws
             self.log.info("workshop %s removed: no new attendees, %d spares removed, %d attendees keep "
-                          "working until culled", name, drained, ws.pool.count(ASSIGNED))
+                          "working until culled", name or "at /", drained, ws.pool.count(ASSIGNED))
         for name, spec in want.items():
             merged = spec.config(config, type(self.engine).__name__)
             ws = self.active.get(name)
             if ws is None:
-                if name in self.retiring:  # back before its last attendee left: a fresh pool takes over
+                if name in self.retiring:
                     self.log.info("workshop %s is back in the config: its remaining attendees stay with the "
                                   "retiring pool; new ones get a fresh one", name)
-                    old = self.retiring.pop(name)
-                    self.retiring[f"{name}~{id(old)}"] = old
+                self._set_aside(name)
                 ws = self._build(name, spec, merged)
                 self.active[name] = ws
                 await ws.pool.start()
@@ -276,8 +273,23 @@ class Workshops:
                               ws.pool.warm, ws.pool.max_containers, ws.pool.backend.image, name)
                 continue
             self._change(ws, spec, merged)
-        self.named = specs is not None or self.named
+        if specs is None:  # back to one workshop at '/', with the service's own settings
+            self._set_aside("")
+            ws = self._build("", None, config)
+            self.active[""] = ws
+            self.named = False
+            await ws.pool.start()
+            self.log.info("NbpoolApp.workshops was removed: the named workshops retire; '/' serves the "
+                          "service's own pool again")
+        self.named = specs is not None
         self._warn_cap()
+
+    def _set_aside(self, name: str) -> None:
+        """A retiring workshop whose name comes back: it keeps its attendees under another key (the name
+        now finds the new one)."""
+        old = self.retiring.pop(name, None)
+        if old is not None:
+            self.retiring[f"{name}~{id(old)}"] = old
 
     def _change(self, ws: Workshop, spec: WorkshopSpec, merged: Config) -> None:
         old_image, pool_name = ws.pool.backend.image, ws.pool.pool_name
