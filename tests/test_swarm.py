@@ -25,7 +25,7 @@ import docker.errors
 import pytest
 import requests
 
-from tests.service import ROOT, Service, cid_of, kernel_client, spawn, visitor
+from tests.service import ROOT, Service, cid_of, kernel_client, spawn, through_the_line, visitor
 
 CLUSTER = ["bash", str(ROOT / "arch-base" / "cluster.sh")]
 WORKERS = ("nbpool-node-1", "nbpool-node-2")
@@ -101,7 +101,8 @@ def make_swarm_service(swarm, tmp_path_factory, request):
         service.stop()
         if getattr(request.node, "call_failed", False):
             print(f"--- nbpool log ({service.pool_name}) ---\n{service.logs()[-8000:]}")
-        for svc in services_of(swarm, service.pool_name):
+        for svc in services_of(swarm, service.pool_name) + services_of(swarm, f"{service.pool_name}-small") + \
+                services_of(swarm, f"{service.pool_name}-large"):
             svc.remove()
 
 
@@ -178,6 +179,34 @@ def test_a_visitor_reaches_their_container_on_a_worker_through_the_proxy(swarm, 
     assert run_code(session, url, "print(6 * 7)")[0] == "42"
     # A stranger without the cookie is refused before anything reaches the worker.
     assert requests.get(url, timeout=10, allow_redirects=False).status_code == 403
+
+
+def test_two_workshops_on_the_swarm_each_with_its_limits_and_a_push_reaching_the_workers(swarm,
+                                                                                           make_swarm_service):
+    service = make_swarm_service(NbpoolApp__workshops={
+        "small": {"warm": 1, "max_containers": 2, "mem_limit": "384M"},
+        "large": {"warm": 1, "max_containers": 2, "mem_limit": "640M", "landing_path": "lab"}})
+    service.start(wait_warm=False, timeout=180)
+    stats = lambda name: requests.get(f"{service.url}/w/{name}/api/stats", timeout=10).json()  # noqa: E731
+    service.wait_for(lambda: stats("small")["available"] >= 1 and stats("large")["available"] >= 1, timeout=180,
+                     what="a spare of each workshop")
+    for name, memory in (("small", 384), ("large", 640)):
+        (svc,) = services_of(swarm, f"{service.pool_name}-{name}")
+        assert svc.attrs["Spec"]["Labels"]["org.nbpool.workshop"] == name
+        assert svc.attrs["Spec"]["TaskTemplate"]["Resources"]["Limits"]["MemoryBytes"] == memory * 2**20
+    session = visitor()
+    resp = session.get(f"{service.url}/w/large/spawn", allow_redirects=False, timeout=60)
+    url = through_the_line(session, service.url, resp)
+    assert url.endswith("/lab") and session.get(url, timeout=30).ok
+    headers = {"Authorization": f"token {service.admin_token}", "Origin": service.url}
+    pushed = requests.post(f"{service.url}/api/admin/workshops/large/push", headers=headers, timeout=30,
+                           json={"files": {"notes/today.md": "# pushed to a worker\n"}})
+    assert pushed.status_code == 202, pushed.text
+    service.wait_for(lambda: service.admin("GET", "/api/admin/workshops/large/push").json()["push"]["finished"],
+                     timeout=60, what="the push")
+    assert service.admin("GET", "/api/admin/workshops/large/push").json()["push"]["failed"] == 0
+    base = url.rsplit("/lab", 1)[0]
+    assert session.get(f"{base}/files/notes/today.md", timeout=30).text == "# pushed to a worker\n"
 
 
 def test_containers_killed_on_a_worker_are_replaced_and_their_attendee_told(swarm, make_swarm_service):
