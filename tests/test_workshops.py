@@ -298,3 +298,11 @@ def test_sighup_turns_a_single_workshop_service_into_several_and_back(make_servi
     finally:
         service.stop()
         remove_pool_containers(docker_client, f"{service.pool_name}-solo")
+
+
+def test_a_bad_workshop_config_at_start_is_refused_naming_it(make_service):
+    service = make_service(NbpoolApp__workshops={"r-stats": {"warm": 1, "image": "nbpool/no-such-image:1"}})
+    with pytest.raises(RuntimeError) as refused:
+        service.start(wait_warm=False, timeout=60)
+    assert service.proc.returncode == 2
+    assert "workshops['r-stats'].image: 'nbpool/no-such-image:1' does not exist" in str(refused.value)

@@ -58,12 +58,22 @@
     }
     var p = el("p", pushLine(ws.push), "quiet push");
     s.appendChild(p);
-    if (ws.push && ws.push.failed) {
+    if (ws.push && ws.push.results.length) {
+      // Every container's part: done (what it did with each file) or failed (why); failures open.
+      var details = el("details");
+      details.open = ws.push.failed > 0;
+      details.appendChild(el("summary", "per container"));
       var ul = el("ul");
-      ws.push.results.filter(function (r) { return r.result === "failed"; }).forEach(function (r) {
-        ul.appendChild(el("li", r.cid + ": " + r.error));
+      ws.push.results.forEach(function (r) {
+        var what = r.result === "failed" ? "failed: " + r.error :
+          r.result + (r.new.length ? " · new " + r.new.join(", ") : "") +
+          (r.replaced.length ? " · replaced " + r.replaced.join(", ") : "") +
+          (r.beside.length ? " · changed by the attendee, new version beside " + r.beside.join(", ") : "") +
+          (r.current.length ? " · already current " + r.current.join(", ") : "");
+        ul.appendChild(el("li", r.cid + " (" + r.state + "): " + what, r.result === "failed" ? "error" : ""));
       });
-      s.appendChild(ul);
+      details.appendChild(ul);
+      s.appendChild(details);
     }
     var buttons = el("p");
     if (ws.active && ws.push_folder) {
