@@ -312,3 +312,42 @@ def test_the_ended_page_gives_the_attendee_their_work_back(chromium, service, tm
         page.get_by_text("notes.txt", exact=True).wait_for()
     finally:
         context.close()
+
+
+def test_several_workshops_from_the_front_page_to_each_ones_own_landing_and_the_status_page(
+        chromium, docker_client, notebook_image, tmp_path, request):
+    svc = Service(tmp_path, f"nbpool-browser-{secrets.token_hex(3)}", NbpoolApp__workshops={
+        "python-intro": {"display_name": "Python intro", "warm": 1, "max_containers": 2, "landing_path": "tree"},
+        "r-stats": {"display_name": "R stats", "warm": 1, "max_containers": 2, "landing_path": "lab",
+                    "schedule": [{"start": "2030-01-01T09:00+00:00", "end": "2030-01-01T12:00+00:00", "warm": 2}]}})
+    svc.start(wait_warm=False)
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    try:
+        page.goto(f"{svc.url}/")
+        page.get_by_role("link", name="R stats").click()
+        # Its landing page moves on to its own /spawn, which redirects into JupyterLab (its landing path).
+        page.wait_for_url(re.compile(r"/user/[0-9a-f]{12}/lab"))
+        page.get_by_text("01-python-introduction.ipynb", exact=True).first.wait_for()
+        assert any(c["name"] == "nbpool-session-r-stats" for c in context.cookies())
+
+        page.goto(f"{svc.url}/w/python-intro/")
+        page.wait_for_url(re.compile(r"/user/[0-9a-f]{12}/tree"))
+        page.get_by_text("01-python-introduction.ipynb", exact=True).wait_for()
+
+        page.goto(f"{svc.url}/status")
+        page.fill("input[name=token]", svc.admin_token)
+        page.click("button[type=submit]")
+        page.get_by_role("heading", name=re.compile("Python intro")).wait_for()
+        page.get_by_role("heading", name=re.compile("R stats")).wait_for()
+        page.get_by_text("scheduled", exact=True).wait_for()  # the coming window, with its state
+        assert page.get_by_text("1 in use", exact=False).count() == 2  # each workshop's attendee
+    finally:
+        context.close()
+        svc.stop()
+        failed = getattr(request.node, "call_failed", False)
+        if failed:
+            print(svc.logs()[-5000:])
+        for name in ("python-intro", "r-stats"):
+            remove_pool_containers(docker_client, f"{svc.pool_name}-{name}")

@@ -30,3 +30,15 @@ class PoolStats:
         self.spawn_seconds.append(seconds)
         if len(self.spawn_seconds) > 10000:
             del self.spawn_seconds[:5000]
+
+
+def add_up(pools, cap: int = 0) -> dict:
+    """Several pools' summaries added up (a service with several workshops); ``cap``: the service-wide
+    cap, which bounds the total capacity."""
+    total: dict[str, int] = {}
+    for pool in pools:
+        for key, value in pool.summary().items():
+            total[key] = total.get(key, 0) + value
+    if cap and "capacity" in total:
+        total["capacity"] = min(total["capacity"], cap)
+    return total

@@ -17,6 +17,7 @@ from traitlets.config import LoggingConfigurable
 
 from .. import __version__
 from ..backoff import every
+from ..pool.stats import add_up
 from ..traits import MemorySize, require
 from .recorder import Recorder
 
@@ -76,11 +77,7 @@ class WorkshopRecord(LoggingConfigurable):
     async def sample(self, pools) -> None:
         """The service's counts (summed over its workshops' pools), and each running container's use."""
         pools = pools if isinstance(pools, list) else [pools]
-        total: dict[str, int] = {}
-        for pool in pools:
-            for key, value in pool.summary().items():
-                total[key] = total.get(key, 0) + value
-        self("sample", **total)
+        self("sample", **add_up(pools))
         running = {s.engine_id: (s, pool) for pool in pools for s in pool.slots.values()
                    if s.engine_id and s.state in ("spare", "assigned")}
         if not pools:

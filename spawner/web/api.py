@@ -11,6 +11,7 @@ from traitlets import TraitError
 
 from .. import __version__
 from ..pool.errors import PoolError, PoolFull
+from ..pool.stats import add_up
 from .admission import Refused
 from .metrics import all_nodes
 from .metrics import render as render_metrics
@@ -125,11 +126,9 @@ class StatsHandler(JSONHandler):
         # A service with several workshops: the total, and each one's.
         each = {w.name: {**self.numbers(w.pool), "url": f"{w.prefix}/", "display_name": w.display_name}
                 for w in self.workshops.active.values()}
-        total = {k: sum(w[k] for w in each.values()) for k in ("available", "assigned", "launching", "capacity",
-                                                             "queue")}
         cap = self.workshops.cap.total
-        if cap:
-            total["capacity"] = min(total["capacity"], cap)
+        total = add_up([w.pool for w in self.workshops.active.values()], cap)
+        total.pop("warm", None)
         self.finish({**total, "total_containers": cap or None, "version": __version__, "workshops": each})
 
     @staticmethod
@@ -191,14 +190,8 @@ class AdminHandler(JSONHandler):
 
 
 def summed(workshops, cap: int = 0) -> dict:
-    """The pools' summaries added up (the service's numbers); ``cap``: NbpoolApp.total_containers."""
-    total: dict[str, int] = {}
-    for ws in workshops:
-        for key, value in ws.pool.summary().items():
-            total[key] = total.get(key, 0) + value
-    if cap and "capacity" in total:
-        total["capacity"] = min(total["capacity"], cap)
-    return total
+    """The workshops' pools' numbers added up (the service's)."""
+    return add_up([ws.pool for ws in workshops], cap)
 
 
 class ContainersHandler(AdminHandler):

@@ -31,6 +31,7 @@ from ..keep.store import Kept
 from ..pool.ended import EndedSessions
 from ..pool.pool import Pool, Ticket
 from ..pool.slot import Slot
+from ..pool.stats import add_up
 from ..secret import ServerSecret
 from ..traits import require
 from .access import RouteAccess
@@ -185,11 +186,7 @@ class WebApp(LoggingConfigurable):
 
     def sample_history(self, workshops) -> None:
         """One point of the status page's chart: the service's counts, summed over its workshops."""
-        total: dict[str, int] = {}
-        for ws in workshops.all():
-            for key, value in ws.pool.summary().items():
-                total[key] = total.get(key, 0) + value
-        self.history.append({"t": time.time(), **total})
+        self.history.append({"t": time.time(), **add_up(workshops.pools(), workshops.cap.total)})
 
     def expire(self) -> None:
         """Release containers reserved for visitors who never came back for them."""
