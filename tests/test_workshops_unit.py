@@ -245,3 +245,16 @@ def test_pushed_files_are_stored_for_nbpool_alone_and_read_back_after_a_restart(
         assert each.stat().st_mode & 0o777 == 0o700, each
     assert (folder / "files" / "week 1" / "ex1.ipynb").stat().st_mode & 0o777 == 0o600
     assert (folder / "pushed.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_report_of_one_workshop_keeps_its_events_and_the_services_keeps_the_totals():
+    from spawner.report.analysis import of_workshop
+
+    events = [{"e": "config", "workshop": "a", "warm": 2}, {"e": "config", "workshop": "b", "warm": 5},
+              {"e": "sample", "assigned": 3}, {"e": "sample", "workshop": "a", "assigned": 1},
+              {"e": "sample", "workshop": "b", "assigned": 2}, {"e": "handout", "workshop": "a", "cid": "1"},
+              {"e": "handout", "workshop": "b", "cid": "2"}, {"e": "refused", "why": "full"}]
+    assert [e for e in of_workshop(events, "a")] == [events[0], events[3], events[5]]
+    whole = of_workshop(events, None)
+    assert [e for e in whole if e["e"] == "sample"] == [events[2]]  # the total, not each workshop's
+    assert len(whole) == len(events) - 2

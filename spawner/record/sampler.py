@@ -78,6 +78,9 @@ class WorkshopRecord(LoggingConfigurable):
         """The service's counts (summed over its workshops' pools), and each running container's use."""
         pools = pools if isinstance(pools, list) else [pools]
         self("sample", **add_up(pools))
+        if any(pool.workshop for pool in pools):  # each workshop's too, for its own report
+            for pool in pools:
+                self("sample", workshop=pool.workshop, **pool.summary())
         running = {s.engine_id: (s, pool) for pool in pools for s in pool.slots.values()
                    if s.engine_id and s.state in ("spare", "assigned")}
         if not pools:

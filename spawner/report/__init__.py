@@ -12,7 +12,7 @@ import os
 from spawner.record.recorder import read_events
 
 from . import html
-from .analysis import Advice, advise
+from .analysis import Advice, advise, of_workshop
 
 __all__ = ["Advice", "advise", "build_report", "render"]
 
@@ -24,9 +24,11 @@ def render(events: list[dict], attendees: int | None = None, title: str = TITLE)
     return html.page(events, advise(events, attendees), title)
 
 
-def build_report(folder: str | os.PathLike, attendees: int | None = None, title: str = TITLE) -> str:
-    """The report's HTML for the recording in ``folder`` (the recorder's folder, ``<data_dir>/record``).
+def build_report(folder: str | os.PathLike, attendees: int | None = None, title: str = TITLE,
+                 workshop: str | None = None) -> str:
+    """The report's HTML for the recording in ``folder`` (the recorder's folder, ``<data_dir>/record``),
+    of the whole service or of one ``workshop`` (a service with several).
 
     An empty or missing recording gives a report that says nothing was recorded.
     """
-    return render(list(read_events(folder)), attendees, title)
+    return render(of_workshop(read_events(folder), workshop), attendees, title)

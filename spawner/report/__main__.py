@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from spawner.record.recorder import read_events
+from spawner.report.analysis import of_workshop
 
 from . import render
 
@@ -40,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
                    help=f"nbpool's data directory; the events are in DIR/record (default: {DATA_DIR})")
     p.add_argument("--attendees", type=_attendees, metavar="N",
                    help="size the advice for N attendees (default: the recorded peak of concurrent attendees)")
+    p.add_argument("--workshop", metavar="NAME",
+                   help="the report of one workshop of a service with several (its hand-outs, culls, memory and "
+                        "advice for its own pool; default: the whole service)")
     p.add_argument("--out", metavar="FILE",
                    help="where to write the HTML; '-' prints it (default: DIR/record/report.html)")
     return p
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     """Write the report and print where; 1 or 2 with a one-line message on stderr (see DESCRIPTION)."""
     args = parser().parse_args(argv)
     folder = args.data_dir / "record"
-    events = list(read_events(folder))
+    events = of_workshop(read_events(folder), args.workshop)
     if not events:
         why = "no events recorded in" if folder.is_dir() else "no such folder:"
         print(f"spawner.report: nothing to report, {why} {folder}", file=sys.stderr)

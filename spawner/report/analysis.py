@@ -52,6 +52,14 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
 
 
+def of_workshop(events: Iterable[dict], workshop: str | None) -> list[dict]:
+    """The events of one workshop of a service with several (``workshop``: its name), or of the service as a
+    whole (None: each workshop's own samples left out, their total kept)."""
+    if workshop is None:
+        return [e for e in events if not (e["e"] == "sample" and "workshop" in e)]
+    return [e for e in events if e.get("workshop") == workshop]
+
+
 def of_kind(events: Iterable[dict], kind: str) -> list[dict]:
     """The events of one kind (``e``), in recorded order."""
     return [event for event in events if event["e"] == kind]

@@ -151,7 +151,10 @@ class ReportHandler(StatusPageHandler):
             self.set_status(404)
             self.finish({"error": f"nothing recorded (WorkshopRecord is off; it writes <data_dir>/{RECORD_FOLDER})"})
             return
-        html = await asyncio.to_thread(build_report, folder, attendees=n, title=f"{self.nb.workshop_name}: report")
+        name = self.get_argument("workshop", None)
+        ws = self.workshops.get(name) if name else None
+        title = f"{ws.display_name if ws is not None else self.nb.workshop_name}: report"
+        html = await asyncio.to_thread(build_report, folder, attendees=n, title=title, workshop=name or None)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(html)
 

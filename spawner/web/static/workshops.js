@@ -37,6 +37,10 @@
     a.href = ws.url;
     h.appendChild(a);
     h.appendChild(el("small", " " + (ws.name || "") + (ws.active ? "" : " · removed: retiring until its attendees leave")));
+    var report = el("a", "its report", "quiet");
+    report.href = "/status/report?workshop=" + encodeURIComponent(ws.name);
+    h.appendChild(document.createTextNode(" "));
+    h.appendChild(report);
     s.appendChild(h);
     s.appendChild(el("p", ws.available + " ready · " + ws.assigned + " in use · " + ws.launching + " starting · " +
                          ws.queue + " waiting · cap " + ws.capacity + (ws.share !== null && ws.share !== undefined ?
