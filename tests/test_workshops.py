@@ -233,6 +233,14 @@ def test_a_push_adds_new_files_replaces_untouched_ones_and_keeps_edited_ones_bes
     for v, url in zip(late, urls, strict=True):
         assert read(v, url, NOTEBOOK) == fixed and read(v, url, "exercises/extra.md") == "# A new exercise\n"
 
+    # Pushed files are the instructor's, not the attendee's work: when the session ends, only what the
+    # attendee changed is kept.
+    assert service.admin("DELETE", f"/api/admin/containers/{cid_of(editor_url)}").status_code == 204
+    ended = editor.get(editor_url, timeout=30)
+    assert ended.status_code == 404 and NOTEBOOK in ended.text
+    kept_part = ended.text.split("<table", 1)[1].split("</table>", 1)[0]
+    assert "extra.md" not in kept_part and "(updated)" not in kept_part, kept_part
+
     # A bad push is refused and names what is wrong.
     bad = admin_post(service, "/api/admin/workshops/python-intro/push", {"files": {"../etc/x": "y"}})
     assert bad.status_code == 400 and "'../etc/x'" in bad.json()["error"]

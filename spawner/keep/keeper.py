@@ -84,7 +84,7 @@ class WorkKeeper(LoggingConfigurable):
         super().__init__(**kwargs)
         self.sessions: dict[str, Kept] = {}
         self.baselines: dict[str, dict[str, list]] = {}  # image -> path -> [size, modified, sha256]
-        self.pushed: dict[str, dict[str, set[str]]] = {}  # image -> path -> sha256 of versions an instructor pushed
+        self.pushed: dict[str, dict[str, set[str]]] = {}  # workshop -> path -> sha256 of versions pushed into it
         self.checked: dict[str, float] = {}  # cid -> pool clock at its last checkpoint
         self._failed: dict[str, str] = {}  # cid -> why its last save failed (live sessions)
         self._full = ""  # why files were refused for lack of space ('' once there is room again)
@@ -177,9 +177,9 @@ class WorkKeeper(LoggingConfigurable):
         except OSError as exc:
             self.log.warning("kept work: could not store the image's own files in %s: %s", self.store.root, exc)
 
-    def add_pristine(self, image: str, path: str, digest: str) -> None:
-        """A version of ``path`` an instructor pushed into containers of ``image``: not the attendee's work."""
-        self.pushed.setdefault(image, {}).setdefault(path, set()).add(digest)
+    def add_pristine(self, workshop: str, path: str, digest: str) -> None:
+        """A version of ``path`` an instructor pushed into ``workshop``'s containers: not the attendee's work."""
+        self.pushed.setdefault(workshop, {}).setdefault(path, set()).add(digest)
 
     def image_hash(self, image: str, path: str) -> str:
         """The sha256 of ``path`` as ``image`` ships it ('' when unknown)."""
@@ -289,7 +289,7 @@ class WorkKeeper(LoggingConfigurable):
             fetched += len(data)
             base = (baseline or {}).get(item.path)
             digest = hashlib.sha256(data).hexdigest()
-            if (base and base[2] == digest) or digest in self.pushed.get(kept.image, {}).get(item.path, ()):
+            if (base and base[2] == digest) or digest in self.pushed.get(kept.workshop, {}).get(item.path, ()):
                 kept.pristine[item.path] = list(item.mark)  # saved unchanged: still the image's own
                 kept.files.pop(item.path, None)
                 continue

@@ -161,6 +161,8 @@ class Updates:
                 check_path(path)
                 self.versions[path] = set(digests)
                 self.files[path] = (self.folder / "files" / path).read_bytes()
+                for digest in digests:
+                    self._not_the_attendees(path, digest)
         except (OSError, ValueError, KeyError, TypeError, BadPath) as exc:
             self.log.error("workshop %s: the pushed files under %s could not be read (%s): new spares get "
                            "the image's files only", self.workshop, self.folder, exc)
@@ -175,6 +177,12 @@ class Updates:
             _write(target, data)
         _write(self.folder / "pushed.json",
                json.dumps({"versions": {p: sorted(v) for p, v in self.versions.items()}}).encode())
+
+    def _not_the_attendees(self, path: str, digest: str) -> None:
+        """Tell the keeper: this version, at its path or beside an edited file, is the instructor's."""
+        if self.keeper is not None:
+            self.keeper.add_pristine(self.workshop, path, digest)
+            self.keeper.add_pristine(self.workshop, beside_name(path), digest)
 
     # --- pushing -------------------------------------------------------------------------------
 
@@ -202,9 +210,7 @@ class Updates:
                 digest = hashlib.sha256(data).hexdigest()
                 self.files[path] = data
                 self.versions.setdefault(path, set()).add(digest)
-                if self.keeper is not None:
-                    for image in {s.image for s in slots} | {pool.backend.image}:
-                        self.keeper.add_pristine(image, path, digest)
+                self._not_the_attendees(path, digest)
             try:
                 await asyncio.to_thread(self._store)
             except OSError as exc:
