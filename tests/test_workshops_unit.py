@@ -124,7 +124,7 @@ class FakeClock:
 class FakePool:
     def __init__(self, warm: int = 2, cap: int = 40, concurrency: int = 4):
         self.warm, self.max_containers, self.spawn_concurrency = warm, cap, concurrency
-        self.warm_floor, self.available = 0, warm
+        self.warm_floor, self.available, self.launching = 0, warm, 0
 
     def set_warm_floor(self, floor: int) -> None:
         self.warm_floor = floor
@@ -133,8 +133,8 @@ class FakePool:
         return 0
 
 
-def schedule(windows, launches, clock, pool=None, tmp: Path | None = None):
-    rate = StartRate(tmp / "rate.json" if tmp else None, lambda: launches)
+def schedule(windows, launches, clock, pool=None, tmp: Path | None = None, intervals=(), cores: int = 4):
+    rate = StartRate(tmp / "rate.json" if tmp else None, lambda: launches, lambda: list(intervals), cores=cores)
     return WorkshopSchedule("r", windows, pool or FakePool(), rate, logging.getLogger("test"), clock=clock)
 
 
@@ -153,6 +153,22 @@ def test_the_lead_time_comes_from_the_measured_launches_with_a_margin(tmp_path):
     fresh = schedule([window], [], clock)
     assert fresh.lead(window)[0] == 10 * ASSUMED_LAUNCH * LEAD_FACTOR + LEAD_MARGIN
     assert "assumed" in fresh.lead(window)[1]
+    # Launches are CPU-bound: on 2 cores, no more than 2 go at full speed, whatever spawn_concurrency says.
+    assert schedule([window], launches, clock, cores=2).lead(window)[0] == 38 / 2 * 8.0 * LEAD_FACTOR + LEAD_MARGIN
+
+
+def test_a_rate_measured_in_a_burst_of_launches_beats_single_launch_times(tmp_path):
+    start = at("2026-12-03 09:00")
+    window = Window(start, start + 3600, 40, "9 to 10")
+    # Five launches overlapping from t=100 to t=110 (a burst): 0.5 a second. A lone launch at t=200 is no burst.
+    burst = [(100.0, 104.0), (100.5, 106.0), (101.0, 108.0), (103.0, 109.0), (105.0, 110.0), (200.0, 202.0)]
+    sched = schedule([window], [2.0] * 6, FakeClock(start - 3600), tmp=tmp_path, intervals=burst)
+    lead, why = sched.lead(window)
+    assert lead == 38 / 0.5 * LEAD_FACTOR + LEAD_MARGIN
+    assert "at 0.50 a second (measured in the last 1 bursts of launches)" in why
+    # Remembered across a restart too.
+    again = schedule([window], [], FakeClock(start - 3600), tmp=tmp_path)
+    assert again.lead(window)[0] == lead and "before the last restart" in again.lead(window)[1]
 
 
 def test_spares_rise_at_the_lead_before_the_start_and_fall_after_the_end(caplog):

@@ -130,6 +130,7 @@ class PoolLaunches:
         self.no_room = ""
         self.stats.launched += 1
         self.stats.record_spawn(self.clock() - slot.launch_started)
+        self.stats.launch_intervals.append((slot.launch_started, self.clock()))
         self.record("launch", cid=slot.cid, seconds=round(self.clock() - slot.launch_started, 3))
         return True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 
 
@@ -17,6 +18,8 @@ class PoolStats:
     oom_kills: int = 0  # processes killed at a container's memory limit
     adopted: int = 0
     spawn_seconds: list[float] = field(default_factory=list)  # launch to ready, bounded below
+    # (launched, ready) on the pool's clock, for the rate of launches in bursts (scheduled warming)
+    launch_intervals: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
 
     def spawn_summary(self) -> dict:
         """Launch-to-ready seconds: how many, median and 95th percentile (None before the first)."""

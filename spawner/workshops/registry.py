@@ -96,7 +96,8 @@ class Workshops:
         self.active: dict[str, Workshop] = {}
         self.retiring: dict[str, Workshop] = {}
         self.cap = TotalCap(total, self.pools)
-        self.rate = StartRate(data_dir / "start_rate.json", self._launches)
+        self.rate = StartRate(data_dir / "start_rate.json", self._launches,
+                              lambda: [i for w in self.all() for i in w.pool.stats.launch_intervals])
         self.clock = clock
         self._task: asyncio.Task | None = None
 

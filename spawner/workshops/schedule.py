@@ -1,10 +1,10 @@
 """Scheduled warming: a workshop's spares raised ahead of a window so they are ready *at* its start.
 
 A window is ``{"start", "end", "warm"}``. The raise begins ``lead`` seconds
-before ``start``: the time this service needs to start the extra spares, from
-the launch time it has measured (the 90th percentile of recent launches, run
-``spawn_concurrency`` at once), times LEAD_FACTOR, plus LEAD_MARGIN. Until
-anything is measured, ASSUMED_LAUNCH stands in, and the log says so. After
+before ``start``: the time this service needs to start the extra spares (see
+``StartRate``: the rate it measured in bursts of launches, else its single
+launch times), times LEAD_FACTOR, plus LEAD_MARGIN. Until anything is
+measured, ASSUMED_LAUNCH stands in, and the log says so. After
 ``end`` the workshop returns to its base ``warm`` (extra spares are removed;
 attendees keep their containers). Overlapping windows: the larger ``warm``
 applies while both are open. Pure logic with an injected clock, so the unit
@@ -26,6 +26,7 @@ LEAD_FACTOR = 1.5  # launches under a burst of scheduled raises run slower than 
 LEAD_MARGIN = 60.0  # seconds, for the last wave and the spares' warm-up
 ASSUMED_LAUNCH = 20.0  # seconds per launch before any was measured on this machine
 RECENT = 50  # launches the measurement looks at
+BURST = 4  # overlapping launches that make a burst (a rate worth measuring)
 
 
 @dataclass
@@ -40,49 +41,92 @@ class Window:
 
 
 class StartRate:
-    """How long a launch takes here: measured from the pools' recent launches, remembered across restarts."""
+    """How fast this service starts containers: measured from the pools' recent launches, remembered across
+    restarts (``<data_dir>/start_rate.json``).
 
-    def __init__(self, path: Path | None, launches: Callable[[], list[float]]):
+    The best figure is a *measured rate*: containers made ready per second while several launches ran at
+    once (launches compete for the machine's CPU, so a lone launch says little about a burst). Until a
+    burst of at least BURST launches was seen, the estimate is the 90th percentile of single launch times,
+    ``spawn_concurrency`` at once but never faster than one launch per core at a time.
+    """
+
+    def __init__(self, path: Path | None, launches: Callable[[], list[float]],
+                 intervals: Callable[[], list[tuple[float, float]]] = list, cores: int | None = None):
         self.path = path
         self.launches = launches  # recent launch-to-ready seconds, all pools
-        self.remembered: float | None = None
+        self.intervals = intervals  # recent (started, ready) monotonic times of launches, all pools
+        self.cores = cores or os.cpu_count() or 1
+        self.remembered: dict = {}
         if path is not None and path.exists():
             try:
-                self.remembered = float(json.loads(path.read_text())["launch_p90"])
-            except (OSError, ValueError, KeyError, TypeError):
-                self.remembered = None
+                found = json.loads(path.read_text())
+                self.remembered = {k: float(found[k]) for k in ("launch_p90", "rate") if found.get(k)}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                self.remembered = {}
 
     def launch_seconds(self) -> tuple[float, str]:
         """(seconds one launch takes, where that figure comes from)."""
         recent = sorted(self.launches()[-RECENT:])
         if recent:
             p90 = recent[min(len(recent) - 1, int(0.9 * len(recent)))]
-            if self.path is not None and (self.remembered is None or abs(p90 - self.remembered) > 0.05):
-                self.remembered = p90
-                self._store(p90)
+            self._remember("launch_p90", p90)
             return p90, f"p90 of the last {len(recent)} launches"
-        if self.remembered is not None:
-            return self.remembered, "p90 measured before the last restart"
+        if "launch_p90" in self.remembered:
+            return self.remembered["launch_p90"], "p90 measured before the last restart"
         return ASSUMED_LAUNCH, "assumed: no launch measured yet"
 
-    def _store(self, p90: float) -> None:
+    def burst_rate(self) -> tuple[float, str] | None:
+        """(containers ready per second in bursts, where from), or None before any burst was seen.
+
+        Launches that overlap form a busy stretch; a stretch of at least BURST launches gives a rate
+        (launches / its length). The slowest of the last three such stretches counts.
+        """
+        stretches: list[list[float]] = []  # [start, end, launches]
+        for start, end in sorted(self.intervals()):
+            if stretches and start <= stretches[-1][1]:
+                stretches[-1][1] = max(stretches[-1][1], end)
+                stretches[-1][2] += 1
+            else:
+                stretches.append([start, end, 1])
+        rates = [n / (end - start) for start, end, n in stretches if n >= BURST and end > start]
+        if rates:
+            rate = min(rates[-3:])
+            self._remember("rate", rate)
+            return rate, f"measured in the last {min(3, len(rates))} bursts of launches"
+        if "rate" in self.remembered:
+            return self.remembered["rate"], "measured in bursts before the last restart"
+        return None
+
+    def _remember(self, key: str, value: float) -> None:
+        if self.path is None or abs(self.remembered.get(key, -1.0) - value) <= 0.01 * value:
+            return
+        self.remembered[key] = value
         try:
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"launch_p90": round(p90, 3), "at": time.time()}))
+            tmp.write_text(json.dumps({**{k: round(v, 4) for k, v in self.remembered.items()}, "at": time.time()}))
             os.replace(tmp, self.path)
         except OSError:
             pass  # a figure to reuse after a restart, no more
+
+    def estimate(self, extra: int, concurrency: int) -> tuple[float, str]:
+        """Seconds to start ``extra`` spares (no margin), and how that was worked out."""
+        burst = self.burst_rate()
+        if burst is not None:
+            rate, source = burst
+            return extra / rate, f"{extra} more spares at {rate:.2f} a second ({source})"
+        seconds, source = self.launch_seconds()
+        parallel = max(1, min(concurrency, self.cores))
+        estimate = max(math.ceil(extra / max(1, concurrency)), extra / parallel) * seconds
+        return estimate, (f"{extra} more spares, {seconds:.1f}s a launch ({source}), at most {parallel} at "
+                          f"full speed ({concurrency} at once, {self.cores} cores)")
 
     def lead(self, extra: int, concurrency: int) -> tuple[float, str]:
         """Seconds needed to start ``extra`` spares, with the margin, and the reasoning for the log."""
         if extra <= 0:
             return 0.0, "no extra spares needed"
-        seconds, source = self.launch_seconds()
-        waves = math.ceil(extra / max(1, concurrency))
-        estimate = waves * seconds
+        estimate, how = self.estimate(extra, concurrency)
         lead = estimate * LEAD_FACTOR + LEAD_MARGIN
-        return lead, (f"{extra} more spares, {concurrency} at once, {seconds:.1f}s a launch ({source}): "
-                      f"{estimate:.0f}s, x{LEAD_FACTOR:g} + {LEAD_MARGIN:.0f}s margin = {lead:.0f}s")
+        return lead, f"{how}: {estimate:.0f}s, x{LEAD_FACTOR:g} + {LEAD_MARGIN:.0f}s margin = {lead:.0f}s"
 
 
 def clock_time(seconds: float) -> str:
@@ -157,7 +201,8 @@ class WorkshopSchedule:
                 if now < w.start:
                     self.log.info("workshop %s: raising spares to %d for the window %s, %.0fs ahead (%s); "
                                   "ready expected by %s", self.name, w.warm, w.label, w.start - now, how,
-                                  clock_time(now + (lead - LEAD_MARGIN) / LEAD_FACTOR))
+                                  clock_time(now + self.rate.estimate(max(0, w.warm - self.pool.warm),
+                                                                      self.pool.spawn_concurrency)[0]))
                 else:
                     self.log.info("workshop %s: window %s is open: spares raised to %d", self.name, w.label,
                                   w.warm)
@@ -184,9 +229,8 @@ class WorkshopSchedule:
             if now < raise_at:
                 state, note = "scheduled", f"spares raised from {clock_time(raise_at)}"
             elif now < w.start:
-                seconds, _ = self.rate.launch_seconds()
-                missing = max(0, want - ready)
-                eta = now + math.ceil(missing / max(1, pool.spawn_concurrency)) * seconds
+                missing = max(0, want - ready - pool.launching)
+                eta = now + self.rate.estimate(missing, pool.spawn_concurrency)[0] if missing else now
                 on_track = ready >= want or eta <= w.start
                 state = "warming, on track" if on_track else "warming, behind"
                 note = f"{ready} of {want} spares ready"
