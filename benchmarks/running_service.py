@@ -62,8 +62,16 @@ class RunningService:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=org.nbpool.pool={self.pool}"],
-                             capture_output=True, text=True).stdout.split()
+        self.remove_containers()
+        self._tmp.cleanup()
+
+    def remove_containers(self) -> None:
+        """Every container of this service: its pool's, and its named workshops' (pools '<pool>-<name>'),
+        which nbpool keeps running when it stops if they were handed out (a restart adopts them)."""
+        listed = subprocess.run(["docker", "ps", "-a", "--filter", "label=org.nbpool.pool",
+                                 "--format", '{{.ID}} {{.Label "org.nbpool.pool"}}'], capture_output=True, text=True)
+        ids = [cid for cid, _, pool in (line.partition(" ") for line in listed.stdout.splitlines())
+               if pool == self.pool or pool.startswith(self.pool + "-")]
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
         if self.backend == "swarm":  # on the manager of `make cluster`
@@ -72,7 +80,6 @@ class RunningService:
                                  capture_output=True, text=True).stdout.split()
             if ids:
                 subprocess.run([*manager, "service", "rm", *ids], capture_output=True)
-        self._tmp.cleanup()
 
     def start(self, wait_warm: bool = True, timeout: float = 600) -> float:
         """Start nbpool; return the seconds until it answered (and had its spares, if asked)."""

@@ -68,6 +68,10 @@ def parser() -> argparse.ArgumentParser:
                         "`python -m loadtest.assets` records them with a real browser: each attendee fetches "
                         "them after the page, six at a time, accepting gzip and brotli as a browser does (the "
                         "page phase then includes them)")
+    p.add_argument("--workshop", metavar="NAME",
+                   help="attend one named workshop of the service: its landing page /w/NAME/, its /w/NAME/spawn "
+                        "(or /w/NAME/spawn/notebooks/PATH) and its own /w/NAME/api/stats (default: the service's "
+                        "one workshop at /)")
     p.add_argument("--walk-away", type=float, default=0.0, metavar="FRACTION",
                    help="fraction of attendees (0-1, spread evenly) that leave without shutting their "
                         "kernel down, as people close a tab; exercises culling (default: 0)")
@@ -100,7 +104,8 @@ async def _main(settings: Settings, args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     progress = None if args.quiet else Progress(sys.stdout)
-    print(f"loadtest: {settings.users} attendees against {settings.url} ({settings.arrival_text})", flush=True)
+    print(f"loadtest: {settings.users} attendees against {settings.url}{settings.prefix} ({settings.arrival_text})",
+          flush=True)
     result = await run_settings(settings, progress=progress, stop=stop)
     print()
     print(result.table())
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             think=args.think, notebook=args.notebook, walk_away=args.walk_away, retries=args.retries,
             request_timeout=args.request_timeout, spawn_timeout=args.spawn_timeout,
             kernel_timeout=args.kernel_timeout, poll_interval=args.poll_interval,
-            assets=read_assets(args.assets) if args.assets else (),
+            assets=read_assets(args.assets) if args.assets else (), workshop=args.workshop,
         )
     except SettingsError as exc:
         parser().error(str(exc))

@@ -202,15 +202,15 @@ class Attendee:
 
     async def _landing(self) -> None:
         with self.phase(LANDING):
-            url, response = await self._follow(self.settings.url + "/", "landing page")
+            url, response = await self._follow(f"{self.settings.url}{self.settings.prefix}/", "landing page")
             if response.code != 200:
                 raise PhaseFailed(f"http {response.code}",
                                   f"landing page {urlsplit(url).path} answered {response.code}")
 
     def _spawn_url(self) -> str:
         if self.settings.notebook:
-            return f"{self.settings.url}/spawn/notebooks/{quote(self.settings.notebook)}"
-        return f"{self.settings.url}/spawn"
+            return f"{self.settings.url}{self.settings.prefix}/spawn/notebooks/{quote(self.settings.notebook)}"
+        return f"{self.settings.url}{self.settings.prefix}/spawn"
 
     async def _spawn(self) -> str:
         """Through /spawn to the container; returns the /user/<id>/… URL it redirected to."""

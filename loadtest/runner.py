@@ -80,7 +80,7 @@ async def run_settings(settings: Settings, *, progress: Progress | None = None,
     # Its own client: the shared one runs only 10 requests at once, which would queue attendees
     # inside the load generator and show up as service latency.
     http = AsyncHTTPClient(force_instance=True, max_clients=settings.users * (6 if settings.assets else 1) + 10)
-    sampler = StatsSampler(settings.url, http, clock, settings.stats_interval)
+    sampler = StatsSampler(settings.url + settings.prefix, http, clock, settings.stats_interval)
     records = [AttendeeRecord(index=i, arrival=round(settings.arrival(i), 6)) for i in range(settings.users)]
     if progress is not None:
         progress.start(lambda: progress_line(clock(), records, sampler.latest))

@@ -47,6 +47,7 @@ class Settings:
     stats_interval: float = 1.0  # between /api/stats samples
     max_retry_after: float = 30.0  # longest Retry-After honoured before a retry
     assets: tuple[str, ...] = ()  # the page's static files (paths under its base URL), fetched as a browser does
+    workshop: str | None = None  # a named workshop: its landing page, /spawn and /api/stats are under /w/<name>
 
     def __post_init__(self) -> None:
         self.url = self.url.rstrip("/")
@@ -59,6 +60,10 @@ class Settings:
                 self.notebook = self.notebook[len("notebooks/"):]
             if not self.notebook:
                 raise SettingsError("notebook must be a path such as 01-python-introduction.ipynb, not empty")
+        if self.workshop is not None:
+            self.workshop = self.workshop.strip("/")
+            if not self.workshop or "/" in self.workshop or any(c.isspace() for c in self.workshop):
+                raise SettingsError(f"workshop must be a workshop's name such as python-intro, not {self.workshop!r}")
         self.assets = tuple(self.assets)
         for path in self.assets:
             if not path or path.startswith("/") or "://" in path or any(c.isspace() for c in path):
@@ -91,6 +96,11 @@ class Settings:
     def walks_away(self, index: int) -> bool:
         """Whether attendee ``index`` leaves without closing: ``walk_away`` of them, spread evenly."""
         return int((index + 1) * self.walk_away) > int(index * self.walk_away)
+
+    @property
+    def prefix(self) -> str:
+        """The path the attendees' links start with: '/w/<workshop>', or '' for the service's one workshop."""
+        return f"/w/{self.workshop}" if self.workshop else ""
 
     @property
     def arrival_text(self) -> str:

@@ -465,3 +465,12 @@ def test_assets_must_be_paths_under_the_base_url():
     for bad in ("/static/x.js", "http://elsewhere/x.js", "static/a b.js", ""):
         with pytest.raises(SettingsError, match="assets"):
             Settings(url="http://127.0.0.1:8000", users=1, assets=(bad,))
+
+
+def test_a_named_workshop_puts_the_attendees_links_under_its_prefix():
+    s = Settings(url="http://127.0.0.1:8000", users=1, workshop="/python-intro/")
+    assert s.workshop == "python-intro" and s.prefix == "/w/python-intro"
+    assert Settings(url="http://127.0.0.1:8000", users=1).prefix == ""
+    for bad in ("", "a/b", "two words"):
+        with pytest.raises(SettingsError, match="workshop must be"):
+            Settings(url="http://127.0.0.1:8000", users=1, workshop=bad)
