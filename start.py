@@ -77,7 +77,7 @@ class NbpoolApp(Application):
                           "{'start': '2026-12-03 09:00', 'end': '2026-12-03 12:30', 'warm': 40}: spares raised "
                           "ahead so they are ready at the start), push_folder (the folder the status page's push "
                           "button copies into every container), and the Pool settings warm, max_containers, "
-                          "cull_idle, cull_max_age, spawn_concurrency, warmup_path and engine settings image, "
+                          "cull_idle, cull_max_age, warmup_path and engine settings image, "
                           "mem_limit, cpu_limit, pids_limit, disk_limit, environment, volumes, prestart_kernel "
                           "(unset ones: the service's own). Empty: one workshop at / (as without this setting). "
                           "SIGHUP adds, changes and removes workshops live; see 'Several workshops' in the README.")

@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from running_service import ROOT, RunningService
-from workshop_burst import machine_note, remove_workshop_containers
+from workshop_burst import machine_note
 
 WORKSHOP = "push-demo"
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) nbpool-benchmark/1"  # not a link-preview bot
@@ -155,10 +155,7 @@ def main() -> int:
                        "landing_path": "tree"}}
     extra = [f"NbpoolApp.workshops = {spec!r}"]
     service = RunningService(warm=args.containers, cap=cap, concurrency=args.concurrency, extra=extra, name="push")
-    try:
-        return run(service, args, original, pushed_text, beside, cap, stamp, note, out)
-    finally:
-        remove_workshop_containers(service.pool)
+    return run(service, args, original, pushed_text, beside, cap, stamp, note, out)
 
 
 def run(service: RunningService, args, original: dict, pushed_text: str, beside: str, cap: int, stamp: str,

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from running_service import ROOT, RunningService
-from workshop_burst import machine_note, remove_workshop_containers
+from workshop_burst import machine_note
 
 WORKSHOP = "sched-demo"
 RAISE = re.compile(r"^\[\w (?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)[^\]]*\] workshop " + WORKSHOP
@@ -66,10 +66,7 @@ def main() -> int:
                        "schedule": [{"start": start_iso, "end": end_iso, "warm": args.warm_to}]}}
     service = RunningService(warm=args.base_warm, cap=args.cap, concurrency=args.concurrency,
                              extra=[f"NbpoolApp.workshops = {spec!r}"], name="sched")
-    try:
-        return run(service, args, note, now, start, start_iso, end_iso, out)
-    finally:
-        remove_workshop_containers(service.pool)
+    return run(service, args, note, now, start, start_iso, end_iso, out)
 
 
 def run(service: RunningService, args, note: str, now: datetime, start: float, start_iso: str, end_iso: str,

@@ -74,7 +74,7 @@ class PoolLaunches:
         """Start ``slot``'s container and wait for its server; False (logged, removed) if it failed."""
         token = self.secret.token_for(slot.cid)
         try:
-            async with self._spawn_gate:
+            async with self.spawn_gate:
                 if self.closing:
                     raise asyncio.CancelledError
                 info = await self._start_container(slot, token)

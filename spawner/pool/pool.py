@@ -55,7 +55,8 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
                              help="Hard cap on all containers of this pool (spares, starting and assigned). "
                                   "Keep mem_limit x max_containers within the machine's RAM.")
     spawn_concurrency = Integer(4, config=True,
-                                help="Containers started at once. Starts are CPU-bound: 2 per core is plenty.")
+                                help="Containers started at once. Starts are CPU-bound: 2 per core is plenty. "
+                                     "With several workshops, the limit is the service's, shared by them all.")
     start_timeout = Float(60.0, config=True,
                           help="Seconds a new container has to answer its readiness check before it counts "
                                "as a failed start (its logs go to the log; it is removed and retried).")
@@ -168,7 +169,8 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
         self._launches: set[asyncio.Task] = set()
         self._in_flight: set[Slot] = set()
         self._background: set[asyncio.Task] = set()
-        self._spawn_gate = Gate(lambda: self.spawn_concurrency)
+        # Starts in flight (several workshops share one: starts compete for the same machine).
+        self.spawn_gate = Gate(lambda: self.spawn_concurrency)
         self.generation = 0  # bumped by drain(): older spares are replaced
         self.closing = False
         self.started = False
@@ -435,7 +437,7 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
     @observe("spawn_concurrency")
     def _concurrency_changed(self, change) -> None:
         if getattr(self, "started", False):
-            asyncio.get_running_loop().create_task(self._spawn_gate.limit_changed())
+            asyncio.get_running_loop().create_task(self.spawn_gate.limit_changed())
 
     @observe("warm", "max_containers")
     def _resized(self, change) -> None:

@@ -23,7 +23,8 @@ from .schedule import Window
 NAME_OK = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,22}[a-z0-9])?$")
 KEY_OK = re.compile(r"^[A-Za-z0-9._~-]{8,}$")
 
-POOL_KEYS = ("warm", "max_containers", "cull_idle", "cull_max_age", "spawn_concurrency", "warmup_path")
+# (not spawn_concurrency: starts compete for the same machine, so its limit is the service's, shared)
+POOL_KEYS = ("warm", "max_containers", "cull_idle", "cull_max_age", "warmup_path")
 ENGINE_KEYS = ("image", "mem_limit", "cpu_limit", "pids_limit", "disk_limit", "environment", "volumes",
                "prestart_kernel")
 OWN_KEYS = ("display_name", "landing_path", "key", "schedule", "push_folder")
