@@ -660,3 +660,47 @@ async def test_static_cache_sources_are_spares_only_and_a_drain_empties_it(make_
     await until(lambda: second.available == 1)
     spare = next(s for s in second.slots.values() if s.state == SPARE)
     assert spare.route.share == f"{backend.image}#1".encode() and spare.route.fill_ok
+
+
+async def test_a_shared_gate_gives_each_pool_its_turn():
+    from spawner.pool.gate import FairGate
+
+    gate = FairGate(lambda: 2)
+    alpha, beta = gate.share("alpha"), gate.share("beta")
+    order: list[str] = []
+    release = {name: asyncio.Event() for name in ("a1", "a2", "a3", "a4", "a5", "b1", "b2")}
+
+    async def start(share, name):
+        async with share:
+            order.append(name)
+            await release[name].wait()
+
+    # alpha asks for five places first, then beta for two: beta is not left behind all of alpha's.
+    tasks = [asyncio.ensure_future(start(alpha, f"a{i}")) for i in range(1, 6)]
+    await asyncio.sleep(0)
+    tasks += [asyncio.ensure_future(start(beta, f"b{i}")) for i in range(1, 3)]
+    await asyncio.sleep(0)
+    assert order == ["a1", "a2"]
+    for name in ("a1", "a2", "b1", "a3", "b2", "a4", "a5"):
+        release[name].set()
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*tasks)
+    assert order == ["a1", "a2", "b1", "a3", "b2", "a4", "a5"]  # turn by turn, fewest in flight first
+    assert gate.total == 0
+
+
+async def test_a_cancelled_waiter_gives_up_its_turn_and_leaves_the_gate_usable():
+    from spawner.pool.gate import FairGate
+
+    gate = FairGate(lambda: 1)
+    share = gate.share("p")
+    await gate.acquire("p")
+    waiter = asyncio.ensure_future(share.__aenter__())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    gate.release("p")
+    async with share:
+        assert gate.total == 1
+    assert gate.total == 0

@@ -391,6 +391,9 @@ class WaitHandler(PageHandler):
         waiting = self.nb.tickets.get(key)
         if waiting is not None:
             waiting.last_seen = time.monotonic()
+            # Its pages are its workshop's (title, links), though the line's URLs are the service's.
+            self._workshop = self.workshops.get(waiting.prefix.removeprefix("/w/")) if waiting.prefix else \
+                self.workshops.default
         return waiting
 
     async def get(self, key: str) -> None:

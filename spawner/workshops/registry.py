@@ -20,7 +20,7 @@ from pathlib import Path
 from traitlets.config import Config
 
 from ..backoff import every
-from ..pool.gate import Gate
+from ..pool.gate import FairGate
 from ..pool.pool import Pool
 from ..pool.slot import ASSIGNED
 from .cap import TotalCap
@@ -102,7 +102,7 @@ class Workshops:
         self.clock = clock
         self._task: asyncio.Task | None = None
         # Starts in flight across every workshop: the service's Pool.spawn_concurrency (as the pools have it).
-        self.spawn_gate = Gate(lambda: next((w.pool.spawn_concurrency for w in self.active.values()), 4))
+        self.spawn_gate = FairGate(lambda: next((w.pool.spawn_concurrency for w in self.active.values()), 4))
 
     # --- finding ---------------------------------------------------------------------------------
 
@@ -145,7 +145,7 @@ class Workshops:
         else:
             pool = self.make_pool(config=config, backend=self.engine.variant(config), workshop=name,
                                   pool_name=f"{self._base_pool_name(config)}-{name}")
-        pool.spawn_gate = self.spawn_gate  # one machine (or cluster): one limit on starts in flight
+        pool.spawn_gate = self.spawn_gate.share(pool)  # one machine (or cluster): one limit on starts in flight
         pool.shared_room = self.cap.room if self.cap.total else None
         pool.on_freed = self.cap.freed
         pool.on_spare = updates.into_spare
