@@ -227,6 +227,7 @@ class NbpoolApp(Application):
         self.workshop_list = Workshops(engine=self.engine, make_pool=make_pool, web=self.web, keeper=self.keeper,
                                        secret=secret, data_dir=data, log=self.log, total=self.total_containers)
         self.pool = None  # the unnamed workshop's pool, once started (None with named workshops)
+        self.web.pages.display_name = lambda name: (ws.display_name if (ws := self.workshop_list.get(name)) else None)
 
         # The web app listens only on a unix socket of ours; the proxy's default route leads there.
         sock_path = str(data / "web.sock")

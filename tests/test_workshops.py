@@ -84,8 +84,11 @@ def test_two_workshops_each_link_lands_in_its_own_workshops_container(workshop_s
     assert labels_of(docker_client, py_cid)["org.nbpool.workshop"] == "python-intro"
     assert labels_of(docker_client, r_cid)["org.nbpool.workshop"] == "r-stats"
     assert labels_of(docker_client, r_cid)["org.nbpool.pool"] == f"{service.pool_name}-r-stats"
-    # One workshop's cookie does not open the other's container.
-    assert py.get(r_url, timeout=30).status_code == 403
+    # One workshop's cookie does not open the other's container (the proxy's 403 page is that workshop's,
+    # and offers a fresh notebook there).
+    denied = py.get(r_url, timeout=30)
+    assert denied.status_code == 403 and "<title>Not your notebook · R stats</title>" in denied.text
+    assert "/w/r-stats/spawn" in denied.text
 
     # Per-workshop stats, and the total with each one's.
     assert stats(service, "python-intro")["assigned"] == 1 and stats(service, "python-intro")["capacity"] == 3

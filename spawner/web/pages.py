@@ -58,6 +58,9 @@ class Pages:
                  keeping: Callable[[], bool] = lambda: False):
         self.loader = template.Loader(str(TEMPLATES), autoescape="xhtml_escape")
         self.workshop_name = workshop_name  # read at each render: a reload changes it at once
+        # A named workshop's display name (the proxy's own pages for its containers carry it); set by the
+        # service once its workshops exist.
+        self.display_name: Callable[[str], str | None] = lambda workshop: None
         self.ended = ended
         self.keeping = keeping  # whether attendees' work is kept (the pages say what happens to it)
 
@@ -71,13 +74,19 @@ class Pages:
         values.setdefault("kept_size", kept_size)
         return self.loader.load(name).generate(**values).decode()
 
+    def _title(self, slot: Slot) -> dict:
+        """The page's title for ``slot``'s workshop ({} : the service's own)."""
+        name = self.display_name(slot.workshop) if slot.workshop else None
+        return {"workshop_name": name} if name else {}
+
     def denied_page(self, head: RequestHead, slot: Slot) -> Response:
         """The 403 a request to someone else's container gets (no cookie, or another visitor's)."""
         _, path = split_user_path(head.path.decode("latin-1"))
         if head.wants_json():
             return Response(403, '{"error": "This notebook server belongs to another visitor."}',
                             content_type="application/json")
-        return Response(403, self.render("forbidden.html", fresh_url=fresh_url(path, slot_prefix(slot))),
+        return Response(403, self.render("forbidden.html", fresh_url=fresh_url(path, slot_prefix(slot)),
+                                         **self._title(slot)),
                         headers=[("Cache-Control", "no-store")])
 
     def ended_page(self, status: int, head: RequestHead) -> Response | None:
@@ -96,11 +105,12 @@ class Pages:
             if head.wants_json():
                 return Response(503, '{"error": "The notebook server is not answering right now; retry shortly."}',
                                 content_type="application/json", headers=[("Retry-After", "3")])
-            return Response(503, self.render("unreachable.html"),
+            return Response(503, self.render("unreachable.html", **self._title(slot)),
                             headers=[("Cache-Control", "no-store"), ("Retry-After", "3")])
         if head.wants_json():
             return Response(status, '{"error": "This notebook session has ended."}', content_type="application/json")
         prefix = slot_prefix(slot) if isinstance(slot, Slot) else ""
-        page = self.render("ended.html", fresh_url=fresh_url(path, prefix), reason=self.ended.reason(cid))
+        page = self.render("ended.html", fresh_url=fresh_url(path, prefix), reason=self.ended.reason(cid),
+                           **(self._title(slot) if isinstance(slot, Slot) else {}))
         return Response(status, page,
                         headers=[("Cache-Control", "no-store"), ("Retry-After", "5")])
