@@ -306,9 +306,19 @@ class NbpoolApp(Application):
     # --- SIGHUP ---------------------------------------------------------------------------
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config file and apply it live (in a task: images are checked with the engine)."""
+        """SIGHUP: re-read the config file and apply it live (in a task: images are checked with the engine;
+        one reload at a time, in the order the signals came)."""
         loop = asyncio.get_running_loop()
-        self._reloading = loop.create_task(self._reload())
+        if getattr(self, "_reload_lock", None) is None:
+            self._reload_lock = asyncio.Lock()
+        self._reloading = loop.create_task(self._reload_in_turn())
+
+    async def _reload_in_turn(self) -> None:
+        async with self._reload_lock:
+            try:
+                await self._reload()
+            except Exception:  # a task boundary: checked settings that still failed to apply (the engine?)
+                self.log.exception("config reload failed part-way (the settings were valid; is the engine up?)")
 
     async def _reload(self) -> None:
         """Re-read the config file and apply it live; a bad file changes nothing."""
