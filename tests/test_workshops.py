@@ -317,3 +317,24 @@ def test_a_bad_workshop_config_at_start_is_refused_naming_it(make_service):
         service.start(wait_warm=False, timeout=60)
     assert service.proc.returncode == 2
     assert "workshops['r-stats'].image: 'nbpool/no-such-image:1' does not exist" in str(refused.value)
+
+
+def test_pushes_are_for_operators_only(workshop_service):
+    service = workshop_service({"solo": {"warm": 0, "max_containers": 1}})
+    url = f"{service.url}/api/admin/workshops/solo/push"
+    body = {"files": {"x.md": "y"}}
+    assert requests.post(url, json=body, timeout=10).status_code == 401
+    assert requests.post(url, json=body, timeout=10,
+                         headers={"Authorization": "token wrong", "Origin": service.url}).status_code == 401
+    cross_site = requests.post(url, json=body, timeout=10,
+                               headers={"Authorization": f"token {service.admin_token}",
+                                        "Origin": "https://evil.example"})
+    assert cross_site.status_code == 403
+    # A stranger's large upload is refused before it is read (the body is streamed only after the checks).
+    try:
+        big = requests.post(url, files={"file": ("big.bin", b"\0" * (8 * 2**20))}, timeout=30).status_code
+    except requests.ConnectionError:
+        big = None  # (the connection closed under the rest of the upload: refused all the same)
+    assert big in (401, None)
+    assert admin_post(service, "/api/admin/workshops/nope/push", body).status_code == 404
+    assert requests.get(f"{service.url}/w/solo/", timeout=10).ok  # and it goes on serving
