@@ -1,0 +1,92 @@
+"""The launch side of the BinderHub API: ``/v2/<provider>/<spec>?urlpath=…`` and ``/versions``.
+
+Launch buttons on Jupyter Book (sphinx-book-theme ``binderhub_url``) and MyST
+(``jupyter: binder: url:``) pages open ``{binderUrl}/v2/{provider}/{spec}?urlpath=<path>``
+in a new tab; MyST first checks that ``GET {binderUrl}versions`` answers as a
+BinderHub. nbpool builds nothing: the spec only chooses the workshop, and the
+visitor goes on to that workshop's ``/spawn/<path>`` (the waiting line, the
+session cookie and every admission rule as for any visitor).
+
+The rule, documented in the README: the repository's name in the spec
+(``gh/<org>/<repo>/<ref>`` -> ``<repo>``; ``gl`` and ``git`` take the last part
+of the URL-encoded repository, without ``.git``) is the workshop's name.
+A service without named workshops serves every spec; one with a single
+workshop sends every spec there; otherwise an unknown name gets a page that
+lists the workshops.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, unquote
+
+from .. import __version__
+from .admission import Refused
+from .visitor import PageHandler
+
+PROVIDERS = ("gh", "gl", "git", "gist", "zenodo", "figshare", "hydroshare", "dataverse")
+
+
+def repository_name(provider: str, spec: str) -> str:
+    """The repository's name in a BinderHub spec (as it came in the URL, still percent-encoded), lower-cased."""
+    parts = spec.split("/")
+    if provider in ("gl", "git") and "%2f" in parts[0].lower():
+        repo = unquote(parts[0]).rstrip("/")
+        name = repo.rsplit("/", 1)[-1]
+    elif provider in ("gh", "gl", "gist") and len(parts) > 1:
+        name = parts[1]  # gh/<org>/<repo>/<ref>; MyST writes gl/<org>/<repo>/<ref> unencoded
+    else:
+        name = unquote(parts[0]).rstrip("/").rsplit("/", 1)[-1]
+    return name.removesuffix(".git").lower()
+
+
+def landing_path(urlpath: str, labpath: str = "") -> str:
+    """The notebook server path a launch link asks for: ``urlpath`` as BinderHub reads it ('/lab/tree//x'
+    from MyST becomes 'lab/tree/x'), or ``labpath`` (a file to open in JupyterLab)."""
+    if not urlpath and labpath:
+        urlpath = f"lab/tree/{labpath}"
+    return re.sub(r"/{2,}", "/", urlpath).strip("/")
+
+
+class LaunchHandler(PageHandler):
+    """GET /v2/<provider>/<spec>[?urlpath=…]: a fresh container of the spec's workshop, at that path."""
+
+    def get(self, provider: str) -> None:
+        # The raw path: a gl/git spec's repository is URL-encoded, and decoding it would split it.
+        spec = self.request.path.split("/", 3)[3] if self.request.path.count("/") >= 3 else ""
+        workshops = self.workshops
+        ws = workshops.default
+        if ws is None:
+            name = repository_name(provider, spec)
+            ws = workshops.get(name)
+            if ws is None and len(workshops.active) == 1:
+                ws = next(iter(workshops.active.values()))
+            if ws is None:
+                self.nb.log.info("launch link for %s/%s: no workshop named %r", provider, spec[:200], name)
+                self.no_workshop()
+                return
+        path = landing_path(self.get_argument("urlpath", ""), self.get_argument("labpath", ""))
+        try:
+            # (checked here: a client would resolve '..' in the redirect before /spawn could refuse it)
+            target = f"{ws.prefix}/spawn" + (f"/{self.nb.admission.spawn_path(path, ws.landing_path)}" if path else "")
+        except Refused as refusal:
+            self.refuse_visitor(refusal)
+            return
+        key = self.get_argument("key", None)
+        self.redirect(target + (f"?key={quote(key, safe='')}" if key else ""))
+
+
+class VersionsHandler(PageHandler):
+    """GET /versions: what a BinderHub answers, so launch buttons (MyST's) know they may use nbpool."""
+
+    def get(self) -> None:
+        self.set_header("Access-Control-Allow-Origin", "*")  # public facts; pages on any site ask
+        self.finish({"binderhub": f"nbpool {__version__}",
+                     "builder": "none: nbpool builds nothing, it hands out ready containers from a warm pool"})
+
+
+def binder_handlers() -> list:
+    return [
+        (r"/v2/({})/.+".format("|".join(PROVIDERS)), LaunchHandler),
+        (r"/versions/?", VersionsHandler),
+    ]
