@@ -171,10 +171,7 @@ class PoolLaunches:
         if self.breaker_open:
             self._hold_until = max(self._hold_until, self.clock() + self.breaker_probe_interval)
             # Visitors in line would wait for nothing: tell them now.
-            while self._queue:
-                ticket = self._queue.popleft()
-                if not ticket.future.done():
-                    ticket.future.set_exception(PoolUnavailable("circuit breaker open"))
+            self.turn_away(lambda: PoolUnavailable("circuit breaker open"))
         failures = self.consecutive_failures
         try:
             logs = await self.backend.logs(slot.engine_id) if slot.engine_id else ""

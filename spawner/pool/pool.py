@@ -29,7 +29,7 @@ from ..traits import MemorySize, require
 from .ended import EndedSessions
 from .errors import PoolClosed, PoolFull, PoolUnavailable, QueueTimeout
 from .events import PoolEvents
-from .gate import Gate
+from .gate import FairGate
 from .launch import PoolLaunches
 from .removal import PoolRemovals
 from .slot import ASSIGNED, LAUNCHING, NAME_OK, SPARE, Slot, assigned_name
@@ -170,7 +170,7 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
         self._in_flight: set[Slot] = set()
         self._background: set[asyncio.Task] = set()
         # Starts in flight (several workshops share one: starts compete for the same machine).
-        self.spawn_gate = Gate(lambda: self.spawn_concurrency)
+        self.spawn_gate = FairGate(lambda: self.spawn_concurrency).share(self)
         self.generation = 0  # bumped by drain(): older spares are replaced
         self.closing = False
         self.started = False
@@ -267,10 +267,7 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
         self.stop_watching()
         if self._wakeup is not None:
             self._wakeup.cancel()
-        while self._queue:
-            ticket = self._queue.popleft()
-            if not ticket.future.done():
-                ticket.future.set_exception(PoolClosed("pool stopping"))
+        self.turn_away(lambda: PoolClosed("pool stopping"))
         for task in list(self._launches):
             task.cancel()
         await asyncio.gather(*self._launches, return_exceptions=True)
@@ -312,6 +309,13 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
                 self.record("handout", cid=slot.cid, source="spare", wait=round(time.monotonic() - began, 4))
                 return slot
         return None
+
+    def turn_away(self, error) -> None:
+        """Tell everyone in line they will not be served: ``error()`` makes each one's exception."""
+        while self._queue:
+            ticket = self._queue.popleft()
+            if not ticket.future.done():
+                ticket.future.set_exception(error())
 
     def holdings(self, owner: str) -> int:
         """Containers ``owner`` holds or waits for: assigned to it, plus its tickets in line."""
@@ -469,10 +473,7 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
         """Its workshop was removed: hand out nothing more, remove the spares; attendees keep theirs until
         culled. Returns how many spares go."""
         self.retired = True
-        while self._queue:
-            ticket = self._queue.popleft()
-            if not ticket.future.done():
-                ticket.future.set_exception(PoolClosed("its workshop was removed"))
+        self.turn_away(lambda: PoolClosed("its workshop was removed"))
         return self.drain()
 
     def refill(self) -> None:

@@ -23,16 +23,21 @@ class PoolStats:
 
     def spawn_summary(self) -> dict:
         """Launch-to-ready seconds: how many, median and 95th percentile (None before the first)."""
-        ordered = sorted(self.spawn_seconds)
-        if not ordered:
-            return {"count": 0, "p50": None, "p95": None}
-        pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)  # noqa: E731
-        return {"count": len(ordered), "p50": pick(0.5), "p95": pick(0.95)}
+        return spawn_summary(self.spawn_seconds)
 
     def record_spawn(self, seconds: float) -> None:
         self.spawn_seconds.append(seconds)
         if len(self.spawn_seconds) > 10000:
             del self.spawn_seconds[:5000]
+
+
+def spawn_summary(seconds: list[float]) -> dict:
+    """Launch-to-ready seconds (of one pool or several): how many, median and 95th percentile."""
+    ordered = sorted(seconds)
+    if not ordered:
+        return {"count": 0, "p50": None, "p95": None}
+    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)  # noqa: E731
+    return {"count": len(ordered), "p50": pick(0.5), "p95": pick(0.95)}
 
 
 def add_up(pools, cap: int = 0) -> dict:

@@ -76,7 +76,6 @@ class WorkshopRecord(LoggingConfigurable):
 
     async def sample(self, pools) -> None:
         """The service's counts (summed over its workshops' pools), and each running container's use."""
-        pools = pools if isinstance(pools, list) else [pools]
         self("sample", **add_up(pools))
         if any(pool.workshop for pool in pools):  # each workshop's too, for its own report
             for pool in pools:

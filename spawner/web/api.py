@@ -11,7 +11,7 @@ from traitlets import TraitError
 
 from .. import __version__
 from ..pool.errors import PoolError, PoolFull
-from ..pool.stats import add_up
+from ..pool.stats import add_up, spawn_summary
 from .admission import Refused
 from .metrics import all_nodes
 from .metrics import render as render_metrics
@@ -211,8 +211,7 @@ class ContainersHandler(AdminHandler):
 
     @staticmethod
     def workshops_spawn(workshops) -> dict:
-        from ..pool.stats import PoolStats
-        return PoolStats(spawn_seconds=[s for w in workshops for s in w.pool.stats.spawn_seconds]).spawn_summary()
+        return spawn_summary([s for w in workshops for s in w.pool.stats.spawn_seconds])
 
     @staticmethod
     def rows(ws) -> list[dict]:
