@@ -13,9 +13,9 @@ from .. import __version__
 from ..pool.errors import PoolError, PoolFull
 from ..pool.stats import add_up, spawn_summary
 from .admission import Refused
+from .handler import PageHandler
 from .metrics import all_nodes
 from .metrics import render as render_metrics
-from .visitor import PageHandler
 
 ADMIN_COOKIE = "nbpool-admin"
 ADMIN_COOKIE_HOURS = 12

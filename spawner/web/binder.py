@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote
 
 from .. import __version__
 from .admission import Refused
-from .visitor import PageHandler
+from .handler import PageHandler
 
 PROVIDERS = ("gh", "gl", "git", "gist", "zenodo", "figshare", "hydroshare", "dataverse")
 

@@ -18,7 +18,8 @@ from ..record import WorkshopRecord
 from ..record.sampler import RECORD_FOLDER
 from ..report import build_report
 from .api import AdminHandler, StatusPageHandler
-from .visitor import PageHandler, SpawnHandler
+from .handler import PageHandler
+from .visitor import SpawnHandler
 
 ZIP_CHUNK = 256 * 1024
 

@@ -1,0 +1,267 @@
+"""What every page handler of the web app shares: the workshop a request is for, its pool, the visitor's
+cookies (session, kept work, workshop key), the origin check, refusals, the ended page, the arrival in a
+container. The handlers themselves live in ``visitor``, ``kept``, ``api``, ``binder`` and ``workshops_api``.
+"""
+
+from __future__ import annotations
+
+from tornado.web import RequestHandler
+
+from proxy.http import MESSAGES, wants_json
+from proxy.origin import OriginPolicy, own_origin
+from proxy.server import Proxy
+
+from ..keep import Kept, WorkKeeper
+from ..keep.contents import ContentsError
+from ..pool.errors import PoolError
+from ..pool.pool import Pool
+from ..pool.slot import ASSIGNED, Slot
+from ..workshops import Workshop, Workshops
+from .access import read_session, session_cookie, session_value
+from .admission import KEY_COOKIE, Refused
+from .app import WebApp
+from .pages import fresh_url
+
+TICKET_COOKIE = "nbpool-ticket"
+# The previous session's cookie value, kept when a new session begins, so its kept work stays reachable.
+KEPT_COOKIE = "nbpool-kept"
+_UNSET = object()
+
+
+def kept_cookie(workshop: str) -> str:
+    return f"{KEPT_COOKIE}-{workshop}" if workshop else KEPT_COOKIE
+
+
+def key_cookie(workshop: str) -> str:
+    return f"{KEY_COOKIE}-{workshop}" if workshop else KEY_COOKIE
+
+
+UNBOUNDED_SESSION = 30 * 86400  # seconds a session cookie lasts when sessions have no maximum age
+
+
+class PageHandler(RequestHandler):
+    """Shared helpers: the WebApp, the pool, pages, cookies and the origin check."""
+
+    @property
+    def nb(self) -> WebApp:
+        return self.settings["nb"]
+
+    @property
+    def workshops(self) -> Workshops:
+        return self.settings["workshops"]
+
+    @property
+    def workshop(self) -> Workshop | None:
+        """The workshop this request is for: from /w/<name>/…, or the container's (/user/<id>, /kept/<id>);
+        elsewhere the one at '/' (None when the service has named workshops, or /w/<name> names none)."""
+        if getattr(self, "_workshop", _UNSET) is _UNSET:
+            parts = self.request.path.split("/")
+            if len(parts) > 2 and parts[1] == "w":
+                self._workshop = self.workshops.get(parts[2])
+            elif len(parts) > 2 and parts[1] in ("user", "kept"):
+                cid = parts[2].removesuffix(".zip")
+                self._workshop = self.workshops.of_cid(cid) or self.workshops.default
+            else:
+                self._workshop = self.workshops.default
+        return self._workshop
+
+    @property
+    def pool(self) -> Pool | None:
+        ws = self.workshop
+        return ws.pool if ws is not None else None
+
+    @property
+    def prefix(self) -> str:
+        """Links of this request's workshop start with it ('/w/<name>', or '')."""
+        ws = self.workshop
+        return ws.prefix if ws is not None else ""
+
+    def render_page(self, name: str, **values) -> str:
+        """A template, titled with this request's workshop."""
+        ws = self.workshop
+        values.setdefault("workshop_name", ws.display_name if ws is not None else self.nb.workshop_name)
+        return self.nb.render(name, **values)
+
+    def no_workshop(self) -> None:
+        """404 for /w/<name> naming no workshop (or a request needing one at '/' of a service with several)."""
+        self.set_status(404)
+        names = sorted(self.workshops.active)
+        if self.wants_json():
+            self.finish({"error": "No such workshop.", "workshops": names})
+            return
+        self.finish(self.render_page("workshops.html", status=404, workshops=self.workshops.active.values(),
+                                     missing=True))
+
+    @property
+    def proxy(self) -> Proxy:
+        return self.settings["proxy"]
+
+    @property
+    def keeper(self) -> WorkKeeper | None:
+        keeper = self.nb.keeper
+        return keeper if keeper is not None and keeper.enabled else None
+
+    def record(self, event: str, /, **fields) -> None:
+        self.settings["record"](event, **fields)
+
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "same-origin")
+
+    def page(self, name: str, status: int = 200, **values) -> None:
+        self.set_status(status)
+        self.finish(self.render_page(name, status=status, **values))
+
+    def wants_json(self) -> bool:
+        # The same rule as the proxy's own error pages, so a visitor gets one kind of answer.
+        accept = self.request.headers.get("Accept", "").encode("latin-1", "replace")
+        return wants_json([(b"accept", accept)], self.request.path.encode("utf-8", "replace"))
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        message = MESSAGES.get(status_code, "Something went wrong on our side; please try again.")
+        if self.wants_json():
+            self.finish({"status": status_code, "error": self._reason, "message": message})
+        else:
+            self.finish(self.render_page("error.html", status=status_code, reason=self._reason, message=message))
+
+    def same_origin(self, policy: OriginPolicy | None = None) -> bool:
+        """Whether this request may act for the visitor (or operator): from nbpool's own origin.
+
+        For state-changing requests; answers 403 itself when not. Safe
+        methods always pass. The proxy sets X-Forwarded-Proto/-Host (from a
+        trusted balancer, or from what it saw), so this is the browser's view.
+        """
+        request = self.request
+        host = request.headers.get("X-Forwarded-Host") or request.host or ""
+        own = own_origin(request.protocol.encode("latin-1", "replace"), host.encode("latin-1", "replace"))
+        headers = [(k.encode("latin-1", "replace"), v.encode("latin-1", "replace"))
+                   for k, v in request.headers.get_all() if k.lower() in ("origin", "sec-fetch-site")]
+        why = (policy or self.nb.origins).refusal(request.method.encode(), False, headers, own)
+        if why is None:
+            return True
+        self.nb.log.info("refused %s %s from %s: %s", request.method, request.path, request.remote_ip, why)
+        self.set_status(403)
+        if self.wants_json():
+            self.finish({"error": "This request came from another site."})
+        else:
+            self.finish(self.render_page("error.html", status=403, reason="Request from another site",
+                                       message="This request came from another site, so nothing was done. "
+                                               "Open this site's own page and try again from there."))
+        return False
+
+    def refuse_visitor(self, refusal: Refused) -> None:
+        """A Refused from admission: its page (or JSON), status and Retry-After."""
+        self.nb.log.info("spawn refused for %s: %s", self.request.remote_ip, refusal.log_message)
+        self.record("refused", why=refusal.title.lower(), status=refusal.status)
+        if refusal.retry_after:
+            self.set_header("Retry-After", str(refusal.retry_after))
+        self.set_status(refusal.status)
+        if self.wants_json():
+            self.finish({"error": refusal.message, "retry_after": refusal.retry_after})
+        else:
+            self.finish(self.render_page(refusal.page, status=refusal.status, reason=refusal.title,
+                                       message=refusal.message))
+
+    def set_visitor_cookie(self, name: str, value: str, *, days: float | None = None) -> None:
+        """One of nbpool's cookies, signed: script-proof, sent on top-level visits from elsewhere only
+        (Lax), Secure over HTTPS (as the browser reached us, through trusted forwarding)."""
+        self.set_cookie(name, self.nb.secret.sign(value), path="/", httponly=True, samesite="Lax",
+                        secure=self.request.protocol == "https", expires_days=days)
+
+    def set_session_cookie(self, slot: Slot) -> None:
+        """The visitor's key to ``slot``. While work is kept, it outlives the browser's session: as long as
+        the session may last plus keep_hours (a laptop restarted after lunch still finds its work), and
+        the session it replaces, whose work is kept or being saved, stays reachable through KEPT_COOKIE."""
+        keeper = self.keeper
+        name = session_cookie(slot.workshop)
+        if keeper is None:
+            self.set_visitor_cookie(name, session_value(slot))
+            return
+        ws = self.workshops.of_cid(slot.cid)
+        longest = (ws.pool.cull_max_age if ws is not None else 0) or UNBOUNDED_SESSION
+        days = (longest + keeper.keep_hours * 3600) / 86400
+        previous = read_session(self.nb.secret, self.get_cookie(name))
+        if previous and previous[0] != slot.cid and (previous[0] in keeper.sessions
+                                                     or self.workshops.of_cid(previous[0]) is not None):
+            self.set_visitor_cookie(kept_cookie(slot.workshop), ":".join(previous), days=days)
+        self.set_visitor_cookie(name, session_value(slot), days=days)
+
+    def kept(self, cid: str) -> Kept | None:
+        """``cid``'s kept work, if this visitor's cookies say it is theirs."""
+        keeper = self.keeper
+        if keeper is None:
+            return None
+        held = keeper.sessions.get(cid)
+        workshop = held.workshop if held is not None else ""
+        return keeper.owned(cid, [self.get_cookie(session_cookie(workshop)), self.get_cookie(kept_cookie(workshop))])
+
+    def ended_page(self, cid: str, path: str) -> str:
+        """The "session ended" page of ``cid`` (``path``: where in it, as in a URL), for /user/<id>/… and
+        /kept/<id>: to the session's owner (and nobody else) it offers the kept work, or says it is being
+        saved, or that nothing of theirs was kept."""
+        keeper = self.keeper
+        ws = self.workshops.of_cid(cid)
+        session = read_session(self.nb.secret, self.get_cookie(session_cookie(ws.name if ws is not None else "")))
+        slot = ws.pool.slots.get(cid) if ws is not None else None
+        kept = self.kept(cid)
+        owner = kept is not None or (slot is not None and session == (cid, slot.nonce))
+        # Its files are being copied right now (the route went first): the page waits for them.
+        saving = keeper is not None and keeper.is_saving(cid) and owner
+        if saving:
+            kept = None
+        reason = kept.reason if kept is not None and kept.reason else self.nb.ended.reason(cid)
+        expires = keeper.expires_at(kept) if kept is not None else 0
+        # Their own session, with nothing kept: say so plainly (a stranger is told nothing either way).
+        nothing = keeper is not None and kept is None and not saving and session is not None and session[0] == cid
+        return self.render_page("ended.html", fresh_url=fresh_url(path, ws.prefix if ws else ""), reason=reason,
+                                kept=kept, saving=saving,
+                                restore_path=path, expires=expires, nothing_kept=nothing)
+
+    def waiting_work(self) -> Kept | None:
+        """The visitor's last session's kept work, if it ended and was not brought back yet."""
+        session = read_session(self.nb.secret, self.get_cookie(session_cookie(self.workshop.name)))
+        kept = self.kept(session[0]) if session else None
+        return kept if kept is not None and kept.state == "ended" and not kept.restored_into else None
+
+    def current_slot(self, ws: Workshop | None = None) -> Slot | None:
+        """The visitor's container in ``ws`` (this request's workshop), if their cookie names one still theirs."""
+        ws = ws or self.workshop
+        if ws is None:
+            return None
+        session = read_session(self.nb.secret, self.get_cookie(session_cookie(ws.name)))
+        if session is None:
+            return None
+        slot = ws.pool.slots.get(session[0])
+        if slot is not None and slot.state == ASSIGNED and slot.nonce == session[1] and slot.route is not None:
+            return slot
+        return None
+
+    async def arrive(self, slot: Slot, path: str, restore: Kept | None) -> None:
+        """Send the visitor into ``slot`` at ``path``, their kept work copied in first if they asked."""
+        if restore is not None:
+            try:
+                count = await self.keeper.restore(restore, slot)
+            except (ContentsError, OSError) as exc:
+                self.nb.log.error("could not restore the kept work of %s into %s: %s", restore.cid, slot.cid, exc)
+                self.workshops.of_cid(slot.cid).pool.release(slot, "restoring kept work into it failed")
+                self.page("error.html", status=500, reason="Your work could not be copied",
+                          message="Your kept work could not be copied into a fresh notebook; it is still kept. "
+                                  "Please try again, or download it.")
+                return
+            self.nb.log.info("handed %s to %s with %d kept files", slot.cid, self.request.remote_ip, count)
+        self.set_session_cookie(slot)
+        self.redirect(slot.url(path))
+
+    def refuse(self, error: PoolError, retry_page: str) -> None:
+        """The 'full' (or unavailable) answer: 503 with Retry-After; the page retries by itself."""
+        self.set_header("Retry-After", str(error.retry_after))
+        self.record("refused", why=type(error).__name__, status=error.status)
+        self.nb.log.info("spawn refused for %s: %s", self.request.remote_ip, error.log_message)
+        if self.wants_json():
+            self.set_status(error.status)
+            self.finish({"error": error.visitor_message, "retry_after": error.retry_after})
+            return
+        self.page("full.html", status=error.status, message=error.visitor_message, retry_after=error.retry_after,
+                  retry_url=retry_page)
