@@ -243,24 +243,24 @@ class NbpoolApp(Application):
         # An instructor's push carries files: the one path of the web app that takes large bodies (admin only).
         self.proxy.routes.add("/api/admin/workshops/", f"unix:{sock_path}", max_body=PUSH_BODY)
 
+        workshops = self.workshop_list
+        try:  # before listening: a config nbpool refuses never answers anyone
+            await workshops.check(specs, self.config, BACKENDS[self.backend])
+        except WorkshopError as exc:
+            self.log.critical("%s", exc)
+            sys.exit(2)
+        except Exception as exc:
+            self._engine_down(exc)
         try:
             await self.proxy.start()
         except (OSError, ValueError) as exc:
             self.log.critical("cannot listen on %s:%s: %s", self.proxy.ip or "*", self.proxy.port, exc)
             sys.exit(2)
-        workshops = self.workshop_list
         try:
-            await workshops.check(specs, self.config, BACKENDS[self.backend])
             await workshops.start(specs, self.config)
-        except WorkshopError as exc:
-            self.log.critical("%s", exc)
-            await self.proxy.stop()
-            sys.exit(2)
         except Exception as exc:
-            hint = "'make cluster'" if self.backend == "swarm" else "'make engine'"
-            self.log.critical("cannot start the pool (is the engine up? %s): %s", hint, exc)
             await self.proxy.stop()
-            sys.exit(2)
+            self._engine_down(exc)
         self.pool = workshops.default.pool if workshops.default is not None else None
         await self.keeper.start(workshops.pools)
         self.record_config()
@@ -293,6 +293,11 @@ class NbpoolApp(Application):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock_path)
         self.log.info("stopped")
+
+    def _engine_down(self, exc: Exception) -> None:
+        hint = "'make cluster'" if self.backend == "swarm" else "'make engine'"
+        self.log.critical("cannot start the pool (is the engine up? %s): %s", hint, exc)
+        sys.exit(2)
 
     async def web_upkeep(self) -> None:
         while True:
