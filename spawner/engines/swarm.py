@@ -59,7 +59,8 @@ from .base import (
     NoRoom,
     Usage,
 )
-from .docker import NOTEBOOK_PORT, DockerBackend
+from .docker import DockerBackend
+from .docker_containers import NOTEBOOK_PORT
 from .swarm_cluster import (
     ENDED,
     Node,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..traits import format_memory
 from .base import GONE, POOL_LABEL, RUNNING, NoRoom
-from .docker import NOTEBOOK_PORT
+from .docker_containers import NOTEBOOK_PORT
 
 SERVICE_NAME_BAD = re.compile(r"[^A-Za-z0-9-]")
 
