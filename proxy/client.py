@@ -297,7 +297,7 @@ class ClientConnection(asyncio.Protocol):
             # time as a source for the shared static cache, before it is sent on.
             route.fill_ok = False
         cache = self.state.cache
-        if cache is not None and route.share is not None:
+        if cache is not None and route.share is not None and ex.cors is None:
             entry = cache.lookup(route, ex.path, ex.query, ex.method, ex.headers)
             if entry is not None:
                 self.send_cached(ex, entry, cache)

@@ -53,6 +53,7 @@ class Exchange:
         "chunked",
         "client",
         "close",
+        "cors",
         "has_body",
         "head",
         "head_done",
@@ -116,6 +117,7 @@ class Exchange:
         self.kept: list[tuple[bytes, bytes]] = []  # the headers that go on to the target
         self.trusted_fwd = False  # X-Forwarded-* from a trusted balancer are kept
         self.prior_fwd: bytes | None = None  # its X-Forwarded-For chain
+        self.cors: bytes | None = None  # the trusted page's origin, echoed in CORS headers (proxy.bearer)
 
     def request_head(self, path: bytes, query: bytes) -> RequestHead:
         if self.head is None:

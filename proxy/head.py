@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from .bearer import check_bearer, without_token
 from .exchange import Exchange
 from .http import FORWARDED, HOP_BY_HOP, Response, connection_tokens, error_response, wants_json
 from .origin import SAFE_METHODS, own_origin
@@ -103,7 +104,7 @@ def check_headers(ex: Exchange, limits: Limits, client_ip: str) -> tuple[Respons
     return None
 
 def check_access(ex: Exchange, limits: Limits, client_ip: str) -> tuple[Response, bool] | None:
-    """The route's own rules: its body limit, its origin policy, its authorize callback.
+    """The route's own rules: its body limit, a bearer credential, its origin policy, its authorize callback.
 
     A refused request never reaches the target and is not the visitor's
     activity: it never touches the route's last_activity.
@@ -111,6 +112,16 @@ def check_access(ex: Exchange, limits: Limits, client_ip: str) -> tuple[Response
     route = ex.route
     if route.max_body and (ex.pending_size > route.max_body or (ex.length and int(ex.length) > route.max_body)):
         return error_response(413, wants_json(ex.headers, ex.path)), True
+    if route.bearer is not None:
+        way, answer = check_bearer(route.bearer, ex.method, ex.headers, ex.query, service_origin(ex, limits),
+                                   wants_json(ex.headers, ex.path))
+        if way == "answer":
+            return answer, ex.has_body
+        if way == "pass":  # the credential and its origin were checked: neither cookie nor origin policy
+            ex.cors = answer
+            ex.query = without_token(ex.query)
+            route.requests += 1
+            return None
     policy = route.origin_policy
     if policy is not None and (ex.upgrade or ex.method not in SAFE_METHODS):
         why = policy.refusal(ex.method, ex.upgrade, ex.headers, service_origin(ex, limits))

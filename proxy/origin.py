@@ -67,6 +67,11 @@ class OriginPolicy:
         self.allow_any = "*" in values
         self.allowed = frozenset(normalize_origin(v) for v in values if v != "*")
 
+    def trusts(self, origin: bytes | str, own: bytes) -> bool:
+        """Whether a page on ``origin`` may act here: the service's own origin, or an allowed one."""
+        seen = normalize_origin(origin)
+        return seen == own or self.allow_any or seen in self.allowed
+
     def refusal(self, method: bytes, upgrade: bool, headers: list[tuple[bytes, bytes]],
                 own: bytes) -> str | None:
         """Why this request may not act for the visitor, or None when it may.

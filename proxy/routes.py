@@ -109,6 +109,7 @@ class Route:
 
     __slots__ = (
         "authorize",
+        "bearer",
         "bytes_in",
         "bytes_out",
         "data",
@@ -141,6 +142,9 @@ class Route:
         # Set for routes that act for a visitor (their cookie is the credential):
         # state-changing requests and upgrades from other origins are refused.
         self.origin_policy = origin_policy
+        # Set (a bearer.Bearer) once the container is handed to a page that embeds live code: its
+        # credential from a trusted origin is a second way in, beside the cookie (see proxy.bearer).
+        self.bearer = None
         self.max_body = max_body  # largest request body in bytes; 0: no limit
         # Routes with the same ``share`` serve the same static files (one image): the
         # shared static cache keys on it. ``fill_ok``: no request that can run code

@@ -258,6 +258,9 @@ class BackendConnection(asyncio.Protocol):
         extra = conn_opts - HOP_BY_HOP
         if extra:
             kept = [(n, v) for n, v in kept if n.lower() not in extra]
+        if ex.cors is not None and code != 101:  # a trusted page's request (proxy.bearer): only ours count
+            kept = [(n, v) for n, v in kept if not n.lower().startswith(b"access-control-")]
+            kept += ((b"Access-Control-Allow-Origin", ex.cors), (b"Vary", b"Origin"))
         coding = None
         if code == 200 and ex.version == "1.1":
             policy = self.pool.limits.compress

@@ -42,6 +42,7 @@ class Slot:
     handout_requests: int = 0  # route.requests at hand-out; -1 when unknown (adopted after a restart)
     workshop: str = ""  # the workshop whose pool it belongs to ('' without named workshops)
     image: str = ""  # the image it runs (kept work compares its files with that image's own)
+    embedded: bool = False  # handed to a web page's live code (/build), which reaches it with a credential
 
     @property
     def opened(self) -> bool:

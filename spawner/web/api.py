@@ -221,6 +221,7 @@ class ContainersHandler(AdminHandler):
         for slot in pool.slots.values():
             rows.append({
                 "id": slot.cid, "workshop": ws.name or None, "state": slot.state, "name": slot.name,
+                "embedded": slot.embedded,
                 "age_seconds": round(wall - slot.created, 1),
                 "assigned_seconds": round(wall - slot.assigned_at, 1) if slot.assigned_at else None,
                 "idle_seconds": round(slot.route.idle_seconds(now), 1) if slot.route else None,

@@ -17,6 +17,7 @@ from .access import SESSION_COOKIE
 from .api import api_handlers
 from .app import WebApp, redact
 from .binder import binder_handlers
+from .build import build_handlers
 from .kept import kept_handlers
 from .pages import STATIC
 from .visitor import visitor_handlers
@@ -34,7 +35,8 @@ def make_application(web: WebApp, workshops: Workshops, proxy: Proxy,
               handler.request.remote_ip, 1000 * handler.request.request_time())
 
     return Application(
-        visitor_handlers() + kept_handlers() + api_handlers() + workshops_handlers() + binder_handlers(),
+        visitor_handlers() + kept_handlers() + api_handlers() + workshops_handlers() + binder_handlers()
+        + build_handlers(),
         nb=web,
         workshops=workshops,
         proxy=proxy,

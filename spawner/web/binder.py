@@ -21,6 +21,7 @@ import re
 from urllib.parse import quote, unquote
 
 from .. import __version__
+from ..workshops import Workshop
 from .admission import Refused
 from .handler import PageHandler
 
@@ -48,23 +49,34 @@ def landing_path(urlpath: str, labpath: str = "") -> str:
     return re.sub(r"/{2,}", "/", urlpath).strip("/")
 
 
-class LaunchHandler(PageHandler):
+class SpecHandler(PageHandler):
+    """A handler for /<verb>/<provider>/<spec>: the workshop the spec names."""
+
+    def spec_workshop(self, provider: str) -> tuple[Workshop | None, str]:
+        """(the workshop, by the rule above, or None; the repository name the spec gives)."""
+        # The raw path: a gl/git spec's repository is URL-encoded, and decoding it would split it.
+        spec = self.request.path.split("/", 3)[3] if self.request.path.count("/") >= 3 else ""
+        name = repository_name(provider, spec)
+        workshops = self.workshops
+        ws = workshops.default or workshops.get(name)
+        if ws is None and len(workshops.active) == 1:
+            ws = next(iter(workshops.active.values()))
+        if ws is None:
+            self.nb.log.info("%s for %s/%s: no workshop named %r", self.request.path.split("/")[1], provider,
+                             spec[:200], name)
+        else:
+            self._workshop = ws  # its pages and pool from here on
+        return ws, name
+
+
+class LaunchHandler(SpecHandler):
     """GET /v2/<provider>/<spec>[?urlpath=…]: a fresh container of the spec's workshop, at that path."""
 
     def get(self, provider: str) -> None:
-        # The raw path: a gl/git spec's repository is URL-encoded, and decoding it would split it.
-        spec = self.request.path.split("/", 3)[3] if self.request.path.count("/") >= 3 else ""
-        workshops = self.workshops
-        ws = workshops.default
+        ws, _ = self.spec_workshop(provider)
         if ws is None:
-            name = repository_name(provider, spec)
-            ws = workshops.get(name)
-            if ws is None and len(workshops.active) == 1:
-                ws = next(iter(workshops.active.values()))
-            if ws is None:
-                self.nb.log.info("launch link for %s/%s: no workshop named %r", provider, spec[:200], name)
-                self.no_workshop()
-                return
+            self.no_workshop()
+            return
         path = landing_path(self.get_argument("urlpath", ""), self.get_argument("labpath", ""))
         try:
             # (checked here: a client would resolve '..' in the redirect before /spawn could refuse it)

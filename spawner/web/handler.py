@@ -126,6 +126,12 @@ class PageHandler(RequestHandler):
         else:
             self.finish(self.render_page("error.html", status=status_code, reason=self._reason, message=message))
 
+    def own_origin(self) -> bytes:
+        """nbpool's origin as the browser sees it ('http://host:port'): the proxy sets X-Forwarded-Proto and
+        -Host (from a trusted balancer, or from what it saw)."""
+        host = self.request.headers.get("X-Forwarded-Host") or self.request.host or ""
+        return own_origin(self.request.protocol.encode("latin-1", "replace"), host.encode("latin-1", "replace"))
+
     def same_origin(self, policy: OriginPolicy | None = None) -> bool:
         """Whether this request may act for the visitor (or operator): from nbpool's own origin.
 
@@ -134,8 +140,7 @@ class PageHandler(RequestHandler):
         trusted balancer, or from what it saw), so this is the browser's view.
         """
         request = self.request
-        host = request.headers.get("X-Forwarded-Host") or request.host or ""
-        own = own_origin(request.protocol.encode("latin-1", "replace"), host.encode("latin-1", "replace"))
+        own = self.own_origin()
         headers = [(k.encode("latin-1", "replace"), v.encode("latin-1", "replace"))
                    for k, v in request.headers.get_all() if k.lower() in ("origin", "sec-fetch-site")]
         why = (policy or self.nb.origins).refusal(request.method.encode(), False, headers, own)

@@ -91,8 +91,9 @@ def parse_one(name: object, settings: object, zone: tzinfo) -> WorkshopSpec:
         landing = landing.lstrip("/")
     key = settings.get("key")
     if key is not None and not (isinstance(key, str) and (key == "" or KEY_OK.match(key))):
+        given = f"{len(key)} characters" if isinstance(key, str) else f"a {type(key).__name__}"
         raise WorkshopError(f"{where}.key must be empty or at least 8 URL-safe characters (letters, digits, "
-                            ". _ ~ -), not {key!r}")
+                            f". _ ~ -); the one given is {given} (keys are secret: never shown)")
     folder = settings.get("push_folder", "")
     if not isinstance(folder, str):
         raise WorkshopError(f"{where}.push_folder must be a folder's path, not {folder!r}")

@@ -80,7 +80,7 @@
       body.innerHTML = "";
       data.containers.forEach(function (c) {
         var tr = document.createElement("tr");
-        [c.workshop ? c.id + " · " + c.workshop : c.id, c.node || "–", c.state, fmt(c.age_seconds), c.state === "assigned" ? fmt(c.idle_seconds) : "–", c.websockets,
+        [c.workshop ? c.id + " · " + c.workshop : c.id, c.node || "–", c.state + (c.embedded ? " (embedded)" : ""), fmt(c.age_seconds), c.state === "assigned" ? fmt(c.idle_seconds) : "–", c.websockets,
          c.oom_kills]
           .forEach(function (v) { var td = document.createElement("td"); td.textContent = v; tr.appendChild(td); });
         var td = document.createElement("td");

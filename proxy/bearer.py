@@ -1,0 +1,118 @@
+"""A route's second way in: a bearer credential from pages on trusted origins (Thebe, MyST, Jupyter Book).
+
+A page that embeds live code talks to its container from the page's own
+origin, with ``fetch`` (no cookies: ``credentials: same-origin``) and
+WebSockets. It proves itself with the credential the service gave it
+(``Authorization: token <t>`` on REST calls, ``?token=<t>`` on WebSockets),
+and the browser tells the proxy which page is asking (``Origin``). A route
+with a ``Bearer`` lets such a request through when both hold: the credential
+is the route's own, and the origin is one the operator trusts (or the
+service's own). Then the proxy:
+
+- answers CORS preflights itself (they carry no credential, and reveal nothing);
+- takes ``token`` out of the query before the container sees it (Jupyter
+  believes a query token before the header the proxy injects, and would
+  refuse this one), while the route's injected ``Authorization`` replaces the
+  page's;
+- adds ``Access-Control-Allow-Origin`` (and ``Vary: Origin``) to the answer.
+
+A request with no credential goes the cookie's way (the route's authorize
+callback), unchanged. The credential is bound to one container's hand-out and
+never the server's secret; it dies with the route.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from .http import Response, error_response
+from .origin import OriginPolicy, normalize_origin
+
+PREFLIGHT_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+PREFLIGHT_HEADERS = "authorization, content-type, x-xsrftoken, x-requested-with"
+PREFLIGHT_MAX_AGE = "600"
+WRONG_ORIGIN = ("This notebook server's credential works only from the pages it was handed out to "
+                "(an origin the service trusts).")
+
+
+class Bearer:
+    """The credential of one route, and who may present it (``origins``: the operator's trusted ones)."""
+
+    __slots__ = ("origins", "token")
+
+    def __init__(self, token: str, origins: OriginPolicy):
+        self.token = token.encode()
+        self.origins = origins
+
+    def trusts(self, origin: bytes, own: bytes) -> bool:
+        return self.origins.trusts(origin, own)
+
+
+def credential(headers: list[tuple[bytes, bytes]], query: bytes) -> bytes | None:
+    """The credential a request carries: ``Authorization: token|Bearer <t>``, else ``token=`` in the query."""
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, given = value.strip().partition(b" ")
+            if scheme.lower() in (b"token", b"bearer") and given.strip():
+                return given.strip()
+    if b"token=" in query:
+        for part in query[1:].split(b"&"):
+            if part.startswith(b"token="):
+                return part[len(b"token="):]
+    return None
+
+
+def without_token(query: bytes) -> bytes:
+    """The query (with its '?') minus its ``token`` parameters."""
+    if b"token=" not in query:
+        return query
+    kept = [p for p in query[1:].split(b"&") if p and not p.startswith(b"token=")]
+    return b"?" + b"&".join(kept) if kept else b""
+
+
+def origin_of(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
+    """(Origin, Sec-Fetch-Site) of a request, each None when absent."""
+    origin = site = None
+    for name, value in headers:
+        low = name.lower()
+        if low == b"origin":
+            origin = value
+        elif low == b"sec-fetch-site":
+            site = value.strip().lower()
+    return origin, site
+
+
+def cors_headers(origin: bytes) -> list[tuple[str, str]]:
+    return [("Access-Control-Allow-Origin", origin.decode("latin-1")), ("Vary", "Origin")]
+
+
+def check_bearer(bearer: Bearer, method: bytes, headers: list[tuple[bytes, bytes]], query: bytes, own: bytes,
+                 wants_json: bool) -> tuple[str, Response | bytes | None]:
+    """What to do with a request to a route that has a bearer credential.
+
+    Returns ("cookie", None): no preflight and no credential of this route's, so the cookie's way decides;
+    ("answer", response): answer it from the proxy (a preflight, or a refusal);
+    ("pass", origin): let it through (``origin``: to echo in CORS headers, or None for the service's own).
+    """
+    origin, site = origin_of(headers)
+    if method == b"OPTIONS" and origin is not None and any(n.lower() == b"access-control-request-method"
+                                                          for n, _ in headers):
+        if not bearer.trusts(origin, own):
+            return "cookie", None  # not ours to answer: no CORS headers, so the browser stops there
+        response = Response(204, headers=cors_headers(origin) + [
+            ("Access-Control-Allow-Methods", PREFLIGHT_METHODS),
+            ("Access-Control-Allow-Headers", PREFLIGHT_HEADERS),
+            ("Access-Control-Max-Age", PREFLIGHT_MAX_AGE)])
+        return "answer", response
+    given = credential(headers, query)
+    if given is None:
+        return "cookie", None
+    if origin is not None:
+        trusted = bearer.trusts(origin, own)
+    else:  # a browser leaves Origin off its own same-origin GETs; then Sec-Fetch-Site says so
+        trusted = site == b"same-origin"
+    if not trusted:
+        return "answer", error_response(403, wants_json, message=WRONG_ORIGIN)
+    if not hmac.compare_digest(given, bearer.token):
+        return "cookie", None  # not this route's credential: the cookie's way decides (and refuses a stranger)
+    return "pass", origin if origin is not None and normalize_origin(origin) != own else None

@@ -1,0 +1,186 @@
+"""The build side of the BinderHub API: ``GET /build/<provider>/<spec>``, as an event stream.
+
+Thebe (and MyST and Jupyter Book pages, through thebe-core) open an
+``EventSource`` here and wait for ``{"phase": "ready", "url": …, "token": …}``;
+then they talk to that server from their own origin, with the token. nbpool
+builds nothing: the spec chooses the workshop (binder.SpecHandler), and the
+page gets one of its containers as a visitor would (a spare at once, or a
+place in line, with the same admission rules), handed to it *embedded*: the
+container's proxy route accepts a credential made for this one hand-out, from
+the origins the operator trusts (``WebApp.cors_origin``), and nothing else
+about the route changes (proxy.bearer).
+
+Messages are unnamed events (``data: <json>``), lower-case phases, as
+BinderHub sends and Thebe reads: ``waiting`` (place in line), ``launching``,
+then ``ready`` or ``failed`` (with a message a person can read), and the
+stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from tornado.iostream import StreamClosedError
+
+from proxy.bearer import Bearer
+
+from ..pool.errors import PoolError, PoolFull
+from ..pool.slot import Slot
+from .admission import Refused
+from .binder import PROVIDERS, SpecHandler
+
+KEEPALIVE = 15.0  # seconds between comment lines while in line, so no proxy on the way closes the stream
+POSITION_EVERY = 1.0  # seconds between checks of the place in line
+
+
+def page_message(error: PoolError) -> str:
+    """What a page's reader is told when no container can be had (the waiting page's words promise a retry
+    the page will not make)."""
+    if isinstance(error, PoolFull):
+        return f"Every notebook server is in use right now. Please try again in {error.retry_after} s or later."
+    return error.visitor_message
+
+
+def embed_credential(secret, slot: Slot) -> str:
+    """The credential of ``slot``'s hand-out to a page: bound to its container and nonce (a later occupant
+    of the id never shares it), derived for this purpose only, never the server's secret or token."""
+    return secret.derive("embedded-server", f"{slot.cid}:{slot.nonce}")
+
+
+class BuildHandler(SpecHandler):
+    """GET /build/<provider>/<spec>[?key=…]: a container for a page's live code, as BinderHub's event stream."""
+
+    def initialize(self) -> None:
+        self.gone = asyncio.Event()  # the page closed the stream
+
+    def on_connection_close(self) -> None:
+        self.gone.set()
+
+    async def get(self, provider: str) -> None:
+        nb = self.nb
+        origin = self.request.headers.get("Origin")
+        if origin is not None and not nb.origins.trusts(origin, self.own_origin()):
+            # No CORS headers either: the page's browser refuses to read even this.
+            nb.log.info("build refused for a page on %r (not in WebApp.cors_origin)", origin[:100])
+            self.record("refused", why="embedding origin", status=403)
+            self.set_status(403)
+            self.finish({"error": "This site's pages may not start notebook servers here (WebApp.cors_origin)."})
+            return
+        if origin is not None:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Vary", "Origin")
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("X-Accel-Buffering", "no")  # a buffering balancer in front would hold the messages
+        ws, name = self.spec_workshop(provider)
+        if ws is None:
+            names = ", ".join(sorted(self.workshops.active)) or "none"
+            await self.failed(f"No workshop here is named {name!r} (the repository's name in the spec chooses "
+                              f"the workshop). Workshops here: {names}.")
+            return
+        slot = await self.take(ws)
+        if slot is None:
+            return
+        credential = embed_credential(nb.secret, slot)
+        slot.embedded = True
+        slot.route.bearer = Bearer(credential, nb.origins)
+        nb.log.info("handed out %s to a page on %s (embedded) for %s", slot.cid, origin or "this site",
+                    self.request.remote_ip)
+        self.record("embedded", cid=slot.cid, workshop=ws.name or None)
+        base = self.own_origin().decode("latin-1")
+        sent = await self.event("ready", "Your notebook server is ready.", url=slot.url(origin=base),
+                                token=credential, image=ws.pool.backend.image)
+        if not sent:
+            ws.pool.release(slot, "the page that asked for it had gone", kind="abandoned")
+            return
+        self.finish()
+
+    async def take(self, ws) -> Slot | None:
+        """A container for this page (a spare, or through the line, telling the page its place), or None when
+        it failed (the page told why) or the page left."""
+        nb, pool = self.nb, ws.pool
+        address = self.request.remote_ip
+        try:
+            nb.admission.admit(address, pool, key=self.get_argument("key", None), workshop_key=ws.key)
+            slot = await pool.take_spare(owner=address)
+            if slot is not None:
+                await self.event("launching", "Handing out a ready notebook server.")
+                return slot
+            ticket = pool.enqueue(owner=address)
+        except Refused as refusal:
+            nb.log.info("build refused for %s: %s", address, refusal.log_message)
+            self.record("refused", why=refusal.title.lower(), status=refusal.status)
+            await self.failed(refusal.message)
+            return None
+        except PoolError as error:
+            self.record("refused", why=type(error).__name__, status=error.status)
+            await self.failed(page_message(error))
+            return None
+        try:
+            return await self.wait_in_line(pool, ticket)
+        finally:
+            if not ticket.future.done():  # the page left, the wait ran out, or this task was cancelled
+                ticket.cancel()
+
+    async def wait_in_line(self, pool, ticket) -> Slot | None:
+        """Tell the page its place in line until its container is ready; None when it failed or the page left."""
+        deadline = time.monotonic() + pool.queue_timeout
+        shown, spoke = -1, time.monotonic()
+        future = ticket.future
+        gone = asyncio.ensure_future(self.gone.wait())
+        try:
+            while not future.done():
+                if gone.done():
+                    return None
+                if time.monotonic() > deadline:
+                    await self.failed(f"No notebook server came free within {pool.queue_timeout:.0f} s. "
+                                      "Please try again in a moment.")
+                    return None
+                if ticket.position != shown:
+                    shown = ticket.position
+                    await self.event("waiting", f"Starting a notebook server: you are number {shown} in line."
+                                     if shown else "Starting your notebook server.")
+                    spoke = time.monotonic()
+                elif time.monotonic() - spoke > KEEPALIVE:
+                    await self.send(b": still starting\n\n")
+                    spoke = time.monotonic()
+                await asyncio.wait([future, gone], timeout=POSITION_EVERY, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if future.cancelled() or future.exception() is not None:
+            error = None if future.cancelled() else future.exception()
+            await self.failed(page_message(error) if isinstance(error, PoolError) else
+                              "The notebook server could not be started. Please try again.")
+            return None
+        slot = future.result()
+        if not await self.event("launching", "Your notebook server has started."):
+            ticket.cancel()  # (the container goes back: nobody will use it)
+            return None
+        return slot
+
+    async def event(self, phase: str, message: str, **fields) -> bool:
+        """Send one message; False when the page has gone."""
+        data = json.dumps({"phase": phase, "message": message + "\n", **fields})
+        return await self.send(f"data: {data}\n\n".encode())
+
+    async def send(self, chunk: bytes) -> bool:
+        if self.gone.is_set():
+            return False
+        try:
+            self.write(chunk)
+            await self.flush()
+        except StreamClosedError:
+            self.gone.set()
+            return False
+        return True
+
+    async def failed(self, message: str) -> None:
+        """The last message: BinderHub's ``failed`` phase, which Thebe shows to the reader."""
+        await self.event("failed", message)
+        if not self.gone.is_set():
+            self.finish()
+
+
+def build_handlers() -> list:
+    return [(r"/build/({})/.+".format("|".join(PROVIDERS)), BuildHandler)]

@@ -1,0 +1,175 @@
+"""Live code on other sites' pages (issue 16, its build side): /build/<provider>/<spec> as BinderHub's event
+stream, and the embedded container's credential, with the real service, engine and image.
+
+What a page's script does is done here with plain HTTP, as Thebe does it: the stream without cookies, REST
+calls with ``Authorization: token``, the kernel's WebSocket with ``?token=``, each with the page's Origin.
+(tests/test_browser.py runs the real Thebe in Chromium.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import requests
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from loadtest.jupyter import KernelClient
+
+from .service import cid_of
+
+PAGE = "http://localhost:9431"  # the site whose pages embed live code (WebApp.cors_origin)
+STRANGER = "https://elsewhere.example"  # a site the operator did not name
+SPEC = "/build/gh/teach/python-intro/main"
+
+
+def stream(url: str, origin: str | None = PAGE, timeout: float = 120) -> tuple[requests.Response, list[dict]]:
+    """Read a /build event stream to its end, as an EventSource does: its messages in order."""
+    headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+    if origin:
+        headers["Origin"] = origin
+    with requests.get(url, headers=headers, stream=True, timeout=timeout) as resp:
+        messages = []
+        if resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+            for line in resp.iter_lines(decode_unicode=True):
+                if line.startswith("data: "):
+                    messages.append(json.loads(line[len("data: "):]))
+        else:
+            resp.content  # noqa: B018 (read the refusal)
+        return resp, messages
+
+
+def page_headers(token: str, origin: str = PAGE) -> dict:
+    return {"Authorization": f"token {token}", "Origin": origin, "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def embedding(make_service):
+    # (this machine is not exempt from the per-address share here: half of 4 containers)
+    service = make_service(WebApp__cors_origin=[PAGE], Pool__warm=1, Pool__max_containers=4,
+                           WebApp__address_share_exempt=[])
+    service.start()
+    return service
+
+
+def test_a_page_gets_a_ready_server_and_reaches_only_it_with_its_credential(embedding):
+    service = embedding
+    resp, messages = stream(service.url + SPEC)
+    assert resp.status_code == 200 and resp.headers["Access-Control-Allow-Origin"] == PAGE
+    assert [m["phase"] for m in messages] == ["launching", "ready"]
+    ready = messages[-1]
+    url, token = ready["url"], ready["token"]
+    assert url.startswith(service.url + "/user/") and url.endswith("/")
+    # The credential is made for this hand-out: not the server's secret, not the notebook's own token.
+    assert token not in service.logs() and token not in (service.data_dir / "secret").read_text(errors="replace")
+
+    # The browser's preflight (no credential) is answered by the proxy, for the trusted page only.
+    preflight = requests.options(url + "api/kernels?1", timeout=10, headers={
+        "Origin": PAGE, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization,content-type"})
+    assert preflight.status_code == 204 and preflight.headers["Access-Control-Allow-Origin"] == PAGE
+    assert "authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    strange = requests.options(url + "api/kernels?1", timeout=10, headers={
+        "Origin": STRANGER, "Access-Control-Request-Method": "GET"})
+    assert "Access-Control-Allow-Origin" not in strange.headers
+
+    # REST with the header (a cache-busting query, as @jupyterlab/services adds) and with ?token=.
+    kernels = requests.get(url + "api/kernels?1796037119934", headers=page_headers(token), timeout=30)
+    assert kernels.status_code == 200 and kernels.json() == []
+    assert kernels.headers["Access-Control-Allow-Origin"] == PAGE
+    by_query = requests.get(url + f"api/status?token={token}", headers={"Origin": PAGE}, timeout=30)
+    assert by_query.status_code == 200 and "started" in by_query.json()
+
+    # A kernel, and its WebSocket with ?token= from the page's origin, as Thebe opens it: code runs.
+    session = requests.post(url + "api/sessions?2", headers=page_headers(token), timeout=60, data=json.dumps(
+        {"name": "thebe.ipynb", "path": "/", "type": "notebook", "kernel": {"name": "python3"}}))
+    assert session.status_code == 201, session.text
+    kernel_id = session.json()["kernel"]["id"]
+    assert asyncio.run(run_over_token_socket(url, kernel_id, token, PAGE)) == "42"
+
+    # The credential from a site the operator did not name: refused, REST and WebSocket alike.
+    assert requests.get(url + "api/kernels", headers=page_headers(token, STRANGER), timeout=30).status_code == 403
+    with pytest.raises(HTTPClientError) as refused:
+        asyncio.run(run_over_token_socket(url, kernel_id, token, STRANGER))
+    assert refused.value.code == 403
+    # Without any Origin (a script that is no browser page): refused too.
+    assert requests.get(url + "api/kernels", headers={"Authorization": f"token {token}"},
+                        timeout=30).status_code == 403
+    # A wrong credential, or none, from the trusted page: nothing (a forged cookie neither).
+    assert requests.get(url + "api/kernels", headers=page_headers("0" * 64), timeout=30).status_code == 403
+    assert requests.get(url + "api/kernels", headers={"Origin": PAGE}, timeout=30).status_code == 403
+
+    # The operators see it as embedded.
+    rows = service.admin("GET", "/api/admin/containers").json()["containers"]
+    (row,) = [r for r in rows if r["id"] == cid_of(url)]
+    assert row["state"] == "assigned" and row["embedded"] is True
+
+    # A second page's server: neither credential opens the other's.
+    _, second = stream(service.url + SPEC)
+    other_url, other_token = second[-1]["url"], second[-1]["token"]
+    assert other_url != url and other_token != token
+    assert requests.get(other_url + "api/kernels", headers=page_headers(token), timeout=30).status_code == 403
+    assert requests.get(url + "api/kernels", headers=page_headers(other_token), timeout=30).status_code == 403
+    # A third from the same address: past its share, the page is told so.
+    _, third = stream(service.url + SPEC)
+    assert [m["phase"] for m in third] == ["failed"] and "network address" in third[0]["message"]
+
+    # Once the container has ended, its credential opens nothing: a saved Thebe session finds out and asks anew.
+    assert service.admin("DELETE", f"/api/admin/containers/{cid_of(url)}").status_code == 204
+    service.wait_for(lambda: requests.get(url + "api/kernels", headers=page_headers(token), timeout=30)
+                     .status_code == 404, what="the ended container's route gone")
+
+
+async def run_over_token_socket(url: str, kernel_id: str, token: str, origin: str) -> str:
+    """Run print(6*7) over the kernel's WebSocket opened as Thebe opens it (?session_id=&token=, Origin)."""
+    ws_url = "ws" + url[4:] + f"api/kernels/{kernel_id}/channels?session_id=thebe-test&token={token}"
+    client = KernelClient(url, {"Origin": origin})  # only to frame the messages
+    conn = await websocket_connect(HTTPRequest(ws_url, headers={"Origin": origin}, request_timeout=60),
+                                   subprotocols=["v1.kernel.websocket.jupyter.org"])
+    client._ws, client.kernel_id, client.subprotocol = conn, kernel_id, conn.selected_subprotocol
+    try:
+        return (await client.execute("print(6 * 7)")).output.strip()
+    finally:
+        conn.close()
+
+
+def test_the_stream_waits_in_line_fails_at_the_cap_and_refuses_strangers(make_service):
+    service = make_service(WebApp__cors_origin=[PAGE], Pool__warm=0, Pool__max_containers=1)
+    service.start(wait_warm=False)
+
+    # A site the operator did not name gets no container: refused before anything is taken.
+    resp, messages = stream(service.url + SPEC, origin=STRANGER)
+    assert resp.status_code == 403 and not messages and "Access-Control-Allow-Origin" not in resp.headers
+    assert service.stats()["assigned"] == 0 and service.stats()["launching"] == 0
+
+    # No spare: the page is told its place in line, then its server is ready.
+    resp, messages = stream(service.url + SPEC)
+    phases = [m["phase"] for m in messages]
+    assert phases[0] == "waiting" and "number 1 in line" in messages[0]["message"]
+    assert phases[-2:] == ["launching", "ready"], messages
+    assert service.stats()["assigned"] == 1
+
+    # At the cap: "failed", with a message a reader understands, and nothing taken.
+    resp, messages = stream(service.url + SPEC)
+    assert [m["phase"] for m in messages] == ["failed"]
+    assert "in use" in messages[0]["message"] and "try again" in messages[0]["message"], messages
+    assert service.stats()["assigned"] == 1
+
+
+def test_a_workshop_key_and_unknown_specs_fail_with_a_message(make_service):
+    service = make_service(WebApp__cors_origin=[PAGE], NbpoolApp__workshops={
+        "python-intro": {"warm": 1, "max_containers": 2, "key": "s3cret-key"},
+        "r-stats": {"warm": 0, "max_containers": 1}})
+    service.start(wait_warm=False)
+    _, messages = stream(service.url + "/build/gh/teach/other-course/main")
+    assert [m["phase"] for m in messages] == ["failed"]
+    assert "other-course" in messages[0]["message"] and "python-intro" in messages[0]["message"]
+
+    _, messages = stream(service.url + SPEC)
+    assert [m["phase"] for m in messages] == ["failed"] and "link" in messages[0]["message"]
+    _, messages = stream(service.url + SPEC + "?key=s3cret-key")
+    assert messages[-1]["phase"] == "ready"
+    assert service.stats()["workshops"]["python-intro"]["assigned"] == 1
