@@ -37,9 +37,11 @@ images: base
 	@bash notebook-image/build.sh
 
 # Chromium from Debian for the end-to-end browser tests (Playwright drives it
-# through executable_path; its own browser download cannot work offline).
+# through executable_path; its own browser download cannot work offline), and
+# Thebe (pinned, from the npm registry) for the test of pages with live code.
 browser:
 	@bash tests/resources/install-browser.sh
+	@bash tests/resources/install-thebe.sh
 
 test: venv engine images browser
 	@$(PY) -m pytest

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 
 import pytest
 
@@ -24,6 +25,30 @@ from tests.resources import echo, ws_echo
 from tests.service import Service
 
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CHROMIUM = os.environ.get("NBPOOL_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    missing = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "the playwright package is not installed (pip install -e '.[test]')"
+    if missing is None and not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+        missing = f"no Chromium at {CHROMIUM} ('make browser' installs Debian's)"
+    if missing:
+        if UNDER_CI:
+            pytest.fail(missing + " -- under CI=true the browser test must run", pytrace=False)
+        pytest.skip(missing)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield browser
+        browser.close()
+
+
 
 
 @pytest.hookimpl(wrapper=True)

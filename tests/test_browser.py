@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import shutil
 import time
 
 import pytest
@@ -14,31 +12,6 @@ from tests.dockertools import remove_pool_containers
 from tests.service import Service
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM = os.environ.get("NBPOOL_CHROMIUM", "/usr/bin/chromium")
-UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    missing = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing = "the playwright package is not installed (pip install -e '.[test]')"
-    if missing is None and not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
-        missing = f"no Chromium at {CHROMIUM} ('make browser' installs Debian's)"
-    if missing:
-        if UNDER_CI:
-            pytest.fail(missing + " -- under CI=true the browser test must run", pytrace=False)
-        pytest.skip(missing)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield browser
-        browser.close()
-
 
 @pytest.fixture
 def service(docker_client, notebook_image, tmp_path, request):
