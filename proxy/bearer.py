@@ -24,6 +24,7 @@ never the server's secret; it dies with the route.
 from __future__ import annotations
 
 import hmac
+from urllib.parse import quote
 
 from .http import Response, error_response
 from .origin import OriginPolicy, normalize_origin
@@ -38,11 +39,15 @@ WRONG_ORIGIN = ("This notebook server's credential works only from the pages it 
 class Bearer:
     """The credential of one route, and who may present it (``origins``: the operator's trusted ones)."""
 
-    __slots__ = ("origins", "token")
+    __slots__ = ("opener", "origins", "token")
 
-    def __init__(self, token: str, origins: OriginPolicy):
+    def __init__(self, token: str, origins: OriginPolicy, opener: str = ""):
         self.token = token.encode()
         self.origins = origins
+        # Where a top-level visit carrying the credential goes (e.g. MyST's "Open in Jupyter" link,
+        # '{url}lab/tree/x?token=…'): the service turns it into the visitor's cookie there, since the
+        # notebook UI it opens sends no credential of its own. Empty: such visits go the cookie's way.
+        self.opener = opener
 
     def trusts(self, origin: bytes, own: bytes) -> bool:
         return self.origins.trusts(origin, own)
@@ -87,12 +92,13 @@ def cors_headers(origin: bytes) -> list[tuple[str, str]]:
 
 
 def check_bearer(bearer: Bearer, method: bytes, headers: list[tuple[bytes, bytes]], query: bytes, own: bytes,
-                 wants_json: bool) -> tuple[str, Response | bytes | None]:
+                 wants_json: bool, rest: bytes = b"") -> tuple[str, Response | bytes | None]:
     """What to do with a request to a route that has a bearer credential.
 
     Returns ("cookie", None): no preflight and no credential of this route's, so the cookie's way decides;
     ("answer", response): answer it from the proxy (a preflight, or a refusal);
     ("pass", origin): let it through (``origin``: to echo in CORS headers, or None for the service's own).
+    ``rest``: the request's path inside the route (for a top-level visit's redirect).
     """
     origin, site = origin_of(headers)
     if method == b"OPTIONS" and origin is not None and any(n.lower() == b"access-control-request-method"
@@ -105,14 +111,19 @@ def check_bearer(bearer: Bearer, method: bytes, headers: list[tuple[bytes, bytes
             ("Access-Control-Max-Age", PREFLIGHT_MAX_AGE)])
         return "answer", response
     given = credential(headers, query)
-    if given is None:
-        return "cookie", None
+    if given is None or not hmac.compare_digest(given, bearer.token):
+        return "cookie", None  # none, or not this route's: the cookie's way decides (and refuses a stranger)
+    if (origin is None and method == b"GET" and bearer.opener
+            and any(n.lower() == b"sec-fetch-mode" and v.strip().lower() == b"navigate" for n, v in headers)):
+        # A person opening the server in a tab: the credential is the proof (a stranger cannot know it),
+        # and the service's own page makes it their cookie, then sends them on without it in the address.
+        location = f"{bearer.opener}?token={given.decode('latin-1')}&path={quote(rest.decode('latin-1'), safe='')}"
+        return "answer", Response(302, headers=[("Location", location), ("Cache-Control", "no-store"),
+                                                ("Referrer-Policy", "no-referrer")])
     if origin is not None:
         trusted = bearer.trusts(origin, own)
     else:  # a browser leaves Origin off its own same-origin GETs; then Sec-Fetch-Site says so
         trusted = site == b"same-origin"
     if not trusted:
         return "answer", error_response(403, wants_json, message=WRONG_ORIGIN)
-    if not hmac.compare_digest(given, bearer.token):
-        return "cookie", None  # not this route's credential: the cookie's way decides (and refuses a stranger)
     return "pass", origin if origin is not None and normalize_origin(origin) != own else None

@@ -114,7 +114,7 @@ def check_access(ex: Exchange, limits: Limits, client_ip: str) -> tuple[Response
         return error_response(413, wants_json(ex.headers, ex.path)), True
     if route.bearer is not None:
         way, answer = check_bearer(route.bearer, ex.method, ex.headers, ex.query, service_origin(ex, limits),
-                                   wants_json(ex.headers, ex.path))
+                                   wants_json(ex.headers, ex.path), ex.path[len(route.prefix) + 1:])
         if way == "answer":
             return answer, ex.has_body
         if way == "pass":  # the credential and its origin were checked: neither cookie nor origin policy

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from .bearer import Bearer
 from .http import Response, wants_json
 from .origin import OriginPolicy
 
@@ -144,7 +145,7 @@ class Route:
         self.origin_policy = origin_policy
         # Set (a bearer.Bearer) once the container is handed to a page that embeds live code: its
         # credential from a trusted origin is a second way in, beside the cookie (see proxy.bearer).
-        self.bearer = None
+        self.bearer: Bearer | None = None
         self.max_body = max_body  # largest request body in bytes; 0: no limit
         # Routes with the same ``share`` serve the same static files (one image): the
         # shared static cache keys on it. ``fill_ok``: no request that can run code
@@ -194,10 +195,11 @@ class RouteTable:
     def add(self, prefix: str | bytes, target: str, *, headers: dict[str, str] | list[tuple[str, str]] | None = None,
             authorize: Authorize | None = None, error_page: ErrorPage | None = None, data: Any = None,
             origin_policy: OriginPolicy | None = None, max_body: int = 0, share: str | None = None,
-            fill_ok: bool = False) -> Route:
+            fill_ok: bool = False, bearer: Bearer | None = None) -> Route:
         """Add or replace the route for ``prefix``; returns it.
 
-        ``authorize`` and ``origin_policy`` guard it (see Route); ``max_body``
+        ``authorize`` and ``origin_policy`` guard it (see Route), ``bearer`` opens a second way in
+        (proxy.bearer); ``max_body``
         caps request bodies (413 beyond it, before anything is relayed);
         ``share`` and ``fill_ok`` let the shared static cache serve it (see
         proxy.static_cache).
@@ -205,6 +207,7 @@ class RouteTable:
         key = _prefix_key(prefix)
         route = Route(key, Target(target), _encode_headers(headers), authorize, error_page, data,
                       origin_policy, max_body, None if share is None else share.encode(), fill_ok)
+        route.bearer = bearer
         if key == b"/":
             self.default = route
         else:

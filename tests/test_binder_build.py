@@ -18,11 +18,12 @@ from tornado.websocket import websocket_connect
 
 from loadtest.jupyter import KernelClient
 
-from .service import cid_of
+from .service import cid_of, visitor
 
 PAGE = "http://localhost:9431"  # the site whose pages embed live code (WebApp.cors_origin)
 STRANGER = "https://elsewhere.example"  # a site the operator did not name
 SPEC = "/build/gh/teach/python-intro/main"
+NOTEBOOK = "01-python-introduction.ipynb"
 
 
 def stream(url: str, origin: str | None = PAGE, timeout: float = 120) -> tuple[requests.Response, list[dict]]:
@@ -117,6 +118,23 @@ def test_a_page_gets_a_ready_server_and_reaches_only_it_with_its_credential(embe
     _, third = stream(service.url + SPEC)
     assert [m["phase"] for m in third] == ["failed"] and "network address" in third[0]["message"]
 
+    # MyST's "Open in Jupyter" after connecting: a tab opened at '{url}lab/tree/…?token=…'. The credential
+    # becomes the person's session cookie; the address they land on no longer carries it.
+    tab = visitor()
+    navigate = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "document"}
+    opened = tab.get(url + f"lab/tree/{NOTEBOOK}?token={token}", headers=navigate, timeout=30, allow_redirects=False)
+    assert opened.status_code == 302 and opened.headers["Location"].startswith(f"/embedded/{cid_of(url)}?")
+    landed = tab.get(service.url + opened.headers["Location"], headers=navigate, timeout=30, allow_redirects=False)
+    assert landed.status_code == 302 and landed.headers["Location"] == f"/user/{cid_of(url)}/lab/tree/{NOTEBOOK}"
+    assert tab.get(service.url + landed.headers["Location"], timeout=30).status_code == 200
+    assert token not in service.logs()
+    stranger_tab = visitor().get(url + f"lab/tree/{NOTEBOOK}?token={'0' * 64}", headers=navigate, timeout=30,
+                                 allow_redirects=False)
+    assert stranger_tab.status_code == 403
+    forged = visitor().get(f"{service.url}/embedded/{cid_of(url)}?token={'0' * 64}&path=lab", timeout=30,
+                           allow_redirects=False)
+    assert forged.status_code == 410 and "Set-Cookie" not in forged.headers
+
     # Once the container has ended, its credential opens nothing: a saved Thebe session finds out and asks anew.
     assert service.admin("DELETE", f"/api/admin/containers/{cid_of(url)}").status_code == 204
     service.wait_for(lambda: requests.get(url + "api/kernels", headers=page_headers(token), timeout=30)
@@ -173,3 +191,22 @@ def test_a_workshop_key_and_unknown_specs_fail_with_a_message(make_service):
     _, messages = stream(service.url + SPEC + "?key=s3cret-key")
     assert messages[-1]["phase"] == "ready"
     assert service.stats()["workshops"]["python-intro"]["assigned"] == 1
+
+
+def test_a_pages_server_and_its_credential_survive_a_restart_of_nbpool(make_service, docker_client):
+    service = make_service(WebApp__cors_origin=[PAGE], Pool__warm=1, Pool__max_containers=2)
+    service.start()
+    _, messages = stream(service.url + SPEC)
+    url, token = messages[-1]["url"], messages[-1]["token"]
+    session = requests.post(url + "api/sessions", headers=page_headers(token), timeout=60, data=json.dumps(
+        {"name": "thebe.ipynb", "path": "/", "type": "notebook", "kernel": {"name": "python3"}}))
+    kernel_id = session.json()["kernel"]["id"]
+    (container,) = docker_client.containers.list(filters={"label": f"org.nbpool.id={cid_of(url)}"})
+    assert "--e" in container.name  # the hand-out to a page is recorded with the engine
+
+    service.restart()
+    kernels = requests.get(url + "api/kernels", headers=page_headers(token), timeout=30)
+    assert kernels.status_code == 200 and [k["id"] for k in kernels.json()] == [kernel_id]
+    assert kernels.headers["Access-Control-Allow-Origin"] == PAGE
+    rows = service.admin("GET", "/api/admin/containers").json()["containers"]
+    assert [r["embedded"] for r in rows if r["id"] == cid_of(url)] == [True]

@@ -218,7 +218,7 @@ class PoolLaunches:
         while self._queue:
             ticket = self._queue.popleft()
             if not ticket.future.done():
-                self._assign(slot, ticket.owner)
+                self._assign(slot, ticket.owner, ticket.embedded)
                 self._background_task(self._serve_ticket(slot, ticket))
                 return True
         return False

@@ -286,7 +286,7 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
 
     # --- hand-out ---------------------------------------------------------------------------------
 
-    async def take_spare(self, owner: str = "") -> Slot | None:
+    async def take_spare(self, owner: str = "", embedded: bool = False) -> Slot | None:
         """A ready spare, now assigned to ``owner`` and recorded with the engine, or None.
 
         Finding it is constant time; recording it is one engine call (a
@@ -302,7 +302,7 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
             slot = spares.popleft()
             if slot.state == SPARE:
                 began = time.monotonic()
-                self._assign(slot, owner)
+                self._assign(slot, owner, embedded)
                 self._schedule()
                 if not await self._record_assignment(slot):
                     return None
@@ -322,7 +322,7 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
         held = sum(1 for s in self.slots.values() if s.owner == owner and s.state == ASSIGNED)
         return held + sum(1 for t in self._queue if t.owner == owner)
 
-    def enqueue(self, owner: str = "") -> Ticket:
+    def enqueue(self, owner: str = "", embedded: bool = False) -> Ticket:
         """Join the waiting line for a container started on demand.
 
         Raises PoolFull at the cap (or a full line), PoolUnavailable while the
@@ -339,7 +339,7 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
         room = self.room()
         if unclaimed <= 0 and room <= 0:
             raise PoolFull(f"all {self.max_containers} containers in use", retry_after=FULL_RETRY_AFTER)
-        ticket = Ticket(self._queue, self.release, owner)
+        ticket = Ticket(self._queue, self.release, owner, embedded)
         self._queue.append(ticket)
         self.stats.queued_total += 1
         self._schedule()
@@ -361,8 +361,9 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
             ticket.cancel()
             raise
 
-    def _assign(self, slot: Slot, owner: str) -> None:
+    def _assign(self, slot: Slot, owner: str, embedded: bool = False) -> None:
         slot.state = ASSIGNED
+        slot.embedded = embedded
         slot.assigned_at = self.wallclock()
         slot.nonce = secrets.token_hex(8)
         slot.owner = owner
@@ -400,7 +401,7 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
     def _unassign(self, slot: Slot) -> None:
         """Undo a hand-out nobody was sent to: a spare again, first in line."""
         slot.state = SPARE
-        slot.nonce, slot.owner, slot.assigned_at = "", "", None
+        slot.nonce, slot.owner, slot.assigned_at, slot.embedded = "", "", None, False
         self.stats.handed_out -= 1
         self._spares.appendleft(slot)
 

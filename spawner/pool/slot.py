@@ -11,10 +11,11 @@ from ..engines.base import Endpoint
 
 LAUNCHING, SPARE, ASSIGNED, REMOVING = "launching", "spare", "assigned", "removing"
 # Labels cannot change once a container exists, so hand-out is recorded in its
-# name: <pool>-<cid>--a<assigned epoch>-<nonce>. The nonce binds the visitor's cookie.
+# name: <pool>-<cid>--a<assigned epoch>-<nonce> ('--e' for one handed to a page's live
+# code, so a restart gives its page's credential back). The nonce binds the visitor's cookie.
 # The rename is done (and the engine has it) before the visitor is redirected,
 # so a restart never takes a container someone used for a spare.
-ASSIGNED_NAME = re.compile(r"--a(\d+)-([0-9a-f]{16})$")
+ASSIGNED_NAME = re.compile(r"--([ae])(\d+)-([0-9a-f]{16})$")
 NAME_OK = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,40}$")
 
 
@@ -71,7 +72,7 @@ def spare_name(pool: str, cid: str) -> str:
 
 def assigned_name(pool: str, slot: Slot) -> str:
     """The engine's name of a container handed out: it records when, and the nonce its cookie binds."""
-    return f"{pool}-{slot.cid}--a{int(slot.assigned_at)}-{slot.nonce}"
+    return f"{pool}-{slot.cid}--{'e' if slot.embedded else 'a'}{int(slot.assigned_at)}-{slot.nonce}"
 
 
 def split_user_path(path: str) -> tuple[str, str]:

@@ -13,10 +13,12 @@ from .slot import Slot
 class Ticket:
     """A visitor's place in the waiting line; ``future`` resolves to their assigned Slot."""
 
-    def __init__(self, line: collections.deque, release: Callable[[Slot, str], None], owner: str = ""):
+    def __init__(self, line: collections.deque, release: Callable[[Slot, str], None], owner: str = "",
+                 embedded: bool = False):
         self.line = line  # the pool's waiting line, which holds this ticket until it is served
         self.release = release  # gives back a container nobody will use
         self.owner = owner  # the client address in line (counts toward its share of the pool)
+        self.embedded = embedded  # for a web page's live code (Slot.embedded)
         self.future: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         self.enqueued = time.monotonic()
 

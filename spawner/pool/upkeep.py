@@ -211,8 +211,9 @@ class PoolUpkeep:
             return
         if match is not None:
             slot.state = ASSIGNED
-            slot.assigned_at = float(match.group(1))
-            slot.nonce = match.group(2)
+            slot.embedded = match.group(1) == "e"
+            slot.assigned_at = float(match.group(2))
+            slot.nonce = match.group(3)
             slot.handout_requests = -1  # whether it was opened before the restart is unknown: assume so
         if info.cid in self.slots:  # a launch picked the same id meanwhile (never in practice)
             await self._quiet_remove(info.engine_id)

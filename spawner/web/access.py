@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 
+from proxy.bearer import Bearer
 from proxy.http import Response
 from proxy.origin import OriginPolicy
 from proxy.routes import RequestHead
@@ -41,6 +42,13 @@ def read_session(secret: ServerSecret, cookie: str | None) -> tuple[str, str] | 
     return cid, nonce
 
 
+def embed_credential(secret: ServerSecret, slot: Slot) -> str:
+    """The credential of ``slot``'s hand-out to a web page's live code (web.build): bound to its container
+    and nonce (a later occupant of the id never shares it), derived for this purpose only, never the
+    server's secret or the notebook's token."""
+    return secret.derive("embedded-server", f"{slot.cid}:{slot.nonce}")
+
+
 class RouteAccess:
     """Builds each container route's authorize callback (given to the pool as route_options)."""
 
@@ -67,4 +75,9 @@ class RouteAccess:
                     return None
             return denied_page(head, slot)
 
-        return {"authorize": authorize, "error_page": self.ended_page, "origin_policy": self.origins}
+        return {"authorize": authorize, "error_page": self.ended_page, "origin_policy": self.origins,
+                "bearer": self.bearer(slot) if slot.embedded else None}  # (adopted after a restart)
+
+    def bearer(self, slot: Slot) -> Bearer:
+        """The second way into a container handed to a page: its credential, from the trusted origins."""
+        return Bearer(embed_credential(self.secret, slot), self.origins, opener=f"/embedded/{slot.cid}")

@@ -82,8 +82,9 @@ class WebApp(LoggingConfigurable):
                              "as tmpnb's was (the rate limit still applies).")
     cors_origin = List(Unicode(), [], config=True,
                        help="Other origins trusted to embed nbpool, e.g. ['https://workshop.example.org']: their "
-                            "pages may call POST /api/spawn (CORS), and send state-changing requests and "
-                            "WebSockets to attendees' notebook servers (pages that run code in them). ['*'] "
+                            "pages may call POST /api/spawn (CORS), start servers for their live code through "
+                            "/build (the BinderHub API: Thebe, MyST) and use them with the token they get, and "
+                            "send state-changing requests and WebSockets to attendees' notebook servers. ['*'] "
                             "allows any origin, which turns the proxy's cross-site check off. Empty: nbpool's "
                             "own origin only, no CORS headers.")
     admin_token = Unicode("", config=True,

@@ -19,17 +19,18 @@ stream ends.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 
 from tornado.iostream import StreamClosedError
 
-from proxy.bearer import Bearer
-
 from ..pool.errors import PoolError, PoolFull
-from ..pool.slot import Slot
+from ..pool.slot import ASSIGNED, Slot
+from .access import embed_credential
 from .admission import Refused
 from .binder import PROVIDERS, SpecHandler
+from .handler import PageHandler
 
 KEEPALIVE = 15.0  # seconds between comment lines while in line, so no proxy on the way closes the stream
 POSITION_EVERY = 1.0  # seconds between checks of the place in line
@@ -41,12 +42,6 @@ def page_message(error: PoolError) -> str:
     if isinstance(error, PoolFull):
         return f"Every notebook server is in use right now. Please try again in {error.retry_after} s or later."
     return error.visitor_message
-
-
-def embed_credential(secret, slot: Slot) -> str:
-    """The credential of ``slot``'s hand-out to a page: bound to its container and nonce (a later occupant
-    of the id never shares it), derived for this purpose only, never the server's secret or token."""
-    return secret.derive("embedded-server", f"{slot.cid}:{slot.nonce}")
 
 
 class BuildHandler(SpecHandler):
@@ -82,9 +77,8 @@ class BuildHandler(SpecHandler):
         slot = await self.take(ws)
         if slot is None:
             return
-        credential = embed_credential(nb.secret, slot)
-        slot.embedded = True
-        slot.route.bearer = Bearer(credential, nb.origins)
+        slot.route.bearer = bearer = nb.access.bearer(slot)
+        credential = bearer.token.decode()
         nb.log.info("handed out %s to a page on %s (embedded) for %s", slot.cid, origin or "this site",
                     self.request.remote_ip)
         self.record("embedded", cid=slot.cid, workshop=ws.name or None)
@@ -103,11 +97,11 @@ class BuildHandler(SpecHandler):
         address = self.request.remote_ip
         try:
             nb.admission.admit(address, pool, key=self.get_argument("key", None), workshop_key=ws.key)
-            slot = await pool.take_spare(owner=address)
+            slot = await pool.take_spare(owner=address, embedded=True)
             if slot is not None:
                 await self.event("launching", "Handing out a ready notebook server.")
                 return slot
-            ticket = pool.enqueue(owner=address)
+            ticket = pool.enqueue(owner=address, embedded=True)
         except Refused as refusal:
             nb.log.info("build refused for %s: %s", address, refusal.log_message)
             self.record("refused", why=refusal.title.lower(), status=refusal.status)
@@ -182,5 +176,28 @@ class BuildHandler(SpecHandler):
             self.finish()
 
 
+class OpenEmbeddedHandler(PageHandler):
+    """GET /embedded/<id>?token=…&path=…: a person opens the page's server in a tab (MyST's "Open in Jupyter":
+    '{url}lab/tree/x?token=…', sent here by the proxy). The credential proves it is theirs; from here on the
+    session cookie is their way in, as for any visitor, and the address they land on carries no token."""
+
+    def get(self, cid: str) -> None:
+        ws = self.workshops.of_cid(cid)
+        slot = ws.pool.slots.get(cid) if ws is not None else None
+        given = self.get_argument("token", "")
+        if (slot is None or not slot.embedded or slot.state != ASSIGNED or not given.isascii()
+                or not hmac.compare_digest(given.encode(), embed_credential(self.nb.secret, slot).encode())):
+            self.page("expired.html", status=410, fresh_url=f"{self.prefix}/spawn?new=1")
+            return
+        try:
+            path = self.nb.admission.spawn_path(self.get_argument("path", ""), "")
+        except Refused as refusal:
+            self.refuse_visitor(refusal)
+            return
+        self.set_session_cookie(slot)
+        self.redirect(slot.url(path))
+
+
 def build_handlers() -> list:
-    return [(r"/build/({})/.+".format("|".join(PROVIDERS)), BuildHandler)]
+    return [(r"/build/({})/.+".format("|".join(PROVIDERS)), BuildHandler),
+            (r"/embedded/([0-9a-f]+)", OpenEmbeddedHandler)]
