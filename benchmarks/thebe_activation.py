@@ -7,10 +7,12 @@ Needs `make browser` (Chromium and Thebe 0.9.3) and `make images`. One static si
 ``http://localhost:<port>`` serves Thebe and two pages with the same cell
 (``print("answer", 6 * 7)``):
 
-- **nbpool**: ``useBinder`` with nbpool as ``binderUrl``. nbpool runs with 3 spares ready
-  (and their pre-started kernels, its default), the site in ``WebApp.cors_origin``. Each run
-  is a fresh browser (no saved session), so it asks ``/build`` for a fresh container; the
-  container is removed after the run and the pool refilled before the next.
+- **nbpool**: ``useBinder`` with nbpool as ``binderUrl``, the site in ``WebApp.cors_origin``,
+  spares with their pre-started kernels (its default). Two services: 3 spares with room for
+  more, so the hand-out starts a replacement at once, which boots on the same cores while the
+  page works (what a workshop sees); and 1 spare at a cap of 1, so nothing else starts meanwhile.
+  Each run is a fresh browser (no saved session), so it asks ``/build`` for a fresh container;
+  the container is removed after the run and the pool refilled before the next.
 - **bare Jupyter**: ``useBinder: false`` with ``serverSettings`` (the server's URL and token),
   a container of the same image started beforehand, straight on a published port, with
   ``--ServerApp.allow_origin`` set to the site: what an author runs without nbpool. Each run's
@@ -28,6 +30,7 @@ then notes the output. Runs rotate the order.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -174,14 +177,20 @@ def main() -> None:
     work.mkdir()
     server, origin = site(work)
     bare = {}
-    results: dict[str, list[dict]] = {"nbpool": [], "bare": [], "bare-prestart": []}
-    service = RunningService(warm=3, cap=8, name="thebe", extra=[f"WebApp.cors_origin = [{origin!r}]"])
+    results: dict[str, list[dict]] = {"nbpool": [], "nbpool-at-cap": [], "bare": [], "bare-prestart": []}
+    # "nbpool": 3 spares, room for more, so the hand-out starts a replacement at once, which boots on the same
+    # cores while the page works; "nbpool-at-cap": one spare and a cap of one, so nothing else starts meanwhile.
+    services = {"nbpool": RunningService(warm=3, cap=8, name="thebe", extra=[f"WebApp.cors_origin = [{origin!r}]"]),
+                "nbpool-at-cap": RunningService(warm=1, cap=1, name="thebecap",
+                                                extra=[f"WebApp.cors_origin = [{origin!r}]"])}
     try:
-        with service:
-            binder = {"requestKernel": True, "useBinder": True, "savedSessionOptions": {"enabled": False},
-                      "binderOptions": {"binderUrl": service.url, "repo": "teach/course", "ref": "main"},
-                      "kernelOptions": {"kernelName": "python3"}, "mathjaxUrl": ""}
-            (work / "nbpool.html").write_text(PAGE.format(config=json.dumps(binder), code=CODE))
+        with contextlib.ExitStack() as stack:
+            for name, service in services.items():
+                stack.enter_context(service)
+                binder = {"requestKernel": True, "useBinder": True, "savedSessionOptions": {"enabled": False},
+                          "binderOptions": {"binderUrl": service.url, "repo": "teach/course", "ref": "main"},
+                          "kernelOptions": {"kernelName": "python3"}, "mathjaxUrl": ""}
+                (work / f"{name}.html").write_text(PAGE.format(config=json.dumps(binder), code=CODE))
             for name, prestart in (("bare", False), ("bare-prestart", True)):
                 bare[name] = bare_jupyter(client, origin, prestart)
                 write_direct_page(work, name, *bare[name][1:])
@@ -192,11 +201,12 @@ def main() -> None:
                 end_sessions(bare["bare"][1], bare["bare"][2])
                 order = list(results)
                 for i in range(args.runs):
-                    for name in order[i % 3:] + order[:i % 3]:
-                        if name == "nbpool":
-                            service.wait_until(lambda: service.stats()["available"] >= 3, what="3 spares ready")
+                    for name in order[i % len(order):] + order[:i % len(order)]:
+                        if name in services:
+                            service = services[name]
+                            service.wait_until(lambda s=service: s.stats()["available"] >= s.warm, what="spares ready")
                             time.sleep(2)
-                            results[name].append(run_page(browser, f"{origin}/nbpool.html"))
+                            results[name].append(run_page(browser, f"{origin}/{name}.html"))
                             for row_ in service.containers():
                                 if row_.get("embedded"):
                                     requests.delete(f"{service.url}/api/admin/containers/{row_['id']}", timeout=30,
@@ -225,7 +235,9 @@ def main() -> None:
         "",
         "| server | runs | → cell attached to a kernel, p50 | → first output, p50 | p95 | min | max |",
         "|---|---|---|---|---|---|---|",
-        row("nbpool as binderUrl, 3 spares ready (pre-started kernels)", results["nbpool"]),
+        row("nbpool as binderUrl, 3 spares ready (pre-started kernels); a replacement boots meanwhile",
+            results["nbpool"]),
+        row("nbpool as binderUrl, 1 spare at a cap of 1 (nothing else starts meanwhile)", results["nbpool-at-cap"]),
         row("bare Jupyter with a token, started beforehand (stock: kernel on request)", results["bare"]),
         row("bare Jupyter, the image's pre-started kernel", results["bare-prestart"]),
     ])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 import requests
@@ -210,3 +211,19 @@ def test_a_pages_server_and_its_credential_survive_a_restart_of_nbpool(make_serv
     assert kernels.headers["Access-Control-Allow-Origin"] == PAGE
     rows = service.admin("GET", "/api/admin/containers").json()["containers"]
     assert [r["embedded"] for r in rows if r["id"] == cid_of(url)] == [True]
+
+
+def test_a_page_left_open_keeps_its_server_and_a_closed_one_lets_it_be_culled(make_service):
+    service = make_service(WebApp__cors_origin=[PAGE], Pool__warm=1, Pool__max_containers=2, Pool__cull_idle=8,
+                           Pool__cull_interval=1)
+    service.start()
+    _, messages = stream(service.url + SPEC)
+    url, token = messages[-1]["url"], messages[-1]["token"]
+    # The open page: Thebe polls its server every 10 s (here every 2 s, against an 8 s idle limit).
+    deadline = time.monotonic() + 16
+    while time.monotonic() < deadline:
+        assert requests.get(url + "api/kernels", headers=page_headers(token), timeout=30).status_code == 200
+        time.sleep(2)
+    # The page closed: nothing comes, and the server goes like any idle one.
+    service.wait_for(lambda: service.stats()["assigned"] == 0, timeout=30, what="the idle embedded server culled")
+    assert requests.get(url + "api/kernels", headers=page_headers(token), timeout=30).status_code == 404
