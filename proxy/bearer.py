@@ -27,7 +27,7 @@ import hmac
 from urllib.parse import quote
 
 from .http import Response, error_response
-from .origin import OriginPolicy, normalize_origin
+from .origin import OriginPolicy, normalize_origin, origin_of
 
 PREFLIGHT_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 PREFLIGHT_HEADERS = "authorization, content-type, x-xsrftoken, x-requested-with"
@@ -73,18 +73,6 @@ def without_token(query: bytes) -> bytes:
         return query
     kept = [p for p in query[1:].split(b"&") if p and not p.startswith(b"token=")]
     return b"?" + b"&".join(kept) if kept else b""
-
-
-def origin_of(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
-    """(Origin, Sec-Fetch-Site) of a request, each None when absent."""
-    origin = site = None
-    for name, value in headers:
-        low = name.lower()
-        if low == b"origin":
-            origin = value
-        elif low == b"sec-fetch-site":
-            site = value.strip().lower()
-    return origin, site
 
 
 def cors_headers(origin: bytes) -> list[tuple[str, str]]:

@@ -46,6 +46,18 @@ def own_origin(scheme: bytes, host: bytes) -> bytes:
     return normalize_origin(scheme + b"://" + host)
 
 
+def origin_of(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
+    """(Origin, Sec-Fetch-Site) of a request, each None when absent."""
+    origin = site = None
+    for name, value in headers:
+        low = name.lower()
+        if low == b"origin":
+            origin = value
+        elif low == b"sec-fetch-site":
+            site = value.strip().lower()
+    return origin, site
+
+
 class OriginPolicy:
     """Which origins may act for a visitor: the service's own, plus ``allowed`` ones.
 
@@ -80,21 +92,14 @@ class OriginPolicy:
         """
         if (method in SAFE_METHODS and not upgrade) or self.allow_any:
             return None
-        origin = fetch_site = None
-        for name, value in headers:
-            low = name.lower()
-            if low == b"origin":
-                origin = value
-            elif low == b"sec-fetch-site":
-                fetch_site = value
+        origin, fetch_site = origin_of(headers)
         if origin is not None:
             seen = normalize_origin(origin)
             if seen == own or seen in self.allowed:
                 return None
             return f"cross-origin request from {origin.decode('latin-1')[:100]!r}"
         if fetch_site is not None:
-            site = fetch_site.strip().lower()
-            if site in (b"same-origin", b"none"):
+            if fetch_site in (b"same-origin", b"none"):
                 return None
-            return f"cross-site request (Sec-Fetch-Site: {site.decode('latin-1')[:20]})"
+            return f"cross-site request (Sec-Fetch-Site: {fetch_site.decode('latin-1')[:20]})"
         return None

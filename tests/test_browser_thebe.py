@@ -97,6 +97,24 @@ def sites(tmp_path, thebe):
         site.close()
 
 
+def serve(make_service, trusted: Site, page_on: Site):
+    """nbpool trusting ``trusted``'s pages, and the course page on ``page_on`` pointed at it: (service, page URL)."""
+    service = make_service(WebApp__cors_origin=[trusted.origin], Pool__warm=1, Pool__max_containers=3)
+    url = page_on.page(service.url)
+    service.start()
+    return service, url
+
+
+def browse(chromium):
+    """A fresh browser context and page: (context, page, the page's uncaught errors)."""
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    failures: list[str] = []
+    page.on("pageerror", lambda e: failures.append(str(e)))
+    return context, page, failures
+
+
 def activate_and_run(page, url: str) -> str:
     """Open the page, press Thebe's Activate, run the cell; the cell's output."""
     page.goto(url)
@@ -110,16 +128,10 @@ def activate_and_run(page, url: str) -> str:
 
 def test_thebe_on_a_course_page_runs_its_cell_in_an_nbpool_container(chromium, make_service, sites, docker_client):
     course = sites("course")
-    service = make_service(WebApp__cors_origin=[course.origin], Pool__warm=1, Pool__max_containers=3)
-    url = course.page(service.url)
-    service.start()
-
-    context = chromium.new_context()
-    page = context.new_page()
-    page.set_default_timeout(90_000)
-    builds, failures = [], []
+    service, url = serve(make_service, trusted=course, page_on=course)
+    context, page, failures = browse(chromium)
+    builds = []
     page.on("request", lambda r: builds.append(r.url) if "/build/" in r.url else None)
-    page.on("pageerror", lambda e: failures.append(str(e)))
     try:
         text = activate_and_run(page, url)
         rows = service.admin("GET", "/api/admin/containers").json()["containers"]
@@ -140,16 +152,8 @@ def test_thebe_on_a_course_page_runs_its_cell_in_an_nbpool_container(chromium, m
 
 
 def test_a_page_on_a_site_nbpool_does_not_trust_gets_no_container_and_no_kernel(chromium, make_service, sites):
-    trusted, stranger = sites("course"), sites("elsewhere")
-    service = make_service(WebApp__cors_origin=[trusted.origin], Pool__warm=1, Pool__max_containers=3)
-    url = stranger.page(service.url)
-    service.start()
-
-    context = chromium.new_context()
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    failures = []
-    page.on("pageerror", lambda e: failures.append(str(e)))
+    service, url = serve(make_service, trusted=sites("course"), page_on=sites("elsewhere"))
+    context, page, failures = browse(chromium)
     try:
         page.goto(url)
         page.locator(".thebe-activate-button").click()
