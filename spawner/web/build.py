@@ -77,7 +77,9 @@ class BuildHandler(SpecHandler):
         slot = await self.take(ws)
         if slot is None:
             return
-        slot.route.bearer = bearer = nb.access.bearer(slot)
+        bearer = nb.access.bearer(slot)
+        if slot.route is not None:  # (it has one while the proxy routes it)
+            slot.route.bearer = bearer
         credential = bearer.token.decode()
         nb.log.info("handed out %s to a page on %s (embedded) for %s", slot.cid, origin or "this site",
                     self.request.remote_ip)
@@ -86,7 +88,7 @@ class BuildHandler(SpecHandler):
         sent = await self.event("ready", "Your notebook server is ready.", url=slot.url(origin=base),
                                 token=credential, image=ws.pool.backend.image)
         if not sent:
-            ws.pool.release(slot, "the page that asked for it had gone", kind="abandoned")
+            ws.pool.release(slot, "the page that asked for it had gone")
             return
         self.finish()
 
