@@ -29,6 +29,11 @@ from urllib.parse import quote
 from .http import Response, error_response
 from .origin import OriginPolicy, normalize_origin, origin_of
 
+# Set on the kernel WebSocket's handshake (path-scoped to the container): a page on the same host name as
+# nbpool (another port: localhost:3000 beside localhost:8000) reconnects after a reload without ?token=
+# (@jupyterlab/services appends it only across host names) and this cookie carries the credential instead.
+# It goes only where the token went already, and the page's Origin is still checked.
+EMBED_COOKIE = b"nbpool-embedded"
 PREFLIGHT_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 PREFLIGHT_HEADERS = "authorization, content-type, x-xsrftoken, x-requested-with"
 PREFLIGHT_MAX_AGE = "600"
@@ -54,7 +59,8 @@ class Bearer:
 
 
 def credential(headers: list[tuple[bytes, bytes]], query: bytes) -> bytes | None:
-    """The credential a request carries: ``Authorization: token|Bearer <t>``, else ``token=`` in the query."""
+    """The credential a request carries: ``Authorization: token|Bearer <t>``, else ``token=`` in the query,
+    else the EMBED_COOKIE."""
     for name, value in headers:
         if name.lower() == b"authorization":
             scheme, _, given = value.strip().partition(b" ")
@@ -64,7 +70,20 @@ def credential(headers: list[tuple[bytes, bytes]], query: bytes) -> bytes | None
         for part in query[1:].split(b"&"):
             if part.startswith(b"token="):
                 return part[len(b"token="):]
+    want = EMBED_COOKIE + b"="
+    for name, value in headers:
+        if name.lower() == b"cookie" and want in value:
+            for part in value.split(b";"):
+                part = part.strip()
+                if part.startswith(want):
+                    return part[len(want):]
     return None
+
+
+def embed_cookie(bearer: Bearer, prefix: bytes, own: bytes) -> bytes:
+    """The Set-Cookie value that carries ``bearer``'s credential for the route at ``prefix``."""
+    secure = b"; Secure" if own.startswith(b"https:") else b""
+    return EMBED_COOKIE + b"=" + bearer.token + b"; Path=" + prefix + b"/; HttpOnly; SameSite=Lax" + secure
 
 
 def without_token(query: bytes) -> bytes:

@@ -77,6 +77,7 @@ class Exchange:
         "retried",
         "route",
         "sent",
+        "set_cookie",
         "trusted_fwd",
         "upgrade",
         "url",
@@ -118,6 +119,7 @@ class Exchange:
         self.trusted_fwd = False  # X-Forwarded-* from a trusted balancer are kept
         self.prior_fwd: bytes | None = None  # its X-Forwarded-For chain
         self.cors: bytes | None = None  # the trusted page's origin, echoed in CORS headers (proxy.bearer)
+        self.set_cookie: bytes | None = None  # a Set-Cookie value for the upgrade's answer (proxy.bearer)
 
     def request_head(self, path: bytes, query: bytes) -> RequestHead:
         if self.head is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from .bearer import check_bearer, without_token
+from .bearer import check_bearer, embed_cookie, without_token
 from .exchange import Exchange
 from .http import FORWARDED, HOP_BY_HOP, Response, connection_tokens, error_response, wants_json
 from .origin import SAFE_METHODS, own_origin
@@ -113,13 +113,16 @@ def check_access(ex: Exchange, limits: Limits, client_ip: str) -> tuple[Response
     if route.max_body and (ex.pending_size > route.max_body or (ex.length and int(ex.length) > route.max_body)):
         return error_response(413, wants_json(ex.headers, ex.path)), True
     if route.bearer is not None:
-        way, answer = check_bearer(route.bearer, ex.method, ex.headers, ex.query, service_origin(ex, limits),
+        own = service_origin(ex, limits)
+        way, answer = check_bearer(route.bearer, ex.method, ex.headers, ex.query, own,
                                    wants_json(ex.headers, ex.path), ex.path[len(route.prefix) + 1:])
         if way == "answer":
             return answer, ex.has_body
         if way == "pass":  # the credential and its origin were checked: neither cookie nor origin policy
             ex.cors = answer
             ex.query = without_token(ex.query)
+            if ex.upgrade:
+                ex.set_cookie = embed_cookie(route.bearer, route.prefix, own)
             route.requests += 1
             return None
     policy = route.origin_policy

@@ -282,6 +282,8 @@ class BackendConnection(asyncio.Protocol):
             for name, value in self.headers:
                 if name.lower() == b"upgrade":
                     out += (b"Upgrade: ", value, b"\r\n")
+            if ex.set_cookie is not None:
+                out += (b"Set-Cookie: ", ex.set_cookie, b"\r\n")
             out.append(b"Connection: Upgrade\r\n\r\n")
         else:
             bodiless = ex.head_only or code == 204 or code == 304

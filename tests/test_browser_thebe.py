@@ -59,11 +59,11 @@ def thebe():
 class Site:
     """A static site on its own port, as a course's pages are served: origin http://localhost:<port>."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, host: str = "localhost"):
         self.root = root
         handler = functools.partial(QuietHandler, directory=str(root))
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.origin = f"http://localhost:{self.server.server_address[1]}"
+        self.origin = f"http://{host}:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def page(self, binder_url: str) -> str:
@@ -85,11 +85,11 @@ class QuietHandler(SimpleHTTPRequestHandler):
 def sites(tmp_path, thebe):
     made: list[Site] = []
 
-    def make(name: str) -> Site:
+    def make(name: str, host: str = "localhost") -> Site:
         root = tmp_path / name
         root.mkdir()
         (root / "thebe").symlink_to(thebe, target_is_directory=True)
-        made.append(Site(root))
+        made.append(Site(root, host))
         return made[-1]
 
     yield make
@@ -147,6 +147,24 @@ def test_thebe_on_a_course_page_runs_its_cell_in_an_nbpool_container(chromium, m
         activate_and_run(page, url)
         assert len(builds) == 1, builds
         assert service.stats()["assigned"] == 1
+    finally:
+        context.close()
+
+
+def test_a_page_on_nbpools_own_host_name_reconnects_after_a_reload(chromium, make_service, sites):
+    # Another port on the same host name (an author's `myst start` on localhost:3000 beside nbpool):
+    # the reloaded page's kernel WebSocket carries no ?token=, only cookies.
+    course = sites("course", host="127.0.0.1")
+    service, url = serve(make_service, trusted=course, page_on=course)
+    context, page, failures = browse(chromium)
+    sockets = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    try:
+        activate_and_run(page, url)
+        activate_and_run(page, url)
+        assert service.stats()["assigned"] == 1
+        assert len(sockets) == 2 and "token=" in sockets[0] and "token=" not in sockets[1], sockets
+        assert not failures, failures
     finally:
         context.close()
 

@@ -139,3 +139,21 @@ async def test_the_containers_own_cors_headers_never_double_the_proxys(embedded,
     assert resp.status == 200 and resp.body == b"[]"
     assert [v for k, v in resp.headers if k.lower() == "access-control-allow-origin"] == [PAGE]
     assert resp.header("Access-Control-Allow-Credentials") is None
+
+
+async def test_the_kernel_socket_leaves_a_cookie_for_a_same_host_page_that_reconnects_without_the_token(embedded):
+    # @jupyterlab/services appends ?token= to a reconnecting WebSocket only across host names: a page on
+    # localhost:3000 beside nbpool on localhost:8000 reconnects with cookies alone.
+    base = f"ws://127.0.0.1:{embedded.bound_port}/user/ws/api/kernels/k/channels"
+    first = await websocket_connect(HTTPRequest(f"{base}?session_id=s&token={TOKEN}", headers={"Origin": PAGE}))
+    cookie = first.headers.get("Set-Cookie")
+    first.close()
+    assert cookie == f"nbpool-embedded={TOKEN}; Path=/user/ws/; HttpOnly; SameSite=Lax"
+    again = await websocket_connect(HTTPRequest(f"{base}?session_id=s2", headers={
+        "Origin": PAGE, "Cookie": f"nbpool-embedded={TOKEN}"}))
+    await again.read_message()
+    again.close()
+    with pytest.raises(HTTPClientError) as refused:  # the page's origin is checked all the same
+        await websocket_connect(HTTPRequest(base, headers={
+            "Origin": "https://elsewhere.example", "Cookie": f"nbpool-embedded={TOKEN}"}))
+    assert refused.value.code == 403
