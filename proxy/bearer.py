@@ -26,7 +26,7 @@ from __future__ import annotations
 import hmac
 from urllib.parse import quote
 
-from .http import Response, error_response
+from .http import Response, cookie_value, error_response
 from .origin import OriginPolicy, normalize_origin, origin_of
 
 # Set on the kernel WebSocket's handshake (path-scoped to the container): a page on the same host name as
@@ -54,9 +54,6 @@ class Bearer:
         # notebook UI it opens sends no credential of its own. Empty: such visits go the cookie's way.
         self.opener = opener
 
-    def trusts(self, origin: bytes, own: bytes) -> bool:
-        return self.origins.trusts(origin, own)
-
 
 def credential(headers: list[tuple[bytes, bytes]], query: bytes) -> bytes | None:
     """The credential a request carries: ``Authorization: token|Bearer <t>``, else ``token=`` in the query,
@@ -70,14 +67,7 @@ def credential(headers: list[tuple[bytes, bytes]], query: bytes) -> bytes | None
         for part in query[1:].split(b"&"):
             if part.startswith(b"token="):
                 return part[len(b"token="):]
-    want = EMBED_COOKIE + b"="
-    for name, value in headers:
-        if name.lower() == b"cookie" and want in value:
-            for part in value.split(b";"):
-                part = part.strip()
-                if part.startswith(want):
-                    return part[len(want):]
-    return None
+    return cookie_value(headers, EMBED_COOKIE)
 
 
 def embed_cookie(bearer: Bearer, prefix: bytes, own: bytes) -> bytes:
@@ -110,7 +100,7 @@ def check_bearer(bearer: Bearer, method: bytes, headers: list[tuple[bytes, bytes
     origin, site = origin_of(headers)
     if method == b"OPTIONS" and origin is not None and any(n.lower() == b"access-control-request-method"
                                                           for n, _ in headers):
-        if not bearer.trusts(origin, own):
+        if not bearer.origins.trusts(origin, own):
             return "cookie", None  # not ours to answer: no CORS headers, so the browser stops there
         response = Response(204, headers=cors_headers(origin) + [
             ("Access-Control-Allow-Methods", PREFLIGHT_METHODS),
@@ -128,7 +118,7 @@ def check_bearer(bearer: Bearer, method: bytes, headers: list[tuple[bytes, bytes
         return "answer", Response(302, headers=[("Location", location), ("Cache-Control", "no-store"),
                                                 ("Referrer-Policy", "no-referrer")])
     if origin is not None:
-        trusted = bearer.trusts(origin, own)
+        trusted = bearer.origins.trusts(origin, own)
     else:  # a browser leaves Origin off its own same-origin GETs; then Sec-Fetch-Site says so
         trusted = site == b"same-origin"
     if not trusted:

@@ -25,6 +25,18 @@ def wants_json(headers: list[tuple[bytes, bytes]], path: bytes) -> bool:
     return any(name.lower() == b"accept" and b"application/json" in value for name, value in headers)
 
 
+def cookie_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The value of cookie ``name`` from a request's Cookie header(s), or None."""
+    want = name + b"="
+    for key, value in headers:
+        if key.lower() == b"cookie" and want in value:
+            for part in value.split(b";"):
+                part = part.strip()
+                if part.startswith(want):
+                    return part[len(want):]
+    return None
+
+
 def connection_tokens(value: bytes) -> set[bytes]:
     """The lower-case options listed in a Connection header."""
     return {token.strip().lower() for token in value.split(b",") if token.strip()}

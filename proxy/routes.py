@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .bearer import Bearer
-from .http import Response, wants_json
+from .http import Response, cookie_value, wants_json
 from .origin import OriginPolicy
 
 # authorize(request) -> None to allow, or a Response to send instead.
@@ -276,14 +276,8 @@ class RequestHead:
 
     def cookie(self, name: str) -> str | None:
         """The value of cookie ``name`` from the Cookie header(s), or None."""
-        want = name.encode() + b"="
-        for key, value in self.headers:
-            if key.lower() == b"cookie":
-                for part in value.split(b";"):
-                    part = part.strip()
-                    if part.startswith(want):
-                        return part[len(want):].decode("latin-1")
-        return None
+        value = cookie_value(self.headers, name.encode())
+        return None if value is None else value.decode("latin-1")
 
     def wants_json(self) -> bool:
         return wants_json(self.headers, self.path)
