@@ -99,9 +99,12 @@ class KernelClient:
     """
 
     def __init__(self, base_url: str, headers: dict[str, str] | None = None, *, timeout: float = 60.0,
-                 http_client: AsyncHTTPClient | None = None):
+                 http_client: AsyncHTTPClient | None = None, ws_query: str = ""):
         self.base_url = base_url.rstrip("/") + "/"
         self.headers = dict(headers or {})
+        # More of the channels WebSocket's query, e.g. "token=…" as Thebe and JupyterLab add it (a browser
+        # cannot set headers on a WebSocket).
+        self.ws_query = ws_query
         # A browser sends its page's origin on every POST and WebSocket handshake, and
         # nbpool's proxy refuses those from other origins: send the server's own.
         if not any(name.lower() == "origin" for name in self.headers):
@@ -154,7 +157,8 @@ class KernelClient:
     async def attach(self, kernel_id: str) -> None:
         """Open the channels WebSocket of a kernel that already runs (its state intact)."""
         self.kernel_id = kernel_id
-        url = _ws_url(f"{self.base_url}api/kernels/{self.kernel_id}/channels?session_id={self.session}")
+        url = _ws_url(f"{self.base_url}api/kernels/{self.kernel_id}/channels?session_id={self.session}"
+                      + (f"&{self.ws_query}" if self.ws_query else ""))
         try:
             self._ws = await websocket_connect(
                 HTTPRequest(url, headers=self.headers, request_timeout=self.timeout),

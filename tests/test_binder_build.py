@@ -90,12 +90,12 @@ def test_a_page_gets_a_ready_server_and_reaches_only_it_with_its_credential(embe
         {"name": "thebe.ipynb", "path": "/", "type": "notebook", "kernel": {"name": "python3"}}))
     assert session.status_code == 201, session.text
     kernel_id = session.json()["kernel"]["id"]
-    assert asyncio.run(run_over_token_socket(url, kernel_id, token, PAGE)) == "42"
+    assert asyncio.run(run_over_token_socket(url, kernel_id, token)) == "42"
 
     # The credential from a site the operator did not name: refused, REST and WebSocket alike.
     assert requests.get(url + "api/kernels", headers=page_headers(token, STRANGER), timeout=30).status_code == 403
     with pytest.raises(HTTPClientError) as refused:
-        asyncio.run(run_over_token_socket(url, kernel_id, token, STRANGER))
+        asyncio.run(open_token_socket(url, kernel_id, token, STRANGER))
     assert refused.value.code == 403
     # Without any Origin (a script that is no browser page): refused too.
     assert requests.get(url + "api/kernels", headers={"Authorization": f"token {token}"},
@@ -142,17 +142,22 @@ def test_a_page_gets_a_ready_server_and_reaches_only_it_with_its_credential(embe
                      .status_code == 404, what="the ended container's route gone")
 
 
-async def run_over_token_socket(url: str, kernel_id: str, token: str, origin: str) -> str:
-    """Run print(6*7) over the kernel's WebSocket opened as Thebe opens it (?session_id=&token=, Origin)."""
-    ws_url = "ws" + url[4:] + f"api/kernels/{kernel_id}/channels?session_id=thebe-test&token={token}"
-    client = KernelClient(url, {"Origin": origin})  # only to frame the messages
-    conn = await websocket_connect(HTTPRequest(ws_url, headers={"Origin": origin}, request_timeout=60),
-                                   subprotocols=["v1.kernel.websocket.jupyter.org"])
-    client._ws, client.kernel_id, client.subprotocol = conn, kernel_id, conn.selected_subprotocol
+async def open_token_socket(url: str, kernel_id: str, token: str, origin: str) -> None:
+    """Open the kernel's WebSocket with ?token= from ``origin`` (raises HTTPClientError when refused)."""
+    conn = await websocket_connect(HTTPRequest(
+        "ws" + url[4:] + f"api/kernels/{kernel_id}/channels?session_id=s&token={token}", headers={"Origin": origin}))
+    conn.close()
+
+
+async def run_over_token_socket(url: str, kernel_id: str, token: str) -> str:
+    """Run print(6*7) over the kernel's WebSocket opened as Thebe opens it (?session_id=&token=, the page's
+    Origin, no Authorization header)."""
+    client = KernelClient(url, {"Origin": PAGE}, ws_query=f"token={token}")
+    await client.attach(kernel_id)
     try:
         return (await client.execute("print(6 * 7)")).output.strip()
     finally:
-        conn.close()
+        client.detach()
 
 
 def test_the_stream_waits_in_line_fails_at_the_cap_and_refuses_strangers(make_service):

@@ -56,7 +56,8 @@ class BuildHandler(SpecHandler):
     async def get(self, provider: str) -> None:
         nb = self.nb
         origin = self.request.headers.get("Origin")
-        if origin is not None and not nb.origins.trusts(origin, self.own_origin()):
+        own = self.own_origin()
+        if origin is not None and not nb.origins.trusts(origin, own):
             # No CORS headers either: the page's browser refuses to read even this.
             nb.log.info("build refused for a page on %r (not in WebApp.cors_origin)", origin[:100])
             self.record("refused", why="embedding origin", status=403)
@@ -84,8 +85,7 @@ class BuildHandler(SpecHandler):
         nb.log.info("handed out %s to a page on %s (embedded) for %s", slot.cid, origin or "this site",
                     self.request.remote_ip)
         self.record("embedded", cid=slot.cid, workshop=ws.name or None)
-        base = self.own_origin().decode("latin-1")
-        sent = await self.event("ready", "Your notebook server is ready.", url=slot.url(origin=base),
+        sent = await self.event("ready", "Your notebook server is ready.", url=slot.url(origin=own.decode("latin-1")),
                                 token=credential, image=ws.pool.backend.image)
         if not sent:
             ws.pool.release(slot, "the page that asked for it had gone")
