@@ -147,14 +147,18 @@ class PageHandler(RequestHandler):
         if why is None:
             return True
         self.nb.log.info("refused %s %s from %s: %s", request.method, request.path, request.remote_ip, why)
-        self.set_status(403)
-        if self.wants_json():
-            self.finish({"error": "This request came from another site."})
-        else:
-            self.finish(self.render_page("error.html", status=403, reason="Request from another site",
-                                       message="This request came from another site, so nothing was done. "
-                                               "Open this site's own page and try again from there."))
+        self.error_answer(403, "Request from another site", "This request came from another site, so nothing was "
+                          "done. Open this site's own page and try again from there.",
+                          "This request came from another site.")
         return False
+
+    def error_answer(self, status: int, reason: str, message: str, json_error: str) -> None:
+        """An error for the visitor: ``{"error": json_error}`` to a client that wants JSON, else the error page."""
+        self.set_status(status)
+        if self.wants_json():
+            self.finish({"error": json_error})
+        else:
+            self.finish(self.render_page("error.html", status=status, reason=reason, message=message))
 
     def refuse_visitor(self, refusal: Refused) -> None:
         """A Refused from admission: its page (or JSON), status and Retry-After."""

@@ -39,13 +39,8 @@ class KeptAccess(PageHandler):
     def own(self, cid: str) -> Kept | None:
         kept = self.kept(cid)
         if kept is None:
-            self.set_status(404)
-            if self.wants_json():
-                self.finish({"error": "Nothing is kept here for you."})
-            else:
-                self.finish(self.render_page("error.html", status=404, reason="Nothing kept here",
-                                        message="There is no kept work at this address for this browser. Kept "
-                                                "work is shown only in the browser that made it."))
+            self.error_answer(404, "Nothing kept here", "There is no kept work at this address for this browser. "
+                              "Kept work is shown only in the browser that made it.", "Nothing is kept here for you.")
         return kept
 
 
