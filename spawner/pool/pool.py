@@ -5,16 +5,16 @@ SPARE (ready, routed, waiting for a visitor) -> ASSIGNED (handed out) ->
 REMOVING (route gone first, then the container). ``warm`` counts ready,
 unassigned spares; ``max_containers`` caps everything together.
 
-Launches live in ``launch.PoolLaunches``, removals in ``removal.PoolRemovals``,
-culling and reconciliation in ``upkeep.PoolUpkeep``; this module keeps the
-settings, the accounting, the hand-out, the waiting line, resizing and drains.
+Hand-outs and the waiting line live in ``handout.PoolHandouts``, launches in
+``launch.PoolLaunches``, removals in ``removal.PoolRemovals``, culling and
+reconciliation in ``upkeep.PoolUpkeep``; this module keeps the settings, the
+accounting, resizing and drains.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import secrets
 import time
 
 from traitlets import Any, Bool, Callable, Float, Instance, Integer, Unicode, default, observe, validate
@@ -23,26 +23,23 @@ from traitlets.config import LoggingConfigurable
 from proxy.routes import RouteTable
 from proxy.static_cache import StaticCache
 
-from ..engines.base import BackendError, ContainerBackend, EngineUnavailable
+from ..engines.base import ContainerBackend
 from ..secret import ServerSecret
 from ..traits import MemorySize, require
 from .ended import EndedSessions
-from .errors import PoolClosed, PoolFull, PoolUnavailable, QueueTimeout
+from .errors import PoolClosed
 from .events import PoolEvents
 from .gate import FairGate
+from .handout import PoolHandouts
 from .launch import PoolLaunches
 from .removal import PoolRemovals
-from .slot import ASSIGNED, LAUNCHING, NAME_OK, SPARE, Slot, assigned_name
+from .slot import ASSIGNED, LAUNCHING, NAME_OK, SPARE, Slot
 from .stats import PoolStats
 from .ticket import Ticket
 from .upkeep import PoolUpkeep
 
-# Seconds a visitor told "full" should wait before trying again: places free up
-# as containers are culled, and a short hint keeps a waiting page polling gently.
-FULL_RETRY_AFTER = 15
 
-
-class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurable):
+class Pool(PoolHandouts, PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurable):
     """Keeps ``warm`` ready spares, hands them out, queues visitors when none is ready."""
 
     pool_name = Unicode("nbpool", config=True,
@@ -283,145 +280,6 @@ class Pool(PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurab
         self.log.info("pool %s stopped: %d spares removed, %d assigned containers %s", self.pool_name,
                       len(doomed) - (kept if remove_assigned else 0), kept if not remove_assigned else 0,
                       "removed" if remove_assigned else "kept for the next start")
-
-    # --- hand-out ---------------------------------------------------------------------------------
-
-    async def take_spare(self, owner: str = "", embedded: bool = False) -> Slot | None:
-        """A ready spare, now assigned to ``owner`` and recorded with the engine, or None.
-
-        Finding it is constant time; recording it is one engine call (a
-        rename), awaited so the hand-out survives a crash of nbpool before the
-        visitor is sent there. None while the engine does not answer (the
-        visitor waits in line instead). Raises PoolUnavailable if the engine
-        cannot record it.
-        """
-        if not self.engine_up or self.retired:
-            return None
-        spares = self._spares
-        while spares:
-            slot = spares.popleft()
-            if slot.state == SPARE:
-                began = time.monotonic()
-                self._assign(slot, owner, embedded)
-                self._schedule()
-                if not await self._record_assignment(slot):
-                    return None
-                self.record("handout", cid=slot.cid, source="spare", wait=round(time.monotonic() - began, 4))
-                return slot
-        return None
-
-    def turn_away(self, error) -> None:
-        """Tell everyone in line they will not be served: ``error()`` makes each one's exception."""
-        while self._queue:
-            ticket = self._queue.popleft()
-            if not ticket.future.done():
-                ticket.future.set_exception(error())
-
-    def holdings(self, owner: str) -> int:
-        """Containers ``owner`` holds or waits for: assigned to it, plus its tickets in line."""
-        held = sum(1 for s in self.slots.values() if s.owner == owner and s.state == ASSIGNED)
-        return held + sum(1 for t in self._queue if t.owner == owner)
-
-    def enqueue(self, owner: str = "", embedded: bool = False) -> Ticket:
-        """Join the waiting line for a container started on demand.
-
-        Raises PoolFull at the cap (or a full line), PoolUnavailable while the
-        circuit breaker is open, PoolClosed while stopping.
-        """
-        if self.closing or self.retired:
-            raise PoolClosed("pool is stopping" if self.closing else "its workshop was removed")
-        if self.breaker_open and not self._in_flight:
-            raise PoolUnavailable(f"circuit breaker open after {self.consecutive_failures} failed starts",
-                                  retry_after=int(self.breaker_probe_interval))
-        if len(self._queue) >= self.queue_size:
-            raise PoolFull(f"waiting line full ({self.queue_size})")
-        unclaimed = self.launching - len(self._queue)
-        room = self.room()
-        if unclaimed <= 0 and room <= 0:
-            raise PoolFull(f"all {self.max_containers} containers in use", retry_after=FULL_RETRY_AFTER)
-        ticket = Ticket(self._queue, self.release, owner, embedded)
-        self._queue.append(ticket)
-        self.stats.queued_total += 1
-        self._schedule()
-        return ticket
-
-    async def acquire(self, timeout: float | None = None, owner: str = "") -> Slot:
-        """A container for one visitor: a spare at once, else one started on demand (waiting in line)."""
-        slot = await self.take_spare(owner)
-        if slot is not None:
-            return slot
-        ticket = self.enqueue(owner)
-        wait = self.queue_timeout if timeout is None else timeout
-        try:
-            return await asyncio.wait_for(asyncio.shield(ticket.future), wait)
-        except TimeoutError:
-            ticket.cancel()
-            raise QueueTimeout(f"no container within {wait:.0f}s", retry_after=5) from None
-        except asyncio.CancelledError:
-            ticket.cancel()
-            raise
-
-    def _assign(self, slot: Slot, owner: str, embedded: bool = False) -> None:
-        slot.state = ASSIGNED
-        slot.embedded = embedded
-        slot.assigned_at = self.wallclock()
-        slot.nonce = secrets.token_hex(8)
-        slot.owner = owner
-        if slot.route is not None:
-            slot.route.last_activity = self.clock()  # time as a spare is not idleness
-            slot.handout_requests = slot.route.requests
-        self.stats.handed_out += 1
-
-    async def _record_assignment(self, slot: Slot) -> bool:
-        """Rename the container to its assigned form: True once the engine has it.
-
-        A used container must never be adopted as a spare after a restart, so
-        one whose hand-out the engine did not take is not handed out at all:
-        nobody was sent to it, so while the engine is away it is a spare again
-        (untouched) and this returns False (its visitor waits in line until the
-        engine is back); after any other failure it is removed and
-        PoolUnavailable raised.
-        """
-        name = assigned_name(self.pool_name, slot)
-        try:
-            await asyncio.shield(self.backend.rename(slot.engine_id, name))
-        except EngineUnavailable:
-            self.log.warning("could not record the hand-out of %s (the engine does not answer): it stays a "
-                             "spare", slot.cid)
-            self._unassign(slot)
-            self.on_engine(False)
-            return False
-        except BackendError as exc:
-            self.log.error("could not record the hand-out of %s with the engine, removing it: %s", slot.cid, exc)
-            self.release(slot, "its hand-out could not be recorded")
-            raise PoolUnavailable(f"rename failed: {exc}", retry_after=5) from None
-        slot.name = name
-        return True
-
-    def _unassign(self, slot: Slot) -> None:
-        """Undo a hand-out nobody was sent to: a spare again, first in line."""
-        slot.state = SPARE
-        slot.nonce, slot.owner, slot.assigned_at, slot.embedded = "", "", None, False
-        self.stats.handed_out -= 1
-        self._spares.appendleft(slot)
-
-    async def _serve_ticket(self, slot: Slot, ticket: Ticket) -> None:
-        """Record ``slot``'s hand-out to the visitor in line, then let them go to it."""
-        try:
-            recorded = await self._record_assignment(slot)
-        except PoolUnavailable as error:
-            if not ticket.future.done():
-                ticket.future.set_exception(error)
-            return
-        if not recorded:  # the engine went away: back to the front of the line, served when it returns
-            if not ticket.future.done():
-                self._queue.appendleft(ticket)
-            return
-        if ticket.future.done():  # they left the line while it was recorded: nobody used it
-            self.release(slot, "its visitor left the waiting page")
-        else:
-            self.record("handout", cid=slot.cid, source="queue", wait=round(time.monotonic() - ticket.enqueued, 3))
-            ticket.future.set_result(slot)
 
     def _background_task(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
