@@ -2,9 +2,10 @@
 
 It parses request heads with httptools, runs each through ``head``'s checks
 (the request line, the headers, the route's own rules: body limit, origin,
-authorize), and hands it to the target side (``target.BackendPool``); bodies are relayed chunk by chunk as they arrive,
-never gathered. Pipelined requests wait their turn. After ``101 Switching
-Protocols`` the connection becomes a ``splice.Splice``.
+authorize), and hands it to the target side (``backends.BackendPool``);
+bodies are relayed chunk by chunk as they arrive, never gathered. Pipelined
+requests wait their turn. After ``101 Switching Protocols`` the connection
+becomes a ``splice.Splice``.
 
 Everything runs in callbacks on the event loop: no coroutine per request.
 """
@@ -19,13 +20,14 @@ import time
 
 import httptools
 
+from .backends import BackendPool
 from .encoding import request_coding
 from .exchange import BUSY, HEAD, IDLE, PAUSE_BACKEND, PAUSE_PIPELINE, Exchange
 from .head import check_access, check_headers, check_target, forward_head
 from .http import Response, error_response, wants_json
 from .splice import Splice
 from .state import ConnectionState
-from .target import BackendConnection, BackendPool
+from .target import BackendConnection
 
 log = logging.getLogger("nbpool.proxy")
 now = time.monotonic

@@ -201,3 +201,21 @@ def plan(policy: Policy, path: bytes, prefix: bytes, request_headers: list[tuple
     if not policy.is_static(route_rest(path, prefix)) and not policy.dynamic_ok(request_headers):
         return None
     return coding
+
+
+def encoded_headers(headers: list[tuple[bytes, bytes]], coding: bytes) -> list[tuple[bytes, bytes]]:
+    """A response's headers once its body is encoded: no length or ranges, a weak ETag, Vary and the coding."""
+    out = []
+    vary = None
+    for name, value in headers:
+        low = name.lower()
+        if low == b"content-length" or low == b"accept-ranges" or low == b"content-encoding":
+            continue
+        if low == b"vary":
+            vary = value if vary is None else vary + b", " + value
+            continue
+        if low == b"etag":
+            value = weak_etag(value)
+        out.append((name, value))
+    out += ((b"Vary", add_vary(vary)), (b"Content-Encoding", coding))
+    return out

@@ -18,13 +18,13 @@ import time
 from traitlets import Bool, Enum, Float, Instance, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from .backends import BackendPool
 from .client import ClientConnection
 from .encoding import Policy
 from .exchange import BUSY, HEAD, IDLE
 from .routes import RouteTable
 from .state import LIMIT_TRAITS, ConnectionState, Limits, Stats
 from .static_cache import StaticCache
-from .target import BackendPool
 
 # Paths under a container's prefix that are per attendee (their files, kernels,
 # settings): never static, whatever static_paths says.

@@ -1,11 +1,9 @@
-"""The target side of the relay: one connection per exchange in flight, kept alive in a pool per target.
+"""The target side of the relay: one connection per exchange in flight (kept alive by ``backends.BackendPool``).
 
-``BackendPool.send(ex)`` carries an Exchange on an idle connection to its
-route's target or opens one; ``BackendConnection`` writes the request head
-(and the body as the visitor's side passes it on), parses the response with
-httptools and relays it to the visitor: Content-Length bodies without a
-parser copy, chunked ones re-chunked, heads bounded. It answers the visitor's
-side only through ``exchange.Client``.
+``BackendConnection`` writes the request head (and the body as the visitor's
+side passes it on), parses the response with httptools and relays it to the
+visitor: Content-Length bodies without a parser copy, chunked ones re-chunked,
+heads bounded. It answers the visitor's side only through ``exchange.Client``.
 """
 
 from __future__ import annotations
@@ -13,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import httptools
 
-from .encoding import Encoder, add_vary, plan, weak_etag
+from .encoding import Encoder, encoded_headers, plan
 from .exchange import PAUSE_BACKEND, Client, Exchange, logged_path
 from .http import HOP_BY_HOP, connection_tokens
-from .state import Limits
+
+if TYPE_CHECKING:
+    from .backends import BackendPool
 
 log = logging.getLogger("nbpool.proxy")
 now = time.monotonic
@@ -393,112 +394,3 @@ class BackendConnection(asyncio.Protocol):
     def abort(self) -> None:
         """The client went away mid-exchange: this connection can't be reused."""
         self.detach()
-
-
-def encoded_headers(headers: list[tuple[bytes, bytes]], coding: bytes) -> list[tuple[bytes, bytes]]:
-    """A response's headers once its body is encoded: no length or ranges, a weak ETag, Vary and the coding."""
-    out = []
-    vary = None
-    for name, value in headers:
-        low = name.lower()
-        if low == b"content-length" or low == b"accept-ranges" or low == b"content-encoding":
-            continue
-        if low == b"vary":
-            vary = value if vary is None else vary + b", " + value
-            continue
-        if low == b"etag":
-            value = weak_etag(value)
-        out.append((name, value))
-    out += ((b"Vary", add_vary(vary)), (b"Content-Encoding", coding))
-    return out
-
-
-class BackendPool:
-    """Keep-alive connections per target, and the opening of new ones."""
-
-    def __init__(self, limits: Limits):
-        self.limits = limits
-        self.idle: dict[str, list[BackendConnection]] = {}
-        self.busy: set[BackendConnection] = set()
-        self.connecting: set[asyncio.Task] = set()
-
-    def send(self, ex: Exchange) -> None:
-        """Carry ``ex`` on an idle connection to its target, or open one."""
-        target = ex.route.target
-        idle = self.idle.get(target.key)
-        while idle:
-            conn = idle.pop()
-            if not conn.closed and not conn.transport.is_closing():
-                conn.start(ex)
-                return
-        task = asyncio.get_running_loop().create_task(self._connect(ex))
-        self.connecting.add(task)
-        task.add_done_callback(self.connecting.discard)
-
-    async def _connect(self, ex: Exchange) -> None:
-        target = ex.route.target
-        loop = asyncio.get_running_loop()
-        factory = lambda: BackendConnection(self, target.key)  # noqa: E731
-        try:
-            if target.unix_path:
-                coro = loop.create_unix_connection(factory, target.unix_path)
-            else:
-                coro = loop.create_connection(factory, target.host, target.port)
-            _, conn = await asyncio.wait_for(coro, self.limits.connect_timeout)
-        except TimeoutError:
-            self._failed(ex, 504, "connect timed out")
-            return
-        except ConnectionRefusedError:
-            self._failed(ex, 503, "connection refused")
-            return
-        except OSError as exc:
-            self._failed(ex, 502, str(exc))
-            return
-        client = ex.client
-        if client.closed or client.cur is not ex:
-            self.put(conn)  # the visitor left while we connected: keep it for the next one
-            return
-        conn.start(ex)
-
-    def _failed(self, ex: Exchange, status: int, why: str) -> None:
-        client = ex.client
-        log.info("backend %s unreachable for %s: %s", ex.route.target.url, logged_path(ex), why)
-        if client.closed or client.cur is not ex:
-            return
-        client.resume(PAUSE_BACKEND)
-        client.error_reply(ex, status)
-
-    def put(self, conn: BackendConnection) -> None:
-        idle = self.idle.setdefault(conn.key, [])
-        if len(idle) >= self.limits.backend_max_idle:
-            conn.transport.close()
-            return
-        conn.idle_since = now()
-        idle.append(conn)
-
-    def forget(self, conn: BackendConnection) -> None:
-        self.busy.discard(conn)
-        idle = self.idle.get(conn.key)
-        if idle and conn in idle:
-            idle.remove(conn)
-
-    def sweep(self, t: float) -> None:
-        """Close idle connections past their time, and time out slow response heads."""
-        cutoff = t - self.limits.backend_idle_timeout
-        for idle in self.idle.values():
-            while idle and idle[0].idle_since < cutoff:
-                idle.pop(0).transport.close()
-        head_cutoff = t - self.limits.response_timeout
-        for conn in [c for c in self.busy if not c.head_sent and c.sent_at < head_cutoff and c.ex is not None]:
-            ex = conn.detach()
-            ex.client.error_reply(ex, 504)
-
-    def close(self) -> None:
-        for task in list(self.connecting):
-            task.cancel()
-        for idle in self.idle.values():
-            for conn in idle:
-                conn.transport.close()
-        self.idle.clear()
-        for conn in list(self.busy):
-            conn.transport.close()
