@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -193,6 +195,15 @@ class BackendConnection(asyncio.Protocol):
         ex = self.ex
         if ex is None or self.complete:
             return
+        if exc is not None and self.transport is not None:
+            # A server that refuses an upload early (401, 413) answers and closes without reading the rest;
+            # the body still arriving meets a reset, our next write fails, and asyncio drops the connection
+            # with that answer unread in the socket. Read it before calling the exchange broken.
+            early = unread(self.transport)
+            if early:
+                self._received(early)
+                if self.ex is None:  # answered (or broken) by what was there
+                    return
         if self.until_eof and self.head_sent:
             # The body was delimited by the close: the response is complete.
             self.complete = True
@@ -394,3 +405,30 @@ class BackendConnection(asyncio.Protocol):
     def abort(self) -> None:
         """The client went away mid-exchange: this connection can't be reused."""
         self.detach()
+
+
+def unread(transport: asyncio.BaseTransport, limit: int = 1 << 20) -> bytes:
+    """What the peer sent that a closing transport never read (at most ``limit`` bytes).
+
+    asyncio calls connection_lost before it closes the socket, so the bytes are still there; a
+    duplicate of the descriptor reads them without touching the transport's own socket object.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return b""
+    try:
+        fd = os.dup(sock.fileno())
+    except OSError:
+        return b""
+    chunks: list[bytes] = []
+    with socket.socket(fileno=fd) as dup:
+        dup.setblocking(False)
+        while sum(map(len, chunks)) < limit:
+            try:
+                data = dup.recv(65536)
+            except OSError:  # nothing more (BlockingIOError), or the reset itself
+                break
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -235,6 +236,32 @@ async def test_backend_refusing_an_upload_early(proxy):
     assert resp.status == 413
     assert await wire.closed(5)
 
+
+
+async def test_backend_refusing_an_upload_sent_whole_is_answered_not_502(raw_backend):
+    # Without Expect, the body keeps coming after the backend answered and closed: it meets a reset, the
+    # proxy's next write to the backend fails, and the answer waiting unread in the socket is still relayed.
+    async def refuses_at_the_head(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno")
+        await writer.drain()
+        writer.close()  # the body left unread: the kernel answers what follows with a reset
+
+    p = Proxy(port=0)
+    p.routes.add("/", await raw_backend(refuses_at_the_head))
+    await p.start()
+    body = b"\0" * (2 * 2**20)
+    try:
+        for _ in range(10):
+            wire = await Wire.open(p.bound_port)
+            await wire.send(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(body))
+            with contextlib.suppress(ConnectionError):
+                await wire.send(body)
+            resp = await wire.response()
+            assert (resp.status, resp.body) == (401, b"no")
+            await wire.close()
+    finally:
+        await p.stop()
 
 # --- headers -----------------------------------------------------------------------------
 
