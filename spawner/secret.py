@@ -15,6 +15,14 @@ from pathlib import Path
 
 SECRET_BYTES = 32
 
+# What a signed value is for (ServerSecret.sign): each kind verifies only as itself.
+SESSION = "session"  # a visitor's key to their container: "<cid>:<nonce>"
+KEPT = "kept"  # the session before the current one, whose kept work stays reachable: "<cid>:<nonce>"
+TICKET = "ticket"  # a place in the waiting line
+CLAIM = "claim"  # an /api/spawn link's one-time key
+WORKSHOP_KEY = "workshop-key"  # the workshop key, remembered
+ADMIN = "admin"  # the status page's login: "admin:<epoch>"
+
 
 class ServerSecret:
     """A 32-byte secret kept in ``path`` (mode 0600)."""
@@ -57,15 +65,22 @@ class ServerSecret:
         """The notebook token of a pool container (the visitor never sees it)."""
         return self.derive("notebook-token", container_id)
 
-    def sign(self, value: str) -> str:
-        """``value.signature``, for a cookie."""
-        return f"{value}.{self.derive('cookie', value)[:32]}"
+    def sign(self, value: str, purpose: str) -> str:
+        """``value.signature``, for a cookie or a link, valid for ``purpose`` only: a value signed as one
+        kind ('kept', say) never verifies as another ('session'), so no signed value can be replayed as
+        a different credential."""
+        return f"{value}.{self._signature(value, purpose)}"
 
-    def verify(self, signed: str | None) -> str | None:
-        """The value inside ``signed`` if its signature is good, else None (constant-time compare)."""
+    def verify(self, signed: str | None, purpose: str) -> str | None:
+        """The value inside ``signed`` if it was signed for ``purpose``, else None (constant-time compare)."""
         if not signed or "." not in signed or not signed.isascii():
             return None  # anything but a signature of ours, including stray bytes, is simply invalid
         value, _, signature = signed.rpartition(".")
-        if hmac.compare_digest(signature, self.derive("cookie", value)[:32]):
+        if hmac.compare_digest(signature, self._signature(value, purpose)):
             return value
         return None
+
+    def _signature(self, value: str, purpose: str) -> str:
+        if not purpose or "\0" in purpose:
+            raise ValueError("a signed value needs a purpose")
+        return self.derive(f"signed:{purpose}", value)[:32]

@@ -210,22 +210,28 @@ async def test_ended_work_belongs_to_its_cookie_expires_after_keep_hours_and_sur
     await learn(keeper, slot)
     home.files["mine.py"] = (b"x", "2026-05-01T10:00:00Z")
     await keeper.session_ended(slot, "idle", alive=True)
-    owner = SECRET.sign(f"{CID}:n0nce")
-    assert keeper.owned(CID, [None, owner]) is not None
-    assert keeper.owned(CID, [SECRET.sign(f"{CID}:other")]) is None  # an earlier occupant of the id
-    assert keeper.owned(CID, [f"{CID}:n0nce"]) is None  # unsigned
-    assert keeper.owned(CID, [ServerSecret(b"z" * 32).sign(f"{CID}:n0nce")]) is None  # signed by another secret
+    owner = SECRET.sign(f"{CID}:n0nce", "session")
+    assert keeper.owned(CID, session=None, kept=None) is None
+    assert keeper.owned(CID, session=owner, kept=None) is not None
+    # the same value signed as the cookie of the session before (kept) opens it too, as that purpose only
+    assert keeper.owned(CID, session=None, kept=SECRET.sign(f"{CID}:n0nce", "kept")) is not None
+    assert keeper.owned(CID, session=None, kept=owner) is None
+    # an earlier occupant of the id
+    assert keeper.owned(CID, session=SECRET.sign(f"{CID}:other", "session"), kept=None) is None
+    assert keeper.owned(CID, session=f"{CID}:n0nce", kept=None) is None  # unsigned
+    other = ServerSecret(b"z" * 32)  # signed by another secret
+    assert keeper.owned(CID, session=other.sign(f"{CID}:n0nce", "session"), kept=None) is None
 
     # Another run of nbpool finds it on disk (and nothing of its nonce in what operators see).
     later = keeper_for(tmp_path, clock, keep_hours=2)
     await later.start(lambda: [SimpleNamespace(slots={}, clock=clock)])
     later.stop()
-    assert later.owned(CID, [owner]).files.keys() == {"mine.py"}
+    assert later.owned(CID, session=owner, kept=None).files.keys() == {"mine.py"}
     clock.advance(3600)
     assert await later.expire() == 0
     clock.advance(3601)
     assert await later.expire() == 1
-    assert later.owned(CID, [owner]) is None and not (tmp_path / "kept" / CID).exists()
+    assert later.owned(CID, session=owner, kept=None) is None and not (tmp_path / "kept" / CID).exists()
 
 
 async def test_a_live_session_found_without_its_container_at_start_becomes_ended(attendee, tmp_path):

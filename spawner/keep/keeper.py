@@ -31,7 +31,7 @@ from traitlets.config import LoggingConfigurable
 
 from ..backoff import every
 from ..pool.slot import ASSIGNED, Slot
-from ..secret import ServerSecret
+from ..secret import KEPT, SESSION, ServerSecret
 from ..traits import MemorySize, format_memory, require
 from .contents import ContentsError, NotebookFiles, TooLarge
 from .store import BadPath, Kept, KeptStore, check_path
@@ -377,15 +377,15 @@ class WorkKeeper(LoggingConfigurable):
 
     # --- giving it back ---------------------------------------------------------------------------------
 
-    def owned(self, cid: str, sessions: list[str | None]) -> Kept | None:
-        """The kept work of ``cid`` if one of the visitor's signed cookies (``"<cid>:<nonce>"``) names it."""
-        kept = self.sessions.get(cid)
-        if kept is None:
+    def owned(self, cid: str, *, session: str | None, kept: str | None) -> Kept | None:
+        """The kept work of ``cid`` if the visitor's signed session cookie, or their cookie for the session
+        before it (``kept``), names it (``"<cid>:<nonce>"``, each signed for its own purpose)."""
+        work = self.sessions.get(cid)
+        if work is None:
             return None
-        for cookie in sessions:
-            value = self.secret.verify(cookie) if cookie else None
-            if value == f"{kept.cid}:{kept.nonce}":
-                return kept
+        want = f"{work.cid}:{work.nonce}"
+        if self.secret.verify(session, SESSION) == want or self.secret.verify(kept, KEPT) == want:
+            return work
         return None
 
     async def restore(self, kept: Kept, slot: Slot) -> int:

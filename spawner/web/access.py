@@ -18,7 +18,7 @@ from proxy.origin import OriginPolicy
 from proxy.routes import RequestHead
 
 from ..pool.slot import ASSIGNED, Slot
-from ..secret import ServerSecret
+from ..secret import SESSION, ServerSecret
 
 SESSION_COOKIE = "nbpool-session"
 
@@ -35,7 +35,7 @@ def session_value(slot: Slot) -> str:
 
 def read_session(secret: ServerSecret, cookie: str | None) -> tuple[str, str] | None:
     """(cid, nonce) from a signed session cookie, or None if absent or forged."""
-    value = secret.verify(cookie)
+    value = secret.verify(cookie, SESSION)
     if not value or ":" not in value:
         return None
     cid, _, nonce = value.partition(":")

@@ -28,7 +28,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 from ..pool.pool import Pool
-from ..secret import ServerSecret
+from ..secret import WORKSHOP_KEY, ServerSecret
 from .pages import PATH_SAFE
 from .ratelimit import RateLimiter
 
@@ -123,7 +123,7 @@ class Admission:
             return True
         if given and given.isascii() and hmac.compare_digest(given.encode(), key.encode()):
             return True
-        held = self.web.secret.verify(cookie)
+        held = self.web.secret.verify(cookie, WORKSHOP_KEY)
         return held is not None and hmac.compare_digest(held.encode(), self.key_mark(key).encode())
 
     def check_key(self, given: str | None, cookie: str | None, workshop_key: str | None = None) -> None:

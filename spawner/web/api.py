@@ -12,6 +12,7 @@ from traitlets import TraitError
 from .. import __version__
 from ..pool.errors import PoolError, PoolFull
 from ..pool.stats import add_up, spawn_summary
+from ..secret import ADMIN
 from .admission import Refused
 from .handler import PageHandler
 from .metrics import all_nodes
@@ -168,9 +169,12 @@ class AdminHandler(JSONHandler):
 
     def admin_cookie_ok(self) -> bool:
         """The status page's login cookie: signed by us, and younger than ADMIN_COOKIE_HOURS."""
-        value = self.nb.secret.verify(self.get_cookie(ADMIN_COOKIE)) or ""
-        stamp = value.removeprefix("admin:")
-        return stamp.isdigit() and time.time() - int(stamp) < ADMIN_COOKIE_HOURS * 3600
+        value = self.nb.secret.verify(self.get_cookie(ADMIN_COOKIE), ADMIN) or ""
+        kind, _, stamp = value.partition(":")
+        if kind != "admin" or not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+            return False
+        age = time.time() - int(stamp)
+        return -60 < age < ADMIN_COOKIE_HOURS * 3600  # (a minute of clock step allowed; never a future stamp)
 
     def unauthorized(self) -> None:
         self.set_status(401)
@@ -328,7 +332,7 @@ class StatusLoginHandler(PageHandler):
             return
         given = self.get_body_argument("token", "")
         if given and given.isascii() and hmac.compare_digest(given.encode(), nb.admin_token.encode()):
-            self.set_cookie(ADMIN_COOKIE, nb.secret.sign(f"admin:{int(time.time())}"), path="/", httponly=True,
+            self.set_cookie(ADMIN_COOKIE, nb.secret.sign(f"admin:{int(time.time())}", ADMIN), path="/", httponly=True,
                             samesite="Strict", secure=self.request.protocol == "https")
             self.redirect("/status")
             return

@@ -32,7 +32,7 @@ from ..pool.ended import EndedSessions
 from ..pool.pool import Pool, Ticket
 from ..pool.slot import Slot
 from ..pool.stats import add_up
-from ..secret import ServerSecret
+from ..secret import CLAIM, ServerSecret
 from ..traits import require
 from .access import RouteAccess
 from .admission import Admission
@@ -206,7 +206,7 @@ class WebApp(LoggingConfigurable):
         """A signed one-time key that /spawn/claim/<key> turns into ``slot``'s cookie."""
         key = secrets.token_urlsafe(12)
         self.claims[key] = Claim(slot, path, pool)
-        return self.secret.sign(key)
+        return self.secret.sign(key, CLAIM)
 
 
 def redact(uri: str) -> str:

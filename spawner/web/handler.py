@@ -16,6 +16,7 @@ from ..keep.contents import ContentsError
 from ..pool.errors import PoolError
 from ..pool.pool import Pool
 from ..pool.slot import ASSIGNED, Slot
+from ..secret import KEPT, SESSION
 from ..workshops import Workshop, Workshops
 from .access import read_session, session_cookie, session_value
 from .admission import KEY_COOKIE, Refused
@@ -173,10 +174,11 @@ class PageHandler(RequestHandler):
             self.finish(self.render_page(refusal.page, status=refusal.status, reason=refusal.title,
                                        message=refusal.message))
 
-    def set_visitor_cookie(self, name: str, value: str, *, days: float | None = None) -> None:
-        """One of nbpool's cookies, signed: script-proof, sent on top-level visits from elsewhere only
-        (Lax), Secure over HTTPS (as the browser reached us, through trusted forwarding)."""
-        self.set_cookie(name, self.nb.secret.sign(value), path="/", httponly=True, samesite="Lax",
+    def set_visitor_cookie(self, name: str, value: str, purpose: str, *, days: float | None = None) -> None:
+        """One of nbpool's cookies, signed for ``purpose`` (secret.SESSION, …): script-proof, sent on
+        top-level visits from elsewhere only (Lax), Secure over HTTPS (as the browser reached us, through
+        trusted forwarding)."""
+        self.set_cookie(name, self.nb.secret.sign(value, purpose), path="/", httponly=True, samesite="Lax",
                         secure=self.request.protocol == "https", expires_days=days)
 
     def set_session_cookie(self, slot: Slot) -> None:
@@ -186,7 +188,7 @@ class PageHandler(RequestHandler):
         keeper = self.keeper
         name = session_cookie(slot.workshop)
         if keeper is None:
-            self.set_visitor_cookie(name, session_value(slot))
+            self.set_visitor_cookie(name, session_value(slot), SESSION)
             return
         ws = self.workshops.of_cid(slot.cid)
         longest = (ws.pool.cull_max_age if ws is not None else 0) or UNBOUNDED_SESSION
@@ -194,8 +196,8 @@ class PageHandler(RequestHandler):
         previous = read_session(self.nb.secret, self.get_cookie(name))
         if previous and previous[0] != slot.cid and (previous[0] in keeper.sessions
                                                      or self.workshops.of_cid(previous[0]) is not None):
-            self.set_visitor_cookie(kept_cookie(slot.workshop), ":".join(previous), days=days)
-        self.set_visitor_cookie(name, session_value(slot), days=days)
+            self.set_visitor_cookie(kept_cookie(slot.workshop), ":".join(previous), KEPT, days=days)
+        self.set_visitor_cookie(name, session_value(slot), SESSION, days=days)
 
     def kept(self, cid: str) -> Kept | None:
         """``cid``'s kept work, if this visitor's cookies say it is theirs."""
@@ -204,7 +206,8 @@ class PageHandler(RequestHandler):
             return None
         held = keeper.sessions.get(cid)
         workshop = held.workshop if held is not None else ""
-        return keeper.owned(cid, [self.get_cookie(session_cookie(workshop)), self.get_cookie(kept_cookie(workshop))])
+        return keeper.owned(cid, session=self.get_cookie(session_cookie(workshop)),
+                            kept=self.get_cookie(kept_cookie(workshop)))
 
     def ended_page(self, cid: str, path: str) -> str:
         """The "session ended" page of ``cid`` (``path``: where in it, as in a URL), for /user/<id>/… and

@@ -13,6 +13,7 @@ from urllib.parse import quote
 from ..keep import Kept
 from ..pool.errors import PoolError
 from ..pool.slot import ASSIGNED, split_user_path
+from ..secret import CLAIM, TICKET, WORKSHOP_KEY
 from .admission import Refused
 from .app import WaitingVisitor
 from .handler import TICKET_COOKIE, PageHandler, key_cookie
@@ -99,7 +100,7 @@ class SpawnHandler(PageHandler):
             pool.release(current, "its visitor started a fresh notebook",  # (its work is kept)
                          visitor_reason="You started a fresh notebook in its place.", kind="fresh")
         elif not self.get_argument("new", None):
-            key = nb.secret.verify(self.get_cookie(TICKET_COOKIE))
+            key = nb.secret.verify(self.get_cookie(TICKET_COOKIE), TICKET)
             if key and key in nb.tickets:  # already in line (a reload): keep the place, take no other
                 self.redirect(f"/spawn/wait/{key}")
                 return
@@ -110,7 +111,7 @@ class SpawnHandler(PageHandler):
             self.refuse_visitor(refusal)
             return
         if ws.key and given_key:  # remembered, so the visitor's later links need no key
-            self.set_visitor_cookie(key_cookie(ws.name), nb.admission.key_mark(ws.key), days=2)
+            self.set_visitor_cookie(key_cookie(ws.name), nb.admission.key_mark(ws.key), WORKSHOP_KEY, days=2)
         try:
             slot = await pool.take_spare(owner=address)
         except PoolError as error:
@@ -127,7 +128,7 @@ class SpawnHandler(PageHandler):
             return
         key = secrets.token_urlsafe(12)
         nb.tickets[key] = WaitingVisitor(ticket, path, restore, prefix=ws.prefix)
-        self.set_visitor_cookie(TICKET_COOKIE, key)
+        self.set_visitor_cookie(TICKET_COOKIE, key, TICKET)
         self.redirect(f"/spawn/wait/{key}")
 
 
@@ -135,7 +136,7 @@ class WaitHandler(PageHandler):
     """The waiting page: shows the visitor's place in line, moves on by itself when their container is ready."""
 
     def waiting(self, key: str) -> WaitingVisitor | None:
-        if self.nb.secret.verify(self.get_cookie(TICKET_COOKIE)) != key:
+        if self.nb.secret.verify(self.get_cookie(TICKET_COOKIE), TICKET) != key:
             return None  # someone else's ticket (or none): never hand its container to this visitor
         waiting = self.nb.tickets.get(key)
         if waiting is not None:
@@ -214,7 +215,7 @@ class ClaimHandler(PageHandler):
 
     def claim(self, token: str, confirmed: bool) -> None:
         nb = self.nb
-        key = nb.secret.verify(token)
+        key = nb.secret.verify(token, CLAIM)
         claim = nb.claims.get(key) if key else None
         ws = self.workshops.of_cid(claim.slot.cid) if claim is not None else None
         if claim is None or claim.slot.state != ASSIGNED or ws is None:
