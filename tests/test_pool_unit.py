@@ -429,7 +429,7 @@ async def test_a_crash_right_after_a_hand_out_never_makes_it_a_spare(make_pool, 
     assert second.slots[handed.cid].state == ASSIGNED and second.slots[handed.cid].nonce == handed.nonce
 
 
-async def test_unopened_hand_outs_go_back_to_the_spares(make_pool, backend, wall):
+async def test_unopened_hand_outs_are_removed_never_handed_out_again(make_pool, backend, wall):
     pool = make_pool(warm=1, max_containers=4, unopened_timeout=120)
     await pool.start()
     await until(lambda: pool.available == 1)
@@ -442,15 +442,15 @@ async def test_unopened_hand_outs_go_back_to_the_spares(make_pool, backend, wall
     wall.advance(100)
     await pool.cull_once()
     assert unopened.state == ASSIGNED  # not yet: two minutes
-    cookie_nonce = unopened.nonce
     wall.advance(30)
     await pool.cull_once()
-    assert unopened.state == SPARE and unopened.nonce != cookie_nonce and unopened.owner == ""
-    assert unopened.name == f"{pool.pool_name}-{unopened.cid}"  # the engine's record says spare again
+    # Gone for good: whoever had it may have written to it without a request through the proxy.
+    assert unopened.cid not in pool.slots and unopened.engine_id not in backend.containers
+    assert "never opened" in pool.ended_reason(unopened.cid)
     assert opened.state == ASSIGNED
     assert pool.holdings("203.0.113.9") == 1
-    # one spare too many now: the pool trims back to warm
-    await until(lambda: pool.available == 1)
+    await until(lambda: pool.available == 1)  # a fresh spare takes its place
+    assert all(s.cid != unopened.cid for s in pool._spares)
 
 
 async def test_adopted_assigned_containers_count_as_opened(make_pool, backend, wall):

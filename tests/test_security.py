@@ -292,16 +292,16 @@ def test_a_crash_right_after_a_hand_out_never_gives_that_container_to_someone_el
     assert next(r for r in rows if r["id"] == cid_of(url))["state"] == "assigned"
 
 
-def test_a_container_handed_out_but_never_opened_returns_quickly(make_service):
+def test_a_container_handed_out_but_never_opened_is_removed_quickly(make_service):
     service = make_service(Pool__warm=1, Pool__max_containers=3, Pool__unopened_timeout=2, Pool__cull_interval=1)
     service.start()
     taken = requests.get(f"{service.url}/spawn", allow_redirects=False, timeout=30)  # a script: never follows
     cid = cid_of(taken.headers["Location"])
-    service.wait_for(lambda: service.stats()["assigned"] == 0, timeout=30, what="the unopened container back")
+    service.wait_for(lambda: service.stats()["assigned"] == 0, timeout=30, what="the unopened container gone")
     rows = service.admin("GET", "/api/admin/containers").json()["containers"]
-    # Untouched, so it may serve again: a spare if one is wanted, else removed (warm is met here).
-    assert all(r["state"] != "assigned" for r in rows if r["id"] == cid)
-    assert f"container {cid} was handed out but never opened" in service.logs() or "never opened" in service.logs()
+    # Removed, never a spare again: whoever had it may have written to it without a request through the proxy.
+    assert all(r["id"] != cid for r in rows)
+    assert "never opened" in service.logs()
     late = requests.get(service.url + taken.headers["Location"], cookies=taken.cookies, timeout=30)
     assert late.status_code in (403, 404)  # the cookie of that hand-out no longer opens anything
 

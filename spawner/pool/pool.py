@@ -80,8 +80,9 @@ class Pool(PoolHandouts, PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, Log
     unopened_timeout = Float(120.0, config=True,
                              help="Seconds a container may stay handed out without a single request of its "
                                   "visitor's through the proxy (the redirect never followed: a script, a "
-                                  "crawler, a closed tab) before it goes back to the spares, untouched, for "
-                                  "the next visitor. Checked every cull_interval. 0: never.")
+                                  "crawler, a closed tab) before it is removed and its place goes to a fresh "
+                                  "spare. Never back to the spares: a container handed out is never anyone "
+                                  "else's. Checked every cull_interval. 0: never.")
     reconcile_interval = Float(30.0, config=True,
                                help="Seconds between reconciliations with the engine: dead containers replaced, "
                                     "unknown ones adopted or removed, spares topped up.")

@@ -1,5 +1,11 @@
 """The pool's removals: giving a container up, in order (its route, its attendee's work, the container),
-an operator's removal, and a hand-out nobody opened taken back.
+an operator's removal, and a hand-out nobody opened given up.
+
+A container handed out is never handed out again, whatever happened to it:
+its visitor's browser, a page's script, a restore of kept work or a script
+that never followed the redirect may all have written to it (or run code in
+it) without a single request through the proxy, so "nothing went through the
+proxy" proves nothing. Only a spare is clean by construction.
 
 A mixin of ``Pool`` (as ``launch`` and ``upkeep`` are): it reads the pool's
 slots and settings, so accounting stays in one place (pool.py).
@@ -8,7 +14,7 @@ slots and settings, so accounting stays in one place (pool.py).
 from __future__ import annotations
 
 from ..engines.base import BackendError
-from .slot import ASSIGNED, LAUNCHING, REMOVING, SPARE, Slot, spare_name
+from .slot import ASSIGNED, LAUNCHING, REMOVING, Slot
 
 # How a session ended, when its container is gone already (nothing left to save from it).
 DEAD_ENDINGS = frozenset({"died", "oom", "lost", "removed"})
@@ -68,28 +74,13 @@ class PoolRemovals:
         await self._remove(slot, reason, visitor_reason="An operator of this workshop stopped it.", kind="operator")
         return True
 
-    async def return_unopened(self, slot: Slot) -> None:
-        """Take back a container whose visitor never opened it: a spare again (untouched), or removed.
+    async def give_up_unopened(self, slot: Slot) -> None:
+        """Remove a container handed out whose visitor never opened it (its place goes to a fresh spare).
 
-        The rename back to a spare's name is awaited before it can be handed
-        out again, so the engine never holds a stale record of who has it.
+        Never back to the spares: see the module's notes.
         """
         if slot.state != ASSIGNED:
             return
-        slot.state = LAUNCHING  # neither anyone's nor a spare until the engine agrees
-        slot.nonce, slot.owner, slot.assigned_at = "", "", None
-        try:
-            await self.backend.rename(slot.engine_id, spare_name(self.pool_name, slot.cid))
-        except BackendError as exc:
-            self.log.warning("could not turn %s back into a spare: %s", slot.cid, exc)
-            slot.state = SPARE
-            self.release(slot, "could not be turned back into a spare")
-            return
-        slot.name = spare_name(self.pool_name, slot.cid)
-        slot.state = SPARE
-        if self.closing or slot.generation != self.generation or self.available >= self.target_warm:
-            self.release(slot, "handed out, never opened, not needed as a spare")
-            return
-        self.log.info("container %s was handed out but never opened: a spare again", slot.cid)
-        self._spares.appendleft(slot)  # the oldest spare goes first
-        self._schedule()
+        await self._remove(slot, f"handed out but never opened within unopened_timeout ({self.unopened_timeout:g}s)",
+                           visitor_reason="It was never opened, so it was stopped to make room for others.",
+                           kind="unopened")

@@ -80,13 +80,13 @@ class PoolUpkeep:
         await self.check_disk()
 
     async def cull_once(self) -> int:
-        """Remove the containers ``cull_candidates`` names (route first), take back unopened ones;
+        """Remove the containers ``cull_candidates`` names (route first), and hand-outs nobody opened;
         returns how many were culled. Nothing is culled while the engine does not answer: a container
         whose removal cannot be done would come back, adopted, when it does."""
         if not self.engine_up:
             return 0
         for slot in self.unopened():
-            await self.return_unopened(slot)
+            await self.give_up_unopened(slot)
         due = self.cull_candidates()
         if not due:
             return 0

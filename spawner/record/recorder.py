@@ -17,7 +17,7 @@ launch     cid, seconds (created to ready).
 failed     what ('start'), reason: a container that did not start.
 refused    why ('full', 'unavailable', 'timeout', ...): a visitor turned away.
 end        cid, kind ('idle', 'max_age', 'operator', 'disk', 'fresh', 'died',
-           'oom', 'lost', 'removed', 'stopping', 'other'), reason (the log's
+           'oom', 'lost', 'removed', 'stopping', 'unopened', 'other'), reason (the log's
            words), assigned_seconds.
 oom        cid: a process killed at its container's memory limit.
 usage      cid, state ('assigned' or 'spare'), mem (bytes now), mem_peak (bytes,
