@@ -273,6 +273,7 @@ class NbpoolApp(Application):
                           "adopted", __version__, scheme, self.proxy.ip or "0.0.0.0", self.proxy.bound_port,
                           ws.prefix, ws.pool.pool_name, ws.pool.warm, ws.pool.max_containers, ws.pool.backend.image,
                           ws.pool.count("assigned"))
+        self.say_origins()
 
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -293,6 +294,22 @@ class NbpoolApp(Application):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock_path)
         self.log.info("stopped")
+
+    def say_origins(self) -> None:
+        """What the proxy's mode means for attendees' browsers (README: 'Exposing nbpool to the internet')."""
+        scheme = "https" if self.proxy.tls else "http"
+        if self.proxy.subdomain_host:
+            self.log.info("subdomain mode: every notebook server has an origin of its own, %s://<id>.%s/, and "
+                          "nbpool's pages are at %s://%s/ (DNS for both names must reach this machine)", scheme,
+                          self.proxy.subdomain_host, scheme, self.proxy.subdomain_host)
+            return
+        public = self.proxy.ip not in ("127.0.0.1", "::1", "localhost")
+        (self.log.warning if public else self.log.info)(
+            "path mode: every notebook server is a path (/user/<id>/) of nbpool's one origin, so a page a "
+            "container serves could act on whatever else that origin holds in the same browser. Each browser "
+            "therefore holds one notebook at a time (opening another ends the first, after asking) and never "
+            "the status page's sign-in beside it. Set c.Proxy.subdomain_host to a wildcard host name to give "
+            "every server an origin of its own.")
 
     def _engine_down(self, exc: Exception) -> None:
         hint = "'make cluster'" if self.backend == "swarm" else "'make engine'"

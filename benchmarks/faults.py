@@ -204,7 +204,9 @@ def fault_engine_restart() -> Row:
 
 
 def failed_starts(service: RunningService) -> int:
-    with urllib.request.urlopen(f"{service.url}/metrics", timeout=10) as resp:
+    request = urllib.request.Request(f"{service.url}/metrics",
+                                     headers={"Authorization": f"token {service.admin_token}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
         text = resp.read().decode()
     return int(float(re.search(r"^nbpool_pool_failed_starts_total (\S+)$", text, re.M).group(1)))
 

@@ -124,8 +124,9 @@ class RunningService:
         return self.get_json("/api/stats")[1]
 
     def metric(self, name: str) -> float:
-        """One sample's value from /metrics (readable from this machine without a token); 0 if absent."""
-        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as r:
+        """One sample's value from /metrics (with the admin token); 0 if absent."""
+        request = urllib.request.Request(self.url + "/metrics", headers={"Authorization": f"token {self.admin_token}"})
+        with urllib.request.urlopen(request, timeout=10) as r:
             for line in r.read().decode().splitlines():
                 if line.startswith(name + " "):
                     return float(line.split()[1])

@@ -24,6 +24,7 @@ from .backends import BackendPool
 from .encoding import request_coding
 from .exchange import BUSY, HEAD, IDLE, PAUSE_BACKEND, PAUSE_PIPELINE, Exchange
 from .head import check_access, check_headers, check_target, forward_head
+from .hosts import check_host
 from .http import Response, error_response, wants_json
 from .splice import Splice
 from .state import ConnectionState
@@ -286,8 +287,8 @@ class ClientConnection(asyncio.Protocol):
         self.phase = BUSY
         self.body_seen = now()
         limits, ip = self.limits, self.client_ip
-        refusal = (check_target(ex, limits, self.routes) or check_headers(ex, limits, ip)
-                   or check_access(ex, limits, ip))
+        refusal = (check_target(ex, limits, self.routes) or check_host(ex, limits, self.routes, ip)
+                   or check_headers(ex, limits, ip) or check_access(ex, limits, ip))
         if refusal is not None:
             response, close = refusal
             self.reply(ex, response, close=close)

@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import re
 import resource
 import ssl
 import time
@@ -31,6 +32,8 @@ from .static_cache import StaticCache
 PER_USER_PATHS = ("api/", "files/", "notebooks/", "tree/", "edit/", "view/", "terminals/", "lab/api/",
                   "lab/workspaces/", "lab/tree/", "nbconvert/", "lsp/", "doc/", "consoles/")
 COMPRESS_TRAITS = ("compress", "compress_min_size", "compress_dynamic", "static_paths")
+
+HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 # Open files the process needs beside two per proxied connection (visitor + target):
 # the Docker client, the web app's socket, logs, the thread pool's work.
@@ -115,6 +118,14 @@ class Proxy(LoggingConfigurable):
     cache_max_entry = Integer(8 * 1024 * 1024, config=True,
                               help="Largest file (all its versions together) the shared static cache keeps, "
                                    "in bytes. The largest notebook bundle is about 2.5 MB.")
+    subdomain_host = Unicode("", config=True,
+                             help="A wildcard host name, e.g. 'nb.example.org': every attendee's notebook server "
+                                  "then answers at an origin of its own, https://<id>.nb.example.org/, and nbpool's "
+                                  "pages and admin at nb.example.org itself, so a page served by one container "
+                                  "cannot script another's or nbpool's (JupyterHub's subdomain_host). Needs DNS for "
+                                  "nb.example.org and *.nb.example.org, and with TLS a certificate for both. Empty: "
+                                  "every server at a path of one origin (/user/<id>/); see 'Exposing nbpool to the "
+                                  "internet' in the README for what that does and does not protect.")
     routes = Instance(RouteTable, help="The route table (shared with the application).")
 
     @default("routes")
@@ -140,6 +151,16 @@ class Proxy(LoggingConfigurable):
             raise TraitError(f"Proxy.{proposal.trait.name} must be a positive number of seconds, "
                              f"not {proposal.value}")
         return proposal.value
+
+    @validate("subdomain_host")
+    def _validate_subdomain_host(self, proposal):
+        value = proposal.value.strip().lower().rstrip(".")
+        labels = value.split(".")
+        if value and not (len(labels) >= 2 and len(value) <= 200
+                          and all(HOST_LABEL.fullmatch(label) for label in labels)):
+            raise TraitError(f"Proxy.subdomain_host must be a host name such as 'nb.example.org' (no scheme, port "
+                             f"or '*'), not {proposal.value!r}")
+        return value
 
     @validate("static_paths")
     def _validate_static_paths(self, proposal):
@@ -177,7 +198,8 @@ class Proxy(LoggingConfigurable):
         self.bound_port: int | None = None
         self.cache = StaticCache(self.routes, Policy(), self.cache_size, self.cache_max_entry)
         self.observe(lambda change: self._apply_limits(),
-                     names=[*LIMIT_TRAITS, *COMPRESS_TRAITS, "trusted_proxies", "cache_size", "cache_max_entry"])
+                     names=[*LIMIT_TRAITS, *COMPRESS_TRAITS, "trusted_proxies", "cache_size", "cache_max_entry",
+                            "subdomain_host"])
         self._apply_limits()
 
     def _apply_limits(self) -> None:
@@ -185,6 +207,7 @@ class Proxy(LoggingConfigurable):
         for name in LIMIT_TRAITS:
             setattr(lim, name, getattr(self, name))
         lim.trusted_networks = [ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies]
+        lim.subdomain_host = self.subdomain_host.encode()
         lim.scheme = b"https" if self.tls else b"http"
         lim.proto_line = b"X-Forwarded-Proto: %s\r\n" % lim.scheme
         lim.port_line = b"X-Forwarded-Port: %d\r\n" % (self.bound_port or self.port)

@@ -67,6 +67,7 @@ class Limits:
         "response_timeout",
         "scheme",
         "send_timeout",
+        "subdomain_host",
         "trust_forwarded",
         "trusted_networks",
     )

@@ -22,6 +22,8 @@ TICKET = "ticket"  # a place in the waiting line
 CLAIM = "claim"  # an /api/spawn link's one-time key
 WORKSHOP_KEY = "workshop-key"  # the workshop key, remembered
 ADMIN = "admin"  # the status page's login: "admin:<epoch>"
+ENTRY = "entry"  # subdomain mode: a link into a container's own origin: "<cid>:<nonce>:<expires>:<browser>"
+BROWSER = "browser"  # subdomain mode: which browser entry links are made for
 
 
 class ServerSecret:

@@ -119,15 +119,23 @@ def test_a_page_gets_a_ready_server_and_reaches_only_it_with_its_credential(embe
     _, third = stream(service.url + SPEC)
     assert [m["phase"] for m in third] == ["failed"] and "network address" in third[0]["message"]
 
-    # MyST's "Open in Jupyter" after connecting: a tab opened at '{url}lab/tree/…?token=…'. The credential
-    # becomes the person's session cookie; the address they land on no longer carries it.
+    # MyST's "Open in Jupyter" after connecting: a tab opened at '{url}lab/tree/…?token=…'. The link never
+    # opens the server by itself (anyone can take one and send it round): the person is asked, and the
+    # POST from that page makes it their session; the address they land on no longer carries the token.
     tab = visitor()
     navigate = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "document"}
     opened = tab.get(url + f"lab/tree/{NOTEBOOK}?token={token}", headers=navigate, timeout=30, allow_redirects=False)
     assert opened.status_code == 302 and opened.headers["Location"].startswith(f"/embedded/{cid_of(url)}?")
-    landed = tab.get(service.url + opened.headers["Location"], headers=navigate, timeout=30, allow_redirects=False)
+    asked = tab.get(service.url + opened.headers["Location"], headers=navigate, timeout=30, allow_redirects=False)
+    assert asked.status_code == 200 and "Open this notebook server?" in asked.text
+    assert "Set-Cookie" not in asked.headers and not tab.cookies
+    landed = tab.post(service.url + opened.headers["Location"], headers={"Origin": service.url}, timeout=30,
+                      allow_redirects=False)
     assert landed.status_code == 302 and landed.headers["Location"] == f"/user/{cid_of(url)}/lab/tree/{NOTEBOOK}"
     assert tab.get(service.url + landed.headers["Location"], timeout=30).status_code == 200
+    refused = visitor().post(service.url + opened.headers["Location"], headers={"Origin": "http://evil.example"},
+                             timeout=30, allow_redirects=False)  # another site cannot press the button
+    assert refused.status_code == 403 and "Set-Cookie" not in refused.headers
     assert token not in service.logs()
     stranger_tab = visitor().get(url + f"lab/tree/{NOTEBOOK}?token={'0' * 64}", headers=navigate, timeout=30,
                                  allow_redirects=False)

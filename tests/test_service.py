@@ -150,7 +150,8 @@ def test_stats_health_and_metrics(shared):
     assert stats["capacity"] == 14 and stats["image"] == "nbpool/notebook:latest"
     health = requests.get(f"{shared.url}/healthz", timeout=10)
     assert health.status_code == 200 and health.json()["breaker_open"] is False
-    metrics = requests.get(f"{shared.url}/metrics", timeout=10).text
+    assert requests.get(f"{shared.url}/metrics", timeout=10).status_code == 401  # the admin token, even from here
+    metrics = shared.admin("GET", "/metrics").text
     for name in ("nbpool_pool_available", "nbpool_spawn_seconds_bucket", "nbpool_proxy_requests_total",
                  "nbpool_proxy_websockets_total"):
         assert name in metrics

@@ -155,7 +155,7 @@ def test_spares_spread_over_nodes_with_the_limits_in_each_spec(swarm, make_swarm
     assert nodes[WORKERS[0]]["spare"] == nodes[WORKERS[1]]["spare"] == 2
     assert nodes[WORKERS[0]]["image"] == "ready"
     assert {c["node"] for c in data["containers"]} == set(WORKERS)
-    metrics = requests.get(f"{service.url}/metrics", timeout=10).text
+    metrics = service.admin("GET", "/metrics").text
     assert f'nbpool_node_containers{{node="{WORKERS[1]}",state="spare"}} 2.0' in metrics
 
 

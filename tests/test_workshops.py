@@ -101,9 +101,15 @@ def test_two_workshops_each_link_lands_in_its_own_workshops_container(workshop_s
     status = service.admin("GET", "/api/admin/workshops").json()
     assert [w["name"] for w in status["workshops"]] == ["python-intro", "r-stats"]
 
-    # A visitor may hold one container in each workshop: a second track does not end the first.
-    second = spawn_in(py, service, "r-stats")
-    assert cid_of(second) != r_cid and py.get(py_url, timeout=30).status_code == 200
+    # Path mode: a browser holds one notebook at a time (they share one origin), so a second track's link
+    # asks first, and only the visitor's POST from that page ends the first.
+    asked = py.get(f"{service.url}/w/r-stats/spawn", allow_redirects=False, timeout=30)
+    assert asked.status_code == 200 and 'id="elsewhere"' in asked.text and "Python intro" in asked.text
+    assert py.get(py_url, timeout=30).status_code == 200  # still theirs
+    second = through_the_line(py, service.url, py.post(f"{service.url}/w/r-stats/spawn", allow_redirects=False,
+                                                       headers={"Origin": service.url}, timeout=30))
+    assert cid_of(second) != r_cid and py.get(second, timeout=30).status_code == 200
+    service.wait_for(lambda: py.get(py_url, timeout=30).status_code == 404, what="the first track's notebook ended")
 
 
 def test_the_total_cap_keeps_each_workshops_share(workshop_service):

@@ -55,10 +55,11 @@ class PoolHandouts:
             if not ticket.future.done():
                 ticket.future.set_exception(error())
 
-    def holdings(self, owner: str) -> int:
-        """Containers ``owner`` holds or waits for: assigned to it, plus its tickets in line."""
-        held = sum(1 for s in self.slots.values() if s.owner == owner and s.state == ASSIGNED)
-        return held + sum(1 for t in self._queue if t.owner == owner)
+    def holdings(self, owner: str | None = None) -> int:
+        """Containers ``owner`` holds or waits for: assigned to it, plus its tickets in line (everyone's when
+        ``owner`` is None)."""
+        held = sum(1 for s in self.slots.values() if s.state == ASSIGNED and (owner is None or s.owner == owner))
+        return held + sum(1 for t in self._queue if not t.future.done() and (owner is None or t.owner == owner))
 
     def enqueue(self, owner: str = "", embedded: bool = False) -> Ticket:
         """Join the waiting line for a container started on demand.

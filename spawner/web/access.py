@@ -21,6 +21,10 @@ from ..pool.slot import ASSIGNED, Slot
 from ..secret import SESSION, ServerSecret
 
 SESSION_COOKIE = "nbpool-session"
+# Over HTTPS nbpool's own host-only cookies carry this prefix (PageHandler.set_cookie): the browser then takes
+# them only from that very host, Secure and for Path=/, so no sibling host (another attendee's origin, in
+# subdomain mode) can set or shadow them by script.
+HOST_PREFIX = "__Host-"
 
 
 def session_cookie(workshop: str) -> str:
@@ -64,9 +68,10 @@ class RouteAccess:
         denied_page = self.denied_page
         passed = [""]  # the last cookie that verified: later requests compare, not re-sign
         name = session_cookie(slot.workshop)
+        secure_name = HOST_PREFIX + name
 
         def authorize(head: RequestHead) -> Response | None:
-            cookie = head.cookie(name)
+            cookie = head.cookie(secure_name) or head.cookie(name)
             if slot.state == ASSIGNED and cookie and cookie.isascii():
                 if passed[0] and hmac.compare_digest(cookie, passed[0]):
                     return None

@@ -8,10 +8,14 @@ and a container, in this order, each check with its own answer for the visitor:
 - the **workshop key** (optional): the published link carries it
   (``/?key=…``); once seen it is remembered in a signed cookie, so the
   visitor's later links (a fresh notebook from the ended page) need no key;
-- the **share per address**: one client address (as the proxy sees it:
-  ``X-Real-IP`` behind trusted balancers) holds at most a share of the cap, so
-  a script cannot take every container and visitors from elsewhere are still
-  served; this machine's own addresses are exempt (load tests, operators);
+- the **share per network**: one client network (the address as the proxy
+  sees it, ``X-Real-IP`` behind trusted balancers; an IPv6 address by its /64,
+  which one subscriber holds whole: ``proxy.addresses``) holds at most a share
+  of the cap, so a script cannot take every container; and the last places
+  (``newcomer_reserve``) go only to networks that hold none yet, so a few
+  greedy networks together still cannot take them all and a visitor from
+  elsewhere is served; this machine's own addresses are exempt (load tests,
+  operators);
 - the **spawn rate** per address (a token bucket), which slows loops.
 
 The key and the share are skipped for integrators holding the api_token.
@@ -26,6 +30,8 @@ import math
 import time
 from typing import Protocol
 from urllib.parse import quote
+
+from proxy.addresses import network_of
 
 from ..pool.pool import Pool
 from ..secret import WORKSHOP_KEY, ServerSecret
@@ -142,15 +148,32 @@ class Admission:
             return False
         return any(addr in ipaddress.ip_network(net, strict=False) for net in self.web.address_share_exempt)
 
+    @staticmethod
+    def owner_of(address: str) -> str:
+        """What a container handed to ``address`` counts against: its network (an IPv6 address's /64)."""
+        return network_of(address)
+
     def share_limit(self, pool: Pool) -> int:
-        """Most containers one address may hold (or wait for) at once."""
+        """Most containers one network may hold (or wait for) at once."""
         return max(1, math.floor(self.web.address_share * pool.max_containers))
+
+    def reserve_floor(self, pool: Pool) -> int:
+        """Containers (assigned or waited for) past which only networks holding none may take one."""
+        if self.web.address_share >= 1 or not self.web.newcomer_reserve:
+            return pool.max_containers
+        return math.floor((1 - self.web.newcomer_reserve) * pool.max_containers)
 
     def check_share(self, address: str, pool: Pool) -> None:
         if self.exempt(address):
             return
+        owner = self.owner_of(address)
         limit = self.share_limit(pool)
-        held = pool.holdings(address)
+        held = pool.holdings(owner)
+        if held and pool.holdings() >= self.reserve_floor(pool):
+            raise Refused(429, "The last notebooks are kept for newcomers",
+                          "Almost every notebook server is in use, and the last ones are kept for people who have "
+                          "none yet. Please use the notebook you already have, or try again when others have "
+                          "been closed.", f"{held} held, reserve reached", retry_after=30)
         if held < limit:
             return
         now = time.monotonic()

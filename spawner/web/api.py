@@ -13,12 +13,12 @@ from .. import __version__
 from ..pool.errors import PoolError, PoolFull
 from ..pool.stats import add_up, spawn_summary
 from ..secret import ADMIN
+from .access import session_cookie
 from .admission import Refused
-from .handler import PageHandler
+from .handler import ADMIN_COOKIE, PageHandler
 from .metrics import all_nodes
 from .metrics import render as render_metrics
 
-ADMIN_COOKIE = "nbpool-admin"
 ADMIN_COOKIE_HOURS = 12
 
 
@@ -101,7 +101,7 @@ class SpawnAPIHandler(JSONHandler):
             self.refuse_visitor(refusal)
             return
         try:
-            slot = await self.pool.acquire(owner="" if trusted else address)
+            slot = await self.pool.acquire(owner="" if trusted else nb.admission.owner_of(address))
         except PoolError as error:
             self.set_header("Retry-After", str(error.retry_after))
             # The JSON API answers "full" with 429, as tmpnb's clients expect; other refusals keep 503.
@@ -168,7 +168,11 @@ class AdminHandler(JSONHandler):
             self.unauthorized()
 
     def admin_cookie_ok(self) -> bool:
-        """The status page's login cookie: signed by us, and younger than ADMIN_COOKIE_HOURS."""
+        """The status page's login cookie: signed by us, and younger than ADMIN_COOKIE_HOURS; in path mode,
+        never beside a notebook of this browser's (whose pages share this origin, so its scripts would act
+        with the operator's cookie)."""
+        if self.single_origin_holdings():
+            return False
         value = self.nb.secret.verify(self.get_cookie(ADMIN_COOKIE), ADMIN) or ""
         kind, _, stamp = value.partition(":")
         if kind != "admin" or not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
@@ -297,10 +301,10 @@ class HistoryHandler(AdminHandler):
 
 
 class MetricsHandler(AdminHandler):
-    """Prometheus metrics: from this machine without a token, elsewhere with one (if allowed)."""
+    """Prometheus metrics: with the admin token (or, with WebApp.metrics_need_token off, from this machine)."""
 
     def prepare(self) -> None:
-        if ipaddress.ip_address(self.request.remote_ip).is_loopback:
+        if not self.nb.metrics_need_token and ipaddress.ip_address(self.request.remote_ip).is_loopback:
             local_only(self)  # the host-name check still applies (DNS rebinding)
             return
         super().prepare()
@@ -332,6 +336,11 @@ class StatusLoginHandler(PageHandler):
             return
         given = self.get_body_argument("token", "")
         if given and given.isascii() and hmac.compare_digest(given.encode(), nb.admin_token.encode()):
+            # Path mode: the operator's sign-in ends this browser's hold on any notebook (they share this
+            # origin); the containers go on, culled as usual.
+            for ws in self.workshops.all() if not self.proxy.subdomain_host else ():
+                if self.get_cookie(session_cookie(ws.name)) is not None:
+                    self.clear_cookie(session_cookie(ws.name), path="/")
             self.set_cookie(ADMIN_COOKIE, nb.secret.sign(f"admin:{int(time.time())}", ADMIN), path="/", httponly=True,
                             samesite="Strict", secure=self.request.protocol == "https")
             self.redirect("/status")

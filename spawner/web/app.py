@@ -67,11 +67,18 @@ class WebApp(LoggingConfigurable):
                                 "or ?key=) or the api_token. For services on the open internet. Empty: anyone "
                                 "with the address may start a notebook.")
     address_share = Float(0.5, config=True,
-                          help="Largest share of Pool.max_containers one client address may hold (assigned, "
-                               "or waiting in line) at once, so one address cannot take every container. 0.5 "
-                               "with a cap of 60: 30 per address. A room whose attendees all reach nbpool "
-                               "through one NAT address needs 1.0 (then set a workshop_key); see 'Exposing "
-                               "nbpool to the internet' in the README.")
+                          help="Largest share of Pool.max_containers one client network may hold (assigned, "
+                               "or waiting in line) at once, so one network cannot take every container; an IPv4 "
+                               "address is a network, an IPv6 address counts by its /64 (one subscriber holds a "
+                               "whole /64). 0.5 with a cap of 60: 30 per network. A room whose attendees all "
+                               "reach nbpool through one NAT address needs 1.0 (then set a workshop_key); see "
+                               "'Exposing nbpool to the internet' in the README.")
+    newcomer_reserve = Float(0.2, config=True,
+                             help="Share of Pool.max_containers kept for visitors from networks that hold no "
+                                  "notebook yet: once the rest is in use (or waited for), a network that already "
+                                  "holds one is told so, while a newcomer from elsewhere is still served. So a few "
+                                  "greedy networks together cannot take the whole pool. 0: no reserve. Not applied "
+                                  "with address_share 1.0 (a room behind one NAT address).")
     address_share_exempt = List(Unicode(), ["127.0.0.0/8", "::1/128"], config=True,
                                 help="Networks (CIDR) exempt from address_share: by default this machine itself "
                                      "(load tests, the operator). Behind a reverse proxy on this machine, set "
@@ -98,6 +105,11 @@ class WebApp(LoggingConfigurable):
                             "to, so a web page cannot reach them through a rebound DNS name. With "
                             "admin_allow_remote, add the names operators use, e.g. ['nbpool.example.org']; "
                             "['*'] allows any.")
+    metrics_need_token = Bool(True, config=True,
+                              help="/metrics needs the admin token, as the admin API does (Prometheus: "
+                                   "'authorization: {credentials_file: <data_dir>/admin_token}'). False: it answers "
+                                   "this machine without one, which is safe only when no web server on this machine "
+                                   "forwards other machines' requests to nbpool (they would all come from here).")
     claim_timeout = Float(60.0, config=True,
                           help="Seconds a container started for a waiting visitor, or for an /api/spawn "
                                "link, stays reserved before it is released if nobody claims it.")
@@ -130,6 +142,10 @@ class WebApp(LoggingConfigurable):
     @validate("address_share")
     def _validate_share(self, proposal):
         return require(proposal, 0 < proposal.value <= 1, "a fraction above 0 and at most 1 (1: no limit)")
+
+    @validate("newcomer_reserve")
+    def _validate_reserve(self, proposal):
+        return require(proposal, 0 <= proposal.value < 1, "a fraction from 0 (no reserve) up to, not including, 1")
 
     @validate("address_share_exempt")
     def _validate_exempt(self, proposal):

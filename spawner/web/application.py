@@ -18,6 +18,7 @@ from .api import api_handlers
 from .app import WebApp, redact
 from .binder import binder_handlers
 from .build import build_handlers
+from .entry import entry_handlers
 from .kept import kept_handlers
 from .pages import STATIC
 from .visitor import visitor_handlers
@@ -36,7 +37,7 @@ def make_application(web: WebApp, workshops: Workshops, proxy: Proxy,
 
     return Application(
         visitor_handlers() + kept_handlers() + api_handlers() + workshops_handlers() + binder_handlers()
-        + build_handlers(),
+        + build_handlers() + entry_handlers(),
         nb=web,
         workshops=workshops,
         proxy=proxy,

@@ -31,6 +31,7 @@ from .access import embed_credential
 from .admission import Refused
 from .binder import PROVIDERS, SpecHandler
 from .handler import PageHandler
+from .origins import Origins
 
 KEEPALIVE = 15.0  # seconds between comment lines while in line, so no proxy on the way closes the stream
 POSITION_EVERY = 1.0  # seconds between checks of the place in line
@@ -85,8 +86,8 @@ class BuildHandler(SpecHandler):
         nb.log.info("handed out %s to a page on %s (embedded) for %s", slot.cid, origin or "this site",
                     self.request.remote_ip)
         self.record("embedded", cid=slot.cid, workshop=ws.name or None)
-        sent = await self.event("ready", "Your notebook server is ready.", url=slot.url(origin=own.decode("latin-1")),
-                                token=credential, image=ws.pool.backend.image)
+        sent = await self.event("ready", "Your notebook server is ready.", url=slot.url(origin=Origins(self).container(
+                                slot.cid)), token=credential, image=ws.pool.backend.image)
         if not sent:
             ws.pool.release(slot, "the page that asked for it had gone")
             return
@@ -99,11 +100,11 @@ class BuildHandler(SpecHandler):
         address = self.request.remote_ip
         try:
             nb.admission.admit(address, pool, key=self.get_argument("key", None), workshop_key=ws.key)
-            slot = await pool.take_spare(owner=address, embedded=True)
+            slot = await pool.take_spare(owner=nb.admission.owner_of(address), embedded=True)
             if slot is not None:
                 await self.event("launching", "Handing out a ready notebook server.")
                 return slot
-            ticket = pool.enqueue(owner=address, embedded=True)
+            ticket = pool.enqueue(owner=nb.admission.owner_of(address), embedded=True)
         except Refused as refusal:
             nb.log.info("build refused for %s: %s", address, refusal.log_message)
             self.record("refused", why=refusal.title.lower(), status=refusal.status)
@@ -179,25 +180,58 @@ class BuildHandler(SpecHandler):
 
 
 class OpenEmbeddedHandler(PageHandler):
-    """GET /embedded/<id>?token=…&path=…: a person opens the page's server in a tab (MyST's "Open in Jupyter":
-    '{url}lab/tree/x?token=…', sent here by the proxy). The credential proves it is theirs; from here on the
-    session cookie is their way in, as for any visitor, and the address they land on carries no token."""
+    """/embedded/<id>?token=…&path=…: a person opens a page's server in a tab (MyST's "Open in Jupyter":
+    '{url}lab/tree/x?token=…', sent here by the proxy).
+
+    The token in the address proves only that whoever made the link holds that server, and anyone can take
+    one (GET /build needs no Origin) and send the link to someone else. So it never becomes a browser's way
+    in by itself: GET asks the person first ("a web page started this server"), and only the POST from that
+    page opens it. In subdomain mode the server has an origin of its own, and only that host name gets the
+    cookie (the browser's own notebook stays as it is); in path mode one origin holds one notebook's
+    credential, so opening this one ends the browser's other notebooks (their work is kept), and the page
+    says so first. The address they land on carries no token.
+    """
 
     def get(self, cid: str) -> None:
+        slot, path = self.checked(cid)
+        if slot is None:
+            return
+        if self.current_slot(self.workshops.of_cid(cid)) is slot:  # already theirs here: go on
+            self.redirect(slot.url(path))
+            return
+        self.page("embedded.html", action=self.request.uri, closes=self.single_origin_holdings(slot))
+
+    def post(self, cid: str) -> None:
+        if not self.same_origin():
+            return
+        slot, path = self.checked(cid)
+        if slot is None:
+            return
+        self.let_go(self.single_origin_holdings(slot), "You opened another notebook server in this browser.")
+        self.set_session_cookie(slot)
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.redirect(slot.url(path))
+
+    def checked(self, cid: str) -> tuple[Slot | None, str]:
+        """(the page's server, the path asked for) when the request carries its credential on its own host;
+        else (None, '') with the answer sent."""
+        origins = Origins(self)
+        if origins.sub and origins.on_container_host() != cid:  # its own origin only, never the main host's
+            self.error_answer(404, "Not here", "This link works only at the notebook server's own address.",
+                              "not at this host")
+            return None, ""
         ws = self.workshops.of_cid(cid)
         slot = ws.pool.slots.get(cid) if ws is not None else None
         given = self.get_argument("token", "")
         if (slot is None or not slot.embedded or slot.state != ASSIGNED or not given.isascii()
                 or not hmac.compare_digest(given.encode(), embed_credential(self.nb.secret, slot).encode())):
             self.page("expired.html", status=410, fresh_url=f"{self.prefix}/spawn?new=1")
-            return
+            return None, ""
         try:
-            path = self.nb.admission.spawn_path(self.get_argument("path", ""), "")
+            return slot, self.nb.admission.spawn_path(self.get_argument("path", ""), "")
         except Refused as refusal:
             self.refuse_visitor(refusal)
-            return
-        self.set_session_cookie(slot)
-        self.redirect(slot.url(path))
+            return None, ""
 
 
 def build_handlers() -> list:

@@ -18,12 +18,14 @@ from ..pool.pool import Pool
 from ..pool.slot import ASSIGNED, Slot
 from ..secret import KEPT, SESSION
 from ..workshops import Workshop, Workshops
-from .access import read_session, session_cookie, session_value
+from .access import HOST_PREFIX, read_session, session_cookie, session_value
 from .admission import KEY_COOKIE, Refused
 from .app import WebApp
+from .origins import Origins, entry_url
 from .pages import fresh_url
 
 TICKET_COOKIE = "nbpool-ticket"
+ADMIN_COOKIE = "nbpool-admin"  # the status page's sign-in
 # The previous session's cookie value, kept when a new session begins, so its kept work stays reachable.
 KEPT_COOKIE = "nbpool-kept"
 _UNSET = object()
@@ -174,6 +176,27 @@ class PageHandler(RequestHandler):
             self.finish(self.render_page(refusal.page, status=refusal.status, reason=refusal.title,
                                        message=refusal.message))
 
+    def _own_cookie(self, name: str, domain: str | None = None) -> str:
+        """``name`` as it is stored: with HOST_PREFIX for nbpool's host-only cookies over HTTPS."""
+        if name.startswith("nbpool-") and domain is None and self.request.protocol == "https":
+            return HOST_PREFIX + name
+        return name
+
+    def get_cookie(self, name: str, default: str | None = None) -> str | None:
+        return super().get_cookie(self._own_cookie(name), default)
+
+    def set_cookie(self, name: str, value, domain: str | None = None, **kwargs) -> None:
+        stored = self._own_cookie(name, domain)
+        if stored != name:
+            kwargs["secure"], kwargs["path"] = True, "/"
+        super().set_cookie(stored, value, domain=domain, **kwargs)
+
+    def clear_cookie(self, name: str, **kwargs) -> None:
+        stored = self._own_cookie(name, kwargs.get("domain"))
+        if stored != name:
+            kwargs["secure"], kwargs["path"] = True, "/"
+        super().clear_cookie(stored, **kwargs)
+
     def set_visitor_cookie(self, name: str, value: str, purpose: str, *, days: float | None = None) -> None:
         """One of nbpool's cookies, signed for ``purpose`` (secret.SESSION, …): script-proof, sent on
         top-level visits from elsewhere only (Lax), Secure over HTTPS (as the browser reached us, through
@@ -181,19 +204,26 @@ class PageHandler(RequestHandler):
         self.set_cookie(name, self.nb.secret.sign(value, purpose), path="/", httponly=True, samesite="Lax",
                         secure=self.request.protocol == "https", expires_days=days)
 
-    def set_session_cookie(self, slot: Slot) -> None:
-        """The visitor's key to ``slot``. While work is kept, it outlives the browser's session: as long as
-        the session may last plus keep_hours (a laptop restarted after lunch still finds its work), and
-        the session it replaces, whose work is kept or being saved, stays reachable through KEPT_COOKIE."""
+    def session_days(self, slot: Slot) -> float | None:
+        """How long ``slot``'s session cookie lasts: while work is kept, it outlives the browser's session, as
+        long as the session may last plus keep_hours (a laptop restarted after lunch still finds its work)."""
         keeper = self.keeper
-        name = session_cookie(slot.workshop)
         if keeper is None:
-            self.set_visitor_cookie(name, session_value(slot), SESSION)
-            return
+            return None
         ws = self.workshops.of_cid(slot.cid)
         longest = (ws.pool.cull_max_age if ws is not None else 0) or UNBOUNDED_SESSION
-        days = (longest + keeper.keep_hours * 3600) / 86400
-        previous = read_session(self.nb.secret, self.get_cookie(name))
+        return (longest + keeper.keep_hours * 3600) / 86400
+
+    def set_session_cookie(self, slot: Slot) -> None:
+        """The visitor's key to ``slot`` (see session_days); the session it replaces, whose work is kept or
+        being saved, stays reachable through KEPT_COOKIE. In path mode the browser's sign-in to nbpool's
+        admin pages ends here: one origin never holds a container's credential and an operator's at once."""
+        keeper = self.keeper
+        name = session_cookie(slot.workshop)
+        days = self.session_days(slot)
+        if not self.proxy.subdomain_host and self.get_cookie(ADMIN_COOKIE) is not None:
+            self.clear_cookie(ADMIN_COOKIE, path="/")
+        previous = read_session(self.nb.secret, self.get_cookie(name)) if keeper is not None else None
         if previous and previous[0] != slot.cid and (previous[0] in keeper.sessions
                                                      or self.workshops.of_cid(previous[0]) is not None):
             self.set_visitor_cookie(kept_cookie(slot.workshop), ":".join(previous), KEPT, days=days)
@@ -237,6 +267,34 @@ class PageHandler(RequestHandler):
         kept = self.kept(session[0]) if session else None
         return kept if kept is not None and kept.state == "ended" and not kept.restored_into else None
 
+    def to_main_host(self) -> bool:
+        """In subdomain mode, send a visitor who came by another name (an address, 'localhost') to the main
+        host, whose cookies the containers' entry links need; True when redirected."""
+        origins = Origins(self)
+        if not origins.sub or origins.name == origins.sub:
+            return False
+        self.redirect(origins.main + self.request.uri)
+        return True
+
+    def live_slots(self) -> list[Slot]:
+        """Every container this browser holds now, in any workshop (its session cookies that are still live)."""
+        found = (self.current_slot(ws) for ws in self.workshops.all())
+        return [slot for slot in found if slot is not None]
+
+    def single_origin_holdings(self, keep: Slot | None = None) -> list[Slot]:
+        """In path mode, the containers this browser holds besides ``keep``: one origin holds one notebook's
+        credential at a time, so each of these must end (asked first) before the browser gets another.
+        Always empty in subdomain mode, where each container has an origin of its own."""
+        if self.proxy.subdomain_host:
+            return []
+        return [slot for slot in self.live_slots() if slot is not keep]
+
+    def let_go(self, slots: list[Slot], visitor_reason: str) -> None:
+        """End ``slots`` (their work is kept) and forget their cookies: the visitor chose another notebook."""
+        for slot in slots:
+            self.workshops.of_cid(slot.cid).pool.release(slot, "its visitor opened another notebook",
+                                                         visitor_reason=visitor_reason, kind="fresh")
+
     def current_slot(self, ws: Workshop | None = None) -> Slot | None:
         """The visitor's container in ``ws`` (this request's workshop), if their cookie names one still theirs."""
         ws = ws or self.workshop
@@ -264,7 +322,7 @@ class PageHandler(RequestHandler):
                 return
             self.nb.log.info("handed %s to %s with %d kept files", slot.cid, self.request.remote_ip, count)
         self.set_session_cookie(slot)
-        self.redirect(slot.url(path))
+        self.redirect(entry_url(self, slot, path))
 
     def refuse(self, error: PoolError, retry_page: str) -> None:
         """The 'full' (or unavailable) answer: 503 with Retry-After; the page retries by itself."""

@@ -17,6 +17,7 @@ from ..secret import CLAIM, TICKET, WORKSHOP_KEY
 from .admission import Refused
 from .app import WaitingVisitor
 from .handler import TICKET_COOKIE, PageHandler, key_cookie
+from .origins import Origins, entry_url
 from .pages import fresh_url
 
 
@@ -24,6 +25,8 @@ class LandingHandler(PageHandler):
     """The public link. It takes no container itself: its script (or button) goes on to /spawn."""
 
     def get(self) -> None:
+        if self.to_main_host():
+            return
         if self.workshop is None:
             if self.request.path.startswith("/w/"):
                 self.no_workshop()
@@ -44,6 +47,8 @@ class SpawnHandler(PageHandler):
     """
 
     async def get(self, path: str = "") -> None:
+        if self.to_main_host():
+            return
         if self.workshop is None:
             self.pick_workshop()
             return
@@ -84,6 +89,16 @@ class SpawnHandler(PageHandler):
             return
         current = self.current_slot()
         fresh = self.get_argument("new", None) or restore is not None
+        others = [s for s in self.single_origin_holdings() if s is not current]
+        if others and not (current is not None and not fresh):
+            # Path mode: this browser holds a notebook of another workshop. One origin, one notebook's
+            # credential: that one ends first, and only when the visitor says so (a POST from this page).
+            if not confirmed:
+                held = self.workshops.of_cid(others[0].cid)
+                self.page("confirm.html", back_url=entry_url(self, others[0], ""), action=self.request.uri,
+                          elsewhere=held.display_name if held is not None else "another workshop")
+                return
+            self.let_go(others, "You opened another workshop's notebook in this browser.")
         if current is None and not fresh:
             waiting = self.waiting_work()
             if waiting is not None:  # their session ended, its work is kept: offer it before anything else
@@ -92,10 +107,10 @@ class SpawnHandler(PageHandler):
         if current is not None:
             if not fresh:
                 # A returning visitor whose container is alive goes back to it.
-                self.redirect(current.url(path))
+                self.redirect(entry_url(self, current, path))
                 return
             if not confirmed:
-                self.page("confirm.html", back_url=current.url(path), action=self.request.uri)
+                self.page("confirm.html", back_url=entry_url(self, current, path), action=self.request.uri)
                 return
             pool.release(current, "its visitor started a fresh notebook",  # (its work is kept)
                          visitor_reason="You started a fresh notebook in its place.", kind="fresh")
@@ -113,7 +128,7 @@ class SpawnHandler(PageHandler):
         if ws.key and given_key:  # remembered, so the visitor's later links need no key
             self.set_visitor_cookie(key_cookie(ws.name), nb.admission.key_mark(ws.key), WORKSHOP_KEY, days=2)
         try:
-            slot = await pool.take_spare(owner=address)
+            slot = await pool.take_spare(owner=nb.admission.owner_of(address))
         except PoolError as error:
             self.refuse(error, self.request.uri)
             return
@@ -122,7 +137,7 @@ class SpawnHandler(PageHandler):
             await self.arrive(slot, path, restore)
             return
         try:
-            ticket = pool.enqueue(owner=address)
+            ticket = pool.enqueue(owner=nb.admission.owner_of(address))
         except PoolError as error:
             self.refuse(error, self.request.uri)
             return
@@ -222,16 +237,17 @@ class ClaimHandler(PageHandler):
             self.page("expired.html", status=410, fresh_url=f"{self.prefix}/spawn?new=1")
             return
         current = self.current_slot(ws)
-        if current is not None and current is not claim.slot:
+        replaced = [s for s in [current, *self.single_origin_holdings(current)]
+                    if s is not None and s is not claim.slot]
+        if replaced:
             if not confirmed:
-                self.page("confirm.html", back_url=current.url(), action=self.request.uri)
+                self.page("confirm.html", back_url=entry_url(self, replaced[0], ""), action=self.request.uri)
                 return
-            ws.pool.release(current, "its visitor opened another notebook's link",
-                            visitor_reason="You opened another notebook in its place.", kind="fresh")
+            self.let_go(replaced, "You opened another notebook in its place.")
         del nb.claims[key]
         claim.used = True
         self.set_session_cookie(claim.slot)
-        self.redirect(claim.slot.url(claim.path))
+        self.redirect(entry_url(self, claim.slot, claim.path))
 
 
 class EndedHandler(PageHandler):
@@ -243,6 +259,23 @@ class EndedHandler(PageHandler):
 
     def prepare(self) -> None:
         cid, path = split_user_path(self.request.path)
+        origins = Origins(self)
+        if origins.sub:
+            if origins.on_container_host():  # its route has gone: the ended page is nbpool's, on the main host
+                self.redirect(origins.main + self.request.uri)
+                return
+            # Subdomain mode, the main host: a container's address as a path (an old link, a bookmark).
+            # Its owner goes on to its own origin; anyone else learns nothing more than before.
+            ws = self.workshops.of_cid(cid)
+            slot = self.current_slot(ws) if ws is not None else None
+            if slot is not None and slot.cid == cid and self.request.method in ("GET", "HEAD"):
+                self.redirect(entry_url(self, slot, path))
+                return
+            live = ws.pool.slots.get(cid) if ws is not None else None
+            if live is not None and live.state == ASSIGNED:
+                self.set_status(403)
+                self.finish(self.render_page("forbidden.html", fresh_url=fresh_url(path, self.prefix)))
+                return
         self.set_status(404)
         if self.wants_json():
             self.finish({"error": "This notebook session has ended.", "reason": self.nb.ended.reason(cid),
