@@ -233,3 +233,18 @@ async def test_each_request_on_a_kept_alive_connection_is_screened(attendee):
         assert cookies_of(resp.json()) == forwarded
     await wire.close()
     assert attendee.seen == ["s1", "s2"]
+
+
+def test_every_container_route_is_untrusted():
+    """The service marks each container's route (spawner.web.access), so all of the above applies to them."""
+    from proxy.http import Response
+    from proxy.origin import OriginPolicy
+    from proxy.routes import RouteTable
+    from spawner.pool.slot import ASSIGNED, Slot
+    from spawner.secret import ServerSecret
+    from spawner.web.access import RouteAccess
+
+    access = RouteAccess(ServerSecret(b"k" * 32), lambda head, slot: Response(403), lambda status, head: None,
+                         OriginPolicy([]))
+    slot = Slot(cid="abc", state=ASSIGNED, generation=1, created=0.0)
+    assert RouteTable().add("/user/abc", "http://127.0.0.1:9", **access.route_options(slot)).untrusted
