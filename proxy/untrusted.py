@@ -27,6 +27,7 @@ from .routes import InvalidPath, normalize_path
 # browser reaches the host itself. A notebook server needs none of them.
 ORIGIN_WIDE = frozenset({b"service-worker-allowed", b"clear-site-data", b"nel", b"report-to", b"alt-svc",
                          b"strict-transport-security"})
+SCREENED = ORIGIN_WIDE | {b"set-cookie"}
 
 
 def strip_cookies(value: bytes, private: tuple[bytes, ...]) -> bytes:
@@ -82,6 +83,11 @@ def cookie_refusal(value: bytes, prefix: bytes, private: tuple[bytes, ...]) -> s
 def screen_response(headers: list[tuple[bytes, bytes]], prefix: bytes,
                     private: tuple[bytes, ...]) -> tuple[list[tuple[bytes, bytes]], list[str]]:
     """(the headers that may reach the browser, why each other one may not) for a response from ``prefix``."""
+    for name, _ in headers:
+        if name.lower() in SCREENED:
+            break
+    else:
+        return headers, []  # the common case, nothing to look at: the same list
     kept = []
     refused = []
     for name, value in headers:
