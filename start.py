@@ -29,6 +29,7 @@ from traitlets.config import Application, Config, TraitError
 
 from proxy.server import Proxy, install_uvloop
 from spawner import __version__, configref
+from spawner import reload as settings
 from spawner.engines.docker import DockerBackend
 from spawner.engines.firewall import ContainerFirewall
 from spawner.engines.swarm import SwarmBackend
@@ -361,14 +362,16 @@ class NbpoolApp(Application):
         owners = {cls: next((o for o in live.values() if isinstance(o, cls)), None) for cls in FIXED_SETTINGS}
         fixed = {(cls, k): getattr(owners[cls], k) for cls, names in FIXED_SETTINGS.items() if owners[cls]
                  for k in names}
-        before = {cls.__name__: self._values(obj) for cls, obj in live.items()}
-        for obj in live.values():
-            obj.update_config(fresh)
         for cls, obj in live.items():
-            after = self._values(obj)
-            changed = {k: v for k, v in after.items() if before[cls.__name__].get(k) != v}
+            changed = settings.apply(obj, fresh)  # the file as it is: a setting it no longer names is the default
+            for (owner, k), value in fixed.items():
+                if owner is cls and k in changed and getattr(obj, k) == value:
+                    del changed[k]
+            shown = {k: ("…" if "token" in k else v) for k, v in changed.items()}  # (tokens never logged)
             if changed:
-                self.log.info("applied %s: %s", cls.__name__, ", ".join(f"{k}={v!r}" for k, v in changed.items()))
+                self.log.info("applied %s: %s", cls.__name__, ", ".join(f"{k}={v!r}" for k, v in shown.items()))
+        if "max_connections" in self._values(self.proxy):
+            self.proxy.fit_open_files()  # (a default it falls back to may not fit the open-file limit)
         for (cls, k), value in fixed.items():
             if getattr(owners[cls], k) != value:
                 setattr(owners[cls], k, value)  # kept as it is until a restart

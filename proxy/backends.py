@@ -9,7 +9,7 @@ import asyncio
 import logging
 
 from .exchange import PAUSE_BACKEND, Exchange, logged_path
-from .state import Limits
+from .state import Limits, Stats
 from .target import BackendConnection, now
 
 log = logging.getLogger("nbpool.proxy")
@@ -18,8 +18,9 @@ log = logging.getLogger("nbpool.proxy")
 class BackendPool:
     """Keep-alive connections per target, and the opening of new ones."""
 
-    def __init__(self, limits: Limits):
+    def __init__(self, limits: Limits, stats: Stats):
         self.limits = limits
+        self.stats = stats
         self.idle: dict[str, list[BackendConnection]] = {}
         self.busy: set[BackendConnection] = set()
         self.connecting: set[asyncio.Task] = set()

@@ -18,6 +18,7 @@ from .http import FORWARDED, HOP_BY_HOP, Response, connection_tokens, error_resp
 from .origin import SAFE_METHODS, own_origin
 from .routes import InvalidPath, RouteTable, normalize_path
 from .state import Limits
+from .untrusted import strip_cookies
 
 log = logging.getLogger("nbpool.proxy")
 
@@ -50,12 +51,19 @@ def check_target(ex: Exchange, limits: Limits, routes: RouteTable) -> tuple[Resp
     return None
 
 def check_headers(ex: Exchange, limits: Limits, client_ip: str) -> tuple[Response, bool] | None:
-    """One pass over the headers: framing checks, hop-by-hop removal, forwarding (kept in ``ex``)."""
+    """One pass over the headers: framing checks, hop-by-hop removal, forwarding (kept in ``ex``).
+
+    Only what is forwarded changes: ``ex.headers`` stays as it came, for the
+    route's own checks (its authorize callback reads the service's cookie,
+    which an untrusted route's target never gets).
+    """
     upgrade = ex.upgrade
     hosts = 0
     conn_opts = None
     kept = []
-    injected = ex.route.header_names
+    route = ex.route
+    injected = route.header_names
+    private = limits.private_cookies if route.untrusted else ()
     trusted_fwd = ex.trusted_fwd = limits.trust_forwarded and limits.is_trusted(client_ip)
     prior_fwd = None
     for name, value in ex.headers:
@@ -87,6 +95,10 @@ def check_headers(ex: Exchange, limits: Limits, client_ip: str) -> tuple[Respons
                 if low != b"x-real-ip":  # recomputed in forward() from the chain
                     kept.append((name, value))
             continue  # an untrusted client's X-Forwarded-* are dropped and set afresh
+        elif private and low == b"cookie":
+            value = strip_cookies(value, private)
+            if not value:
+                continue
         if low in injected:
             continue
         kept.append((name, value))

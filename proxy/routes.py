@@ -125,13 +125,14 @@ class Route:
         "requests",
         "share",
         "target",
+        "untrusted",
         "websockets",
     )
 
     def __init__(self, prefix: bytes, target: Target, headers: list[tuple[bytes, bytes]],
                  authorize: Authorize | None, error_page: ErrorPage | None, data: Any,
                  origin_policy: OriginPolicy | None = None, max_body: int = 0, share: bytes | None = None,
-                 fill_ok: bool = False):
+                 fill_ok: bool = False, untrusted: bool = False):
         self.prefix = prefix
         self.target = target
         self.headers = headers
@@ -147,6 +148,9 @@ class Route:
         # credential from a trusted origin is a second way in, beside the cookie (see proxy.bearer).
         self.bearer: Bearer | None = None
         self.max_body = max_body  # largest request body in bytes; 0: no limit
+        # The target is attacker-controlled (an attendee's container, whose owner runs any code in it):
+        # the service's cookies are kept from it and its answers' headers are screened (proxy.untrusted).
+        self.untrusted = untrusted
         # Routes with the same ``share`` serve the same static files (one image): the
         # shared static cache keys on it. ``fill_ok``: no request that can run code
         # (anything but GET and HEAD, or an upgrade) has gone through to this target,
@@ -195,18 +199,19 @@ class RouteTable:
     def add(self, prefix: str | bytes, target: str, *, headers: dict[str, str] | list[tuple[str, str]] | None = None,
             authorize: Authorize | None = None, error_page: ErrorPage | None = None, data: Any = None,
             origin_policy: OriginPolicy | None = None, max_body: int = 0, share: str | None = None,
-            fill_ok: bool = False, bearer: Bearer | None = None) -> Route:
+            fill_ok: bool = False, bearer: Bearer | None = None, untrusted: bool = False) -> Route:
         """Add or replace the route for ``prefix``; returns it.
 
         ``authorize`` and ``origin_policy`` guard it (see Route), ``bearer`` opens a second way in
         (proxy.bearer); ``max_body``
         caps request bodies (413 beyond it, before anything is relayed);
         ``share`` and ``fill_ok`` let the shared static cache serve it (see
-        proxy.static_cache).
+        proxy.static_cache); ``untrusted`` says its target is attacker-controlled
+        (see proxy.untrusted).
         """
         key = _prefix_key(prefix)
         route = Route(key, Target(target), _encode_headers(headers), authorize, error_page, data,
-                      origin_policy, max_body, None if share is None else share.encode(), fill_ok)
+                      origin_policy, max_body, None if share is None else share.encode(), fill_ok, untrusted)
         route.bearer = bearer
         if key == b"/":
             self.default = route

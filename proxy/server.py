@@ -126,6 +126,11 @@ class Proxy(LoggingConfigurable):
                                   "nb.example.org and *.nb.example.org, and with TLS a certificate for both. Empty: "
                                   "every server at a path of one origin (/user/<id>/); see 'Exposing nbpool to the "
                                   "internet' in the README for what that does and does not protect.")
+    private_cookies = List(Unicode(), ["nbpool-"], config=True,
+                           help="Prefixes of the names of the service's own cookies (session, kept work, "
+                                "admin, ...). They never reach an attendee's container: the proxy takes them "
+                                "out of every request it relays there, and drops any cookie a container sets "
+                                "under such a name. The default covers every cookie nbpool sets.")
     routes = Instance(RouteTable, help="The route table (shared with the application).")
 
     @default("routes")
@@ -178,6 +183,14 @@ class Proxy(LoggingConfigurable):
             raise TraitError(f"Proxy.{proposal.trait.name} must be 0 or a number of bytes, not {proposal.value}")
         return proposal.value
 
+    @validate("private_cookies")
+    def _validate_private_cookies(self, proposal):
+        for prefix in proposal.value:
+            if not prefix or not prefix.isascii() or any(c in prefix for c in ' \t;=,"'):
+                raise TraitError(f"Proxy.private_cookies: {prefix!r} must be the start of a cookie name, "
+                                 f"like 'nbpool-'")
+        return proposal.value
+
     @validate("trusted_proxies")
     def _validate_networks(self, proposal):
         for net in proposal.value:
@@ -192,14 +205,14 @@ class Proxy(LoggingConfigurable):
         self.stats = Stats()
         self.limits = Limits()
         self.state = ConnectionState(self.routes, self.limits, self.stats)
-        self.backends = BackendPool(self.limits)
+        self.backends = BackendPool(self.limits, self.stats)
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task | None = None
         self.bound_port: int | None = None
         self.cache = StaticCache(self.routes, Policy(), self.cache_size, self.cache_max_entry)
         self.observe(lambda change: self._apply_limits(),
-                     names=[*LIMIT_TRAITS, *COMPRESS_TRAITS, "trusted_proxies", "cache_size", "cache_max_entry",
-                            "subdomain_host"])
+                     names=[*LIMIT_TRAITS, *COMPRESS_TRAITS, "trusted_proxies", "private_cookies", "cache_size",
+                            "cache_max_entry", "subdomain_host"])
         self._apply_limits()
 
     def _apply_limits(self) -> None:
@@ -208,6 +221,7 @@ class Proxy(LoggingConfigurable):
             setattr(lim, name, getattr(self, name))
         lim.trusted_networks = [ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies]
         lim.subdomain_host = self.subdomain_host.encode()
+        lim.private_cookies = tuple(p.encode() for p in self.private_cookies)
         lim.scheme = b"https" if self.tls else b"http"
         lim.proto_line = b"X-Forwarded-Proto: %s\r\n" % lim.scheme
         lim.port_line = b"X-Forwarded-Port: %d\r\n" % (self.bound_port or self.port)

@@ -20,6 +20,7 @@ class Stats:
         "bad_requests",
         "connections_total",
         "errors",
+        "filtered_headers",
         "rejected_connections",
         "requests_total",
         "timeouts",
@@ -36,6 +37,7 @@ class Stats:
         self.websockets_active = 0
         self.errors: dict[int, int] = {}  # status -> count, for responses the proxy made itself
         self.timeouts = 0
+        self.filtered_headers = 0  # response headers of untrusted routes kept from the browser (proxy.untrusted)
 
     def count_error(self, status: int) -> None:
         self.errors[status] = self.errors.get(status, 0) + 1
@@ -63,6 +65,7 @@ class Limits:
         "max_head_size",
         "max_headers",
         "port_line",
+        "private_cookies",
         "proto_line",
         "response_timeout",
         "scheme",

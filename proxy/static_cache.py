@@ -5,7 +5,8 @@ CSS from the same image. Routes that share an image carry the same ``share``
 scope; a request under one of the static paths (``Policy.static_paths``,
 after the route's prefix) is answered from here when the file is cached, and
 otherwise goes to the visitor's own container as before while the cache
-fetches the file in the background.
+fetches the file in the background (when the fills in flight leave room for
+one more: see FILLS_PER_ROUTE).
 
 Where the bytes come from is the security of it: an attendee runs arbitrary
 code in their container and could answer anything for any path, so a file is
@@ -52,6 +53,23 @@ log = logging.getLogger("nbpool.proxy")
 FILL_TIMEOUT = 30.0  # seconds for one background fetch, head to last byte
 REFUSED_MEMORY = 4096  # paths remembered as not cacheable (then forgotten all at once)
 REFUSED_RETRY = 300.0  # seconds before a path that was not cacheable is tried again
+# Fills in flight. Every distinct query string is a distinct file, so a visitor's requests could
+# start any number of them, each buffering up to cache_max_entry: a few per route (the visitor's
+# whose request started it), a few in all, and their buffered bytes together within FILL_BUDGET
+# entries' worth (a fill that would go past it is aborted). A miss beyond them starts no fill: its
+# request goes to the visitor's container as any miss does, and a later one for the file fills it.
+# A page's static files arrive from many visitors in a burst, so the cache still completes itself
+# within the first few page loads; an attendee alone gets two fills at a time, whatever they ask.
+FILLS_PER_ROUTE = 2
+FILLS_AT_ONCE = 8
+FILL_BUDGET = 4  # times cache_max_entry
+# The longest path and query (after the route's prefix) kept as a key: Jupyter's versioned URLs
+# are under 200 bytes, and keys are also what the wanted and refused memories hold, by the thousand.
+MAX_KEY = 1024
+# What an entry costs beside its head and bodies (its key's bytes are added): Python's objects for
+# it, measured near 500 bytes. Counted in its size, so that a flood of tiny files under distinct
+# query strings cannot hold many times cache_size.
+ENTRY_OVERHEAD = 512
 # Headers a cached response keeps; the rest (Date, Server, cookies, framing) are the fetch's own.
 KEPT_HEADERS = frozenset({b"content-type", b"cache-control", b"last-modified", b"expires", b"etag",
                           b"content-language", b"x-content-type-options", b"content-security-policy"})
@@ -103,15 +121,19 @@ class Entry:
         return b"".join(lines), (b"" if fresh or head_only else body)
 
 
-class _Fetch(asyncio.Protocol):
-    """One background GET to a spare, read whole (up to a cap) by httptools."""
+class OverBudget(Exception):
+    """A fill that would take the bytes all fills in flight hold past their budget: aborted, to be tried again."""
 
-    def __init__(self, cap: int):
-        self.cap = cap
+
+class _Fetch(asyncio.Protocol):
+    """One background GET to a spare, read whole by httptools: up to the entry cap, within the fills' budget."""
+
+    def __init__(self, cache: StaticCache):
+        self.cache = cache
         self.parser = httptools.HttpResponseParser(self)
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
-        self.size = 0
+        self.size = 0  # bytes held, counted in cache.fill_bytes until release()
         self.done = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
 
@@ -128,14 +150,35 @@ class _Fetch(asyncio.Protocol):
         self._end(ConnectionError("closed before the response ended"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if self._hold(len(name) + len(value)):
+            self.headers.append((name, value))
 
     def on_body(self, body: bytes) -> None:
-        self.size += len(body)
-        if self.size > self.cap:
-            self._end(ValueError("larger than the entry cap"))
-        else:
+        if self._hold(len(body)):
             self.body.append(body)
+
+    def _hold(self, n: int) -> bool:
+        """Count ``n`` more bytes held; False (and the fetch ended) past the entry cap or the fills' budget."""
+        if self.done.done():
+            return False
+        cache = self.cache
+        if self.size + n > cache.max_entry:
+            self._end(ValueError("larger than the entry cap"))
+            return False
+        if cache.fill_bytes + n > FILL_BUDGET * cache.max_entry:
+            self._end(OverBudget("the fills in flight hold their budget"))
+            return False
+        self.size += n
+        cache.fill_bytes += n
+        return True
+
+    def release(self) -> None:
+        """The fetch is over (done, failed or cancelled): close it and give its bytes back to the budget."""
+        if self.transport is not None:
+            self.transport.close()  # stops reading at once: nothing more is held
+        self.cache.fill_bytes -= self.size
+        self.size = 0
+        self.headers, self.body = [], []
 
     def on_message_complete(self) -> None:
         self._end(None)
@@ -175,7 +218,11 @@ class StaticCache:
         self.max_entry = max_entry
         self.entries: collections.OrderedDict[tuple[bytes, bytes], Entry] = collections.OrderedDict()
         self.bytes = 0
-        self.filling: set[tuple[bytes, bytes]] = set()
+        self.filling: set[tuple[bytes, bytes]] = set()  # fills in flight, by key
+        self.fills_from: dict[Route, int] = {}  # fills in flight by the route whose request started them
+        self.fill_bytes = 0  # bytes the fills in flight hold, together
+        self.unencoded: dict[tuple[bytes, bytes], None] = {}  # stored, compressible, waiting for the encoder
+        self.encoding: asyncio.Task | None = None  # the one task feeding the encoder
         # Files asked for while no container could serve as a source (every one had run
         # code): fetched as soon as one can, so the cache completes itself when a spare is ready.
         self.wanted: dict[tuple[bytes, bytes], bytes] = {}
@@ -185,6 +232,7 @@ class StaticCache:
         self.tasks: set[asyncio.Task] = set()
         self.encoder: concurrent.futures.ThreadPoolExecutor | None = None
         self.hits = self.misses = self.fills = self.fill_failures = self.evictions = 0
+        self.fills_declined = 0  # misses that started no fill: the fills in flight were at their bounds
         self.bytes_served = 0
         self.static_relayed = 0  # static requests that went to a container (misses, ranges, no cache)
 
@@ -204,6 +252,9 @@ class StaticCache:
             if low == b"range" or low == b"if-range":
                 self.static_relayed += 1
                 return None  # the container answers ranges from the file itself
+        if len(rest) + len(query) > MAX_KEY:
+            self.static_relayed += 1
+            return None  # never stored, nor remembered as wanted or refused
         key = (route.share, rest + query)
         entry = self.entries.get(key)
         if entry is not None:
@@ -213,7 +264,7 @@ class StaticCache:
         self.misses += 1
         self.static_relayed += 1
         if key not in self.filling and self.refused.get(key, 0.0) < time.monotonic():
-            self._start_fill(key, rest + query)
+            self._start_fill(key, rest + query, route)
         return None
 
     # --- filling -----------------------------------------------------------------------
@@ -230,11 +281,15 @@ class StaticCache:
     def _route_added(self, route: Route) -> None:
         if route.fill_ok and route.share is not None and self.wanted:
             for key, rest in [(k, r) for k, r in self.wanted.items() if k[0] == route.share]:
+                if len(self.filling) >= FILLS_AT_ONCE:
+                    break  # the rest wait for the next source routed, or a request for them
                 del self.wanted[key]
                 if key not in self.filling and key not in self.entries:
-                    self._start_fill(key, rest)
+                    self._start_fill(key, rest, None)
 
-    def _start_fill(self, key: tuple[bytes, bytes], rest: bytes) -> None:
+    def _start_fill(self, key: tuple[bytes, bytes], rest: bytes, starter: Route | None) -> None:
+        """Fetch ``key`` from a source in the background, if the fills in flight allow one more
+        (``starter``: the route whose request asked, None for a file remembered as wanted)."""
         source = self._source(key[0])
         if source is None:
             # No container of this image that has not run code, right now: the next one routed fetches it.
@@ -242,15 +297,24 @@ class StaticCache:
                 self.wanted.clear()
             self.wanted[key] = rest
             return
+        if len(self.filling) >= FILLS_AT_ONCE or (starter is not None
+                                                   and self.fills_from.get(starter, 0) >= FILLS_PER_ROUTE):
+            self.fills_declined += 1
+            return
         self.filling.add(key)
-        task = asyncio.get_running_loop().create_task(self._fill(key, rest, source))
+        if starter is not None:
+            self.fills_from[starter] = self.fills_from.get(starter, 0) + 1
+        task = asyncio.get_running_loop().create_task(self._fill(key, rest, source, starter))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _fill(self, key: tuple[bytes, bytes], rest: bytes, source: Route) -> None:
+    async def _fill(self, key: tuple[bytes, bytes], rest: bytes, source: Route, starter: Route | None) -> None:
         epoch = self.epoch
         try:
             entry = await asyncio.wait_for(self._fetch(source, rest), FILL_TIMEOUT)
+        except OverBudget:
+            self.fill_failures += 1  # not the file's fault: not refused, so a later request tries again
+            return
         except (OSError, ValueError, TimeoutError) as exc:
             self.fill_failures += 1
             log.debug("static cache: could not fetch %s from %s: %s", rest.split(b"?")[0][:200], source, exc)
@@ -262,6 +326,10 @@ class StaticCache:
             return
         finally:
             self.filling.discard(key)
+            if starter is not None:
+                left = self.fills_from.pop(starter) - 1
+                if left:
+                    self.fills_from[starter] = left
         if entry is None:
             self._refuse(key)
             return
@@ -276,7 +344,31 @@ class StaticCache:
         self.fills += 1
         self._store(key, entry)
         if entry.compressible and self.entries.get(key) is entry:
-            await self._encode(key, entry)
+            self._queue_encoding(key)
+
+    def _queue_encoding(self, key: tuple[bytes, bytes]) -> None:
+        """Have a stored file encoded in its turn. The queue holds keys, not files: one evicted while it
+        waits is let go (and never encoded), so waiting costs no memory beyond the cache's own."""
+        self.unencoded[key] = None
+        if self.encoding is None:
+            task = self.encoding = asyncio.get_running_loop().create_task(self._encode_queued())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _encode_queued(self) -> None:
+        try:
+            while self.unencoded:
+                key = next(iter(self.unencoded))
+                del self.unencoded[key]
+                entry = self.entries.get(key)
+                if entry is None:
+                    continue
+                try:
+                    await self._encode(key, entry)
+                except Exception:  # a task boundary: a bug of ours must not go unseen, nor stop the queue
+                    log.exception("static cache: encoding %r failed", key[1][:200])
+        finally:
+            self.encoding = None
 
     async def _encode(self, key: tuple[bytes, bytes], entry: Entry) -> None:
         """Add the gzip and brotli versions of a stored file; it is served as it is meanwhile.
@@ -304,18 +396,21 @@ class StaticCache:
     async def _fetch(self, source: Route, rest: bytes) -> Entry | None:
         loop = asyncio.get_running_loop()
         target = source.target
-        factory = lambda: _Fetch(self.max_entry)  # noqa: E731
-        if target.unix_path:
-            transport, fetch = await loop.create_unix_connection(factory, target.unix_path)
-        else:
-            transport, fetch = await loop.create_connection(factory, target.host, target.port)
-        prefix = b"" if source.prefix == b"/" else source.prefix
-        # No token: the server's static files need none, and without one it sets no cookie.
-        transport.write(b"GET %s/%s HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: identity\r\n"
-                        b"User-Agent: nbpool-static-cache\r\nConnection: close\r\n\r\n"
-                        % (prefix, rest, target.host_header))
-        status = await fetch.done
-        return self._entry(status, fetch.headers, b"".join(fetch.body))
+        fetch = _Fetch(self)
+        try:
+            if target.unix_path:
+                transport, _ = await loop.create_unix_connection(lambda: fetch, target.unix_path)
+            else:
+                transport, _ = await loop.create_connection(lambda: fetch, target.host, target.port)
+            prefix = b"" if source.prefix == b"/" else source.prefix
+            # No token: the server's static files need none, and without one it sets no cookie.
+            transport.write(b"GET %s/%s HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: identity\r\n"
+                            b"User-Agent: nbpool-static-cache\r\nConnection: close\r\n\r\n"
+                            % (prefix, rest, target.host_header))
+            status = await fetch.done
+            return self._entry(status, fetch.headers, b"".join(fetch.body))
+        finally:
+            fetch.release()  # also when the fill timed out or was cancelled
 
     def _entry(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Entry | None:
         """The entry for a fetched response, or None when it is not the same for everyone (or not a 200)."""
@@ -355,6 +450,7 @@ class StaticCache:
         self.refused[key] = time.monotonic() + REFUSED_RETRY
 
     def _store(self, key: tuple[bytes, bytes], entry: Entry) -> None:
+        entry.size += len(key[1]) + ENTRY_OVERHEAD
         if entry.size > self.max_entry or entry.size > self.max_bytes:
             return
         old = self.entries.pop(key, None)
@@ -369,7 +465,8 @@ class StaticCache:
     def shrink(self) -> None:
         """Evict least recently used entries until the cache fits its size."""
         while self.bytes > self.max_bytes and self.entries:
-            _, old = self.entries.popitem(last=False)
+            key, old = self.entries.popitem(last=False)
+            self.unencoded.pop(key, None)
             self.bytes -= old.size
             self.evictions += 1
 
@@ -380,6 +477,7 @@ class StaticCache:
         freed = 0
         for key in [k for k in self.entries if k[0] not in kept]:
             freed += self.entries.pop(key).size
+            self.unencoded.pop(key, None)
         self.bytes -= freed
         self.epoch += 1
         self.wanted = {k: v for k, v in self.wanted.items() if k[0] in kept}

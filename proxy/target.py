@@ -20,6 +20,7 @@ import httptools
 from .encoding import Encoder, encoded_headers, plan
 from .exchange import PAUSE_BACKEND, Client, Exchange, logged_path
 from .http import HOP_BY_HOP, connection_tokens
+from .untrusted import screen_response
 
 if TYPE_CHECKING:
     from .backends import BackendPool
@@ -247,8 +248,9 @@ class BackendConnection(asyncio.Protocol):
             # Interim (100 Continue, 103 Early Hints): HTTP/1.1 clients get it, others not.
             self.interim = True
             if ex.version == "1.1":
+                headers = self.screened(self.headers) if ex.route.untrusted else self.headers
                 self.out.append(b"HTTP/1.1 %d %s\r\n%s\r\n" % (
-                    code, self.status, b"".join(b"%s: %s\r\n" % h for h in self.headers)))
+                    code, self.status, b"".join(b"%s: %s\r\n" % h for h in headers)))
             self.headers = []
             self.status = b""
             return
@@ -270,6 +272,8 @@ class BackendConnection(asyncio.Protocol):
         extra = conn_opts - HOP_BY_HOP
         if extra:
             kept = [(n, v) for n, v in kept if n.lower() not in extra]
+        if ex.route.untrusted:
+            kept = self.screened(kept)
         if ex.cors is not None and code != 101:  # a trusted page's request (proxy.bearer): only ours count
             kept = [(n, v) for n, v in kept if not n.lower().startswith(b"access-control-")]
             kept += ((b"Access-Control-Allow-Origin", ex.cors), (b"Vary", b"Origin"))
@@ -325,6 +329,16 @@ class BackendConnection(asyncio.Protocol):
         self.head_sent = True
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message ends
         self.out.append(b"".join(out))
+
+    def screened(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """An untrusted route's response headers minus those that would reach past it (proxy.untrusted)."""
+        ex = self.ex
+        kept, refused = screen_response(headers, ex.route.prefix, self.pool.limits.private_cookies)
+        if refused:
+            self.pool.stats.filtered_headers += len(refused)
+            log.debug("dropped from the answer of %s to %s: %s", ex.route.prefix.decode("latin-1"),
+                      logged_path(ex), ", ".join(refused))
+        return kept
 
     def on_body(self, body: bytes) -> None:
         if self.remaining > 0:

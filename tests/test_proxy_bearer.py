@@ -4,6 +4,8 @@ the whole service, Jupyter and Thebe."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
@@ -21,12 +23,13 @@ DENIED = Response(403, "not yours")  # what the cookie's way answers a request w
 
 @pytest.fixture
 async def embedded(backend, ws_backend):
-    """'/user/a' (echo) and '/user/ws' (WebSocket echo), guarded like containers, handed to a page on PAGE."""
+    """'/user/a' (echo) and '/user/ws' (WebSocket echo), guarded like containers (and, like them, untrusted:
+    proxy.untrusted), handed to a page on PAGE."""
     p = Proxy(port=0)
     policy = OriginPolicy([PAGE])
     for prefix, target in (("/user/a", backend.url), ("/user/ws", ws_backend.url), ("/user/b", backend.url)):
         route = p.routes.add(prefix, target, origin_policy=policy, authorize=lambda head: DENIED,
-                             headers={"Authorization": "token server-side-secret"})
+                             headers={"Authorization": "token server-side-secret"}, untrusted=True)
         if prefix != "/user/b":
             route.bearer = Bearer(TOKEN, policy, opener=f"/embedded{prefix.removeprefix('/user')}")
     await p.start()
@@ -150,9 +153,10 @@ async def test_the_kernel_socket_leaves_a_cookie_for_a_same_host_page_that_recon
     first.close()
     assert cookie == f"nbpool-embedded={TOKEN}; Path=/user/ws/; HttpOnly; SameSite=Lax"
     again = await websocket_connect(HTTPRequest(f"{base}?session_id=s2", headers={
-        "Origin": PAGE, "Cookie": f"nbpool-embedded={TOKEN}"}))
-    await again.read_message()
+        "Origin": PAGE, "Cookie": f"nbpool-embedded={TOKEN}; theme=dark"}))
+    seen = json.loads(await again.read_message())["headers"]
     again.close()
+    assert [v for k, v in seen if k.lower() == "cookie"] == ["theme=dark"]  # the credential stays with the proxy
     with pytest.raises(HTTPClientError) as refused:  # the page's origin is checked all the same
         await websocket_connect(HTTPRequest(base, headers={
             "Origin": "https://elsewhere.example", "Cookie": f"nbpool-embedded={TOKEN}"}))

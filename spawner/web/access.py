@@ -80,7 +80,7 @@ class RouteAccess:
                     return None
             return denied_page(head, slot)
 
-        return {"authorize": authorize, "error_page": self.ended_page, "origin_policy": self.origins,
+        return {"authorize": authorize, "error_page": self.ended_page, "origin_policy": self.origins, "untrusted": True,
                 "bearer": self.bearer(slot) if slot.embedded else None}  # (adopted after a restart)
 
     def bearer(self, slot: Slot) -> Bearer:

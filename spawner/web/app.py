@@ -184,8 +184,15 @@ class WebApp(LoggingConfigurable):
         self.observe(lambda change: self.origins.set_allowed(change["new"]), names=["cors_origin"])
         self.admin_origins = OriginPolicy()  # operators' actions: nbpool's own origin only
         self.access = RouteAccess(self.secret, self.pages.denied_page, self.pages.ended_page, self.origins)
-        if not self.admin_token:
-            self.admin_token = self._stored_admin_token()
+        self.admin_token  # noqa: B018 (made and stored on first start, not first use)
+
+    @default("admin_token")
+    def _default_admin_token(self) -> str:
+        return self._stored_admin_token()
+
+    @validate("admin_token")
+    def _validate_admin_token(self, proposal):
+        return proposal.value or self._stored_admin_token()  # '' means "the one generated and stored"
 
     def _stored_admin_token(self) -> str:
         path = Path(self.data_dir) / "admin_token"

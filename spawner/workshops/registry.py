@@ -19,6 +19,7 @@ from pathlib import Path
 
 from traitlets.config import Config
 
+from .. import reload as settings
 from ..backoff import every
 from ..pool.gate import FairGate
 from ..pool.pool import Pool
@@ -300,10 +301,7 @@ class Workshops:
         old_image, pool_name = ws.pool.backend.image, ws.pool.pool_name
         changed = []
         for obj in (ws.pool, ws.pool.backend):
-            before = {k: getattr(obj, k) for k in obj.trait_names(config=True)}
-            obj.update_config(merged)
-            changed += [f"{k}={getattr(obj, k)!r}" for k in before if getattr(obj, k) != before[k]
-                        and k != "pool_name"]
+            changed += [f"{k}={v!r}" for k, v in settings.apply(obj, merged).items() if k != "pool_name"]
         ws.pool.pool_name = pool_name  # read at start only (the engine's labels hold it)
         ws.spec = spec
         ws.schedule.windows = spec.windows
