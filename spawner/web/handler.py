@@ -111,7 +111,9 @@ class PageHandler(RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "same-origin")
+        # No Referer from nbpool's pages at all: in path mode a container shares their origin, and a page's
+        # address may carry a workshop key or a token on the way into it.
+        self.set_header("Referrer-Policy", "no-referrer")
 
     def page(self, name: str, status: int = 200, **values) -> None:
         self.set_status(status)

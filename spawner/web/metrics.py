@@ -60,6 +60,9 @@ PROXY_METRICS = (
     (CounterMetricFamily, "timeouts", "nbpool_proxy_timeouts_total", "Connections ended by a timeout."),
     (CounterMetricFamily, "rejected_connections", "nbpool_proxy_rejected_connections_total",
      "Connections turned away at a connection cap."),
+    (CounterMetricFamily, "filtered_headers", "nbpool_proxy_filtered_headers_total",
+     "Response headers of attendees' containers dropped for reaching past the container (cookies outside its "
+     "path, service-worker scope, clear-site-data, ...)."),
 )
 
 
@@ -181,6 +184,8 @@ CACHE_METRICS = (
     (CounterMetricFamily, "fills", "nbpool_static_cache_fills", "Files fetched from a spare and stored."),
     (CounterMetricFamily, "fill_failures", "nbpool_static_cache_fill_failures",
      "Background fetches that failed (the file is still served by the container)."),
+    (CounterMetricFamily, "fills_declined", "nbpool_static_cache_fills_declined",
+     "Misses that started no fetch because the fetches in flight were at their bounds (per attendee, in all)."),
     (CounterMetricFamily, "evictions", "nbpool_static_cache_evictions",
      "Files dropped to keep the cache within Proxy.cache_size."),
     (CounterMetricFamily, "bytes_served", "nbpool_static_cache_served_bytes", "Body bytes served from the cache."),
