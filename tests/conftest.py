@@ -16,8 +16,9 @@ import pytest
 from proxy.server import Proxy
 from tests.dockertools import (
     NOTEBOOK_IMAGE,
+    build_hostile_image,
     engine_or_none,
-    remove_pool_containers,
+    remove_service_containers,
     remove_test_containers,
     start_notebook_container,
 )
@@ -101,6 +102,22 @@ def notebook_server(docker_client, notebook_image, request):
     server.remove()
 
 
+@pytest.fixture(scope="session")
+def hostile_image(docker_client, notebook_image):
+    """An image whose 'notebook server' is its attendee's own program (tests/resources/hostile); removed after."""
+    from pathlib import Path
+
+    tag = build_hostile_image(docker_client, str(Path(__file__).parent / "resources" / "hostile"))
+    yield tag
+    remove_test_containers(docker_client)
+    import docker.errors
+
+    try:
+        docker_client.images.remove(tag, force=True)
+    except docker.errors.APIError:
+        pass  # still used by a container a failing test left: make clean-containers, then it goes
+
+
 @pytest.fixture
 async def raw_backend():
     """start(handler) -> URL of a tiny asyncio server running ``handler(reader, writer)``; closed after the test.
@@ -168,4 +185,4 @@ def make_service(docker_client, notebook_image, tmp_path_factory, request):
         service.stop()
         if failed:
             print(f"--- nbpool log ({service.pool_name}) ---\n{service.logs()[-6000:]}")
-        remove_pool_containers(docker_client, service.pool_name)
+        remove_service_containers(docker_client, service.pool_name)

@@ -46,6 +46,24 @@ def remove_pool_containers(client: docker.DockerClient, pool_name: str, show_log
     return [c.name for c in leftovers]
 
 
+def remove_service_containers(client: docker.DockerClient, pool_name: str) -> list[str]:
+    """Force-remove the containers of a service's pool and of its named workshops' pools (<pool_name>-<name>)."""
+    found = client.api.containers(all=True, filters={"label": "org.nbpool.pool"})  # (no inspect: may be going)
+    pools = {(c.get("Labels") or {}).get("org.nbpool.pool", "") for c in found}
+    return [name for pool in sorted(pools) if pool == pool_name or pool.startswith(pool_name + "-")
+            for name in remove_pool_containers(client, pool)]
+
+
+HOSTILE_IMAGE = "nbpool/hostile-test:latest"
+
+
+def build_hostile_image(client: docker.DockerClient, context: str) -> str:
+    """The workshop image with its server taken over by its attendee (tests/resources/hostile); its tag."""
+    client.images.build(path=context, tag=HOSTILE_IMAGE, buildargs={"BASE_IMAGE": NOTEBOOK_IMAGE}, rm=True,
+                        forcerm=True)
+    return HOSTILE_IMAGE
+
+
 def wait_for_http(url: str, headers: dict[str, str], deadline_s: float) -> int:
     """Poll ``url`` until it answers below 500; return the status, raise on deadline."""
     deadline = time.monotonic() + deadline_s

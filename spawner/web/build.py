@@ -27,7 +27,8 @@ from tornado.iostream import StreamClosedError
 
 from ..pool.errors import PoolError, PoolFull
 from ..pool.slot import ASSIGNED, Slot
-from .access import embed_credential
+from ..secret import SESSION
+from .access import embed_credential, session_cookie, session_value
 from .admission import Refused
 from .binder import PROVIDERS, SpecHandler
 from .handler import PageHandler
@@ -199,7 +200,9 @@ class OpenEmbeddedHandler(PageHandler):
         if self.current_slot(self.workshops.of_cid(cid)) is slot:  # already theirs here: go on
             self.redirect(slot.url(path))
             return
-        self.page("embedded.html", action=self.request.uri, closes=self.single_origin_holdings(slot))
+        single_origin = not self.proxy.subdomain_host
+        self.page("embedded.html", action=self.request.uri, closes=self.single_origin_holdings(slot),
+                  forgets=single_origin and bool(self.own_cookies()))
 
     def post(self, cid: str) -> None:
         if not self.same_origin():
@@ -207,8 +210,14 @@ class OpenEmbeddedHandler(PageHandler):
         slot, path = self.checked(cid)
         if slot is None:
             return
-        self.let_go(self.single_origin_holdings(slot), "You opened another notebook server in this browser.")
-        self.set_session_cookie(slot)
+        if not self.proxy.subdomain_host:
+            # Path mode: this server's pages will run in this browser on nbpool's one origin, so the browser
+            # keeps nothing else of nbpool's: its notebooks end, and its kept work's, key's and sign-in's
+            # cookies go (the page said so first).
+            self.let_go(self.single_origin_holdings(slot), "You opened another notebook server in this browser.")
+            self.forget_this_browser()
+        self.set_visitor_cookie(session_cookie(slot.workshop), session_value(slot), SESSION,
+                                days=self.session_days(slot))
         self.set_header("Referrer-Policy", "no-referrer")
         self.redirect(slot.url(path))
 

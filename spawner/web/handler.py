@@ -111,9 +111,10 @@ class PageHandler(RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
-        # No Referer from nbpool's pages at all: in path mode a container shares their origin, and a page's
-        # address may carry a workshop key or a token on the way into it.
-        self.set_header("Referrer-Policy", "no-referrer")
+        # A Referer with nbpool's origin only: in path mode a container shares it, and a page's address may
+        # carry a workshop key or a token on the way into one. (Not no-referrer: with it, browsers send
+        # 'Origin: null' on the pages' own form posts, which the origin check must refuse.)
+        self.set_header("Referrer-Policy", "strict-origin")
 
     def page(self, name: str, status: int = 200, **values) -> None:
         self.set_status(status)
@@ -292,10 +293,20 @@ class PageHandler(RequestHandler):
         return [slot for slot in self.live_slots() if slot is not keep]
 
     def let_go(self, slots: list[Slot], visitor_reason: str) -> None:
-        """End ``slots`` (their work is kept) and forget their cookies: the visitor chose another notebook."""
+        """End ``slots`` (their work is kept): the visitor chose another notebook."""
         for slot in slots:
             self.workshops.of_cid(slot.cid).pool.release(slot, "its visitor opened another notebook",
                                                          visitor_reason=visitor_reason, kind="fresh")
+
+    def own_cookies(self) -> list[str]:
+        """The names of nbpool's cookies this browser sent (as named here, without the HTTPS prefix)."""
+        names = (name.removeprefix(HOST_PREFIX) for name in self.request.cookies)
+        return [name for name in names if name.startswith("nbpool-")]
+
+    def forget_this_browser(self) -> None:
+        """Clear every cookie of nbpool's this browser holds: its sessions, kept work, key, sign-in."""
+        for name in self.own_cookies():
+            self.clear_cookie(name, path="/")
 
     def current_slot(self, ws: Workshop | None = None) -> Slot | None:
         """The visitor's container in ``ws`` (this request's workshop), if their cookie names one still theirs."""

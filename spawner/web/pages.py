@@ -68,7 +68,7 @@ class Pages:
         values.setdefault("workshop_name", self.workshop_name())
         values.setdefault("version", __version__)
         values.setdefault("keeping", self.keeping())
-        for absent in ("kept", "saving", "restore_path", "expires", "nothing_kept", "elsewhere"):
+        for absent in ("kept", "saving", "restore_path", "expires", "nothing_kept", "elsewhere", "forgets"):
             values.setdefault(absent, None)
         values.setdefault("kept_time", kept_time)
         values.setdefault("kept_size", kept_size)
