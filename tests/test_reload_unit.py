@@ -55,5 +55,5 @@ def test_a_bad_value_raises_naming_itself():
     from spawner.reload import apply
 
     part = Part()
-    with pytest.raises(TraitError, match="Part.count"):
+    with pytest.raises(TraitError, match=r"Part\.count"):
         apply(part, config(count=-1))
