@@ -53,9 +53,13 @@ def keep_probing(transport: asyncio.Transport) -> None:
 
 
 class ClientConnection(asyncio.Protocol):
-    """A visitor's connection: parses requests, dispatches them, writes responses."""
+    """A visitor's connection: parses requests, dispatches them, writes responses.
 
-    def __init__(self, state: ConnectionState, backends: BackendPool):
+    ``network``: for a connection admitted before it speaks HTTP (a TLS one, counted at TCP accept by
+    ``tls.TlsListener``), the network it is already counted under ('' when exempt); None to admit it here.
+    """
+
+    def __init__(self, state: ConnectionState, backends: BackendPool, network: str | None = None):
         self.state = state
         self.backends = backends
         self.limits = state.limits
@@ -74,7 +78,11 @@ class ClientConnection(asyncio.Protocol):
         self.phase = HEAD
         self.since = now()
         self.body_seen = self.since  # the last request body bytes, for body_timeout
-        self.ip_counted = False  # counted in the proxy's per-address connections
+        self.admitted = network is not None
+        self.network = network or ""  # the network this connection is counted under ('' none), released at close
+        # Behind a trusted balancer (which is exempt), the visitor network the request in flight is counted
+        # under, released when it ends (or, for an upgrade, when its tunnel closes).
+        self.visitor = ""
         self.head_seen = 0
         self.leftover = b""  # bytes after an upgrade request's head
         self.eof = False
@@ -87,14 +95,14 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
         state = self.state
+        if not self.admitted:
+            self.stats.connections_total += 1
+            self.network, refusal = state.admit(self.client_ip)
+            if refusal is not None:
+                return self.turn_away(refusal)
+        else:  # counted at TCP accept (tls.TlsListener): head_timeout starts now, after the handshake
+            self.since = now()
         state.clients.add(self)
-        self.stats.connections_total += 1
-        if state.open_connections() > self.limits.max_connections:
-            return self.turn_away("Too many connections; please retry shortly.")
-        if not self.limits.address_exempt(self.client_ip):
-            if not state.count_address(self.client_ip):
-                return self.turn_away("Too many connections from your address; please retry shortly.")
-            self.ip_counted = True
         self.forwarded = self.limits.forwarded_lines(self.client_ip)
         keep_probing(transport)
 
@@ -112,9 +120,14 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.state.clients.discard(self)
-        if self.ip_counted:
-            self.state.uncount_address(self.client_ip)
+        state = self.state
+        state.clients.discard(self)
+        if self.network:
+            state.uncount_network(self.network)
+            self.network = ""
+        if self.visitor:
+            state.uncount_network(self.visitor)
+            self.visitor = ""
         cur = self.cur
         if cur is not None and cur.backend is not None and not cur.response_done:
             cur.backend.abort()
@@ -288,7 +301,10 @@ class ClientConnection(asyncio.Protocol):
         self.body_seen = now()
         limits, ip = self.limits, self.client_ip
         refusal = (check_target(ex, limits, self.routes) or check_host(ex, limits, self.routes, ip)
-                   or check_headers(ex, limits, ip) or check_access(ex, limits, ip))
+                   or check_headers(ex, limits, ip))
+        if refusal is None and ex.trusted_fwd:
+            refusal = self.count_visitor(ex)
+        refusal = refusal or check_access(ex, limits, ip)
         if refusal is not None:
             response, close = refusal
             self.reply(ex, response, close=close)
@@ -308,6 +324,21 @@ class ClientConnection(asyncio.Protocol):
         ex.out_head = forward_head(ex, limits, ip, self.forwarded)
         ex.head_only = ex.method == b"HEAD"
         self.backends.send(ex)
+
+    def count_visitor(self, ex: Exchange) -> tuple[Response, bool] | None:
+        """Behind a trusted balancer: count the request against its visitor's network, or refuse it (503).
+
+        The balancer's own connections are exempt from the per-network cap (they carry many visitors), so
+        what one visitor holds on them (requests in flight, WebSockets) is counted here instead.
+        """
+        network = self.limits.visitor_network(ex.prior_fwd or b"")
+        if not network:
+            return None
+        if not self.state.count_network(network):
+            return error_response(503, wants_json(ex.headers, ex.path), headers=[("Retry-After", "5")],
+                                  message="Too many requests from your address; please retry shortly."), ex.has_body
+        self.visitor = network
+        return None
 
     def reply(self, ex: Exchange, response: Response, close: bool = False) -> None:
         """Answer ``ex`` from the proxy itself (an error page or a denial)."""
@@ -363,6 +394,9 @@ class ClientConnection(asyncio.Protocol):
         if ex is not self.cur or self.closed:
             return
         self.cur = None
+        if self.visitor:
+            self.state.uncount_network(self.visitor)
+            self.visitor = ""
         if ex.close or not ex.keep_alive or self.eof:
             self.close_now()
             return
@@ -407,9 +441,11 @@ class ClientConnection(asyncio.Protocol):
     def start_tunnel(self, backend: BackendConnection, leftover_from_backend: bytes) -> None:
         """The backend switched protocols: from now on the two connections are spliced."""
         self.state.clients.discard(self)
-        # The visitor's connection lives on as the tunnel: so does its place in the address count.
-        client_ip, self.ip_counted = (self.client_ip if self.ip_counted else ""), False
-        inbound, outbound = Splice.join(self.transport, backend.transport, self.cur.route, self.state, client_ip)
+        # The visitor's connection lives on as the tunnel: so does its place in its network's count (a
+        # balancer's connection is not counted itself: its visitor's request, now the tunnel, is).
+        counted = self.network or self.visitor
+        self.network = self.visitor = ""
+        inbound, outbound = Splice.join(self.transport, backend.transport, self.cur.route, self.state, counted)
         if leftover_from_backend:
             outbound.data_received(leftover_from_backend)
         if self.leftover:

@@ -1,7 +1,8 @@
 """The proxy server: its settings, the listening socket, and the sweep that enforces every timeout.
 
 It wires the rooms of the relay together: ``client`` (the visitor's side),
-``target`` (connections to routes' targets, kept alive), ``splice`` (upgraded
+``tls`` (HTTPS connections until their handshake is done), ``target``
+(connections to routes' targets, kept alive), ``splice`` (upgraded
 connections) and ``state`` (what they share), over the ``routes`` table.
 """
 
@@ -26,6 +27,7 @@ from .exchange import BUSY, HEAD, IDLE
 from .routes import RouteTable
 from .state import LIMIT_TRAITS, ConnectionState, Limits, Stats
 from .static_cache import StaticCache
+from .tls import TlsListener
 
 # Paths under a container's prefix that are per attendee (their files, kernels,
 # settings): never static, whatever static_paths says.
@@ -54,6 +56,14 @@ class Proxy(LoggingConfigurable):
                        help="PEM certificate (chain) for HTTPS. With keyfile set, the proxy terminates TLS "
                             "and kernel WebSockets run over wss. Empty: plain HTTP.")
     keyfile = Unicode("", config=True, help="PEM private key for certfile.")
+    tls_handshake_timeout = Float(10.0, config=True,
+                                  help="Seconds an HTTPS connection has, from the moment it is accepted, to "
+                                       "complete its TLS handshake; slower ones are closed. It counts against "
+                                       "max_connections and max_connections_per_address from that moment, so "
+                                       "this bounds how long one that never speaks holds its place. A handshake "
+                                       "is two round trips: 10 s leaves room for a slow mobile link that loses "
+                                       "packets (asyncio's default, 60 s, let idle ones pile up). head_timeout "
+                                       "starts once it is done.")
     max_head_size = Integer(64 * 1024, config=True,
                             help="Largest request head (request line plus headers) in bytes; larger gets 431.")
     max_headers = Integer(200, config=True,
@@ -84,11 +94,27 @@ class Proxy(LoggingConfigurable):
                                    "at start the proxy raises its open-file limit to fit, or lowers this and "
                                    "says so in the log.")
     max_connections_per_address = Integer(1000, config=True,
-                                          help="Most connections (WebSockets included) from one client address; "
-                                               "beyond it new ones get 503. A browser with JupyterLab open uses "
-                                               "about 10, so 1000 lets a room of 100 attendees behind one NAT "
-                                               "address work. Balancers in trusted_proxies (with trust_forwarded) "
-                                               "are exempt.")
+                                          help="Most connections (WebSockets included) from one client network "
+                                               "(an IPv4 address, an IPv6 /64: see ipv6_prefix); beyond it new "
+                                               "ones get 503 (HTTPS ones are closed before their handshake). A "
+                                               "browser with JupyterLab open uses about 10, so 1000 lets a room of "
+                                               "100 attendees behind one NAT address work. Balancers in "
+                                               "trusted_proxies (with trust_forwarded) are exempt; behind them each "
+                                               "visitor (by X-Forwarded-For) may hold this many requests in flight "
+                                               "and WebSockets, and further requests get 503.")
+    ipv6_prefix = Integer(64, config=True,
+                          help="Leading bits of an IPv6 address that name one visitor's network for "
+                               "max_connections_per_address. One subscriber gets a whole /64 (often a /56): "
+                               "millions of addresses, so counting them one by one limits nobody. 128 counts "
+                               "single addresses; 56 or 48 is stricter but groups neighbours together. IPv4 "
+                               "addresses count one by one (an IPv4-mapped IPv6 address as its IPv4 one).")
+    websocket_idle_timeout = Float(300.0, config=True,
+                                   help="Seconds a WebSocket may pass with no byte in either direction before the "
+                                        "proxy closes it; 0: never. Jupyter Server pings its kernel and terminal "
+                                        "WebSockets every 30 s, so a live one is never this quiet, and JupyterLab "
+                                        "reopens a closed one by itself (its event stream, which nobody pings, "
+                                        "once per period). What it ends: WebSockets left open with nothing on "
+                                        "them, each holding two open files and a place in the connection caps.")
     trust_forwarded = Bool(False, config=True,
                            help="Trust X-Forwarded-* headers from clients in trusted_proxies (set this when "
                                 "nbpool sits behind a load balancer). Otherwise they are replaced.")
@@ -150,7 +176,7 @@ class Proxy(LoggingConfigurable):
         return proposal.value
 
     @validate("head_timeout", "keepalive_timeout", "connect_timeout", "response_timeout", "backend_idle_timeout",
-              "body_timeout", "send_timeout")
+              "body_timeout", "send_timeout", "tls_handshake_timeout")
     def _validate_positive_float(self, proposal):
         if not proposal.value > 0:
             raise TraitError(f"Proxy.{proposal.trait.name} must be a positive number of seconds, "
@@ -166,6 +192,19 @@ class Proxy(LoggingConfigurable):
             raise TraitError(f"Proxy.subdomain_host must be a host name such as 'nb.example.org' (no scheme, port "
                              f"or '*'), not {proposal.value!r}")
         return value
+
+    @validate("websocket_idle_timeout")
+    def _validate_idle(self, proposal):
+        if not proposal.value >= 0:
+            raise TraitError(f"Proxy.websocket_idle_timeout must be 0 (never) or a number of seconds, "
+                             f"not {proposal.value}")
+        return proposal.value
+
+    @validate("ipv6_prefix")
+    def _validate_ipv6_prefix(self, proposal):
+        if not 32 <= proposal.value <= 128:
+            raise TraitError(f"Proxy.ipv6_prefix must be between 32 and 128 bits, not {proposal.value}")
+        return proposal.value
 
     @validate("static_paths")
     def _validate_static_paths(self, proposal):
@@ -208,6 +247,7 @@ class Proxy(LoggingConfigurable):
         self.backends = BackendPool(self.limits, self.stats)
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task | None = None
+        self._tls: TlsListener | None = None  # with certfile and keyfile: the HTTPS listener
         self.bound_port: int | None = None
         self.cache = StaticCache(self.routes, Policy(), self.cache_size, self.cache_max_entry)
         self.observe(lambda change: self._apply_limits(),
@@ -222,6 +262,7 @@ class Proxy(LoggingConfigurable):
         lim.trusted_networks = [ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies]
         lim.subdomain_host = self.subdomain_host.encode()
         lim.private_cookies = tuple(p.encode() for p in self.private_cookies)
+        lim.visitors = {}  # worked out with the old trusted_proxies and ipv6_prefix
         lim.scheme = b"https" if self.tls else b"http"
         lim.proto_line = b"X-Forwarded-Proto: %s\r\n" % lim.scheme
         lim.port_line = b"X-Forwarded-Port: %d\r\n" % (self.bound_port or self.port)
@@ -274,12 +315,18 @@ class Proxy(LoggingConfigurable):
         loop = asyncio.get_running_loop()
         self.fit_open_files()
         state, backends = self.state, self.backends
-        server = await loop.create_server(
-            lambda: ClientConnection(state, backends), self.ip or None, self.port,
-            ssl=self._ssl_context(), backlog=2048, reuse_address=True,
-        )
-        self._servers.append(server)
-        self.bound_port = server.sockets[0].getsockname()[1]
+        context = self._ssl_context()
+        if context is None:
+            server = await loop.create_server(lambda: ClientConnection(state, backends), self.ip or None,
+                                              self.port, backlog=2048, reuse_address=True)
+            self._servers.append(server)
+            sockets = server.sockets
+        else:  # not create_server(ssl=): it would count a connection only after its handshake (see tls.py)
+            self._tls = TlsListener(state, backends, context)
+            self._tls.listen(self.ip or None, self.port, backlog=2048)
+            self._tls.start()
+            sockets = self._tls.sockets
+        self.bound_port = sockets[0].getsockname()[1]
         self._apply_limits()
         self._sweeper = loop.create_task(self._sweep_forever())
         scheme = "https" if self.tls else "http"
@@ -292,6 +339,9 @@ class Proxy(LoggingConfigurable):
             server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._tls is not None:
+            await self._tls.stop()
+            self._tls = None
         for client in list(self.state.clients):
             if client.transport is not None:
                 client.transport.close()
@@ -335,8 +385,15 @@ class Proxy(LoggingConfigurable):
                     # abort, not close: close would wait for a buffer this visitor never reads.
                     stats.timeouts += 1
                     client.transport.abort()
+        idle = lim.websocket_idle_timeout
         for tunnel in list(self.state.tunnels):
+            if tunnel.closed:
+                continue
             if tunnel.paused_at and t - tunnel.paused_at > lim.send_timeout:
+                stats.timeouts += 1
+                tunnel.transport.abort()
+            elif idle and t - max(tunnel.seen, tunnel.peer.seen) > idle:
+                # abort: nothing is on its way, and a TLS close would wait up to 30 s for the visitor's reply.
                 stats.timeouts += 1
                 tunnel.transport.abort()
         self.backends.sweep(t)

@@ -22,10 +22,12 @@ class Splice(asyncio.Protocol):
 
     ``inbound`` is the visitor's side (its bytes count as ``bytes_in``); the
     target's side counts ``bytes_out``. The visitor's side also holds the
-    connection's place in the per-address count (``client_ip``).
+    connection's place in its network's count (``counted``). Each side notes
+    when it last read a byte (``seen``): the sweep closes a tunnel silent both
+    ways for longer than websocket_idle_timeout.
     """
 
-    __slots__ = ("client_ip", "closed", "eof", "inbound", "paused_at", "peer", "route", "state", "transport")
+    __slots__ = ("closed", "counted", "eof", "inbound", "paused_at", "peer", "route", "seen", "state", "transport")
 
     def __init__(self, transport: asyncio.Transport, route: Route, state: ConnectionState, inbound: bool):
         self.transport = transport
@@ -36,16 +38,20 @@ class Splice(asyncio.Protocol):
         self.eof = False
         self.closed = False
         self.paused_at = 0.0  # when this side stopped taking bytes (0: it takes them), for send_timeout
-        self.client_ip = ""  # the visitor side's counted address, released when it closes
+        self.seen = now()  # when this side last read a byte, for websocket_idle_timeout
+        self.counted = ""  # the visitor side's counted network, released when it closes
 
     @classmethod
     def join(cls, client: asyncio.Transport, target: asyncio.Transport, route: Route, state: ConnectionState,
-             client_ip: str) -> tuple[Splice, Splice]:
-        """Splice two transports; returns (visitor side, target side), registered as a tunnel."""
+             counted: str) -> tuple[Splice, Splice]:
+        """Splice two transports; returns (visitor side, target side), registered as a tunnel.
+
+        ``counted``: the network whose count the tunnel holds until it closes ('' none).
+        """
         inbound = cls(client, route, state, inbound=True)
         outbound = cls(target, route, state, inbound=False)
         inbound.peer, outbound.peer = outbound, inbound
-        inbound.client_ip = client_ip
+        inbound.counted = counted
         client.set_protocol(inbound)
         target.set_protocol(outbound)
         state.tunnels.add(inbound)
@@ -60,7 +66,7 @@ class Splice(asyncio.Protocol):
             route.bytes_in += len(data)
         else:
             route.bytes_out += len(data)
-        route.last_activity = now()
+        route.last_activity = self.seen = now()
         self.peer.transport.write(data)
 
     def eof_received(self) -> bool:
@@ -74,8 +80,9 @@ class Splice(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         state = self.state
-        if self.client_ip:
-            state.uncount_address(self.client_ip)
+        if self.counted:
+            state.uncount_network(self.counted)
+            self.counted = ""
         peer = self.peer
         if not peer.closed:
             peer.transport.close()

@@ -223,7 +223,7 @@ async def test_one_address_cannot_take_every_connection(proxy):
     for wire in [*held[1:], fresh]:
         await wire.close()
     await asyncio.sleep(0.1)
-    assert proxy.state.per_address == {}  # every connection counted out again
+    assert proxy.state.per_network == {}  # every connection counted out again
 
 
 async def test_websockets_count_against_the_connection_caps(ws_backend):
@@ -241,9 +241,9 @@ async def test_websockets_count_against_the_connection_caps(ws_backend):
         second.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 5
-        while p.state.per_address and loop.time() < deadline:
+        while p.state.per_network and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        assert p.state.per_address == {} and not p.state.tunnels
+        assert p.state.per_network == {} and not p.state.tunnels
         third = await websocket_connect(url)
         third.close()
     finally:
