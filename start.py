@@ -27,6 +27,7 @@ from tornado.netutil import bind_unix_socket
 from traitlets import Bool, Dict, Enum, Integer, Unicode, default, validate
 from traitlets.config import Application, Config, TraitError
 
+from proxy.addresses import network_of
 from proxy.server import Proxy, install_uvloop
 from spawner import __version__, configref
 from spawner import reload as settings
@@ -208,7 +209,7 @@ class NbpoolApp(Application):
         self.keeper = WorkKeeper(parent=self, log=self.log, secret=secret, store=KeptStore(data / "kept"),
                                  record=self.record)
         self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended,
-                          keeper=self.keeper)
+                          keeper=self.keeper, network_of=lambda address: network_of(address, self.proxy.ipv6_prefix))
         try:
             specs = parse_workshops(self.workshops, service_zone(self.time_zone)) if self.workshops else None
         except WorkshopError as exc:

@@ -28,10 +28,9 @@ import ipaddress
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import quote
-
-from proxy.addresses import network_of
 
 from ..pool.pool import Pool
 from ..secret import WORKSHOP_KEY, ServerSecret
@@ -68,6 +67,7 @@ class Settings(Protocol):
     address_share_exempt: list[str]
     spawn_rate_limit: int
     spawn_rate_period: float
+    network_of: Callable[[str], str]
 
 
 class Admission:
@@ -148,10 +148,10 @@ class Admission:
             return False
         return any(addr in ipaddress.ip_network(net, strict=False) for net in self.web.address_share_exempt)
 
-    @staticmethod
-    def owner_of(address: str) -> str:
-        """What a container handed to ``address`` counts against: its network (an IPv6 address's /64)."""
-        return network_of(address)
+    def owner_of(self, address: str) -> str:
+        """What a container handed to ``address`` counts against, and its spawn rate: its network (an IPv6
+        address by its /64, as the proxy counts connections)."""
+        return self.web.network_of(address)
 
     def share_limit(self, pool: Pool) -> int:
         """Most containers one network may hold (or wait for) at once."""
@@ -195,7 +195,7 @@ class Admission:
     def check_rate(self, address: str) -> None:
         if not self.web.spawn_rate_limit:
             return
-        wait = self.limiter.check(address)
+        wait = self.limiter.check(self.owner_of(address))
         if wait:
             raise Refused(429, "Too many requests",
                           "Too many notebooks were started from your address just now. Please try again in a "

@@ -22,9 +22,10 @@ import secrets
 import time
 from pathlib import Path
 
-from traitlets import Any, Bool, Float, Instance, Integer, List, Unicode, default, validate
+from traitlets import Any, Bool, Callable, Float, Instance, Integer, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from proxy.addresses import network_of
 from proxy.origin import OriginPolicy
 
 from ..keep.store import Kept
@@ -123,6 +124,8 @@ class WebApp(LoggingConfigurable):
              "neither are curl, scripts or headless browsers.")
 
     secret = Instance(ServerSecret)
+    network_of = Callable(network_of, help="network_of(address) -> the network it counts under (the proxy's "
+                                           "rule: proxy.addresses, with Proxy.ipv6_prefix).")
     keeper = Any(None, allow_none=True, help="The WorkKeeper (attendees' kept work), or None.")
     ended = Instance(EndedSessions, help="Why sessions ended (written by the pool, shown on the ended page).")
     data_dir = Unicode()
