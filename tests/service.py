@@ -32,7 +32,6 @@ class Service:
         self.tmp = tmp
         self.pool_name = pool_name
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = tmp / "data"
         self.config = tmp / "nbpool_config.py"
         self.log_path = tmp / "nbpool.log"
@@ -43,6 +42,8 @@ class Service:
             "Proxy.port": self.port, "Proxy.ip": "127.0.0.1", "WebApp.history_interval": 1,
         }
         self.settings.update({k.replace("__", "."): v for k, v in settings.items()})
+        # With a certificate it serves HTTPS (a test's own, self-signed: not verified).
+        self.url = f"{'https' if self.settings.get('Proxy.certfile') else 'http'}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.write_config()
 
@@ -63,7 +64,7 @@ class Service:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nbpool exited with {self.proc.returncode}:\n{self.logs()}")
             try:
-                stats = requests.get(f"{self.url}/api/stats", timeout=2).json()
+                stats = requests.get(f"{self.url}/api/stats", timeout=2, verify=False).json()
                 if not wait_warm or stats["available"] >= self.settings["Pool.warm"]:
                     return
             except (requests.RequestException, ValueError):
@@ -98,10 +99,10 @@ class Service:
 
     def admin(self, method: str, path: str, **kwargs) -> requests.Response:
         headers = {"Authorization": f"token {self.admin_token}"}
-        return requests.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
+        return requests.request(method, f"{self.url}{path}", headers=headers, timeout=30, verify=False, **kwargs)
 
     def stats(self) -> dict:
-        return requests.get(f"{self.url}/api/stats", timeout=10).json()
+        return requests.get(f"{self.url}/api/stats", timeout=10, verify=False).json()
 
     def wait_for(self, predicate, timeout: float = 60, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout

@@ -11,13 +11,18 @@ browser is Chromium.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import secrets
+import socket
+import subprocess
+import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from tests.service import cid_of, spawn, through_the_line, visitor
+from tests.service import cid_of, spawn, through_the_line, visitor, vm_kib
 from tests.test_binder_build import stream
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -233,3 +238,79 @@ def test_greedy_networks_cannot_take_the_whole_pool_and_ipv6_counts_by_its_64(ma
     assert take("203.0.113.5") == 302 and take("192.0.2.99") == 302
     assert take("192.0.2.99") == 429  # (which then hold one, like everyone else)
     assert "reserve reached" in service.logs() or "newcomers" in service.logs()
+
+
+# --- bounded where an attacker controls the size ------------------------------------------------------------
+
+def rss_mib(pid: int) -> float:
+    return vm_kib(pid, "VmRSS") / 1024
+
+
+def open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_unread_static_requests_under_distinct_queries_cost_nbpool_no_memory(make_service, docker_client):
+    service = make_service(Pool__warm=2, Pool__max_containers=4)
+    service.start()
+    session = visitor()
+    url = spawn(session, service.url)
+    code, out = container_of(docker_client, cid_of(url)).exec_run(
+        ["sh", "-c", "find /opt/notebook -path '*/notebook/static/*.js' -size +1000k"])
+    assert code == 0 and out.split(), out
+    big = urlsplit(base_of(url)).path + "static/notebook/" + os.path.basename(out.split()[0].decode())
+    cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+    pid = service.proc.pid
+    before = rss_mib(pid)
+    # 300 requests for one large static file under distinct query strings, their answers never read: each a
+    # cache miss that could start a fill of its own.
+    unread = []
+    try:
+        for n in range(300):
+            sock = socket.create_connection(("127.0.0.1", service.port), timeout=30)
+            sock.sendall(f"GET {big}?v={n} HTTP/1.1\r\nHost: 127.0.0.1:{service.port}\r\nCookie: {cookie}\r\n\r\n"
+                         .encode())
+            unread.append(sock)
+        peak = before
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            peak = max(peak, rss_mib(pid))
+            time.sleep(0.25)
+    finally:
+        for sock in unread:
+            sock.close()
+    print(f"nbpool's RSS: {before:.0f} MiB before, {peak:.0f} MiB at most with 300 unread static requests")
+    assert peak - before < 150, (before, peak)  # (before the bounds: 66 -> 1,544 MiB, and it stayed there)
+    assert service.stats()["assigned"] == 1  # and the service serves on
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+def test_connections_that_never_finish_a_tls_handshake_hold_nothing(make_service, certificate):
+    cert, key = certificate
+    service = make_service(Pool__warm=1, Proxy__certfile=cert, Proxy__keyfile=key,
+                           Proxy__max_connections_per_address=10, Proxy__tls_handshake_timeout=3)
+    service.start()
+    pid = service.proc.pid
+    before = open_files(pid)
+    silent = [socket.create_connection(("127.0.0.1", service.port), timeout=10) for _ in range(300)]
+    try:
+        time.sleep(1)
+        held = open_files(pid) - before
+        # At most the per-network cap of them, and none once the handshake time has passed.
+        assert held <= 12, held
+        service.wait_for(lambda: open_files(pid) <= before + 1, timeout=15, what="the silent connections closed")
+        assert requests.get(f"{service.url}/api/stats", verify=False, timeout=10).ok  # a real client is served
+    finally:
+        for sock in silent:
+            sock.close()
+    print(f"nbpool's open files: {before} before, {before + held} with 300 silent TLS connections, "
+          f"{open_files(pid)} after the handshake timeout")
