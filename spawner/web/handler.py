@@ -334,6 +334,9 @@ class PageHandler(RequestHandler):
                                   "Please try again, or download it.")
                 return
             self.nb.log.info("handed %s to %s with %d kept files", slot.cid, self.request.remote_ip, count)
+        # Path mode: /spawn asked before ending the browser's other notebooks, but one may have begun in
+        # another tab while this one waited in line; one origin still holds one notebook's credential.
+        self.let_go(self.single_origin_holdings(slot), "You opened another notebook in this browser.")
         self.set_session_cookie(slot)
         self.redirect(entry_url(self, slot, path))
 
