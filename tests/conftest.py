@@ -103,6 +103,19 @@ def notebook_server(docker_client, notebook_image, request):
 
 
 @pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """(cert, key): a self-signed certificate for localhost, for HTTPS tests."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+@pytest.fixture(scope="session")
 def hostile_image(docker_client, notebook_image):
     """An image whose 'notebook server' is its attendee's own program (tests/resources/hostile); removed after."""
     from pathlib import Path

@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import socket
-import subprocess
 import time
 from urllib.parse import urlsplit
 
@@ -282,16 +281,6 @@ def test_unread_static_requests_under_distinct_queries_cost_nbpool_no_memory(mak
     print(f"nbpool's RSS: {before:.0f} MiB before, {peak:.0f} MiB at most with 300 unread static requests")
     assert peak - before < 150, (before, peak)  # (before the bounds: 66 -> 1,544 MiB, and it stayed there)
     assert service.stats()["assigned"] == 1  # and the service serves on
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return str(cert), str(key)
 
 
 def test_connections_that_never_finish_a_tls_handshake_hold_nothing(make_service, certificate):

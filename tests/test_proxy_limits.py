@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
-import subprocess
 import time
 
 import pytest
@@ -42,16 +41,6 @@ async def is_open(wire: Wire, wait: float) -> bool:
 
 
 # --- TLS: counted at TCP accept ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return str(cert), str(key)
-
 
 async def tls_flood(cert: str, key: str) -> None:
     """300 TCP connections that never send a ClientHello, against a cap of 10 per network."""
