@@ -159,16 +159,18 @@ else
             bash "$HERE/engine-btrfs.sh" setup "$DISK_FILE" "$ROOT" 0
         fi
     else
-        if [ -s /var/lib/docker/swarm/state.json ] && grep -q '"' /var/lib/docker/swarm/state.json; then
+        if ! data_root_flags; then
+            say "WARNING: no btrfs data root (the reason is above): starting the engine on $DEFAULT_ROOT" \
+                "without a per-container disk quota; nbpool's watchdog measures disks instead"
+        fi
+        state="$DEFAULT_ROOT/swarm/state.json"
+        [[ " ${flags[*]} " == *" --data-root $ROOT "* ]] && state="$ROOT/swarm/state.json"
+        if [ -s "$state" ] && grep -q '"' "$state"; then
             say "this engine is a swarm node: starting it without live restore (drain the node before restarting it)"
         elif [ -f /etc/docker/daemon.json ] && grep -q '"live-restore"' /etc/docker/daemon.json; then
             say "live restore as /etc/docker/daemon.json says"
         else
-            flags+=(--live-restore)
-        fi
-        if ! data_root_flags; then
-            say "WARNING: no btrfs data root (the reason is above): starting the engine on $DEFAULT_ROOT" \
-                "without a per-container disk quota; nbpool's watchdog measures disks instead"
+            flags=(--live-restore "${flags[@]}")
         fi
     fi
     say "starting dockerd ${flags[*]} in the background; its log is $LOG"
