@@ -106,6 +106,21 @@ setup() {
         btrfs quota enable "$mnt" || die "btrfs quota enable $mnt failed."
         say "enabled btrfs quota groups on $mnt."
     fi
+    # While the quota groups are marked inconsistent the kernel enforces no limit at all, until a rescan
+    # (seen here after quota groups were turned on under a working engine: every container could write
+    # past its limit). So: rescan, and wait for it, before dockerd starts. Recent kernels also mark them
+    # inconsistent when a subvolume whose tree has drop_subtree_threshold levels or more is deleted (3 on
+    # this 6.18 kernel; images are big trees); 8, the most, makes the kernel count every deletion. Kept
+    # until unmounted, so set at every start. (nbpool's watchdog takes over while they are inconsistent.)
+    local sys
+    sys=/sys/fs/btrfs/$(findmnt -n -o UUID --mountpoint "$mnt")/qgroups
+    if [ -w "$sys/drop_subtree_threshold" ]; then
+        echo 8 > "$sys/drop_subtree_threshold"
+    fi
+    if [ "$(cat "$sys/inconsistent" 2>/dev/null || echo 0)" = 1 ]; then
+        say "rescanning the quota groups of $mnt (their limits hold again once it ends)..."
+        btrfs quota rescan -w "$mnt" >/dev/null || die "btrfs quota rescan $mnt failed."
+    fi
 }
 
 case "${1:-}" in

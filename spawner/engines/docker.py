@@ -160,6 +160,8 @@ class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
         self._network_checked = False
         self._quota = NO_QUOTA  # what enforces disk_limit on the engine (docker_disk), read at setup
         self._btrfs_overhead = BTRFS_OVERHEAD  # raised when the engine refuses a quota as too small
+        self._quota_lost = False  # btrfs quota groups found inconsistent (no limit enforced) at the last look
+        self._engine_local = False  # the engine runs on this machine (its file systems can be looked at)
         self.bridge = ""  # the Linux bridge of network_name, once known
         self._engine_info: dict = {}  # `docker info`, read once at setup
         self.origin: DockerBackend | None = None  # the engine a workshop's variant shares (see variant)
@@ -293,6 +295,7 @@ class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
                 await self._call("firewall", self.firewall.install, self.bridge)
                 self._engine_info = await self._call("info", lambda: self._docker().info())
                 self._quota = quota_kind(self._engine_info)
+                self._engine_local = self._docker().api.base_url.startswith("http+docker://")
                 self._network_checked = True
                 self._tell_quota()
 

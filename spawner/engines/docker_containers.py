@@ -61,7 +61,7 @@ class DockerContainers:
             kwargs["cpu_shares"] = self.start_cpu_shares
         if self.log_max_size:
             kwargs["log_config"] = {"type": "json-file", "config": {"max-size": str(self._log_half()), "max-file": "2"}}
-        if self.disk_limit and self.disk_quota:
+        if self.disk_limit and (self.origin or self)._quota:  # even while btrfs lost count: for when it has it again
             kwargs["storage_opt"] = {"size": str(self.disk_limit + quota_extra)}
         if self.volumes:
             kwargs["volumes"] = {host: {"bind": inside, "mode": "ro"} for host, inside in self.volumes.items()}

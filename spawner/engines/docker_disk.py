@@ -17,6 +17,7 @@ no quota.
 
 from __future__ import annotations
 
+import glob
 import os
 
 from ..traits import format_memory
@@ -72,6 +73,22 @@ def _mount_source(path: str) -> str:
     return source
 
 
+def qgroups_inconsistent(path: str) -> bool | None:
+    """Whether the btrfs holding ``path`` has its quota groups marked inconsistent (None: cannot tell).
+
+    The kernel then enforces no limit until a rescan. Recent kernels mark them so when a subvolume with a
+    tall tree is deleted (a removed container) unless its drop_subtree_threshold is raised, as engine.sh does.
+    """
+    name = os.path.basename(_mount_source(os.path.realpath(path)))
+    for flag in glob.glob(f"/sys/fs/btrfs/*/devices/{glob.escape(name)}") if name else []:
+        try:
+            with open(os.path.join(os.path.dirname(os.path.dirname(flag)), "qgroups", "inconsistent")) as f:
+                return f.read().strip() == "1"
+        except OSError:
+            return None
+    return None
+
+
 def backing_free(path: str) -> int | None:
     """Bytes free on the host filesystem under ``path``'s loop-mounted file, when ``path`` is on a loop device.
 
@@ -113,8 +130,21 @@ class EngineQuota:
 
     @property
     def disk_quota(self) -> bool:
-        """Whether the engine itself stops a container's writes at disk_limit (no watchdog needed)."""
-        return bool((self.origin or self)._quota)
+        """Whether the engine itself stops a container's writes at disk_limit now (no watchdog needed)."""
+        engine = self.origin or self
+        if engine._quota != BTRFS or not engine._engine_local:
+            return bool(engine._quota)  # a remote engine's file system cannot be looked at from here
+        lost = bool(qgroups_inconsistent(engine._engine_info.get("DockerRootDir") or "/"))
+        if lost != engine._quota_lost:
+            engine._quota_lost = lost
+            if lost:
+                self.log.warning("the btrfs quota groups of the engine's data root are inconsistent: it enforces "
+                                 "no disk limit until they are rescanned ('make engine' does, as does 'btrfs quota "
+                                 "rescan <its mount>'); the pool's watchdog measures meanwhile")
+            else:
+                self.log.info("the btrfs quota groups of the engine's data root are consistent again: the engine "
+                              "enforces disk limits")
+        return not lost
 
     async def _quota_extra(self) -> int:
         """Bytes a container's quota allows beyond disk_limit: on btrfs, its image's files (see docker_disk)."""
