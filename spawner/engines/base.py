@@ -129,6 +129,9 @@ class ContainerBackend(LoggingConfigurable):
     # without a quota report usage through disk_usage() and the pool ends the
     # containers over it (Pool.disk_check_interval).
     disk_limit = 0
+    # True when the engine itself stops a container's writes at disk_limit (a
+    # per-container quota): the pool's watchdog then measures nothing.
+    disk_quota = False
 
     def variant(self, config) -> ContainerBackend:
         """The same engine with one workshop's settings (``config``: the service's with the workshop's laid

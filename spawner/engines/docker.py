@@ -18,7 +18,7 @@ import docker.errors
 import requests.exceptions
 from traitlets import Bool, Dict, Float, Instance, Integer, List, TraitError, Unicode, default, validate
 
-from ..traits import MemorySize, format_memory, require
+from ..traits import MemorySize, require
 from .base import (
     POOL_LABEL,
     WORKSHOP_LABEL,
@@ -31,18 +31,20 @@ from .base import (
     Usage,
 )
 from .docker_containers import DockerContainers
+from .docker_disk import BTRFS_OVERHEAD, NO_QUOTA, EngineQuota, backing_free, quota_kind
 from .docker_events import EventWatch
 from .firewall import ContainerFirewall, bridge_name
 
 # How the SDK says the engine did not answer at all (its socket gone, refused, or reset).
 UNREACHABLE = (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError)
+ICC = "com.docker.network.bridge.enable_icc"
 LIVE_RESTORE_HINT = ('add "live-restore": true to /etc/docker/daemon.json and restart the engine once, so '
                      'later engine restarts keep attendees\' containers running')
 
 T = TypeVar("T")
 
 
-class DockerBackend(DockerContainers, ContainerBackend):
+class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
     """Runs each pool container with the docker SDK, with limits and isolation."""
 
     image = Unicode("nbpool/notebook:latest", config=True,
@@ -68,8 +70,9 @@ class DockerBackend(DockerContainers, ContainerBackend):
                          help="Most processes/threads per container (stops fork bombs). 0 means no limit.")
     disk_limit = MemorySize("2G", config=True,
                             help="Most disk space one container's own files may take (its writable layer: "
-                                 "notebooks, pip installs, /tmp), e.g. 2G. Where the engine supports a quota "
-                                 "(overlay2 on xfs with pquota) it is enforced by the engine; elsewhere the pool "
+                                 "notebooks, pip installs, /tmp), e.g. 2G. Where the engine has a per-container "
+                                 "quota (its btrfs driver, as 'make engine' sets up, or overlay2 on xfs with "
+                                 "pquota) writes past it fail ('Disk quota exceeded'); elsewhere the pool "
                                  "measures every Pool.disk_check_interval and ends a container over it, telling "
                                  "its attendee why. 0 means no limit.")
     log_max_size = MemorySize("10M", config=True,
@@ -155,7 +158,10 @@ class DockerBackend(DockerContainers, ContainerBackend):
         self._client: docker.DockerClient | None = None
         self._network_ready = asyncio.Lock()
         self._network_checked = False
-        self._disk_quota = False  # whether the engine enforces disk_limit itself (see _check_engine)
+        self._quota = NO_QUOTA  # what enforces disk_limit on the engine (docker_disk), read at setup
+        self._btrfs_overhead = BTRFS_OVERHEAD  # raised when the engine refuses a quota as too small
+        self._quota_lost = False  # btrfs quota groups found inconsistent (no limit enforced) at the last look
+        self._engine_local = False  # the engine runs on this machine (its file systems can be looked at)
         self.bridge = ""  # the Linux bridge of network_name, once known
         self._engine_info: dict = {}  # `docker info`, read once at setup
         self.origin: DockerBackend | None = None  # the engine a workshop's variant shares (see variant)
@@ -199,20 +205,40 @@ class DockerBackend(DockerContainers, ContainerBackend):
     # --- setup --------------------------------------------------------------------------------
 
     def _ensure_network_sync(self) -> str:
-        """Create network_name if missing; return its Linux bridge's name."""
+        """Create network_name if missing (refuse one that lets containers reach each other); return its
+        Linux bridge's name."""
         client = self._docker()
         # The engine's name filter matches substrings ("nbpool" finds "nbpool-tests"): compare exactly.
         for net in client.networks.list(names=[self.network_name]):
             if net.name == self.network_name:
+                self._check_network(net.attrs)
                 return bridge_name(net.attrs)
         net = client.networks.create(
             self.network_name, driver="bridge", check_duplicate=True,
-            options={"com.docker.network.bridge.enable_icc": "false"},
+            options={ICC: "false"},
             labels={"org.nbpool.network": "1"},
         )
         net.reload()
         self.log.info("created Docker network %s (inter-container traffic disabled)", self.network_name)
         return bridge_name(net.attrs)
+
+    def _check_network(self, attrs: dict) -> None:
+        """An existing network_name must keep attendees apart: a bridge with inter-container traffic off.
+
+        Refused, not recreated: nbpool always creates it so, so another one was made by someone else (and
+        may serve them), and one with containers on it cannot be removed anyway. The operator decides.
+        """
+        driver = attrs.get("Driver")
+        icc = (attrs.get("Options") or {}).get(ICC, "true")  # Docker's default: on
+        if driver == "bridge" and icc == "false":
+            return
+        what = f"a {driver} network" if driver != "bridge" else f"a bridge with {ICC}={icc}"
+        attached = len(attrs.get("Containers") or {})
+        raise BackendError(
+            f"Docker network {self.network_name!r} exists, but is {what}: attendees' containers on it could "
+            f"reach each other. nbpool makes it right when it is missing: remove it with 'docker network rm "
+            f"{self.network_name}'" + (f" once none of the {attached} containers on it needs it" if attached else "")
+            + ", or set DockerBackend.network_name to another name.")
 
     async def setup(self) -> None:
         await self.ensure_network()
@@ -240,11 +266,14 @@ class DockerBackend(DockerContainers, ContainerBackend):
         root = self._engine_info.get("DockerRootDir")
         if not root or not self._docker().api.base_url.startswith("http+docker://"):
             return None  # a remote engine: its disk is not this machine's
+        loop = asyncio.get_running_loop()
         try:
-            st = await asyncio.get_running_loop().run_in_executor(self.executor, os.statvfs, root)
+            st = await loop.run_in_executor(self.executor, os.statvfs, root)
         except OSError:
             return None
-        return st.f_bavail * st.f_frsize
+        free = st.f_bavail * st.f_frsize
+        host = await loop.run_in_executor(self.executor, backing_free, root)  # a sparse file's own disk
+        return free if host is None else min(free, host)
 
     async def nodes(self) -> list[NodeInfo]:
         info = self._engine_info
@@ -259,21 +288,16 @@ class DockerBackend(DockerContainers, ContainerBackend):
         if self.origin is not None:
             await self.origin.ensure_network()
             self.bridge, self._engine_info = self.origin.bridge, self.origin._engine_info
-            self._disk_quota = self.origin._disk_quota
             return
         async with self._network_ready:
             if not self._network_checked:
                 self.bridge = await self._call("network create", self._ensure_network_sync)
                 await self._call("firewall", self.firewall.install, self.bridge)
                 self._engine_info = await self._call("info", lambda: self._docker().info())
-                status = dict(self._engine_info.get("DriverStatus") or [])
-                # A per-container quota needs overlay2 on xfs (with pquota: checked when a start is refused).
-                self._disk_quota = (self._engine_info.get("Driver") == "overlay2"
-                                    and status.get("Backing Filesystem") == "xfs")
-                if self.disk_limit:
-                    self.log.info("disk limit %s per container: %s", format_memory(self.disk_limit),
-                                  "an engine quota" if self._disk_quota else "measured by the pool's watchdog")
+                self._quota = quota_kind(self._engine_info)
+                self._engine_local = self._docker().api.base_url.startswith("http+docker://")
                 self._network_checked = True
+                self._tell_quota()
 
     # --- the backend contract ------------------------------------------------------------------
 
@@ -291,16 +315,13 @@ class DockerBackend(DockerContainers, ContainerBackend):
     async def start(self, pool: str, cid: str, *, name: str, token: str, base_url: str,
                     labels: dict[str, str]) -> ContainerInfo:
         await self.ensure_network()
-        kwargs = self._create_kwargs(pool, cid, name, token, base_url, labels)
+        kwargs = self._create_kwargs(pool, cid, name, token, base_url, labels, await self._quota_extra())
         try:
             info = self._info(await self._call(f"run {self.image}", self._start_sync, kwargs))
         except BackendError as exc:
             if "network" in str(exc) and "not found" in str(exc):
                 self._network_checked = False  # removed behind our back: create it again next time
-            if "storage_opt" in kwargs and "storage-opt" in str(exc):
-                # xfs without the pquota mount option: no engine quota after all; the watchdog measures.
-                self.log.warning("the engine refused a disk quota (%s): the disk watchdog enforces disk_limit", exc)
-                self._disk_quota = False
+            if "storage_opt" in kwargs and self._quota_refused(str(exc)):
                 return await self.start(pool, cid, name=name, token=token, base_url=base_url, labels=labels)
             raise
         if info.endpoint is None:

@@ -31,8 +31,9 @@ class DockerContainers:
         return max(self.log_max_size // 2, 1024)
 
     def _create_kwargs(self, pool: str, cid: str, name: str, token: str, base_url: str,
-                       labels: dict[str, str]) -> dict:
-        """Keyword arguments for the SDK's containers.create."""
+                       labels: dict[str, str], quota_extra: int = 0) -> dict:
+        """Keyword arguments for the SDK's containers.create (``quota_extra``: bytes the engine's disk quota
+        counts beyond the container's own files, see docker_disk)."""
         env = self._environment(token, base_url)
         kwargs: dict[str, Any] = dict(
             image=self.image,
@@ -60,8 +61,8 @@ class DockerContainers:
             kwargs["cpu_shares"] = self.start_cpu_shares
         if self.log_max_size:
             kwargs["log_config"] = {"type": "json-file", "config": {"max-size": str(self._log_half()), "max-file": "2"}}
-        if self.disk_limit and self._disk_quota:
-            kwargs["storage_opt"] = {"size": str(self.disk_limit)}
+        if self.disk_limit and (self.origin or self)._quota:  # even while btrfs lost count: for when it has it again
+            kwargs["storage_opt"] = {"size": str(self.disk_limit + quota_extra)}
         if self.volumes:
             kwargs["volumes"] = {host: {"bind": inside, "mode": "ro"} for host, inside in self.volumes.items()}
         kwargs.update(self.extra_create_kwargs)

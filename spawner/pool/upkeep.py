@@ -110,7 +110,7 @@ class PoolUpkeep:
         measures each container's writable layer through the backend.
         """
         limit = self.backend.disk_limit
-        if not limit or not self.engine_up:
+        if not limit or self.backend.disk_quota or not self.engine_up:
             return 0
         try:
             usage = await self.backend.disk_usage(self.pool_name)
