@@ -247,6 +247,24 @@ async def test_a_live_session_found_without_its_container_at_start_becomes_ended
     assert kept.state == "ended" and "last checkpoint" in kept.reason
 
 
+async def test_a_restart_after_the_containers_went_ends_every_session_in_one_go(tmp_path):
+    from spawner.keep import Kept
+
+    store = KeptStore(tmp_path / "kept")
+    for i in range(6):
+        kept = Kept(cid=f"c{i:02x}", nonce="n")  # live, as a checkpoint left it
+        if i % 2:
+            store.write_file(kept.cid, "mine.py", b"x")
+            kept.files = {"mine.py": {"size": 1, "modified": "", "saved": 1e9}}
+        store.save_meta(kept)  # those with nothing made are removed at the restart (this changed the dict)
+    keeper = keeper_for(tmp_path)
+    await keeper.start(lambda: [SimpleNamespace(slots={}, clock=FakeClock())])  # no container of them is left
+    keeper.stop()
+    assert sorted(keeper.sessions) == ["c01", "c03", "c05"]
+    assert all(k.state == "ended" and "last checkpoint" in k.reason for k in keeper.sessions.values())
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["c01", "c03", "c05"]
+
+
 def test_store_files_are_private_and_zip_holds_exactly_the_kept_files(tmp_path):
     from spawner.keep import Kept
 

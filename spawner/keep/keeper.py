@@ -107,11 +107,15 @@ class WorkKeeper(LoggingConfigurable):
         self._gate = asyncio.Semaphore(self.save_concurrency)
         self.sessions = await asyncio.to_thread(self.store.load_all)
         self.baselines = await asyncio.to_thread(self.store.load_baselines)
-        for kept in self.sessions.values():
+        # A copy: ending a session that kept nothing removes it from self.sessions.
+        for kept in list(self.sessions.values()):
             slot = self._slot(kept.cid)
             if kept.state == "live" and not (slot is not None and slot.state == ASSIGNED and slot.nonce == kept.nonce):
-                await self._end(kept, "Its server was gone when the service restarted; this is its last "
-                                      "checkpoint.")
+                try:
+                    await self._end(kept, "Its server was gone when the service restarted; this is its last "
+                                          "checkpoint.")
+                except OSError as exc:  # one unwritable record must not stop the service: it stays 'live'
+                    self.log.error("kept work of %s: could not record its end: %s", kept.cid, exc)
         await self.expire()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(every(lambda: self.keep_interval or 60.0, self.checkpoint_all, self.log,
