@@ -103,7 +103,7 @@ def as_slot_url(slot: Slot) -> None:
 
 async def learn(keeper: WorkKeeper, slot: Slot) -> None:
     await keeper.learn_image(slot, "img#0")
-    await keeper._hashing  # the hashes follow in the background; these tests want them known
+    await keeper.image.hashing  # the hashes follow in the background; these tests want them known
 
 
 async def test_only_created_or_changed_files_are_kept_and_unchanged_ones_are_not_fetched_again(attendee, tmp_path):
@@ -143,8 +143,8 @@ async def test_a_file_changed_before_its_hash_was_asked_is_never_taken_for_the_i
     keeper = keeper_for(tmp_path)
     await keeper.learn_image(slot, "img#0")  # listed; the hashes are asked for in the background
     home.files["README.md"] = (b"the attendee's", "2026-05-01T10:00:00Z")  # edited in between
-    await keeper._hashing
-    assert keeper.baselines["img"]["README.md"][2] == "" and keeper.baselines["img"]["01-intro.ipynb"][2]
+    await keeper.image.hashing
+    assert keeper.image.baselines["img"]["README.md"][2] == "" and keeper.image.baselines["img"]["01-intro.ipynb"][2]
     kept = await keeper.save(slot, final=False)
     assert list(kept.files) == ["README.md"]
 
@@ -245,24 +245,6 @@ async def test_a_live_session_found_without_its_container_at_start_becomes_ended
     later.stop()
     kept = later.sessions[CID]
     assert kept.state == "ended" and "last checkpoint" in kept.reason
-
-
-async def test_a_restart_after_the_containers_went_ends_every_session_in_one_go(tmp_path):
-    from spawner.keep import Kept
-
-    store = KeptStore(tmp_path / "kept")
-    for i in range(6):
-        kept = Kept(cid=f"c{i:02x}", nonce="n")  # live, as a checkpoint left it
-        if i % 2:
-            store.write_file(kept.cid, "mine.py", b"x")
-            kept.files = {"mine.py": {"size": 1, "modified": "", "saved": 1e9}}
-        store.save_meta(kept)  # those with nothing made are removed at the restart (this changed the dict)
-    keeper = keeper_for(tmp_path)
-    await keeper.start(lambda: [SimpleNamespace(slots={}, clock=FakeClock())])  # no container of them is left
-    keeper.stop()
-    assert sorted(keeper.sessions) == ["c01", "c03", "c05"]
-    assert all(k.state == "ended" and "last checkpoint" in k.reason for k in keeper.sessions.values())
-    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["c01", "c03", "c05"]
 
 
 def test_store_files_are_private_and_zip_holds_exactly_the_kept_files(tmp_path):

@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 CID_OK = re.compile(r"^[0-9a-f]{1,32}$")
@@ -49,10 +49,14 @@ class Kept:
     pristine: dict[str, list] = field(default_factory=dict)  # path -> [size, modified]: still the image's own
     error: str = ""  # why the last save failed ('' when it worked)
     restored_into: str = ""  # the container it was copied into, once restored
+    owner: str = ""  # a keyed digest of the client network it was handed to (WorkKeeper.owner_key): never the address
 
     @property
     def size(self) -> int:
         return sum(f["size"] for f in self.files.values())
+
+
+KEPT_FIELDS = frozenset(f.name for f in fields(Kept))
 
 
 def check_path(path: str) -> str:
@@ -92,13 +96,15 @@ class KeptStore:
                 continue
             try:
                 data = json.loads(meta.read_text(encoding="utf-8"))
-                found[folder.name] = Kept(**data)
-            except (ValueError, TypeError, OSError):
+                # Fields this version does not know (written by a newer one) are left out; fields it added
+                # since the record was written (owner) take their defaults: either way the work is offered.
+                found[folder.name] = Kept(**{k: v for k, v in data.items() if k in KEPT_FIELDS})
+            except (ValueError, TypeError, AttributeError, OSError):
                 continue
         return found
 
     def load_baselines(self) -> dict[str, dict[str, list]]:
-        """What each image's own files are (see WorkKeeper.spare_ready); {} if never learnt."""
+        """What each image's own files are (see image.ImageFiles); {} if never learnt."""
         try:
             data = json.loads((self.root / BASELINES).read_text(encoding="utf-8"))
         except (OSError, ValueError):
