@@ -1,16 +1,20 @@
-"""Kept work's limits against the real service, engine and image: a folder of thousands of files.
-Each test fails without the protection it names.
+"""Kept work's limits against the real service, engine and image: downloads nobody reads, a folder of
+thousands of files. Each test fails without the protection it names.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import time
+from pathlib import Path
 
 import pytest
 import requests
 
-from tests.service import cid_of, through_the_line, visitor
-from tests.test_kept_work import base_of, put_file
+from tests.service import cid_of, through_the_line, visitor, vm_kib
+from tests.test_kept_work import base_of, put_file, zip_contents
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -37,6 +41,63 @@ def end_and_wait(service, session: requests.Session, url: str) -> None:
     assert service.admin("DELETE", f"/api/admin/containers/{cid_of(url)}").status_code == 204
     service.wait_for(lambda: "Your work was kept" in session.get(url, timeout=30).text, timeout=90,
                      what="the ended page offering the kept work")
+
+
+def deleted_files(pid: int) -> int:
+    """Files process ``pid`` holds open that were deleted (temporary copies)."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += os.readlink(fd).endswith("(deleted)")
+        except OSError:
+            continue
+    return count
+
+
+def cookie_header(session: requests.Session) -> str:
+    return "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+
+
+def test_downloads_nobody_reads_hold_no_copy_and_little_memory(make_service, docker_client):
+    service = make_service(Pool__warm=1, Pool__max_containers=3, WorkKeeper__save_timeout=60)
+    service.start()
+    owner = visitor()
+    url = spawn_with(owner, service)
+    base = base_of(url)
+    put_file(owner, service, base, "notes.txt", b"mine")
+    in_home(docker_client, service, cid_of(url), "head -c 12M /dev/urandom > big.bin")  # does not compress
+    end_and_wait(service, owner, url)
+    cid, pid = cid_of(url), service.proc.pid
+    rss_before = vm_kib(pid, "VmRSS")
+
+    # Thirty downloads of it at once, from clients that read the status line and then nothing more.
+    request = (f"GET /kept/{cid}.zip HTTP/1.1\r\nHost: 127.0.0.1:{service.port}\r\n"
+               f"Cookie: {cookie_header(owner)}\r\n\r\n").encode()
+    clients = []
+    try:
+        for _ in range(30):
+            sock = socket.create_connection(("127.0.0.1", service.port), timeout=120)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            sock.sendall(request)
+            clients.append(sock)
+        statuses = sorted(sock.recv(12).decode()[9:12] for sock in clients)
+        time.sleep(2)  # what a download would do next (build a copy, fill buffers) it has had time to do
+        assert deleted_files(pid) == 0  # (a temporary copy per request: thirty deleted files of 12 MiB held open)
+        assert vm_kib(pid, "VmRSS") - rss_before < 48 * 1024
+        # Streamed, two at once per session; the others are told to come back.
+        assert statuses == ["200"] * 2 + ["429"] * 28, statuses
+        assert service.stats()["available"] >= 0  # the service still answers meanwhile
+    finally:
+        for sock in clients:
+            sock.close()
+
+    # Once they hang up, their places are free again, and the archive is whole.
+    def downloads() -> requests.Response:
+        return owner.get(f"{service.url}/kept/{cid}.zip", timeout=60)
+
+    service.wait_for(lambda: downloads().status_code == 200, timeout=30, what="the downloads' places freed")
+    files = zip_contents(downloads().content)
+    assert sorted(files) == ["big.bin", "notes.txt"] and len(files["big.bin"]) == 12 * 2**20
 
 
 def test_a_folder_with_more_files_than_kept_work_looks_at_is_passed_over(make_service, docker_client):

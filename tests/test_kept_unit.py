@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import os
 import zipfile
@@ -20,6 +21,7 @@ from tornado.web import Application, RequestHandler
 
 from spawner.engines.base import Endpoint
 from spawner.keep import KeptStore, WorkKeeper
+from spawner.keep.archive import ZipStream
 from spawner.keep.store import BadPath, check_path
 from spawner.pool.slot import ASSIGNED, Slot
 from spawner.secret import ServerSecret
@@ -258,8 +260,8 @@ def test_store_files_are_private_and_zip_holds_exactly_the_kept_files(tmp_path):
         assert os.stat(path).st_mode & 0o777 == 0o700, path
     for path in [tmp_path / "kept" / "beef" / "kept.json", tmp_path / "kept" / "beef" / "files" / "a" / "b.txt"]:
         assert os.stat(path).st_mode & 0o777 == 0o600, path
-    with open(tmp_path / "out.zip", "wb") as out:
-        store.zip_to(kept, out)
-    with zipfile.ZipFile(tmp_path / "out.zip") as archive:
+    stream = ZipStream(store.zip_entries(kept))
+    data = b"".join(iter(stream.step, b""))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.namelist() == ["a/b.txt"] and archive.read("a/b.txt") == b"hi"
     assert json.loads((tmp_path / "kept" / "beef" / "kept.json").read_text())["files"] == kept.files

@@ -20,7 +20,8 @@ for ``keep_hours`` after the session ended, and survives restarts (``store``).
 
 The keeper is the façade; its parts own their state: ``contents`` (an
 attendee's server, every answer bounded), ``image`` (the image's own files),
-``space`` (who may keep how many bytes) and ``store`` (the disk).
+``space`` (who may keep how many bytes), ``archive`` (the zip download) and
+``store`` (the disk).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ..backoff import every
 from ..pool.slot import ASSIGNED, Slot
 from ..secret import KEPT, SESSION, ServerSecret
 from ..traits import MemorySize, format_memory, require
+from .archive import Downloads
 from .contents import ContentsError, NotebookFiles, TooLarge
 from .image import ImageFiles
 from .space import KeptSpace
@@ -108,6 +110,7 @@ class WorkKeeper(LoggingConfigurable):
         self.sessions: dict[str, Kept] = {}
         self.space = KeptSpace(self)  # the bytes kept, in all and per network
         self.image = ImageFiles(self.store, self.log) if self.store is not None else None
+        self.downloads = Downloads()  # zip downloads under way
         self.checked: dict[str, float] = {}  # cid -> pool clock at its last checkpoint
         self._failed: dict[str, str] = {}  # cid -> why its last save failed (live sessions)
         self._locks: dict[str, asyncio.Lock] = {}

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import tempfile
-import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -136,11 +135,9 @@ class KeptStore:
     def delete(self, cid: str) -> None:
         shutil.rmtree(self._folder(cid), ignore_errors=True)
 
-    def zip_to(self, kept: Kept, out) -> None:
-        """Write the session's files as a zip archive into the binary file ``out``."""
-        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
-            for path in sorted(kept.files):
-                archive.write(self._file(kept.cid, path), arcname=path)
+    def zip_entries(self, kept: Kept) -> list[tuple[Path, str]]:
+        """The session's files as (file on disk, name in an archive), for archive.ZipStream."""
+        return [(self._file(kept.cid, path), path) for path in sorted(kept.files)]
 
     def _make_folders(self, folder: Path) -> None:
         """``folder`` and any missing folders between it and the root, each 0700 (mkdir's parents=True
