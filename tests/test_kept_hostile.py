@@ -16,7 +16,8 @@ import pytest
 
 from spawner.engines.base import Endpoint
 from spawner.keep import Kept, KeptStore, WorkKeeper
-from spawner.keep.contents import listing_cap
+from spawner.keep.contents import ContentsError, listing_cap
+from spawner.keep.keeper import AlreadyRestored
 from spawner.pool.slot import ASSIGNED, Slot
 from spawner.secret import ServerSecret
 from tests.fakes import FakeClock
@@ -180,3 +181,34 @@ async def test_a_file_listed_small_whose_bytes_never_end_is_cut_off(server, tmp_
     kept = await keeper.save(slot, final=False)
     assert "fine.txt" in kept.files and kept.skipped["small.txt"]["why"] == "too large"
     assert homes["f3"].sent < 8 * 2**20  # read up to what could be kept, then hung up on
+
+
+# --- continued in a fresh notebook once ----------------------------------------------------------------------
+
+async def test_kept_work_is_restored_once_even_when_two_restores_race(server, tmp_path):
+    homes, make_slot = server
+    keeper = keeper_for(tmp_path)
+    slot = make_slot("10", files={"mine.txt": b"mine"})
+    await keeper.save(slot, final=True)
+    kept = keeper.sessions["10"]
+    first, second = make_slot("11"), make_slot("12")
+    results = await asyncio.gather(keeper.restore(kept, first), keeper.restore(kept, second),
+                                   return_exceptions=True)
+    assert results[0] == 1 and isinstance(results[1], AlreadyRestored)
+    assert "mine.txt" in homes["11"].files and "mine.txt" not in homes["12"].files
+    assert KeptStore(tmp_path / "kept").load_all()["10"].restored_into == "11"  # and so after a restart
+    with pytest.raises(AlreadyRestored):
+        await keeper.restore(kept, make_slot("13"))
+
+
+async def test_a_restore_that_failed_can_be_tried_again(server, tmp_path):
+    _, make_slot = server
+    keeper = keeper_for(tmp_path)
+    await keeper.save(make_slot("20", files={"mine.txt": b"mine"}), final=True)
+    kept = keeper.sessions["20"]
+    broken = make_slot("21")
+    broken.endpoint = Endpoint("127.0.0.1", 9)  # nothing listens there
+    with pytest.raises(ContentsError):  # (the handler tells the visitor it is still kept)
+        await keeper.restore(kept, broken)
+    assert kept.restored_into == ""
+    assert await keeper.restore(kept, make_slot("22")) == 1

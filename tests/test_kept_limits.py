@@ -1,5 +1,5 @@
 """Kept work's limits against the real service, engine and image: downloads nobody reads, a folder of
-thousands of files. Each test fails without the protection it names.
+thousands of files, the workshop key and a second restore. Each test fails without the protection it names.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.service import cid_of, through_the_line, visitor, vm_kib
-from tests.test_kept_work import base_of, put_file, zip_contents
+from tests.test_kept_work import base_of, put_file, read_file, running, zip_contents
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -117,3 +117,42 @@ def test_a_folder_with_more_files_than_kept_work_looks_at_is_passed_over(make_se
     assert "attendee-file-" not in page
     kept = service.admin("GET", "/api/admin/kept").json()["sessions"]
     assert [r["files"] for r in kept if r["id"] == cid_of(url)] == [1]
+
+
+def test_a_restore_needs_the_workshop_key_and_happens_once(make_service):
+    service = make_service(Pool__warm=1, Pool__max_containers=4, WebApp__workshop_key="open-sesame")
+    service.start()
+    owner = visitor()
+    url = spawn_with(owner, service, "?key=open-sesame")
+    cid = cid_of(url)
+    put_file(owner, service, base_of(url), "notes.txt", b"mine")
+    end_and_wait(service, owner, url)
+    before = owner.cookies.copy()  # this browser as it was before continuing (the old session's cookie)
+
+    def restore(session: requests.Session) -> requests.Response:
+        return session.post(f"{service.url}/kept/{cid}/restore", data={"path": "tree"},
+                            headers={"Origin": service.url}, allow_redirects=False, timeout=120)
+
+    # The session's cookie alone (the workshop key's cookie is not there) is no key.
+    no_key = visitor()
+    no_key.cookies.update({k: v for k, v in owner.cookies.items() if not k.startswith("nbpool-key")})
+    refused = restore(no_key)
+    assert refused.status_code == 403 and "needs its link" in refused.text
+
+    restored = through_the_line(owner, service.url, restore(owner))
+    assert cid_of(restored) != cid and read_file(owner, base_of(restored), "notes.txt") == b"mine"
+    assigned = [r for r in service.admin("GET", "/api/admin/containers").json()["containers"]
+                if r["state"] == "assigned"]
+
+    # Again, from the browser that continued it: back to that session, and no other container is taken.
+    again = restore(owner)
+    assert again.status_code == 302 and cid_of(service.url + again.headers["Location"]) == cid_of(restored)
+    # From the browser as it was (its cookie names the old session): told it was continued already.
+    old = visitor()
+    old.cookies.update(before)
+    told = restore(old)
+    assert told.status_code == 409 and "continued this work in a fresh notebook already" in told.text
+    assert 'id="restore"' not in told.text and 'id="download"' in told.text
+    assert [r for r in service.admin("GET", "/api/admin/containers").json()["containers"]
+            if r["state"] == "assigned"] == assigned
+    assert running(service, cid_of(restored))

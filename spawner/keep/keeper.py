@@ -16,7 +16,8 @@ attendee active since their last checkpoint, copying only what changed. A
 container that dies without warning keeps its last checkpoint.
 
 Kept work belongs to the visitor whose signed cookie names the session, lives
-for ``keep_hours`` after the session ended, and survives restarts (``store``).
+for ``keep_hours`` after the session ended, survives restarts (``store``), and
+is continued in a fresh notebook at most once.
 
 The keeper is the façade; its parts own their state: ``contents`` (an
 attendee's server, every answer bounded), ``image`` (the image's own files),
@@ -47,6 +48,10 @@ from .space import KeptSpace
 from .store import BadPath, Kept, KeptStore, check_path
 
 HOME_FOLDER = "(your home folder)"  # how a note about the home folder itself is listed
+
+
+class AlreadyRestored(Exception):
+    """The kept work was continued in a fresh notebook already (``Kept.restored_into``): once only."""
 
 
 class WorkKeeper(LoggingConfigurable):
@@ -375,12 +380,32 @@ class WorkKeeper(LoggingConfigurable):
         return None
 
     async def restore(self, kept: Kept, slot: Slot) -> int:
-        """Copy ``kept``'s files into ``slot``'s fresh home; returns how many (ContentsError on failure)."""
+        """Copy ``kept``'s files into ``slot``'s fresh home; returns how many.
+
+        Once only: the work is marked as continued in ``slot`` before the first
+        await, so of two restores racing (two clicks, two tabs) one copies and
+        the other gets AlreadyRestored. A failed copy (ContentsError, OSError)
+        clears the mark: the work is still kept, and may be restored again.
+        """
+        if kept.restored_into and kept.restored_into != slot.cid:
+            raise AlreadyRestored(kept.restored_into)
+        kept.restored_into = slot.cid
+        try:
+            count = await self._copy_into(kept, slot)
+        except BaseException:
+            kept.restored_into = ""
+            raise
+        await asyncio.to_thread(self.store.save_meta, kept)
+        self.log.info("kept work of %s (%d files) restored into %s", kept.cid, count, slot.cid)
+        return count
+
+    async def _copy_into(self, kept: Kept, slot: Slot) -> int:
         if slot.route is not None:
             slot.route.fill_ok = False  # written to outside the proxy: its files are no longer the image's
         files = self._files(slot, timeout=30.0)
         made: set[str] = set()
-        for path in sorted(kept.files):
+        paths = sorted(kept.files)
+        for path in paths:
             folder = path.rpartition("/")[0]
             parts = folder.split("/") if folder else []
             for i in range(1, len(parts) + 1):
@@ -391,10 +416,7 @@ class WorkKeeper(LoggingConfigurable):
                     made.add(sub)
             data = await asyncio.to_thread(self.store.read_file, kept.cid, path)
             await files.write(path, data)
-        kept.restored_into = slot.cid
-        await asyncio.to_thread(self.store.save_meta, kept)
-        self.log.info("kept work of %s (%d files) restored into %s", kept.cid, len(kept.files), slot.cid)
-        return len(kept.files)
+        return len(paths)
 
     async def delete(self, cid: str, why: str) -> bool:
         kept = self.sessions.pop(cid, None)

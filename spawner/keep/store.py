@@ -47,7 +47,7 @@ class Kept:
     skipped: dict[str, dict] = field(default_factory=dict)  # path -> {size, why}: listed as not kept
     pristine: dict[str, list] = field(default_factory=dict)  # path -> [size, modified]: still the image's own
     error: str = ""  # why the last save failed ('' when it worked)
-    restored_into: str = ""  # the container it was copied into, once restored
+    restored_into: str = ""  # the container it was copied into, once restored (at most once)
     owner: str = ""  # a keyed digest of the client network it was handed to (WorkKeeper.owner_key): never the address
 
     @property

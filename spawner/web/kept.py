@@ -45,6 +45,19 @@ class KeptAccess(PageHandler):
                               "Kept work is shown only in the browser that made it.", "Nothing is kept here for you.")
         return kept
 
+    def continued_already(self, kept: Kept, path: str) -> None:
+        """``kept`` went into a fresh notebook already: there (``path``: where in it, as in a URL) while that
+        session is live and this browser's, else its ended page, which says so (409)."""
+        current = self.current_slot()
+        if current is not None and current.cid == kept.restored_into:
+            self.redirect(current.url(path))
+            return
+        self.set_status(409)
+        if self.wants_json():
+            self.finish({"error": "This kept work was continued in a fresh notebook already."})
+        else:
+            self.finish(self.ended_page(kept.cid, path))
+
 
 class KeptPageHandler(KeptAccess):
     """GET /kept/<id>: the session's kept files, download, continue, delete (the ended page's offer)."""
@@ -100,7 +113,13 @@ class KeptZipHandler(KeptAccess):
 
 
 class KeptRestoreHandler(SpawnHandler, KeptAccess):
-    """POST /kept/<id>/restore: a fresh container with the kept files in it, landing where they were."""
+    """POST /kept/<id>/restore: a fresh container with the kept files in it, landing where they were.
+
+    Admitted like any spawn (the workshop key included: the visitor's remembered
+    key cookie normally covers it), and once only: after that, the visitor is
+    sent to the session it went into while that is theirs and live, or told it
+    was continued already (that session's own kept work holds the files then).
+    """
 
     async def get(self, cid: str) -> None:  # a link cannot start it: only the page's own button (a POST)
         self.redirect(f"/kept/{cid}")
@@ -110,6 +129,9 @@ class KeptRestoreHandler(SpawnHandler, KeptAccess):
             return
         kept = self.own(cid)
         if kept is None:
+            return
+        if kept.restored_into:
+            self.continued_already(kept, self.get_body_argument("path", ""))
             return
         path = unquote(self.get_body_argument("path", "")) or where_they_were(
             kept, self.workshop.landing_path if self.workshop is not None else self.nb.landing_path)
