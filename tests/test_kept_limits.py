@@ -141,8 +141,11 @@ def test_a_restore_needs_the_workshop_key_and_happens_once(make_service):
 
     restored = through_the_line(owner, service.url, restore(owner))
     assert cid_of(restored) != cid and read_file(owner, base_of(restored), "notes.txt") == b"mine"
-    assigned = [r for r in service.admin("GET", "/api/admin/containers").json()["containers"]
-                if r["state"] == "assigned"]
+    def assigned() -> set[str]:
+        return {r["id"] for r in service.admin("GET", "/api/admin/containers").json()["containers"]
+                if r["state"] == "assigned"}
+
+    held = assigned()
 
     # Again, from the browser that continued it: back to that session, and no other container is taken.
     again = restore(owner)
@@ -153,6 +156,5 @@ def test_a_restore_needs_the_workshop_key_and_happens_once(make_service):
     told = restore(old)
     assert told.status_code == 409 and "continued this work in a fresh notebook already" in told.text
     assert 'id="restore"' not in told.text and 'id="download"' in told.text
-    assert [r for r in service.admin("GET", "/api/admin/containers").json()["containers"]
-            if r["state"] == "assigned"] == assigned
+    assert assigned() == held == {cid_of(restored)}
     assert running(service, cid_of(restored))
