@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import os
 import zipfile
@@ -20,6 +21,7 @@ from tornado.web import Application, RequestHandler
 
 from spawner.engines.base import Endpoint
 from spawner.keep import KeptStore, WorkKeeper
+from spawner.keep.archive import ZipStream
 from spawner.keep.store import BadPath, check_path
 from spawner.pool.slot import ASSIGNED, Slot
 from spawner.secret import ServerSecret
@@ -103,7 +105,7 @@ def as_slot_url(slot: Slot) -> None:
 
 async def learn(keeper: WorkKeeper, slot: Slot) -> None:
     await keeper.learn_image(slot, "img#0")
-    await keeper._hashing  # the hashes follow in the background; these tests want them known
+    await keeper.image.hashing  # the hashes follow in the background; these tests want them known
 
 
 async def test_only_created_or_changed_files_are_kept_and_unchanged_ones_are_not_fetched_again(attendee, tmp_path):
@@ -143,8 +145,8 @@ async def test_a_file_changed_before_its_hash_was_asked_is_never_taken_for_the_i
     keeper = keeper_for(tmp_path)
     await keeper.learn_image(slot, "img#0")  # listed; the hashes are asked for in the background
     home.files["README.md"] = (b"the attendee's", "2026-05-01T10:00:00Z")  # edited in between
-    await keeper._hashing
-    assert keeper.baselines["img"]["README.md"][2] == "" and keeper.baselines["img"]["01-intro.ipynb"][2]
+    await keeper.image.hashing
+    assert keeper.image.baselines["img"]["README.md"][2] == "" and keeper.image.baselines["img"]["01-intro.ipynb"][2]
     kept = await keeper.save(slot, final=False)
     assert list(kept.files) == ["README.md"]
 
@@ -258,8 +260,8 @@ def test_store_files_are_private_and_zip_holds_exactly_the_kept_files(tmp_path):
         assert os.stat(path).st_mode & 0o777 == 0o700, path
     for path in [tmp_path / "kept" / "beef" / "kept.json", tmp_path / "kept" / "beef" / "files" / "a" / "b.txt"]:
         assert os.stat(path).st_mode & 0o777 == 0o600, path
-    with open(tmp_path / "out.zip", "wb") as out:
-        store.zip_to(kept, out)
-    with zipfile.ZipFile(tmp_path / "out.zip") as archive:
+    stream = ZipStream(store.zip_entries(kept))
+    data = b"".join(iter(stream.step, b""))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.namelist() == ["a/b.txt"] and archive.read("a/b.txt") == b"hi"
     assert json.loads((tmp_path / "kept" / "beef" / "kept.json").read_text())["files"] == kept.files

@@ -16,7 +16,13 @@ attendee active since their last checkpoint, copying only what changed. A
 container that dies without warning keeps its last checkpoint.
 
 Kept work belongs to the visitor whose signed cookie names the session, lives
-for ``keep_hours`` after the session ended, and survives restarts (``store``).
+for ``keep_hours`` after the session ended, survives restarts (``store``), and
+is continued in a fresh notebook at most once.
+
+The keeper is the façade; its parts own their state: ``contents`` (an
+attendee's server, every answer bounded), ``image`` (the image's own files),
+``space`` (who may keep how many bytes), ``archive`` (the zip download) and
+``store`` (the disk).
 """
 
 from __future__ import annotations
@@ -29,12 +35,23 @@ import time
 from traitlets import Bool, Callable, Float, Instance, Integer, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
+from proxy.addresses import network_of
+
 from ..backoff import every
 from ..pool.slot import ASSIGNED, Slot
 from ..secret import KEPT, SESSION, ServerSecret
 from ..traits import MemorySize, format_memory, require
+from .archive import Downloads
 from .contents import ContentsError, NotebookFiles, TooLarge
+from .image import ImageFiles
+from .space import KeptSpace
 from .store import BadPath, Kept, KeptStore, check_path
+
+HOME_FOLDER = "(your home folder)"  # how a note about the home folder itself is listed
+
+
+class AlreadyRestored(Exception):
+    """The kept work was continued in a fresh notebook already (``Kept.restored_into``): once only."""
 
 
 class WorkKeeper(LoggingConfigurable):
@@ -52,6 +69,15 @@ class WorkKeeper(LoggingConfigurable):
     max_per_attendee = MemorySize("50M", config=True,
                                   help="Most bytes kept for one attendee. Newest files first; a file that does "
                                        "not fit is listed on their page as not kept.")
+    max_per_network = MemorySize("500M", config=True,
+                                 help="Most bytes (e.g. 500M, 1G) kept for the sessions of one client network "
+                                      "together (an IPv4 address, an IPv6 /64), however many sessions it starts, "
+                                      "so one visitor cannot fill max_total and leave the others' work unkept. "
+                                      "Past it, that network's new files are listed on their page as not kept, "
+                                      "with the reason, and the status page says so. The default (500M, a quarter "
+                                      "of max_total) fits hundreds of typical attendees (a few MB each). A whole "
+                                      "room behind one NAT address shares it: raise it for such a room, or set 0 "
+                                      "for no limit per network (max_total still applies).")
     max_total = MemorySize("2G", config=True,
                            help="Most bytes of kept work on this machine, all attendees together (under "
                                 "<data_dir>/kept). Past it, files are not kept and the status page says so.")
@@ -59,7 +85,11 @@ class WorkKeeper(LoggingConfigurable):
                          help="Seconds a save at the end of a session may take before the container is removed "
                               "anyway (what was copied by then, and the last checkpoint, are kept).")
     save_concurrency = Integer(8, config=True, help="Attendees' files copied at once (saves and checkpoints).")
-    max_files = Integer(2000, config=True, help="Most files looked at in one attendee's home directory.")
+    max_files = Integer(2000, config=True,
+                        help="Most files looked at in one attendee's home directory; also the most folders listed "
+                             "(a request each), and what one folder's listing may weigh: 512 bytes a file (at "
+                             "least 256 KB; 1000 KB by default). A folder whose listing is larger is not looked "
+                             "at and is listed on the attendee's page as not kept (too many files in one folder).")
     skip_names = List(Unicode(), ["__pycache__", "node_modules"], config=True,
                       help="File and folder names never kept (dot-files are never seen: Jupyter hides them).")
 
@@ -83,15 +113,13 @@ class WorkKeeper(LoggingConfigurable):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.sessions: dict[str, Kept] = {}
-        self.baselines: dict[str, dict[str, list]] = {}  # image -> path -> [size, modified, sha256]
-        self.pushed: dict[str, dict[str, set[str]]] = {}  # workshop -> path -> sha256 of versions pushed into it
+        self.space = KeptSpace(self)  # the bytes kept, in all and per network
+        self.image = ImageFiles(self.store, self.log) if self.store is not None else None
+        self.downloads = Downloads()  # zip downloads under way
         self.checked: dict[str, float] = {}  # cid -> pool clock at its last checkpoint
         self._failed: dict[str, str] = {}  # cid -> why its last save failed (live sessions)
-        self._full = ""  # why files were refused for lack of space ('' once there is room again)
         self._locks: dict[str, asyncio.Lock] = {}
         self._gate: asyncio.Semaphore | None = None
-        self._hashing: asyncio.Task | None = None  # the image's files' hashes, being asked for
-        self._learnt: dict[str, asyncio.Future] = {}  # drain scope -> whether its image's files are known
         self._ending: set[str] = set()  # sessions whose last save is under way
         self._tasks: list[asyncio.Task] = []
         self.pools = lambda: []  # () -> every pool (one per workshop) whose containers' work is kept
@@ -106,85 +134,46 @@ class WorkKeeper(LoggingConfigurable):
         self.pools = pools
         self._gate = asyncio.Semaphore(self.save_concurrency)
         self.sessions = await asyncio.to_thread(self.store.load_all)
-        self.baselines = await asyncio.to_thread(self.store.load_baselines)
         for kept in self.sessions.values():
+            self.space.count(kept)
+        await self.image.load()
+        # A copy: ending a session that kept nothing removes it from self.sessions.
+        for kept in list(self.sessions.values()):
             slot = self._slot(kept.cid)
             if kept.state == "live" and not (slot is not None and slot.state == ASSIGNED and slot.nonce == kept.nonce):
-                await self._end(kept, "Its server was gone when the service restarted; this is its last "
-                                      "checkpoint.")
+                try:
+                    await self._end(kept, "Its server was gone when the service restarted; this is its last "
+                                          "checkpoint.")
+                except OSError as exc:  # one unwritable record must not stop the service: it stays 'live'
+                    self.log.error("kept work of %s: could not record its end: %s", kept.cid, exc)
         await self.expire()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(every(lambda: self.keep_interval or 60.0, self.checkpoint_all, self.log,
                                               "kept work: a checkpoint pass")),
                        loop.create_task(every(lambda: 300.0, self.expire, self.log, "kept work: expiry"))]
         self.log.info("kept work: %d sessions (%s) under %s; kept %g hours, checkpoints every %s",
-                      len(self.sessions), format_memory(self.total_bytes()) + "B", self.store.root,
+                      len(self.sessions), format_memory(self.space.total) + "B", self.store.root,
                       self.keep_hours, f"{self.keep_interval:.0f}s" if self.keep_interval else "never")
 
     def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
 
-    def total_bytes(self) -> int:
-        return sum(k.size for k in self.sessions.values())
-
-    # --- the image's own files -------------------------------------------------------------------
+    # --- the image's own files (see image.ImageFiles) ---------------------------------------------------
 
     async def learn_image(self, slot: Slot, scope: str) -> None:
-        """Learn the image's own files from ``slot``, a container nobody has used yet, once per drain scope.
-
-        Launches of the same scope wait for the first one's listing (one request,
-        once), so no container of it is handed out before nbpool knows which
-        files are the workshop's rather than the attendee's. Their hashes (one
-        request a file) follow in the background: until they are known, a file
-        saved back unchanged counts as changed. A failure is logged and the next
-        launch tries again; meanwhile every file counts as the attendee's (too
-        much kept, never too little).
-        """
-        if not self.enabled:
-            return
-        learnt = self._learnt.get(scope)
-        if learnt is not None and (not learnt.done() or learnt.result()):
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(learnt), 10)
-            return
-        learnt = asyncio.get_running_loop().create_future()
-        self._learnt[scope] = learnt
-        image = self._image(slot)
-        ok = False
-        try:
-            files = self._files(slot)
-            listed = await files.tree(self.max_files)
-            own = {item.path: [item.size, item.modified, ""] for item in listed}
-            self.baselines[image] = own
-            ok = True
-            self.log.info("kept work: image %s has %d files of its own (kept only once changed)", image, len(listed))
-        except ContentsError as exc:
-            self.log.warning("kept work: could not list the image's own files from %s: %s", slot.cid, exc)
-        finally:
-            learnt.set_result(ok)
-        if ok:
-            self._hashing = asyncio.get_running_loop().create_task(self._learn_hashes(files, listed, own))
-
-    async def _learn_hashes(self, files: NotebookFiles, listed: list, own: dict[str, list]) -> None:
-        """The image's files' sha256 (asked of the same server: only those still as listed count), then the
-        whole record to disk."""
-        hashes = await files.hashes(listed)
-        for path, digest in hashes.items():
-            own[path][2] = digest
-        try:
-            await asyncio.to_thread(self.store.save_baselines, self.baselines)
-        except OSError as exc:
-            self.log.warning("kept work: could not store the image's own files in %s: %s", self.store.root, exc)
+        """Learn the image's own files from ``slot``, a container nobody has used yet, once per drain scope
+        (ImageFiles.learn: launches of the scope wait for the listing)."""
+        if self.enabled:
+            await self.image.learn(self._files(slot), self._image(slot), scope, self.max_files, slot.cid)
 
     def add_pristine(self, workshop: str, path: str, digest: str) -> None:
         """A version of ``path`` an instructor pushed into ``workshop``'s containers: not the attendee's work."""
-        self.pushed.setdefault(workshop, {}).setdefault(path, set()).add(digest)
+        self.image.add_pristine(workshop, path, digest)
 
     def image_hash(self, image: str, path: str) -> str:
         """The sha256 of ``path`` as ``image`` ships it ('' when unknown)."""
-        base = self.baselines.get(image, {}).get(path)
-        return base[2] if base else ""
+        return self.image.image_hash(image, path)
 
     # --- saving ---------------------------------------------------------------------------------
 
@@ -206,15 +195,23 @@ class WorkKeeper(LoggingConfigurable):
         pool = self._pool_of(cid)
         return pool.slots.get(cid) if pool is not None else None
 
-    def _session(self, slot: Slot) -> Kept:
+    def owner_key(self, address: str) -> str:
+        """What a session records of the client it was handed to: a keyed digest of its network, so sessions
+        from one network count together (max_per_network) and the address never reaches the disk. '' when
+        unknown (a container adopted after a restart): such a session counts against max_total only."""
+        return self.secret.derive("kept-owner", network_of(address))[:16] if address else ""
+
+    async def _session(self, slot: Slot) -> Kept:
         kept = self.sessions.get(slot.cid)
         if kept is not None and kept.nonce != slot.nonce:
             # The id's earlier session (a container handed back unopened keeps its id): never mix the two.
-            self.store.delete(slot.cid)
+            self.sessions.pop(slot.cid)
+            self.space.forget(kept)
+            await asyncio.to_thread(self.store.delete, slot.cid)
             kept = None
         if kept is None:
             kept = Kept(cid=slot.cid, nonce=slot.nonce, image=self._image(slot), started=self.wallclock(),
-                        workshop=slot.workshop)
+                        workshop=slot.workshop, owner=self.owner_key(slot.owner))
             self.sessions[slot.cid] = kept
         return kept
 
@@ -228,7 +225,7 @@ class WorkKeeper(LoggingConfigurable):
             # save's fault (twenty culled at once take turns; each then has its full save_timeout).
             started = time.monotonic()
             deadline = started + ((timeout or self.save_timeout) if final else 600.0)
-            kept = self._session(slot)
+            kept = await self._session(slot)
             fetched, moved = 0, 0
             try:
                 fetched, moved = await self._copy(slot, kept, deadline)
@@ -249,82 +246,75 @@ class WorkKeeper(LoggingConfigurable):
     async def _copy(self, slot: Slot, kept: Kept, deadline: float) -> tuple[int, int]:
         """The copy itself: list, compare, fetch what changed; (bytes fetched, files stored)."""
         files = self._files(slot, timeout=max(1.0, deadline - time.monotonic()))
-        listed = await files.tree(self.max_files, deadline=deadline)
-        present = {item.path for item in listed}
-        for path in [p for p in kept.files if p not in present]:  # deleted by the attendee since
-            del kept.files[path]
-            await asyncio.to_thread(self.store.drop_file, kept.cid, path)
-        kept.pristine = {p: m for p, m in kept.pristine.items() if p in present}
-        kept.skipped = {}  # this save says again what it could not keep
-        baseline = self.baselines.get(kept.image)
+        tree = await files.tree(self.max_files, deadline=deadline)
+        present = {item.path for item in tree.files}
+        if tree.complete:  # (a folder not looked at proves nothing: what was kept of it stays kept)
+            for path in [p for p in kept.files if p not in present]:  # deleted by the attendee since
+                self.space.drop(kept, path)
+                await asyncio.to_thread(self.store.drop_file, kept.cid, path)
+            kept.pristine = {p: m for p, m in kept.pristine.items() if p in present}
+        # This save says again what it could not keep (a folder: its path and '/').
+        kept.skipped = {f"{folder}/" if folder else HOME_FOLDER: {"size": 0, "why": why, "folder": True}
+                        for folder, why in tree.refused.items()}
         changed = []
-        for item in listed:
+        for item in tree.files:
             try:
                 check_path(item.path)
             except BadPath:  # a name no file of ours may have: listed, never fetched nor written
                 kept.skipped[item.path] = {"size": item.size, "why": "not a plain file name"}
                 continue
-            if not self._same(kept, baseline, item):
+            if not self.image.unchanged(kept, item):
                 changed.append(item)
         again = {item.path for item in changed}
-        unchanged = sum(f["size"] for p, f in kept.files.items() if p in present and p not in again)
-        room = self.max_per_attendee - unchanged
+        # Every kept file not being replaced counts, seen this time or not.
+        room = self.max_per_attendee - sum(f["size"] for p, f in kept.files.items() if p not in again)
+        network = network_of(slot.owner) if slot.owner else ""
         fetched = stored = 0
         for item in sorted(changed, key=lambda i: i.modified, reverse=True):  # newest work first
-            why = self._no_room(item, room, kept)
+            # The listed size is the server's word: it picks what is tried, and the bytes read are capped
+            # at what could be kept (a file listed small that is not is cut off there, never held whole).
+            why = self.space.refusal(kept, item.path, item.size, room, network)
             if why:
                 kept.skipped[item.path] = {"size": item.size, "why": why}
                 continue
+            limit = self.space.allowance(kept, item.path, room)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"ran out of time with {item.path} and others left to copy")
             try:
-                data = await files.read(item.path, self.max_per_attendee, timeout=remaining)
+                data = await files.read(item.path, limit, timeout=remaining)
             except TooLarge:
-                kept.skipped[item.path] = {"size": item.size, "why": "too large"}
+                why = self.space.refusal(kept, item.path, limit + 1, room, network) or "too large"
+                kept.skipped[item.path] = {"size": item.size, "why": why}
                 continue
             except ContentsError as exc:  # this one file (a broken link, a name the server refuses): the rest go on
                 kept.skipped[item.path] = {"size": item.size, "why": f"it could not be read ({exc})"}
                 continue
             fetched += len(data)
-            base = (baseline or {}).get(item.path)
-            digest = hashlib.sha256(data).hexdigest()
-            if (base and base[2] == digest) or digest in self.pushed.get(kept.workshop, {}).get(item.path, ()):
+            if self.image.is_own(kept, item.path, hashlib.sha256(data).hexdigest()):
                 kept.pristine[item.path] = list(item.mark)  # saved unchanged: still the image's own
-                kept.files.pop(item.path, None)
+                self.space.drop(kept, item.path)
                 continue
-            await asyncio.to_thread(self.store.write_file, kept.cid, item.path, data)
-            kept.files[item.path] = {"size": len(data), "modified": item.modified, "saved": self.wallclock()}
+            # Checked again as it is put (other saves went on while it was read), and counted before the
+            # write, so no other save can take the same room meanwhile.
+            why = self.space.refusal(kept, item.path, len(data), room, network)
+            if why:
+                kept.skipped[item.path] = {"size": len(data), "why": why}
+                continue
+            before = self.space.put(kept, item.path, {"size": len(data), "modified": item.modified,
+                                                      "saved": self.wallclock()})
+            try:
+                await asyncio.to_thread(self.store.write_file, kept.cid, item.path, data)
+            except OSError:
+                if before is None:
+                    self.space.drop(kept, item.path)
+                else:
+                    self.space.put(kept, item.path, before)
+                raise
             kept.skipped.pop(item.path, None)
-            room -= len(data)  # (an older version of it was not counted in ``unchanged``)
+            room -= len(data)  # (an older version of it was not counted in the room)
             stored += 1
         return fetched, stored
-
-    @staticmethod
-    def _same(kept: Kept, baseline: dict | None, item) -> bool:
-        """Whether ``item`` is as it was at the last save, or still the image's own file."""
-        have = kept.files.get(item.path)
-        if have is not None:
-            return (have["size"], have["modified"]) == item.mark
-        if kept.pristine.get(item.path) == list(item.mark):
-            return True
-        base = (baseline or {}).get(item.path)
-        return base is not None and (base[0], base[1]) == item.mark
-
-    def _no_room(self, item, room: int, kept: Kept) -> str:
-        """Why ``item`` cannot be kept ('' when it can)."""
-        if item.size > self.max_per_attendee:
-            return "too large"
-        if item.size > room:
-            return f"over the {format_memory(self.max_per_attendee)}B each attendee may keep"
-        held = kept.files.get(item.path, {}).get("size", 0)
-        if self.total_bytes() - held + item.size > self.max_total:
-            if not self._full:
-                self._full = (f"kept work reached WorkKeeper.max_total ({format_memory(self.max_total)}B): new "
-                              "files are not kept")
-                self.log.error("%s", self._full)
-            return "the service's space for kept work is full"
-        return ""
 
     # --- sessions ending ----------------------------------------------------------------------------
 
@@ -355,6 +345,7 @@ class WorkKeeper(LoggingConfigurable):
     async def _end(self, kept: Kept, reason: str) -> None:
         if not kept.files and not kept.skipped and not kept.error:
             self.sessions.pop(kept.cid, None)  # nothing was made: nothing to offer
+            self.space.forget(kept)
             await asyncio.to_thread(self.store.delete, kept.cid)
             return
         kept.state, kept.ended_at, kept.reason = "ended", self.wallclock(), reason
@@ -389,12 +380,32 @@ class WorkKeeper(LoggingConfigurable):
         return None
 
     async def restore(self, kept: Kept, slot: Slot) -> int:
-        """Copy ``kept``'s files into ``slot``'s fresh home; returns how many (ContentsError on failure)."""
+        """Copy ``kept``'s files into ``slot``'s fresh home; returns how many.
+
+        Once only: the work is marked as continued in ``slot`` before the first
+        await, so of two restores racing (two clicks, two tabs) one copies and
+        the other gets AlreadyRestored. A failed copy (ContentsError, OSError)
+        clears the mark: the work is still kept, and may be restored again.
+        """
+        if kept.restored_into and kept.restored_into != slot.cid:
+            raise AlreadyRestored(kept.restored_into)
+        kept.restored_into = slot.cid
+        try:
+            count = await self._copy_into(kept, slot)
+        except BaseException:
+            kept.restored_into = ""
+            raise
+        await asyncio.to_thread(self.store.save_meta, kept)
+        self.log.info("kept work of %s (%d files) restored into %s", kept.cid, count, slot.cid)
+        return count
+
+    async def _copy_into(self, kept: Kept, slot: Slot) -> int:
         if slot.route is not None:
             slot.route.fill_ok = False  # written to outside the proxy: its files are no longer the image's
         files = self._files(slot, timeout=30.0)
         made: set[str] = set()
-        for path in sorted(kept.files):
+        paths = sorted(kept.files)
+        for path in paths:
             folder = path.rpartition("/")[0]
             parts = folder.split("/") if folder else []
             for i in range(1, len(parts) + 1):
@@ -405,21 +416,15 @@ class WorkKeeper(LoggingConfigurable):
                     made.add(sub)
             data = await asyncio.to_thread(self.store.read_file, kept.cid, path)
             await files.write(path, data)
-        kept.restored_into = slot.cid
-        await asyncio.to_thread(self.store.save_meta, kept)
-        self.log.info("kept work of %s (%d files) restored into %s", kept.cid, len(kept.files), slot.cid)
-        return len(kept.files)
+        return len(paths)
 
     async def delete(self, cid: str, why: str) -> bool:
         kept = self.sessions.pop(cid, None)
         if kept is None:
             return False
+        self.space.forget(kept)
         await asyncio.to_thread(self.store.delete, cid)
         self.log.info("kept work of %s deleted: %s", cid, why)
-        if self._full and self.total_bytes() < 0.9 * self.max_total:
-            self._full = ""
-            self.log.info("kept work has room again (%s of %sB used)", format_memory(self.total_bytes()),
-                          format_memory(self.max_total))
         return True
 
     def expires_at(self, kept: Kept) -> float:
@@ -437,7 +442,7 @@ class WorkKeeper(LoggingConfigurable):
     @property
     def problem(self) -> str:
         """What operators should know (the status page shows it): '' when saving works."""
-        parts = [self._full] if self._full else []
+        parts = self.space.problems
         if self._failed:
             parts.append(f"the last save of {len(self._failed)} attendee(s) failed, e.g. "
                          f"{next(iter(self._failed.values()))}")
@@ -446,5 +451,5 @@ class WorkKeeper(LoggingConfigurable):
     def summary(self) -> dict:
         ended = [k for k in self.sessions.values() if k.state == "ended"]
         return {"enabled": self.enabled, "sessions": len(self.sessions), "ended": len(ended),
-                "bytes": self.total_bytes(), "max_total": self.max_total, "problem": self.problem}
-
+                "bytes": self.space.total, "max_total": self.max_total, "max_per_network": self.max_per_network,
+                "problem": self.problem}

@@ -17,8 +17,7 @@ import os
 import re
 import shutil
 import tempfile
-import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 CID_OK = re.compile(r"^[0-9a-f]{1,32}$")
@@ -48,11 +47,15 @@ class Kept:
     skipped: dict[str, dict] = field(default_factory=dict)  # path -> {size, why}: listed as not kept
     pristine: dict[str, list] = field(default_factory=dict)  # path -> [size, modified]: still the image's own
     error: str = ""  # why the last save failed ('' when it worked)
-    restored_into: str = ""  # the container it was copied into, once restored
+    restored_into: str = ""  # the container it was copied into, once restored (at most once)
+    owner: str = ""  # a keyed digest of the client network it was handed to (WorkKeeper.owner_key): never the address
 
     @property
     def size(self) -> int:
         return sum(f["size"] for f in self.files.values())
+
+
+KEPT_FIELDS = frozenset(f.name for f in fields(Kept))
 
 
 def check_path(path: str) -> str:
@@ -92,13 +95,15 @@ class KeptStore:
                 continue
             try:
                 data = json.loads(meta.read_text(encoding="utf-8"))
-                found[folder.name] = Kept(**data)
-            except (ValueError, TypeError, OSError):
+                # Fields this version does not know (written by a newer one) are left out; fields it added
+                # since the record was written (owner) take their defaults: either way the work is offered.
+                found[folder.name] = Kept(**{k: v for k, v in data.items() if k in KEPT_FIELDS})
+            except (ValueError, TypeError, AttributeError, OSError):
                 continue
         return found
 
     def load_baselines(self) -> dict[str, dict[str, list]]:
-        """What each image's own files are (see WorkKeeper.spare_ready); {} if never learnt."""
+        """What each image's own files are (see image.ImageFiles); {} if never learnt."""
         try:
             data = json.loads((self.root / BASELINES).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -130,11 +135,9 @@ class KeptStore:
     def delete(self, cid: str) -> None:
         shutil.rmtree(self._folder(cid), ignore_errors=True)
 
-    def zip_to(self, kept: Kept, out) -> None:
-        """Write the session's files as a zip archive into the binary file ``out``."""
-        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
-            for path in sorted(kept.files):
-                archive.write(self._file(kept.cid, path), arcname=path)
+    def zip_entries(self, kept: Kept) -> list[tuple[Path, str]]:
+        """The session's files as (file on disk, name in an archive), for archive.ZipStream."""
+        return [(self._file(kept.cid, path), path) for path in sorted(kept.files)]
 
     def _make_folders(self, folder: Path) -> None:
         """``folder`` and any missing folders between it and the root, each 0700 (mkdir's parents=True

@@ -96,20 +96,19 @@ class Admission:
         return quote(path, safe=PATH_SAFE)
 
     def admit(self, address: str, pool: Pool, *, key: str | None, key_cookie: str | None = None,
-              trusted: bool = False, admitted_before: bool = False, workshop_key: str | None = None) -> None:
+              trusted: bool = False, workshop_key: str | None = None) -> None:
         """Raise Refused unless ``address`` may take a container now.
 
         ``trusted`` (an integrator with the api_token, who serves many people)
-        skips the key and the share; ``admitted_before`` (a visitor bringing
-        back their kept work, so they had the key once) skips the key only.
-        The spawn rate applies to everyone.
+        skips the key and the share. Everyone else shows the key, a visitor
+        continuing their kept work too (its remembered cookie normally covers
+        it: a kept-work cookie is no workshop key). The spawn rate applies to everyone.
         """
         if not self.web.accepting:
             raise Refused(503, "Restarting", "The workshop server is restarting. Please try again in a moment.",
                           "not accepting: stopping", retry_after=10)
         if not trusted:
-            if not admitted_before:
-                self.check_key(key, key_cookie, workshop_key)
+            self.check_key(key, key_cookie, workshop_key)
             self.check_share(address, pool)
         self.check_rate(address)
 

@@ -13,6 +13,7 @@ from proxy.server import Proxy
 
 from ..keep import Kept, WorkKeeper
 from ..keep.contents import ContentsError
+from ..keep.keeper import AlreadyRestored
 from ..pool.errors import PoolError
 from ..pool.pool import Pool
 from ..pool.slot import ASSIGNED, Slot
@@ -326,6 +327,10 @@ class PageHandler(RequestHandler):
         if restore is not None:
             try:
                 count = await self.keeper.restore(restore, slot)
+            except AlreadyRestored:  # another request continued it first (two clicks): its page says where
+                self.workshops.of_cid(slot.cid).pool.release(slot, "its kept work was restored elsewhere")
+                self.redirect(f"/kept/{restore.cid}")
+                return
             except (ContentsError, OSError) as exc:
                 self.nb.log.error("could not restore the kept work of %s into %s: %s", restore.cid, slot.cid, exc)
                 self.workshops.of_cid(slot.cid).pool.release(slot, "restoring kept work into it failed")

@@ -10,9 +10,11 @@ through the admin API, and read the workshop's report at /status/report.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from urllib.parse import unquote
 
+from tornado.iostream import StreamClosedError
+
+from ..keep.archive import Busy, Downloads, ZipStream
 from ..keep.store import Kept
 from ..record import WorkshopRecord
 from ..record.sampler import RECORD_FOLDER
@@ -21,7 +23,7 @@ from .api import AdminHandler, StatusPageHandler
 from .handler import PageHandler
 from .visitor import SpawnHandler
 
-ZIP_CHUNK = 256 * 1024
+ZIP_STALL = 120.0  # seconds a download may wait for its client to take a piece before it is let go
 
 
 def where_they_were(kept: Kept, landing_path: str) -> str:
@@ -43,6 +45,19 @@ class KeptAccess(PageHandler):
                               "Kept work is shown only in the browser that made it.", "Nothing is kept here for you.")
         return kept
 
+    def continued_already(self, kept: Kept, path: str) -> None:
+        """``kept`` went into a fresh notebook already: there (``path``: where in it, as in a URL) while that
+        session is live and this browser's, else its ended page, which says so (409)."""
+        current = self.current_slot()
+        if current is not None and current.cid == kept.restored_into:
+            self.redirect(current.url(path))
+            return
+        self.set_status(409)
+        if self.wants_json():
+            self.finish({"error": "This kept work was continued in a fresh notebook already."})
+        else:
+            self.finish(self.ended_page(kept.cid, path))
+
 
 class KeptPageHandler(KeptAccess):
     """GET /kept/<id>: the session's kept files, download, continue, delete (the ended page's offer)."""
@@ -60,25 +75,51 @@ class KeptPageHandler(KeptAccess):
 
 
 class KeptZipHandler(KeptAccess):
-    """GET /kept/<id>.zip: every kept file in one archive (built on a thread, sent in chunks)."""
+    """GET /kept/<id>.zip: every kept file in one archive, made while it is sent (see keep.archive)."""
 
     async def get(self, cid: str) -> None:
         kept = self.own(cid)
         if kept is None:
             return
-        with tempfile.SpooledTemporaryFile(max_size=8 * 2**20) as out:
-            await asyncio.to_thread(self.keeper.store.zip_to, kept, out)
-            out.seek(0)
-            self.set_header("Content-Type", "application/zip")
-            self.set_header("Content-Disposition", f'attachment; filename="notebooks-{kept.cid}.zip"')
-            while chunk := out.read(ZIP_CHUNK):
+        downloads = self.keeper.downloads
+        try:
+            with downloads.one(kept.cid):
+                await self.send(kept, downloads)
+        except Busy:
+            self.set_header("Retry-After", "10")
+            self.error_answer(429, "Already downloading", "This work is being downloaded already (at most "
+                              f"{downloads.per_session} at once). Please wait for that download to finish, then "
+                              "try again.", "This work is being downloaded already.")
+
+    async def send(self, kept: Kept, downloads: Downloads) -> None:
+        """The archive, a piece at a time: the next is made only once the client has taken the last one."""
+        stream = ZipStream(await asyncio.to_thread(self.keeper.store.zip_entries, kept))
+        self.set_header("Content-Type", "application/zip")
+        self.set_header("Content-Disposition", f'attachment; filename="notebooks-{kept.cid}.zip"')
+        try:
+            while chunk := await downloads.step(stream):
                 self.write(chunk)
-                await self.flush()
+                # A client that stops reading holds this coroutine and one piece, no thread; one that
+                # reads nothing for ZIP_STALL seconds is let go.
+                await asyncio.wait_for(self.flush(), ZIP_STALL)
+        except (TimeoutError, StreamClosedError, OSError) as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, StreamClosedError):  # (headers are gone already)
+                self.nb.log.error("kept work of %s: the download failed: %s", kept.cid, exc)
+            self.request.connection.close()
+            return
+        finally:
+            stream.close()
         self.finish()
 
 
 class KeptRestoreHandler(SpawnHandler, KeptAccess):
-    """POST /kept/<id>/restore: a fresh container with the kept files in it, landing where they were."""
+    """POST /kept/<id>/restore: a fresh container with the kept files in it, landing where they were.
+
+    Admitted like any spawn (the workshop key included: the visitor's remembered
+    key cookie normally covers it), and once only: after that, the visitor is
+    sent to the session it went into while that is theirs and live, or told it
+    was continued already (that session's own kept work holds the files then).
+    """
 
     async def get(self, cid: str) -> None:  # a link cannot start it: only the page's own button (a POST)
         self.redirect(f"/kept/{cid}")
@@ -88,6 +129,9 @@ class KeptRestoreHandler(SpawnHandler, KeptAccess):
             return
         kept = self.own(cid)
         if kept is None:
+            return
+        if kept.restored_into:
+            self.continued_already(kept, self.get_body_argument("path", ""))
             return
         path = unquote(self.get_body_argument("path", "")) or where_they_were(
             kept, self.workshop.landing_path if self.workshop is not None else self.nb.landing_path)

@@ -121,7 +121,7 @@ class SpawnHandler(PageHandler):
                 return
         try:
             nb.admission.admit(address, pool, key=given_key, key_cookie=self.get_cookie(key_cookie(ws.name)),
-                               admitted_before=restore is not None, workshop_key=ws.key)
+                               workshop_key=ws.key)
         except Refused as refusal:
             self.refuse_visitor(refusal)
             return
