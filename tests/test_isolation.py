@@ -77,6 +77,9 @@ def test_a_restored_and_abandoned_container_is_never_handed_to_anyone(make_servi
     service.wait_for(lambda: poisoned not in container_ids(service), timeout=60,
                      what="the restored, never opened container removed")
     assert docker_client.containers.list(all=True, filters={"label": f"org.nbpool.id={poisoned}"}) == []
+    # (Its owner never came, so nothing was continued: their kept work may be continued again, elsewhere.)
+    page = attacker.get(f"{service.url}/kept/{first}", timeout=30)
+    assert page.status_code == 200 and f'action="/kept/{first}/restore"' in page.text, page.text[:2000]
     # Whoever comes next gets a container nobody had: none of the attacker's files, nothing of theirs runs.
     for _ in range(3):
         victim = visitor()

@@ -399,6 +399,14 @@ class WorkKeeper(LoggingConfigurable):
         self.log.info("kept work of %s (%d files) restored into %s", kept.cid, count, slot.cid)
         return count
 
+    async def never_opened(self, cid: str) -> None:
+        """The container some kept work was restored into ended before its visitor opened it: nothing was
+        continued there (its visitor never came), so that work may be continued again."""
+        for kept in [k for k in self.sessions.values() if k.restored_into == cid]:
+            kept.restored_into = ""
+            await asyncio.to_thread(self.store.save_meta, kept)
+            self.log.info("kept work of %s may be continued again: %s was never opened", kept.cid, cid)
+
     async def _copy_into(self, kept: Kept, slot: Slot) -> int:
         if slot.route is not None:
             slot.route.fill_ok = False  # written to outside the proxy: its files are no longer the image's

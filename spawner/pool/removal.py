@@ -48,12 +48,14 @@ class PoolRemovals:
         if was == ASSIGNED:
             self.record("end", cid=slot.cid, kind=kind, reason=reason,
                         assigned_seconds=round(self.wallclock() - slot.assigned_at, 1) if slot.assigned_at else None)
-            if self.keeper is not None and slot.opened:
-                try:
+            try:
+                if self.keeper is not None and slot.opened:
                     await self.keeper.session_ended(slot, visitor_reason or reason,
                                                     alive=container and kind not in DEAD_ENDINGS)
-                except Exception:  # never let a failed save keep a container: it is logged and shown
-                    self.log.exception("kept work of %s: saving failed", slot.cid)
+                elif self.keeper is not None:
+                    await self.keeper.never_opened(slot.cid)
+            except Exception:  # never let a failed save keep a container: it is logged and shown
+                self.log.exception("kept work of %s: saving failed", slot.cid)
         try:
             if container and slot.engine_id:
                 await self.backend.remove(slot.engine_id)
