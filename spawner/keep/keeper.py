@@ -96,7 +96,8 @@ class WorkKeeper(LoggingConfigurable):
     secret = Instance(ServerSecret, help="Notebook tokens, and the visitors' signed cookies.")
     record = Callable(lambda event, /, **fields: None, help="record(event, **fields): the workshop's record.")
     wallclock = Callable(time.time, help="Wall clock (seconds since the epoch): ages that survive restarts.")
-    store = Instance(KeptStore, help="Where kept work lives (<data_dir>/kept).")
+    store = Instance(KeptStore, allow_none=True,
+                     help="Where kept work lives (<data_dir>/kept); None only in a copy that checks settings.")
 
     @validate("keep_interval")
     def _validate_interval(self, proposal):
