@@ -12,13 +12,17 @@
 # refuses to start with live restore (drain such a node before restarting its
 # engine instead); not when /etc/docker/daemon.json already decides it.
 #
-# A disk quota per container (issue 24): where Docker's own data root
-# (/var/lib/docker) offers none (overlay2 has one only on xfs with pquota; a
-# btrfs data root has one), the engine gets a btrfs data root kept in a sparse
-# file, with quota groups, and Docker's btrfs driver: a container then cannot
-# write past nbpool's disk_limit at all (see engine-btrfs.sh). Later runs reuse
-# the file; after a reboot they mount it again.
-#   NBPOOL_ENGINE_QUOTA=0       keep Docker's default data root (no quota: nbpool's watchdog measures)
+# A disk quota per container (issue 24), asked for: where Docker's own data
+# root (/var/lib/docker) offers none (overlay2 has one only on xfs with
+# pquota; a btrfs data root has one), NBPOOL_ENGINE_QUOTA=1 gives the engine a
+# btrfs data root kept in a sparse file, with quota groups, and Docker's btrfs
+# driver: a container then cannot write past nbpool's disk_limit at all (see
+# engine-btrfs.sh). It costs container starts and removals dearly on a small
+# machine (README: 'Disk quotas'), so it is not the default: without it
+# nbpool's watchdog measures each container's disk. Later runs reuse the file
+# (a data root made once is kept); after a reboot they mount it again.
+#   NBPOOL_ENGINE_QUOTA=1       give a new engine a btrfs data root with quotas where the host has none
+#   NBPOOL_ENGINE_QUOTA=0       keep Docker's default data root, even if a btrfs one was made before
 #   NBPOOL_ENGINE_DISK=SIZE     the btrfs file's size when it is created, e.g. 200G (default: half the
 #                               space free where it is kept, at least 16G); a ceiling, not an allocation
 #   NBPOOL_ENGINE_DISK_FILE     the file (default /var/lib/nbpool-engine.btrfs)
@@ -32,7 +36,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 LOG=${NBPOOL_DOCKERD_LOG:-/var/log/nbpool-dockerd.log}
 DEADLINE=${NBPOOL_ENGINE_TIMEOUT:-60}
-QUOTA=${NBPOOL_ENGINE_QUOTA:-1}
+QUOTA=${NBPOOL_ENGINE_QUOTA:-}
 DISK_FILE=${NBPOOL_ENGINE_DISK_FILE:-/var/lib/nbpool-engine.btrfs}
 ROOT=${NBPOOL_ENGINE_ROOT:-/var/lib/nbpool-docker}
 DEFAULT_ROOT=/var/lib/docker
@@ -118,8 +122,9 @@ fi
 # Where the engine keeps its files, and with which storage driver: flags for dockerd.
 data_root_flags() {
     local why=""
-    if [ "$QUOTA" = 0 ]; then
-        say "NBPOOL_ENGINE_QUOTA=0: Docker's default data root, no disk quota (nbpool's watchdog measures disks)"
+    if [ "$QUOTA" = 0 ] || { [ -z "$QUOTA" ] && [ ! -e "$DISK_FILE" ]; }; then
+        say "Docker's default data root${QUOTA:+ (NBPOOL_ENGINE_QUOTA=0)}: where it has no per-container disk quota," \
+            "nbpool's watchdog measures disks (NBPOOL_ENGINE_QUOTA=1 gives a new engine a btrfs data root with quotas)"
         return
     fi
     if [ -f /etc/docker/daemon.json ] && grep -Eq '"(data-root|storage-driver)"' /etc/docker/daemon.json; then
@@ -140,7 +145,7 @@ data_root_flags() {
     if [ -z "$size" ] && [ ! -e "$DISK_FILE" ]; then
         size=$(bash "$HERE/engine-btrfs.sh" size "$(dirname "$DISK_FILE")") || return 1
     fi
-    [ -n "$why" ] && say "$why; giving the engine a btrfs data root (NBPOOL_ENGINE_QUOTA=0: do not)"
+    [ -n "$why" ] && say "$why; giving the engine a btrfs data root (NBPOOL_ENGINE_QUOTA=1; =0: do not)"
     bash "$HERE/engine-btrfs.sh" setup "$DISK_FILE" "$ROOT" "${size:-0}" || return 1
     flags+=(--data-root "$ROOT" --storage-driver btrfs)
     say "data root $ROOT (btrfs, $(df -h --output=size "$ROOT" | tail -n1 | tr -d ' ') at most, kept in $DISK_FILE):" \

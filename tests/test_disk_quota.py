@@ -1,9 +1,6 @@
-"""A container's disk bounded by the engine (issue 24).
-
-The quota test needs an engine with a per-container quota: the one `make engine` starts on a machine
-whose Docker data root has none (a btrfs data root), or overlay2 on xfs with pquota. Outside CI, on an
-engine without one, it skips and says so; under CI=true the engine is the one engine.sh started, which
-must have one, so there it fails instead.
+"""A container's disk bounded by the engine (issue 24): which engines bound it, what nbpool asks of them, and
+the watchdog only where none does. A real container stopped at its limit on a btrfs data root (as
+`NBPOOL_ENGINE_QUOTA=1 make engine` makes one) is tests/test_engine_script.py's, on an engine of its own.
 """
 
 from __future__ import annotations
@@ -19,8 +16,6 @@ from spawner.engines.docker_disk import BTRFS, BTRFS_OVERHEAD, NO_QUOTA, XFS, bt
 from spawner.engines.firewall import ContainerFirewall
 from spawner.pool import Pool
 from spawner.secret import ServerSecret
-from tests.conftest import UNDER_CI
-from tests.dockertools import TEST_POOL
 from tests.fakes import FakeBackend
 from tests.resources import echo
 
@@ -129,40 +124,3 @@ async def test_the_watchdog_measures_nothing_where_the_engine_enforces_the_quota
     finally:
         await pool.stop()
         await server.stop()
-
-
-# --- on the real engine ----------------------------------------------------------------------------------
-
-@pytest.mark.docker
-async def test_a_container_cannot_write_past_its_disk_limit(docker_client, notebook_image, network):
-    backend = backend_for(network, image=notebook_image, disk_limit="50M")
-    cid = secrets.token_hex(6)
-    try:
-        await backend.setup()
-        if not backend.disk_quota:
-            why = (f"the engine ({docker_client.info().get('Driver')}) has no per-container disk quota; "
-                   "'make engine' starts one with a btrfs data root (README: disk limits)")
-            if UNDER_CI:
-                pytest.fail(why + " -- under CI=true the engine is engine.sh's, which must have one", pytrace=False)
-            pytest.skip(why)
-        # A container removed first, as a pool does all day: the limits must still hold after removals (btrfs
-        # quota groups marked inconsistent enforce none; see engine-btrfs.sh).
-        gone = await backend.start(TEST_POOL, cid, name=f"nbpool-quota-{cid}-gone", token=secrets.token_hex(16),
-                                   base_url=f"/user/{cid}/", labels={})
-        await backend.remove(gone.engine_id)
-        info = await backend.start(TEST_POOL, cid, name=f"nbpool-quota-{cid}", token=secrets.token_hex(16),
-                                   base_url=f"/user/{cid}/", labels={})
-        container = docker_client.containers.get(info.engine_id)
-        code, out = container.exec_run(
-            ["sh", "-c", "dd if=/dev/zero of=/home/jovyan/big bs=1M count=200; sync; stat -c %s /home/jovyan/big"],
-            user="1000")
-        out = out.decode(errors="replace")
-        assert code == 0 and ("Disk quota exceeded" in out or "No space left" in out), out
-        written = int(out.split()[-1])
-        # disk_limit, plus the slack btrfs's overhead allowance leaves (6 % of the image less the 4.6 % it takes)
-        assert 40 * MIB <= written <= 100 * MIB, out
-        assert backend.disk_quota  # so the pool's watchdog rightly measures nothing
-    finally:
-        for c in docker_client.containers.list(all=True, filters={"label": f"org.nbpool.id={cid}"}):
-            c.remove(force=True)
-        await backend.close()

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from spawner.engines.docker import DockerBackend
+from spawner.engines.docker_disk import BTRFS, BTRFS_OVERHEAD, btrfs_extra
 from tests.conftest import UNDER_CI
+from tests.dockertools import BASE_IMAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = ROOT / "arch-base" / "engine-btrfs.sh"
@@ -108,10 +111,20 @@ def test_the_btrfs_data_root_is_made_once_mounted_again_and_enforces_quota_group
     assert os.stat(file).st_blocks * 512 < 200 * 2**20  # sparse: the host holds what was written, not 1G
 
 
-def test_engine_sh_gives_a_new_engine_a_btrfs_data_root_and_keeps_it(sandbox):
+@pytest.mark.docker
+def test_engine_sh_gives_a_new_engine_a_btrfs_data_root_and_keeps_it(sandbox, docker_client):
     file, root, log = sandbox / "engine.btrfs", sandbox / "docker", sandbox / "dockerd.log"
     env = {"NBPOOL_ENGINE_DISK_FILE": str(file), "NBPOOL_ENGINE_ROOT": str(root), "NBPOOL_ENGINE_DISK": "16G",
-           "NBPOOL_DOCKERD_LOG": str(log), "NBPOOL_ENGINE_TIMEOUT": "90"}
+           "NBPOOL_DOCKERD_LOG": str(log), "NBPOOL_ENGINE_TIMEOUT": "90", "NBPOOL_ENGINE_QUOTA": "1"}
+    # A container of the base image on that engine, with the disk quota nbpool asks for a 50M disk_limit.
+    base = sandbox / "base.tar"
+    with open(base, "wb") as out:
+        for chunk in docker_client.images.get(BASE_IMAGE).save(named=True):
+            out.write(chunk)
+    backend = DockerBackend(disk_limit="50M")
+    backend._quota = BTRFS
+    size = backend._create_kwargs("p", "c", "n", "t", "/", {}, btrfs_extra(
+        docker_client.images.get(BASE_IMAGE).attrs["Size"], BTRFS_OVERHEAD))["storage_opt"]["size"]
     # A private /run hides the host's engine (socket, pid file, containerd); a private network keeps the
     # sandbox's bridge and iptables rules away from the host's; a private pid namespace hides its dockerd.
     out = run(f"""
@@ -125,6 +138,10 @@ def test_engine_sh_gives_a_new_engine_a_btrfs_data_root_and_keeps_it(sandbox):
             while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
         }}
         echo '--- first'; bash {ENGINE}; info
+        docker load -i {base} >/dev/null
+        docker run --rm --network none --storage-opt size={size} {BASE_IMAGE} sh -c \
+            'dd if=/dev/zero of=/big bs=1M count=200 conv=fsync 2>&1 | grep -v records
+             echo "written $(stat -c %s /big)"'
         echo '--- again'; bash {ENGINE}
         echo '--- restart'; bash {ENGINE} --restart; info
         echo '--- reboot'; stop; umount {root}; bash {ENGINE}; info
@@ -135,6 +152,9 @@ def test_engine_sh_gives_a_new_engine_a_btrfs_data_root_and_keeps_it(sandbox):
     assert "has no per-container quota" in first or "giving the engine a btrfs data root" in first
     assert "sparse 16G btrfs file" in first and "--data-root " + str(root) in first
     assert f"root={root} driver=btrfs" in first and "disk quota per container: yes (btrfs quota groups)" in first
+    # The limit holds: the write stops at about disk_limit, with the error the attendee sees.
+    written = int(first.split("written ")[1].split()[0])
+    assert "Disk quota exceeded" in first and 40 * 2**20 <= written <= 100 * 2**20, first
     assert "already reachable" in again and "yes (btrfs quota groups)" in again
     assert f"--live-restore --data-root {root} --storage-driver btrfs" in restart  # the same arguments
     # Docker 20.10's btrfs driver turns the quota groups off when it stops with no container running (here:

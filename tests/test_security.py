@@ -357,7 +357,7 @@ def test_an_attendee_filling_the_disk_is_stopped_and_told_why(make_service, dock
         assert session.get(url, timeout=30).status_code == 200
         assert "disk limit 64M per container: enforced by the engine" in service.logs()
         return
-    assert code == 0, out
+    assert code in (0, 137), out  # (137: the watchdog ended the container while dd still wrote)
     service.wait_for(lambda: session.get(url, timeout=30).status_code == 404, timeout=30, what="the session ended")
     assert "64MB of files" in session.get(url, timeout=30).text
 

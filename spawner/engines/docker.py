@@ -71,8 +71,9 @@ class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
     disk_limit = MemorySize("2G", config=True,
                             help="Most disk space one container's own files may take (its writable layer: "
                                  "notebooks, pip installs, /tmp), e.g. 2G. Where the engine has a per-container "
-                                 "quota (its btrfs driver, as 'make engine' sets up, or overlay2 on xfs with "
-                                 "pquota) writes past it fail ('Disk quota exceeded'); elsewhere the pool "
+                                 "quota (its btrfs driver, as 'NBPOOL_ENGINE_QUOTA=1 make engine' sets up, or "
+                                 "overlay2 on xfs with pquota) writes past it fail ('Disk quota exceeded'); "
+                                 "elsewhere the pool "
                                  "measures every Pool.disk_check_interval and ends a container over it, telling "
                                  "its attendee why. 0 means no limit.")
     log_max_size = MemorySize("10M", config=True,

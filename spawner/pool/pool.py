@@ -73,10 +73,12 @@ class Pool(PoolHandouts, PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, Log
                          help="Seconds after hand-out after which an assigned container is removed, active "
                               "or not (0: never). 14400 is four hours.")
     cull_interval = Float(30.0, config=True, help="Seconds between culling passes.")
-    disk_check_interval = Float(60.0, config=True,
+    disk_check_interval = Float(10.0, config=True,
                                 help="Seconds between measurements of each assigned container's own files "
                                      "against the backend's disk_limit (the watchdog for engines without a "
-                                     "disk quota). One engine call per pass, for all containers.")
+                                     "disk quota: an attendee writing fast gets this long past it) and of the "
+                                     "engine's free space. One engine call per pass, for all containers (a few "
+                                     "milliseconds for 8 containers here).")
     unopened_timeout = Float(120.0, config=True,
                              help="Seconds a container may stay handed out without a single request of its "
                                   "visitor's through the proxy (the redirect never followed: a script, a "
