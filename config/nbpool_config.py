@@ -66,10 +66,16 @@ c.WebApp.workshop_name = "Workshop notebooks"
 c.WebApp.spawn_rate_limit = 300
 
 # --- on the open internet (README: "Exposing nbpool to the internet") --------------------------
-# The largest share of max_containers one client address may hold at once, so a
-# script cannot take every container. A room whose attendees all come through one
-# NAT address (conference Wi-Fi) needs 1.0 -- then set a workshop_key.
+# An origin of its own for every attendee's server (<id>.nb.example.org; nbpool's pages at
+# nb.example.org): DNS for both names, and with HTTPS a certificate for both. Unset: every
+# server is a path of one origin, and a browser holds one notebook at a time.
+# c.Proxy.subdomain_host = "nb.example.org"
+# The largest share of max_containers one client network (an IPv6 /64) may hold at once, so
+# a script cannot take every container; the last 20% go only to networks holding none yet.
+# A room whose attendees all come through one NAT address (conference Wi-Fi) needs 1.0
+# (which lifts the reserve too) -- then set a workshop_key.
 c.WebApp.address_share = 0.5
+c.WebApp.newcomer_reserve = 0.2
 # A key the published link carries (https://host/?key=...); without it no notebook starts.
 # c.WebApp.workshop_key = "choose-a-long-random-string"
 # What containers may connect to: "internet" (everything but this machine and private
@@ -94,6 +100,7 @@ c.WorkKeeper.keep_hours = 24          # then deleted
 c.WorkKeeper.keep_interval = 300      # seconds between checkpoints (what a crash can lose)
 c.WorkKeeper.max_per_attendee = "50M"
 c.WorkKeeper.max_total = "2G"         # all attendees together, under data/kept/
+c.WorkKeeper.max_per_network = "500M" # all sessions of one client network (a room behind one NAT: more)
 # The workshop's record (data/record/), read by `python -m spawner.report` and /status/report.
 c.WorkshopRecord.enabled = True
 
