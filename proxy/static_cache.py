@@ -56,12 +56,15 @@ REFUSED_RETRY = 300.0  # seconds before a path that was not cacheable is tried a
 # Fills in flight. Every distinct query string is a distinct file, so a visitor's requests could
 # start any number of them, each buffering up to cache_max_entry: a few per route (the visitor's
 # whose request started it), a few in all, and their buffered bytes together within FILL_BUDGET
-# entries' worth (a fill that would go past it is aborted). A miss beyond them starts no fill: its
-# request goes to the visitor's container as any miss does, and a later one for the file fills it.
-# A page's static files arrive from many visitors in a burst, so the cache still completes itself
-# within the first few page loads; an attendee alone gets two fills at a time, whatever they ask.
+# entries' worth (a fill that would go past it is aborted). A miss beyond them waits in a short line
+# of its own (FILLS_QUEUED_PER_ROUTE per route, FILLS_QUEUED in all: keys only, no bytes), started
+# as fills in flight end, so one page load still fills the cache with all its files; beyond the line
+# it starts no fill, and its request goes to the visitor's container as any miss does. An attendee
+# alone gets two fills at a time, whatever they ask.
 FILLS_PER_ROUTE = 2
 FILLS_AT_ONCE = 8
+FILLS_QUEUED_PER_ROUTE = 64  # a notebook page loads a few dozen static files
+FILLS_QUEUED = 512
 FILL_BUDGET = 4  # times cache_max_entry
 # The longest path and query (after the route's prefix) kept as a key: Jupyter's versioned URLs
 # are under 200 bytes, and keys are also what the wanted and refused memories hold, by the thousand.
@@ -220,6 +223,9 @@ class StaticCache:
         self.bytes = 0
         self.filling: set[tuple[bytes, bytes]] = set()  # fills in flight, by key
         self.fills_from: dict[Route, int] = {}  # fills in flight by the route whose request started them
+        # Misses waiting for a fill in flight to end (key -> (rest, the route whose request asked)), in order.
+        self.queued: collections.OrderedDict[tuple[bytes, bytes], tuple[bytes, Route]] = collections.OrderedDict()
+        self.queued_from: dict[Route, int] = {}
         self.fill_bytes = 0  # bytes the fills in flight hold, together
         self.unencoded: dict[tuple[bytes, bytes], None] = {}  # stored, compressible, waiting for the encoder
         self.encoding: asyncio.Task | None = None  # the one task feeding the encoder
@@ -263,7 +269,7 @@ class StaticCache:
             return entry
         self.misses += 1
         self.static_relayed += 1
-        if key not in self.filling and self.refused.get(key, 0.0) < time.monotonic():
+        if key not in self.filling and key not in self.queued and self.refused.get(key, 0.0) < time.monotonic():
             self._start_fill(key, rest + query, route)
         return None
 
@@ -299,7 +305,12 @@ class StaticCache:
             return
         if len(self.filling) >= FILLS_AT_ONCE or (starter is not None
                                                    and self.fills_from.get(starter, 0) >= FILLS_PER_ROUTE):
-            self.fills_declined += 1
+            if (starter is not None and len(self.queued) < FILLS_QUEUED
+                    and self.queued_from.get(starter, 0) < FILLS_QUEUED_PER_ROUTE):
+                self.queued[key] = (rest, starter)
+                self.queued_from[starter] = self.queued_from.get(starter, 0) + 1
+            else:
+                self.fills_declined += 1
             return
         self.filling.add(key)
         if starter is not None:
@@ -307,6 +318,20 @@ class StaticCache:
         task = asyncio.get_running_loop().create_task(self._fill(key, rest, source, starter))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _start_queued(self) -> None:
+        """Start the waiting misses the fills in flight now leave room for, in the order they came."""
+        for key, (rest, starter) in list(self.queued.items()):
+            if len(self.filling) >= FILLS_AT_ONCE:
+                return
+            if self.fills_from.get(starter, 0) >= FILLS_PER_ROUTE:
+                continue
+            del self.queued[key]
+            left = self.queued_from.pop(starter) - 1
+            if left:
+                self.queued_from[starter] = left
+            if key not in self.filling and key not in self.entries:
+                self._start_fill(key, rest, starter)
 
     async def _fill(self, key: tuple[bytes, bytes], rest: bytes, source: Route, starter: Route | None) -> None:
         epoch = self.epoch
@@ -330,6 +355,7 @@ class StaticCache:
                 left = self.fills_from.pop(starter) - 1
                 if left:
                     self.fills_from[starter] = left
+            self._start_queued()
         if entry is None:
             self._refuse(key)
             return
@@ -482,6 +508,11 @@ class StaticCache:
         self.epoch += 1
         self.wanted = {k: v for k, v in self.wanted.items() if k[0] in kept}
         self.refused = {k: v for k, v in self.refused.items() if k[0] in kept}
+        for key in [k for k in self.queued if k[0] not in kept]:
+            _, starter = self.queued.pop(key)
+            left = self.queued_from.pop(starter) - 1
+            if left:
+                self.queued_from[starter] = left
         return freed
 
     def close(self) -> None:

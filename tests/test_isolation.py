@@ -282,7 +282,9 @@ def test_unread_static_requests_under_distinct_queries_cost_nbpool_no_memory(mak
         for sock in unread:
             sock.close()
     print(f"nbpool's RSS: {before:.0f} MiB before, {peak:.0f} MiB at most with 300 unread static requests")
-    assert peak - before < 150, (before, peak)  # (before the bounds: 66 -> 1,544 MiB, and it stayed there)
+    # Bounded by what the cache may hold (Proxy.cache_size, 64 MiB, which these distinct queries fill) and the
+    # fills' budget (4 x cache_max_entry, 32 MiB), with the allocator's slack; without the bounds, 46 -> 1,512 MiB.
+    assert peak - before < 200, (before, peak)
     assert service.stats()["assigned"] == 1  # and the service serves on
 
 

@@ -16,7 +16,15 @@ import socket
 import pytest
 
 from proxy.server import Proxy
-from proxy.static_cache import ENTRY_OVERHEAD, FILL_BUDGET, FILLS_AT_ONCE, FILLS_PER_ROUTE, MAX_KEY, Entry
+from proxy.static_cache import (
+    ENTRY_OVERHEAD,
+    FILL_BUDGET,
+    FILLS_AT_ONCE,
+    FILLS_PER_ROUTE,
+    FILLS_QUEUED_PER_ROUTE,
+    MAX_KEY,
+    Entry,
+)
 from tests.httpwire import request
 from tests.resources.static_site import APP_JS
 from tests.service import vm_kib
@@ -105,8 +113,9 @@ async def test_hundreds_of_query_strings_left_unread_hold_few_fills(attacked):
     try:
         for i in range(300):  # plain sockets: nothing is read, not even into this process's buffers
             sock = socket.create_connection(("127.0.0.1", attacked.bound_port))
-            # Fifty from each container in turn: the first could take every fill, but for its own bound.
-            sock.sendall(b"GET /user/x%d/static/slow/bundle.bin?v=%d HTTP/1.1\r\nHost: h\r\n\r\n" % (i // 50, i))
+            # A hundred from each of three containers in turn: the first could take every fill, but for its own
+            # bound, and each may have only so many waiting for one.
+            sock.sendall(b"GET /user/x%d/static/slow/bundle.bin?v=%d HTTP/1.1\r\nHost: h\r\n\r\n" % (i // 100, i))
             held.append(sock)
             if i % 10 == 0:
                 await asyncio.sleep(0)
@@ -123,11 +132,12 @@ async def test_hundreds_of_query_strings_left_unread_hold_few_fills(attacked):
           f"{cache.fills} stored, {cache.fills_declined} misses started none, {cache.fill_failures} aborted")
     assert watch.fills <= FILLS_AT_ONCE and watch.per_route <= FILLS_PER_ROUTE
     assert watch.fill_bytes <= FILL_BUDGET * 5 * MIB
-    assert cache.fills_declined > 200 and cache.bytes <= 16 * MIB
+    assert cache.fills_declined >= 300 - 3 * (FILLS_PER_ROUTE + FILLS_QUEUED_PER_ROUTE) and cache.bytes <= 16 * MIB
+    assert not cache.queued and not cache.queued_from
     assert not cache.refused  # a fill aborted for the budget is tried again by a later request
     # What the cache may hold (16 MiB) and buffer (its budget, 20 MiB), with room for the allocator's slack
-    # (45-58 MiB grown in all, measured; without the bounds, 1.5 GiB).
-    assert peak - before < 96, f"memory grew from {before:.0f} to {peak:.0f} MiB"
+    # after some 130 fills of 4 MiB (about 100 MiB grown in all, measured; without the bounds, 1.5 GiB).
+    assert peak - before < 128, f"memory grew from {before:.0f} to {peak:.0f} MiB"
 
 
 async def test_files_evicted_before_their_turn_to_be_encoded_are_let_go(attacked):

@@ -120,7 +120,7 @@ def test_an_engine_restart_keeps_every_attendees_kernel(restart_network, make_se
                      and service.stats()["available"] == 2, timeout=60, what="the pool whole again")
     health = requests.get(f"{service.url}/healthz", timeout=10).json()
     assert health["consecutive_failures"] == 0
-    assert "nbpool_pool_failed_starts_total 0.0" in requests.get(f"{service.url}/metrics", timeout=10).text
+    assert "nbpool_pool_failed_starts_total 0.0" in service.admin("GET", "/metrics").text
     assert session.get(url, timeout=30).status_code == 200
     # The event stream reconnected by itself: a spare killed now is still replaced at once.
     spare = next(cid for cid, state in known_to_pool(service).items() if state == "spare")
@@ -196,7 +196,7 @@ def test_a_kernel_killed_at_the_memory_limit_is_seen_by_the_operator(make_servic
     service.wait_for(lambda: any(r["oom_kills"] for r in service.admin("GET", "/api/admin/containers")
                                  .json()["containers"]), timeout=30, what="the OOM kill counted")
     assert "killed at its memory limit" in service.logs()
-    assert "nbpool_pool_oom_kills_total 1.0" in requests.get(f"{service.url}/metrics", timeout=10).text
+    assert "nbpool_pool_oom_kills_total 1.0" in service.admin("GET", "/metrics").text
     assert session.get(url, timeout=30).status_code == 200  # the container, and the session, live on
 
 
