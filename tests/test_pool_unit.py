@@ -635,8 +635,9 @@ async def test_a_start_whose_machine_goes_away_is_not_a_failed_start(make_pool, 
 
 async def test_static_cache_sources_are_spares_only_and_a_drain_empties_it(make_pool, backend):
     """Routes of one image share a cache scope; launched containers may fill the cache, adopted assigned ones not."""
+    from proxy.cache_entry import Entry
     from proxy.encoding import Policy
-    from proxy.static_cache import Entry, StaticCache
+    from proxy.static_cache import StaticCache
 
     pool = make_pool(warm=2)
     pool.static_cache = StaticCache(pool.routes, Policy(), 1 << 20, 1 << 20)

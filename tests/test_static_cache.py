@@ -235,7 +235,7 @@ def test_static_paths_refuse_per_user_folders():
 
 async def test_until_encoded_the_plain_file_is_served_from_memory(cached, servers):
     """Encoding runs last on a busy machine: meanwhile the stored file goes out as it is, never to a container."""
-    from proxy.static_cache import Entry
+    from proxy.cache_entry import Entry
 
     body = APP_JS.encode()
     entry = Entry(b"Content-Type: application/javascript\r\n", {b"": body}, b"", b"")

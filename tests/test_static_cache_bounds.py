@@ -15,10 +15,10 @@ import socket
 
 import pytest
 
+from proxy.cache_entry import FILL_BUDGET
 from proxy.server import Proxy
 from proxy.static_cache import (
     ENTRY_OVERHEAD,
-    FILL_BUDGET,
     FILLS_AT_ONCE,
     FILLS_PER_ROUTE,
     FILLS_QUEUED_PER_ROUTE,
