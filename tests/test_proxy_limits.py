@@ -18,16 +18,7 @@ from proxy.server import Proxy
 from proxy.state import ConnectionState, Limits, Stats
 from tests.httpwire import Wire
 from tests.resources import echo
-
-
-async def wait_until(predicate, timeout: float = 5.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return predicate()
+from tests.test_proxy_hostile import wait_until
 
 
 async def is_open(wire: Wire, wait: float) -> bool:
