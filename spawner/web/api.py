@@ -18,6 +18,7 @@ from .admission import Refused
 from .handler import ADMIN_COOKIE, PageHandler
 from .metrics import all_nodes
 from .metrics import render as render_metrics
+from .origins import Origins
 
 ADMIN_COOKIE_HOURS = 12
 
@@ -109,8 +110,9 @@ class SpawnAPIHandler(JSONHandler):
             self.finish({"error": error.visitor_message, "retry_after": error.retry_after})
             return
         token = nb.new_claim(slot, path, self.pool)
-        base = f"{self.request.protocol}://{self.request.host}"
-        self.finish({"url": f"{base}/spawn/claim/{token}", "id": slot.cid, "expires_in": nb.claim_timeout})
+        # (nbpool's main host: in subdomain mode the claim's entry link needs that host's cookies)
+        self.finish({"url": f"{Origins(self).main}/spawn/claim/{token}", "id": slot.cid,
+                     "expires_in": nb.claim_timeout})
 
 
 class StatsHandler(JSONHandler):

@@ -222,7 +222,8 @@ class ClaimHandler(PageHandler):
     """
 
     def get(self, token: str) -> None:
-        self.claim(token, confirmed=False)
+        if not self.to_main_host():  # (subdomain mode: its entry link needs the main host's cookies)
+            self.claim(token, confirmed=False)
 
     def post(self, token: str) -> None:
         if self.same_origin():
