@@ -261,7 +261,10 @@ class Proxy(LoggingConfigurable):
             setattr(lim, name, getattr(self, name))
         lim.trusted_networks = [ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies]
         lim.subdomain_host = self.subdomain_host.encode()
-        lim.private_cookies = tuple(p.encode() for p in self.private_cookies)
+        # Each also with the prefixes browsers give a cookie's name special rules for: over HTTPS nbpool's
+        # own are __Host- cookies (spawner.web.access.HOST_PREFIX), and they stay nbpool's.
+        lim.private_cookies = tuple(name + p.encode() for p in self.private_cookies
+                                    for name in (b"", b"__Host-", b"__Secure-"))
         lim.visitors = {}  # worked out with the old trusted_proxies and ipv6_prefix
         lim.scheme = b"https" if self.tls else b"http"
         lim.proto_line = b"X-Forwarded-Proto: %s\r\n" % lim.scheme

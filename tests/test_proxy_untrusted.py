@@ -60,6 +60,11 @@ async def test_the_services_cookies_never_reach_a_container(attendee):
     own = await request(attendee.bound_port, path="/spawn", headers={"Cookie": jar})
     assert cookies_of(own.json()) == [jar]
 
+    # Over HTTPS nbpool's cookies are __Host- cookies: nbpool's all the same.
+    secure = "__Host-nbpool-session=s1; theme=dark; __Host-nbpool-kept=k1; __Secure-nbpool-x=2"
+    resp = await request(attendee.bound_port, path="/user/abc/api/contents", headers={"Cookie": secure})
+    assert cookies_of(resp.json()) == ["theme=dark"]
+
 
 async def test_every_cookie_header_is_screened(attendee):
     wire = await Wire.open(attendee.bound_port)
@@ -220,7 +225,8 @@ def test_private_cookies_setting_is_checked_and_copied():
     with pytest.raises(TraitError, match="a=b"):
         Proxy(private_cookies=["a=b"])
     p = Proxy(private_cookies=["nbpool-", "hub-"])
-    assert p.limits.private_cookies == (b"nbpool-", b"hub-")
+    assert set(p.limits.private_cookies) == {b"nbpool-", b"__Host-nbpool-", b"__Secure-nbpool-",
+                                             b"hub-", b"__Host-hub-", b"__Secure-hub-"}
     p.private_cookies = []
     assert p.limits.private_cookies == ()
 
