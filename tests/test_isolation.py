@@ -302,7 +302,15 @@ def test_connections_that_never_finish_a_tls_handshake_hold_nothing(make_service
         # At most the per-network cap of them, and none once the handshake time has passed.
         assert held <= 12, held
         service.wait_for(lambda: open_files(pid) <= before + 1, timeout=15, what="the silent connections closed")
-        assert requests.get(f"{service.url}/api/stats", verify=False, timeout=10).ok  # a real client is served
+        # A real visitor is served, and over HTTPS nbpool's cookies are __Host- cookies, which no other host
+        # (a sibling name in subdomain mode) can set or shadow; their container answers to them.
+        session = visitor()
+        session.verify, session.trust_env = False, False  # (a self-signed certificate; no CA bundle from the host)
+        taken = session.get(f"{service.url}/spawn", allow_redirects=False, timeout=30)
+        url = through_the_line(session, service.url, taken)
+        cookie = taken.headers["Set-Cookie"]
+        assert cookie.startswith("__Host-nbpool-session=") and "Secure" in cookie and "Path=/" in cookie, cookie
+        assert session.get(url, timeout=30).status_code == 200
     finally:
         for sock in silent:
             sock.close()
