@@ -27,12 +27,13 @@ SPEC = "/build/gh/teach/python-intro/main"
 NOTEBOOK = "01-python-introduction.ipynb"
 
 
-def stream(url: str, origin: str | None = PAGE, timeout: float = 120) -> tuple[requests.Response, list[dict]]:
+def stream(url: str, origin: str | None = PAGE, timeout: float = 120,
+           verify: bool = True) -> tuple[requests.Response, list[dict]]:
     """Read a /build event stream to its end, as an EventSource does: its messages in order."""
     headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
     if origin:
         headers["Origin"] = origin
-    with requests.get(url, headers=headers, stream=True, timeout=timeout) as resp:
+    with requests.get(url, headers=headers, stream=True, timeout=timeout, verify=verify) as resp:
         messages = []
         if resp.headers.get("Content-Type", "").startswith("text/event-stream"):
             for line in resp.iter_lines(decode_unicode=True):

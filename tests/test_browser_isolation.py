@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from urllib.parse import quote
 
 import pytest
@@ -35,7 +36,7 @@ def started(make_service, hostile_image, **settings):
     service = make_service(NbpoolApp__workshops=workshops, WebApp__address_share_exempt=[], **settings)
     service.start(wait_warm=False)
     for name in workshops:
-        service.wait_for(lambda n=name: requests.get(f"{service.url}/w/{n}/api/stats", timeout=10).json()
+        service.wait_for(lambda n=name: requests.get(f"{service.url}/w/{n}/api/stats", timeout=10, verify=False).json()
                          ["available"] >= 1, timeout=120, what=f"a spare of {name}")
     return service
 
@@ -84,19 +85,34 @@ def run_attack(page, url: str, victim: str, kernel: str, main: str) -> dict:
     return json.loads(page.locator("#results").text_content())
 
 
-def test_subdomain_mode_one_attendees_page_cannot_reach_another_nor_nbpools_admin(chromium, make_service,
-                                                                                 hostile_image, docker_client):
+@pytest.fixture(scope="module")
+def wildcard_certificate(tmp_path_factory):
+    """(cert, key) for nb.localhost and *.nb.localhost: subdomain mode over HTTPS (self-signed)."""
+    folder = tmp_path_factory.mktemp("wildcard")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={SUB}",
+                    "-addext", f"subjectAltName=DNS:{SUB},DNS:*.{SUB}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_subdomain_mode_one_attendees_page_cannot_reach_another_nor_nbpools_admin(scheme, chromium, make_service,
+                                                                                 hostile_image, docker_client,
+                                                                                 wildcard_certificate):
+    tls = {"Proxy__certfile": wildcard_certificate[0], "Proxy__keyfile": wildcard_certificate[1]} \
+        if scheme == "https" else {}
     service = started(make_service, hostile_image, Proxy__subdomain_host=SUB,
-                      WebApp__admin_hosts=["localhost", "127.0.0.1", SUB])
+                      WebApp__admin_hosts=["localhost", "127.0.0.1", SUB], **tls)
     port = service.port
-    main = f"http://{SUB}:{port}"
+    main = f"{scheme}://{SUB}:{port}"
     # The attacker takes a server of their own for a page's live code (a script: no browser, no cookie).
-    _, messages = stream(f"{service.url}/build/gh/someone/own/main", origin=None)
+    _, messages = stream(f"{service.url}/build/gh/someone/own/main", origin=None, verify=False)
     theirs, token = messages[-1]["url"], messages[-1]["token"]
-    b = re.fullmatch(rf"http://([0-9a-f]{{12}})\.{re.escape(SUB)}:{port}/user/\1/", theirs)
+    b = re.fullmatch(rf"{scheme}://([0-9a-f]{{12}})\.{re.escape(SUB)}:{port}/user/\1/", theirs)
     assert b, theirs  # at an origin of its own
 
-    context = chromium.new_context()
+    context = chromium.new_context(ignore_https_errors=True)
     page = context.new_page()
     page.set_default_timeout(90_000)
     entries: list[str] = []
@@ -104,9 +120,12 @@ def test_subdomain_mode_one_attendees_page_cannot_reach_another_nor_nbpools_admi
     try:
         sign_in(page, main, service.admin_token)  # the operator, at the main host
         page.goto(f"{main}/w/course/")  # and their own notebook, in the same browser
-        page.wait_for_url(re.compile(rf"http://[0-9a-f]{{12}}\.{re.escape(SUB)}:{port}/user/[0-9a-f]{{12}}/tree"))
-        mine = re.match(r"http://([0-9a-f]{12})\.", page.url).group(1)
-        victim = f"http://{mine}.{SUB}:{port}/user/{mine}/"
+        page.wait_for_url(re.compile(rf"{scheme}://[0-9a-f]{{12}}\.{re.escape(SUB)}:{port}/user/[0-9a-f]{{12}}/tree"))
+        mine = re.match(rf"{scheme}://([0-9a-f]{{12}})\.", page.url).group(1)
+        victim = f"{scheme}://{mine}.{SUB}:{port}/user/{mine}/"
+        if scheme == "https":  # nbpool's own cookies are __Host- cookies there, Secure, for one host alone
+            names = {c["name"] for c in context.cookies() if c["name"].endswith("nbpool-session-course")}
+            assert names == {"__Host-nbpool-session-course"}, names
         write_diary(docker_client, mine)
         kernel = start_kernel(page, victim)
         before = home_files(docker_client, mine)
@@ -124,12 +143,12 @@ def test_subdomain_mode_one_attendees_page_cannot_reach_another_nor_nbpools_admi
         assert "drain requested" not in service.logs()
         # Its cookies planted for the whole service changed nothing: the visitor is still theirs, and the operator.
         page.goto(f"{main}/w/course/spawn")
-        page.wait_for_url(re.compile(rf"http://{mine}\.{re.escape(SUB)}:{port}/user/{mine}/tree"))
+        page.wait_for_url(re.compile(rf"{scheme}://{mine}\.{re.escape(SUB)}:{port}/user/{mine}/tree"))
         page.goto(f"{main}/status")
         page.get_by_role("heading", name=re.compile("Course")).wait_for()
         # The link that took this browser into its notebook's origin does nothing in another browser.
         (entry,) = [u for u in entries if f"/enter/{mine}?" in u][:1]
-        other = chromium.new_context()
+        other = chromium.new_context(ignore_https_errors=True)
         try:
             stolen = other.new_page()
             answer = stolen.goto(entry)

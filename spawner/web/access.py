@@ -25,6 +25,9 @@ SESSION_COOKIE = "nbpool-session"
 # them only from that very host, Secure and for Path=/, so no sibling host (another attendee's origin, in
 # subdomain mode) can set or shadow them by script.
 HOST_PREFIX = "__Host-"
+# Subdomain mode: the one cookie of nbpool's set for the wildcard domain (which browsers forbid a __Host- name):
+# which browser a container's entry link was made for (web.origins).
+BROWSER_COOKIE = "nbpool-browser"
 
 
 def session_cookie(workshop: str) -> str:

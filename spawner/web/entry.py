@@ -6,9 +6,9 @@ import time
 
 from ..pool.slot import ASSIGNED
 from ..secret import BROWSER, ENTRY, SESSION
-from .access import session_cookie, session_value
+from .access import BROWSER_COOKIE, session_cookie, session_value
 from .handler import PageHandler
-from .origins import BROWSER_COOKIE, Origins, entry_digest
+from .origins import Origins, entry_digest
 
 
 class EnterHandler(PageHandler):

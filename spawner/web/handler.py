@@ -19,7 +19,7 @@ from ..pool.pool import Pool
 from ..pool.slot import ASSIGNED, Slot
 from ..secret import KEPT, SESSION
 from ..workshops import Workshop, Workshops
-from .access import HOST_PREFIX, read_session, session_cookie, session_value
+from .access import BROWSER_COOKIE, HOST_PREFIX, read_session, session_cookie, session_value
 from .admission import KEY_COOKIE, Refused
 from .app import WebApp
 from .origins import Origins, entry_url
@@ -182,7 +182,8 @@ class PageHandler(RequestHandler):
 
     def _own_cookie(self, name: str, domain: str | None = None) -> str:
         """``name`` as it is stored: with HOST_PREFIX for nbpool's host-only cookies over HTTPS."""
-        if name.startswith("nbpool-") and domain is None and self.request.protocol == "https":
+        if (name.startswith("nbpool-") and name != BROWSER_COOKIE and domain is None
+                and self.request.protocol == "https"):
             return HOST_PREFIX + name
         return name
 

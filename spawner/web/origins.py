@@ -25,8 +25,8 @@ import time
 from urllib.parse import urlencode
 
 from ..secret import BROWSER, ENTRY
+from .access import BROWSER_COOKIE
 
-BROWSER_COOKIE = "nbpool-browser"
 ENTRY_SECONDS = 60  # how long an entry link works (the hand-out's redirect follows it at once)
 
 
