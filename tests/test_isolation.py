@@ -200,13 +200,13 @@ def test_a_restart_comes_up_when_its_containers_were_removed_while_it_was_stoppe
         assert person.get(url, timeout=30).ok
         idle.append(cid_of(url))
 
-    # Each is checkpointed (a live session on disk, with or without files) ...
-    def checkpointed() -> set[str]:
-        rows = service.admin("GET", "/api/admin/kept").json()["sessions"]
-        return {row["id"] for row in rows if row["state"] == "live"}
+    # Each is checkpointed (a live session on disk, with its file or with none) ...
+    def checkpointed() -> bool:
+        rows = {row["id"]: row["files"] for row in service.admin("GET", "/api/admin/kept").json()["sessions"]
+                if row["state"] == "live"}
+        return all(rows.get(cid, 0) >= 1 for _, cid, _ in people) and all(cid in rows for cid in idle)
 
-    service.wait_for(lambda: checkpointed() >= {cid for _, cid, _ in people} | set(idle), timeout=60,
-                     what="a checkpoint of each")
+    service.wait_for(checkpointed, timeout=60, what="a checkpoint of each")
     assert service.stop() == 0
     # ... then the machine reboots, or an operator runs make clean-containers, while nbpool is stopped.
     assert len(remove_service_containers(docker_client, service.pool_name)) >= 3
