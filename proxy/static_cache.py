@@ -160,12 +160,22 @@ class StaticCache:
 
     def _route_added(self, route: Route) -> None:
         if route.fill_ok and route.share is not None and self.wanted:
-            for key, rest in [(k, r) for k, r in self.wanted.items() if k[0] == route.share]:
-                if len(self.filling) >= FILLS_AT_ONCE:
-                    break  # the rest wait for the next source routed, or a request for them
-                del self.wanted[key]
-                if key not in self.filling and key not in self.entries:
-                    self._start_fill(key, rest, None)
+            self._start_wanted()
+
+    def _start_wanted(self) -> None:
+        """Fetch files remembered as wanted from the sources now routed, as far as the fills in flight
+        allow; the rest start as those end (a page load wants more files than FILLS_AT_ONCE)."""
+        if not self.wanted or len(self.filling) >= FILLS_AT_ONCE:
+            return
+        shares = {route.share for route in self.routes.routes() if route.fill_ok and route.share is not None}
+        if not shares:
+            return
+        for key, rest in [(k, r) for k, r in self.wanted.items() if k[0] in shares]:
+            if len(self.filling) >= FILLS_AT_ONCE:
+                return
+            del self.wanted[key]
+            if key not in self.filling and key not in self.entries and key not in self.queued:
+                self._start_fill(key, rest, None)
 
     def _start_fill(self, key: tuple[bytes, bytes], rest: bytes, starter: Route | None) -> None:
         """Fetch ``key`` from a source in the background, if the fills in flight allow one more
@@ -194,7 +204,8 @@ class StaticCache:
         task.add_done_callback(self.tasks.discard)
 
     def _start_queued(self) -> None:
-        """Start the waiting misses the fills in flight now leave room for, in the order they came."""
+        """Start the waiting misses the fills in flight now leave room for, in the order they came; then
+        files remembered as wanted (a visitor's request waiting goes first)."""
         for key, (rest, starter) in list(self.queued.items()):
             if len(self.filling) >= FILLS_AT_ONCE:
                 return
@@ -206,6 +217,7 @@ class StaticCache:
                 self.queued_from[starter] = left
             if key not in self.filling and key not in self.entries:
                 self._start_fill(key, rest, starter)
+        self._start_wanted()
 
     async def _fill(self, key: tuple[bytes, bytes], rest: bytes, source: Route, starter: Route | None) -> None:
         epoch = self.epoch
@@ -240,6 +252,7 @@ class StaticCache:
             return
         if not source.fill_ok or self.routes.get(source.prefix) is not source:
             self.wanted[key] = rest  # its source ran code meanwhile: ask the next one
+            self._start_wanted()
             return
         self.fills += 1
         self._store(key, entry)

@@ -27,7 +27,38 @@ def engine_or_none() -> tuple[docker.DockerClient | None, str]:
 
 
 def remove_test_containers(client: docker.DockerClient) -> None:
+    """The session's end: its pool's containers, then the network the services made (if nothing is on it)."""
     remove_pool_containers(client, TEST_POOL)
+    for network in client.networks.list(names=[TEST_POOL]):
+        try:
+            network.reload()
+            if not network.containers:
+                network.remove()
+        except docker.errors.NotFound:
+            pass  # already gone
+        except docker.errors.APIError as exc:
+            print(f"network {TEST_POOL} left in place: {exc}")
+    remove_orphan_firewall_chains()
+
+
+def remove_orphan_firewall_chains() -> None:
+    """nbpool's firewall chains for bridges that are gone (the networks tests made and removed): the service
+    keeps its rules while its network lives, so a test run removes what its own networks left."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from spawner.engines.firewall import FORWARD_PREFIX, INPUT_PREFIX, ContainerFirewall
+
+    if shutil.which("iptables") is None:
+        return
+    listing = subprocess.run(["iptables", "-w", "5", "-S"], capture_output=True, text=True).stdout.splitlines()
+    bridges = {line.split()[1][len(prefix):] for line in listing for prefix in (FORWARD_PREFIX, INPUT_PREFIX)
+               if line.startswith(f"-N {prefix}")}
+    firewall = ContainerFirewall()
+    for bridge in sorted(bridges):
+        if not Path("/sys/class/net", bridge).exists():
+            firewall.remove(bridge)
 
 
 def remove_pool_containers(client: docker.DockerClient, pool_name: str, show_logs: bool = False) -> list[str]:
