@@ -34,6 +34,7 @@ from spawner import reload as settings
 from spawner.engines.docker import DockerBackend
 from spawner.engines.firewall import ContainerFirewall
 from spawner.engines.swarm import SwarmBackend
+from spawner.guard import AbuseGuard, Bans
 from spawner.keep import KeptStore, WorkKeeper
 from spawner.pool import Pool
 from spawner.pool.ended import EndedSessions
@@ -57,7 +58,8 @@ class NbpoolApp(Application):
     name = "nbpool"
     version = __version__
     description = __doc__
-    classes = [Pool, DockerBackend, SwarmBackend, ContainerFirewall, Proxy, WebApp, WorkKeeper, WorkshopRecord]
+    classes = [Pool, DockerBackend, SwarmBackend, ContainerFirewall, Proxy, WebApp, WorkKeeper, WorkshopRecord,
+               AbuseGuard]
 
     backend = Enum(list(BACKENDS), "docker", config=True,
                    help="The container engine: 'docker' (one machine, the default) or 'swarm' (a Docker Swarm "
@@ -208,8 +210,10 @@ class NbpoolApp(Application):
         self.record = WorkshopRecord(parent=self, log=self.log, data_dir=str(data))
         self.keeper = WorkKeeper(parent=self, log=self.log, secret=secret, store=KeptStore(data / "kept"),
                                  record=self.record)
+        self.guard = AbuseGuard(parent=self, log=self.log, bans=Bans(data / "bans.json", self.log))
         self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended,
-                          keeper=self.keeper, network_of=lambda address: network_of(address, self.proxy.ipv6_prefix))
+                          keeper=self.keeper, network_of=lambda address: network_of(address, self.proxy.ipv6_prefix),
+                          guard=self.guard)
         try:
             specs = parse_workshops(self.workshops, service_zone(self.time_zone)) if self.workshops else None
         except WorkshopError as exc:
@@ -265,6 +269,7 @@ class NbpoolApp(Application):
             self._engine_down(exc)
         self.pool = workshops.default.pool if workshops.default is not None else None
         await self.keeper.start(workshops.pools)
+        self.guard.start(workshops.pools, exempt=self.web.admission.exempt_network)
         self.record_config()
         self.record.start(workshops.pools)
         loop = asyncio.get_running_loop()
@@ -286,6 +291,7 @@ class NbpoolApp(Application):
         self.log.info("stopping: no new visitors; spares removed, assigned containers kept")
         self.web.accepting = False
         upkeep.cancel()
+        self.guard.stop()
         self.keeper.stop()
         await workshops.stop()
         self.record.stop()
@@ -421,6 +427,7 @@ class NbpoolApp(Application):
             WebApp(config=config, secret=ServerSecret(b"x" * 32), data_dir=self.data_dir, admin_token="check")
             WorkKeeper(config=config)
             WorkshopRecord(config=config)
+            AbuseGuard(config=config)
         except TraitError as exc:
             raise ValueError(str(exc)) from None
 
@@ -428,7 +435,8 @@ class NbpoolApp(Application):
         """The parts a reload updates from the service's config (named workshops' pools: Workshops.apply)."""
         pool = {Pool: self.pool} if self.pool is not None else {}
         return {**pool, type(self.engine): self.engine, ContainerFirewall: self.engine.firewall,
-                WebApp: self.web, Proxy: self.proxy, WorkKeeper: self.keeper, WorkshopRecord: self.record}
+                WebApp: self.web, Proxy: self.proxy, WorkKeeper: self.keeper, WorkshopRecord: self.record,
+                AbuseGuard: self.guard}
 
     @staticmethod
     def _values(obj) -> dict:

@@ -203,6 +203,11 @@ class ContainerBackend(LoggingConfigurable):
         """Memory and CPU of the given running containers, by engine id (those it cannot measure left out)."""
         return {}
 
+    async def host_pid(self, engine_id: str) -> int | None:
+        """The pid, on this machine, of a running container's main process, for the abuse guard to read its
+        cgroup and network; None when its containers run elsewhere (or it is gone)."""
+        return None
+
     async def promote(self, engine_id: str) -> None:
         """A container's server is ready: give it its full share of the machine (see DockerBackend.start_cpu_shares)."""
 

@@ -360,6 +360,19 @@ class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
                                    cpu_seconds=round(cpu / 1e9, 3))
         return out
 
+    def _pid_sync(self, engine_id: str) -> int | None:
+        try:
+            state = self._docker().api.inspect_container(engine_id).get("State") or {}
+        except docker.errors.NotFound:
+            return None
+        return int(state.get("Pid") or 0) or None
+
+    async def host_pid(self, engine_id: str) -> int | None:
+        engine = self.origin or self
+        if not engine._engine_local:
+            return None  # a remote engine's pids are another machine's
+        return await self._call("inspect", self._pid_sync, engine_id)
+
     async def usage(self, engine_ids: list[str]) -> dict[str, Usage]:
         return await self._call("measure usage", self._usage_sync, engine_ids) if engine_ids else {}
 

@@ -200,6 +200,9 @@ class SwarmBackend(DockerBackend):
     async def disk_usage(self, pool: str) -> dict[str, int]:
         return {}  # the manager cannot see the nodes' writable layers (see the README)
 
+    async def host_pid(self, engine_id: str) -> int | None:
+        return None  # tasks run on the nodes, out of this machine's sight (the abuse guard says so)
+
     # --- a look at the cluster ------------------------------------------------------------------
 
     def _mem_reservation(self) -> int:

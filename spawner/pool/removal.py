@@ -33,7 +33,7 @@ class PoolRemovals:
 
         ``visitor_reason`` is what the ended page tells an assigned container's
         visitor; ``kind`` names the ending for the record (idle, max_age,
-        operator, disk, fresh, stopping; died, oom, lost, removed when the
+        operator, disk, fresh, stopping; abuse, whose work is not kept; died, oom, lost, removed when the
         container is gone already, so only its last checkpoint can be kept).
         """
         if slot.state == REMOVING:
@@ -49,7 +49,7 @@ class PoolRemovals:
             self.record("end", cid=slot.cid, kind=kind, reason=reason,
                         assigned_seconds=round(self.wallclock() - slot.assigned_at, 1) if slot.assigned_at else None)
             try:
-                if self.keeper is not None and slot.opened:
+                if self.keeper is not None and slot.opened and kind != "abuse":
                     await self.keeper.session_ended(slot, visitor_reason or reason,
                                                     alive=container and kind not in DEAD_ENDINGS)
                 elif self.keeper is not None:
@@ -86,3 +86,11 @@ class PoolRemovals:
         await self._remove(slot, f"handed out but never opened within unopened_timeout ({self.unopened_timeout:g}s)",
                            visitor_reason="It was never opened, so it was stopped to make room for others.",
                            kind="unopened")
+
+    async def end_for_abuse(self, slot: Slot, reason: str, visitor_reason: str) -> None:
+        """End a session the abuse guard caught (spawner.guard): its work is not kept (a miner's files,
+        restored, would run again)."""
+        if slot.state != ASSIGNED:
+            return
+        self.stats.abuse += 1
+        await self._remove(slot, f"abuse: {reason}", visitor_reason=visitor_reason, kind="abuse")

@@ -14,6 +14,7 @@ class PoolStats:
     failed_starts: int = 0
     culled: int = 0
     over_disk: int = 0  # ended by the disk watchdog
+    abuse: int = 0  # ended by the abuse guard (spawner.guard)
     replaced: int = 0  # found dead or missing behind the pool's back
     oom_kills: int = 0  # processes killed at a container's memory limit
     adopted: int = 0

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import quote
 
+from ..guard.bans import Ban
+from ..guard.guard import AbuseGuard
 from ..pool.pool import Pool
 from ..secret import WORKSHOP_KEY, ServerSecret
 from .pages import PATH_SAFE
@@ -45,8 +47,9 @@ class Refused(Exception):
     """A visitor may not have a container now: what to tell them, and with which status."""
 
     def __init__(self, status: int, title: str, message: str, log_message: str, retry_after: int | None = None,
-                 page: str = "error.html"):
+                 page: str = "error.html", ban: Ban | None = None):
         super().__init__(log_message)
+        self.ban = ban  # the ban that refused it: its browser is marked with it (a cookie)
         self.status = status
         self.title = title
         self.message = message
@@ -68,6 +71,7 @@ class Settings(Protocol):
     spawn_rate_limit: int
     spawn_rate_period: float
     network_of: Callable[[str], str]
+    guard: AbuseGuard | None
 
 
 class Admission:
@@ -96,14 +100,16 @@ class Admission:
         return quote(path, safe=PATH_SAFE)
 
     def admit(self, address: str, pool: Pool, *, key: str | None, key_cookie: str | None = None,
-              trusted: bool = False, workshop_key: str | None = None) -> None:
+              trusted: bool = False, workshop_key: str | None = None, marks: BanMarks | None = None) -> None:
         """Raise Refused unless ``address`` may take a container now.
 
         ``trusted`` (an integrator with the api_token, who serves many people)
         skips the key and the share. Everyone else shows the key, a visitor
         continuing their kept work too (its remembered cookie normally covers
-        it: a kept-work cookie is no workshop key). The spawn rate applies to everyone.
+        it: a kept-work cookie is no workshop key). Bans (``marks``: what the
+        browser holds) and the spawn rate apply to everyone.
         """
+        self.check_ban(address, marks or BanMarks())
         if not self.web.accepting:
             raise Refused(503, "Restarting", "The workshop server is restarting. Please try again in a moment.",
                           "not accepting: stopping", retry_after=10)
@@ -111,6 +117,28 @@ class Admission:
             self.check_key(key, key_cookie, workshop_key)
             self.check_share(address, pool)
         self.check_rate(address)
+
+    # --- bans ---------------------------------------------------------------------------------
+
+    def check_ban(self, address: str, marks: BanMarks) -> None:
+        """Refuse a banned browser or network (spawner.guard.bans), and an address the operator banned."""
+        guard = self.web.guard
+        if guard is None:
+            return
+        if guard.banned_addresses and _in_networks(address, guard.banned_addresses):
+            raise Refused(403, "Notebooks are not available to you",
+                          "This service does not give notebooks to your network.",
+                          "address in AbuseGuard.banned_addresses", page="banned.html")
+        if guard.bans is None:
+            return
+        ban = guard.bans.find(network=self.owner_of(address), containers=marks.containers, ban_ids=marks.bans)
+        if ban is None:
+            return
+        until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ban.until))
+        raise Refused(403, "Notebooks are not available to you for now",
+                      f"A notebook session of yours was ended because {_what(ban.rule)}. New notebooks are "
+                      f"refused to this {'browser and network' if ban.network else 'browser'} until {until}.",
+                      f"banned ({ban.id}, {ban.rule})", page="banned.html", ban=ban)
 
     # --- the workshop key -----------------------------------------------------------------
 
@@ -146,6 +174,18 @@ class Admission:
         except ValueError:
             return False
         return any(addr in ipaddress.ip_network(net, strict=False) for net in self.web.address_share_exempt)
+
+    def exempt_network(self, network: str) -> bool:
+        """Whether a network key (network_of's: an address, or an IPv6 /64) lies in address_share_exempt."""
+        try:
+            net = ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            return False
+        for exempt in self.web.address_share_exempt:
+            other = ipaddress.ip_network(exempt, strict=False)
+            if net.version == other.version and net.subnet_of(other):
+                return True
+        return False
 
     def owner_of(self, address: str) -> str:
         """What a container handed to ``address`` counts against, and its spawn rate: its network (an IPv6
@@ -199,3 +239,26 @@ class Admission:
             raise Refused(429, "Too many requests",
                           "Too many notebooks were started from your address just now. Please try again in a "
                           "moment.", "spawn rate limit", retry_after=int(wait) + 1)
+
+
+class BanMarks:
+    """What a browser holds that a ban may name: the pool ids its session cookies name, its ban cookies."""
+
+    def __init__(self, containers: set[str] | None = None, bans: set[str] | None = None):
+        self.containers = containers or set()
+        self.bans = bans or set()
+
+
+def _in_networks(address: str, networks: list[str]) -> bool:
+    try:
+        addr = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(addr in ipaddress.ip_network(net, strict=False) for net in networks)
+
+
+def _what(rule: str) -> str:
+    return {"banned_command": "it ran a program this service does not allow",
+            "cpu_budget": "it used all the computing time a session may have",
+            "destinations": "it connected to many machines on the internet at once, as miners and scanners do",
+            }.get(rule, "of how it was used")

@@ -97,7 +97,8 @@ class SpawnAPIHandler(JSONHandler):
         key = body.get("key") if isinstance(body.get("key"), str) else self.get_argument("key", None)
         try:
             path = nb.admission.spawn_path(str(body.get("path", "")), ws.landing_path)
-            nb.admission.admit(address, self.pool, key=key, trusted=trusted, workshop_key=ws.key)
+            nb.admission.admit(address, self.pool, key=key, trusted=trusted, workshop_key=ws.key,
+                               marks=self.ban_marks())
         except Refused as refusal:
             self.refuse_visitor(refusal)
             return
@@ -216,8 +217,12 @@ class ContainersHandler(AdminHandler):
         problems = [f"{w.name}: {p}" if w.name else p for w in workshops for p in w.pool.problems()]
         problems += [f"kept work: {kept['problem']}"] if kept.get("problem") else []
         spawn = self.workshops_spawn(workshops)
+        guard = self.nb.guard
+        abuse = {"ended": dict(guard.actions), "warned": guard.warnings,
+                 "bans": len(guard.bans) if guard.bans is not None else 0} if guard is not None else None
         self.finish({"containers": rows, "nodes": all_nodes(workshops), "problems": problems,
-                     "kept": kept, "spawn_seconds": spawn, **summed(workshops, self.workshops.cap.total)})
+                     "kept": kept, "abuse": abuse, "spawn_seconds": spawn,
+                     **summed(workshops, self.workshops.cap.total)})
 
     @staticmethod
     def workshops_spawn(workshops) -> dict:
@@ -312,7 +317,7 @@ class MetricsHandler(AdminHandler):
         super().prepare()
 
     def get(self) -> None:
-        body, content_type = render_metrics(self.workshops, self.proxy)
+        body, content_type = render_metrics(self.workshops, self.proxy, self.nb.guard)
         self.set_header("Content-Type", content_type)
         self.finish(body)
 

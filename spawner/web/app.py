@@ -127,6 +127,7 @@ class WebApp(LoggingConfigurable):
     network_of = Callable(network_of, help="network_of(address) -> the network it counts under (the proxy's "
                                            "rule: proxy.addresses, with Proxy.ipv6_prefix).")
     keeper = Any(None, allow_none=True, help="The WorkKeeper (attendees' kept work), or None.")
+    guard = Any(None, allow_none=True, help="The AbuseGuard (its bans and banned addresses), or None.")
     ended = Instance(EndedSessions, help="Why sessions ended (written by the pool, shown on the ended page).")
     data_dir = Unicode()
 

@@ -19,6 +19,7 @@ from .app import WebApp, redact
 from .binder import binder_handlers
 from .build import build_handlers
 from .entry import entry_handlers
+from .guard_api import guard_handlers
 from .kept import kept_handlers
 from .pages import STATIC
 from .visitor import visitor_handlers
@@ -37,7 +38,7 @@ def make_application(web: WebApp, workshops: Workshops, proxy: Proxy,
 
     return Application(
         visitor_handlers() + kept_handlers() + api_handlers() + workshops_handlers() + binder_handlers()
-        + build_handlers() + entry_handlers(),
+        + build_handlers() + entry_handlers() + guard_handlers(),
         nb=web,
         workshops=workshops,
         proxy=proxy,

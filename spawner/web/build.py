@@ -100,7 +100,8 @@ class BuildHandler(SpecHandler):
         nb, pool = self.nb, ws.pool
         address = self.request.remote_ip
         try:
-            nb.admission.admit(address, pool, key=self.get_argument("key", None), workshop_key=ws.key)
+            nb.admission.admit(address, pool, key=self.get_argument("key", None), workshop_key=ws.key,
+                               marks=self.ban_marks())
             slot = await pool.take_spare(owner=nb.admission.owner_of(address), embedded=True)
             if slot is not None:
                 await self.event("launching", "Handing out a ready notebook server.")
@@ -237,6 +238,7 @@ class OpenEmbeddedHandler(PageHandler):
             self.page("expired.html", status=410, fresh_url=f"{self.prefix}/spawn?new=1")
             return None, ""
         try:
+            self.nb.admission.check_ban(self.request.remote_ip, self.ban_marks())
             return slot, self.nb.admission.spawn_path(self.get_argument("path", ""), "")
         except Refused as refusal:
             self.refuse_visitor(refusal)

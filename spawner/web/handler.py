@@ -5,6 +5,8 @@ container. The handlers themselves live in ``visitor``, ``kept``, ``api``, ``bin
 
 from __future__ import annotations
 
+import time
+
 from tornado.web import RequestHandler
 
 from proxy.http import MESSAGES, wants_json
@@ -17,10 +19,10 @@ from ..keep.keeper import AlreadyRestored
 from ..pool.errors import PoolError
 from ..pool.pool import Pool
 from ..pool.slot import ASSIGNED, Slot
-from ..secret import KEPT, SESSION
+from ..secret import BAN, KEPT, SESSION
 from ..workshops import Workshop, Workshops
-from .access import BROWSER_COOKIE, HOST_PREFIX, read_session, session_cookie, session_value
-from .admission import KEY_COOKIE, Refused
+from .access import BROWSER_COOKIE, HOST_PREFIX, SESSION_COOKIE, read_session, session_cookie, session_value
+from .admission import KEY_COOKIE, BanMarks, Refused
 from .app import WebApp
 from .origins import Origins, entry_url
 from .pages import fresh_url
@@ -29,6 +31,7 @@ TICKET_COOKIE = "nbpool-ticket"
 ADMIN_COOKIE = "nbpool-admin"  # the status page's sign-in
 # The previous session's cookie value, kept when a new session begins, so its kept work stays reachable.
 KEPT_COOKIE = "nbpool-kept"
+BAN_COOKIE = "nbpool-ban"  # a browser the abuse guard banned (its ban's id, signed)
 _UNSET = object()
 
 
@@ -171,6 +174,9 @@ class PageHandler(RequestHandler):
         """A Refused from admission: its page (or JSON), status and Retry-After."""
         self.nb.log.info("spawn refused for %s: %s", self.request.remote_ip, refusal.log_message)
         self.record("refused", why=refusal.title.lower(), status=refusal.status)
+        if refusal.ban is not None:  # the browser keeps the ban whatever session cookies it holds next
+            self.set_visitor_cookie(BAN_COOKIE, refusal.ban.id, BAN,
+                                    days=max(refusal.ban.until - time.time(), 60) / 86400)
         if refusal.retry_after:
             self.set_header("Retry-After", str(refusal.retry_after))
         self.set_status(refusal.status)
@@ -179,6 +185,19 @@ class PageHandler(RequestHandler):
         else:
             self.finish(self.render_page(refusal.page, status=refusal.status, reason=refusal.title,
                                        message=refusal.message))
+
+    def ban_marks(self) -> BanMarks:
+        """What this browser holds that a ban may name: every session and kept-work cookie's container (any
+        workshop's), and its ban cookie."""
+        containers = set()
+        for name, morsel in self.request.cookies.items():
+            bare = name.removeprefix(HOST_PREFIX)
+            purpose = SESSION if bare.startswith(SESSION_COOKIE) else KEPT if bare.startswith(KEPT_COOKIE) else None
+            value = self.nb.secret.verify(morsel.value, purpose) if purpose else None
+            if value and ":" in value:
+                containers.add(value.partition(":")[0])
+        ban = self.nb.secret.verify(self.get_cookie(BAN_COOKIE), BAN)
+        return BanMarks(containers, {ban} if ban else set())
 
     def _own_cookie(self, name: str, domain: str | None = None) -> str:
         """``name`` as it is stored: with HOST_PREFIX for nbpool's host-only cookies over HTTPS."""

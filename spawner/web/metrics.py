@@ -44,6 +44,7 @@ POOL_COUNTERS = (
     ("failed_starts", "Starts that failed."),
     ("culled", "Containers culled (idle or too old)."),
     ("over_disk", "Containers ended by the disk watchdog."),
+    ("abuse", "Sessions ended by the abuse guard (banned command, CPU budget, destinations)."),
     ("adopted", "Containers adopted at start."),
     ("replaced", "Containers found dead behind the pool's back."),
     ("oom_kills", "Processes killed at a container's memory limit."),
@@ -113,9 +114,10 @@ class PoolCollector(Collector):
     before workshops existed.
     """
 
-    def __init__(self, workshops, proxy: Proxy):
+    def __init__(self, workshops, proxy: Proxy, guard=None):
         self.workshops = workshops
         self.proxy = proxy
+        self.guard = guard
 
     def describe(self) -> list[Metric]:
         return []  # no names to reserve: the registry is this collector's alone, and collecting costs a scrape
@@ -136,6 +138,8 @@ class PoolCollector(Collector):
             errors.add_metric([str(code)], n)
         yield errors
         yield from cache_metrics(self.proxy.cache)
+        if self.guard is not None:
+            yield from guard_metrics(self.guard)
 
     @staticmethod
     def one_pool(pool: Pool) -> Iterator[Metric]:
@@ -202,16 +206,31 @@ def cache_metrics(cache) -> Iterator[Metric]:
                             value=cache.max_bytes)
 
 
-def registry_for(workshops, proxy: Proxy) -> CollectorRegistry:
+def guard_metrics(guard) -> Iterator[Metric]:
+    """The abuse guard's actions, warnings, bans, and its own cost (spawner.guard)."""
+    actions = CounterMetricFamily("nbpool_abuse_actions", "Sessions the abuse guard ended, by rule.",
+                                  labels=["rule"])
+    for rule in ("banned_command", "cpu_budget", "destinations"):
+        actions.add_metric([rule], guard.actions[rule])
+    yield actions
+    yield CounterMetricFamily("nbpool_abuse_warnings", "Sessions warned at cpu_warning of their CPU budget.",
+                              value=guard.warnings)
+    yield GaugeMetricFamily("nbpool_bans", "Bans in force (browsers and networks refused new notebooks).",
+                            value=len(guard.bans) if guard.bans is not None else 0)
+    yield CounterMetricFamily("nbpool_abuse_guard_cpu_seconds", "CPU time of the guard's own passes.",
+                              value=round(guard.pass_seconds, 6))
+
+
+def registry_for(workshops, proxy: Proxy, guard=None) -> CollectorRegistry:
     """A fresh registry with the pools' and proxy's metrics, and this process's (CPU, memory, fds, GC)."""
     registry = CollectorRegistry()
-    registry.register(PoolCollector(workshops, proxy))
+    registry.register(PoolCollector(workshops, proxy, guard))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
 
 
-def render(workshops, proxy: Proxy) -> tuple[bytes, str]:
+def render(workshops, proxy: Proxy, guard=None) -> tuple[bytes, str]:
     """The /metrics page: (body, content type)."""
-    return generate_latest(registry_for(workshops, proxy)), CONTENT_TYPE_LATEST
+    return generate_latest(registry_for(workshops, proxy, guard)), CONTENT_TYPE_LATEST

@@ -121,7 +121,7 @@ class SpawnHandler(PageHandler):
                 return
         try:
             nb.admission.admit(address, pool, key=given_key, key_cookie=self.get_cookie(key_cookie(ws.name)),
-                               workshop_key=ws.key)
+                               workshop_key=ws.key, marks=self.ban_marks())
         except Refused as refusal:
             self.refuse_visitor(refusal)
             return
@@ -236,6 +236,11 @@ class ClaimHandler(PageHandler):
         ws = self.workshops.of_cid(claim.slot.cid) if claim is not None else None
         if claim is None or claim.slot.state != ASSIGNED or ws is None:
             self.page("expired.html", status=410, fresh_url=f"{self.prefix}/spawn?new=1")
+            return
+        try:
+            nb.admission.check_ban(self.request.remote_ip, self.ban_marks())
+        except Refused as refusal:
+            self.refuse_visitor(refusal)
             return
         current = self.current_slot(ws)
         replaced = [s for s in [current, *self.single_origin_holdings(current)]

@@ -62,6 +62,11 @@
         ? "kept work: " + kept.sessions + " sessions, " + (kept.bytes / 1e6).toFixed(1) + " of " +
           (kept.max_total / 1e6).toFixed(0) + " MB"
         : "kept work: off";
+      var abuse = data.abuse;
+      var ended = abuse ? Object.values(abuse.ended).reduce(function (a, b) { return a + b; }, 0) : 0;
+      document.getElementById("abuse").textContent = abuse
+        ? "abuse guard: " + ended + " sessions ended, " + abuse.warned + " warned, " + abuse.bans + " bans in force"
+        : "";
       samples.push({t: Date.now() / 1000, available: data.available, assigned: data.assigned,
                     launching: data.launching, queue: data.queue, capacity: data.capacity});
       if (samples.length > 720) samples.shift();

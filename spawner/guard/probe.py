@@ -1,0 +1,184 @@
+"""What a container does, read on its host: its processes, its CPU time, whom it connects to (issue 25).
+
+Everything comes from the kernel's own files, through the container's main process (its host pid):
+
+- its **cgroup** (``/proc/<pid>/cgroup``, v1 or v2) lists every process of the container, whatever
+  started it (a kernel, a terminal, a background job, a fork bomb), and counts their CPU time;
+- ``/proc/<pid>/cmdline`` of each is its command line (a renamed binary shows the name it runs under);
+- ``/proc/<pid>/net/tcp`` (and tcp6, nf_conntrack where the kernel keeps it for the container's network
+  namespace) name the addresses it is connected to, or trying to be: a miner's pool, a scanner's targets.
+
+The reads are cheap (a few small files per process) and never block on the engine; a container that
+ended meanwhile reads as nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+LISTEN = "0A"  # /proc/net/tcp's state for a listening socket
+CMDLINE_MAX = 4096  # bytes of a command line looked at (a miner's name comes first)
+PROCS_MAX = 4096  # processes of one container looked at in one pass (a fork bomb has more; they count as CPU)
+
+
+@dataclass
+class Reading:
+    """One container, now."""
+
+    cpu_seconds: float | None = None  # its cgroup's CPU time since it started (None: unreadable)
+    commands: list[str] = field(default_factory=list)  # its processes' command lines
+    destinations: set[str] = field(default_factory=set)  # remote addresses of its connections
+
+
+class CgroupMounts:
+    """Where this host mounts its cgroup hierarchies (read once: they do not move)."""
+
+    def __init__(self, mountinfo: str = "/proc/self/mountinfo"):
+        self.v1: dict[str, str] = {}  # controller -> mount point
+        self.v2 = ""
+        try:
+            with open(mountinfo) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            fields = line.split()
+            try:
+                dash = fields.index("-")
+            except ValueError:
+                continue
+            point, fstype = fields[4], fields[dash + 1]
+            if fstype == "cgroup2" and not self.v2:
+                self.v2 = point
+            elif fstype == "cgroup":
+                for option in fields[dash + 3].split(","):
+                    self.v1.setdefault(option, point)
+
+    def cpu_dir(self, pid: int) -> tuple[str, int] | None:
+        """(directory, version) of the cgroup that counts ``pid``'s CPU time, or None."""
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return None
+        unified = None
+        for line in lines:
+            hierarchy, controllers, path = line.split(":", 2)
+            if hierarchy == "0" and controllers == "":
+                unified = path
+            elif "cpuacct" in controllers.split(",") and "cpuacct" in self.v1:
+                return os.path.join(self.v1["cpuacct"], path.lstrip("/")), 1
+        if unified is not None and self.v2:
+            return os.path.join(self.v2, unified.lstrip("/")), 2
+        return None
+
+
+def read_cpu(directory: str, version: int) -> float | None:
+    try:
+        if version == 1:
+            with open(os.path.join(directory, "cpuacct.usage")) as f:
+                return int(f.read()) / 1e9
+        with open(os.path.join(directory, "cpu.stat")) as f:
+            for line in f:
+                name, _, value = line.partition(" ")
+                if name == "usage_usec":
+                    return int(value) / 1e6
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def read_pids(directory: str) -> list[int]:
+    try:
+        with open(os.path.join(directory, "cgroup.procs")) as f:
+            return [int(line) for line in f.read().split()[:PROCS_MAX]]
+    except (OSError, ValueError):
+        return []
+
+
+def read_command(pid: int) -> str | None:
+    """A process's command line, its arguments joined by spaces (None: it ended, or is a kernel thread)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read(CMDLINE_MAX)
+    except OSError:
+        return None
+    if not raw:
+        return None
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+
+
+def _address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as /proc/net/tcp writes it: little-endian 32-bit words in hex."""
+    try:
+        raw = bytes.fromhex(hex_address)
+    except ValueError:
+        return None
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    try:
+        address = ipaddress.ip_address(words)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def remote(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+    """Whether a connection's far end is somewhere else (not the container itself, nor unset)."""
+    return address is not None and not (address.is_loopback or address.is_unspecified)
+
+
+def read_destinations(pid: int) -> set[str]:
+    """Remote addresses of the connections in ``pid``'s network namespace (its container's)."""
+    found: set[str] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] == LISTEN:
+                continue
+            address = _address(fields[2].split(":")[0])
+            if remote(address):
+                found.add(str(address))
+    # Connections that ended a moment ago, where the kernel tracks them (a scanner's refused attempts).
+    try:
+        with open(f"/proc/{pid}/net/nf_conntrack") as f:
+            for line in f:
+                dst = line.find(" dst=")
+                if dst < 0:
+                    continue
+                text = line[dst + 5:line.find(" ", dst + 5)]
+                try:
+                    address = ipaddress.ip_address(text)
+                except ValueError:
+                    continue
+                if remote(address):
+                    found.add(str(address))
+    except OSError:
+        pass
+    return found
+
+
+def read(mounts: CgroupMounts, pid: int, *, commands: bool = True, destinations: bool = True) -> Reading:
+    """What the container whose main process is ``pid`` does now (nothing, if it ended)."""
+    reading = Reading()
+    where = mounts.cpu_dir(pid)
+    if where is None:
+        return reading
+    directory, version = where
+    reading.cpu_seconds = read_cpu(directory, version)
+    if commands:
+        for member in read_pids(directory):
+            command = read_command(member)
+            if command is not None:
+                reading.commands.append(command)
+    if destinations:
+        reading.destinations = read_destinations(pid)
+    return reading

@@ -1,0 +1,133 @@
+"""A public link's abusers, against the real service and engine (issue 25): harmless stand-ins for a miner
+(a copy of ``sleep`` named like one), a CPU burner (a background busy loop) and a scanner (connections to
+many addresses), each run in an attendee's container the way their own terminal would run it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import requests
+
+from tests.service import cid_of, spawn, visitor
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+GUARD = {"AbuseGuard__check_interval": 1.0, "Pool__warm": 2, "Pool__max_containers": 4}
+
+
+def container_of(docker_client, cid: str):
+    return docker_client.containers.list(all=True, filters={"label": f"org.nbpool.id={cid}"})[0]
+
+
+def run_as_attendee(docker_client, cid: str, script: str) -> None:
+    """``script`` in the attendee's container, as the attendee, in the background (as from their terminal)."""
+    container_of(docker_client, cid).exec_run(["sh", "-c", script], user="1000", detach=True)
+
+
+def wait_ended(service, session: requests.Session, url: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        page = session.get(url, timeout=30)
+        if page.status_code in (404, 410) or "has ended" in page.text:
+            return page.text
+        time.sleep(0.3)
+    raise AssertionError(f"the session at {url} did not end within {timeout:.0f}s; log:\n{service.logs()[-3000:]}")
+
+
+def test_a_miner_ends_its_session_and_bans_that_browser_while_a_fresh_visitor_is_served(make_service,
+                                                                                     docker_client):
+    service = make_service(**GUARD)
+    service.start()
+    miner = visitor()
+    url = spawn(miner, service.url)
+    cid = cid_of(url)
+    began = time.monotonic()
+    run_as_attendee(docker_client, cid, "cp /bin/sleep /tmp/xmrig && exec /tmp/xmrig 600")
+    page = wait_ended(service, miner, url)
+    took = time.monotonic() - began
+    assert took < 15, took  # "within seconds": the guard reads every check_interval (1 s here)
+    assert "It ran a program this service does not allow (xmrig)" in page, page[:2000]
+    service.wait_for(lambda: not docker_client.containers.list(all=True, filters={"label": f"org.nbpool.id={cid}"}),
+                     timeout=30, what="the miner's container removed")
+    log = service.logs()
+    assert re.search(rf"abuse guard: session {cid} from 127\.0\.0\.1 ran .*xmrig.* \(rule banned_command\): "
+                     r"ended, ban [0-9a-f]{16} for 24 hours \(browser only\)", log), log[-3000:]
+
+    # That browser gets the ban page, at /spawn and at the API; loopback is exempt, so by browser only.
+    refused = miner.get(f"{service.url}/spawn?new=1", allow_redirects=False, timeout=30)
+    assert refused.status_code == 403 and "Notebooks are not available to you for now" in refused.text
+    assert "ran a program this service does not allow" in refused.text
+    api = miner.post(f"{service.url}/api/spawn", json={}, headers={"Origin": service.url}, timeout=30)
+    assert api.status_code == 403, api.text
+    # A fresh visitor from the same (loopback) address is still served.
+    fresh = visitor()
+    assert cid_of(spawn(fresh, service.url)) != cid
+
+    # The operator sees the ban, in the metrics too; it survives a restart; lifting it lets the browser in.
+    bans = service.admin("GET", "/api/admin/bans").json()["bans"]
+    assert [(b["rule"], b["network"], b["containers"]) for b in bans] == [("banned_command", "", [cid])], bans
+    metrics = service.admin("GET", "/metrics").text
+    assert 'nbpool_abuse_actions_total{rule="banned_command"} 1.0' in metrics
+    assert "nbpool_bans 1.0" in metrics
+    service.restart()
+    again = miner.get(f"{service.url}/spawn?new=1", allow_redirects=False, timeout=30)
+    assert again.status_code == 403, again.status_code
+    assert [b["id"] for b in service.admin("GET", "/api/admin/bans").json()["bans"]] == [bans[0]["id"]]
+    assert service.admin("DELETE", f"/api/admin/bans/{bans[0]['id']}").status_code == 204
+    assert service.admin("DELETE", f"/api/admin/bans/{bans[0]['id']}").status_code == 404
+    assert service.admin("GET", "/api/admin/bans").json()["bans"] == []
+    assert cid_of(spawn(miner, service.url)) != cid
+
+
+def test_a_network_is_banned_unless_exempt(make_service, docker_client):
+    """With loopback not exempt, the miner's network is banned too: a fresh browser from it is refused."""
+    service = make_service(WebApp__address_share_exempt=[], **GUARD)
+    service.start()
+    miner = visitor()
+    url = spawn(miner, service.url)
+    run_as_attendee(docker_client, cid_of(url), "cp /bin/sleep /tmp/cpuminer-sse2 && exec /tmp/cpuminer-sse2 600")
+    wait_ended(service, miner, url)
+    refused = visitor().get(f"{service.url}/spawn", allow_redirects=False, timeout=30)
+    assert refused.status_code == 403 and "browser and network" in refused.text
+    (ban,) = service.admin("GET", "/api/admin/bans").json()["bans"]
+    assert ban["network"] == "127.0.0.1"
+
+
+def test_a_cpu_burner_is_warned_then_ended_at_its_budget_while_its_neighbour_works_on(make_service, docker_client):
+    service = make_service(AbuseGuard__cpu_budget=8, AbuseGuard__cpu_warning=0.5, **GUARD)
+    service.start()
+    burner, neighbour = visitor(), visitor()
+    url, other = spawn(burner, service.url), spawn(neighbour, service.url)
+    # A background process, not a kernel: the cgroup counts it all the same.
+    run_as_attendee(docker_client, cid_of(url), "nohup python3 -c 'while True: pass' >/dev/null 2>&1 &")
+    service.wait_for(lambda: f"session {cid_of(url)} from 127.0.0.1 used" in service.logs(), timeout=60,
+                     what="the burner warned")
+    page = wait_ended(service, burner, url, timeout=60)
+    assert "It used all the computing time one session may have" in page, page[:2000]
+    assert "(rule cpu_budget)" in service.logs()
+    # The neighbour's server answers, and its session goes on.
+    assert neighbour.get(other, timeout=30).status_code == 200
+    assert cid_of(other) in {r["id"] for r in service.admin("GET", "/api/admin/containers").json()["containers"]}
+
+
+def test_connections_to_many_addresses_end_the_session(make_service, docker_client):
+    service = make_service(AbuseGuard__max_destinations=20, **GUARD)
+    service.start()
+    scanner = visitor()
+    url = spawn(scanner, service.url)
+    # Non-blocking connects to 40 documentation addresses, held open (a scanner's or miner's fan-out).
+    run_as_attendee(docker_client, cid_of(url), """exec python3 -c '
+import socket, time
+held = []
+for i in range(1, 41):
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex(("198.51.100.%d" % i, 80))
+    held.append(s)
+time.sleep(600)'""")
+    page = wait_ended(service, scanner, url)
+    assert "connected to" in page and "different machines" in page, page[:2000]
+    assert "(rule destinations)" in service.logs()
