@@ -211,6 +211,7 @@ class NbpoolApp(Application):
         self.keeper = WorkKeeper(parent=self, log=self.log, secret=secret, store=KeptStore(data / "kept"),
                                  record=self.record)
         self.guard = AbuseGuard(parent=self, log=self.log, bans=Bans(data / "bans.json", self.log))
+        self.engine.firewall.ports = self.guard.ports()
         self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended,
                           keeper=self.keeper, network_of=lambda address: network_of(address, self.proxy.ipv6_prefix),
                           guard=self.guard)
@@ -384,6 +385,9 @@ class NbpoolApp(Application):
                 setattr(owners[cls], k, value)  # kept as it is until a restart
                 self.log.warning("%s.%s changed in the config file: takes effect at the next start",
                                  cls.__name__, k)
+        if self.guard.ports() != self.engine.firewall.ports:
+            self.engine.firewall.ports = self.guard.ports()
+            firewall_before = None  # AbuseGuard.egress_ports changed: the rules are installed again
         if self._values(self.engine.firewall) != firewall_before:
             asyncio.get_running_loop().create_task(self._reinstall_firewall())
         if loader.total_containers != workshops.cap.total:

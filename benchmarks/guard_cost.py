@@ -1,9 +1,9 @@
 """What the abuse guard costs (issue 25): its reading of N containers, every check_interval, in CPU.
 
 Starts N containers of the workshop image, each with the processes a live session has (a notebook
-server's worth: a few Python processes and shells), plus connections out, and runs the guard's own
-reading (``spawner.guard.probe.read``: cgroup, command lines, connections) over all of them, pass after
-pass, as AbuseGuard.check does every check_interval. Reports the CPU time per pass and the share of one
+server's worth: a few Python processes and shells), plus a connection out, and runs the guard's own
+reading (``AbuseGuard._read_all``: cgroups, command lines, the host's connection table) over all of them,
+pass after pass, as AbuseGuard.check does every check_interval. Reports the CPU time per pass and the share of one
 core at the default interval. Target: under 2 % of one core with 60 containers.
 
     .venv/bin/python benchmarks/guard_cost.py [--containers 60] [--passes 60] [--interval 5]
@@ -18,7 +18,9 @@ import time
 
 import docker
 
-from spawner.guard import probe
+from spawner.engines.base import Endpoint
+from spawner.guard import AbuseGuard, probe
+from spawner.pool.slot import ASSIGNED, Slot
 
 IMAGE = os.environ.get("NBPOOL_IMAGE", "nbpool/notebook:latest")
 # A session's processes: a server, a kernel, a terminal's shell, a background job, and a connection out.
@@ -42,10 +44,15 @@ def main() -> None:
         for _ in range(args.containers):
             containers.append(client.containers.run(IMAGE, ["sh", "-c", SESSION], entrypoint=[], detach=True,
                                                     labels={"org.nbpool.bench": label}, mem_limit="256m"))
-        pids = []
+        pids, watched = [], []
         for container in containers:
             container.reload()
-            pids.append(int(container.attrs["State"]["Pid"]))
+            pid = int(container.attrs["State"]["Pid"])
+            address = container.attrs["NetworkSettings"]["IPAddress"]
+            pids.append(pid)
+            watched.append((None, Slot(cid=container.id[:12], state=ASSIGNED, generation=0, created=0.0,
+                                       engine_id=container.id, endpoint=Endpoint(address, 8888)), pid))
+        guard = AbuseGuard()
         time.sleep(3)  # every process started
         print(f"{len(pids)} containers started in {time.monotonic() - started:.0f}s")
         mounts = probe.CgroupMounts()
@@ -55,14 +62,15 @@ def main() -> None:
         cpu, wall = [], []
         for _ in range(args.passes):
             c0, w0 = time.process_time(), time.perf_counter()
-            for pid in pids:
-                probe.read(mounts, pid)
+            guard._read_all(watched)  # what AbuseGuard.check reads in one pass (its thread's part)
             cpu.append(time.process_time() - c0)
             wall.append(time.perf_counter() - w0)
         cpu.sort()
         wall.sort()
         median, worst = cpu[len(cpu) // 2], cpu[-1]
-        print(f"cores: {os.cpu_count()}; {len(pids)} containers, {processes} processes read per pass")
+        seen = sum(len(r.destinations) for r in guard._read_all(watched))
+        print(f"cores: {os.cpu_count()}; {len(pids)} containers, {processes} processes and {seen} connections "
+              f"out read per pass (host connection table: {'yes' if probe.host_destinations() is not None else 'no'})")
         print(f"CPU per pass: median {median * 1000:.1f} ms, max {worst * 1000:.1f} ms "
               f"(wall median {wall[len(wall) // 2] * 1000:.1f} ms)")
         print(f"share of one core at check_interval {args.interval:g}s: {median / args.interval * 100:.2f} % "

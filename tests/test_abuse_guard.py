@@ -5,6 +5,7 @@ many addresses), each run in an attendee's container the way their own terminal 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -82,18 +83,83 @@ def test_a_miner_ends_its_session_and_bans_that_browser_while_a_fresh_visitor_is
     assert cid_of(spawn(miner, service.url)) != cid
 
 
-def test_a_network_is_banned_unless_exempt(make_service, docker_client):
-    """With loopback not exempt, the miner's network is banned too: a fresh browser from it is refused."""
-    service = make_service(WebApp__address_share_exempt=[], **GUARD)
+class Receiver:
+    """A webhook's receiving end: a small real HTTP server on this machine, keeping what it was sent."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                received.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/s3cr3t-token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_network_is_banned_unless_exempt_and_the_operator_is_told(make_service, docker_client):
+    """With loopback not exempt, the miner's network is banned too: a fresh browser from it is refused. The
+    operator's webhook hears of it (and its secret URL is nowhere in the log)."""
+    receiver = Receiver()
+    try:
+        service = make_service(WebApp__address_share_exempt=[], AbuseGuard__webhook_url=receiver.url, **GUARD)
+        service.start()
+        miner = visitor()
+        url = spawn(miner, service.url)
+        run_as_attendee(docker_client, cid_of(url),
+                        "cp /bin/sleep /tmp/cpuminer-sse2 && exec /tmp/cpuminer-sse2 600")
+        wait_ended(service, miner, url)
+        refused = visitor().get(f"{service.url}/spawn", allow_redirects=False, timeout=30)
+        assert refused.status_code == 403 and "browser and network" in refused.text
+        (ban,) = service.admin("GET", "/api/admin/bans").json()["bans"]
+        assert ban["network"] == "127.0.0.1"
+        service.wait_for(lambda: receiver.received, timeout=15, what="the webhook's message")
+        (path, message), = receiver.received
+        assert path == "/hooks/s3cr3t-token"
+        assert (message["rule"], message["session"], message["network"], message["ban"]) == \
+            ("banned_command", cid_of(url), "127.0.0.1", ban["id"])
+        assert "cpuminer" in message["text"]
+        assert "s3cr3t-token" not in service.logs()
+    finally:
+        receiver.close()
+
+
+def test_egress_ports_web_refuses_a_miner_pools_port(make_service, docker_client):
+    """AbuseGuard.egress_ports 'web': a stratum port (3333) is refused at once, 443 is not."""
+    service = make_service(AbuseGuard__egress_ports="web", **GUARD)
     service.start()
-    miner = visitor()
-    url = spawn(miner, service.url)
-    run_as_attendee(docker_client, cid_of(url), "cp /bin/sleep /tmp/cpuminer-sse2 && exec /tmp/cpuminer-sse2 600")
-    wait_ended(service, miner, url)
-    refused = visitor().get(f"{service.url}/spawn", allow_redirects=False, timeout=30)
-    assert refused.status_code == 403 and "browser and network" in refused.text
-    (ban,) = service.admin("GET", "/api/admin/bans").json()["bans"]
-    assert ban["network"] == "127.0.0.1"
+    session = visitor()
+    cid = cid_of(spawn(session, service.url))
+    assert "on TCP ports 80, 443, 9418 only" in service.logs()
+    probe = """import socket
+for port in (3333, 443):
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect(("198.51.100.7", port))
+        print(port, "connected")
+    except ConnectionRefusedError:
+        print(port, "refused")
+    except OSError as exc:
+        print(port, type(exc).__name__)
+"""
+    code, out = container_of(docker_client, cid).exec_run(["python3", "-c", probe], user="1000")
+    lines = dict(line.split(" ", 1) for line in out.decode().split("\n") if line)
+    assert code == 0 and lines["3333"] == "refused", out
+    assert lines["443"] != "refused", out
 
 
 def test_a_cpu_burner_is_warned_then_ended_at_its_budget_while_its_neighbour_works_on(make_service, docker_client):

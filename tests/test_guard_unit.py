@@ -92,3 +92,17 @@ def test_a_process_connections_are_read_without_loopback():
     finally:
         for s in (out, inside, listener):
             s.close()
+
+
+def test_egress_ports_become_firewall_rules():
+    from spawner.engines.firewall import ContainerFirewall
+    from spawner.guard.guard import port_list
+
+    assert port_list("any") == [] and port_list("web") == [80, 443, 9418] and port_list("443, 80") == [80, 443]
+    assert port_list("http") is None and port_list("0") is None and port_list("") is None
+    rules = ContainerFirewall(ports=[80, 443]).rules("br-test", ["10.0.0.53"], [])
+    tail = [" ".join(r) for r in rules if r[1] == "NBPOOL-FWD-br-test"][-4:]
+    assert tail[:2] == ["-A NBPOOL-FWD-br-test -p tcp --dport 80 -j RETURN",
+                        "-A NBPOOL-FWD-br-test -p tcp --dport 443 -j RETURN"]
+    assert tail[2].endswith("-p tcp -j REJECT --reject-with tcp-reset")
+    assert not any("--dport 80 " in " ".join(r) for r in ContainerFirewall().rules("br-test", [], []))

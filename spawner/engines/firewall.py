@@ -42,7 +42,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from traitlets import Float, List, Unicode, validate
+from traitlets import Float, Int, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from ..traits import require
@@ -177,6 +177,9 @@ class ContainerFirewall(LoggingConfigurable):
     command_timeout = Float(10.0, config=True,
                             help="Seconds one iptables command may take (waiting for the xtables lock included) "
                                  "before it counts as failed.")
+    # TCP ports containers may connect to on the internet; empty: any. Set from AbuseGuard.egress_ports (the
+    # abuse settings own it; the rules are the firewall's), before the rules are installed.
+    ports = List(Int(), [])
 
     @validate("egress")
     def _validate_egress(self, proposal):
@@ -236,6 +239,9 @@ class ContainerFirewall(LoggingConfigurable):
             result += _reject(forward, "-d", cidr)
         if self.egress == "none":
             result += _reject(forward)
+        elif self.ports:  # AbuseGuard.egress_ports: the internet, on these TCP ports only (DNS stays open above)
+            result += [["-A", forward, "-p", "tcp", "--dport", str(port), "-j", "RETURN"] for port in self.ports]
+            result += _reject(forward)
         return result
 
     def rules6(self, bridge: str) -> list[list[str]]:
@@ -291,7 +297,9 @@ class ContainerFirewall(LoggingConfigurable):
         if v6:
             self._load("ip6tables", chain_names(bridge)[1:], self.rules6(bridge), self.jumps(bridge, v6=True))
         self.log.info("firewall for %s installed in %.0f ms: egress %s, %d IPv4 rules%s; DNS to %s; "
-                      "host networks %s blocked", bridge, (time.monotonic() - started) * 1000, self.egress,
+                      "host networks %s blocked", bridge, (time.monotonic() - started) * 1000,
+                      self.egress + (f" on TCP ports {', '.join(map(str, self.ports))} only"
+                                     if self.ports and self.egress == "internet" else ""),
                       len(v4), " and IPv6 input rules" if v6 else "", ", ".join(resolvers) or "no resolver",
                       ", ".join(host_networks))
 

@@ -5,8 +5,10 @@ Everything comes from the kernel's own files, through the container's main proce
 - its **cgroup** (``/proc/<pid>/cgroup``, v1 or v2) lists every process of the container, whatever
   started it (a kernel, a terminal, a background job, a fork bomb), and counts their CPU time;
 - ``/proc/<pid>/cmdline`` of each is its command line (a renamed binary shows the name it runs under);
-- ``/proc/<pid>/net/tcp`` (and tcp6, nf_conntrack where the kernel keeps it for the container's network
-  namespace) name the addresses it is connected to, or trying to be: a miner's pool, a scanner's targets.
+- the host's connection tracking (``/proc/net/nf_conntrack``: one read for all containers, whose
+  connections out are forwarded through the host) names the addresses each connects to, or tried to a
+  moment ago: a miner's pool, a scanner's targets. Where the host does not show it, a container's own
+  ``/proc/<pid>/net/tcp`` (and tcp6) stand in, seldom: each read walks every socket of the machine.
 
 The reads are cheap (a few small files per process) and never block on the engine; a container that
 ended meanwhile reads as nothing.
@@ -164,6 +166,33 @@ def read_destinations(pid: int) -> set[str]:
     except OSError:
         pass
     return found
+
+
+def host_destinations(path: str = "/proc/net/nf_conntrack") -> dict[str, set[str]] | None:
+    """Remote addresses by the local address that connected to them, from this host's connection tracking,
+    which sees every container's connections out (they are forwarded through the host): one read for all
+    containers, where reading each one's /proc/<pid>/net/tcp costs milliseconds apiece (the kernel walks
+    every socket of the machine for each). None where the kernel does not show its table."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    table: dict[str, set[str]] = {}
+    for line in lines:
+        src = line.find(" src=")
+        dst = line.find(" dst=", src)
+        if src < 0 or dst < 0:
+            continue
+        source = line[src + 5:dst]
+        target = line[dst + 5:line.find(" ", dst + 5)]
+        try:
+            address = ipaddress.ip_address(target)
+        except ValueError:
+            continue
+        if remote(address) and not address.is_multicast:
+            table.setdefault(source, set()).add(target)
+    return table
 
 
 def read(mounts: CgroupMounts, pid: int, *, commands: bool = True, destinations: bool = True) -> Reading:
