@@ -84,6 +84,13 @@ c.ContainerFirewall.egress = "internet"
 # Disk space one attendee's own files may take, and the container log kept.
 c.DockerBackend.disk_limit = "2G"
 c.DockerBackend.log_max_size = "10M"
+# Miners, CPU burners and scanners on a public link (README: "Abuse on a public link"): their
+# sessions end and their browser and network are banned for ban_hours.
+c.AbuseGuard.cpu_budget = 3600  # CPU-seconds per session
+c.AbuseGuard.ban_hours = 24
+# c.AbuseGuard.banned_commands = [..., "my-own-banned-tool"]
+# c.AbuseGuard.egress_ports = "web"  # the internet on TCP 80, 443 and 9418 only
+# c.AbuseGuard.webhook_url = "https://chat.example.org/hooks/..."  # told of every ban
 
 # Admin API and status page (/status): empty generates one into data/admin_token.
 # c.WebApp.admin_token = ""
