@@ -21,7 +21,7 @@ c.ServerApp.trust_xheaders = True
 c.ServerApp.quit_button = False
 # Language-server support needs servers this image does not have; loading the
 # extension only costs start-up time.
-c.ServerApp.jpserver_extensions = {"jupyter_lsp": False}
+c.ServerApp.jpserver_extensions = {"jupyter_lsp": False, "nbpool_notice": True}
 
 # Land on the file browser that shows the workshop notebooks.
 c.ServerApp.default_url = "/tree"
@@ -40,6 +40,7 @@ c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
 # notebook so the first cell does not wait for a kernel to start; other kernels,
 # and later Python notebooks, start as usual. NBPOOL_PRESTART_KERNEL=0 (the
 # orchestrator's DockerBackend.prestart_kernel) turns it off. See nbpool_kernels.py.
+# (nbpool's modules, among them nbpool_notice: its notices to the attendee, loaded above.)
 sys.path.insert(0, "/usr/local/lib/nbpool")
 c.ServerApp.kernel_manager_class = "nbpool_kernels.PrestartKernelManager"
 # Each kernel message leaves at once, not up to 40 ms later behind the previous

@@ -208,6 +208,11 @@ class ContainerBackend(LoggingConfigurable):
         cgroup and network; None when its containers run elsewhere (or it is gone)."""
         return None
 
+    async def notify(self, engine_id: str, notice: dict) -> bool:
+        """Leave ``notice`` ({id, type, message}) for the attendee's own JupyterLab to show (the image's
+        nbpool_notice extension); False when this backend cannot reach into its containers."""
+        return False
+
     async def promote(self, engine_id: str) -> None:
         """A container's server is ready: give it its full share of the machine (see DockerBackend.start_cpu_shares)."""
 

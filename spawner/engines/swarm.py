@@ -203,6 +203,9 @@ class SwarmBackend(DockerBackend):
     async def host_pid(self, engine_id: str) -> int | None:
         return None  # tasks run on the nodes, out of this machine's sight (the abuse guard says so)
 
+    async def notify(self, engine_id: str, notice: dict) -> bool:
+        return False  # (a service's task runs on a node: the manager's API cannot exec into it)
+
     # --- a look at the cluster ------------------------------------------------------------------
 
     def _mem_reservation(self) -> int:

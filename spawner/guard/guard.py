@@ -155,6 +155,7 @@ class AbuseGuard(LoggingConfigurable):
         self._pids: dict[str, int] = {}  # engine id -> host pid of its main process
         self._seen: dict[str, dict[str, float]] = {}  # cid -> {remote address: last seen (monotonic)}
         self._warned: set[str] = set()
+        self._notices: set[asyncio.Task] = set()
         self._read_seconds = 0.0  # CPU time of the last pass's reading thread
         self._slow_read: dict[str, float] = {}  # cid -> when its sockets were last read one by one
         self._unseen: set[str] = set()  # pools already said to be out of the guard's sight
@@ -285,6 +286,23 @@ class AbuseGuard(LoggingConfigurable):
             self.log.warning("abuse guard: session %s from %s used %.0f of its %g CPU-seconds: warned",
                              slot.cid, slot.owner or "?", reading.cpu_seconds, budget)
             pool.record("guard_warning", cid=slot.cid, rule="cpu_budget", cpu_seconds=round(reading.cpu_seconds))
+            notice = {"id": "cpu-budget", "type": "warning",
+                      "message": f"This session has used {reading.cpu_seconds / budget:.0%} of the computing time "
+                                 f"one session may have ({_duration(budget)} of CPU). At all of it the session "
+                                 "ends: stop long-running or background work you do not need, and save what "
+                                 "you want to keep."}
+            task = asyncio.get_running_loop().create_task(self._notify(pool, slot, notice))
+            self._notices.add(task)
+            task.add_done_callback(self._notices.discard)
+
+    async def _notify(self, pool: Pool, slot: Slot, notice: dict) -> None:
+        try:
+            shown = await pool.backend.notify(slot.engine_id, notice)
+        except Exception as exc:  # a task boundary: the warning is logged already; say why it was not shown
+            shown = False
+            self.log.debug("abuse guard: notice to %s failed: %s", slot.cid, exc)
+        if not shown:
+            self.log.info("abuse guard: session %s's notice could not be left in its container", slot.cid)
 
     def _banned_command(self, commands: list[str]) -> tuple[str, str] | None:
         words = [w.lower() for w in self.banned_commands]
