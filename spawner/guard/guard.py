@@ -36,8 +36,9 @@ from . import probe
 from .bans import Bans
 from .webhook import Webhook
 
-# Well-known miners' program names (mybinder's cryptnono and minesweeper lists, 2i2c's notes).
-DEFAULT_BANNED = ["xmrig", "minerd", "cpuminer", "ethminer", "t-rex", "nbminer", "lolminer", "phoenixminer",
+# Well-known miners' program names (as mybinder's and 2i2c's lists name them); none a teaching notebook would run
+# under another meaning (a short word like "t-rex" would end a dinosaur exercise).
+DEFAULT_BANNED = ["xmrig", "minerd", "cpuminer", "ethminer", "nbminer", "lolminer", "phoenixminer",
                   "nanominer", "srbminer", "xmr-stak", "cgminer", "bfgminer", "ccminer", "stratum+tcp://",
                   "stratum+ssl://", "nicehash", "hellminer", "verus-solver"]
 RULES = ("banned_command", "cpu_budget", "destinations")

@@ -52,7 +52,7 @@ class PoolRemovals:
                 if self.keeper is not None and slot.opened and kind != "abuse":
                     await self.keeper.session_ended(slot, visitor_reason or reason,
                                                     alive=container and kind not in DEAD_ENDINGS)
-                elif self.keeper is not None:
+                elif self.keeper is not None and kind != "abuse":  # (restored work that ran a miner stays used)
                     await self.keeper.never_opened(slot.cid)
             except Exception:  # never let a failed save keep a container: it is logged and shown
                 self.log.exception("kept work of %s: saving failed", slot.cid)
