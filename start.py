@@ -34,7 +34,8 @@ from spawner import reload as settings
 from spawner.engines.docker import DockerBackend
 from spawner.engines.firewall import ContainerFirewall
 from spawner.engines.swarm import SwarmBackend
-from spawner.guard import AbuseGuard, Bans
+from spawner.guard.bans import Bans
+from spawner.guard.guard import AbuseGuard
 from spawner.keep import KeptStore, WorkKeeper
 from spawner.pool import Pool
 from spawner.pool.ended import EndedSessions
@@ -212,6 +213,8 @@ class NbpoolApp(Application):
                                  record=self.record)
         self.guard = AbuseGuard(parent=self, log=self.log, bans=Bans(data / "bans.json", self.log))
         self.engine.firewall.ports = self.guard.ports()
+        if isinstance(self.engine, SwarmBackend):  # its nodes' agents answer nbpool with this token (a Swarm secret)
+            self.engine.agent_token = secret.derive("node-agent", "token")
         self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended,
                           keeper=self.keeper, network_of=lambda address: network_of(address, self.proxy.ipv6_prefix),
                           guard=self.guard)

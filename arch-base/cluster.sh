@@ -36,6 +36,7 @@ REPO_ROOT=$(cd "$HERE/.." && pwd)
 NODE_IMAGE=${NBPOOL_NODE_IMAGE:-nbpool/node:bookworm}
 BASE_IMAGE=${NBPOOL_BASE_IMAGE:-nbpool/base:bookworm}
 IMAGES=${NBPOOL_CLUSTER_IMAGES:-nbpool/notebook:latest}
+AGENT_IMAGE=${NBPOOL_AGENT_IMAGE:-nbpool/agent:latest}   # nbpool's node agent, on every node (global service)
 DEADLINE=${NBPOOL_CLUSTER_TIMEOUT:-90}
 LABEL=org.nbpool.cluster=local
 MANAGER=nbpool-manager
@@ -64,7 +65,7 @@ build_node_image() {
     local base_id hash have
     base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE" 2>/dev/null) \
         || die "base image $BASE_IMAGE is missing; run 'make images' first."
-    hash=$( { echo "$base_id"; cat "$HERE/node/Dockerfile" "$HERE/node/node-entrypoint.sh" "$HERE/node/fence.sh"; } | sha256sum | cut -c1-16)
+    hash=$( { echo "$base_id"; cat "$HERE/node/Dockerfile" "$HERE/node/node-entrypoint.sh"; } | sha256sum | cut -c1-16)
     have=$(docker image inspect -f '{{index .Config.Labels "org.nbpool.source-hash"}}' "$NODE_IMAGE" 2>/dev/null || true)
     if [ "$have" = "$hash" ]; then
         say "$NODE_IMAGE is up to date (source $hash)."
@@ -224,6 +225,7 @@ up() {
     for i in $(seq "$n"); do workers+=("nbpool-node-$i"); done
 
     build_node_image
+    bash "$HERE/agent/build.sh" "$AGENT_IMAGE" | sed 's/^agent: /cluster: /'
     mkdir -p "$SOCK_DIR"
     for w in "$MANAGER" "${workers[@]}"; do ensure_node "$w"; done
     for w in "$MANAGER" "${workers[@]}"; do wait_engine "$w"; done
@@ -238,6 +240,7 @@ up() {
     for w in "${workers[@]}"; do join_worker "$w"; done
     prune_stale_nodes
     load_images "${workers[@]}"
+    IMAGES=$AGENT_IMAGE load_images "$MANAGER" "${workers[@]}"
 
     mkdir -p "$STATE_DIR"
     echo "$ENDPOINT" >"$STATE_DIR/endpoint"

@@ -19,7 +19,8 @@ import time
 import docker
 
 from spawner.engines.base import Endpoint
-from spawner.guard import AbuseGuard, probe
+from spawner.guard import probe
+from spawner.guard.guard import AbuseGuard
 from spawner.pool.slot import ASSIGNED, Slot
 
 IMAGE = os.environ.get("NBPOOL_IMAGE", "nbpool/notebook:latest")

@@ -9,7 +9,8 @@ import logging
 import pytest
 from traitlets import TraitError
 
-from spawner.guard import AbuseGuard, Bans
+from spawner.guard.bans import Bans
+from spawner.guard.guard import AbuseGuard
 from spawner.guard.probe import _address, read_destinations
 
 log = logging.getLogger("test")

@@ -133,20 +133,24 @@ def test_spares_spread_over_nodes_with_the_limits_in_each_spec(swarm, make_swarm
     status = in_node(node, "exec", ctr, "cat", "/proc/1/status")
     assert re.search(r"^NoNewPrivs:\s+1$", status, re.M) and re.search(r"^CapEff:\s+0+$", status, re.M)
 
-    # An attendee's container reaches no neighbour's server directly (same node or another), nor nbpool's machine.
+    # An attendee's container reaches no neighbour's server directly (same node or another), nor nbpool's machine,
+    # nor the manager: the rules of nbpool's agent on its node.
     data = service.admin("GET", "/api/admin/containers").json()
     endpoints = {c["node"]: c["endpoint"] for c in data["containers"]}
     same = next(c["endpoint"] for c in data["containers"]
                 if c["node"] == node and c["endpoint"] != endpoint_of(data, found[0]))
     gateway = docker.from_env(environment=HOST_ENGINE).networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
     listener = socket.create_server((gateway, 0))  # a server on nbpool's machine, on the nodes' network
-    targets = [same, endpoints[next(w for w in WORKERS if w != node)], f"http://{gateway}:{listener.getsockname()[1]}"]
+    manager = docker.from_env(environment=HOST_ENGINE).containers.get("nbpool-manager").attrs["NetworkSettings"][
+        "Networks"]["bridge"]["IPAddress"]
+    targets = [same, endpoints[next(w for w in WORKERS if w != node)], f"http://{gateway}:{listener.getsockname()[1]}",
+               f"http://{manager}:2377"]  # (the manager's swarm port: it listens)
     probe = ("import socket, sys\nfor t in sys.argv[1:]:\n    h, p = t.split('//')[1].split(':')\n"
              "    try:\n        socket.create_connection((h, int(p)), timeout=3); print('reached', t)\n"
              "    except OSError as e:\n        print('refused', t, e)\n")
     with listener:
         said = in_node(node, "exec", ctr, "python3", "-c", probe, *targets)
-    assert "reached" not in said and said.count("refused") == 3, said
+    assert "reached" not in said and [line.split()[0] for line in said.splitlines()] == ["refused"] * 4, said
 
     # The operator sees the machines: admin API, metrics.
     data = service.admin("GET", "/api/admin/containers").json()
@@ -157,6 +161,44 @@ def test_spares_spread_over_nodes_with_the_limits_in_each_spec(swarm, make_swarm
     assert {c["node"] for c in data["containers"]} == set(WORKERS)
     metrics = service.admin("GET", "/metrics").text
     assert f'nbpool_node_containers{{node="{WORKERS[1]}",state="spare"}} 2.0' in metrics
+
+
+def test_each_worker_is_guarded_by_its_agent_and_a_miner_there_is_ended(swarm, make_swarm_service):
+    """Issue 25 on the swarm: nbpool's agent on every worker; a miner on a worker ends as on one machine; a
+    worker's published notebook port answers nbpool's machine only."""
+    service = make_swarm_service(Pool__warm=2, Pool__max_containers=4, AbuseGuard__check_interval=1.0)
+    service.start(timeout=180)
+    nodes = {n["name"]: n for n in service.admin("GET", "/api/admin/containers").json()["nodes"]}
+    assert all(nodes[w]["agent"] == "guarded" for w in WORKERS), nodes
+    agents = [s for s in swarm.services.list() if s.name == "nbpool-agent"]
+    assert len(agents) == 1 and agents[0].attrs["Spec"]["Mode"] == {"Global": {}}
+    assert not any("token" in key.lower() for key in agents[0].attrs["Spec"]["Labels"])
+    assert all("TOKEN=" not in e for e in agents[0].attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env", []))
+
+    miner = visitor()
+    url = spawn(miner, service.url)
+    cid = cid_of(url)
+    (svc,) = [s for s in services_of(swarm, service.pool_name) if s.attrs["Spec"]["Labels"]["org.nbpool.id"] == cid]
+    node = node_of(swarm, svc)
+    ctr = in_node(node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.id={svc.id}")
+    # Another node (the manager) cannot reach this worker's published notebook port; nbpool's machine can.
+    endpoint = endpoint_of(service.admin("GET", "/api/admin/containers").json(), svc)
+    host, port = endpoint.split("//")[1].split(":")
+    tried = subprocess.run(["docker", "exec", "nbpool-manager", "timeout", "5", "bash", "-c",
+                            f"</dev/tcp/{host}/{port}"], capture_output=True, text=True, env=HOST_ENGINE)
+    assert tried.returncode != 0, "the manager reached a worker's notebook port"
+    with socket.create_connection((host, int(port)), timeout=5):
+        pass
+
+    in_node(node, "exec", "-d", ctr, "sh", "-c", "cp /bin/sleep /tmp/xmrig && exec /tmp/xmrig 600")
+    deadline = time.monotonic() + 60
+    while "has ended" not in (page := miner.get(url, timeout=30)).text:
+        assert time.monotonic() < deadline, service.logs()[-3000:]
+        time.sleep(0.5)
+    assert "It ran a program this service does not allow (xmrig)" in page.text
+    assert re.search(rf"abuse guard: session {cid} from 127\.0\.0\.1 ran .*xmrig.*\(rule banned_command\)",
+                     service.logs())
+    assert miner.get(f"{service.url}/spawn?new=1", allow_redirects=False, timeout=30).status_code == 403
 
 
 def test_a_visitor_reaches_their_container_on_a_worker_through_the_proxy(swarm, make_swarm_service):

@@ -48,6 +48,15 @@ def test_no_container_goes_where_it_cannot_run():
     assert place(snap, probes, [], IMAGE, GIB, 10**8).hostname == "n5"
 
 
+def test_no_container_goes_to_a_node_its_agent_does_not_guard():
+    snap, probes = cluster(node("n1"), node("n2", ours=5))
+    problems = {"id-n1": "nbpool's agent does not answer (ConnectTimeout)", "id-n2": ""}
+    assert place(snap, probes, [], IMAGE, GIB, 10**8, refused=problems.get).hostname == "n2"
+    problems["id-n2"] = "1 containers run without no-new-privileges"
+    with pytest.raises(NoRoom, match=r"n1: nbpool's agent does not answer.*n2: 1 containers run without"):
+        place(snap, probes, [], IMAGE, GIB, 10**8, refused=problems.get)
+
+
 def test_a_node_is_full_by_reservations_including_those_being_placed():
     snap, probes = cluster(node("n1", memory=4 * GIB, reserved=2 * GIB))
     assert place(snap, probes, [("id-n1", GIB, 0)], IMAGE, GIB, 0).hostname == "n1"  # 3 of 4 GiB then

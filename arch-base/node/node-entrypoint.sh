@@ -24,8 +24,8 @@ if dockerd --help 2>&1 | grep -q -- '--no-new-privileges'; then
 else
     echo "node-entrypoint: WARNING: this dockerd has no --no-new-privileges; containers may gain privileges" >&2
 fi
-# Attendees reach their containers only through nbpool's proxy (see fence.sh).
-/usr/local/bin/fence &
+# What the node's containers may reach, and who may reach them, is nbpool's agent's to keep
+# (spawner/agent: a global service nbpool runs on every node).
 
 echo "node-entrypoint: dockerd $*"
 exec dockerd "$@"

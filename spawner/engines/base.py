@@ -75,6 +75,7 @@ class NodeInfo:
     reserved_memory: int = 0  # bytes reserved by the containers on it
     containers: int = 0  # pool containers on it (every pool of this engine)
     image: str = "ready"  # whether it has the pool's image: ready, probing, missing, unknown
+    agent: str = ""  # a swarm node's agent: '' (none needed), 'guarded', or why the node is not
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,14 @@ class ContainerBackend(LoggingConfigurable):
     async def host_pid(self, engine_id: str) -> int | None:
         """The pid, on this machine, of a running container's main process, for the abuse guard to read its
         cgroup and network; None when its containers run elsewhere (or it is gone)."""
+        return None
+
+    # Whether the abuse guard reads this backend's containers through guard_reading (agents on other
+    # machines) rather than through host_pid (this machine's /proc).
+    guards_remotely = False
+
+    def guard_reading(self, engine_id: str):
+        """The latest reading of a container on another machine (spawner.guard.probe.Reading), or None."""
         return None
 
     async def notify(self, engine_id: str, notice: dict) -> bool:

@@ -39,13 +39,14 @@ from typing import Any
 
 import docker
 import docker.errors
-from traitlets import Float, List, Unicode, default, validate
+from traitlets import Bool, Float, Integer, List, Unicode, default, validate
 
 from ..traits import MemorySize, format_memory, require
 from .base import (
     DIED,
     GONE,
     ID_LABEL,
+    OOM,
     POOL_LABEL,
     REMOVED,
     RUNNING,
@@ -61,6 +62,7 @@ from .base import (
 )
 from .docker import DockerBackend
 from .docker_containers import NOTEBOOK_PORT
+from .swarm_agents import NodeAgents
 from .swarm_cluster import (
     ENDED,
     Node,
@@ -109,6 +111,24 @@ class SwarmBackend(DockerBackend):
     start_wait = Float(120.0, config=True,
                        help="Seconds a new service's task may take to run (its image is on the node already).")
 
+    node_agent = Bool(True, config=True,
+                      help="Run nbpool's agent on every node (a global service of agent_image): it keeps nbpool's "
+                           "egress firewall on the node, lets only nbpool's machine reach the notebook ports the "
+                           "node publishes, and reports what each container does to the abuse guard, the disk "
+                           "watchdog and the out-of-memory counts. Containers go only to nodes whose agent "
+                           "answers, whose firewall is in place and whose containers run with "
+                           "no-new-privileges. False: none of this on the nodes (the README says what to do "
+                           "instead).")
+    agent_image = Unicode("nbpool/agent:latest", config=True,
+                          help="The agent's image, on every node (arch-base/agent/build.sh builds it; 'make "
+                               "cluster' loads it into the local swarm's nodes).")
+    agent_port = Integer(9777, config=True,
+                         help="The port each node's agent answers nbpool on, on the node's own address (its "
+                              "token, a Swarm secret, is needed).")
+    agent_allow = List(Unicode(), [], config=True,
+                       help="Addresses that may reach the notebook ports the nodes publish (nbpool's machine, as "
+                            "the nodes see it). Empty: this machine's own IPv4 addresses.")
+
     @default("docker_host")
     def _default_docker_host(self) -> str:
         try:
@@ -130,12 +150,29 @@ class SwarmBackend(DockerBackend):
         self._snapshot_lock = asyncio.Lock()
         self._probes: dict[tuple[str, str], Probe] = {}  # (node id, image) -> probe
         self._placing: dict[str, tuple[str, int, int]] = {}  # service name -> (node id, memory, cpus) being placed
+        self._agents = NodeAgents(self)
+        self.agent_token = ""  # set by the application before setup (derived from nbpool's secret)
+        self._agent_task: asyncio.Task | None = None
+        self._oom_seen: dict[str, int] = {}  # service id -> oom kills its node's agent reported
 
     # --- the engine -----------------------------------------------------------------------------
 
     def _share(self, origin) -> None:
         self._placing = origin._placing  # one engine's placements, whichever workshop made them
         self._probes = origin._probes
+        self._agents = origin._agents
+        self.agent_token = origin.agent_token
+
+    @property
+    def guards_remotely(self) -> bool:  # type: ignore[override]
+        return self.node_agent
+
+    def guard_reading(self, engine_id: str):
+        return self._agents.reading(engine_id) if self.node_agent else None
+
+    def node_problem(self, node_id: str) -> str:
+        """'' when containers may go to the node, else why not (its agent)."""
+        return self._agents.problem(node_id) if self.node_agent else ""
 
     def _docker(self) -> docker.DockerClient:
         if self.origin is not None:
@@ -158,7 +195,10 @@ class SwarmBackend(DockerBackend):
     async def setup(self) -> None:
         if self.origin is not None:  # a workshop's variant: the origin checked the swarm; probe our image
             self._engine_info = self.origin._engine_info
-            await self._probe_nodes(await self.refresh(), wait=True)
+            snap = await self.refresh()
+            if self.node_agent:  # (with named workshops only variants are set up: the first starts the agents)
+                await self.origin._start_agents(snap)
+            await self._probe_nodes(snap, wait=True)
             return
         info = await self._call("info", lambda: self._docker().info())
         swarm = info.get("Swarm") or {}
@@ -179,10 +219,65 @@ class SwarmBackend(DockerBackend):
                       "restore: before restarting a node's engine, pause the node and let its attendees leave "
                       "(or drain it: they end)",
                       format_memory(self._mem_reservation()), self.cpu_reservation)
-        if self.firewall.egress != "open":
-            self.log.warning("ContainerFirewall rules are host rules of the Docker backend and do not reach swarm "
-                             "nodes: give each node its own egress rules (README: Running on several machines)")
+        if self.node_agent:
+            await self._start_agents(snap)
+        elif self.firewall.egress != "open":
+            self.log.warning("SwarmBackend.node_agent is off: no egress rules, abuse guard, disk watchdog or "
+                             "out-of-memory counts on the nodes; give each node its own (README: Running on "
+                             "several machines)")
         await self._probe_nodes(snap, wait=True)
+
+    async def _start_agents(self, snap: Snapshot) -> None:
+        """Deploy the agents, wait (a while) for every node's, and keep asking them (once per engine)."""
+        async with self._agents.starting:
+            if self._agent_task is None:
+                await self._deploy_agents(snap)
+
+    async def _deploy_agents(self, snap: Snapshot) -> None:
+        if not self.agent_token:
+            raise BackendError("SwarmBackend.node_agent needs the agent token (set by the application)")
+        done = await self._call("deploy agents", self._agents.deploy_sync)
+        self.log.info("swarm: nbpool's node agents (%s, port %d) %s; the nodes' notebook ports answer %s only",
+                      self.agent_image, self.agent_port, done, ", ".join(self._agents.allowed()) or "nobody")
+        deadline = time.monotonic() + 90
+        while True:
+            await self._agents.ask(snap)
+            waiting = [n for n in snap.nodes.values() if n.up and n.availability == "active"
+                       and self._agents.problem(n.id)]
+            if not waiting or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+        for node in snap.nodes.values():
+            if not node.up or node.availability == "drain":
+                continue  # (a drained node runs no task, its agent's neither)
+            problem = self._agents.problem(node.id)
+            if problem:
+                self.log.warning("swarm: node %s gets no containers: %s", node.hostname, problem)
+            else:
+                self.log.info("swarm: node %s guarded by nbpool's agent", node.hostname)
+        if self._agent_task is None:
+            self._agent_task = asyncio.get_running_loop().create_task(self._ask_agents())
+
+    async def _ask_agents(self) -> None:
+        was: dict[str, str] = {}
+        while True:
+            await asyncio.sleep(max(2.0, self.poll_interval))
+            snap = self._snapshot
+            if snap is None:
+                continue
+            try:
+                await self._agents.ask(snap)
+            except Exception:  # a task boundary: keep asking; say what broke
+                self.log.exception("swarm: asking the node agents failed")
+                continue
+            for node in snap.nodes.values():
+                problem = self._agents.problem(node.id) if node.up and node.availability != "drain" else ""
+                if problem != was.get(node.id, ""):
+                    if problem:
+                        self.log.warning("swarm: node %s gets no containers: %s", node.hostname, problem)
+                    else:
+                        self.log.info("swarm: node %s guarded by nbpool's agent", node.hostname)
+                was[node.id] = problem
 
     async def ensure_network(self) -> None:
         """Services use each node's default bridge (started with icc=false); nothing to create."""
@@ -198,7 +293,14 @@ class SwarmBackend(DockerBackend):
         return {}
 
     async def disk_usage(self, pool: str) -> dict[str, int]:
-        return {}  # the manager cannot see the nodes' writable layers (see the README)
+        # The nodes' agents measure them (the manager's API cannot).
+        return self._agents.disk() if self.node_agent else {}
+
+    async def close(self) -> None:
+        if self._agent_task is not None:
+            self._agent_task.cancel()
+            self._agent_task = None
+        await super().close()
 
     async def host_pid(self, engine_id: str) -> int | None:
         return None  # tasks run on the nodes, out of this machine's sight (the abuse guard says so)
@@ -238,7 +340,8 @@ class SwarmBackend(DockerBackend):
         return ContainerInfo(engine_id=svc["ID"], name=labels.get(NAME_LABEL, svc["Spec"]["Name"]),
                              cid=labels.get(ID_LABEL, ""), state=state, labels=labels, endpoint=endpoint,
                              node=node.hostname if node else "", reason=reason,
-                             node_active=node is not None and node.availability == "active")
+                             node_active=node is not None and node.availability == "active"
+                             and not self.node_problem(node.id))
 
     async def list(self, pool: str) -> list[ContainerInfo]:
         snap = await self.refresh(pool)
@@ -249,7 +352,8 @@ class SwarmBackend(DockerBackend):
         image = self.image
         return [NodeInfo(name=n.hostname, address=n.addr, state=n.state, availability=n.availability,
                          role=n.role, memory=n.memory, reserved_memory=n.reserved_memory, containers=n.ours,
-                         image=self._probes.get((n.id, image), Probe()).state)
+                         image=self._probes.get((n.id, image), Probe()).state,
+                         agent=(self.node_problem(n.id) or "guarded") if self.node_agent else "")
                 for n in sorted(snap.nodes.values(), key=lambda n: n.hostname)]
 
     # --- images on nodes ------------------------------------------------------------------------
@@ -346,7 +450,7 @@ class SwarmBackend(DockerBackend):
                    if (snap.tasks.get(sid) or {}).get("NodeID") in snap.nodes
                    and snap.tasks[sid].get("DesiredState") == "running"}
         placing = [where for sname, where in self._placing.items() if sname not in counted]
-        node = place(snap, self._probes, placing, self.image, memory, cpus)
+        node = place(snap, self._probes, placing, self.image, memory, cpus, refused=self.node_problem)
         sname = service_name(name)
         self._placing[sname] = (node.id, memory, cpus)
         try:
@@ -491,6 +595,15 @@ class SwarmBackend(DockerBackend):
                 if sid not in now:
                     on_event(ContainerEvent(REMOVED, sid, cid))
             seen = now
+            for sid, (cid, _) in now.items():  # kills at the memory limit, as the nodes' agents count them
+                reading = self.guard_reading(sid)
+                if reading is None:
+                    continue
+                before = self._oom_seen.get(sid)
+                self._oom_seen[sid] = reading.oom_kills
+                for _ in range(reading.oom_kills - before if before is not None else 0):
+                    on_event(ContainerEvent(OOM, sid, cid))
+            self._oom_seen = {sid: n for sid, n in self._oom_seen.items() if sid in now}
             try:
                 await self._probe_nodes(snap)
             except BackendError as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..traits import format_memory
@@ -138,8 +138,9 @@ def task_status(task: dict | None, nodes: dict[str, Node]) -> tuple[str, str, No
 
 
 def place(snap: Snapshot, probes: dict[tuple[str, str], Probe], placing: Iterable[tuple[str, int, int]], image: str,
-          memory: int, cpus: int) -> Node:
-    """The node for one more container: up, active, with the image and room; the fewest of ours first."""
+          memory: int, cpus: int, refused: Callable[[str], str] | None = None) -> Node:
+    """The node for one more container: up, active, guarded (``refused(node id)`` says why not, '' when it
+    may), with the image and room; the fewest of ours first."""
     extra_mem: dict[str, int] = {}
     extra_cpu: dict[str, int] = {}
     extra_n: dict[str, int] = {}
@@ -155,6 +156,10 @@ def place(snap: Snapshot, probes: dict[tuple[str, str], Probe], placing: Iterabl
             continue
         if probe.state != "ready":
             why.append(f"{node.hostname}: image {probe.state}")
+            continue
+        problem = refused(node.id) if refused is not None else ""
+        if problem:
+            why.append(f"{node.hostname}: {problem}")
             continue
         free_mem = node.memory - node.reserved_memory - extra_mem.get(node.id, 0)
         free_cpu = node.cpus - node.reserved_cpus - extra_cpu.get(node.id, 0)

@@ -1,6 +1,5 @@
-"""The abuse guard: miners, CPU hogs and scanners on a public link, and the bans that follow (issue 25)."""
+"""The abuse guard: miners, CPU hogs and scanners on a public link, and the bans that follow (issue 25).
 
-from .bans import Ban, Bans
-from .guard import AbuseGuard
-
-__all__ = ["AbuseGuard", "Ban", "Bans"]
+``guard`` (AbuseGuard: the settings and each pass), ``bans``, ``webhook``, and ``probe`` (what a container
+does, read on its host). Nothing is imported here: a node agent (spawner.agent) carries ``probe`` alone.
+"""

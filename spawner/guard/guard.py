@@ -195,16 +195,22 @@ class AbuseGuard(LoggingConfigurable):
         began = time.thread_time()  # (this thread's alone: the proxy's work meanwhile is not the guard's)
         watched: list[tuple[Pool, Slot, int]] = []
         live: set[str] = set()
+        remote: list[tuple[Pool, Slot, probe.Reading]] = []
         for pool in self.pools():
             slots = [s for s in list(pool.slots.values()) if s.state == ASSIGNED and s.engine_id]
             for slot in slots:
+                if pool.backend.guards_remotely:  # read on its node, by nbpool's agent there
+                    reading = pool.backend.guard_reading(slot.engine_id)
+                    if reading is not None and reading.cpu_seconds is not None:
+                        remote.append((pool, slot, reading))
+                    continue
                 live.add(slot.engine_id)
                 pid = await self._pid(pool, slot)
                 if pid:
                     watched.append((pool, slot, pid))
         for engine_id in [e for e in self._pids if e not in live]:
             del self._pids[engine_id]
-        cids = {slot.cid for _, slot, _ in watched}
+        cids = {slot.cid for _, slot, _ in watched} | {slot.cid for _, slot, _ in remote}
         for gone in [c for c in self._seen if c not in cids]:
             del self._seen[gone]
         for gone in [c for c in self._slow_read if c not in cids]:
@@ -219,6 +225,8 @@ class AbuseGuard(LoggingConfigurable):
                     self._pids.pop(slot.engine_id, None)  # ended, or restarted: ask the engine again
                     continue
                 await self._judge(pool, slot, reading)
+        for pool, slot, reading in remote:
+            await self._judge(pool, slot, reading)
         self.passes += 1
         self.pass_seconds += time.thread_time() - began
 

@@ -20,6 +20,8 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
+# Where the machine's processes are: /proc here; a node agent reads its node's, mounted at /host/proc.
+PROC = "/proc"
 LISTEN = "0A"  # /proc/net/tcp's state for a listening socket
 CMDLINE_MAX = 4096  # bytes of a command line looked at (a miner's name comes first)
 PROCS_MAX = 4096  # processes of one container looked at in one pass (a fork bomb has more; they count as CPU)
@@ -30,6 +32,8 @@ class Reading:
     """One container, now."""
 
     cpu_seconds: float | None = None  # its cgroup's CPU time since it started (None: unreadable)
+    oom_kills: int = 0  # processes its memory cgroup killed at the limit
+    no_new_privileges: bool | None = None  # its main process runs with NoNewPrivs (None: unreadable)
     commands: list[str] = field(default_factory=list)  # its processes' command lines
     destinations: set[str] = field(default_factory=set)  # remote addresses of its connections
 
@@ -37,7 +41,9 @@ class Reading:
 class CgroupMounts:
     """Where this host mounts its cgroup hierarchies (read once: they do not move)."""
 
-    def __init__(self, mountinfo: str = "/proc/self/mountinfo"):
+    def __init__(self, mountinfo: str = "/proc/self/mountinfo", under: str = ""):
+        """``under``: only hierarchies mounted below this path (a node agent's view of its node's cgroups,
+        beside its own container's)."""
         self.v1: dict[str, str] = {}  # controller -> mount point
         self.v2 = ""
         try:
@@ -52,6 +58,8 @@ class CgroupMounts:
             except ValueError:
                 continue
             point, fstype = fields[4], fields[dash + 1]
+            if under and not point.startswith(under.rstrip("/") + "/") and point != under:
+                continue
             if fstype == "cgroup2" and not self.v2:
                 self.v2 = point
             elif fstype == "cgroup":
@@ -61,7 +69,7 @@ class CgroupMounts:
     def cpu_dir(self, pid: int) -> tuple[str, int] | None:
         """(directory, version) of the cgroup that counts ``pid``'s CPU time, or None."""
         try:
-            with open(f"/proc/{pid}/cgroup") as f:
+            with open(f"{PROC}/{pid}/cgroup") as f:
                 lines = f.read().splitlines()
         except OSError:
             return None
@@ -103,7 +111,7 @@ def read_pids(directory: str) -> list[int]:
 def read_command(pid: int) -> str | None:
     """A process's command line, its arguments joined by spaces (None: it ended, or is a kernel thread)."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
+        with open(f"{PROC}/{pid}/cmdline", "rb") as f:
             raw = f.read(CMDLINE_MAX)
     except OSError:
         return None
@@ -138,7 +146,7 @@ def read_destinations(pid: int) -> set[str]:
     found: set[str] = set()
     for name in ("tcp", "tcp6"):
         try:
-            with open(f"/proc/{pid}/net/{name}") as f:
+            with open(f"{PROC}/{pid}/net/{name}") as f:
                 lines = f.read().splitlines()[1:]
         except OSError:
             continue
@@ -151,7 +159,7 @@ def read_destinations(pid: int) -> set[str]:
                 found.add(str(address))
     # Connections that ended a moment ago, where the kernel tracks them (a scanner's refused attempts).
     try:
-        with open(f"/proc/{pid}/net/nf_conntrack") as f:
+        with open(f"{PROC}/{pid}/net/nf_conntrack") as f:
             for line in f:
                 dst = line.find(" dst=")
                 if dst < 0:
@@ -195,8 +203,80 @@ def host_destinations(path: str = "/proc/net/nf_conntrack") -> dict[str, set[str
     return table
 
 
-def read(mounts: CgroupMounts, pid: int, *, commands: bool = True, destinations: bool = True) -> Reading:
-    """What the container whose main process is ``pid`` does now (nothing, if it ended)."""
+def read_oom_kills(mounts: CgroupMounts, pid: int) -> int:
+    """Processes killed at the memory limit of ``pid``'s memory cgroup (v1 memory.oom_control, v2 memory.events)."""
+    try:
+        with open(f"{PROC}/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        hierarchy, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(",") and "memory" in mounts.v1:
+            name, directory = "memory.oom_control", os.path.join(mounts.v1["memory"], path.lstrip("/"))
+        elif hierarchy == "0" and controllers == "" and mounts.v2 and not mounts.v1.get("memory"):
+            name, directory = "memory.events", os.path.join(mounts.v2, path.lstrip("/"))
+        else:
+            continue
+        try:
+            with open(os.path.join(directory, name)) as f:
+                for row in f:
+                    key, _, value = row.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            return 0
+    return 0
+
+
+def read_no_new_privileges(pid: int) -> bool | None:
+    try:
+        with open(f"{PROC}/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NoNewPrivs:"):
+                    return line.split()[1] == "1"
+    except (OSError, IndexError):
+        return None
+    return None
+
+
+def cgroup_of(pid: int) -> str:
+    """The cgroup path that counts ``pid``'s CPU (cpuacct's in v1, the unified one in v2), or ''."""
+    try:
+        with open(f"{PROC}/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    unified = ""
+    for line in lines:
+        hierarchy, controllers, path = line.split(":", 2)
+        if "cpuacct" in controllers.split(","):
+            return path
+        if hierarchy == "0" and controllers == "":
+            unified = path
+    return unified
+
+
+def scan_members() -> dict[str, list[int]]:
+    """Every process of the machine by its cgroup path, from PROC. For a reader in another pid namespace (a
+    node agent): a cgroup's own cgroup.procs lists only the processes of the reader's namespace."""
+    members: dict[str, list[int]] = {}
+    try:
+        names = os.listdir(PROC)
+    except OSError:
+        return members
+    for name in names:
+        if name.isdigit():
+            path = cgroup_of(int(name))
+            if path:
+                members.setdefault(path, []).append(int(name))
+    return members
+
+
+def read(mounts: CgroupMounts, pid: int, *, commands: bool = True, destinations: bool = True,
+         members: dict[str, list[int]] | None = None) -> Reading:
+    """What the container whose main process is ``pid`` does now (nothing, if it ended). ``members``: the
+    machine's processes by cgroup (scan_members), where the cgroup's own list cannot be read."""
     reading = Reading()
     where = mounts.cpu_dir(pid)
     if where is None:
@@ -204,7 +284,8 @@ def read(mounts: CgroupMounts, pid: int, *, commands: bool = True, destinations:
     directory, version = where
     reading.cpu_seconds = read_cpu(directory, version)
     if commands:
-        for member in read_pids(directory):
+        pids = members.get(cgroup_of(pid), [])[:PROCS_MAX] if members is not None else read_pids(directory)
+        for member in pids:
             command = read_command(member)
             if command is not None:
                 reading.commands.append(command)

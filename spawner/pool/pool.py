@@ -240,6 +240,7 @@ class Pool(PoolHandouts, PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, Log
             counts = mine.pop(node.name, None) or (mine.pop("", {}) if len(self.node_info) == 1 else {})
             rows.append({"name": node.name, "address": node.address, "state": node.state,
                          "availability": node.availability, "role": node.role, "image": node.image,
+                         "agent": node.agent,
                          "memory_bytes": node.memory, "memory_reserved_bytes": node.reserved_memory,
                          "containers": node.containers, "spare": counts.get(SPARE, 0),
                          "assigned": counts.get(ASSIGNED, 0), "launching": counts.get(LAUNCHING, 0)})

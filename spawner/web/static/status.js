@@ -76,7 +76,8 @@
       (data.nodes || []).forEach(function (n) {
         var tr = document.createElement("tr");
         var gib = function (b) { return (b / 1073741824).toFixed(1) + " GiB"; };
-        [n.name, n.address, n.state + (n.availability === "active" ? "" : " (" + n.availability + ")"), n.image,
+        [n.name, n.address, n.state + (n.availability === "active" ? "" : " (" + n.availability + ")") +
+          (n.agent ? (n.agent === "guarded" ? ", guarded" : ", no containers: " + n.agent) : ""), n.image,
          n.spare, n.assigned, n.launching, gib(n.memory_reserved_bytes) + " of " + gib(n.memory_bytes)]
           .forEach(function (v) { var td = document.createElement("td"); td.textContent = v; tr.appendChild(td); });
         nodes.appendChild(tr);
