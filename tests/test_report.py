@@ -252,6 +252,8 @@ def full_recording(folder: Path) -> Recording:
     rec.at(901, "end", cid="c2", kind=HOSTILE, reason=HOSTILE, assigned_seconds=1)
     rec.at(902, "oom", cid="u3")
     rec.at(903, "kept", cid="c1", files=3, bytes=1000, seconds=0.1, final=True, error="")
+    rec.at(904, "guard_warning", cid="c3", rule="cpu_budget", cpu_seconds=2900)
+    rec.at(905, "abuse", cid="c3", rule="cpu_budget", reason="used 3600 CPU-seconds", ban="ab12")
     return rec
 
 
@@ -282,6 +284,7 @@ def test_summary_quotes_the_recording(tmp_path):
     assert "<td>Peak concurrent attendees</td><td>8</td>" in page
     assert "8 from a spare, 1 from the queue" in page
     assert "1 (full 1)" in page  # refusals, by why
+    assert "<td>Abuse guard</td><td>1 sessions ended (cpu_budget 1), 1 warned of their CPU budget</td>" in page
     assert "<td>mem_limit</td><td>1.0 GiB</td>" in page
 
 

@@ -17,8 +17,11 @@ launch     cid, seconds (created to ready).
 failed     what ('start'), reason: a container that did not start.
 refused    why ('full', 'unavailable', 'timeout', ...): a visitor turned away.
 end        cid, kind ('idle', 'max_age', 'operator', 'disk', 'fresh', 'died',
-           'oom', 'lost', 'removed', 'stopping', 'unopened', 'other'), reason (the log's
-           words), assigned_seconds.
+           'oom', 'lost', 'removed', 'stopping', 'unopened', 'abuse', 'other'), reason
+           (the log's words), assigned_seconds.
+abuse      cid, rule ('banned_command', 'cpu_budget', 'destinations'), reason, ban (its
+           id, or null): a session the abuse guard ended.
+guard_warning cid, rule ('cpu_budget'), cpu_seconds: a session warned of its CPU budget.
 oom        cid: a process killed at its container's memory limit.
 usage      cid, state ('assigned' or 'spare'), mem (bytes now), mem_peak (bytes,
            the highest so far where the engine tells), cpu (CPU seconds used

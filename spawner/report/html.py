@@ -99,6 +99,9 @@ def _summary(events: list[dict]) -> str:
             ("Refusals", f"{len(of_kind(events, 'refused'))} ({_counts(tally(events, 'refused', 'why'))})"),
             ("Sessions ended, by kind", _counts(tally(events, "end", "kind"))),
             ("Failed starts", str(len(of_kind(events, "failed")))), ("OOM kills", str(len(of_kind(events, "oom")))),
+            ("Abuse guard", f"{len(of_kind(events, 'abuse'))} sessions ended "
+                            f"({_counts(tally(events, 'abuse', 'rule'))}), "
+                            f"{len(of_kind(events, 'guard_warning'))} warned of their CPU budget"),
             ("Kept work", _kept(events))]
     return _table((), rows) + _config(events)
 
