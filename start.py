@@ -215,6 +215,7 @@ class NbpoolApp(Application):
         self.engine.firewall.ports = self.guard.ports()
         if isinstance(self.engine, SwarmBackend):  # its nodes' agents answer nbpool with this token (a Swarm secret)
             self.engine.agent_token = secret.derive("node-agent", "token")
+            self.engine.agent_egress_rate = self.guard.egress_rate  # (the agents' setting: read at their start)
         self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended,
                           keeper=self.keeper, network_of=lambda address: network_of(address, self.proxy.ipv6_prefix),
                           guard=self.guard)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 
 import pytest
@@ -197,3 +198,36 @@ time.sleep(600)'""")
     page = wait_ended(service, scanner, url)
     assert "connected to" in page and "different machines" in page, page[:2000]
     assert "(rule destinations)" in service.logs()
+
+
+def test_egress_rate_caps_what_a_container_sends(make_service, docker_client):
+    """AbuseGuard.egress_rate: a token bucket on the container's own interface, set from the host."""
+    service = make_service(AbuseGuard__egress_rate="4mbit", **GUARD)
+    service.start()
+    session = visitor()
+    cid = cid_of(spawn(session, service.url))
+    container = container_of(docker_client, cid)
+    pid = container.attrs["State"]["Pid"]
+
+    def qdisc() -> str:
+        return subprocess.run(["nsenter", "-t", str(pid), "-n", "tc", "qdisc", "show", "dev", "eth0"],
+                              capture_output=True, text=True).stdout
+
+    service.wait_for(lambda: "tbf" in qdisc(), timeout=15, what="the cap on the container's interface")
+    assert "rate 4Mbit" in qdisc()
+    # 3 MB sent out take about 6 s at 4 Mbit/s (measured unlimited: 0.04 s). UDP, because the sender then
+    # waits for the bucket itself (its send buffer fills), and nothing needs to answer.
+    send = """import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("198.51.100.7", 9))
+began, sent = time.monotonic(), 0
+while sent < 3_000_000:
+    try:
+        sent += s.send(b"x" * 1400)
+    except OSError:
+        time.sleep(0.001)
+print(round(time.monotonic() - began, 2))
+"""
+    code, out = container.exec_run(["python3", "-c", send], user="1000")
+    assert code == 0, out
+    assert float(out.decode().split()[-1]) > 3, out

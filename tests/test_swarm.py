@@ -201,6 +201,38 @@ def test_each_worker_is_guarded_by_its_agent_and_a_miner_there_is_ended(swarm, m
     assert miner.get(f"{service.url}/spawn?new=1", allow_redirects=False, timeout=30).status_code == 403
 
 
+def test_a_cpu_burner_on_a_worker_is_warned_in_its_page_and_ended(swarm, make_swarm_service):
+    service = make_swarm_service(Pool__warm=1, Pool__max_containers=3, AbuseGuard__check_interval=1.0,
+                                 AbuseGuard__cpu_budget=12, AbuseGuard__cpu_warning=0.4,
+                                 AbuseGuard__egress_rate="20mbit")
+    service.start(timeout=180)
+    burner = visitor()
+    url = spawn(burner, service.url)
+    cid = cid_of(url)
+    (svc,) = [s for s in services_of(swarm, service.pool_name) if s.attrs["Spec"]["Labels"]["org.nbpool.id"] == cid]
+    node = node_of(swarm, svc)
+    ctr = in_node(node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.id={svc.id}")
+    # The node's agent capped what it sends out (AbuseGuard.egress_rate), on the container's own interface.
+    pid = in_node(node, "inspect", "-f", "{{.State.Pid}}", ctr)
+    deadline = time.monotonic() + 30
+    while "rate 20Mbit" not in (shown := subprocess.run(
+            ["docker", "exec", node, "nsenter", "-t", pid, "-n", "tc", "qdisc", "show", "dev", "eth0"],
+            capture_output=True, text=True, env=HOST_ENGINE).stdout):
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.5)
+    in_node(node, "exec", "-d", ctr, "sh", "-c", "nohup python3 -c 'while True: pass' >/dev/null 2>&1 &")
+    # The warning reaches the attendee's own server (what their JupyterLab shows), through the node's agent.
+    deadline = time.monotonic() + 60
+    while "computing time" not in (notice := burner.get(url.split("/tree")[0] + "/nbpool/notice", timeout=30)).text:
+        assert time.monotonic() < deadline, service.logs()[-3000:]
+        time.sleep(0.5)
+    assert notice.json()["id"] == "cpu-budget"
+    while "has ended" not in (page := burner.get(url, timeout=30)).text:
+        assert time.monotonic() < deadline + 60, service.logs()[-3000:]
+        time.sleep(0.5)
+    assert "It used all the computing time one session may have" in page.text
+
+
 def test_a_visitor_reaches_their_container_on_a_worker_through_the_proxy(swarm, make_swarm_service):
     service = make_swarm_service(Pool__warm=1)
     service.start(timeout=180)

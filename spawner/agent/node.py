@@ -12,7 +12,9 @@ by the swarm itself when a node joins. It needs the node's network (host mode), 
 - answers ``GET /readings`` (``Authorization: token <the agent token>``, a Swarm secret) with what each
   of nbpool's containers on the node does: its processes' command lines, CPU time, connections out,
   out-of-memory kills, its files' size and whether it runs with no-new-privileges. nbpool's guard
-  judges them as it judges its own machine's, and ends sessions through the swarm.
+  judges them as it judges its own machine's, and ends sessions through the swarm;
+- takes ``POST /notice`` ({service, notice}) and leaves the notice in that container for its attendee's
+  JupyterLab (the CPU budget's warning), as the container's own user.
 
 Standard library only, and spawner's probe and firewall modules (with Debian's python3-traitlets):
 the image is arch-base/agent.
@@ -68,6 +70,27 @@ class Engine:
             raise OSError(f"engine: GET {url} answered {response.status}")
         return json.loads(body)
 
+    def post(self, url: str, body: dict) -> dict:
+        conn = http.client.HTTPConnection("localhost", timeout=30)
+        conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.sock.settimeout(30)
+        conn.sock.connect(self.path)
+        try:
+            conn.request("POST", url, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        if response.status not in (200, 201, 204):
+            raise OSError(f"engine: POST {url} answered {response.status}")
+        return json.loads(data) if data else {}
+
+    def run(self, container_id: str, command: list[str]) -> None:
+        """``command`` in the container, as its own user, without waiting for it."""
+        made = self.post(f"/containers/{container_id}/exec", {"Cmd": command, "AttachStdout": False,
+                                                               "AttachStderr": False})
+        self.post(f"/exec/{made['Id']}/start", {"Detach": True})
+
     def containers(self, size: bool = False) -> list[dict]:
         filters = urllib.parse.quote(json.dumps({"label": [POOL_LABEL], "status": ["running"]}))
         return self.get(f"/containers/json?filters={filters}" + ("&size=1" if size else ""))
@@ -77,8 +100,10 @@ class Engine:
 
 
 class Agent:
-    def __init__(self, token: str, allowed: list[str], engine: Engine | None = None):
+    def __init__(self, token: str, allowed: list[str], engine: Engine | None = None, egress_rate: str = ""):
         self.token = token
+        self.egress_rate = egress_rate  # AbuseGuard.egress_rate: set on every container of ours here
+        self.shaped: set[str] = set()
         self.allowed = allowed  # addresses that may reach the published notebook ports (nbpool's machine)
         self.engine = engine or Engine()
         self.mounts = probe.CgroupMounts(under=os.environ.get("NBPOOL_AGENT_CGROUP", "/host/sys/fs/cgroup"))
@@ -142,6 +167,11 @@ class Agent:
                 if reading.cpu_seconds is None:
                     self.pids.pop(row["Id"], None)
                     continue
+                if self.egress_rate and row["Id"] not in self.shaped:
+                    problem = probe.cap_egress(pid, self.egress_rate)
+                    self.shaped.add(row["Id"])
+                    if problem:
+                        log.warning("cannot cap %s's egress at %s: %s", row["Id"][:12], self.egress_rate, problem)
                 address = next((n.get("IPAddress") for n in ((row.get("NetworkSettings") or {}).get("Networks")
                                                              or {}).values() if n.get("IPAddress")), "")
                 destinations = table.get(address, set()) if table is not None and address else \
@@ -154,8 +184,20 @@ class Agent:
                                 "disk": self.sizes.get(row["Id"], 0)}
             live = {row["Id"] for row in rows}
             self.pids = {k: v for k, v in self.pids.items() if k in live}
+            self.shaped &= live
             return {"version": VERSION, "node": socket.gethostname(), "firewall": self.firewall_problem or "ok",
                     "containers": out}
+
+    def notice(self, service: str, notice: dict) -> bool:
+        """Leave ``notice`` for the attendee's own JupyterLab in the container of ``service`` (see the image's
+        nbpool_notice.py), written as the container's user; False when no such container runs here."""
+        for row in self.engine.containers():
+            if (row.get("Labels") or {}).get(SERVICE_LABEL) == service:
+                script = ('umask 077; printf "%s" "$1" > /tmp/nbpool-notice.json.part '
+                          '&& mv -f /tmp/nbpool-notice.json.part /tmp/nbpool-notice.json')
+                self.engine.run(row["Id"], ["sh", "-c", script, "nbpool", json.dumps(notice)[:4000]])
+                return True
+        return False
 
     # --- serving nbpool -----------------------------------------------------------------------------
 
@@ -176,6 +218,26 @@ class Agent:
                 except Exception as exc:  # a request boundary: say what failed, keep serving
                     log.exception("readings failed")
                     self._answer(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+            def do_POST(self) -> None:
+                given = self.headers.get("Authorization", "").removeprefix("token ").strip()
+                if not given or not hmac.compare_digest(given.encode(), agent.token.encode()):
+                    self._answer(401, {"error": "the agent token is needed"})
+                    return
+                if self.path != "/notice":
+                    self._answer(404, {"error": "not found"})
+                    return
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    body = json.loads(self.rfile.read(min(length, 8192)) or b"{}")
+                    left = agent.notice(str(body["service"]), dict(body["notice"]))
+                except (ValueError, KeyError, TypeError) as exc:
+                    self._answer(400, {"error": f"bad notice: {exc}"})
+                    return
+                except OSError as exc:
+                    self._answer(502, {"error": str(exc)})
+                    return
+                self._answer(200 if left else 404, {"left": left})
 
             def _answer(self, status: int, body: dict) -> None:
                 data = json.dumps(body).encode()
@@ -200,7 +262,7 @@ def main() -> None:
     with open(os.environ.get("NBPOOL_AGENT_TOKEN_FILE", "/run/secrets/nbpool-agent-token")) as f:
         token = f.read().strip()
     allowed = [a for a in os.environ.get("NBPOOL_AGENT_ALLOW", "").split(",") if a]
-    agent = Agent(token, allowed)
+    agent = Agent(token, allowed, egress_rate=os.environ.get("NBPOOL_AGENT_EGRESS_RATE", ""))
     agent.guard_network()
     # Later checks reinstall the rules quietly (an engine restart flushes them); failures still warn.
     quiet = logging.getLogger("nbpool-agent.firewall")

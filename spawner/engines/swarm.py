@@ -152,6 +152,7 @@ class SwarmBackend(DockerBackend):
         self._placing: dict[str, tuple[str, int, int]] = {}  # service name -> (node id, memory, cpus) being placed
         self._agents = NodeAgents(self)
         self.agent_token = ""  # set by the application before setup (derived from nbpool's secret)
+        self.agent_egress_rate = ""  # AbuseGuard.egress_rate, set by the application: the agents apply it
         self._agent_task: asyncio.Task | None = None
         self._oom_seen: dict[str, int] = {}  # service id -> oom kills its node's agent reported
 
@@ -162,6 +163,7 @@ class SwarmBackend(DockerBackend):
         self._probes = origin._probes
         self._agents = origin._agents
         self.agent_token = origin.agent_token
+        self.agent_egress_rate = origin.agent_egress_rate
 
     @property
     def guards_remotely(self) -> bool:  # type: ignore[override]
@@ -306,7 +308,8 @@ class SwarmBackend(DockerBackend):
         return None  # tasks run on the nodes, out of this machine's sight (the abuse guard says so)
 
     async def notify(self, engine_id: str, notice: dict) -> bool:
-        return False  # (a service's task runs on a node: the manager's API cannot exec into it)
+        # A service's task runs on a node, out of the manager API's reach: its node's agent leaves it.
+        return await self._agents.notice(engine_id, notice) if self.node_agent else False
 
     # --- a look at the cluster ------------------------------------------------------------------
 

@@ -70,14 +70,16 @@ class NodeAgents:
     def _spec(self, secret_id: str, secret_name: str) -> tuple[dict, dict]:
         b = self.backend
         env = {"NBPOOL_AGENT_PORT": str(b.agent_port), "NBPOOL_AGENT_ALLOW": ",".join(self.allowed()),
-               "NBPOOL_AGENT_TOKEN_FILE": "/run/secrets/nbpool-agent-token"}
+               "NBPOOL_AGENT_TOKEN_FILE": "/run/secrets/nbpool-agent-token",
+               "NBPOOL_AGENT_EGRESS_RATE": b.agent_egress_rate}
         spec = docker.types.ContainerSpec(
             b.agent_image, env=env, user="0", labels={AGENT_LABEL: "1"},
             mounts=[docker.types.Mount("/host/proc", "/proc", type="bind", read_only=True),
                     docker.types.Mount("/host/sys/fs/cgroup", "/sys/fs/cgroup", type="bind", read_only=True),
                     docker.types.Mount("/var/run/docker.sock", "/var/run/docker.sock", type="bind")],
             secrets=[docker.types.SecretReference(secret_id, secret_name, filename="nbpool-agent-token", mode=0o400)],
-            cap_add=["NET_ADMIN", "NET_RAW"])
+            # (SYS_ADMIN and SYS_PTRACE: into a container's network, to cap what it sends: AbuseGuard.egress_rate)
+            cap_add=["NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE"])
         template = docker.types.TaskTemplate(spec, restart_policy=docker.types.RestartPolicy(condition="any",
                                                                                              delay=2_000_000_000),
                                              networks=[docker.types.NetworkAttachmentConfig("host")])
@@ -156,6 +158,22 @@ class NodeAgents:
         await asyncio.gather(*(one(node) for node in nodes))
         for node_id in [n for n in self.states if n not in snap.nodes]:
             del self.states[node_id]
+
+    def _notice_sync(self, address: str, service_id: str, notice: dict) -> bool:
+        b = self.backend
+        response = requests.post(f"http://{address}:{b.agent_port}/notice", timeout=ASK_TIMEOUT * 3,
+                                 json={"service": service_id, "notice": notice},
+                                 headers={"Authorization": f"token {b.agent_token}"})
+        return response.status_code == 200
+
+    async def notice(self, service_id: str, notice: dict) -> bool:
+        """Have the agent of the node that runs ``service_id`` leave ``notice`` in its container."""
+        snap = self.backend._snapshot
+        for node_id, state in self.states.items():
+            node = snap.nodes.get(node_id) if snap is not None else None
+            if service_id in state.containers and node is not None:
+                return await self.backend._call("agent notice", self._notice_sync, node.addr, service_id, notice)
+        return False
 
     # --- what nbpool reads ----------------------------------------------------------------------------
 

@@ -88,6 +88,11 @@ class AbuseGuard(LoggingConfigurable):
                                 "IRC port); or your own comma-separated list, e.g. '80,443,9418,21'. DNS to the "
                                 "host's resolvers stays open; UDP is refused otherwise. Applies with "
                                 "ContainerFirewall.egress 'internet'.")
+    egress_rate = Unicode("", config=True,
+                          help="The most each container may send out, e.g. '10mbit' (a token bucket on its network "
+                               "interface, set from the host: mybinder caps at 1mbit). Applied to every container "
+                               "handed out within check_interval; receiving (pip install, downloads) is not "
+                               "limited. '': no cap.")
     webhook_url = Unicode("", config=True,
                           help="An https:// (or http://) URL nbpool POSTs a JSON message to when the guard ends a "
                                "session: {text, rule, session, network, reason, ban, until} ('text' suits Slack "
@@ -102,6 +107,12 @@ class AbuseGuard(LoggingConfigurable):
         require(proposal, port_list(proposal.value) is not None,
                 "'any', 'web', or a comma-separated list of TCP ports from 1 to 65535")
         return proposal.value.strip()
+
+    @validate("egress_rate")
+    def _validate_rate(self, proposal):
+        value = proposal.value.strip().lower()
+        return require(proposal, value == "" or probe.RATE.fullmatch(value) is not None,
+                       "'' or a rate like '10mbit', '500kbit' or '1gbit'")
 
     @validate("webhook_url")
     def _validate_webhook(self, proposal):
@@ -159,6 +170,7 @@ class AbuseGuard(LoggingConfigurable):
         self._notices: set[asyncio.Task] = set()
         self._read_seconds = 0.0  # CPU time of the last pass's reading thread
         self._slow_read: dict[str, float] = {}  # cid -> when its sockets were last read one by one
+        self._shaped: dict[str, str] = {}  # engine id -> the egress rate set on it
         self._unseen: set[str] = set()  # pools already said to be out of the guard's sight
         self._task: asyncio.Task | None = None
         self.webhook = Webhook(lambda: self.webhook_url, lambda: self.webhook_per_hour, self.log)
@@ -210,6 +222,7 @@ class AbuseGuard(LoggingConfigurable):
                     watched.append((pool, slot, pid))
         for engine_id in [e for e in self._pids if e not in live]:
             del self._pids[engine_id]
+        self._shaped = {e: r for e, r in self._shaped.items() if e in live}
         cids = {slot.cid for _, slot, _ in watched} | {slot.cid for _, slot, _ in remote}
         for gone in [c for c in self._seen if c not in cids]:
             del self._seen[gone]
@@ -242,6 +255,13 @@ class AbuseGuard(LoggingConfigurable):
         want_commands = bool(self.banned_commands)
         readings = [probe.read(self.mounts, pid, commands=want_commands, destinations=False)
                     for _, _, pid in watched]
+        rate = self.egress_rate
+        for (_, slot, pid), reading in zip(watched, readings, strict=True):
+            if rate and reading.cpu_seconds is not None and self._shaped.get(slot.engine_id) != rate:
+                problem = probe.cap_egress(pid, rate)
+                self._shaped[slot.engine_id] = rate
+                if problem:
+                    self.log.warning("abuse guard: cannot cap %s's egress at %s: %s", slot.cid, rate, problem)
         if not self.max_destinations:
             return readings
         table = probe.host_destinations()

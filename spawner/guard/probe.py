@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import subprocess
 from dataclasses import dataclass, field
 
+RATE = re.compile(r"[0-9]+(\.[0-9]+)?(kbit|mbit|gbit)")
 # Where the machine's processes are: /proc here; a node agent reads its node's, mounted at /host/proc.
 PROC = "/proc"
 LISTEN = "0A"  # /proc/net/tcp's state for a listening socket
@@ -292,3 +295,20 @@ def read(mounts: CgroupMounts, pid: int, *, commands: bool = True, destinations:
     if destinations:
         reading.destinations = read_destinations(pid)
     return reading
+
+
+def cap_egress(pid: int, rate: str) -> str:
+    """Cap what the container of ``pid`` sends out at ``rate`` (a token bucket on its eth0, set from outside:
+    its processes, without NET_ADMIN, cannot lift it); '' when done, else why not."""
+    match = RATE.fullmatch(rate)
+    if match is None:
+        return f"not a rate: {rate!r}"
+    bits = float(rate[:match.start(2)]) * {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}[match.group(2)]
+    burst = max(16 * 1024, int(bits / 8 / 100))  # 10 ms at the rate, at least 16 KiB (a few packets)
+    try:
+        done = subprocess.run(["nsenter", f"--net={PROC}/{pid}/ns/net", "tc", "qdisc", "replace", "dev", "eth0",
+                               "root", "tbf", "rate", rate, "burst", str(burst), "latency", "400ms"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    return "" if done.returncode == 0 else (done.stderr.strip() or f"tc exited {done.returncode}")
