@@ -88,3 +88,31 @@ def test_what_a_task_means_to_the_pool():
 def test_service_names_are_what_swarm_accepts():
     assert service_name("nbpool.workshop_1-ab12cd--a1796-0f") == "nbpool-workshop-1-ab12cd--a1796-0f"
     assert len(service_name("x" * 100)) == 63
+
+
+def test_a_node_is_guarded_only_with_its_firewall_and_no_new_privileges_everywhere():
+    """What each node's agent answered decides whether it gets containers (spawner.engines.swarm_agents)."""
+    import asyncio
+
+    from spawner.engines.swarm_agents import NodeAgents
+
+    answers = {
+        "10.0.0.1": {"firewall": "ok", "containers": {"s1": {"cid": "a", "no_new_privileges": True}}},
+        "10.0.0.2": {"firewall": "docker0: iptables failed", "containers": {}},
+        "10.0.0.3": {"firewall": "ok", "containers": {"s3": {"cid": "c", "no_new_privileges": False}}},
+    }
+
+    class Backend:
+        async def _call(self, what, fn, *args):
+            return fn(*args)
+
+    agents = NodeAgents(Backend())
+    agents._ask_sync = lambda address: answers[address] if address in answers else (_ for _ in ()).throw(
+        OSError("refused"))
+    snap, _ = cluster(node("n1"), node("n2"), node("n3"), node("n4"))
+    asyncio.run(agents.ask(snap))
+    assert agents.problem("id-n1") == ""
+    assert "firewall is not in place: docker0: iptables failed" in agents.problem("id-n2")
+    assert "1 containers run without no-new-privileges" in agents.problem("id-n3")
+    assert "agent does not answer (OSError)" in agents.problem("id-n4")
+    assert agents.reading("s1").no_new_privileges is True and agents.reading("nope") is None
