@@ -189,6 +189,9 @@ def test_each_worker_is_guarded_by_its_agent_and_a_miner_there_is_ended(swarm, m
     assert tried.returncode != 0, "the manager reached a worker's notebook port"
     with socket.create_connection((host, int(port)), timeout=5):
         pass
+    tried = subprocess.run(["docker", "exec", "nbpool-manager", "timeout", "5", "bash", "-c",
+                            f"</dev/tcp/{host}/9777"], capture_output=True, text=True, env=HOST_ENGINE)
+    assert tried.returncode != 0, "the manager reached a worker's agent"  # (its token aside)
 
     in_node(node, "exec", "-d", ctr, "sh", "-c", "cp /bin/sleep /tmp/xmrig && exec /tmp/xmrig 600")
     deadline = time.monotonic() + 60

@@ -8,7 +8,8 @@ by the swarm itself when a node joins. It needs the node's network (host mode), 
   node's own network included, so neither the managers nor nbpool's machine; DNS to the node's
   resolvers) for the bridges the node's containers use, and keeps it installed;
 - lets only nbpool's machine reach the notebook port the node publishes for its containers (a task's
-  host-mode port would otherwise answer anyone who reaches the node, with only its token in the way);
+  host-mode port would otherwise answer anyone who reaches the node, with only its token in the way),
+  and its own port;
 - answers ``GET /readings`` (``Authorization: token <the agent token>``, a Swarm secret) with what each
   of nbpool's containers on the node does: its processes' command lines, CPU time, connections out,
   out-of-memory kills, its files' size and whether it runs with no-new-privileges. nbpool's guard
@@ -45,6 +46,7 @@ SERVICE_LABEL = "com.docker.swarm.service.id"
 NOTEBOOK_PORT = 8888
 BRIDGES = ("docker_gwbridge", "docker0")
 PUBLISHED_CHAIN = "NBPOOL-PUBLISHED"
+AGENT_CHAIN = "NBPOOL-AGENT"
 SIZES_EVERY = 60.0  # seconds between two measures of the containers' files (the engine walks them)
 FIREWALL_EVERY = 30.0  # seconds between two checks that the rules are in place (an engine restart flushes)
 
@@ -102,6 +104,7 @@ class Engine:
 class Agent:
     def __init__(self, token: str, allowed: list[str], engine: Engine | None = None, egress_rate: str = ""):
         self.token = token
+        self.port = int(os.environ.get("NBPOOL_AGENT_PORT", "9777"))
         self.egress_rate = egress_rate  # AbuseGuard.egress_rate: set on every container of ours here
         self.shaped: set[str] = set()
         self.allowed = allowed  # addresses that may reach the published notebook ports (nbpool's machine)
@@ -118,8 +121,13 @@ class Agent:
     # --- the firewall ------------------------------------------------------------------------------
 
     def guard_network(self) -> None:
-        """nbpool's egress rules for the node's container bridges, and the published port for nbpool alone."""
+        """nbpool's egress rules for the node's container bridges, the published port and this agent's own port
+        for nbpool alone."""
         problems = []
+        try:
+            self.answer_only_nbpool()
+        except (FirewallError, OSError) as exc:
+            problems.append(f"agent port: {exc}")
         for bridge in BRIDGES:
             if not os.path.exists(f"/sys/class/net/{bridge}"):
                 continue
@@ -130,6 +138,17 @@ class Agent:
                 problems.append(f"{bridge}: {exc}")
         self.firewall_problem = "; ".join(problems)
         self.firewall_checked = time.monotonic()
+
+    def answer_only_nbpool(self) -> None:
+        """This agent's port answers nbpool's machine only (its token aside, what it tells is no one else's)."""
+        rules = [f"-A {AGENT_CHAIN} -s {address} -j RETURN" for address in self.allowed]
+        rules.append(f"-A {AGENT_CHAIN} -j DROP")
+        listing = self.firewall._run([self.firewall._tool("iptables"), "-w", "5", "-S"]).splitlines()
+        lines = ["*filter", f":{AGENT_CHAIN} - [0:0]", *rules]
+        jump = f"-A INPUT -p tcp -m tcp --dport {self.port} -j {AGENT_CHAIN}"
+        if jump not in listing:
+            lines.append(f"-I INPUT 1 -p tcp -m tcp --dport {self.port} -j {AGENT_CHAIN}")
+        self.firewall._restore("iptables", lines)
 
     def publish_only_to_nbpool(self, bridge: str) -> None:
         rules = [f"-A {PUBLISHED_CHAIN} -p tcp --dport {NOTEBOOK_PORT} -m conntrack --ctstate NEW "
@@ -268,7 +287,7 @@ def main() -> None:
     quiet = logging.getLogger("nbpool-agent.firewall")
     quiet.setLevel(logging.WARNING)
     agent.firewall.log = quiet
-    agent.serve(int(os.environ.get("NBPOOL_AGENT_PORT", "9777")))
+    agent.serve(agent.port)
 
 
 if __name__ == "__main__":
