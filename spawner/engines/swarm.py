@@ -153,7 +153,6 @@ class SwarmBackend(DockerBackend):
         self._agents = NodeAgents(self)
         self.agent_token = ""  # set by the application before setup (derived from nbpool's secret)
         self.agent_egress_rate = ""  # AbuseGuard.egress_rate, set by the application: the agents apply it
-        self._agent_task: asyncio.Task | None = None
         self._oom_seen: dict[str, int] = {}  # service id -> oom kills its node's agent reported
 
     # --- the engine -----------------------------------------------------------------------------
@@ -199,7 +198,7 @@ class SwarmBackend(DockerBackend):
             self._engine_info = self.origin._engine_info
             snap = await self.refresh()
             if self.node_agent:  # (with named workshops only variants are set up: the first starts the agents)
-                await self.origin._start_agents(snap)
+                await self._agents.start(snap)
             await self._probe_nodes(snap, wait=True)
             return
         info = await self._call("info", lambda: self._docker().info())
@@ -222,64 +221,12 @@ class SwarmBackend(DockerBackend):
                       "(or drain it: they end)",
                       format_memory(self._mem_reservation()), self.cpu_reservation)
         if self.node_agent:
-            await self._start_agents(snap)
+            await self._agents.start(snap)
         elif self.firewall.egress != "open":
             self.log.warning("SwarmBackend.node_agent is off: no egress rules, abuse guard, disk watchdog or "
                              "out-of-memory counts on the nodes; give each node its own (README: Running on "
                              "several machines)")
         await self._probe_nodes(snap, wait=True)
-
-    async def _start_agents(self, snap: Snapshot) -> None:
-        """Deploy the agents, wait (a while) for every node's, and keep asking them (once per engine)."""
-        async with self._agents.starting:
-            if self._agent_task is None:
-                await self._deploy_agents(snap)
-
-    async def _deploy_agents(self, snap: Snapshot) -> None:
-        if not self.agent_token:
-            raise BackendError("SwarmBackend.node_agent needs the agent token (set by the application)")
-        done = await self._call("deploy agents", self._agents.deploy_sync)
-        self.log.info("swarm: nbpool's node agents (%s, port %d) %s; the nodes' notebook ports answer %s only",
-                      self.agent_image, self.agent_port, done, ", ".join(self._agents.allowed()) or "nobody")
-        deadline = time.monotonic() + 90
-        while True:
-            await self._agents.ask(snap)
-            waiting = [n for n in snap.nodes.values() if n.up and n.availability == "active"
-                       and self._agents.problem(n.id)]
-            if not waiting or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(1)
-        for node in snap.nodes.values():
-            if not node.up or node.availability == "drain":
-                continue  # (a drained node runs no task, its agent's neither)
-            problem = self._agents.problem(node.id)
-            if problem:
-                self.log.warning("swarm: node %s gets no containers: %s", node.hostname, problem)
-            else:
-                self.log.info("swarm: node %s guarded by nbpool's agent", node.hostname)
-        if self._agent_task is None:
-            self._agent_task = asyncio.get_running_loop().create_task(self._ask_agents())
-
-    async def _ask_agents(self) -> None:
-        was: dict[str, str] = {}
-        while True:
-            await asyncio.sleep(max(2.0, self.poll_interval))
-            snap = self._snapshot
-            if snap is None:
-                continue
-            try:
-                await self._agents.ask(snap)
-            except Exception:  # a task boundary: keep asking; say what broke
-                self.log.exception("swarm: asking the node agents failed")
-                continue
-            for node in snap.nodes.values():
-                problem = self._agents.problem(node.id) if node.up and node.availability != "drain" else ""
-                if problem != was.get(node.id, ""):
-                    if problem:
-                        self.log.warning("swarm: node %s gets no containers: %s", node.hostname, problem)
-                    else:
-                        self.log.info("swarm: node %s guarded by nbpool's agent", node.hostname)
-                was[node.id] = problem
 
     async def ensure_network(self) -> None:
         """Services use each node's default bridge (started with icc=false); nothing to create."""
@@ -299,9 +246,8 @@ class SwarmBackend(DockerBackend):
         return self._agents.disk() if self.node_agent else {}
 
     async def close(self) -> None:
-        if self._agent_task is not None:
-            self._agent_task.cancel()
-            self._agent_task = None
+        if self.origin is None:
+            self._agents.stop()
         await super().close()
 
     async def host_pid(self, engine_id: str) -> int | None:

@@ -25,6 +25,7 @@ import docker.errors
 import requests
 
 from ..guard import probe
+from .base import BackendError
 
 AGENT_LABEL = "org.nbpool.agent"
 AGENT_SERVICE = "nbpool-agent"
@@ -51,6 +52,66 @@ class NodeAgents:
         self.states: dict[str, AgentState] = {}  # node id -> its agent's state
         self.spec_hash = ""
         self.starting = asyncio.Lock()  # the engine and its workshops' variants start them once
+        self.task: asyncio.Task | None = None  # asking them, every few seconds
+
+    # --- running -----------------------------------------------------------------------------------
+
+    async def start(self, snap) -> None:
+        """Deploy the agents, wait (a while) for every node's, and keep asking them (once per engine)."""
+        async with self.starting:
+            if self.task is None:
+                told = await self._deploy(snap)
+                self.task = asyncio.get_running_loop().create_task(self._keep_asking(told))
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def _deploy(self, snap) -> dict[str, str]:
+        b = self.backend
+        if not b.agent_token:
+            raise BackendError("SwarmBackend.node_agent needs the agent token (set by the application)")
+        done = await b._call("deploy agents", self.deploy_sync)
+        b.log.info("swarm: nbpool's node agents (%s, port %d) %s; the nodes' notebook ports answer %s only",
+                   b.agent_image, b.agent_port, done, ", ".join(self.allowed()) or "nobody")
+        deadline = time.monotonic() + 90
+        while True:
+            await self.ask(snap)
+            if time.monotonic() > deadline or not any(
+                    self.problem(n.id) for n in snap.nodes.values() if n.up and n.availability == "active"):
+                break
+            await asyncio.sleep(1)
+        return self._tell(snap, {})
+
+    async def _keep_asking(self, told: dict[str, str]) -> None:
+        b = self.backend
+        while True:
+            await asyncio.sleep(max(2.0, b.poll_interval))
+            snap = b._snapshot
+            if snap is None:
+                continue
+            try:
+                await self.ask(snap)
+            except Exception:  # a task boundary: keep asking; say what broke
+                b.log.exception("swarm: asking the node agents failed")
+                continue
+            told = self._tell(snap, told)
+
+    def _tell(self, snap, told: dict[str, str]) -> dict[str, str]:
+        """Log each node whose guard changed since ``told`` (node id -> its problem); returns the new state."""
+        now = {}
+        for node in snap.nodes.values():
+            if not node.up or node.availability == "drain":
+                continue  # (a drained node runs no task, its agent's neither)
+            problem = now[node.id] = self.problem(node.id)
+            if node.id in told and told[node.id] == problem:
+                continue
+            if problem:
+                self.backend.log.warning("swarm: node %s gets no containers: %s", node.hostname, problem)
+            else:
+                self.backend.log.info("swarm: node %s guarded by nbpool's agent", node.hostname)
+        return now
 
     # --- deploying ----------------------------------------------------------------------------------
 
