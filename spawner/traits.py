@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from traitlets import TraitError, TraitType
@@ -58,4 +59,15 @@ def require(proposal, ok: bool, rule: str):
     if not ok:
         raise TraitError(f"{type(proposal.owner).__name__}.{proposal.trait.name} must be {rule}, "
                          f"not {proposal.value!r}")
+    return proposal.value
+
+
+def require_networks(proposal, example: str) -> list[str]:
+    """The proposed list if every item is a network (CIDR, IPv4 or IPv6); else a TraitError naming the first
+    that is not, and ``example`` of one that is."""
+    for net in proposal.value:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            require(proposal, False, f"a list of networks like {example} ({net!r} is not one)")
     return proposal.value

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ipaddress
 import time
 from collections.abc import Callable
 
@@ -31,7 +30,7 @@ from traitlets.config import LoggingConfigurable
 from ..backoff import every
 from ..pool.pool import Pool
 from ..pool.slot import ASSIGNED, Slot
-from ..traits import require
+from ..traits import require, require_networks
 from . import probe
 from .bans import Bans
 from .webhook import Webhook
@@ -148,12 +147,7 @@ class AbuseGuard(LoggingConfigurable):
 
     @validate("banned_addresses")
     def _validate_addresses(self, proposal):
-        for net in proposal.value:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                require(proposal, False, f"a list of networks like 203.0.113.0/24 ({net!r} is not one)")
-        return proposal.value
+        return require_networks(proposal, "203.0.113.0/24")
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -15,7 +15,6 @@ takes it as an argument.
 from __future__ import annotations
 
 import collections
-import ipaddress
 import os
 import re
 import secrets
@@ -34,7 +33,7 @@ from ..pool.pool import Pool, Ticket
 from ..pool.slot import Slot
 from ..pool.stats import add_up
 from ..secret import CLAIM, ServerSecret
-from ..traits import require
+from ..traits import require, require_networks
 from .access import RouteAccess
 from .admission import Admission
 from .pages import Pages
@@ -153,12 +152,7 @@ class WebApp(LoggingConfigurable):
 
     @validate("address_share_exempt")
     def _validate_exempt(self, proposal):
-        for net in proposal.value:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                require(proposal, False, f"a list of networks like 127.0.0.0/8 ({net!r} is not one)")
-        return proposal.value
+        return require_networks(proposal, "127.0.0.0/8")
 
     @validate("workshop_key")
     def _validate_key(self, proposal):
