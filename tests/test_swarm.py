@@ -236,6 +236,25 @@ def test_a_cpu_burner_on_a_worker_is_warned_in_its_page_and_ended(swarm, make_sw
     assert "It used all the computing time one session may have" in page.text
 
 
+def test_a_worker_containers_files_over_the_disk_limit_end_its_session(swarm, make_swarm_service):
+    """The disk watchdog on a swarm: the node's agent measures the container's files, nbpool ends it."""
+    service = make_swarm_service(Pool__warm=1, Pool__max_containers=3, DockerBackend__disk_limit="100M",
+                                 Pool__disk_check_interval=2)
+    service.start(timeout=180)
+    writer = visitor()
+    url = spawn(writer, service.url)
+    cid = cid_of(url)
+    (svc,) = [s for s in services_of(swarm, service.pool_name) if s.attrs["Spec"]["Labels"]["org.nbpool.id"] == cid]
+    node = node_of(swarm, svc)
+    ctr = in_node(node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.id={svc.id}")
+    in_node(node, "exec", ctr, "dd", "if=/dev/zero", "of=/home/jovyan/big", "bs=1M", "count=200")
+    deadline = time.monotonic() + 60
+    while "has ended" not in (page := writer.get(url, timeout=30)).text:
+        assert time.monotonic() < deadline, service.logs()[-3000:]
+        time.sleep(0.5)
+    assert "It stored more than the 100MB of files" in page.text, page.text[:2000]
+
+
 def test_a_visitor_reaches_their_container_on_a_worker_through_the_proxy(swarm, make_swarm_service):
     service = make_swarm_service(Pool__warm=1)
     service.start(timeout=180)

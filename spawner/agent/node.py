@@ -47,7 +47,7 @@ NOTEBOOK_PORT = 8888
 BRIDGES = ("docker_gwbridge", "docker0")
 PUBLISHED_CHAIN = "NBPOOL-PUBLISHED"
 AGENT_CHAIN = "NBPOOL-AGENT"
-SIZES_EVERY = 60.0  # seconds between two measures of the containers' files (the engine walks them)
+SIZES_EVERY = 10.0  # seconds between measures of the files (the engine walks them), as Pool.disk_check_interval
 FIREWALL_EVERY = 30.0  # seconds between two checks that the rules are in place (an engine restart flushes)
 
 
