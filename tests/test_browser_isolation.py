@@ -61,7 +61,8 @@ def goto(page, url: str):
     try:
         return page.goto(url)
     except Error as exc:
-        if "ERR_NETWORK_CHANGED" not in str(exc):
+        # The same abort, told either way: the error itself, or its error page taking the navigation over.
+        if "ERR_NETWORK_CHANGED" not in str(exc) and "chrome-error://" not in str(exc):
             raise
         return page.goto(url)
 
