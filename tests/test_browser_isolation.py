@@ -64,6 +64,7 @@ def goto(page, url: str):
         # The same abort, told either way: the error itself, or its error page taking the navigation over.
         if "ERR_NETWORK_CHANGED" not in str(exc) and "chrome-error://" not in str(exc):
             raise
+        time.sleep(2)  # (an immediate retry met the same abort in CI)
         return page.goto(url)
 
 
