@@ -31,6 +31,7 @@ from proxy.addresses import network_of
 from proxy.server import Proxy, install_uvloop
 from spawner import __version__, configref
 from spawner import reload as settings
+from spawner.classroom.room import ClassView
 from spawner.engines.docker import DockerBackend
 from spawner.engines.firewall import ContainerFirewall
 from spawner.engines.swarm import SwarmBackend
@@ -60,7 +61,7 @@ class NbpoolApp(Application):
     version = __version__
     description = __doc__
     classes = [Pool, DockerBackend, SwarmBackend, ContainerFirewall, Proxy, WebApp, WorkKeeper, WorkshopRecord,
-               AbuseGuard]
+               AbuseGuard, ClassView]
 
     backend = Enum(list(BACKENDS), "docker", config=True,
                    help="The container engine: 'docker' (one machine, the default) or 'swarm' (a Docker Swarm "
@@ -216,6 +217,7 @@ class NbpoolApp(Application):
         if isinstance(self.engine, SwarmBackend):  # its nodes' agents answer nbpool with this token (a Swarm secret)
             self.engine.agent_token = secret.derive("node-agent", "token")
             self.engine.agent_egress_rate = self.guard.egress_rate  # (the agents' setting: read at their start)
+        self.classroom = ClassView(parent=self, log=self.log, secret=secret, memory=self.guard.memory.get)
         self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended,
                           keeper=self.keeper, network_of=lambda address: network_of(address, self.proxy.ipv6_prefix),
                           guard=self.guard)
@@ -245,7 +247,8 @@ class NbpoolApp(Application):
         # Bodies are capped twice: the proxy answers 413 before relaying a byte
         # of a larger one (and 408 to a stalled one), and Tornado, behind it,
         # never buffers more either; its own timeout is only the backstop.
-        app_server = HTTPServer(make_application(self.web, self.workshop_list, self.proxy, self.record),
+        app_server = HTTPServer(make_application(self.web, self.workshop_list, self.proxy, self.classroom,
+                                                 self.record),
                                 xheaders=True,
                                 max_body_size=MAX_BODY,  # (an operator's push may send more: PushHandler)
                                 body_timeout=self.proxy.body_timeout + 10, idle_connection_timeout=120)
@@ -275,6 +278,8 @@ class NbpoolApp(Application):
         self.pool = workshops.default.pool if workshops.default is not None else None
         await self.keeper.start(workshops.pools)
         self.guard.start(workshops.pools, exempt=self.web.admission.exempt_network)
+        self.classroom.start(workshops.pools)
+        self.watch_kernels()
         self.record_config()
         self.record.start(workshops.pools)
         loop = asyncio.get_running_loop()
@@ -297,6 +302,7 @@ class NbpoolApp(Application):
         self.web.accepting = False
         upkeep.cancel()
         self.guard.stop()
+        self.classroom.stop()
         self.keeper.stop()
         await workshops.stop()
         self.record.stop()
@@ -307,6 +313,10 @@ class NbpoolApp(Application):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock_path)
         self.log.info("stopped")
+
+    def watch_kernels(self) -> None:
+        """The proxy tells the class view what kernel WebSockets say, while ClassView.enabled (new ones from now)."""
+        self.proxy.state.kernel_observer = self.classroom if self.classroom.enabled else None
 
     def say_origins(self) -> None:
         """What the proxy's mode means for attendees' browsers (README: 'Exposing nbpool to the internet')."""
@@ -400,6 +410,7 @@ class NbpoolApp(Application):
         self.workshops, self.time_zone = loader.workshops, loader.time_zone
         await workshops.apply(specs, fresh)
         self.pool = workshops.default.pool if workshops.default is not None else None
+        self.watch_kernels()
         self.record_config()
         if self.pool is not None and self.engine.image != old_image:
             drained = self.pool.drain()
@@ -436,6 +447,7 @@ class NbpoolApp(Application):
             WorkKeeper(config=config)
             WorkshopRecord(config=config)
             AbuseGuard(config=config)
+            ClassView(config=config, secret=ServerSecret(b"x" * 32), memory=lambda cid: None)
         except TraitError as exc:
             raise ValueError(str(exc)) from None
 
@@ -444,7 +456,7 @@ class NbpoolApp(Application):
         pool = {Pool: self.pool} if self.pool is not None else {}
         return {**pool, type(self.engine): self.engine, ContainerFirewall: self.engine.firewall,
                 WebApp: self.web, Proxy: self.proxy, WorkKeeper: self.keeper, WorkshopRecord: self.record,
-                AbuseGuard: self.guard}
+                AbuseGuard: self.guard, ClassView: self.classroom}
 
     @staticmethod
     def _values(obj) -> dict:

@@ -99,12 +99,14 @@ class KernelClient:
     """
 
     def __init__(self, base_url: str, headers: dict[str, str] | None = None, *, timeout: float = 60.0,
-                 http_client: AsyncHTTPClient | None = None, ws_query: str = ""):
+                 http_client: AsyncHTTPClient | None = None, ws_query: str = "", binary: bool = True):
         self.base_url = base_url.rstrip("/") + "/"
         self.headers = dict(headers or {})
         # More of the channels WebSocket's query, e.g. "token=…" as Thebe and JupyterLab add it (a browser
         # cannot set headers on a WebSocket).
         self.ws_query = ws_query
+        # Offer Jupyter's binary v1 subprotocol (as JupyterLab 4 does); False: the JSON protocol only.
+        self.binary = binary
         # A browser sends its page's origin on every POST and WebSocket handshake, and
         # nbpool's proxy refuses those from other origins: send the server's own.
         if not any(name.lower() == "origin" for name in self.headers):
@@ -163,7 +165,7 @@ class KernelClient:
             self._ws = await websocket_connect(
                 HTTPRequest(url, headers=self.headers, request_timeout=self.timeout),
                 max_message_size=64 * 1024 * 1024,
-                subprotocols=[V1_SUBPROTOCOL],
+                subprotocols=[V1_SUBPROTOCOL] if self.binary else None,
             )
         except Exception as exc:
             raise KernelError(f"kernel websocket did not open: {exc}") from exc
@@ -181,7 +183,7 @@ class KernelClient:
             self._ws.close()
             self._ws = None
 
-    def _message(self, msg_type: str, content: dict, channel: str) -> dict:
+    def _message(self, msg_type: str, content: dict, channel: str, metadata: dict | None = None) -> dict:
         return {
             "header": {
                 "msg_id": uuid.uuid4().hex,
@@ -192,16 +194,17 @@ class KernelClient:
                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
             "parent_header": {},
-            "metadata": {},
+            "metadata": metadata or {},
             "content": content,
             "buffers": [],
             "channel": channel,
         }
 
-    async def _send_and_collect(self, msg_type: str, content: dict, channel: str) -> ExecutionResult:
+    async def _send_and_collect(self, msg_type: str, content: dict, channel: str,
+                                metadata: dict | None = None) -> ExecutionResult:
         if self._ws is None:
             raise KernelError("kernel is not started")
-        msg = self._message(msg_type, content, channel)
+        msg = self._message(msg_type, content, channel, metadata)
         msg_id = msg["header"]["msg_id"]
         if self.subprotocol == V1_SUBPROTOCOL:
             await self._ws.write_message(encode_v1(channel, msg), binary=True)
@@ -256,13 +259,15 @@ class KernelClient:
                 result.error = f"{body.get('ename')}: {body.get('evalue')}"
         return result
 
-    async def execute(self, code: str) -> ExecutionResult:
-        """Run ``code`` and wait for its reply and outputs."""
+    async def execute(self, code: str, cell_id: str | None = None) -> ExecutionResult:
+        """Run ``code`` and wait for its reply and outputs; ``cell_id``: the notebook cell it is, as Jupyter's
+        front ends tell the kernel (its metadata's cellId)."""
         return await self._send_and_collect(
             "execute_request",
             {"code": code, "silent": False, "store_history": True, "user_expressions": {},
              "allow_stdin": False, "stop_on_error": True},
             channel="shell",
+            metadata={"cellId": cell_id} if cell_id else None,
         )
 
     async def shutdown(self) -> None:

@@ -26,6 +26,7 @@ from .exchange import BUSY, HEAD, IDLE, PAUSE_BACKEND, PAUSE_PIPELINE, Exchange
 from .head import check_access, check_headers, check_target, forward_head
 from .hosts import check_host
 from .http import Response, error_response, wants_json
+from .kernel_watch import KernelWatch
 from .splice import Splice
 from .state import ConnectionState
 from .target import BackendConnection
@@ -445,7 +446,13 @@ class ClientConnection(asyncio.Protocol):
         # balancer's connection is not counted itself: its visitor's request, now the tunnel, is).
         counted = self.network or self.visitor
         self.network = self.visitor = ""
-        inbound, outbound = Splice.join(self.transport, backend.transport, self.cur.route, self.state, counted)
+        route = self.cur.route
+        inbound, outbound = Splice.join(self.transport, backend.transport, route, self.state, counted)
+        observer = self.state.kernel_observer
+        if observer is not None and route.data is not None:
+            watch = KernelWatch.attach(self.cur.path, backend.headers, route.data, observer)
+            if watch is not None:
+                inbound.reader, outbound.reader = watch.from_visitor, watch.from_kernel
         if leftover_from_backend:
             outbound.data_received(leftover_from_backend)
         if self.leftover:

@@ -16,8 +16,10 @@ host:
   sends the container's owner on to its origin through an entry link (and
   tells anyone else the usual story);
 - at a container's host name, nbpool's web app answers only that container's
-  entry link, its opener (``/embedded/<id>``) and its ended page; every other
-  page of nbpool is sent to the main host (GET) or refused.
+  entry link, its opener (``/embedded/<id>``), its ended page and the
+  attendee's own calls of the class view (``/api/me``, ``/api/hand``: the
+  notebook's page raises a hand at its own origin); every other page of
+  nbpool is sent to the main host (GET) or refused.
 
 The container's paths stay ``/user/<id>/…`` on its own host, so its server
 (started with that base URL), the route table and the shared static cache are
@@ -33,6 +35,8 @@ from .state import Limits
 
 CONTAINER_PREFIX = b"/user/"
 WRONG_HOST = "This address belongs to another notebook server."
+# nbpool's answers for the attendee at their container's own host (its session cookie lives there)
+ATTENDEE_PATHS = (b"/api/me", b"/api/hand")
 
 
 def split_host(value: bytes) -> tuple[bytes, bytes]:
@@ -106,7 +110,8 @@ def check_host(ex: Exchange, limits: Limits, routes: RouteTable, client_ip: str)
         return None
     path = ex.path
     own = CONTAINER_PREFIX + label
-    if path in (b"/enter/" + label, b"/embedded/" + label, own) or path.startswith(own + b"/"):
+    if path in (b"/enter/" + label, b"/embedded/" + label, own) or path.startswith(own + b"/") or \
+            path in ATTENDEE_PATHS:
         return None
     if ex.method in (b"GET", b"HEAD") and not ex.upgrade:
         location = b"%s://%s%s%s%s" % (scheme, sub, port, path, ex.query)

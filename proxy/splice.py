@@ -1,20 +1,25 @@
 """After ``101 Switching Protocols``: the visitor's and the target's connections spliced byte for byte.
 
-No frame parsing and no size cap (a WebSocket's messages pass as they are,
-compression included). Writing is held back with the transports' own flow
-control, FIN is passed on (half-close), and closing either side closes the
-other once its buffered bytes are out.
+No frame parsing on the way and no size cap (a WebSocket's messages pass as
+they are, compression included); a kernel's WebSocket may be watched
+(``kernel_watch``), which reads each side's bytes after they were passed
+on. Writing is held back with the transports' own flow control, FIN is
+passed on (half-close), and closing either side closes the other once its
+buffered bytes are out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from .routes import Route
 from .state import ConnectionState
+from .wsframes import MessageReader
 
 now = time.monotonic
+log = logging.getLogger("nbpool.proxy")
 
 
 class Splice(asyncio.Protocol):
@@ -27,7 +32,8 @@ class Splice(asyncio.Protocol):
     ways for longer than websocket_idle_timeout.
     """
 
-    __slots__ = ("closed", "counted", "eof", "inbound", "paused_at", "peer", "route", "seen", "state", "transport")
+    __slots__ = ("closed", "counted", "eof", "inbound", "paused_at", "peer", "reader", "route", "seen", "state",
+                 "transport")
 
     def __init__(self, transport: asyncio.Transport, route: Route, state: ConnectionState, inbound: bool):
         self.transport = transport
@@ -40,6 +46,7 @@ class Splice(asyncio.Protocol):
         self.paused_at = 0.0  # when this side stopped taking bytes (0: it takes them), for send_timeout
         self.seen = now()  # when this side last read a byte, for websocket_idle_timeout
         self.counted = ""  # the visitor side's counted network, released when it closes
+        self.reader: MessageReader | None = None  # reads this side's messages for a kernel watch
 
     @classmethod
     def join(cls, client: asyncio.Transport, target: asyncio.Transport, route: Route, state: ConnectionState,
@@ -68,6 +75,13 @@ class Splice(asyncio.Protocol):
             route.bytes_out += len(data)
         route.last_activity = self.seen = now()
         self.peer.transport.write(data)
+        reader = self.reader
+        if reader is not None:
+            try:
+                reader.feed(data)
+            except Exception:  # the watcher's trouble never the tunnel's: this side goes unwatched
+                log.exception("kernel watch on %s failed; no longer watched", self.route.prefix.decode())
+                self.reader = None
 
     def eof_received(self) -> bool:
         self.eof = True

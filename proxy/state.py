@@ -142,6 +142,7 @@ class ConnectionState:
         # balancer its requests in flight and WebSockets.
         self.per_network: dict[str, int] = {}
         self.cache = None  # static_cache.StaticCache, when the shared static cache is on
+        self.kernel_observer = None  # kernel_watch.KernelObserver told what kernel WebSockets say (the class view)
 
     def open_connections(self) -> int:
         """Visitor connections open now: handshaking, speaking HTTP, or upgraded (WebSockets)."""

@@ -24,6 +24,7 @@ WORKSHOP_KEY = "workshop-key"  # the workshop key, remembered
 ADMIN = "admin"  # the status page's login: "admin:<epoch>"
 ENTRY = "entry"  # subdomain mode: a link into a container's own origin: "<cid>:<nonce>:<expires>:<browser>"
 BROWSER = "browser"  # subdomain mode: which browser entry links are made for
+HELPER = "helper"  # the class view's sign-in of a helper: "<scope>:<key digest>" (spawner.web.classview)
 BAN = "ban"  # a browser the abuse guard banned: "<ban id>" (spawner.guard.bans)
 
 

@@ -198,7 +198,7 @@ class Agent:
                 out[service] = {"cid": labels.get(ID_LABEL, ""), "pool": labels.get(POOL_LABEL, ""),
                                 "cpu_seconds": reading.cpu_seconds, "commands": reading.commands[:200],
                                 "destinations": sorted(destinations)[:1000],
-                                "oom_kills": probe.read_oom_kills(self.mounts, pid),
+                                "oom_kills": probe.read_oom_kills(self.mounts, pid), "memory": reading.memory,
                                 "no_new_privileges": probe.read_no_new_privileges(pid),
                                 "disk": self.sizes.get(row["Id"], 0)}
             live = {row["Id"] for row in rows}

@@ -254,6 +254,7 @@ class NodeAgents:
                 return probe.Reading(cpu_seconds=row.get("cpu_seconds"), commands=list(row.get("commands") or []),
                                      destinations=set(row.get("destinations") or []),
                                      oom_kills=int(row.get("oom_kills") or 0),
+                                     memory=row.get("memory") if isinstance(row.get("memory"), int) else None,
                                      no_new_privileges=row.get("no_new_privileges"))
         return None
 

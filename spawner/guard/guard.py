@@ -161,6 +161,8 @@ class AbuseGuard(LoggingConfigurable):
         self._pids: dict[str, int] = {}  # engine id -> host pid of its main process
         self._seen: dict[str, dict[str, float]] = {}  # cid -> {remote address: last seen (monotonic)}
         self._warned: set[str] = set()
+        # cid -> bytes its container uses, as of the last pass (the class view shows it beside its limit)
+        self.memory: dict[str, int] = {}
         self._notices: set[asyncio.Task] = set()
         self._read_seconds = 0.0  # CPU time of the last pass's reading thread
         self._slow_read: dict[str, float] = {}  # cid -> when its sockets were last read one by one
@@ -223,6 +225,7 @@ class AbuseGuard(LoggingConfigurable):
         for gone in [c for c in self._slow_read if c not in cids]:
             del self._slow_read[gone]
         self._warned &= cids
+        self.memory = {cid: use for cid, use in self.memory.items() if cid in cids}
         if watched:
             spent = time.thread_time() - began
             readings = await asyncio.to_thread(self._read_all, watched)
@@ -282,6 +285,8 @@ class AbuseGuard(LoggingConfigurable):
         return pid
 
     async def _judge(self, pool: Pool, slot: Slot, reading: probe.Reading) -> None:
+        if reading.memory is not None:
+            self.memory[slot.cid] = reading.memory
         banned = self._banned_command(reading.commands)
         if banned is not None:
             word, command = banned

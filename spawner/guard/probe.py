@@ -36,6 +36,7 @@ class Reading:
 
     cpu_seconds: float | None = None  # its cgroup's CPU time since it started (None: unreadable)
     oom_kills: int = 0  # processes its memory cgroup killed at the limit
+    memory: int | None = None  # bytes in use, without the page cache the kernel can reclaim (None: unreadable)
     no_new_privileges: bool | None = None  # its main process runs with NoNewPrivs (None: unreadable)
     commands: list[str] = field(default_factory=list)  # its processes' command lines
     destinations: set[str] = field(default_factory=set)  # remote addresses of its connections
@@ -206,30 +207,64 @@ def host_destinations(path: str = "/proc/net/nf_conntrack") -> dict[str, set[str
     return table
 
 
-def read_oom_kills(mounts: CgroupMounts, pid: int) -> int:
-    """Processes killed at the memory limit of ``pid``'s memory cgroup (v1 memory.oom_control, v2 memory.events)."""
+def memory_dir(mounts: CgroupMounts, pid: int) -> tuple[str, int] | None:
+    """(directory, version) of ``pid``'s memory cgroup, or None."""
     try:
         with open(f"{PROC}/{pid}/cgroup") as f:
             lines = f.read().splitlines()
     except OSError:
-        return 0
+        return None
     for line in lines:
         hierarchy, controllers, path = line.split(":", 2)
         if "memory" in controllers.split(",") and "memory" in mounts.v1:
-            name, directory = "memory.oom_control", os.path.join(mounts.v1["memory"], path.lstrip("/"))
-        elif hierarchy == "0" and controllers == "" and mounts.v2 and not mounts.v1.get("memory"):
-            name, directory = "memory.events", os.path.join(mounts.v2, path.lstrip("/"))
+            return os.path.join(mounts.v1["memory"], path.lstrip("/")), 1
+        if hierarchy == "0" and controllers == "" and mounts.v2 and not mounts.v1.get("memory"):
+            return os.path.join(mounts.v2, path.lstrip("/")), 2
+    return None
+
+
+def _keyed(path: str, key: str) -> int | None:
+    """The value of ``key`` in a cgroup file of 'key value' rows."""
+    with open(path) as f:
+        for row in f:
+            name, _, value = row.partition(" ")
+            if name == key:
+                return int(value)
+    return None
+
+
+def read_oom_kills(mounts: CgroupMounts, pid: int) -> int:
+    """Processes killed at the memory limit of ``pid``'s memory cgroup (v1 memory.oom_control, v2 memory.events)."""
+    where = memory_dir(mounts, pid)
+    if where is None:
+        return 0
+    directory, version = where
+    try:
+        return _keyed(os.path.join(directory, "memory.oom_control" if version == 1 else "memory.events"),
+                      "oom_kill") or 0
+    except (OSError, ValueError):
+        return 0
+
+
+def read_memory(mounts: CgroupMounts, pid: int) -> int | None:
+    """Bytes ``pid``'s container uses, as ``docker stats`` counts them: its cgroup's use less the inactive page
+    cache (which the kernel reclaims before it would kill anything)."""
+    where = memory_dir(mounts, pid)
+    if where is None:
+        return None
+    directory, version = where
+    try:
+        if version == 1:
+            with open(os.path.join(directory, "memory.usage_in_bytes")) as f:
+                used = int(f.read())
+            inactive = _keyed(os.path.join(directory, "memory.stat"), "total_inactive_file") or 0
         else:
-            continue
-        try:
-            with open(os.path.join(directory, name)) as f:
-                for row in f:
-                    key, _, value = row.partition(" ")
-                    if key == "oom_kill":
-                        return int(value)
-        except (OSError, ValueError):
-            return 0
-    return 0
+            with open(os.path.join(directory, "memory.current")) as f:
+                used = int(f.read())
+            inactive = _keyed(os.path.join(directory, "memory.stat"), "inactive_file") or 0
+    except (OSError, ValueError):
+        return None
+    return max(used - inactive, 0)
 
 
 def read_no_new_privileges(pid: int) -> bool | None:
@@ -286,6 +321,7 @@ def read(mounts: CgroupMounts, pid: int, *, commands: bool = True, destinations:
         return reading
     directory, version = where
     reading.cpu_seconds = read_cpu(directory, version)
+    reading.memory = read_memory(mounts, pid)
     if commands:
         pids = members.get(cgroup_of(pid), [])[:PROCS_MAX] if members is not None else read_pids(directory)
         for member in pids:

@@ -230,6 +230,15 @@ class NotebookFiles:
             tree.refuse(left_out[0], f"not looked at{more}: kept work looks at {max_files} files at most")
         return tree
 
+    async def get_json(self, api_path: str, limit: int = MAX_ANSWER, timeout: float | None = None):
+        """A JSON answer of the server's API (``api/sessions``, ...), read up to ``limit`` bytes; ContentsError
+        when it is not JSON."""
+        body = await self._call("GET", api_path, timeout=timeout, max_body=limit)
+        try:
+            return json.loads(body) if len(body) <= PARSE_INLINE else await asyncio.to_thread(json.loads, body)
+        except ValueError:
+            raise ContentsError(f"GET {api_path.split('?')[0]}: not JSON") from None
+
     async def read(self, path: str, limit: int, timeout: float | None = None) -> bytes:
         """A file's bytes, exactly as stored (TooLarge as soon as more than ``limit`` bytes arrive: the listed
         size is the server's word, never trusted)."""

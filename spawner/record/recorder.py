@@ -29,6 +29,16 @@ usage      cid, state ('assigned' or 'spare'), mem (bytes now), mem_peak (bytes,
 kept       cid, files, bytes, seconds, final (bool), error ('' when saved).
 checkpoint count, seconds, cpu (this process's CPU seconds): one checkpoint pass.
 cull       count, seconds: one cull pass that ended containers (their saves included).
+hand       cid, action ('raised' or 'lowered'), by (who lowered it: 'attendee', 'helper', or
+           'ended': the session ended), seconds (on 'lowered' only: how long the hand was up),
+           notebook (the path of the notebook the attendee was in, or ''), section (the
+           heading of the notebook section they were at, or '').
+stuck      cid, notebook, section, cell (its index, or null), rule ('errors': the attendee's
+           cells failed N times in a row, or 'no_success': no successful cell for M minutes
+           while active), error (the exception's name, or null), seconds (how long the stuck
+           period lasted): written when the period ends, or its session does.
+class      cid, notebook, furthest (index of the furthest cell run, or null), cells_run,
+           errors, hands, done (bool: the attendee said "I'm done"): once, when a session ends.
 ========== =====================================================================
 
 The file is bounded: past ``max_bytes`` it is rotated once (``events.jsonl``

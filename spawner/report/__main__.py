@@ -16,9 +16,10 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # start.py's default da
 DESCRIPTION = """\
 Turn the workshop's recording (<data-dir>/record/events.jsonl, written while
 nbpool runs) into a self-contained HTML report: a summary, charts of attendees,
-hand-out latency, memory and failures, and sizing advice (warm, max_containers,
-mem_limit) for the next workshop, each number with the recorded figures it
-came from.
+hand-out latency, memory and failures, where the class got stuck (notebook
+sections, raised hands, how far attendees got), and sizing advice (warm,
+max_containers, mem_limit) for the next workshop, each number with the
+recorded figures it came from.
 
 exit status: 0 written, 1 the report could not be written, 2 no recording
 (or bad arguments)"""

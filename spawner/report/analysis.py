@@ -23,6 +23,7 @@ OOM_FACTOR = 1.5  # over a limit attendees hit: their real peak is unknown, the 
 DEFAULT_START = 10.0  # seconds a container start is assumed to take when none was recorded
 HOST_SHARE = 0.9  # of the host's memory for containers: the rest is for the OS, the engine and nbpool
 SOURCES = ("spare", "queue")
+COMMON_ERRORS = 3  # exception names quoted per section: the top few say what went wrong, a long tail does not
 
 
 def percentile(values: Iterable[float], p: float) -> float | None:
@@ -153,6 +154,86 @@ def busiest(times: Iterable[float], window: float) -> int:
             first += 1
         best = max(best, last - first + 1)
     return best
+
+
+def place(event: dict) -> tuple[str, str]:
+    """Where an attendee was: (notebook path, section heading), '' for either when not known.
+
+    null and '' are the same here (no notebook open, or above the first heading), so they group together.
+    """
+    return str(event.get("notebook") or ""), str(event.get("section") or "")
+
+
+@dataclass(frozen=True)
+class StuckSpot:
+    """One notebook section where attendees got stuck (``stuck`` events), for the teacher's next run."""
+
+    notebook: str
+    section: str  # '' before the notebook's first heading
+    periods: int
+    attendees: int  # distinct sessions: one attendee stuck three times counts once
+    median_minutes: float | None  # None: no period there recorded how long it lasted
+    longest_minutes: float | None
+    total_minutes: float
+    errors: tuple[tuple[str, int], ...]  # (exception name, periods), the most common first
+
+
+def stuck_spots(events: Iterable[dict]) -> list[StuckSpot]:
+    """Every section attendees got stuck in: the most attendees first, then the most time stuck in total."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for event in of_kind(events, "stuck"):
+        groups.setdefault(place(event), []).append(event)
+    spots = [_stuck_spot(notebook, section, group) for (notebook, section), group in groups.items()]
+    # notebook and section last: ties come out in the same order every time the report is built
+    return sorted(spots, key=lambda s: (-s.attendees, -s.total_minutes, s.notebook, s.section))
+
+
+def _stuck_spot(notebook: str, section: str, group: list[dict]) -> StuckSpot:
+    minutes = [seconds / 60 for seconds in numbers(group, "stuck", "seconds")]
+    # null error: the 'no_success' rule, or a failure without a name; neither says what went wrong
+    errors = Counter(str(event["error"]) for event in group if event.get("error"))
+    return StuckSpot(notebook, section, periods=len(group), attendees=len({event.get("cid") for event in group}),
+                     median_minutes=percentile(minutes, 50), longest_minutes=max(minutes, default=None),
+                     total_minutes=sum(minutes), errors=tuple(errors.most_common(COMMON_ERRORS)))
+
+
+@dataclass(frozen=True)
+class Hands:
+    """Raised hands (``hand`` events): how many, how long they stayed up, and who lowered them."""
+
+    raised: int
+    lowered_by: Counter[str]  # 'helper', 'attendee' or 'ended' (the session ended with the hand up)
+    median_minutes: float | None  # of the lowered hands' time up; None: none was lowered
+    longest_minutes: float | None
+
+
+def hand_stats(events: Iterable[dict]) -> Hands:
+    """The raised hands of ``events``; pass one section's events for that section's."""
+    hands = of_kind(events, "hand")
+    lowered = [event for event in hands if event.get("action") == "lowered"]
+    up = [seconds / 60 for seconds in numbers(lowered, "hand", "seconds")]
+    return Hands(raised=sum(1 for event in hands if event.get("action") == "raised"),
+                 lowered_by=tally(lowered, "hand", "by"), median_minutes=percentile(up, 50),
+                 longest_minutes=max(up, default=None))
+
+
+@dataclass(frozen=True)
+class ClassSummary:
+    """What the sessions' own summaries (``class`` events) say of the class as a whole."""
+
+    attendees: int  # sessions that wrote a summary; 0: none did
+    done: int  # said "I'm done"
+    median_cells: float | None  # cells run per attendee; None: no summary had the count
+    with_errors: int  # at least one cell failed
+
+
+def class_summary(events: Iterable[dict]) -> ClassSummary:
+    """The class as its sessions summed themselves up when they ended."""
+    # One summary per session is written; should one be there twice (a replayed record), it counts once.
+    last = {event.get("cid"): event for event in of_kind(events, "class")}.values()
+    return ClassSummary(attendees=len(last), done=sum(1 for event in last if event.get("done") is True),
+                        median_cells=percentile(numbers(last, "class", "cells_run"), 50),
+                        with_errors=sum(1 for event in last if (number(event, "errors") or 0) > 0))
 
 
 def _round_up(size: float, step: int) -> int:

@@ -1,4 +1,4 @@
-"""The report as one self-contained HTML page: summary, charts, and the advice for next time.
+"""The report as one self-contained HTML page: summary, charts, where the class got stuck, and the advice for next time.
 
 Nothing is fetched when it is opened (no scripts, stylesheets, fonts or
 images: the charts are inline SVG), so it can be mailed or archived as is.
@@ -18,9 +18,13 @@ from .analysis import (
     MIB,
     SOURCES,
     Advice,
+    ClassSummary,
+    Hands,
+    class_summary,
     cpu_seconds,
     format_bytes,
     format_seconds,
+    hand_stats,
     last_config,
     number,
     of_kind,
@@ -28,6 +32,7 @@ from .analysis import (
     peak_memory,
     percentile,
     served,
+    stuck_spots,
     tally,
     waits,
 )
@@ -38,6 +43,9 @@ LATENCY = (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99), ("max", 100))
 SOURCE_COLORS = {"spare": svg.PALETTE[1], "queue": svg.PALETTE[2]}
 ENDED, PROBLEM = svg.PALETTE[0], svg.PALETTE[2]
 TOP_REASONS = 10  # failure reasons listed; the rest are counted together
+BEFORE_FIRST_HEADING = "(before the first heading)"
+NO_NOTEBOOK = "(no notebook recorded)"
+LOWERED = (("helper", "by a helper"), ("attendee", "by the attendee"), ("ended", "by the session ending"))
 CSS = """
 body { font: 14px sans-serif; margin: 1.5em auto; max-width: 60em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; }
@@ -53,7 +61,8 @@ def page(events: list[dict], advice: Advice, title: str) -> str:
     """The whole report for ``events`` (oldest first) and the ``advice`` computed from them."""
     sections = [("Summary", _summary(events)), ("Attendees over time", _over_time(events)),
                 ("Hand-out latency", _latency(events)), ("Memory and CPU per attendee", _usage(events, advice)),
-                ("Culls and failures", _problems(events)), ("Sizing for the next workshop", _advice(advice))]
+                ("Culls and failures", _problems(events)), ("Where the class got stuck", _stuck(events)),
+                ("Sizing for the next workshop", _advice(advice))]
     body = "\n".join(f"<h2>{escape(name)}</h2>\n{content}" for name, content in sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>\n'
             f"<style>{CSS}{svg.CSS}</style></head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body></html>\n")
@@ -198,6 +207,52 @@ def _problems(events: list[dict]) -> str:
     others = sum(reasons.values()) - sum(count for _, count in top)
     rows = top + ([("(other reasons)", others)] if others else [])
     return chart + "<p>Why starts failed:</p>" + _table(("reason", "failed starts"), rows)
+
+
+def _stuck(events: list[dict]) -> str:
+    """Where attendees got stuck, their raised hands, and how the class did: from the class view's events."""
+    if not any(of_kind(events, kind) for kind in ("stuck", "hand", "class")):
+        return _missing("The class view recorded nothing: no attendee was stuck, no hand was raised and no "
+                        "session summed itself up (no attendee ran a cell, or the service did not watch the class).")
+    return _stuck_table(events) + _hands(hand_stats(events)) + _class(class_summary(events))
+
+
+def _stuck_table(events: list[dict]) -> str:
+    spots = stuck_spots(events)
+    if not spots:
+        return _missing("No attendee was stuck: no run of failing cells and no long stretch without a successful "
+                        "cell was recorded.")
+    rows = [(spot.notebook or NO_NOTEBOOK, spot.section or BEFORE_FIRST_HEADING, spot.attendees, spot.periods,
+             _minutes(spot.median_minutes), _minutes(spot.longest_minutes),
+             ", ".join(f"{name} {count}" for name, count in spot.errors) or "none")
+            for spot in spots]
+    return ("<p>Sections where attendees were stuck (a run of failing cells, or a long stretch without a successful "
+            "cell), the most attendees first, then the most time stuck:</p>"
+            + _table(("notebook", "section", "attendees stuck", "periods", "median min", "longest min",
+                      "common errors"), rows))
+
+
+def _minutes(value: float | None) -> float | str:
+    # a number stays a number, so the table right-aligns it; one decimal is all a teacher needs
+    return "-" if value is None else round(value, 1)
+
+
+def _hands(hands: Hands) -> str:
+    if not hands.raised and not hands.lowered_by:
+        return _missing("No hand was raised.")
+    lowered = ", ".join(f"{words} {hands.lowered_by[by]}" for by, words in LOWERED)
+    waited = ("none was lowered" if hands.median_minutes is None else
+              f"up a median {hands.median_minutes:.1f} min, the longest {hands.longest_minutes:.1f} min")
+    return f"<p>{escape(f'Hands: {hands.raised} raised; {waited}; lowered {lowered}.')}</p>"
+
+
+def _class(summary: ClassSummary) -> str:
+    if not summary.attendees:
+        return _missing("No session summed itself up, so there is no class summary.")
+    cells = "-" if summary.median_cells is None else f"{summary.median_cells:g}"
+    text = (f"Class: {summary.attendees} sessions ended; {summary.done} attendees said they were done; "
+            f"median {cells} cells run; {summary.with_errors} had at least one error.")
+    return f"<p>{escape(text)}</p>"
 
 
 def _advice(advice: Advice) -> str:

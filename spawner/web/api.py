@@ -20,8 +20,6 @@ from .metrics import all_nodes
 from .metrics import render as render_metrics
 from .origins import Origins
 
-ADMIN_COOKIE_HOURS = 12
-
 
 def local_only(handler: PageHandler) -> bool:
     """True (and the request answered 403) when admin endpoints may not answer this request.
@@ -169,19 +167,6 @@ class AdminHandler(JSONHandler):
                 self.unauthorized()
         elif not self.admin_cookie_ok():
             self.unauthorized()
-
-    def admin_cookie_ok(self) -> bool:
-        """The status page's login cookie: signed by us, and younger than ADMIN_COOKIE_HOURS; in path mode,
-        never beside a notebook of this browser's (whose pages share this origin, so its scripts would act
-        with the operator's cookie)."""
-        if self.single_origin_holdings():
-            return False
-        value = self.nb.secret.verify(self.get_cookie(ADMIN_COOKIE), ADMIN) or ""
-        kind, _, stamp = value.partition(":")
-        if kind != "admin" or not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
-            return False
-        age = time.time() - int(stamp)
-        return -60 < age < ADMIN_COOKIE_HOURS * 3600  # (a minute of clock step allowed; never a future stamp)
 
     def unauthorized(self) -> None:
         self.set_status(401)

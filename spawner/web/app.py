@@ -66,6 +66,12 @@ class WebApp(LoggingConfigurable):
                                 "cookie remembers it. POST /api/spawn then needs the key ('key' in the JSON body "
                                 "or ?key=) or the api_token. For services on the open internet. Empty: anyone "
                                 "with the address may start a notebook.")
+    helper_key = Unicode("", config=True,
+                         help="The class view's key for the teaching team: /class?key=<helper_key> shows every "
+                              "workshop's attendees live (who is stuck, raised hands, progress), and nothing else; "
+                              "GET /api/class takes it as 'Authorization: token <key>'. A named workshop's own "
+                              "helper_key shows that workshop only. Empty: a key derived from the service's "
+                              "secret (stable across restarts); the status page shows the links.")
     address_share = Float(0.5, config=True,
                           help="Largest share of Pool.max_containers one client network may hold (assigned, "
                                "or waiting in line) at once, so one network cannot take every container; an IPv4 "
@@ -159,6 +165,18 @@ class WebApp(LoggingConfigurable):
         value = proposal.value
         ok = value == "" or (len(value) >= 8 and re.fullmatch(r"[A-Za-z0-9._~-]+", value) is not None)
         return require(proposal, ok, "empty, or at least 8 URL-safe characters (letters, digits, . _ ~ -)")
+
+    @validate("helper_key")
+    def _validate_helper_key(self, proposal):
+        value = proposal.value
+        ok = value == "" or (len(value) >= 8 and re.fullmatch(r"[A-Za-z0-9._~-]+", value) is not None)
+        return require(proposal, ok, "empty, or at least 8 URL-safe characters (letters, digits, . _ ~ -)")
+
+    def helper_key_for(self, workshop: str | None) -> str:
+        """The class view's key: the service's (``workshop`` None: every workshop), or a workshop's derived one."""
+        if workshop is None and self.helper_key:
+            return self.helper_key
+        return self.secret.derive("helper-key", "*" if workshop is None else workshop)[:32]
 
     @validate("landing_path")
     def _validate_landing(self, proposal):

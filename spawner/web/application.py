@@ -11,6 +11,7 @@ from tornado.web import Application
 
 from proxy.server import Proxy
 
+from ..classroom.room import ClassView
 from ..record import WorkshopRecord
 from ..workshops import Workshops
 from .access import SESSION_COOKIE
@@ -18,6 +19,7 @@ from .api import api_handlers
 from .app import WebApp, redact
 from .binder import binder_handlers
 from .build import build_handlers
+from .classview import class_handlers
 from .entry import entry_handlers
 from .guard_api import guard_handlers
 from .kept import kept_handlers
@@ -26,7 +28,7 @@ from .visitor import visitor_handlers
 from .workshops_api import workshops_handlers
 
 
-def make_application(web: WebApp, workshops: Workshops, proxy: Proxy,
+def make_application(web: WebApp, workshops: Workshops, proxy: Proxy, classroom: ClassView,
                      record: WorkshopRecord | None = None) -> Application:
     def log_request(handler) -> None:
         # Server errors matter to operators; the rest of the page traffic is noise at info level
@@ -38,10 +40,11 @@ def make_application(web: WebApp, workshops: Workshops, proxy: Proxy,
 
     return Application(
         visitor_handlers() + kept_handlers() + api_handlers() + workshops_handlers() + binder_handlers()
-        + build_handlers() + entry_handlers() + guard_handlers(),
+        + build_handlers() + entry_handlers() + guard_handlers() + class_handlers(),
         nb=web,
         workshops=workshops,
         proxy=proxy,
+        classroom=classroom,
         record=record or (lambda event, /, **fields: None),
         template_loader=web.pages.loader,
         static_path=str(STATIC),

@@ -19,7 +19,7 @@ from ..keep.keeper import AlreadyRestored
 from ..pool.errors import PoolError
 from ..pool.pool import Pool
 from ..pool.slot import ASSIGNED, Slot
-from ..secret import BAN, KEPT, SESSION
+from ..secret import ADMIN, BAN, KEPT, SESSION
 from ..workshops import Workshop, Workshops
 from .access import BROWSER_COOKIE, HOST_PREFIX, SESSION_COOKIE, read_session, session_cookie, session_value
 from .admission import KEY_COOKIE, BanMarks, Refused
@@ -29,6 +29,8 @@ from .pages import fresh_url
 
 TICKET_COOKIE = "nbpool-ticket"
 ADMIN_COOKIE = "nbpool-admin"  # the status page's sign-in
+ADMIN_COOKIE_HOURS = 12
+HELPER_COOKIE = "nbpool-helper"  # the class view's sign-in of a helper (web.classview)
 # The previous session's cookie value, kept when a new session begins, so its kept work stays reachable.
 KEPT_COOKIE = "nbpool-kept"
 BAN_COOKIE = "nbpool-ban"  # a browser the abuse guard banned (its ban's id, signed)
@@ -245,8 +247,9 @@ class PageHandler(RequestHandler):
         keeper = self.keeper
         name = session_cookie(slot.workshop)
         days = self.session_days(slot)
-        if not self.proxy.subdomain_host and self.get_cookie(ADMIN_COOKIE) is not None:
-            self.clear_cookie(ADMIN_COOKIE, path="/")
+        for signed_in in (ADMIN_COOKIE, HELPER_COOKIE) if not self.proxy.subdomain_host else ():
+            if self.get_cookie(signed_in) is not None:
+                self.clear_cookie(signed_in, path="/")
         previous = read_session(self.nb.secret, self.get_cookie(name)) if keeper is not None else None
         if previous and previous[0] != slot.cid and (previous[0] in keeper.sessions
                                                      or self.workshops.of_cid(previous[0]) is not None):
@@ -318,6 +321,19 @@ class PageHandler(RequestHandler):
         for slot in slots:
             self.workshops.of_cid(slot.cid).pool.release(slot, "its visitor opened another notebook",
                                                          visitor_reason=visitor_reason, kind="fresh")
+
+    def admin_cookie_ok(self) -> bool:
+        """The status page's login cookie: signed by us, and younger than ADMIN_COOKIE_HOURS; in path mode,
+        never beside a notebook of this browser's (whose pages share this origin, so its scripts would act
+        with the operator's cookie)."""
+        if self.single_origin_holdings():
+            return False
+        value = self.nb.secret.verify(self.get_cookie(ADMIN_COOKIE), ADMIN) or ""
+        kind, _, stamp = value.partition(":")
+        if kind != "admin" or not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+            return False
+        age = time.time() - int(stamp)
+        return -60 < age < ADMIN_COOKIE_HOURS * 3600  # (a minute of clock step allowed; never a future stamp)
 
     def own_cookies(self) -> list[str]:
         """The names of nbpool's cookies this browser sent (as named here, without the HTTPS prefix)."""

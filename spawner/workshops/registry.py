@@ -67,6 +67,13 @@ class Workshop:
         return self.web.workshop_key
 
     @property
+    def helper_key(self) -> str:
+        """The class view's key for this workshop's teaching team (its spec's, else one derived for it)."""
+        if self.spec is not None and self.spec.helper_key is not None:
+            return self.spec.helper_key
+        return self.web.helper_key_for(self.name)
+
+    @property
     def push_folder(self) -> str:
         return self.spec.push_folder if self.spec is not None else ""
 

@@ -27,7 +27,7 @@ KEY_OK = re.compile(r"^[A-Za-z0-9._~-]{8,}$")
 POOL_KEYS = ("warm", "max_containers", "cull_idle", "cull_max_age", "warmup_path")
 ENGINE_KEYS = ("image", "mem_limit", "cpu_limit", "pids_limit", "disk_limit", "environment", "volumes",
                "prestart_kernel")
-OWN_KEYS = ("display_name", "landing_path", "key", "schedule", "push_folder")
+OWN_KEYS = ("display_name", "landing_path", "key", "helper_key", "schedule", "push_folder")
 ALL_KEYS = OWN_KEYS + POOL_KEYS + ENGINE_KEYS
 
 
@@ -43,6 +43,7 @@ class WorkshopSpec:
     display_name: str
     landing_path: str | None  # None: WebApp.landing_path
     key: str | None  # None: WebApp.workshop_key
+    helper_key: str | None  # the class view's key for this workshop's helpers (None: derived from the secret)
     push_folder: str
     windows: list[Window] = field(default_factory=list)
     pool: dict = field(default_factory=dict)  # Pool settings it overrides
@@ -94,13 +95,19 @@ def parse_one(name: object, settings: object, zone: tzinfo) -> WorkshopSpec:
         given = f"{len(key)} characters" if isinstance(key, str) else f"a {type(key).__name__}"
         raise WorkshopError(f"{where}.key must be empty or at least 8 URL-safe characters (letters, digits, "
                             f". _ ~ -); the one given is {given} (keys are secret: never shown)")
+    helper_key = settings.get("helper_key")
+    if helper_key is not None and not (isinstance(helper_key, str) and KEY_OK.match(helper_key)):
+        given = f"{len(helper_key)} characters" if isinstance(helper_key, str) else f"a {type(helper_key).__name__}"
+        raise WorkshopError(f"{where}.helper_key must be at least 8 URL-safe characters (letters, digits, "
+                            f". _ ~ -); the one given is {given} (keys are secret: never shown)")
     folder = settings.get("push_folder", "")
     if not isinstance(folder, str):
         raise WorkshopError(f"{where}.push_folder must be a folder's path, not {folder!r}")
     if folder and not Path(folder).is_dir():
         raise WorkshopError(f"{where}.push_folder: {folder!r} is not a folder")
     windows = parse_schedule(where, settings.get("schedule", []), zone)
-    return WorkshopSpec(name=name, display_name=display.strip(), landing_path=landing, key=key, push_folder=folder,
+    return WorkshopSpec(name=name, display_name=display.strip(), landing_path=landing, key=key, helper_key=helper_key,
+                        push_folder=folder,
                         windows=windows, pool={k: settings[k] for k in POOL_KEYS if k in settings},
                         engine={k: settings[k] for k in ENGINE_KEYS if k in settings})
 
