@@ -27,7 +27,8 @@ from .summary import summary
 
 NAME_CHARS = 40
 HAND_CHARS = 200
-ASK_EVERY = 5.0  # seconds between two askings of one server for its sessions
+ASK_EVERY = 5.0  # seconds between two askings of one server which notebook a kernel serves
+ASKED = 64  # kernels remembered per attendee as asked about
 
 
 class ClassView(LoggingConfigurable):
@@ -68,7 +69,6 @@ class ClassView(LoggingConfigurable):
         self.version = 0
         self._changed = asyncio.Event()
         self._numbers: dict[str, int] = {}  # workshop -> attendees numbered so far
-        self._asked: dict[str, float] = {}  # cid -> when its sessions were last asked (monotonic)
         self._reading: set[tuple[str, str]] = set()  # outlines being read
         self._tasks: set[asyncio.Task] = set()
         self._signature: tuple = ()
@@ -142,13 +142,15 @@ class ClassView(LoggingConfigurable):
         reason = seat.stuck_reason(rule, now)
         if reason is not None and seat.stuck_since is None:
             seat.stuck_since, seat.stuck_why = now, reason
-            section = self.section_of(seat)
-            seat.stuck_where = (seat.notebook or "", section or "", seat.cell_index, seat.error)
+            self._stuck_where(seat)
             self.log.info("class view: %s (%s) is stuck: %s", seat.display_name, seat.cid, reason[1])
         elif reason is not None:
             seat.stuck_why = reason
         elif seat.stuck_since is not None:
             self._unstuck(seat, now)
+
+    def _stuck_where(self, seat: Seat) -> None:
+        seat.stuck_where = (seat.notebook or "", self.section_of(seat) or "", seat.cell_index, seat.error)
 
     def _unstuck(self, seat: Seat, now: float) -> None:
         notebook, section, cell, error = seat.stuck_where
@@ -168,7 +170,6 @@ class ClassView(LoggingConfigurable):
                         cells_run=seat.cells_run, errors=seat.errors, hands=seat.hands, done=seat.done)
         for key in [k for k in self.outlines if k[0] == seat.cid]:
             del self.outlines[key]
-        self._asked.pop(seat.cid, None)
         self.changed()
 
     # --- what the kernels say (proxy.kernel_watch.KernelObserver) ------------------------------------------
@@ -214,10 +215,13 @@ class ClassView(LoggingConfigurable):
         return NotebookFiles(slot.url("", slot.endpoint.url), self.secret.token_for(slot.cid), timeout=10)
 
     def _ask_paths(self, seat: Seat, slot: Slot) -> None:
+        """Ask the server which notebook the last run's kernel serves (once every ASK_EVERY per kernel)."""
         mono = time.monotonic()
-        if mono - self._asked.get(seat.cid, -ASK_EVERY) < ASK_EVERY:
+        if mono - seat.asked.get(seat.kernel, -ASK_EVERY) < ASK_EVERY:
             return
-        self._asked[seat.cid] = mono
+        if len(seat.asked) >= ASKED:
+            seat.asked.pop(next(iter(seat.asked)))
+        seat.asked[seat.kernel] = mono
         self._spawn(self._read_paths(seat, slot))
 
     async def _read_paths(self, seat: Seat, slot: Slot) -> None:
@@ -249,6 +253,8 @@ class ClassView(LoggingConfigurable):
         seat.cell_index = index
         if index is not None and index > seat.furthest.get(notebook, -1):
             seat.furthest[notebook] = index
+        if seat.stuck_since is not None and (not seat.stuck_where[0] or seat.stuck_where[2] is None):
+            self._stuck_where(seat)  # stuck before the server said where the run was
 
     async def _read_outline(self, seat: Seat, slot: Slot, notebook: str) -> None:
         key = (seat.cid, notebook)

@@ -55,6 +55,7 @@ class Seat:
     last_success: float | None = None
     kernels: dict[str, str] = field(default_factory=dict)  # kernel id -> 'busy' / 'idle' / ...
     paths: dict[str, str] = field(default_factory=dict)  # kernel id -> notebook path, once known
+    asked: dict[str, float] = field(default_factory=dict)  # kernel id -> when its server was asked (monotonic)
     pending: dict[str, Run] = field(default_factory=dict)  # msg id -> the run it asked for
     furthest: dict[str, int] = field(default_factory=dict)  # notebook -> furthest cell index run
     hand: tuple[float, str] | None = None  # (raised at, text)

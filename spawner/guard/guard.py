@@ -225,7 +225,8 @@ class AbuseGuard(LoggingConfigurable):
         for gone in [c for c in self._slow_read if c not in cids]:
             del self._slow_read[gone]
         self._warned &= cids
-        self.memory = {cid: use for cid, use in self.memory.items() if cid in cids}
+        for gone in [c for c in self.memory if c not in cids]:
+            del self.memory[gone]
         if watched:
             spent = time.thread_time() - began
             readings = await asyncio.to_thread(self._read_all, watched)
