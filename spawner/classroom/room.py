@@ -322,13 +322,12 @@ class ClassView(LoggingConfigurable):
 
     def tile(self, seat: Seat, rule: StuckRule, now: float, memory_limit: int | None) -> dict:
         memory = self.memory(seat.cid)
-        since = seat.last_success if seat.last_success is not None else seat.first_run
         return {
             "id": seat.cid, "workshop": seat.workshop, "name": seat.display_name, "notebook": seat.notebook,
             "cell": {"index": seat.cell_index, "first_line": seat.first_line} if seat.last_run is not None else None,
             "outcome": seat.outcome, "error": seat.error, "error_line": seat.error_line,
             "cells_run": seat.cells_run, "errors_in_a_row": seat.errors_in_a_row,
-            "since_success_s": round(now - since, 1) if since is not None else None,
+            "since_success_s": round(now - seat.last_success, 1) if seat.last_success is not None else None,
             "busy": seat.busy, "memory_bytes": memory, "memory_limit_bytes": memory_limit,
             "hand": {"raised_at": seat.hand[0], "text": seat.hand[1]} if seat.hand is not None else None,
             "done": seat.done, "stuck": seat.stuck_since is not None,

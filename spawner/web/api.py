@@ -318,7 +318,16 @@ class StatusPageHandler(AdminHandler):
 
     def get(self) -> None:
         images = sorted({w.pool.backend.image for w in self.workshops.all()})
-        self.finish(self.render_page("status.html", image=", ".join(images), named=self.workshops.named))
+        links = self.nb.helper_links(self.workshops, self.own_origin().decode("latin-1"))
+        self.finish(self.render_page("status.html", image=", ".join(images), named=self.workshops.named,
+                                     class_links=links))
+
+
+class ClassLinksHandler(AdminHandler):
+    """GET /api/admin/class-links: the class view's helper keys and links, to hand to the teaching team."""
+
+    def get(self) -> None:
+        self.finish(self.nb.helper_links(self.workshops, self.own_origin().decode("latin-1")))
 
 
 class StatusLoginHandler(PageHandler):
@@ -351,6 +360,7 @@ def api_handlers() -> list:
         (r"/api/admin/resize", ResizeHandler),
         (r"/api/admin/drain", DrainHandler),
         (r"/api/admin/history", HistoryHandler),
+        (r"/api/admin/class-links", ClassLinksHandler),
         (r"/status/login", StatusLoginHandler),
         (r"/status/?", StatusPageHandler),
     ]

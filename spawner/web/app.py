@@ -178,6 +178,15 @@ class WebApp(LoggingConfigurable):
             return self.helper_key
         return self.secret.derive("helper-key", "*" if workshop is None else workshop)[:32]
 
+    def helper_links(self, workshops, origin: str) -> dict:
+        """The class view's keys and links to hand to the teaching team: the service's, and each named
+        workshop's (for the operator only: the status page, /api/admin/class-links)."""
+        named = [ws for ws in workshops.all() if ws.name]
+        key = self.helper_key_for(None)
+        return {"all": key, "link": f"{origin}/class?key={key}",
+                "workshops": {ws.name: ws.helper_key for ws in named},
+                "links": {ws.name: f"{origin}{ws.prefix}/class?key={ws.helper_key}" for ws in named}}
+
     @validate("landing_path")
     def _validate_landing(self, proposal):
         value = proposal.value.lstrip("/")

@@ -27,7 +27,6 @@ from tornado.iostream import StreamClosedError
 
 from ..classroom.room import HAND_CHARS, NAME_CHARS, ClassView
 from ..secret import HELPER
-from .api import AdminHandler
 from .handler import HELPER_COOKIE, PageHandler
 from .origins import Origins
 
@@ -155,6 +154,7 @@ class ClassEventsHandler(ClassHandler):
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("X-Accel-Buffering", "no")
         room = self.room
+        self.write("retry: 2000\n\n")  # (a dropped stream is taken up again after two seconds)
         try:
             while True:
                 version = room.version
@@ -325,17 +325,6 @@ class HandPageHandler(AttendeeHandler):
         self.redirect(f"/hand?id={slot.cid}")
 
 
-class ClassLinksHandler(AdminHandler):
-    """GET /api/admin/class-links: the helper links, for the operator to hand to the teaching team."""
-
-    def get(self) -> None:
-        origin = self.own_origin().decode("latin-1")
-        named = [ws for ws in self.workshops.all() if ws.name]
-        self.finish({"all": self.nb.helper_key_for(None), "link": f"{origin}/class?key={self.nb.helper_key_for(None)}",
-                     "workshops": {ws.name: ws.helper_key for ws in named},
-                     "links": {ws.name: f"{origin}{ws.prefix}/class?key={ws.helper_key}" for ws in named}})
-
-
 def _body(body: bytes) -> dict | None:
     try:
         data = json.loads(body or b"{}")
@@ -354,5 +343,4 @@ def class_handlers() -> list:
         (r"/api/me", MeHandler),
         (r"/api/hand", HandHandler),
         (r"/hand", HandPageHandler),
-        (r"/api/admin/class-links", ClassLinksHandler),
     ]

@@ -490,7 +490,12 @@
   function load() {
     return fetch(API, {credentials: "same-origin", headers: {"Accept": "application/json"}})
       .then(function (r) {
-        if (r.status === 401) { window.location.reload(); return null; }
+        if (r.status === 401 || r.status === 403) {
+          // Signed out mid-class: the reload goes to the sign-in. (Never before the first snapshot: no loop.)
+          if (lastSeen) window.location.reload();
+          else setText(conn, "not signed in — reload the page");
+          return null;
+        }
         return r.ok ? r.json() : null;
       })
       .then(function (data) { if (data) apply(data, true); })

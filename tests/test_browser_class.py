@@ -1,0 +1,93 @@
+"""The class view in Chromium (issue 26), against the real service and image: an attendee raises a hand from the
+control in their own JupyterLab or Notebook 7 page, a failing cell run in the notebook shows on their tile, and a
+helper's class view (opened with the helper link) lists the hand first and sees it go when lowered.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.slow]
+
+NOTEBOOK = "01-python-introduction.ipynb"
+SCREENSHOT = os.environ.get("NBPOOL_CLASS_SCREENSHOT")  # where to save the view (the README's picture), if set
+
+
+def class_sessions(service, key: str) -> list[dict]:
+    return requests.get(f"{service.url}/api/class", headers={"Authorization": f"token {key}"},
+                        timeout=30).json()["sessions"]
+
+
+@pytest.mark.parametrize("ui", ["lab", "notebooks"])
+def test_a_hand_raised_in_the_notebook_comes_first_in_the_class_view_and_goes_when_lowered(ui, chromium,
+                                                                                           make_service):
+    service = make_service(Pool__warm=2, Pool__max_containers=4, AbuseGuard__check_interval=1.0)
+    service.start()
+    key = service.admin("GET", "/api/admin/class-links").json()["all"]
+    other = chromium.new_context()  # another attendee, who raises no hand
+    attendee = chromium.new_context()
+    helper = chromium.new_context(viewport={"width": 1600, "height": 900})
+    try:
+        quiet = other.new_page()
+        quiet.set_default_timeout(90_000)
+        quiet.goto(f"{service.url}/spawn/tree")
+        quiet.wait_for_url("**/user/*/tree**")
+        page = attendee.new_page()
+        page.set_default_timeout(90_000)
+        heard = []  # the kernel's first words on the page's channels WebSocket: the page may run cells now
+        page.on("websocket", lambda ws: "/channels" in ws.url and ws.on("framereceived", lambda _: heard.append(1)))
+        page.goto(f"{service.url}/spawn/lab/tree/{NOTEBOOK}" if ui == "lab" else
+                  f"{service.url}/spawn/notebooks/{NOTEBOOK}")
+        page.wait_for_url(f"**/user/*/{ui}/**")
+        cid = page.url.split("/user/", 1)[1].split("/", 1)[0]
+
+        # A failing cell, run from the notebook itself: its tile names the exception.
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+        cell = page.locator(".jp-CodeCell").nth(2)  # "lengths = [len(name) for name in languages]": needs cell 4
+        # (Run before the page's kernel is connected, Notebook 7 asks which kernel to start instead.)
+        deadline = time.monotonic() + 90
+        while not heard:
+            assert time.monotonic() < deadline, "the notebook's kernel WebSocket said nothing in 90 s"
+            page.wait_for_timeout(200)
+        cell.click()
+        page.keyboard.press("Shift+Enter")
+        page.locator(".jp-OutputArea-output").filter(has_text="NameError").first.wait_for()
+
+        # The helper's view, opened with the helper link (the key leaves the address at once).
+        view = helper.new_page()
+        view.set_default_timeout(60_000)
+        view.goto(f"{service.url}/class?key={key}")
+        assert "key=" not in view.url
+        tile = view.locator(f"li.tile[data-id='{cid}']")
+        tile.locator(".tile-outcome.is-error").wait_for()
+        assert "NameError" in tile.inner_text()
+
+        # The attendee raises a hand with a line of text from the control in their page.
+        page.locator("#nbpool-hand-name").click()
+        page.locator("#nbpool-hand-name-input").fill("Grace")
+        page.locator("#nbpool-hand-name-input").press("Enter")
+        page.locator("#nbpool-hand-raise").click()
+        page.locator("#nbpool-hand-text").fill("stuck on the list comprehension")
+        page.locator("#nbpool-hand-send").click()
+        view.locator(f"li.tile[data-id='{cid}'] .tile-hand").wait_for()
+        first = view.locator("#cv-tiles > li.tile").first
+        assert first.get_attribute("data-id") == cid
+        assert "stuck on the list comprehension" in first.inner_text() and "Grace" in first.inner_text()
+        api = class_sessions(service, key)
+        assert api[0]["id"] == cid and api[0]["hand"]["text"] == "stuck on the list comprehension", api
+        if SCREENSHOT and ui == "lab":
+            Path(SCREENSHOT).parent.mkdir(parents=True, exist_ok=True)
+            view.screenshot(path=SCREENSHOT)
+
+        # Lowered from the notebook: gone from the view.
+        page.locator("#nbpool-hand-raise").click()
+        view.locator(f"li.tile[data-id='{cid}'] .tile-hand").wait_for(state="detached")
+        assert all(s["hand"] is None for s in class_sessions(service, key))
+    finally:
+        for context in (attendee, other, helper):
+            context.close()
