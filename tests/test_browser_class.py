@@ -12,6 +12,17 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.test_browser_isolation import SUB, goto
+
+
+def settle(service) -> None:
+    """No container starting while a page loads (Chromium aborts loads when the machine's network changes: see
+    test_browser_isolation.settle)."""
+    service.wait_for(lambda: service.stats()["available"] >= 1 and service.stats()["launching"] == 0,
+                     timeout=120, what="a still pool")
+    time.sleep(1)
+
+
 pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.slow]
 
 NOTEBOOK = "01-python-introduction.ipynb"
@@ -23,11 +34,17 @@ def class_sessions(service, key: str) -> list[dict]:
                         timeout=30).json()["sessions"]
 
 
-@pytest.mark.parametrize("ui", ["lab", "notebooks"])
-def test_a_hand_raised_in_the_notebook_comes_first_in_the_class_view_and_goes_when_lowered(ui, chromium,
+@pytest.mark.parametrize("ui,subdomain", [("lab", False), ("notebooks", False), ("lab", True)],
+                         ids=["lab", "notebook7", "lab-own-origin"])
+def test_a_hand_raised_in_the_notebook_comes_first_in_the_class_view_and_goes_when_lowered(ui, subdomain, chromium,
                                                                                            make_service):
-    service = make_service(Pool__warm=2, Pool__max_containers=4, AbuseGuard__check_interval=1.0)
+    # With subdomain_host, the notebook's page is at its container's own origin: the control asks nbpool there.
+    own_origins = {"Proxy__subdomain_host": SUB, "WebApp__admin_hosts": ["localhost", "127.0.0.1", SUB]} \
+        if subdomain else {}
+    service = make_service(Pool__warm=2, Pool__max_containers=4, AbuseGuard__check_interval=1.0, **own_origins)
     service.start()
+    settle(service)
+    main = f"http://{SUB}:{service.port}" if subdomain else service.url
     key = service.admin("GET", "/api/admin/class-links").json()["all"]
     other = chromium.new_context()  # another attendee, who raises no hand
     attendee = chromium.new_context()
@@ -35,16 +52,17 @@ def test_a_hand_raised_in_the_notebook_comes_first_in_the_class_view_and_goes_wh
     try:
         quiet = other.new_page()
         quiet.set_default_timeout(90_000)
-        quiet.goto(f"{service.url}/spawn/tree")
+        goto(quiet, f"{main}/spawn/tree")
         quiet.wait_for_url("**/user/*/tree**")
+        settle(service)
         page = attendee.new_page()
         page.set_default_timeout(90_000)
         heard = []  # the kernel's first words on the page's channels WebSocket: the page may run cells now
         page.on("websocket", lambda ws: "/channels" in ws.url and ws.on("framereceived", lambda _: heard.append(1)))
-        page.goto(f"{service.url}/spawn/lab/tree/{NOTEBOOK}" if ui == "lab" else
-                  f"{service.url}/spawn/notebooks/{NOTEBOOK}")
+        goto(page, f"{main}/spawn/lab/tree/{NOTEBOOK}" if ui == "lab" else f"{main}/spawn/notebooks/{NOTEBOOK}")
         page.wait_for_url(f"**/user/*/{ui}/**")
         cid = page.url.split("/user/", 1)[1].split("/", 1)[0]
+        assert page.url.startswith(f"http://{cid}.{SUB}:" if subdomain else service.url), page.url
 
         # A failing cell, run from the notebook itself: its tile names the exception.
         page.locator(".jp-Notebook .jp-Cell").first.wait_for()
@@ -61,7 +79,7 @@ def test_a_hand_raised_in_the_notebook_comes_first_in_the_class_view_and_goes_wh
         # The helper's view, opened with the helper link (the key leaves the address at once).
         view = helper.new_page()
         view.set_default_timeout(60_000)
-        view.goto(f"{service.url}/class?key={key}")
+        goto(view, f"{main}/class?key={key}")
         assert "key=" not in view.url
         tile = view.locator(f"li.tile[data-id='{cid}']")
         tile.locator(".tile-outcome.is-error").wait_for()
@@ -80,7 +98,7 @@ def test_a_hand_raised_in_the_notebook_comes_first_in_the_class_view_and_goes_wh
         assert "stuck on the list comprehension" in first.inner_text() and "Grace" in first.inner_text()
         api = class_sessions(service, key)
         assert api[0]["id"] == cid and api[0]["hand"]["text"] == "stuck on the list comprehension", api
-        if SCREENSHOT and ui == "lab":
+        if SCREENSHOT and ui == "lab" and not subdomain:
             Path(SCREENSHOT).parent.mkdir(parents=True, exist_ok=True)
             view.screenshot(path=SCREENSHOT)
 
