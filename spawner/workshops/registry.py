@@ -193,7 +193,8 @@ class Workshops:
         for pool_name, name in sorted(found.items()):
             if pool_name in configured or pool_name != f"{base}-{name}" or not NAME_OK.match(name):
                 continue  # another service's pool on the same engine, or one of ours still configured
-            spec = WorkshopSpec(name=name, display_name=name, landing_path=None, key=None, push_folder="")
+            spec = WorkshopSpec(name=name, display_name=name, landing_path=None, key=None, helper_key=None,
+                                push_folder="")
             ws = self._build(name, spec, spec.config(config, type(self.engine).__name__))
             ws.active = False
             ws.pool.retired = True
