@@ -217,7 +217,8 @@ class NbpoolApp(Application):
         if isinstance(self.engine, SwarmBackend):  # its nodes' agents answer nbpool with this token (a Swarm secret)
             self.engine.agent_token = secret.derive("node-agent", "token")
             self.engine.agent_egress_rate = self.guard.egress_rate  # (the agents' setting: read at their start)
-        self.classroom = ClassView(parent=self, log=self.log, secret=secret, memory=lambda cid: self.guard.memory.get(cid))
+        self.classroom = ClassView(parent=self, log=self.log, secret=secret,
+                                   memory=lambda cid: self.guard.memory.get(cid))
         self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended,
                           keeper=self.keeper, network_of=lambda address: network_of(address, self.proxy.ipv6_prefix),
                           guard=self.guard)
