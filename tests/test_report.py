@@ -20,7 +20,7 @@ from traitlets.config import Config
 from spawner.record.recorder import EVENTS, Recorder, read_events
 from spawner.report import advise, build_report
 from spawner.report.__main__ import main as cli_main
-from spawner.report.analysis import percentile
+from spawner.report.analysis import ClassSummary, class_summary, hand_stats, percentile, stuck_spots
 from spawner.traits import parse_memory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -370,3 +370,162 @@ def test_refusal_reasons_are_escaped_too(tmp_path):
     rec.events()
     page = build_report(tmp_path)
     assert "<script" not in page and "1 (&lt;script&gt;alert(1)&lt;/script&gt; 1)" in page
+
+
+# The class view: ``stuck``, ``hand`` and ``class`` events, and the report's "Where the class got stuck".
+
+
+def stuck(cid: str, notebook: str | None, section: str | None, seconds: float | None, error: str | None = None,
+          **fields) -> dict:
+    return {"t": START, "e": "stuck", "cid": cid, "notebook": notebook, "section": section, "cell": 3,
+            "rule": "errors" if error else "no_success", "error": error, "seconds": seconds, **fields}
+
+
+def hand(cid: str, action: str, by: str | None = None, seconds: float | None = None, **fields) -> dict:
+    event = {"t": START, "e": "hand", "cid": cid, "action": action, "notebook": "01.ipynb", "section": "Loops"}
+    if action == "lowered":
+        event.update(by=by, seconds=seconds)
+    return {**event, **fields}
+
+
+def summed_up(cid: str, cells_run: int, errors: int, done: bool, **fields) -> dict:
+    return {"t": START, "e": "class", "cid": cid, "notebook": "01.ipynb", "furthest": cells_run, "cells_run": cells_run,
+            "errors": errors, "hands": 0, "done": done, **fields}
+
+
+CLASS_EVENTS = [
+    # 01 / Loops: 3 attendees (a twice), 2 + 5 + 1 + 10 min
+    stuck("a", "01.ipynb", "Loops", 120, "NameError"), stuck("a", "01.ipynb", "Loops", 300, "NameError"),
+    stuck("b", "01.ipynb", "Loops", 60, "KeyError"), stuck("c", "01.ipynb", "Loops", 600),
+    # 01 before its first heading: 1 attendee, 30 min; null and '' are the same place
+    stuck("d", "01.ipynb", None, 1200), stuck("d", "01.ipynb", "", 600, "SyntaxError"),
+    # 02 / Plots and 02 / Widgets: 2 attendees each; Widgets, more time stuck in total (20 min to 2), comes first
+    stuck("e", "02.ipynb", "Plots", 60, "TypeError"), stuck("f", "02.ipynb", "Plots", 60, "TypeError"),
+    stuck("g", "02.ipynb", "Widgets", 600), stuck("h", "02.ipynb", "Widgets", 600),
+    hand("a", "raised"), hand("a", "lowered", "helper", 60), hand("b", "raised"), hand("b", "lowered", "helper", 180),
+    hand("c", "raised"), hand("c", "lowered", "attendee", 30), hand("d", "raised"), hand("d", "lowered", "ended", 600),
+    hand("e", "raised"),  # still up when the record ends: raised, but no time up
+    summed_up("a", 10, 2, True), summed_up("b", 3, 0, False), summed_up("c", 25, 5, True), summed_up("d", 8, 0, False),
+]
+
+
+def class_section(page: str) -> str:
+    """The HTML of the report's "Where the class got stuck" section alone."""
+    start = page.index("<h2>Where the class got stuck</h2>")
+    return page[start:page.index("<h2>", start + 1)]
+
+
+def test_stuck_spots_group_by_section_and_order_by_attendees_then_time():
+    spots = stuck_spots(CLASS_EVENTS)
+    assert [(s.notebook, s.section) for s in spots] == [
+        ("01.ipynb", "Loops"), ("02.ipynb", "Widgets"), ("02.ipynb", "Plots"), ("01.ipynb", "")]
+    loops, widgets, plots, top = spots
+    assert (loops.periods, loops.attendees) == (4, 3)
+    assert loops.median_minutes == pytest.approx(3.5)  # of 1, 2, 5, 10
+    assert loops.longest_minutes == pytest.approx(10) and loops.total_minutes == pytest.approx(18)
+    assert loops.errors == (("NameError", 2), ("KeyError", 1))  # the no_success period has no error to count
+    assert (widgets.attendees, widgets.total_minutes, plots.attendees, plots.total_minutes) == (2, 20, 2, 2)
+    assert plots.errors == (("TypeError", 2),) and widgets.errors == ()
+    assert (top.periods, top.attendees, top.total_minutes, top.longest_minutes) == (2, 1, 30, 20)
+
+
+def test_stuck_spots_quote_the_three_commonest_errors_and_skip_missing_lengths():
+    names = ["ValueError"] * 3 + ["KeyError"] * 2 + ["IndexError"] * 2 + ["ZeroDivisionError"]
+    events = [stuck(f"c{i}", "n.ipynb", "S", 60 * (i + 1), name) for i, name in enumerate(names)]
+    events.append(stuck("x", "n.ipynb", "S", None, "ValueError"))  # an older record without seconds
+    (spot,) = stuck_spots(events)
+    assert spot.errors == (("ValueError", 4), ("KeyError", 2), ("IndexError", 2))
+    assert (spot.periods, spot.attendees) == (9, 9)
+    assert spot.median_minutes == pytest.approx(4.5) and spot.longest_minutes == pytest.approx(8)
+    (unknown,) = stuck_spots([stuck("y", "n.ipynb", "S", None)])
+    assert (unknown.periods, unknown.median_minutes, unknown.longest_minutes, unknown.total_minutes) == (
+        1, None, None, 0)
+    assert stuck_spots([hand("a", "raised"), summed_up("a", 1, 0, True)]) == []
+
+
+def test_hand_stats_count_raised_time_up_and_who_lowered():
+    hands = hand_stats(CLASS_EVENTS)
+    assert hands.raised == 5
+    assert (hands.lowered_by["helper"], hands.lowered_by["attendee"], hands.lowered_by["ended"]) == (2, 1, 1)
+    assert hands.median_minutes == pytest.approx(2.0)  # of 0.5, 1, 3, 10
+    assert hands.longest_minutes == pytest.approx(10)
+    none = hand_stats([hand("a", "raised")])
+    assert (none.raised, sum(none.lowered_by.values()), none.median_minutes, none.longest_minutes) == (
+        1, 0, None, None)
+
+
+def test_class_summary_counts_each_session_once():
+    summary = class_summary(CLASS_EVENTS)
+    assert (summary.attendees, summary.done, summary.with_errors) == (4, 2, 2)
+    assert summary.median_cells == pytest.approx(9)  # of 3, 8, 10, 25
+    again = class_summary([*CLASS_EVENTS, summed_up("b", 40, 1, True)])  # b's summary again: the last counts
+    assert (again.attendees, again.done, again.with_errors, again.median_cells) == (4, 3, 3, 17.5)
+    assert class_summary([]) == ClassSummary(attendees=0, done=0, median_cells=None, with_errors=0)
+
+
+def test_report_shows_where_the_class_got_stuck(tmp_path):
+    rec = Recording(tmp_path)
+    for event in [*CLASS_EVENTS, stuck("z", "03.ipynb", HOSTILE, 60, HOSTILE)]:
+        rec.at(event["t"] - START, event["e"], **{k: v for k, v in event.items() if k not in ("t", "e")})
+    rec.events()
+    page = build_report(tmp_path)
+    section = class_section(page)
+    rows = [
+        "<tr><td>01.ipynb</td><td>Loops</td><td class=\"n\">3</td><td class=\"n\">4</td><td class=\"n\">3.5</td>"
+        "<td class=\"n\">10.0</td><td>NameError 2, KeyError 1</td></tr>",
+        "<tr><td>02.ipynb</td><td>Widgets</td><td class=\"n\">2</td><td class=\"n\">2</td><td class=\"n\">10.0</td>"
+        "<td class=\"n\">10.0</td><td>none</td></tr>",
+        "<tr><td>02.ipynb</td><td>Plots</td><td class=\"n\">2</td><td class=\"n\">2</td><td class=\"n\">1.0</td>"
+        "<td class=\"n\">1.0</td><td>TypeError 2</td></tr>",
+        "<tr><td>01.ipynb</td><td>(before the first heading)</td><td class=\"n\">1</td><td class=\"n\">2</td>"
+        "<td class=\"n\">15.0</td><td class=\"n\">20.0</td><td>SyntaxError 1</td></tr>",
+        "<tr><td>03.ipynb</td><td>&lt;script&gt;alert(1)&lt;/script&gt;</td><td class=\"n\">1</td>"
+        "<td class=\"n\">1</td><td class=\"n\">1.0</td><td class=\"n\">1.0</td>"
+        "<td>&lt;script&gt;alert(1)&lt;/script&gt; 1</td></tr>",
+    ]
+    at = [section.index(row) for row in rows]
+    assert at == sorted(at)  # in that order
+    assert "<script" not in page
+    assert ("Hands: 5 raised; up a median 2.0 min, the longest 10.0 min; lowered by a helper 2, by the attendee 1, "
+            "by the session ending 1.") in section
+    assert "Class: 4 sessions ended; 2 attendees said they were done; median 9 cells run; 2 had at least one " \
+           "error." in section
+
+
+def test_report_says_the_class_view_recorded_nothing_without_inventing_numbers(tmp_path):
+    full_recording(tmp_path).events()
+    section = class_section(build_report(tmp_path))
+    assert "The class view recorded nothing" in section and "no attendee ran a cell" in section
+    assert "<table" not in section and "Hands:" not in section and "Class:" not in section
+    assert "The class view recorded nothing" in class_section(build_report(tmp_path / "empty"))
+
+
+def test_report_says_which_parts_of_the_class_view_are_missing(tmp_path):
+    rec = Recording(tmp_path)
+    rec.at(10, "hand", cid="a", action="raised", notebook="", section="")
+    rec.events()
+    section = class_section(build_report(tmp_path))
+    assert "No attendee was stuck" in section and "<table" not in section
+    assert "Hands: 1 raised; none was lowered; lowered by a helper 0, by the attendee 0, by the session ending 0." \
+        in section
+    assert "No session summed itself up" in section and "recorded nothing" not in section
+
+
+def test_class_view_follows_the_workshop_filter(tmp_path):
+    rec = Recording(tmp_path)
+    rec.at(10, "stuck", **{k: v for k, v in stuck("a", "a.ipynb", "Intro", 120).items() if k not in ("t", "e")},
+           workshop="alpha")
+    rec.at(11, "stuck", **{k: v for k, v in stuck("b", "b.ipynb", "Setup", 60).items() if k not in ("t", "e")},
+           workshop="beta")
+    rec.at(12, "hand", cid="b", action="raised", notebook="b.ipynb", section="Setup", workshop="beta")
+    rec.at(13, "class", cid="b", notebook="b.ipynb", furthest=4, cells_run=4, errors=1, hands=1, done=False,
+           workshop="beta")
+    rec.events()
+    alpha = class_section(build_report(tmp_path, workshop="alpha"))
+    assert "<td>a.ipynb</td><td>Intro</td>" in alpha and "b.ipynb" not in alpha
+    assert "No hand was raised." in alpha and "No session summed itself up" in alpha
+    beta = class_section(build_report(tmp_path, workshop="beta"))
+    assert "<td>b.ipynb</td><td>Setup</td>" in beta and "a.ipynb" not in beta
+    assert "Hands: 1 raised" in beta and "Class: 1 sessions ended" in beta
+    whole = class_section(build_report(tmp_path))
+    assert "a.ipynb" in whole and "b.ipynb" in whole

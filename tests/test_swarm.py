@@ -276,6 +276,25 @@ def test_a_visitor_reaches_their_container_on_a_worker_through_the_proxy(swarm, 
     # A stranger without the cookie is refused before anything reaches the worker.
     assert requests.get(url, timeout=10, allow_redirects=False).status_code == 403
 
+    # The class view sees the attendee on the worker as on one machine: a failing cell, where it is, and
+    # the container's memory (read on its node by nbpool's agent).
+    async def fail() -> str:
+        client = kernel_client(session, f"{base}/")
+        await client.start_session("01-python-introduction.ipynb")
+        result = await client.execute("1 / 0", cell_id="cell-09")
+        await client.shutdown()
+        return result.status
+
+    assert asyncio.run(fail()) == "error"
+    def shown() -> dict | None:
+        sessions = service.admin("GET", "/api/class").json()["sessions"]
+        return next((t for t in sessions if t["id"] == row["id"] and t["error"] == "ZeroDivisionError"
+                     and t["memory_bytes"]), None)
+    service.wait_for(lambda: shown() is not None, timeout=30, what="the failed cell and memory on the class view")
+    tile = shown()
+    assert tile["cell"] == {"index": 9, "first_line": "1 / 0"} and tile["section"] == "3. Functions", tile
+    assert 0 < tile["memory_bytes"] < tile["memory_limit_bytes"], tile
+
 
 def test_two_workshops_on_the_swarm_each_with_its_limits_and_a_push_reaching_the_workers(swarm,
                                                                                            make_swarm_service):

@@ -22,6 +22,10 @@ from ..keep.contents import PATH_SAFE, ContentsError, NotebookFiles
 NOTEBOOK_BYTES = 16 << 20  # a notebook's model read at most (outputs included: images make them large)
 REFRESH = 10.0  # seconds between two reads of one notebook's outline
 TITLE = 80  # characters of a heading kept
+# An outline's size, at most: the attendee's server answers (their own notebook may have a million cells).
+MAX_CELLS = 5000
+MAX_HEADINGS = 500
+MAX_KERNELS = 64  # kernels (and notebooks) remembered per attendee
 HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
 
 
@@ -52,11 +56,12 @@ class Outline:
 
 def outline_of(model) -> Outline | None:
     """The outline of a notebook's contents model, or None if it is not one."""
-    cells = (model.get("content") or {}).get("cells") if isinstance(model, dict) else None
+    content = model.get("content") if isinstance(model, dict) else None
+    cells = content.get("cells") if isinstance(content, dict) else None
     if not isinstance(cells, list):
         return None
     outline = Outline(read_at=time.monotonic())
-    for index, cell in enumerate(cells):
+    for index, cell in enumerate(cells[:MAX_CELLS]):
         if not isinstance(cell, dict):
             continue
         cell_id = cell.get("id")
@@ -67,7 +72,7 @@ def outline_of(model) -> Outline | None:
             text = "".join(source) if isinstance(source, list) else source if isinstance(source, str) else ""
             for line in text.splitlines():
                 found = HEADING.match(line)
-                if found:
+                if found and len(outline.headings) < MAX_HEADINGS:
                     outline.headings.append((index, len(found.group(1)), found.group(2)[:TITLE]))
                     break  # a cell's first heading names it
     return outline
@@ -77,7 +82,7 @@ async def kernel_paths(files: NotebookFiles) -> dict[str, str]:
     """kernel id -> the path of the notebook it serves, from the server's sessions."""
     sessions = await files.get_json("api/sessions")
     found = {}
-    for session in sessions if isinstance(sessions, list) else []:
+    for session in sessions[:MAX_KERNELS] if isinstance(sessions, list) else []:
         kernel = (session.get("kernel") or {}) if isinstance(session, dict) else {}
         path = session.get("path") if isinstance(session, dict) else None
         if isinstance(kernel, dict) and isinstance(kernel.get("id"), str) and isinstance(path, str):

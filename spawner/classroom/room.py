@@ -21,7 +21,7 @@ from ..backoff import every
 from ..keep.contents import ContentsError, NotebookFiles
 from ..pool.slot import ASSIGNED, Slot
 from ..secret import ServerSecret
-from .outline import REFRESH, Outline, kernel_paths, read_outline
+from .outline import MAX_KERNELS, REFRESH, Outline, kernel_paths, read_outline
 from .seat import HAND, STUCK, Seat, StuckRule
 from .summary import summary
 
@@ -196,7 +196,8 @@ class ClassView(LoggingConfigurable):
 
     def kernel_state(self, slot, kernel: str, state: str) -> None:
         seat = self.seats.get(getattr(slot, "cid", ""))
-        if seat is not None and state in ("busy", "idle", "starting", "restarting", "dead"):
+        if seat is not None and state in ("busy", "idle", "starting", "restarting", "dead") and (
+                kernel in seat.kernels or len(seat.kernels) < MAX_KERNELS):
             before = seat.busy
             seat.kernels[kernel] = state
             if seat.busy != before:
@@ -229,7 +230,8 @@ class ClassView(LoggingConfigurable):
         if files is None:
             return
         try:
-            seat.paths.update(await kernel_paths(files))
+            # What the server lists now (the kernels it runs), not all it ever listed: bounded by its answer.
+            seat.paths = await kernel_paths(files)
         except ContentsError as exc:
             self.log.debug("class view: no sessions from %s: %s", seat.cid, exc)
             return
@@ -251,7 +253,8 @@ class ClassView(LoggingConfigurable):
             self._reading.add(key)
             self._spawn(self._read_outline(seat, slot, notebook))
         seat.cell_index = index
-        if index is not None and index > seat.furthest.get(notebook, -1):
+        if index is not None and index > seat.furthest.get(notebook, -1) and (
+                notebook in seat.furthest or len(seat.furthest) < MAX_KERNELS):
             seat.furthest[notebook] = index
         if seat.stuck_since is not None and (not seat.stuck_where[0] or seat.stuck_where[2] is None):
             self._stuck_where(seat)  # stuck before the server said where the run was
@@ -265,6 +268,9 @@ class ClassView(LoggingConfigurable):
             self._reading.discard(key)
         if outline is None or self.seats.get(seat.cid) is not seat:
             return
+        mine = [k for k in self.outlines if k[0] == seat.cid and k != key]
+        for old in mine[:max(0, len(mine) - MAX_KERNELS + 1)]:  # an attendee's many notebooks: the latest kept
+            del self.outlines[old]
         self.outlines[key] = outline
         if seat.notebook == notebook:
             self._place(seat, slot)
