@@ -224,13 +224,19 @@ class Agent:
         agent = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
+            def _refused(self, path: str) -> bool:
+                """Answers 401 without nbpool's token, 404 for any path but ``path``; True when it did."""
                 given = self.headers.get("Authorization", "").removeprefix("token ").strip()
                 if not given or not hmac.compare_digest(given.encode(), agent.token.encode()):
                     self._answer(401, {"error": "the agent token is needed"})
-                    return
-                if self.path != "/readings":
+                    return True
+                if self.path != path:
                     self._answer(404, {"error": "not found"})
+                    return True
+                return False
+
+            def do_GET(self) -> None:
+                if self._refused("/readings"):
                     return
                 try:
                     self._answer(200, agent.readings())
@@ -239,12 +245,7 @@ class Agent:
                     self._answer(500, {"error": f"{type(exc).__name__}: {exc}"})
 
             def do_POST(self) -> None:
-                given = self.headers.get("Authorization", "").removeprefix("token ").strip()
-                if not given or not hmac.compare_digest(given.encode(), agent.token.encode()):
-                    self._answer(401, {"error": "the agent token is needed"})
-                    return
-                if self.path != "/notice":
-                    self._answer(404, {"error": "not found"})
+                if self._refused("/notice"):
                     return
                 try:
                     length = int(self.headers.get("Content-Length") or 0)
