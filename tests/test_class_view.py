@@ -143,6 +143,19 @@ def test_hands_come_first_and_go_when_lowered_and_only_from_the_attendees_own_pa
     hands = [(e["cid"], e["action"], e.get("by")) for e in events if e["e"] == "hand"]
     assert hands == [(cid2, "raised", None), (cid2, "lowered", "attendee"), (cid1, "raised", None),
                      (cid1, "lowered", "helper")], hands
+    assert all(e["seconds"] >= 0 for e in events if e["e"] == "hand" and e["action"] == "lowered")
+
+    # An image without nbpool's control: the attendee raises a hand from nbpool's own page.
+    page = second.get(f"{service.url}/hand", timeout=30)
+    assert page.status_code == 200 and 'name="action" value="raise"' in page.text and "Ada" in page.text
+    sent = second.post(f"{service.url}/hand?id={cid2}", data={"action": "raise", "text": "from the page"},
+                       headers=own, allow_redirects=False, timeout=30)
+    assert sent.status_code == 302 and tile(service, key, cid2)["hand"]["text"] == "from the page"
+    assert "from the page" in second.get(f"{service.url}/hand", timeout=30).text
+    assert visitor().get(f"{service.url}/hand", timeout=30).status_code == 403
+    metrics = service.admin("GET", "/metrics").text
+    assert "nbpool_class_hands_total 3.0" in metrics and "nbpool_class_hands_raised 1.0" in metrics
+    assert "nbpool_class_attendees 2.0" in metrics
 
     # The session's details go when it ends.
     service.admin("DELETE", f"/api/admin/containers/{cid2}")

@@ -67,6 +67,8 @@ class ClassView(LoggingConfigurable):
         self.seats: dict[str, Seat] = {}
         self.outlines: dict[tuple[str, str], Outline] = {}  # (cid, notebook path) -> its outline
         self.version = 0
+        self.runs_seen = 0  # cells run the kernel watch told of (for /metrics)
+        self.hands_raised = 0
         self._changed = asyncio.Event()
         self._numbers: dict[str, int] = {}  # workshop -> attendees numbered so far
         self._reading: set[tuple[str, str]] = set()  # outlines being read
@@ -178,6 +180,7 @@ class ClassView(LoggingConfigurable):
         if not isinstance(slot, Slot) or slot.state != ASSIGNED:
             return
         seat = self.seat(slot)
+        self.runs_seen += 1
         seat.ran(kernel, msg_id, cell_id, first_line, time.time())
         if kernel not in seat.paths:
             self._ask_paths(seat, slot)
@@ -287,6 +290,7 @@ class ClassView(LoggingConfigurable):
         text = " ".join(text.split())[:HAND_CHARS]
         if seat.hand is None:
             seat.hands += 1
+            self.hands_raised += 1
             seat.record("hand", cid=seat.cid, action="raised", notebook=seat.notebook or "",
                         section=self.section_of(seat) or "")
             self.log.info("class view: %s (%s) raised a hand", seat.display_name, seat.cid)

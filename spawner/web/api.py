@@ -302,7 +302,7 @@ class MetricsHandler(AdminHandler):
         super().prepare()
 
     def get(self) -> None:
-        body, content_type = render_metrics(self.workshops, self.proxy, self.nb.guard)
+        body, content_type = render_metrics(self.workshops, self.proxy, self.nb.guard, self.settings["classroom"])
         self.set_header("Content-Type", content_type)
         self.finish(body)
 

@@ -114,10 +114,11 @@ class PoolCollector(Collector):
     before workshops existed.
     """
 
-    def __init__(self, workshops, proxy: Proxy, guard=None):
+    def __init__(self, workshops, proxy: Proxy, guard=None, classroom=None):
         self.workshops = workshops
         self.proxy = proxy
         self.guard = guard
+        self.classroom = classroom
 
     def describe(self) -> list[Metric]:
         return []  # no names to reserve: the registry is this collector's alone, and collecting costs a scrape
@@ -140,6 +141,8 @@ class PoolCollector(Collector):
         yield from cache_metrics(self.proxy.cache)
         if self.guard is not None:
             yield from guard_metrics(self.guard)
+        if self.classroom is not None:
+            yield from class_metrics(self.classroom)
 
     @staticmethod
     def one_pool(pool: Pool) -> Iterator[Metric]:
@@ -206,6 +209,19 @@ def cache_metrics(cache) -> Iterator[Metric]:
                             value=cache.max_bytes)
 
 
+def class_metrics(room) -> Iterator[Metric]:
+    """The class view's room, counted (spawner.classroom): no names, no code."""
+    seats = list(room.seats.values())
+    yield GaugeMetricFamily("nbpool_class_attendees", "Attendee sessions the class view shows.", value=len(seats))
+    yield GaugeMetricFamily("nbpool_class_hands_raised", "Hands up now.",
+                            value=sum(1 for s in seats if s.hand is not None))
+    yield GaugeMetricFamily("nbpool_class_stuck", "Attendees stuck now (ClassView's rule).",
+                            value=sum(1 for s in seats if s.stuck_since is not None))
+    yield CounterMetricFamily("nbpool_class_runs_seen", "Cells run that the proxy's kernel watch saw.",
+                              value=room.runs_seen)
+    yield CounterMetricFamily("nbpool_class_hands", "Hands raised.", value=room.hands_raised)
+
+
 def guard_metrics(guard) -> Iterator[Metric]:
     """The abuse guard's actions, warnings, bans, and its own cost (spawner.guard)."""
     actions = CounterMetricFamily("nbpool_abuse_actions", "Sessions the abuse guard ended, by rule.",
@@ -221,16 +237,16 @@ def guard_metrics(guard) -> Iterator[Metric]:
                               value=round(guard.pass_seconds, 6))
 
 
-def registry_for(workshops, proxy: Proxy, guard=None) -> CollectorRegistry:
+def registry_for(workshops, proxy: Proxy, guard=None, classroom=None) -> CollectorRegistry:
     """A fresh registry with the pools' and proxy's metrics, and this process's (CPU, memory, fds, GC)."""
     registry = CollectorRegistry()
-    registry.register(PoolCollector(workshops, proxy, guard))
+    registry.register(PoolCollector(workshops, proxy, guard, classroom))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
 
 
-def render(workshops, proxy: Proxy, guard=None) -> tuple[bytes, str]:
+def render(workshops, proxy: Proxy, guard=None, classroom=None) -> tuple[bytes, str]:
     """The /metrics page: (body, content type)."""
-    return generate_latest(registry_for(workshops, proxy, guard)), CONTENT_TYPE_LATEST
+    return generate_latest(registry_for(workshops, proxy, guard, classroom)), CONTENT_TYPE_LATEST
