@@ -22,7 +22,6 @@ forwarded before it sees them, and a message it cannot read is simply not seen.
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from typing import Protocol
@@ -58,18 +57,19 @@ def first_line(text, limit: int = LINE) -> str:
     return ""
 
 
-def v1_parts(data: bytes) -> list[bytes] | None:
-    """The parts of a v1 binary message (channel, header, parent header, metadata, content, buffers...), as far
-    as ``data`` holds them whole; None if it is not one."""
+def v1_part(data: bytes, k: int) -> bytes | None:
+    """Part ``k`` of a v1 binary message (0 channel, 1 header, 2 parent header, 3 metadata, 4 content), when
+    ``data`` holds it whole; None if it is not one."""
     if len(data) < 8:
         return None
     count = int.from_bytes(data[:8], "little")
-    if not 3 <= count <= 1024 or len(data) < 8 * (count + 1):
+    if not 3 <= count <= 1024 or k + 1 >= count or len(data) < 8 * (k + 3):
         return None
-    offsets = [int.from_bytes(data[8 * k:8 * k + 8], "little") for k in range(1, count + 1)]
-    if offsets[0] != 8 * (count + 1) or any(b < a for a, b in itertools.pairwise(offsets)):
+    start = int.from_bytes(data[8 * (k + 1):8 * (k + 2)], "little")
+    end = int.from_bytes(data[8 * (k + 2):8 * (k + 3)], "little")
+    if not 8 * (count + 1) <= start <= end <= len(data):
         return None
-    return [data[a:b] for a, b in itertools.pairwise(offsets) if b <= len(data)]
+    return data[start:end]
 
 
 def message_type(opcode: int, prefix: bytes, binary_v1: bool) -> bytes | None:
@@ -77,32 +77,35 @@ def message_type(opcode: int, prefix: bytes, binary_v1: bool) -> bytes | None:
         found = MSG_TYPE.search(prefix)
         return found.group(1) if found else None
     if opcode == 2 and binary_v1:
-        parts = v1_parts(prefix)
-        if parts is None or len(parts) < 2:
+        header = v1_part(prefix, 1)
+        if header is None:
             return None  # the header is not in the first bytes: no kernel message we read is like that
-        found = MSG_TYPE.search(parts[1])
+        found = MSG_TYPE.search(header)
         return found.group(1) if found else None
     return None  # the JSON protocol's binary form carries buffers (widgets' data): never one we read
 
 
-def decode(opcode: int, payload: bytes, binary_v1: bool) -> tuple[dict, dict, dict, dict] | None:
-    """(header, parent_header, metadata, content) of a whole message, or None."""
+def parts(payload: bytes, binary_v1: bool, wanted: tuple[int, ...]) -> list[dict] | None:
+    """The message's parts numbered in ``wanted`` (1 header, 2 parent header, 3 metadata, 4 content), each a
+    dict ({} when it is not one), or None when the message cannot be read."""
     try:
         if binary_v1:
-            parts = v1_parts(payload)
-            if parts is None or len(parts) < 5:
+            found = [v1_part(payload, k) for k in wanted]
+            if any(p is None for p in found):
                 return None
-            header, parent, metadata, content = (json.loads(p) if p else {} for p in parts[1:5])
+            values = [json.loads(p) if p else {} for p in found]
         else:
             msg = json.loads(payload)
             if not isinstance(msg, dict):
                 return None
-            header, parent = msg.get("header"), msg.get("parent_header")
-            metadata, content = msg.get("metadata"), msg.get("content")
+            values = [msg.get(NAMES[k]) for k in wanted]
     except (ValueError, UnicodeDecodeError):
         return None
-    fields = tuple(x if isinstance(x, dict) else {} for x in (header, parent, metadata, content))
-    return fields  # type: ignore[return-value]
+    return [v if isinstance(v, dict) else {} for v in values]
+
+
+NAMES = {1: "header", 2: "parent_header", 3: "metadata", 4: "content"}
+STATE = re.compile(rb'"execution_state"\s*:\s*"([a-z]{1,16})"')
 
 
 def _text(value, limit: int = 64) -> str:
@@ -112,17 +115,18 @@ def _text(value, limit: int = 64) -> str:
 class KernelWatch:
     """The two readers of one kernel WebSocket and what they tell ``observer``."""
 
-    __slots__ = ("binary_v1", "from_kernel", "from_visitor", "kernel", "observer", "owner")
+    __slots__ = ("binary_v1", "from_kernel", "from_visitor", "kernel", "kernel_kind", "observer", "owner")
 
     def __init__(self, kernel: str, owner, observer: KernelObserver, binary_v1: bool, deflate: tuple[bool, bool, bool]):
         self.kernel = kernel
         self.owner = owner
         self.observer = observer
         self.binary_v1 = binary_v1
+        self.kernel_kind: bytes | None = None  # the type of the kernel's message being read
         agreed, server_reset, client_reset = deflate
-        self.from_visitor = MessageReader(self._wanted_from_visitor, self._delivered, masked=True,
+        self.from_visitor = MessageReader(self._wanted_from_visitor, self._from_visitor, masked=True,
                                           deflate=agreed, reset_context=client_reset)
-        self.from_kernel = MessageReader(self._wanted_from_kernel, self._delivered, masked=False,
+        self.from_kernel = MessageReader(self._wanted_from_kernel, self._from_kernel, masked=False,
                                          deflate=agreed, reset_context=server_reset)
 
     @classmethod
@@ -147,22 +151,31 @@ class KernelWatch:
         return message_type(opcode, prefix, self.binary_v1) in FROM_VISITOR
 
     def _wanted_from_kernel(self, opcode: int, prefix: bytes) -> bool:
-        return message_type(opcode, prefix, self.binary_v1) in FROM_KERNEL
+        self.kernel_kind = message_type(opcode, prefix, self.binary_v1)  # (its message is delivered next)
+        return self.kernel_kind in FROM_KERNEL
 
-    def _delivered(self, opcode: int, payload: bytes) -> None:
-        fields = decode(opcode, payload, self.binary_v1)
-        if fields is None:
+    def _from_visitor(self, opcode: int, payload: bytes) -> None:
+        """An execute_request: its id, cell and code's first line."""
+        found = parts(payload, self.binary_v1, (1, 3, 4))
+        if found is None:
             return
-        header, parent, metadata, content = fields
-        kind = header.get("msg_type")
-        observer, owner, kernel = self.observer, self.owner, self.kernel
-        if kind == "execute_request":
-            if content.get("silent") is True:  # a front end's own code (a variable inspector): not the attendee's
-                return
-            observer.ran(owner, kernel, _text(header.get("msg_id")), _text(metadata.get("cellId")),
-                         first_line(content.get("code")))
-        elif kind == "execute_reply":
-            observer.replied(owner, kernel, _text(parent.get("msg_id")), _text(content.get("status"), 16),
-                             _text(content.get("ename"), LINE), first_line(content.get("evalue")))
-        elif kind == "status":
-            observer.kernel_state(owner, kernel, _text(content.get("execution_state"), 16))
+        header, metadata, content = found
+        if content.get("silent") is True:  # a front end's own code (a variable inspector): not the attendee's
+            return
+        self.observer.ran(self.owner, self.kernel, _text(header.get("msg_id")), _text(metadata.get("cellId")),
+                          first_line(content.get("code")))
+
+    def _from_kernel(self, opcode: int, payload: bytes) -> None:
+        """A status (read without parsing: two of them for every run) or an execute_reply."""
+        if self.kernel_kind == b"status":
+            content = v1_part(payload, 4) if self.binary_v1 else payload
+            found = STATE.search(content) if content else None
+            if found:
+                self.observer.kernel_state(self.owner, self.kernel, found.group(1).decode())
+            return
+        found = parts(payload, self.binary_v1, (2, 4))
+        if found is None:
+            return
+        parent, content = found
+        self.observer.replied(self.owner, self.kernel, _text(parent.get("msg_id")), _text(content.get("status"), 16),
+                              _text(content.get("ename"), LINE), first_line(content.get("evalue")))

@@ -129,6 +129,13 @@ class MessageReader:
                 self.head = data[i:]
                 return
             i += used
+            size = self.remaining
+            if self.collect and self.fin and not self.message and not self.rsv1 and size <= n - i:
+                # The common case, a whole small message in one read: decided and delivered from one slice.
+                self._whole(data[i:i + size])
+                self.remaining = 0
+                i += size
+                continue
             if not self.remaining:
                 self._frame_end()
 
@@ -173,6 +180,14 @@ class MessageReader:
             self.message, self.size, self.want = [], 0, None
         self.collect = True
         return need
+
+    def _whole(self, payload: bytes) -> None:
+        """A whole, uncompressed message in one frame (``collect``, ``fin``, nothing collected before)."""
+        if self.masked:
+            payload = unmask(payload, self.mask, 0)
+        if len(payload) <= self.max_message and self.wanted(self.opcode, payload[:PREFIX]):
+            self.deliver(self.opcode, payload)
+        self.opcode, self.size, self.want = 0, 0, None
 
     def _payload(self, data: bytes, i: int, take: int) -> None:
         chunk = data[i:i + take]
