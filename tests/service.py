@@ -128,18 +128,19 @@ def spawn(session: requests.Session, url: str, path: str = "", timeout: float = 
 def through_the_line(session: requests.Session, url: str, resp: requests.Response, timeout: float = 120) -> str:
     """From a /spawn answer (a redirect to a container or to the waiting line) to the container URL."""
     deadline = time.monotonic() + timeout
+    origin = re.match(r"https?://[^/]+", url).group(0)  # (``url`` may be a workshop's, /w/<name>)
     while resp.status_code == 302 and "/spawn/wait/" in resp.headers["Location"]:
         location = resp.headers["Location"]
-        wait_url = url + location if location.startswith("/") else location
+        wait_url = origin + location if location.startswith("/") else location
         key = wait_url.rsplit("/", 1)[1]
-        while not session.get(f"{url}/api/queue/{key}", timeout=30).json().get("ready"):
+        while not session.get(f"{origin}/api/queue/{key}", timeout=30).json().get("ready"):
             if time.monotonic() > deadline:
                 raise TimeoutError("still waiting in line")
             time.sleep(0.3)
         resp = session.get(wait_url, allow_redirects=False, timeout=30)
     assert resp.status_code == 302, (resp.status_code, resp.text[:500])
     location = resp.headers["Location"]
-    return location if location.startswith("http") else url + location
+    return location if location.startswith("http") else origin + location
 
 
 def vm_kib(pid: int | str, field: str) -> int:

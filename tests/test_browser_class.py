@@ -63,6 +63,12 @@ def test_a_hand_raised_in_the_notebook_comes_first_in_the_class_view_and_goes_wh
         page.wait_for_url(f"**/user/*/{ui}/**")
         cid = page.url.split("/user/", 1)[1].split("/", 1)[0]
         assert page.url.startswith(f"http://{cid}.{SUB}:" if subdomain else service.url), page.url
+        # The hand-out started a spare in its place, whose network interface Chromium takes for a change of
+        # network, aborting what the page was loading (JupyterLab then says its theme failed to load): once
+        # the pool is still, the page loads again, as a person would reload.
+        settle(service)
+        heard.clear()
+        page.reload()
 
         # A failing cell, run from the notebook itself: its tile names the exception.
         page.locator(".jp-Notebook .jp-Cell").first.wait_for()
