@@ -92,6 +92,12 @@ c.AbuseGuard.ban_hours = 24
 # c.AbuseGuard.egress_ports = "web"  # the internet on TCP 80, 443 and 9418 only
 # c.AbuseGuard.webhook_url = "https://chat.example.org/hooks/..."  # told of every ban
 
+# The class view for the teaching team (README: "During the workshop: the class view"): /class on the
+# status page; helpers get the link with the helper key (empty: one derived from the secret, shown there).
+# c.WebApp.helper_key = "a-long-random-string-for-helpers"
+c.ClassView.stuck_errors = 3  # failed runs in a row that make an attendee "stuck"
+c.ClassView.stuck_minutes = 10  # or this long with runs but no success
+
 # Admin API and status page (/status): empty generates one into data/admin_token.
 # c.WebApp.admin_token = ""
 
