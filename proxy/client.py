@@ -453,6 +453,7 @@ class ClientConnection(asyncio.Protocol):
             watch = KernelWatch.attach(self.cur.path, backend.headers, route.data, observer)
             if watch is not None:
                 inbound.reader, outbound.reader = watch.from_visitor, watch.from_kernel
+                inbound.when_gone = watch.gone
         if leftover_from_backend:
             outbound.data_received(leftover_from_backend)
         if self.leftover:

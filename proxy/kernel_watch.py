@@ -45,6 +45,8 @@ class KernelObserver(Protocol):
 
     def kernel_state(self, owner, kernel: str, state: str) -> None: ...
 
+    def kernel_gone(self, owner, kernel: str) -> None: ...
+
 
 def first_line(text, limit: int = LINE) -> str:
     """The first line with something on it, stripped and cut to ``limit`` characters."""
@@ -146,6 +148,10 @@ class KernelWatch:
                 extensions += value + b","
         return cls(found.group(1).decode(), owner, observer, protocol == V1,
                    deflate_params(extensions.decode("latin-1")))
+
+    def gone(self) -> None:
+        """The WebSocket closed: what it said of the kernel's state is no longer known."""
+        self.observer.kernel_gone(self.owner, self.kernel)
 
     def _wanted_from_visitor(self, opcode: int, prefix: bytes) -> bool:
         return message_type(opcode, prefix, self.binary_v1) in FROM_VISITOR

@@ -33,7 +33,7 @@ class Splice(asyncio.Protocol):
     """
 
     __slots__ = ("closed", "counted", "eof", "inbound", "paused_at", "peer", "reader", "route", "seen", "state",
-                 "transport")
+                 "transport", "when_gone")
 
     def __init__(self, transport: asyncio.Transport, route: Route, state: ConnectionState, inbound: bool):
         self.transport = transport
@@ -47,6 +47,7 @@ class Splice(asyncio.Protocol):
         self.seen = now()  # when this side last read a byte, for websocket_idle_timeout
         self.counted = ""  # the visitor side's counted network, released when it closes
         self.reader: MessageReader | None = None  # reads this side's messages for a kernel watch
+        self.when_gone = None  # called once the whole tunnel is closed (a kernel watch's end), on the visitor side
 
     @classmethod
     def join(cls, client: asyncio.Transport, target: asyncio.Transport, route: Route, state: ConnectionState,
@@ -103,7 +104,13 @@ class Splice(asyncio.Protocol):
         else:  # the second side to go: the tunnel is gone
             state.stats.websockets_active -= 1
             self.route.websockets -= 1
-            state.tunnels.discard(self if self.inbound else peer)
+            visitor_side = self if self.inbound else peer
+            state.tunnels.discard(visitor_side)
+            if visitor_side.when_gone is not None:
+                try:
+                    visitor_side.when_gone()
+                except Exception:  # (the watcher's trouble, never the proxy's)
+                    log.exception("kernel watch on %s failed at its end", self.route.prefix.decode())
 
     def pause_writing(self) -> None:
         self.paused_at = now()

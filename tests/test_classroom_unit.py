@@ -49,3 +49,18 @@ def test_progress_counts_each_attendee_in_the_section_of_their_furthest_cell():
     assert [(s["title"], s["attendees"]) for s in nb["sections"]] == [(BEFORE, 1), ("One", 1), ("Two", 1)]
     assert other == {"path": "other.ipynb", "attendees": 1, "sections": [{"title": BEFORE, "first_cell": 0,
                                                                            "attendees": 1}]}
+
+
+def test_a_kernel_whose_websocket_closed_is_no_longer_shown_busy():
+    from spawner.classroom.room import ClassView
+    from spawner.pool.slot import ASSIGNED, Slot
+    from spawner.secret import ServerSecret
+
+    room = ClassView(secret=ServerSecret(b"x" * 32), memory=lambda cid: None)
+    slot = Slot(cid="c1", state=ASSIGNED, generation=1, created=0.0, nonce="n")
+    seat = room.seat(slot)
+    room.kernel_state(slot, "k", "busy")
+    assert seat.busy
+    before = room.version
+    room.kernel_gone(slot, "k")  # (the attendee closed the tab mid-run: the idle that follows is never seen)
+    assert not seat.busy and room.version > before

@@ -4,6 +4,7 @@ Jupyter's JSON protocol and its binary v1 subprotocol, compressed or not; and th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -75,6 +76,9 @@ class Observer:
     def kernel_state(self, owner, kernel, state):
         self.events.append(("state", owner, kernel, state))
 
+    def kernel_gone(self, owner, kernel):
+        self.events.append(("gone", owner, kernel))
+
 
 @pytest.fixture(params=[False, True], ids=["plain", "deflate"])
 async def kernel_server(request):
@@ -110,6 +114,10 @@ async def test_the_watch_sees_runs_outcomes_and_states_and_passes_every_byte_unc
         for _ in range(4):
             received.append(await conn.read_message())
         conn.close()
+        for _ in range(100):  # the tunnel closes both ways: the watch says its kernel's state is unknown now
+            if observer.events[-1][0] == "gone":
+                break
+            await asyncio.sleep(0.02)
     finally:
         await proxy.stop()
     assert received == FakeKernel.sent  # observed, never altered (outputs of 300 kB included)
@@ -119,6 +127,7 @@ async def test_the_watch_sees_runs_outcomes_and_states_and_passes_every_byte_unc
     replies = [e[3:] for e in observer.events if e[0] == "replied"]
     assert replies == [("ok", "", ""), ("error", "ValueError", "bad value"), ("ok", "", ""), ("ok", "", "")]
     assert [e[3] for e in observer.events if e[0] == "state"] == ["busy", "idle"] * 4
+    assert observer.events[-1] == ("gone", "seat-a", "k-1")
     assert "more" not in repr(observer.events) and "y = 2" not in repr(observer.events)
 
 

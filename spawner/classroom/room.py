@@ -206,6 +206,13 @@ class ClassView(LoggingConfigurable):
             if seat.busy != before:
                 self.changed()
 
+    def kernel_gone(self, slot, kernel: str) -> None:
+        """A kernel's WebSocket closed (a tab closed, a laptop asleep): its busy or idle is no longer known, so it
+        is not shown busy forever; the next WebSocket to it says again."""
+        seat = self.seats.get(getattr(slot, "cid", ""))
+        if seat is not None and seat.kernels.pop(kernel, None) == "busy":
+            self.changed()
+
     # --- where a run is -------------------------------------------------------------------------------
 
     def _spawn(self, coro) -> None:
