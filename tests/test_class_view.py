@@ -185,6 +185,7 @@ def test_strangers_and_attendees_are_refused_and_the_helper_link_reaches_no_admi
     assert signed_in.headers["Referrer-Policy"] == "no-referrer"
     page = helper.get(f"{service.url}/class", timeout=30)
     assert page.status_code == 200 and 'data-events-url="/api/class/events"' in page.text
+    assert f"<code>{service.url}/hand</code>" in page.text  # where attendees without the hand control raise one
     assert helper.get(f"{service.url}/api/class", timeout=30).status_code == 200
     for method, path in (("GET", "/api/admin/containers"), ("POST", "/api/admin/resize"), ("GET", "/metrics"),
                          ("POST", "/api/admin/drain"), ("GET", "/api/admin/bans"), ("GET", "/api/admin/history"),

@@ -126,7 +126,8 @@ class ClassPageHandler(ClassHandler):
         ws = self.workshops.get(workshop) if workshop is not None else None
         title = f"Class — {ws.display_name}" if ws is not None else f"Class — {self.nb.workshop_name}"
         self.finish(self.render_page("class.html", title=title, events_url=f"/api/class/events{query}",
-                                     api_url=f"/api/class{query}", hand_url="/api/class/hand/"))
+                                     api_url=f"/api/class{query}", hand_url="/api/class/hand/",
+                                     hand_page=f"{self.own_origin().decode('latin-1')}/hand"))
 
 
 class ClassAPIHandler(ClassHandler):
