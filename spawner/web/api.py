@@ -21,24 +21,28 @@ from .metrics import render as render_metrics
 from .origins import Origins
 
 
-def local_only(handler: PageHandler) -> bool:
-    """True (and the request answered 403) when admin endpoints may not answer this request.
-
-    They answer clients on this machine (unless admin_allow_remote), at the
-    host names in admin_hosts (a rebound DNS name reaching 127.0.0.1 is refused),
-    and take state-changing requests only from nbpool's own origin.
-    """
+def admin_refusal(handler: PageHandler) -> str | None:
+    """Why admin credentials count for nothing on this request, or None: they count from clients on this
+    machine (unless admin_allow_remote), at the host names in admin_hosts (a rebound DNS name reaching
+    127.0.0.1 is refused)."""
     nb = handler.nb
     if not (nb.admin_allow_remote or ipaddress.ip_address(handler.request.remote_ip).is_loopback):
-        handler.set_status(403)
-        handler.finish({"error": "admin endpoints answer only on this machine (see WebApp.admin_allow_remote)"})
-        return True
+        return "admin endpoints answer only on this machine (see WebApp.admin_allow_remote)"
     # Tornado's host_name: the Host header lower-cased, without its port (an IPv6 one keeps its brackets).
     if "*" not in nb.admin_hosts and handler.request.host_name.strip("[]") not in nb.admin_hosts:
+        return "admin endpoints answer only at the host names in WebApp.admin_hosts"
+    return None
+
+
+def local_only(handler: PageHandler) -> bool:
+    """True (and the request answered 403) when admin endpoints may not answer this request: see
+    admin_refusal; and they take state-changing requests only from nbpool's own origin."""
+    why = admin_refusal(handler)
+    if why is not None:
         handler.set_status(403)
-        handler.finish({"error": "admin endpoints answer only at the host names in WebApp.admin_hosts"})
+        handler.finish({"error": why})
         return True
-    return not handler.same_origin(nb.admin_origins)
+    return not handler.same_origin(handler.nb.admin_origins)
 
 
 class JSONHandler(PageHandler):

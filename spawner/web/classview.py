@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 
 from tornado.iostream import StreamClosedError
 
 from ..classroom.room import HAND_CHARS, NAME_CHARS, ClassView
 from ..secret import HELPER
+from .api import JSONHandler, admin_refusal
 from .handler import HELPER_COOKIE, PageHandler
 from .origins import Origins
 
@@ -58,11 +58,10 @@ class ClassHandler(PageHandler):
 
     def operator(self, given: str = "") -> bool:
         """The admin token given (or the status page's sign-in), where admin endpoints answer."""
-        nb = self.nb
-        if not (nb.admin_allow_remote or ipaddress.ip_address(self.request.remote_ip).is_loopback):
+        if admin_refusal(self) is not None:
             return False
         if given:
-            return given.isascii() and hmac.compare_digest(given.encode(), nb.admin_token.encode())
+            return given.isascii() and hmac.compare_digest(given.encode(), self.nb.admin_token.encode())
         return self.admin_cookie_ok()
 
     def scope(self) -> set[str] | bool | None:
@@ -90,6 +89,13 @@ class ClassHandler(PageHandler):
         if self.workshops.get(workshop) is None or (scope is not None and workshop not in scope):
             return False
         return {workshop}
+
+    def requested_scope(self) -> set[str] | bool | None:
+        """scope(), narrowed to ?workshop=; False (answered 403) when this request may see none of it."""
+        scope = self.chosen(self.scope(), self.get_argument("workshop", None))
+        if scope is False:
+            self.forbidden()
+        return scope
 
     def forbidden(self) -> None:
         self.error_answer(403, "For the teaching team",
@@ -130,27 +136,21 @@ class ClassPageHandler(ClassHandler):
                                      hand_page=f"{self.own_origin().decode('latin-1')}/hand"))
 
 
-class ClassAPIHandler(ClassHandler):
+class ClassAPIHandler(ClassHandler, JSONHandler):
     """GET /api/class: every attendee session the caller may see, as JSON."""
 
     def get(self) -> None:
-        scope = self.chosen(self.scope(), self.get_argument("workshop", None))
-        if scope is False:
-            self.forbidden()
-            return
-        self.finish(self.room.snapshot(scope))
-
-    def wants_json(self) -> bool:
-        return True
+        scope = self.requested_scope()
+        if scope is not False:
+            self.finish(self.room.snapshot(scope))
 
 
-class ClassEventsHandler(ClassHandler):
+class ClassEventsHandler(ClassHandler, JSONHandler):
     """GET /api/class/events: the same snapshot as a stream of server-sent events, on every change."""
 
     async def get(self) -> None:
-        scope = self.chosen(self.scope(), self.get_argument("workshop", None))
+        scope = self.requested_scope()
         if scope is False:
-            self.forbidden()
             return
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("X-Accel-Buffering", "no")
@@ -170,11 +170,8 @@ class ClassEventsHandler(ClassHandler):
         except StreamClosedError:
             return
 
-    def wants_json(self) -> bool:
-        return True
 
-
-class LowerHandHandler(ClassHandler):
+class LowerHandHandler(ClassHandler, JSONHandler):
     """DELETE /api/class/hand/<id>: a helper lowers an attendee's hand (they came over)."""
 
     def delete(self, cid: str) -> None:
@@ -192,9 +189,6 @@ class LowerHandHandler(ClassHandler):
             return
         self.room.lower_hand(cid, "helper")
         self.finish({"id": cid, "hand": None})
-
-    def wants_json(self) -> bool:
-        return True
 
 
 class AttendeeHandler(PageHandler):
@@ -217,33 +211,35 @@ class AttendeeHandler(PageHandler):
             slots = [s for s in slots if s.cid == wanted]
         return max(slots, key=lambda s: s.assigned_at or 0, default=None)
 
-    def no_session(self) -> None:
-        self.error_answer(403, "No notebook here", "This browser has no notebook of this workshop open. Open the "
-                          "workshop's link first.", "no notebook session in this browser")
+    def acting_slot(self, changes: bool = True):
+        """own_slot(), or None with the request answered: 403 from another site (``changes``: a POST or
+        DELETE, which may act only from the page's own origin) or without a session here."""
+        if changes and not self.same_origin():
+            return None
+        slot = self.own_slot()
+        if slot is None:
+            self.error_answer(403, "No notebook here", "This browser has no notebook of this workshop open. Open "
+                              "the workshop's link first.", "no notebook session in this browser")
+        return slot
 
     def bad(self, message: str) -> None:
         self.set_status(400)
         self.finish({"error": message})
 
 
-class MeHandler(AttendeeHandler):
+class MeHandler(AttendeeHandler, JSONHandler):
     """GET /api/me: the attendee's name, hand and "done"; POST {"name": …, "done": …} changes them."""
 
     def get(self) -> None:
-        slot = self.own_slot()
-        if slot is None:
-            self.no_session()
-            return
-        self.finish(self.room.me(self.room.seat(slot)))
+        slot = self.acting_slot(changes=False)
+        if slot is not None:
+            self.finish(self.room.me(self.room.seat(slot)))
 
     def post(self) -> None:
-        if not self.same_origin():
-            return
-        slot = self.own_slot()
+        slot = self.acting_slot()
         if slot is None:
-            self.no_session()
             return
-        data = _body(self.request.body)
+        data = self.json_object()
         if data is None:
             self.bad('the body must be a JSON object: {"name": "…"} or {"done": true}')
             return
@@ -260,21 +256,15 @@ class MeHandler(AttendeeHandler):
             self.room.set_done(slot, done)
         self.finish(self.room.me(self.room.seat(slot)))
 
-    def wants_json(self) -> bool:
-        return True
 
-
-class HandHandler(AttendeeHandler):
+class HandHandler(AttendeeHandler, JSONHandler):
     """POST /api/hand {"text": …} raises the attendee's hand; DELETE /api/hand lowers it."""
 
     def post(self) -> None:
-        if not self.same_origin():
-            return
-        slot = self.own_slot()
+        slot = self.acting_slot()
         if slot is None:
-            self.no_session()
             return
-        data = _body(self.request.body)
+        data = self.json_object()
         text = data.get("text", "") if data is not None else None
         if not isinstance(text, str) or len(text) > HAND_CHARS:
             self.bad(f'the body is {{"text": "…"}}, at most {HAND_CHARS} characters (or empty)')
@@ -282,36 +272,26 @@ class HandHandler(AttendeeHandler):
         self.finish(self.room.me(self.room.raise_hand(slot, text if text.isprintable() else "")))
 
     def delete(self) -> None:
-        if not self.same_origin():
-            return
-        slot = self.own_slot()
+        slot = self.acting_slot()
         if slot is None:
-            self.no_session()
             return
         self.room.lower_hand(slot.cid, "attendee")
         self.finish(self.room.me(self.room.seat(slot)))
-
-    def wants_json(self) -> bool:
-        return True
 
 
 class HandPageHandler(AttendeeHandler):
     """GET /hand: raise a hand, name oneself, say "done", from an nbpool page (any workshop image)."""
 
     def get(self) -> None:
-        slot = self.own_slot()
+        slot = self.acting_slot(changes=False)
         if slot is None:
-            self.no_session()
             return
         self.finish(self.render_page("hand.html", me=self.room.me(self.room.seat(slot)), cid=slot.cid,
                                      name_chars=NAME_CHARS, hand_chars=HAND_CHARS))
 
     def post(self) -> None:
-        if not self.same_origin():
-            return
-        slot = self.own_slot()
+        slot = self.acting_slot()
         if slot is None:
-            self.no_session()
             return
         action = self.get_body_argument("action", "")
         if action == "raise":
@@ -324,14 +304,6 @@ class HandPageHandler(AttendeeHandler):
         elif action in ("done", "not-done"):
             self.room.set_done(slot, action == "done")
         self.redirect(f"/hand?id={slot.cid}")
-
-
-def _body(body: bytes) -> dict | None:
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def class_handlers() -> list:
