@@ -48,6 +48,16 @@ def wait_tile(service, key: str, cid: str, check, what: str, timeout: float = 10
     raise AssertionError(f"{what}: not within {timeout:.0f}s; tile {found}")
 
 
+def one_attendee(make_service):
+    """A started service (the class view's settings for tests), its helper key, and one attendee's session:
+    (service, key, their requests session, their container's URL, its id)."""
+    service = make_service(**FAST)
+    service.start()
+    attendee = visitor()
+    url = spawn(attendee, service.url)
+    return service, helper_key(service), attendee, url, cid_of(url)
+
+
 async def run_cells(session, url: str, cells: list[tuple[str, str]], binary: bool) -> list[str]:
     """Open the workshop notebook's kernel as the notebook page does, run ``cells`` ((cell id, code)); statuses."""
     client = kernel_client(session, url)
@@ -62,12 +72,7 @@ async def run_cells(session, url: str, cells: list[tuple[str, str]], binary: boo
 
 @pytest.mark.parametrize("binary", [True, False], ids=["v1-binary", "json"])
 def test_a_failing_cell_shows_on_its_tile_and_three_in_a_row_make_the_attendee_stuck(make_service, binary):
-    service = make_service(**FAST)
-    service.start()
-    key = helper_key(service)
-    attendee = visitor()
-    url = spawn(attendee, service.url)
-    cid = cid_of(url)
+    service, key, attendee, url, cid = one_attendee(make_service)
     first = wait_tile(service, key, cid, lambda t: True, "a tile for the new session")
     assert first["name"] == "Attendee 1" and first["cell"] is None and first["cells_run"] == 0, first
 
@@ -234,12 +239,7 @@ def test_each_workshop_sees_its_own_and_the_service_key_sees_all(make_service):
 
 
 def test_the_stream_pushes_a_run_as_it_happens(make_service):
-    service = make_service(**FAST)
-    service.start()
-    key = helper_key(service)
-    attendee = visitor()
-    url = spawn(attendee, service.url)
-    cid = cid_of(url)
+    service, key, attendee, url, cid = one_attendee(make_service)
     seen: list[tuple[float, dict]] = []
 
     async def watch_and_run() -> None:
