@@ -143,22 +143,20 @@ class Agent:
         """This agent's port answers nbpool's machine only (its token aside, what it tells is no one else's)."""
         rules = [f"-A {AGENT_CHAIN} -s {address} -j RETURN" for address in self.allowed]
         rules.append(f"-A {AGENT_CHAIN} -j DROP")
-        listing = self.firewall._run([self.firewall._tool("iptables"), "-w", "5", "-S"]).splitlines()
-        lines = ["*filter", f":{AGENT_CHAIN} - [0:0]", *rules]
-        jump = f"-A INPUT -p tcp -m tcp --dport {self.port} -j {AGENT_CHAIN}"
-        if jump not in listing:
-            lines.append(f"-I INPUT 1 -p tcp -m tcp --dport {self.port} -j {AGENT_CHAIN}")
-        self.firewall._restore("iptables", lines)
+        self._own_chain(AGENT_CHAIN, rules, "INPUT", f"-p tcp -m tcp --dport {self.port}")
 
     def publish_only_to_nbpool(self, bridge: str) -> None:
         rules = [f"-A {PUBLISHED_CHAIN} -p tcp --dport {NOTEBOOK_PORT} -m conntrack --ctstate NEW "
                  f"-s {address} -j RETURN" for address in self.allowed]
         rules.append(f"-A {PUBLISHED_CHAIN} -p tcp --dport {NOTEBOOK_PORT} -m conntrack --ctstate NEW -j DROP")
+        self._own_chain(PUBLISHED_CHAIN, rules, "DOCKER-USER", f"-o {bridge}")
+
+    def _own_chain(self, chain: str, rules: list[str], parent: str, match: str) -> None:
+        """``chain`` holding exactly ``rules``, jumped to first from ``parent`` for packets matching ``match``."""
         listing = self.firewall._run([self.firewall._tool("iptables"), "-w", "5", "-S"]).splitlines()
-        lines = ["*filter", f":{PUBLISHED_CHAIN} - [0:0]", *rules]
-        jump = f"-A DOCKER-USER -o {bridge} -j {PUBLISHED_CHAIN}"
-        if jump not in listing:
-            lines.append(f"-I DOCKER-USER 1 -o {bridge} -j {PUBLISHED_CHAIN}")
+        lines = ["*filter", f":{chain} - [0:0]", *rules]
+        if f"-A {parent} {match} -j {chain}" not in listing:
+            lines.append(f"-I {parent} 1 {match} -j {chain}")
         self.firewall._restore("iptables", lines)
 
     # --- what the containers do ---------------------------------------------------------------------
