@@ -57,6 +57,13 @@ def node_of(swarm: docker.DockerClient, service) -> str:
     return swarm.nodes.get(tasks[0]["NodeID"]).attrs["Description"]["Hostname"] if tasks else ""
 
 
+def container_on_worker(swarm: docker.DockerClient, service: Service, cid: str) -> tuple:
+    """(the Swarm service, the node it runs on, its container's id there) of attendee container ``cid``."""
+    (svc,) = [s for s in services_of(swarm, service.pool_name) if s.attrs["Spec"]["Labels"]["org.nbpool.id"] == cid]
+    node = node_of(swarm, svc)
+    return svc, node, in_node(node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.id={svc.id}")
+
+
 def endpoint_of(data: dict, service) -> str:
     cid = service.attrs["Spec"]["Labels"]["org.nbpool.id"]
     return next(c["endpoint"] for c in data["containers"] if c["id"] == cid)
@@ -178,9 +185,7 @@ def test_each_worker_is_guarded_by_its_agent_and_a_miner_there_is_ended(swarm, m
     miner = visitor()
     url = spawn(miner, service.url)
     cid = cid_of(url)
-    (svc,) = [s for s in services_of(swarm, service.pool_name) if s.attrs["Spec"]["Labels"]["org.nbpool.id"] == cid]
-    node = node_of(swarm, svc)
-    ctr = in_node(node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.id={svc.id}")
+    svc, node, ctr = container_on_worker(swarm, service, cid)
     # Another node (the manager) cannot reach this worker's published notebook port; nbpool's machine can.
     endpoint = endpoint_of(service.admin("GET", "/api/admin/containers").json(), svc)
     host, port = endpoint.split("//")[1].split(":")
@@ -212,9 +217,7 @@ def test_a_cpu_burner_on_a_worker_is_warned_in_its_page_and_ended(swarm, make_sw
     burner = visitor()
     url = spawn(burner, service.url)
     cid = cid_of(url)
-    (svc,) = [s for s in services_of(swarm, service.pool_name) if s.attrs["Spec"]["Labels"]["org.nbpool.id"] == cid]
-    node = node_of(swarm, svc)
-    ctr = in_node(node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.id={svc.id}")
+    _svc, node, ctr = container_on_worker(swarm, service, cid)
     # The node's agent capped what it sends out (AbuseGuard.egress_rate), on the container's own interface.
     pid = in_node(node, "inspect", "-f", "{{.State.Pid}}", ctr)
     deadline = time.monotonic() + 30
@@ -244,9 +247,7 @@ def test_a_worker_containers_files_over_the_disk_limit_end_its_session(swarm, ma
     writer = visitor()
     url = spawn(writer, service.url)
     cid = cid_of(url)
-    (svc,) = [s for s in services_of(swarm, service.pool_name) if s.attrs["Spec"]["Labels"]["org.nbpool.id"] == cid]
-    node = node_of(swarm, svc)
-    ctr = in_node(node, "ps", "-q", "--filter", f"label=com.docker.swarm.service.id={svc.id}")
+    _svc, node, ctr = container_on_worker(swarm, service, cid)
     in_node(node, "exec", ctr, "dd", "if=/dev/zero", "of=/home/jovyan/big", "bs=1M", "count=200")
     deadline = time.monotonic() + 60
     while "has ended" not in (page := writer.get(url, timeout=30)).text:
