@@ -84,8 +84,10 @@ class NbpoolApp(Application):
                           "ahead so they are ready at the start), push_folder (the folder the status page's push "
                           "button copies into every container), and the Pool settings warm, max_containers, "
                           "cull_idle, cull_max_age, warmup_path and engine settings image, "
-                          "mem_limit, cpu_limit, pids_limit, disk_limit, environment, volumes, prestart_kernel "
-                          "(unset ones: the service's own). Empty: one workshop at / (as without this setting). "
+                          "mem_limit, cpu_limit, pids_limit, disk_limit, environment, volumes, prestart_kernel, "
+                          "collaboration, and helper_key and instructor_key (the class view's and the instructor's, "
+                          "for this workshop only; unset ones: the service's own). Empty: one workshop at / (as "
+                          "without this setting). "
                           "SIGHUP adds, changes and removes workshops live; see 'Several workshops' in the README.")
     total_containers = Integer(0, config=True,
                                help="Most containers of all workshops together (0: no cap beyond each workshop's "
@@ -218,10 +220,11 @@ class NbpoolApp(Application):
             self.engine.agent_token = secret.derive("node-agent", "token")
             self.engine.agent_egress_rate = self.guard.egress_rate  # (the agents' setting: read at their start)
         self.classroom = ClassView(parent=self, log=self.log, secret=secret,
-                                   memory=lambda cid: self.guard.memory.get(cid))
+                                   memory=lambda cid: self.guard.memory.get(cid),
+                                   close_tunnels=self.proxy.state.close_tunnels)
         self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended,
                           keeper=self.keeper, network_of=lambda address: network_of(address, self.proxy.ipv6_prefix),
-                          guard=self.guard)
+                          guard=self.guard, classroom=self.classroom)
         try:
             specs = parse_workshops(self.workshops, service_zone(self.time_zone)) if self.workshops else None
         except WorkshopError as exc:

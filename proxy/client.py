@@ -26,10 +26,11 @@ from .exchange import BUSY, HEAD, IDLE, PAUSE_BACKEND, PAUSE_PIPELINE, Exchange
 from .head import check_access, check_headers, check_target, forward_head
 from .hosts import check_host
 from .http import Response, error_response, wants_json
-from .kernel_watch import KernelWatch
+from .kernel_watch import ExecuteTee, KernelWatch
 from .splice import Splice
 from .state import ConnectionState
 from .target import BackendConnection
+from .ws_readonly import ReadOnlyDoc
 
 log = logging.getLogger("nbpool.proxy")
 now = time.monotonic
@@ -246,11 +247,16 @@ class ClientConnection(asyncio.Protocol):
             self.send_body(ex, [b"%x\r\n" % len(body), body, b"\r\n"])
         else:
             self.send_body(ex, [body])
+        if ex.tee is not None:
+            ex.tee.feed(body)
 
     def on_message_complete(self) -> None:
         ex = self.ex
         self.ex = None
         ex.request_done = True
+        if ex.tee is not None:
+            ex.tee.done()
+            ex.tee = None
         if ex.chunked and not (ex.response_done and ex.backend is None):
             self.send_body(ex, [b"0\r\n\r\n"])
         if ex.response_done:
@@ -316,6 +322,8 @@ class ClientConnection(asyncio.Protocol):
             # and file writes all take a POST, PUT, PATCH, DELETE or a WebSocket) ends its
             # time as a source for the shared static cache, before it is sent on.
             route.fill_ok = False
+        if ex.method == b"POST" and route.data is not None and self.state.kernel_observer is not None:
+            ex.tee = ExecuteTee.attach(ex.path, route.data, self.state.kernel_observer)
         cache = self.state.cache
         if cache is not None and route.share is not None and ex.cors is None:
             entry = cache.lookup(route, ex.path, ex.query, ex.method, ex.headers)
@@ -448,6 +456,11 @@ class ClientConnection(asyncio.Protocol):
         self.network = self.visitor = ""
         route = self.cur.route
         inbound, outbound = Splice.join(self.transport, backend.transport, route, self.state, counted)
+        head = self.cur.head
+        if head is not None:  # what the route's authorize said of the credential (RequestHead)
+            inbound.tag = head.tag
+            if head.read_only:
+                inbound.filter = ReadOnlyDoc()
         observer = self.state.kernel_observer
         if observer is not None and route.data is not None:
             watch = KernelWatch.attach(self.cur.path, backend.headers, route.data, observer)

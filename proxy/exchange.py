@@ -78,6 +78,7 @@ class Exchange:
         "route",
         "sent",
         "set_cookie",
+        "tee",
         "trusted_fwd",
         "upgrade",
         "url",
@@ -120,9 +121,10 @@ class Exchange:
         self.prior_fwd: bytes | None = None  # its X-Forwarded-For chain
         self.cors: bytes | None = None  # the trusted page's origin, echoed in CORS headers (proxy.bearer)
         self.set_cookie: bytes | None = None  # a Set-Cookie value for the upgrade's answer (proxy.bearer)
+        self.tee = None  # kernel_watch.ExecuteTee: a server-side run's request, read as it passes
 
     def request_head(self, path: bytes, query: bytes) -> RequestHead:
         if self.head is None:
             self.head = RequestHead(self.method, path, query, self.version, self.headers,
-                                    self.client.client_ip, self.route)
+                                    self.client.client_ip, self.route, self.upgrade)
         return self.head

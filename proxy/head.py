@@ -156,10 +156,23 @@ def forward_head(ex: Exchange, limits: Limits, client_ip: str, forwarded: bytes)
     route = ex.route
     host = ex.host
     out = [ex.method, b" ", ex.path, ex.query, b" HTTP/1.1\r\n"]
-    for name, value in ex.kept:
+    granted = ex.head
+    if granted is not None and granted.read_only:  # no compression, so its frames can be read one by one
+        kept = [(n, v) for n, v in ex.kept if n.lower() != b"sec-websocket-extensions"]
+    else:
+        kept = ex.kept
+    for name, value in kept:
         out += (name, b": ", value, b"\r\n")
-    for name, value in route.headers:
-        out += (name, b": ", value, b"\r\n")
+    inject = granted.inject if granted is not None else None
+    if inject:  # the authorize callback's values replace the route's own of the same names
+        names = {name.lower() for name, _ in inject}
+        out.extend(part for name, value in route.headers if name.lower() not in names
+                   for part in (name, b": ", value, b"\r\n"))
+        for name, value in inject:
+            out += (name, b": ", value, b"\r\n")
+    else:
+        for name, value in route.headers:
+            out += (name, b": ", value, b"\r\n")
     if ex.trusted_fwd:
         kept = ex.kept
         prior_fwd = ex.prior_fwd

@@ -28,6 +28,8 @@ the same in both modes. Without a wildcard name nothing here runs.
 
 from __future__ import annotations
 
+import re
+
 from .exchange import Exchange
 from .http import Response, error_response, wants_json
 from .routes import RouteTable
@@ -36,7 +38,11 @@ from .state import Limits
 CONTAINER_PREFIX = b"/user/"
 WRONG_HOST = "This address belongs to another notebook server."
 # nbpool's answers for the attendee at their container's own host (its session cookie lives there)
-ATTENDEE_PATHS = (b"/api/me", b"/api/hand")
+ATTENDEE_PATHS = (b"/api/me", b"/api/hand", b"/api/follow")
+# … and under these: the attendee's helpers (/api/me/helpers/…, /api/me/share), a helper's link into this container
+# (its grant's cookie lives on this host only), a workshop's instructor notebook (/w/<name>/api/follow).
+ATTENDEE_PREFIXES = (b"/api/me/", b"/help/")
+WORKSHOP_FOLLOW = re.compile(rb"/w/[^/]+/api/follow$")
 
 
 def split_host(value: bytes) -> tuple[bytes, bytes]:
@@ -111,7 +117,7 @@ def check_host(ex: Exchange, limits: Limits, routes: RouteTable, client_ip: str)
     path = ex.path
     own = CONTAINER_PREFIX + label
     if path in (b"/enter/" + label, b"/embedded/" + label, own) or path.startswith(own + b"/") or \
-            path in ATTENDEE_PATHS:
+            path in ATTENDEE_PATHS or path.startswith(ATTENDEE_PREFIXES) or WORKSHOP_FOLLOW.match(path):
         return None
     if ex.method in (b"GET", b"HEAD") and not ex.upgrade:
         location = b"%s://%s%s%s%s" % (scheme, sub, port, path, ex.query)

@@ -14,6 +14,24 @@ only three kinds are ever read whole:
   ``aborted``) of the request it answers, and an error's name and first line;
 - ``status``: ``busy`` or ``idle``.
 
+When the notebook runs on the server (Jupyter's server-side execution: the
+front end asks for a run over HTTP, and the server's own client talks to the
+kernel), no ``execute_request`` or ``execute_reply`` crosses the WebSocket,
+but the kernel's broadcasts still do, so three more are read:
+
+- ``execute_input``: a run started (its request's id, its code's first line);
+- ``error``: that run failed (an error's name and first line);
+- ``status`` ``idle`` with that run's id: it ended (without an ``error``: well).
+
+The run's request itself (``POST …/api/kernels/<id>/execute``, a small JSON
+body: the code and the cell's id) passes through the proxy too: ``ExecuteTee``
+reads its first ``EXECUTE_BODY`` bytes as they are relayed and tells the
+observer which cell asked (``requested``); the kernel's runs start in the order
+they were asked.
+
+A run seen both ways (a front end that still sends its requests over the
+WebSocket) is one run: the class view keys runs by their request's id.
+
 Everything else (outputs, completions, widgets) streams past unread. Only the
 few fields above reach the observer, cut to ``LINE`` characters: nothing else
 of an attendee's code or outputs is kept. The watch observes: the bytes were
@@ -23,17 +41,23 @@ forwarded before it sees them, and a message it cannot read is simply not seen.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Protocol
 
 from .wsframes import MessageReader, deflate_params
 
+log = logging.getLogger("nbpool.proxy")
+
 KERNEL_CHANNELS = re.compile(rb"/api/kernels/([0-9A-Za-z-]{1,64})/channels$")
+KERNEL_EXECUTE = re.compile(rb"/api/kernels/([0-9A-Za-z-]{1,64})/execute$")
+EXECUTE_BODY = 64 * 1024  # bytes of a run's request read at most (its code and cell id; a longer one is not read)
 V1 = b"v1.kernel.websocket.jupyter.org"
 LINE = 80  # characters kept of a first line (code, an error's message)
 MSG_TYPE = re.compile(rb'"msg_type"\s*:\s*"([A-Za-z_]{1,40})"')
 FROM_VISITOR = frozenset({b"execute_request"})
-FROM_KERNEL = frozenset({b"execute_reply", b"status"})
+FROM_KERNEL = frozenset({b"execute_reply", b"status", b"execute_input", b"error"})
+PARENT_ID = re.compile(rb'"msg_id"\s*:\s*"([^"\\]{1,64})"')
 
 
 class KernelObserver(Protocol):
@@ -42,6 +66,12 @@ class KernelObserver(Protocol):
     def ran(self, owner, kernel: str, msg_id: str, cell_id: str, first_line: str) -> None: ...
 
     def replied(self, owner, kernel: str, msg_id: str, status: str, ename: str, evalue: str) -> None: ...
+
+    def requested(self, owner, kernel: str, cell_id: str, first_line: str) -> None: ...
+
+    def started(self, owner, kernel: str, msg_id: str, first_line: str) -> None: ...
+
+    def finished(self, owner, kernel: str, msg_id: str) -> None: ...
 
     def kernel_state(self, owner, kernel: str, state: str) -> None: ...
 
@@ -172,16 +202,79 @@ class KernelWatch:
                           first_line(content.get("code")))
 
     def _from_kernel(self, opcode: int, payload: bytes) -> None:
-        """A status (read without parsing: two of them for every run) or an execute_reply."""
-        if self.kernel_kind == b"status":
+        """A status (its state read without parsing: two of them for every run), an execute_reply, or a run's
+        broadcast start (execute_input) or failure (error)."""
+        kind = self.kernel_kind
+        if kind == b"status":
             content = v1_part(payload, 4) if self.binary_v1 else payload
             found = STATE.search(content) if content else None
             if found:
-                self.observer.kernel_state(self.owner, self.kernel, found.group(1).decode())
+                state = found.group(1).decode()
+                self.observer.kernel_state(self.owner, self.kernel, state)
+                if state == "idle":
+                    self._idle(payload)
             return
         found = parts(payload, self.binary_v1, (2, 4))
         if found is None:
             return
         parent, content = found
-        self.observer.replied(self.owner, self.kernel, _text(parent.get("msg_id")), _text(content.get("status"), 16),
-                              _text(content.get("ename"), LINE), first_line(content.get("evalue")))
+        msg_id = _text(parent.get("msg_id"))
+        if kind == b"execute_input":
+            self.observer.started(self.owner, self.kernel, msg_id, first_line(content.get("code")))
+        elif kind == b"error":
+            self.observer.replied(self.owner, self.kernel, msg_id, "error", _text(content.get("ename"), LINE),
+                                  first_line(content.get("evalue")))
+        else:
+            self.observer.replied(self.owner, self.kernel, msg_id, _text(content.get("status"), 16),
+                                  _text(content.get("ename"), LINE), first_line(content.get("evalue")))
+
+    def _idle(self, payload: bytes) -> None:
+        """The kernel went idle after the request named in the parent header: that run, if any, ended."""
+        if self.binary_v1:
+            parent = v1_part(payload, 2)
+            found = PARENT_ID.search(parent) if parent else None
+            msg_id = found.group(1).decode("utf-8", "replace") if found else ""
+        else:
+            got = parts(payload, False, (2,))
+            msg_id = _text(got[0].get("msg_id")) if got else ""
+        if msg_id:
+            self.observer.finished(self.owner, self.kernel, msg_id)
+
+
+class ExecuteTee:
+    """A server-side run's request (``POST …/api/kernels/<id>/execute``), read as the proxy relays it: which cell."""
+
+    __slots__ = ("chunks", "kernel", "observer", "owner", "size")
+
+    def __init__(self, kernel: str, owner, observer: KernelObserver):
+        self.kernel = kernel
+        self.owner = owner
+        self.observer = observer
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    @classmethod
+    def attach(cls, path: bytes, owner, observer: KernelObserver) -> ExecuteTee | None:
+        found = KERNEL_EXECUTE.search(path)
+        return cls(found.group(1).decode(), owner, observer) if found else None
+
+    def feed(self, body: bytes) -> None:
+        if self.size <= EXECUTE_BODY:
+            self.chunks.append(body)
+            self.size += len(body)
+
+    def done(self) -> None:
+        """The request is whole: tell which cell asked (never the proxy's trouble if that fails)."""
+        if self.size > EXECUTE_BODY:
+            return
+        try:
+            request = json.loads(b"".join(self.chunks))
+            if not isinstance(request, dict):
+                return
+            metadata = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
+            cell_id = metadata.get("cell_id") or metadata.get("cellId")
+            self.observer.requested(self.owner, self.kernel, _text(cell_id), first_line(request.get("code")))
+        except (ValueError, UnicodeDecodeError):
+            return
+        except Exception:
+            log.exception("reading a run's request for %s failed", self.kernel)

@@ -265,12 +265,27 @@ class RouteTable:
 
 
 class RequestHead:
-    """What an authorize or error-page callback sees of a request."""
+    """What an authorize or error-page callback sees of a request.
 
-    __slots__ = ("client_ip", "headers", "method", "path", "query", "route", "version")
+    An authorize callback that lets a request through may also say how, for
+    the credential it found (someone the container's owner or the teaching
+    team let in):
+
+    - ``inject``: headers sent in place of the route's own of the same names
+      (the person's identity for the notebook server); only names among the
+      route's injected headers, so a client's own copy is already dropped;
+    - ``tag``: the credential's mark, kept on a WebSocket it opens, so ending
+      that credential can close its WebSockets at once
+      (``ConnectionState.close_tunnels``);
+    - ``read_only``: the WebSocket is a shared document's (a collaboration
+      room) and may only read it: its edits are dropped (``ws_readonly``).
+    """
+
+    __slots__ = ("client_ip", "headers", "inject", "method", "path", "query", "read_only", "route", "tag",
+                 "upgrade", "version")
 
     def __init__(self, method: bytes, path: bytes, query: bytes, version: str,
-                 headers: list[tuple[bytes, bytes]], client_ip: str, route: Route | None):
+                 headers: list[tuple[bytes, bytes]], client_ip: str, route: Route | None, upgrade: bool = False):
         self.method = method
         self.path = path
         self.query = query
@@ -278,6 +293,10 @@ class RequestHead:
         self.headers = headers
         self.client_ip = client_ip
         self.route = route
+        self.upgrade = upgrade
+        self.inject: list[tuple[bytes, bytes]] | None = None
+        self.tag: object = None
+        self.read_only = False
 
     def cookie(self, name: str) -> str | None:
         """The value of cookie ``name`` from the Cookie header(s), or None."""

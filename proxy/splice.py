@@ -3,9 +3,10 @@
 No frame parsing on the way and no size cap (a WebSocket's messages pass as
 they are, compression included); a kernel's WebSocket may be watched
 (``kernel_watch``), which reads each side's bytes after they were passed
-on. Writing is held back with the transports' own flow control, FIN is
-passed on (half-close), and closing either side closes the other once its
-buffered bytes are out.
+on. The one exception: a watcher's shared-document WebSocket, whose visitor
+side is filtered before it is passed on (``ws_readonly``). Writing is held
+back with the transports' own flow control, FIN is passed on (half-close),
+and closing either side closes the other once its buffered bytes are out.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 
 from .routes import Route
 from .state import ConnectionState
+from .ws_readonly import ReadOnlyDoc
 from .wsframes import MessageReader
 
 now = time.monotonic
@@ -32,8 +34,8 @@ class Splice(asyncio.Protocol):
     ways for longer than websocket_idle_timeout.
     """
 
-    __slots__ = ("closed", "counted", "eof", "inbound", "paused_at", "peer", "reader", "route", "seen", "state",
-                 "transport", "when_gone")
+    __slots__ = ("closed", "counted", "eof", "filter", "inbound", "paused_at", "peer", "reader", "route", "seen",
+                 "state", "tag", "transport", "when_gone")
 
     def __init__(self, transport: asyncio.Transport, route: Route, state: ConnectionState, inbound: bool):
         self.transport = transport
@@ -48,6 +50,8 @@ class Splice(asyncio.Protocol):
         self.counted = ""  # the visitor side's counted network, released when it closes
         self.reader: MessageReader | None = None  # reads this side's messages for a kernel watch
         self.when_gone = None  # called once the whole tunnel is closed (a kernel watch's end), on the visitor side
+        self.tag: object = None  # the visitor side: the credential that opened it (RequestHead.tag), if marked
+        self.filter: ReadOnlyDoc | None = None  # the visitor side of a read-only document: what may pass
 
     @classmethod
     def join(cls, client: asyncio.Transport, target: asyncio.Transport, route: Route, state: ConnectionState,
@@ -75,6 +79,14 @@ class Splice(asyncio.Protocol):
         else:
             route.bytes_out += len(data)
         route.last_activity = self.seen = now()
+        if self.filter is not None:
+            data = self.filter.feed(data)
+            if self.filter.broken:
+                log.info("closed a read-only document WebSocket on %s: %s", route.prefix.decode(), self.filter.broken)
+                self.transport.abort()
+                return
+            if not data:
+                return
         self.peer.transport.write(data)
         reader = self.reader
         if reader is not None:

@@ -144,6 +144,18 @@ class ConnectionState:
         self.cache = None  # static_cache.StaticCache, when the shared static cache is on
         self.kernel_observer = None  # kernel_watch.KernelObserver told what kernel WebSockets say (the class view)
 
+    def close_tunnels(self, prefix: str | bytes, tag: object) -> int:
+        """Close at once every WebSocket to the route at ``prefix`` opened with the credential ``tag``
+        (RequestHead.tag): that credential ended. Returns how many."""
+        if tag is None:
+            return 0
+        key = prefix.encode() if isinstance(prefix, str) else prefix
+        ended = [side for side in self.tunnels if side.tag == tag and side.route.prefix == key]
+        for side in ended:
+            side.transport.abort()
+            side.peer.transport.abort()
+        return len(ended)
+
     def open_connections(self) -> int:
         """Visitor connections open now: handshaking, speaking HTTP, or upgraded (WebSockets)."""
         return len(self.handshakes) + len(self.clients) + len(self.tunnels)

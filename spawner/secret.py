@@ -25,6 +25,9 @@ ADMIN = "admin"  # the status page's login: "admin:<epoch>"
 ENTRY = "entry"  # subdomain mode: a link into a container's own origin: "<cid>:<nonce>:<expires>:<browser>"
 BROWSER = "browser"  # subdomain mode: which browser entry links are made for
 HELPER = "helper"  # the class view's sign-in of a helper: "<scope>:<key digest>" (spawner.web.classview)
+GRANT_LINK = "grant-link"  # a one-use link into an attendee's notebook for a helper: "<cid>:<nonce>:<grant>:<until>"
+GRANT = "grant"  # a helper's key to one container, in their browser: "<cid>:<nonce>:<grant>" (classroom.helpers)
+INSTRUCTOR = "instructor"  # the instructor key, remembered: "<workshop>:<key digest>"
 BAN = "ban"  # a browser the abuse guard banned: "<ban id>" (spawner.guard.bans)
 
 

@@ -54,12 +54,27 @@ class FakeKernel(WebSocketHandler):
     def on_message(self, data):
         request = decode_v1(data) if isinstance(data, bytes) else json.loads(data)
         parent = request["header"]
+        if parent["msg_type"] == "kernel_info_request":
+            self.server_side_run(request["content"]["code"])
+            return
         failing = "fail" in request["content"]["code"]
         self.send(message("status", {"execution_state": "busy"}, "iopub", parent))
         self.send(message("stream", {"name": "stdout", "text": BIG_OUTPUT}, "iopub", parent))
         reply = {"status": "error", "ename": "ValueError", "evalue": "bad value\nsecond line"} if failing else \
             {"status": "ok", "execution_count": 1}
         self.send(message("execute_reply", reply, "shell", parent))
+        self.send(message("status", {"execution_state": "idle"}, "iopub", parent))
+
+
+    def server_side_run(self, code: str) -> None:
+        """A run the notebook server asked for itself (server-side execution): this WebSocket sees only the
+        kernel's broadcasts, under a request id it never saw."""
+        parent = message("execute_request", {"code": code}, "shell")["header"]
+        self.send(message("status", {"execution_state": "busy"}, "iopub", parent))
+        self.send(message("execute_input", {"code": code, "execution_count": 2}, "iopub", parent))
+        if "fail" in code:
+            self.send(message("error", {"ename": "NameError", "evalue": "name 'x' is not defined", "traceback": []},
+                              "iopub", parent))
         self.send(message("status", {"execution_state": "idle"}, "iopub", parent))
 
 
@@ -72,6 +87,12 @@ class Observer:
 
     def replied(self, owner, kernel, msg_id, status, ename, evalue):
         self.events.append(("replied", owner, kernel, status, ename, evalue))
+
+    def started(self, owner, kernel, msg_id, line):
+        self.events.append(("started", owner, kernel, msg_id, line))
+
+    def finished(self, owner, kernel, msg_id):
+        self.events.append(("finished", owner, kernel, msg_id))
 
     def kernel_state(self, owner, kernel, state):
         self.events.append(("state", owner, kernel, state))
@@ -126,6 +147,8 @@ async def test_the_watch_sees_runs_outcomes_and_states_and_passes_every_byte_unc
                     ("ran", "seat-a", "k-1", "c3", "print('s')")]  # (the silent one is a front end's, not theirs)
     replies = [e[3:] for e in observer.events if e[0] == "replied"]
     assert replies == [("ok", "", ""), ("error", "ValueError", "bad value"), ("ok", "", ""), ("ok", "", "")]
+    # (the fake kernel broadcasts no execute_input for these; every idle still names the run it ends)
+    assert len([e for e in observer.events if e[0] == "finished"]) == 4
     assert [e[3] for e in observer.events if e[0] == "state"] == ["busy", "idle"] * 4
     assert observer.events[-1] == ("gone", "seat-a", "k-1")
     assert "more" not in repr(observer.events) and "y = 2" not in repr(observer.events)
@@ -242,3 +265,49 @@ def test_aborted_runs_and_unknown_replies_do_not_count():
     seat.ran("k", "m1", "cell", "x", 1)
     assert seat.replied("m1", "aborted", "", "", 2) is None and seat.cells_run == 0
     assert seat.replied("never-sent", "ok", "", "", 2) is None and seat.cells_run == 0
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["v1-binary", "json"])
+async def test_runs_the_server_asks_for_are_seen_from_the_kernels_broadcasts(kernel_server, binary):
+    """Server-side execution: no execute_request or execute_reply crosses the WebSocket; execute_input, error and
+    the idle after the run do, and say when it began, that it failed, and when it ended."""
+    observer = Observer()
+    proxy = Proxy(port=0)
+    proxy.routes.add("/user/a", kernel_server, data="seat-a")
+    proxy.state.kernel_observer = observer
+    await proxy.start()
+    FakeKernel.sent = []
+    try:
+        url = f"ws://127.0.0.1:{proxy.bound_port}/user/a/api/kernels/k-1/channels?session_id=s"
+        conn = await websocket_connect(HTTPRequest(url), subprotocols=[V1_SUBPROTOCOL] if binary else None,
+                                       compression_options={}, max_message_size=1 << 24)
+        for code, count in (("x = 1\nmore", 3), ("fail()", 4)):
+            poke = message("kernel_info_request", {"code": code}, "shell")
+            await conn.write_message(encode_v1("shell", poke) if binary else json.dumps(poke), binary=binary)
+            for _ in range(count):
+                await conn.read_message()
+        conn.close()
+    finally:
+        await proxy.stop()
+    started = [e for e in observer.events if e[0] == "started"]
+    assert [e[4] for e in started] == ["x = 1", "fail()"]
+    finished = [e for e in observer.events if e[0] == "finished"]
+    assert [e[3] for e in finished] == [e[3] for e in started]  # each idle names the run it ends
+    failed = [e for e in observer.events if e[0] == "replied"]
+    assert [e[3:] for e in failed] == [("error", "NameError", "name 'x' is not defined")]
+
+
+def test_a_seat_counts_a_run_seen_both_ways_once_and_an_aborted_one_never():
+    seat = Seat("c", "", 1)
+    seat.ran("k", "m1", "cell-1", "x = 1", 1.0)  # over the WebSocket
+    seat.started("k", "m1", "x = 1", 1.1)  # and its broadcast start
+    assert seat.replied("m1", "ok", "", "", 1.2) is not None
+    seat.started("k", "m1", "x = 1", 1.3)  # (a late broadcast of the same run: not a new one)
+    assert seat.finished("m1", 1.4) is None and seat.cells_run == 1
+    seat.ran("k", "m2", "cell-2", "y", 2.0)  # aborted behind a failure: it never began
+    assert seat.finished("m2", 2.1) is None and seat.cells_run == 1
+    seat.started("k", "s1", "z = 2", 3.0)  # asked for by the server: known only from the broadcasts
+    assert seat.pending["s1"].started and seat.first_line == "z = 2"
+    seat.replied("s1", "error", "NameError", "bad", 3.1)
+    assert seat.finished("s1", 3.2) is None  # (its idle after the error: already counted)
+    assert (seat.cells_run, seat.errors, seat.errors_in_a_row) == (2, 1, 1)

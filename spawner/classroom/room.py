@@ -21,6 +21,9 @@ from ..backoff import every
 from ..keep.contents import ContentsError, NotebookFiles
 from ..pool.slot import ASSIGNED, Slot
 from ..secret import ServerSecret
+from .follow import EVERY as FOLLOW_EVERY
+from .follow import Follow
+from .helpers import HelperAccess
 from .outline import MAX_KERNELS, REFRESH, Outline, kernel_paths, read_outline
 from .seat import HAND, STUCK, Seat, StuckRule
 from .summary import summary
@@ -46,11 +49,22 @@ class ClassView(LoggingConfigurable):
                                "last one failed, and none succeeded for this long. 0: never for this reason.")
     idle_minutes = Float(5.0, config=True,
                          help="Minutes without a run (and no kernel busy) before an attendee's tile shows idle.")
+    help_minutes = Float(30.0, config=True,
+                         help="How long a helper's access to an attendee's notebook lasts (watch or help, from the "
+                              "class view or the attendee's share link), renewable; the attendee and the teaching "
+                              "team can end it at any time, and it ends with the session.")
 
     @validate("stuck_errors")
     def _validate_errors(self, proposal):
         if proposal.value < 0:
             raise ValueError(f"ClassView.stuck_errors must be 0 (never) or more, not {proposal.value}")
+        return proposal.value
+
+    @validate("help_minutes")
+    def _validate_help(self, proposal):
+        if not 0 < proposal.value <= 24 * 60:
+            raise ValueError(f"ClassView.help_minutes must be more than 0 and at most 1440 minutes, not "
+                             f"{proposal.value}")
         return proposal.value
 
     @validate("stuck_minutes", "idle_minutes")
@@ -59,7 +73,8 @@ class ClassView(LoggingConfigurable):
             raise ValueError(f"ClassView.{proposal.trait.name} must be 0 or more minutes, not {proposal.value}")
         return proposal.value
 
-    def __init__(self, secret: ServerSecret, memory: Callable[[str], int | None], **kwargs) -> None:
+    def __init__(self, secret: ServerSecret, memory: Callable[[str], int | None],
+                 close_tunnels: Callable[[str, object], int] = lambda prefix, tag: 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.secret = secret
         self.memory = memory  # cid -> bytes its container uses (the abuse guard's last reading), or None
@@ -75,6 +90,11 @@ class ClassView(LoggingConfigurable):
         self._tasks: set[asyncio.Task] = set()
         self._signature: tuple = ()
         self._ticker: asyncio.Task | None = None
+        self._follower: asyncio.Task | None = None
+        # Helpers inside attendees' notebooks; close_tunnels is the proxy's (a grant's end closes its WebSockets).
+        self.helpers = HelperAccess(secret, close_tunnels, self.log, lambda: self.help_minutes)
+        self.helpers.on_change = self.changed
+        self.follow = Follow(lambda: self.pools(), self.seats.get, secret.token_for, self.log)
 
     @property
     def rule(self) -> StuckRule:
@@ -85,10 +105,16 @@ class ClassView(LoggingConfigurable):
     def start(self, pools: Callable[[], list]) -> None:
         self.pools = pools
         self._ticker = asyncio.get_running_loop().create_task(every(lambda: 1.0, self.tick, self.log, "class view"))
+        self._follower = asyncio.get_running_loop().create_task(
+            every(lambda: FOLLOW_EVERY, self._follow_tick, self.log, "follow view"))
+
+    async def _follow_tick(self) -> None:
+        self.follow.tick()
 
     def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
+        for task in (self._ticker, self._follower):
+            if task is not None:
+                task.cancel()
         for task in self._tasks:
             task.cancel()
 
@@ -116,6 +142,7 @@ class ClassView(LoggingConfigurable):
                     live[slot.cid] = (slot, pool)
         for cid in [c for c in self.seats if c not in live]:
             self.end(self.seats.pop(cid), now)
+        self.helpers.sweep(set(live), now)
         rule = self.rule
         signature = []
         for cid, (slot, pool) in live.items():
@@ -195,6 +222,30 @@ class ClassView(LoggingConfigurable):
         now = time.time()
         if seat.replied(msg_id, status, ename, evalue, now) is not None:
             self._judge(seat, self.rule, now)
+            self.changed()
+
+    def requested(self, slot, kernel: str, cell_id: str, first_line: str) -> None:
+        if isinstance(slot, Slot) and slot.state == ASSIGNED:
+            self.seat(slot).requested(kernel, cell_id, first_line)
+
+    def started(self, slot, kernel: str, msg_id: str, first_line: str) -> None:
+        if not isinstance(slot, Slot) or slot.state != ASSIGNED:
+            return
+        seat = self.seat(slot)
+        known = msg_id in seat.pending or msg_id in seat.answered
+        seat.started(kernel, msg_id, first_line, time.time())
+        if not known and msg_id in seat.pending:  # a run the server asked for (server-side execution)
+            self.runs_seen += 1
+            if kernel not in seat.paths:
+                self._ask_paths(seat, slot)
+            else:
+                self._place(seat, slot)
+            self.changed()
+
+    def finished(self, slot, kernel: str, msg_id: str) -> None:
+        seat = self.seats.get(getattr(slot, "cid", ""))
+        if seat is not None and seat.finished(msg_id, time.time()) is not None:
+            self._judge(seat, self.rule, time.time())
             self.changed()
 
     def kernel_state(self, slot, kernel: str, state: str) -> None:
@@ -332,10 +383,12 @@ class ClassView(LoggingConfigurable):
     # --- views ---------------------------------------------------------------------------------------
 
     def me(self, seat: Seat) -> dict:
-        """What the attendee's own page shows of their seat."""
+        """What the attendee's own page shows of their seat: also who has access to it now (helpers)."""
+        instructor = bool(getattr(seat.slot, "instructor", False))
         return {"id": seat.cid, "name": seat.display_name, "named": bool(seat.name),
                 "hand": {"raised_at": seat.hand[0], "text": seat.hand[1]} if seat.hand is not None else None,
-                "done": seat.done}
+                "done": seat.done, "viewer": "instructor" if instructor else "attendee",
+                "helpers": [g.view() for g in self.helpers.of(seat.cid)]}
 
     def tile(self, seat: Seat, rule: StuckRule, now: float, memory_limit: int | None) -> dict:
         memory = self.memory(seat.cid)
@@ -350,6 +403,8 @@ class ClassView(LoggingConfigurable):
             "done": seat.done, "stuck": seat.stuck_since is not None,
             "stuck_reason": seat.stuck_why[1] if seat.stuck_since is not None else None,
             "state": seat.state(rule, now), "section": self.section_of(seat), "last_run_at": seat.last_run,
+            "helpers": [g.view() for g in self.helpers.of(seat.cid)],
+            "instructor": bool(getattr(seat.slot, "instructor", False)),
         }
 
     def snapshot(self, workshops: set[str] | None = None) -> dict:
@@ -359,7 +414,10 @@ class ClassView(LoggingConfigurable):
         seats = [s for s in self.seats.values() if workshops is None or s.workshop in workshops]
         tiles = [self.tile(s, rule, now, limits.get(s.workshop)) for s in seats]
         order = {HAND: 0, STUCK: 1}
-        tiles.sort(key=lambda t: (order.get(t["state"], 2), t["hand"]["raised_at"] if t["hand"] else 0,
+        tiles.sort(key=lambda t: (not t["instructor"], order.get(t["state"], 2),
+                                  t["hand"]["raised_at"] if t["hand"] else 0,
                                   -(t["since_success_s"] or 0) if t["state"] == STUCK else 0,
                                   self.seats[t["id"]].number if t["id"] in self.seats else 0))
-        return {"now": now, "sessions": tiles, "summary": summary(seats, tiles, self.outlines)}
+        attendees = [s for s in seats if not getattr(s.slot, "instructor", False)]
+        return {"now": now, "sessions": tiles,
+                "summary": summary(attendees, [t for t in tiles if not t["instructor"]], self.outlines)}

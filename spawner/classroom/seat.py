@@ -31,6 +31,7 @@ class Run:
     kernel: str
     cell_id: str
     first_line: str
+    started: bool = False  # the kernel said it began (execute_input): an idle after it means it ended well
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Seat:
     paths: dict[str, str] = field(default_factory=dict)  # kernel id -> notebook path, once known
     asked: dict[str, float] = field(default_factory=dict)  # kernel id -> when its server was asked (monotonic)
     pending: dict[str, Run] = field(default_factory=dict)  # msg id -> the run it asked for
+    answered: dict[str, None] = field(default_factory=dict)  # msg ids of the last runs that ended (seen twice: once)
+    asking: list[tuple[str, str, str]] = field(default_factory=list)  # server-side runs asked: (kernel, cell, line)
     furthest: dict[str, int] = field(default_factory=dict)  # notebook -> furthest cell index run
     hand: tuple[float, str] | None = None  # (raised at, text)
     hands: int = 0
@@ -88,11 +91,43 @@ class Seat:
         if self.first_run is None:
             self.first_run = now
 
+    def requested(self, kernel: str, cell_id: str, first_line: str) -> None:
+        """A server-side run was asked for (its HTTP request): its cell, told when the kernel starts it."""
+        if len(self.asking) >= PENDING:
+            self.asking.pop(0)
+        self.asking.append((kernel, cell_id, first_line))
+
+    def started(self, kernel: str, msg_id: str, first_line: str, now: float) -> None:
+        """The kernel began a run: one asked for over this WebSocket (known), or by the server itself (new: its
+        cell is the oldest asked on that kernel with that first line, as the server runs them in order)."""
+        run = self.pending.get(msg_id)
+        if run is not None:
+            run.started = True
+        elif msg_id not in self.answered:
+            cell_id = ""
+            for i, (asked_kernel, asked_cell, line) in enumerate(self.asking):
+                if asked_kernel == kernel and line == first_line:
+                    cell_id = asked_cell
+                    del self.asking[i]
+                    break
+            self.ran(kernel, msg_id, cell_id, first_line, now)
+            self.pending[msg_id].started = True
+
+    def finished(self, msg_id: str, now: float) -> Run | None:
+        """The kernel went idle after ``msg_id``: a run that began and did not fail ended well."""
+        run = self.pending.get(msg_id)
+        if run is None or not run.started:
+            return None  # (a request aborted behind a failure never began: its idle says nothing)
+        return self.replied(msg_id, "ok", "", "", now)
+
     def replied(self, msg_id: str, status: str, ename: str, evalue: str, now: float) -> Run | None:
         """The run a reply answers (None: not one seen, or aborted behind a failure: neither counts)."""
         run = self.pending.pop(msg_id, None)
         if run is None or status not in ("ok", "error"):
             return None
+        self.answered[msg_id] = None
+        if len(self.answered) > PENDING:
+            self.answered.pop(next(iter(self.answered)))
         self.cells_run += 1
         if run.cell_id == self.cell_id:
             self.outcome = status

@@ -89,6 +89,14 @@ class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
                                 "once, soon after it answers; a container whose attendee opens no Python notebook "
                                 "keeps it unused. Other kernels, and later Python notebooks, start as usual. Passed "
                                 "as NBPOOL_PRESTART_KERNEL=1/0, which the nbpool image reads; other images ignore it.")
+    collaboration = Bool(True, config=True,
+                         help="The notebook lives on the server: Jupyter's real-time collaboration and server-side "
+                              "execution, so a cell's output reaches the notebook with no browser connected (a "
+                              "reload or a dropped network during a run loses nothing), a helper sees the "
+                              "attendee's live document, and attendees follow the instructor within a second. "
+                              "Costs each container a few MiB (benchmarks/server_side_cost.py). Passed as "
+                              "NBPOOL_COLLABORATION=1/0, which the nbpool image reads; other images ignore it "
+                              "(turn it off for them: plain Jupyter).")
     environment = Dict(value_trait=Unicode(), config=True,
                        help="Extra environment variables for every container (values are strings).")
     volumes = Dict(value_trait=Unicode(), config=True,

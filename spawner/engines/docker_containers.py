@@ -20,7 +20,8 @@ class DockerContainers:
     def _environment(self, token: str, base_url: str) -> dict[str, str]:
         """The notebook server's environment: the operator's, and where and with which token it serves."""
         return {**self.environment, "NBPOOL_BASE_URL": base_url, "JUPYTER_PORT": str(NOTEBOOK_PORT),
-                "JUPYTER_TOKEN": token, "NBPOOL_PRESTART_KERNEL": "1" if self.prestart_kernel else "0"}
+                "JUPYTER_TOKEN": token, "NBPOOL_PRESTART_KERNEL": "1" if self.prestart_kernel else "0",
+                "NBPOOL_COLLABORATION": "1" if self.collaboration else "0"}
 
     def _command(self, token: str, base_url: str) -> list[str]:
         """``command`` with its placeholders filled ([]: the image's own)."""

@@ -137,10 +137,27 @@ class PoolHandouts:
         slot.name = name
         return True
 
+    async def mark_instructor(self, slot: Slot) -> None:
+        """``slot`` is the instructor's session: attendees follow its notebook. Kept in the container's name, as
+        every hand-out is, so a restart still knows; the workshop's earlier instructor sessions stop being so."""
+        for other in self.slots.values():
+            if other.instructor and other is not slot:
+                other.instructor = False
+        if slot.instructor or slot.state != ASSIGNED:
+            return
+        slot.instructor = True
+        name = assigned_name(self.pool_name, slot)
+        try:
+            await self.backend.rename(slot.engine_id, name)
+            slot.name = name
+        except BackendError as exc:  # (it is the instructor's until a restart: only the name is missing)
+            self.log.warning("could not record %s as the instructor's session: %s", slot.cid, exc)
+        self.record("instructor", cid=slot.cid)
+
     def _unassign(self, slot: Slot) -> None:
         """Undo a hand-out nobody was sent to: a spare again, first in line."""
         slot.state = SPARE
-        slot.nonce, slot.owner, slot.assigned_at, slot.embedded = "", "", None, False
+        slot.nonce, slot.owner, slot.assigned_at, slot.embedded, slot.instructor = "", "", None, False, False
         self.stats.handed_out -= 1
         self._spares.appendleft(slot)
 

@@ -226,11 +226,11 @@ class PoolLaunches:
     def _route(self, slot: Slot) -> None:
         if self.routes is None:
             return
-        options = self.route_options(slot) if self.route_options else {}
+        options = dict(self.route_options(slot)) if self.route_options else {}
+        headers = {"Authorization": f"token {self.secret.token_for(slot.cid)}", **options.pop("headers", {})}
         # A container that has run no visitor's code may serve the shared static cache its
         # image's files: a new one may (the proxy ends that at its first request that can
         # run code); one adopted after a restart with a visitor may not (its past is unknown).
-        slot.route = self.routes.add(slot.prefix, slot.endpoint.url,
-                                     headers={"Authorization": f"token {self.secret.token_for(slot.cid)}"},
+        slot.route = self.routes.add(slot.prefix, slot.endpoint.url, headers=headers,
                                      data=slot, share=self.share_scope(), fill_ok=slot.state != ASSIGNED,
                                      **options)

@@ -15,7 +15,7 @@ LAUNCHING, SPARE, ASSIGNED, REMOVING = "launching", "spare", "assigned", "removi
 # code, so a restart gives its page's credential back). The nonce binds the visitor's cookie.
 # The rename is done (and the engine has it) before the visitor is redirected,
 # so a restart never takes a container someone used for a spare.
-ASSIGNED_NAME = re.compile(r"--([ae])(\d+)-([0-9a-f]{16})$")
+ASSIGNED_NAME = re.compile(r"--([aei])(\d+)-([0-9a-f]{16})$")
 NAME_OK = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,40}$")
 
 
@@ -44,6 +44,7 @@ class Slot:
     workshop: str = ""  # the workshop whose pool it belongs to ('' without named workshops)
     image: str = ""  # the image it runs (kept work compares its files with that image's own)
     embedded: bool = False  # handed to a web page's live code (/build), which reaches it with a credential
+    instructor: bool = False  # the instructor's session (the instructor key): attendees follow its notebook
 
     @property
     def opened(self) -> bool:
@@ -72,7 +73,8 @@ def spare_name(pool: str, cid: str) -> str:
 
 def assigned_name(pool: str, slot: Slot) -> str:
     """The engine's name of a container handed out: it records when, and the nonce its cookie binds."""
-    return f"{pool}-{slot.cid}--{'e' if slot.embedded else 'a'}{int(slot.assigned_at)}-{slot.nonce}"
+    kind = "e" if slot.embedded else "i" if slot.instructor else "a"
+    return f"{pool}-{slot.cid}--{kind}{int(slot.assigned_at)}-{slot.nonce}"
 
 
 def split_user_path(path: str) -> tuple[str, str]:

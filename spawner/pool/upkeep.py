@@ -212,6 +212,7 @@ class PoolUpkeep:
         if match is not None:
             slot.state = ASSIGNED
             slot.embedded = match.group(1) == "e"
+            slot.instructor = match.group(1) == "i"
             slot.assigned_at = float(match.group(2))
             slot.nonce = match.group(3)
             slot.handout_requests = -1  # whether it was opened before the restart is unknown: assume so

@@ -10,13 +10,15 @@ earlier occupant of a container id never works again.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Callable
 
 from proxy.bearer import Bearer
-from proxy.http import Response
+from proxy.http import Response, error_response
 from proxy.origin import OriginPolicy
 from proxy.routes import RequestHead
 
+from ..classroom.helpers import identity
 from ..pool.slot import ASSIGNED, Slot
 from ..secret import SESSION, ServerSecret
 
@@ -60,11 +62,13 @@ class RouteAccess:
     """Builds each container route's authorize callback (given to the pool as route_options)."""
 
     def __init__(self, secret: ServerSecret, denied_page: Callable[[RequestHead, Slot], Response],
-                 ended_page: Callable[[int, RequestHead], Response | None], origins: OriginPolicy):
+                 ended_page: Callable[[int, RequestHead], Response | None], origins: OriginPolicy,
+                 classroom=None):
         self.secret = secret
         self.denied_page = denied_page
         self.ended_page = ended_page
         self.origins = origins  # the cookie is the credential, so other origins may not act with it
+        self.classroom = classroom  # its helpers' grants (a second way in) and attendees' names, when there is one
 
     def route_options(self, slot: Slot) -> dict:
         secret = self.secret
@@ -72,20 +76,72 @@ class RouteAccess:
         passed = [""]  # the last cookie that verified: later requests compare, not re-sign
         name = session_cookie(slot.workshop)
         secure_name = HOST_PREFIX + name
+        classroom = self.classroom
+        helpers = classroom.helpers if classroom is not None else None
+        me = [b"", b""]  # the owner's name, and their identity for the notebook server, as last made
+
+        def owner_identity() -> list[tuple[bytes, bytes]]:
+            seat = classroom.seats.get(slot.cid) if classroom is not None else None
+            shown = seat.display_name if seat is not None else "Attendee"
+            if shown.encode() != me[0]:
+                me[0] = shown.encode()
+                me[1] = identity(shown, "instructor" if slot.instructor else "attendee")
+            return [(IDENTITY, me[1])]
 
         def authorize(head: RequestHead) -> Response | None:
             cookie = head.cookie(secure_name) or head.cookie(name)
             if slot.state == ASSIGNED and cookie and cookie.isascii():
-                if passed[0] and hmac.compare_digest(cookie, passed[0]):
-                    return None
-                if read_session(secret, cookie) == (slot.cid, slot.nonce):
+                if (passed[0] and hmac.compare_digest(cookie, passed[0])) or (
+                        read_session(secret, cookie) == (slot.cid, slot.nonce)):
                     passed[0] = cookie
+                    head.inject = owner_identity()
                     return None
+            if helpers is not None and slot.state == ASSIGNED:
+                grant = helpers.check(slot, head.cookie(HOST_PREFIX + GRANT_COOKIE) or head.cookie(GRANT_COOKIE))
+                if grant is not None:
+                    return let_helper_in(head, grant, slot)
             return denied_page(head, slot)
 
         return {"authorize": authorize, "error_page": self.ended_page, "origin_policy": self.origins, "untrusted": True,
+                "headers": {"X-Nbpool-User": identity("Attendee", "attendee").decode()},
                 "bearer": self.bearer(slot) if slot.embedded else None}  # (adopted after a restart)
 
     def bearer(self, slot: Slot) -> Bearer:
         """The second way into a container handed to a page: its credential, from the trusted origins."""
         return Bearer(embed_credential(self.secret, slot), self.origins, opener=f"/embedded/{slot.cid}")
+
+
+# --- helpers inside an attendee's notebook (classroom.helpers) ---------------------------------------------------
+
+GRANT_COOKIE = "nbpool-grant"  # a helper's key to one container (classroom.helpers: the one credential they hold)
+IDENTITY = b"X-Nbpool-User"  # who a request is, for the notebook server (named collaborators); the route's own
+WATCH_REFUSED = ("You are watching this notebook: read-only. Running code, saving, editing files and terminals "
+                 "are for the attendee (and helpers they let help).")
+# What a watcher may still do besides reading (GET and HEAD): join the live document of a notebook (its room is
+# found with a PUT that writes nothing of the attendee's), whose WebSocket then only reads (proxy.ws_readonly).
+COLLAB_SESSION = re.compile(rb"/api/collaboration/session/")
+COLLAB_ROOM = re.compile(rb"/api/collaboration/room/[^/]+$")
+READ_ONLY_SOCKETS = re.compile(rb"/api/events/subscribe$")
+
+
+def watch_refusal(head: RequestHead, prefix: bytes) -> bool:
+    """Whether a watcher's request must be refused: anything that could write, run or open a terminal."""
+    rest = head.path[len(prefix):]
+    if head.upgrade:
+        if COLLAB_ROOM.match(rest):
+            head.read_only = True
+            return False
+        return READ_ONLY_SOCKETS.match(rest) is None  # kernels' channels, terminals, anything else
+    if head.method in (b"GET", b"HEAD"):
+        return False
+    return not (head.method == b"PUT" and COLLAB_SESSION.match(rest))
+
+
+def let_helper_in(head: RequestHead, grant, slot: Slot) -> Response | None:
+    """A helper's request under ``grant``: marked with it (ending it closes its WebSockets), named as the helper,
+    and, for a watcher, refused unless it only reads."""
+    if grant.mode == "watch" and watch_refusal(head, slot.prefix.encode()):
+        return error_response(403, head.wants_json(), message=WATCH_REFUSED)
+    head.tag = grant.id
+    head.inject = [(IDENTITY, grant.identity)]
+    return None

@@ -43,7 +43,7 @@ from .pages import Pages
 # is refused by the proxy (413) before a byte of it is buffered.
 MAX_BODY = 64 * 1024
 # Secrets that can appear in the web app's URLs, hidden in its request log.
-_LOGGED_SECRETS = re.compile(r"((?:^|[?&;])(?:key|token)=)[^&;]*|(/spawn/claim/)[^/?]+")
+_LOGGED_SECRETS = re.compile(r"((?:^|[?&;])(?:key|token|instructor)=)[^&;]*|(/spawn/claim/|/help/)[^/?]+")
 
 
 class WebApp(LoggingConfigurable):
@@ -72,6 +72,13 @@ class WebApp(LoggingConfigurable):
                               "GET /api/class takes it as 'Authorization: token <key>'. A named workshop's own "
                               "helper_key shows that workshop only. Empty: a key derived from the service's "
                               "secret (stable across restarts); the status page shows the links.")
+    instructor_key = Unicode("", config=True,
+                             help="The instructor's key: /?instructor=<key> (or a deep link /spawn/<path>?"
+                                  "instructor=<key>) opens a session like any other, marked as the instructor's, "
+                                  "whose current notebook attendees follow live at /follow (GET /api/follow) and "
+                                  "copy with 'Catch me up'. A named workshop's own instructor_key is that "
+                                  "workshop's. Empty: a key derived from the service's secret (stable across "
+                                  "restarts); GET /api/admin/class-links shows the links. It gives no other power.")
     address_share = Float(0.5, config=True,
                           help="Largest share of Pool.max_containers one client network may hold (assigned, "
                                "or waiting in line) at once, so one network cannot take every container; an IPv4 "
@@ -133,6 +140,7 @@ class WebApp(LoggingConfigurable):
                                            "rule: proxy.addresses, with Proxy.ipv6_prefix).")
     keeper = Any(None, allow_none=True, help="The WorkKeeper (attendees' kept work), or None.")
     guard = Any(None, allow_none=True, help="The AbuseGuard (its bans and banned addresses), or None.")
+    classroom = Any(None, allow_none=True, help="The ClassView (helpers' grants, attendees' names), or None.")
     ended = Instance(EndedSessions, help="Why sessions ended (written by the pool, shown on the ended page).")
     data_dir = Unicode()
 
@@ -166,7 +174,7 @@ class WebApp(LoggingConfigurable):
         ok = value == "" or (len(value) >= 8 and re.fullmatch(r"[A-Za-z0-9._~-]+", value) is not None)
         return require(proposal, ok, "empty, or at least 8 URL-safe characters (letters, digits, . _ ~ -)")
 
-    @validate("helper_key")
+    @validate("helper_key", "instructor_key")
     def _validate_helper_key(self, proposal):
         value = proposal.value
         ok = value == "" or (len(value) >= 8 and re.fullmatch(r"[A-Za-z0-9._~-]+", value) is not None)
@@ -178,6 +186,12 @@ class WebApp(LoggingConfigurable):
             return self.helper_key
         return self.secret.derive("helper-key", "*" if workshop is None else workshop)[:32]
 
+    def instructor_key_for(self, workshop: str | None) -> str:
+        """The instructor's key: the service's own (``workshop`` None or ''), or a named workshop's derived one."""
+        if not workshop and self.instructor_key:
+            return self.instructor_key
+        return self.secret.derive("instructor-key", workshop or "")[:32]
+
     def helper_links(self, workshops, origin: str) -> dict:
         """The class view's keys and links to hand to the teaching team: the service's, and each named
         workshop's (for the operator only: the status page, /api/admin/class-links)."""
@@ -185,7 +199,10 @@ class WebApp(LoggingConfigurable):
         key = self.helper_key_for(None)
         return {"all": key, "link": f"{origin}/class?key={key}",
                 "workshops": {ws.name: ws.helper_key for ws in named},
-                "links": {ws.name: f"{origin}{ws.prefix}/class?key={ws.helper_key}" for ws in named}}
+                "links": {ws.name: f"{origin}{ws.prefix}/class?key={ws.helper_key}" for ws in named},
+                "instructor": {ws.name: f"{origin}{ws.prefix}/?instructor={ws.instructor_key}"
+                               for ws in workshops.all()},
+                "follow": {ws.name: f"{origin}{ws.prefix}/follow" for ws in workshops.all()}}
 
     @validate("landing_path")
     def _validate_landing(self, proposal):
@@ -208,7 +225,8 @@ class WebApp(LoggingConfigurable):
         self.origins = OriginPolicy(self.cors_origin)
         self.observe(lambda change: self.origins.set_allowed(change["new"]), names=["cors_origin"])
         self.admin_origins = OriginPolicy()  # operators' actions: nbpool's own origin only
-        self.access = RouteAccess(self.secret, self.pages.denied_page, self.pages.ended_page, self.origins)
+        self.access = RouteAccess(self.secret, self.pages.denied_page, self.pages.ended_page, self.origins,
+                                  classroom=self.classroom)
         self.admin_token  # noqa: B018 (made and stored on first start, not first use)
 
     @default("admin_token")

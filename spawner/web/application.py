@@ -21,7 +21,9 @@ from .binder import binder_handlers
 from .build import build_handlers
 from .classview import class_handlers
 from .entry import entry_handlers
+from .follow import follow_handlers
 from .guard_api import guard_handlers
+from .helping import helping_handlers
 from .kept import kept_handlers
 from .pages import STATIC
 from .visitor import visitor_handlers
@@ -40,7 +42,8 @@ def make_application(web: WebApp, workshops: Workshops, proxy: Proxy, classroom:
 
     return Application(
         visitor_handlers() + kept_handlers() + api_handlers() + workshops_handlers() + binder_handlers()
-        + build_handlers() + entry_handlers() + guard_handlers() + class_handlers(),
+        + build_handlers() + entry_handlers() + guard_handlers() + class_handlers() + helping_handlers()
+        + follow_handlers(),
         nb=web,
         workshops=workshops,
         proxy=proxy,

@@ -26,6 +26,7 @@ from tornado.iostream import StreamClosedError
 
 from ..classroom.room import HAND_CHARS, NAME_CHARS, ClassView
 from ..secret import HELPER
+from .access import GRANT_COOKIE
 from .api import JSONHandler, admin_refusal
 from .handler import HELPER_COOKIE, PageHandler
 from .origins import Origins
@@ -133,7 +134,9 @@ class ClassPageHandler(ClassHandler):
         title = f"Class — {ws.display_name}" if ws is not None else f"Class — {self.nb.workshop_name}"
         self.finish(self.render_page("class.html", title=title, events_url=f"/api/class/events{query}",
                                      api_url=f"/api/class{query}", hand_url="/api/class/hand/",
-                                     hand_page=f"{self.own_origin().decode('latin-1')}/hand"))
+                                     hand_page=f"{self.own_origin().decode('latin-1')}/hand",
+                                     help_base="/api/class/", path_mode=not self.proxy.subdomain_host,
+                                     follow_page=f"{ws.prefix if ws is not None else ''}/follow"))
 
 
 class ClassAPIHandler(ClassHandler, JSONHandler):
@@ -228,12 +231,32 @@ class AttendeeHandler(PageHandler):
 
 
 class MeHandler(AttendeeHandler, JSONHandler):
-    """GET /api/me: the attendee's name, hand and "done"; POST {"name": …, "done": …} changes them."""
+    """GET /api/me: the attendee's name, hand, "done", who helps them now, and where the instructor's notebook is;
+    in a helper's browser, whose notebook they are in and how. POST {"name": …, "done": …} changes them."""
 
     def get(self) -> None:
+        if self.own_slot() is None:
+            helping = self.helper_view()
+            if helping is not None:
+                self.finish(helping)
+                return
         slot = self.acting_slot(changes=False)
         if slot is not None:
-            self.finish(self.room.me(self.room.seat(slot)))
+            self.finish(self.me(slot))
+
+    def me(self, slot) -> dict:
+        ws = self.workshops.of_cid(slot.cid)
+        return {**self.room.me(self.room.seat(slot)), "follow_url": f"{ws.prefix if ws else ''}/api/follow"}
+
+    def helper_view(self) -> dict | None:
+        """What /api/me says in a helper's browser (no notebook of its own here, a grant's cookie)."""
+        grant = self.room.helpers.holder(self.get_cookie(GRANT_COOKIE))
+        host = Origins(self).on_container_host()
+        if grant is None or (host and host != grant.cid):
+            return None
+        seat = self.room.seats.get(grant.cid)
+        return {"viewer": "helper", "mode": grant.mode, "name": grant.name, "id": grant.cid,
+                "attendee": seat.display_name if seat is not None else "", "expires": grant.expires}
 
     def post(self) -> None:
         slot = self.acting_slot()
@@ -254,7 +277,7 @@ class MeHandler(AttendeeHandler, JSONHandler):
             self.room.set_name(slot, name)
         if done is not None:
             self.room.set_done(slot, done)
-        self.finish(self.room.me(self.room.seat(slot)))
+        self.finish(self.me(slot))
 
 
 class HandHandler(AttendeeHandler, JSONHandler):

@@ -5,6 +5,7 @@ container. The handlers themselves live in ``visitor``, ``kept``, ``api``, ``bin
 
 from __future__ import annotations
 
+import hmac
 import time
 
 from tornado.web import RequestHandler
@@ -19,7 +20,7 @@ from ..keep.keeper import AlreadyRestored
 from ..pool.errors import PoolError
 from ..pool.pool import Pool
 from ..pool.slot import ASSIGNED, Slot
-from ..secret import ADMIN, BAN, KEPT, SESSION
+from ..secret import ADMIN, BAN, INSTRUCTOR, KEPT, SESSION
 from ..workshops import Workshop, Workshops
 from .access import BROWSER_COOKIE, HOST_PREFIX, SESSION_COOKIE, read_session, session_cookie, session_value
 from .admission import KEY_COOKIE, BanMarks, Refused
@@ -43,6 +44,13 @@ def kept_cookie(workshop: str) -> str:
 
 def key_cookie(workshop: str) -> str:
     return f"{KEY_COOKIE}-{workshop}" if workshop else KEY_COOKIE
+
+
+INSTRUCTOR_COOKIE = "nbpool-instructor"  # this browser came with the instructor key (its digest: a new key ends it)
+
+
+def instructor_cookie(workshop: str) -> str:
+    return f"{INSTRUCTOR_COOKIE}-{workshop}" if workshop else INSTRUCTOR_COOKIE
 
 
 UNBOUNDED_SESSION = 30 * 86400  # seconds a session cookie lasts when sessions have no maximum age
@@ -378,8 +386,22 @@ class PageHandler(RequestHandler):
         # Path mode: /spawn asked before ending the browser's other notebooks, but one may have begun in
         # another tab while this one waited in line; one origin still holds one notebook's credential.
         self.let_go(self.single_origin_holdings(slot), "You opened another notebook in this browser.")
+        if self.is_instructor(slot.workshop):
+            await self.workshops.of_cid(slot.cid).pool.mark_instructor(slot)
         self.set_session_cookie(slot)
         self.redirect(entry_url(self, slot, path))
+
+    def instructor_mark(self, key: str) -> str:
+        return self.nb.secret.derive("instructor-cookie", key)[:16]
+
+    def is_instructor(self, workshop: str) -> bool:
+        """Whether this browser came with ``workshop``'s instructor key (this request, or remembered)."""
+        if getattr(self, "_instructor", None) == workshop:
+            return True
+        ws = self.workshops.get(workshop) if workshop else self.workshops.default
+        mark = self.nb.secret.verify(self.get_cookie(instructor_cookie(workshop)), INSTRUCTOR)
+        return ws is not None and mark is not None and hmac.compare_digest(
+            mark, f"{workshop}:{self.instructor_mark(ws.instructor_key)}")
 
     def refuse(self, error: PoolError, retry_page: str) -> None:
         """The 'full' (or unavailable) answer: 503 with Retry-After; the page retries by itself."""

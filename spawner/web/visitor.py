@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import secrets
 import time
 from urllib.parse import quote
@@ -13,10 +14,10 @@ from urllib.parse import quote
 from ..keep import Kept
 from ..pool.errors import PoolError
 from ..pool.slot import ASSIGNED, split_user_path
-from ..secret import CLAIM, TICKET, WORKSHOP_KEY
+from ..secret import CLAIM, INSTRUCTOR, TICKET, WORKSHOP_KEY
 from .admission import Refused
 from .app import WaitingVisitor
-from .handler import TICKET_COOKIE, PageHandler, key_cookie
+from .handler import TICKET_COOKIE, PageHandler, instructor_cookie, key_cookie
 from .origins import Origins, entry_url
 from .pages import fresh_url
 
@@ -82,6 +83,10 @@ class SpawnHandler(PageHandler):
             return
         address = self.request.remote_ip
         given_key = self.get_argument("key", None)
+        if self.get_argument("instructor", None) is not None:
+            if not self.instructor_arrives(ws):
+                return
+            given_key = ws.key or given_key  # (the instructor's key opens a keyed workshop too)
         try:
             path = nb.admission.spawn_path(path, ws.landing_path)
         except Refused as refusal:
@@ -107,6 +112,8 @@ class SpawnHandler(PageHandler):
         if current is not None:
             if not fresh:
                 # A returning visitor whose container is alive goes back to it.
+                if self.is_instructor(ws.name):
+                    await pool.mark_instructor(current)
                 self.redirect(entry_url(self, current, path))
                 return
             if not confirmed:
@@ -145,6 +152,22 @@ class SpawnHandler(PageHandler):
         nb.tickets[key] = WaitingVisitor(ticket, path, restore, prefix=ws.prefix)
         self.set_visitor_cookie(TICKET_COOKIE, key, TICKET)
         self.redirect(f"/spawn/wait/{key}")
+
+
+    def instructor_arrives(self, ws) -> bool:
+        """?instructor=<key>: the session this browser gets (or has) becomes the instructor's, and the browser
+        remembers it; False (answered 403) for a wrong key."""
+        given = self.get_argument("instructor", "")
+        if not (given.isascii() and hmac.compare_digest(given.encode(), ws.instructor_key.encode())):
+            self.nb.log.info("a wrong instructor key for %s from %s", ws.name or "the workshop", self.request.remote_ip)
+            self.page("error.html", status=403, reason="This instructor link does not work",
+                      message="The instructor key in this link is not this workshop's. Attendees use the "
+                              "workshop's own link.")
+            return False
+        self._instructor = ws.name
+        self.set_visitor_cookie(instructor_cookie(ws.name), f"{ws.name}:{self.instructor_mark(ws.instructor_key)}",
+                                INSTRUCTOR, days=2)
+        return True
 
 
 class WaitHandler(PageHandler):

@@ -74,6 +74,13 @@ class Workshop:
         return self.web.helper_key_for(self.name)
 
     @property
+    def instructor_key(self) -> str:
+        """The key that makes a session the instructor's, whom attendees follow (its spec's, else derived)."""
+        if self.spec is not None and self.spec.instructor_key is not None:
+            return self.spec.instructor_key
+        return self.web.instructor_key_for(self.name)
+
+    @property
     def push_folder(self) -> str:
         return self.spec.push_folder if self.spec is not None else ""
 

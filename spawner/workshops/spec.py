@@ -26,8 +26,8 @@ KEY_OK = re.compile(r"^[A-Za-z0-9._~-]{8,}$")
 # (not spawn_concurrency: starts compete for the same machine, so its limit is the service's, shared)
 POOL_KEYS = ("warm", "max_containers", "cull_idle", "cull_max_age", "warmup_path")
 ENGINE_KEYS = ("image", "mem_limit", "cpu_limit", "pids_limit", "disk_limit", "environment", "volumes",
-               "prestart_kernel")
-OWN_KEYS = ("display_name", "landing_path", "key", "helper_key", "schedule", "push_folder")
+               "prestart_kernel", "collaboration")
+OWN_KEYS = ("display_name", "landing_path", "key", "helper_key", "instructor_key", "schedule", "push_folder")
 ALL_KEYS = OWN_KEYS + POOL_KEYS + ENGINE_KEYS
 
 
@@ -45,6 +45,7 @@ class WorkshopSpec:
     key: str | None  # None: WebApp.workshop_key
     helper_key: str | None  # the class view's key for this workshop's helpers (None: derived from the secret)
     push_folder: str
+    instructor_key: str | None = None  # the instructor's key (None: derived from the secret)
     windows: list[Window] = field(default_factory=list)
     pool: dict = field(default_factory=dict)  # Pool settings it overrides
     engine: dict = field(default_factory=dict)  # container-engine settings it overrides
@@ -100,6 +101,12 @@ def parse_one(name: object, settings: object, zone: tzinfo) -> WorkshopSpec:
         given = f"{len(helper_key)} characters" if isinstance(helper_key, str) else f"a {type(helper_key).__name__}"
         raise WorkshopError(f"{where}.helper_key must be at least 8 URL-safe characters (letters, digits, "
                             f". _ ~ -); the one given is {given} (keys are secret: never shown)")
+    instructor_key = settings.get("instructor_key")
+    if instructor_key is not None and not (isinstance(instructor_key, str) and KEY_OK.match(instructor_key)):
+        given = (f"{len(instructor_key)} characters" if isinstance(instructor_key, str)
+                 else f"a {type(instructor_key).__name__}")
+        raise WorkshopError(f"{where}.instructor_key must be at least 8 URL-safe characters (letters, digits, "
+                            f". _ ~ -); the one given is {given} (keys are secret: never shown)")
     folder = settings.get("push_folder", "")
     if not isinstance(folder, str):
         raise WorkshopError(f"{where}.push_folder must be a folder's path, not {folder!r}")
@@ -107,7 +114,7 @@ def parse_one(name: object, settings: object, zone: tzinfo) -> WorkshopSpec:
         raise WorkshopError(f"{where}.push_folder: {folder!r} is not a folder")
     windows = parse_schedule(where, settings.get("schedule", []), zone)
     return WorkshopSpec(name=name, display_name=display.strip(), landing_path=landing, key=key, helper_key=helper_key,
-                        push_folder=folder,
+                        push_folder=folder, instructor_key=instructor_key,
                         windows=windows, pool={k: settings[k] for k in POOL_KEYS if k in settings},
                         engine={k: settings[k] for k in ENGINE_KEYS if k in settings})
 

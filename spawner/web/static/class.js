@@ -3,18 +3,30 @@
 // text, error messages, the note on a raised hand): it reaches the page by textContent and
 // setAttribute only, never as HTML. Tiles are keyed by session id and updated in place, so a
 // snapshot a second for a hundred attendees touches only what changed. No CDN, no library.
+//
+// Each tile also offers "Watch" (read-only) and "Help" (edit and run): nbpool answers with a one-use link that
+// opens the attendee's notebook in this browser. When every notebook shares nbpool's origin (path mode) opening it
+// ends this browser's class view, so the link is shown in a dialog to copy (another browser, a private window)
+// or to open here.
 (function () {
   var root = document.getElementById("classview");
   if (!root) return;
   var EVENTS = root.getAttribute("data-events-url");
   var API = root.getAttribute("data-api-url");
   var HAND = root.getAttribute("data-hand-url");
+  var HELP = root.getAttribute("data-help-base") || "/api/class/";
+  var PATH_MODE = root.getAttribute("data-path-mode") === "true";
 
   var tilesBox = document.getElementById("cv-tiles");
   var emptyBox = document.getElementById("cv-empty");
   var progressBox = document.getElementById("cv-progress");
   var conn = document.getElementById("cv-conn");
   var baseTitle = document.title;
+
+  var NAME_KEY = "nbpool-helper-name";
+  var NAME_CHARS = 40;
+  var nameInput = document.getElementById("cv-helper-name");
+  var dialog = document.getElementById("cv-link-dialog");
 
   var STATES = {hand: "✋ Hand up", stuck: "⚠ Stuck", working: "● Working", idle: "○ Idle", done: "✓ Done"};
   var COUNTS = ["hands", "stuck", "working", "idle", "done", "total"];
@@ -80,6 +92,41 @@
     return Math.round(b / 1048576) + " MiB";
   }
 
+  function clock(epoch) {
+    // A server time (epoch seconds) as this browser's local hh:mm.
+    var d = new Date((epoch - (skew || 0)) * 1000);
+    function two(n) { return (n < 10 ? "0" : "") + n; }
+    return two(d.getHours()) + ":" + two(d.getMinutes());
+  }
+
+  function safeUrl(value) {
+    // A link from nbpool's answer, only if it is an http(s) address (never a javascript: one).
+    if (typeof value !== "string" || !value) return null;
+    try {
+      var u = new URL(value, window.location.href);
+      return u.protocol === "http:" || u.protocol === "https:" ? u.href : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function answer(r) {
+    // A fetch's JSON answer; a failure (4xx, 5xx) throws the server's {"error": …}, else its status.
+    return r.text().then(function (text) {
+      var data = null;
+      try { data = JSON.parse(text); } catch (e) { data = null; }
+      if (r.ok) return data;
+      var said = data && typeof data === "object" ? (data.error || data.message) : null;
+      var message = said ? str(said, 300) : r.status === 401 || r.status === 403
+        ? "not signed in any more: reload the page" : "the server answered " + r.status;
+      throw new Error(message);
+    });
+  }
+
+  function problem(err) {
+    return err && err.message ? err.message : "no answer";
+  }
+
   function basename(path) {
     var parts = String(path).split("/");
     return parts[parts.length - 1] || String(path);
@@ -87,10 +134,23 @@
 
   // --- tiles ---------------------------------------------------------------------------------------
 
+  function button(cls, text, id) {
+    var b = el("button", cls, text);
+    b.type = "button";
+    b.setAttribute("data-id", id);
+    return b;
+  }
+
   function makeTile(id) {
-    var t = {id: id, stateKey: null, hand: null, lowered: null, lowering: false};
+    var t = {id: id, stateKey: null, cls: null, hand: null, lowered: null, lowering: false, instructor: false,
+             nameText: id, asking: false, ending: false, ended: null, helpers: [], helperIds: [], helperSig: null,
+             noteTimer: null};
     t.root = el("li", "tile");
     t.root.setAttribute("data-id", id);
+
+    t.role = el("p", "tile-instructor", "Instructor");
+    t.role.hidden = true;
+    t.root.appendChild(t.role);
 
     var head = el("div", "tile-head");
     t.name = el("h2", "tile-name");
@@ -153,20 +213,63 @@
     t.mem.appendChild(t.memText);
     t.mem.appendChild(t.memBar);
     t.root.appendChild(t.mem);
+
+    // Watching and helping: who has access now, and the buttons.
+    t.help = el("div", "tile-help");
+    t.helperList = el("ul", "tile-helpers");
+    t.helperList.setAttribute("aria-label", "Helpers with access");
+    t.helperList.hidden = true;
+    t.actions = el("div", "tile-actions");
+    t.watch = button("tile-act watch-button", "Watch", id);
+    t.helpButton = button("tile-act help-button", "Help", id);
+    t.end = button("tile-act end-help-button", "End help", id);
+    t.end.hidden = true;
+    t.watch.addEventListener("click", function () { ask(t, "watch"); });
+    t.helpButton.addEventListener("click", function () { ask(t, "help"); });
+    t.end.addEventListener("click", function () { endHelp(t); });
+    t.actions.appendChild(t.watch);
+    t.actions.appendChild(t.helpButton);
+    t.actions.appendChild(t.end);
+    t.helpError = el("p", "tile-help-error");
+    t.helpError.setAttribute("role", "alert");
+    t.helpError.hidden = true;
+    t.helpNote = el("p", "tile-help-note");
+    t.helpNote.setAttribute("role", "status");
+    t.helpNote.hidden = true;
+    t.help.appendChild(t.helperList);
+    t.help.appendChild(t.actions);
+    t.help.appendChild(t.helpError);
+    t.help.appendChild(t.helpNote);
+    t.root.appendChild(t.help);
     return t;
   }
 
   function updateTile(t, s, now) {
     var key = STATES.hasOwnProperty(s.state) ? s.state : "idle";
-    if (t.stateKey !== key) {
+    var instructor = s.instructor === true;
+    var cls = "tile state-" + key + (instructor ? " is-instructor" : "");
+    if (t.cls !== cls) {
+      t.cls = cls;
       t.stateKey = key;
-      setClass(t.root, "tile state-" + key);
+      t.instructor = instructor;
+      setClass(t.root, cls);
       t.root.setAttribute("data-state", key);
+      if (instructor) t.root.setAttribute("data-instructor", "true");
+      else t.root.removeAttribute("data-instructor");
     }
     var name = str(s.name, 300) || str(s.id, 40);
-    setText(t.name, str(name, 90));
+    t.nameText = str(name, 90);
+    setText(t.name, t.nameText);
     setAttr(t.name, "title", name);
     setText(t.state, STATES[key]);
+    show(t.role, instructor);
+    // The instructor's own session: no watching, helping or hand buttons on it.
+    show(t.watch, !instructor);
+    show(t.helpButton, !instructor);
+    show(t.lower, !instructor);
+    setAttr(t.watch, "title", "Watch " + t.nameText + "'s notebook (read-only)");
+    setAttr(t.helpButton, "title", "Help in " + t.nameText + "'s notebook (edit and run)");
+    renderHelpers(t, Array.isArray(s.helpers) ? s.helpers : []);
 
     // Hand: hidden at once after "Lower" succeeds, until the server's snapshots catch up (a few seconds at most).
     var hand = s.hand && typeof s.hand === "object" ? s.hand : null;
@@ -262,6 +365,234 @@
     if (!t.success.hidden) {
       setText(t.success, t.successAt === null ? "no success yet" : "last success " + span(serverNow() - t.successAt) + " ago");
     }
+    if (t.ended && Date.now() >= t.ended.until) renderHelpers(t, t.helpers);
+  }
+
+  // --- watching and helping ------------------------------------------------------------------------
+
+  function renderHelpers(t, list) {
+    t.helpers = list;
+    // Hidden at once after "End help" succeeds, until the server's snapshots catch up.
+    if (t.ended && Date.now() >= t.ended.until) t.ended = null;
+    var items = [];
+    list.slice(0, 30).forEach(function (h) {
+      if (!h || typeof h !== "object") return;
+      var id = str(h.id, 100);
+      if (t.ended && t.ended.ids.hasOwnProperty(id)) return;
+      items.push({id: id, name: str(h.name, NAME_CHARS) || "Helper", mode: h.mode === "help" ? "help" : "watch",
+                  joined: h.joined === true, expires: num(h.expires)});
+    });
+    t.helperIds = items.map(function (h) { return h.id; });
+    var sig = JSON.stringify(items);
+    if (sig !== t.helperSig) {
+      t.helperSig = sig;
+      while (t.helperList.firstChild) t.helperList.removeChild(t.helperList.firstChild);
+      items.forEach(function (h) {
+        var li = el("li", "tile-helper mode-" + h.mode + (h.joined ? " is-joined" : " is-pending"));
+        li.setAttribute("data-id", h.id);
+        li.setAttribute("data-mode", h.mode);
+        li.setAttribute("data-joined", h.joined ? "true" : "false");
+        var icon = el("span", "tile-helper-icon", h.mode === "help" ? "✎" : "👁");
+        icon.setAttribute("aria-hidden", "true");
+        var who = el("span", "tile-helper-name", h.name);
+        var what = el("span", "tile-helper-what", h.joined ? (h.mode === "help" ? " helping" : " watching")
+                                                           : (h.mode === "help" ? ": help" : ": watch") + " link not opened yet");
+        li.appendChild(icon);
+        li.appendChild(who);
+        li.appendChild(what);
+        if (h.expires !== null) {
+          li.setAttribute("title", (h.joined ? "access until " : "the link works until ") + clock(h.expires));
+        }
+        t.helperList.appendChild(li);
+      });
+    }
+    show(t.helperList, items.length > 0);
+    show(t.end, items.length > 0);
+    show(t.actions, !t.instructor || items.length > 0);
+  }
+
+  function helperName() {
+    var value = nameInput ? nameInput.value : "";
+    value = value.replace(/[\u0000-\u001f\u007f-\u009f]/g, "").replace(/\s+/g, " ").trim().slice(0, NAME_CHARS);
+    return value || "Helper";
+  }
+
+  function say(t, node, text) {
+    // One message under the buttons at a time: an error, or a note.
+    t.helpError.hidden = true;
+    t.helpNote.hidden = true;
+    clearTimeout(t.noteTimer);
+    if (!node) return;
+    while (node.firstChild) node.removeChild(node.firstChild);
+    if (typeof text === "string") node.textContent = text;
+    else text.forEach(function (part) { node.appendChild(typeof part === "string" ? document.createTextNode(part) : part); });
+    node.hidden = false;
+  }
+
+  function ask(t, mode) {
+    if (t.asking || t.instructor) return;
+    t.asking = true;
+    var clicked = mode === "help" ? t.helpButton : t.watch;
+    t.watch.disabled = t.helpButton.disabled = true;
+    clicked.setAttribute("aria-busy", "true");
+    say(t, null);
+    fetch(HELP + encodeURIComponent(t.id) + "/" + mode, {
+      method: "POST", credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "Accept": "application/json"},
+      body: JSON.stringify({name: helperName()})
+    })
+      .then(answer)
+      .then(function (data) {
+        var url = safeUrl(data && data.url);
+        if (!url) throw new Error("the answer held no link");
+        useLink(t, mode, url, num(data.expires));
+      })
+      .catch(function (err) {
+        say(t, t.helpError, (mode === "help" ? "Could not open a help link — " : "Could not open a watch link — ") +
+                            problem(err));
+      })
+      .then(function () {
+        t.asking = false;
+        t.watch.disabled = t.helpButton.disabled = false;
+        clicked.removeAttribute("aria-busy");
+      });
+  }
+
+  function useLink(t, mode, url, expires) {
+    if (PATH_MODE) {
+      showLink(t, mode, url, expires);
+      return;
+    }
+    window.open(url, "_blank", "noopener");
+    // (With noopener there is no telling whether a popup blocker stopped it: the link stays at hand, once.)
+    var link = el("a", "tile-help-link", "open the link");
+    link.href = url;
+    link.target = "_blank";
+    link.rel = "noopener";
+    link.addEventListener("click", function () { setTimeout(function () { say(t, null); }, 0); });
+    say(t, t.helpNote, [(mode === "help" ? "Help" : "Watch") + " link opened in a new tab. Nothing opened? ", link, "."]);
+    var left = expires === null ? 60 : Math.min(60, Math.max(5, expires - serverNow()));
+    t.noteTimer = setTimeout(function () { if (!t.helpNote.hidden) say(t, null); }, left * 1000);
+  }
+
+  function endHelp(t) {
+    if (t.ending) return;
+    t.ending = true;
+    var ids = t.helperIds.slice();
+    t.end.disabled = true;
+    setText(t.end, "Ending…");
+    say(t, null);
+    fetch(HELP + encodeURIComponent(t.id) + "/helpers", {method: "DELETE", credentials: "same-origin",
+                                                        headers: {"Accept": "application/json"}})
+      .then(answer)
+      .then(function (data) {
+        var n = num(data && data.ended);
+        var gone = {};
+        ids.forEach(function (id) { gone[id] = true; });
+        t.ended = {ids: gone, until: Date.now() + 8000};
+        renderHelpers(t, t.helpers);
+        say(t, t.helpNote, n === null ? "Help ended." : n === 1 ? "Ended 1 helper's access." :
+                           "Ended " + n + " helpers' access.");
+        t.noteTimer = setTimeout(function () { if (!t.helpNote.hidden) say(t, null); }, 6000);
+      })
+      .catch(function (err) { say(t, t.helpError, "Could not end the help — " + problem(err)); })
+      .then(function () {
+        t.ending = false;
+        t.end.disabled = false;
+        setText(t.end, "End help");
+      });
+  }
+
+  // The dialog with a one-use link (path mode).
+  var pending = {url: null, back: null};  // the link the dialog shows, and the button to focus after
+
+  function showLink(t, mode, url, expires) {
+    if (!dialog) {
+      window.location.assign(url);
+      return;
+    }
+    pending.url = url;
+    pending.back = mode === "help" ? t.helpButton : t.watch;
+    setText(document.getElementById("cv-link-title"), (mode === "help" ? "Help " : "Watch ") + t.nameText +
+            (mode === "help" ? " (edit and run)" : " (read-only)"));
+    setText(document.getElementById("cv-link-until"), expires === null ? "" : ", until " + clock(expires));
+    setText(document.getElementById("cv-link-copied"), "");
+    var input = document.getElementById("cv-link-url");
+    input.value = url;
+    if (typeof dialog.showModal === "function") {
+      if (!dialog.open) dialog.showModal();
+    } else {
+      dialog.setAttribute("open", "");
+    }
+    input.focus();
+    input.select();
+  }
+
+  function closeLink() {
+    if (typeof dialog.close === "function" && dialog.open) dialog.close();  // (its "close" event tidies up)
+    else {
+      dialog.removeAttribute("open");
+      linkClosed();
+    }
+  }
+
+  function linkClosed() {
+    document.getElementById("cv-link-url").value = "";
+    pending.url = null;
+    var back = pending.back;
+    pending.back = null;
+    if (back && document.body.contains(back) && !back.hidden) back.focus();
+  }
+
+  function copyLink() {
+    var input = document.getElementById("cv-link-url");
+    var said = document.getElementById("cv-link-copied");
+    input.focus();
+    input.select();
+    function legacy() {
+      try { return document.execCommand("copy"); } catch (e) { return false; }
+    }
+    function done(ok) {
+      setText(said, ok ? "Copied: paste it in another browser or a private window."
+                       : "Select the link and copy it (Ctrl+C, or ⌘C on a Mac).");
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(input.value).then(function () { done(true); }, function () { done(legacy()); });
+    } else {
+      done(legacy());
+    }
+  }
+
+  if (dialog) {
+    dialog.addEventListener("close", linkClosed);
+    dialog.addEventListener("keydown", function (e) {
+      if (e.key === "Escape" || e.key === "Esc") {
+        e.preventDefault();
+        closeLink();
+      }
+    });
+    dialog.addEventListener("click", function (e) {
+      // A click on the backdrop (outside the dialog's box) closes it.
+      if (e.target !== dialog) return;
+      var box = dialog.getBoundingClientRect();
+      if (e.clientX < box.left || e.clientX > box.right || e.clientY < box.top || e.clientY > box.bottom) closeLink();
+    });
+    document.getElementById("cv-link-copy").addEventListener("click", copyLink);
+    document.getElementById("cv-link-close").addEventListener("click", closeLink);
+    document.getElementById("cv-link-open").addEventListener("click", function () {
+      var url = pending.url;
+      closeLink();
+      if (url) window.location.assign(url);
+    });
+  }
+
+  if (nameInput) {
+    var stored = null;
+    try { stored = window.localStorage.getItem(NAME_KEY); } catch (e) { stored = null; }
+    nameInput.value = stored !== null ? String(stored).slice(0, NAME_CHARS) : "Helper";
+    nameInput.addEventListener("input", function () {
+      try { window.localStorage.setItem(NAME_KEY, nameInput.value.slice(0, NAME_CHARS)); } catch (e) { /* private mode */ }
+    });
   }
 
   function lower(t) {
@@ -293,7 +624,7 @@
 
   function renderTiles(sessions, now) {
     var seen = {};
-    var order = [];
+    var order = [], first = [];
     sessions.forEach(function (s) {
       if (!s || typeof s !== "object" || s.id === null || s.id === undefined) return;
       var id = String(s.id);
@@ -301,8 +632,9 @@
       seen[id] = true;
       var t = tiles.hasOwnProperty(id) ? tiles[id] : (tiles[id] = makeTile(id));
       updateTile(t, s, now);
-      order.push(t.root);
+      (t.instructor ? first : order).push(t.root);  // the instructor's tile comes first
     });
+    order = first.concat(order);
     // Put the tiles in the snapshot's order, moving only those out of place.
     var child = tilesBox.firstChild;
     order.forEach(function (node) {
