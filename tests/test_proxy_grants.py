@@ -150,7 +150,7 @@ async def test_an_editors_room_passes_everything_compressed_as_agreed(backend):
 
 
 async def test_ending_a_credential_closes_its_websockets_at_once_and_no_others(backend):
-    url, settings = backend
+    url, _ = backend
     proxy = Proxy(port=0)
     tags = iter(["helper", "owner"])
     proxy.routes.add("/user/a", url, authorize=lambda head: setattr(head, "tag", next(tags)))

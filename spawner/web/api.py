@@ -13,7 +13,7 @@ from .. import __version__
 from ..pool.errors import PoolError, PoolFull
 from ..pool.stats import add_up, spawn_summary
 from ..secret import ADMIN
-from .access import session_cookie
+from .access import GRANT_COOKIE, session_cookie
 from .admission import Refused
 from .handler import ADMIN_COOKIE, PageHandler
 from .metrics import all_nodes
@@ -346,6 +346,8 @@ class StatusLoginHandler(PageHandler):
             for ws in self.workshops.all() if not self.proxy.subdomain_host else ():
                 if self.get_cookie(session_cookie(ws.name)) is not None:
                     self.clear_cookie(session_cookie(ws.name), path="/")
+            if self.holds_grant():  # (a helper's grant to someone's notebook: the same)
+                self.clear_cookie(GRANT_COOKIE, path="/")
             self.set_cookie(ADMIN_COOKIE, nb.secret.sign(f"admin:{int(time.time())}", ADMIN), path="/", httponly=True,
                             samesite="Strict", secure=self.request.protocol == "https")
             self.redirect("/status")

@@ -72,7 +72,7 @@ class ClassHandler(PageHandler):
         if given:
             scope = self.scope_of_key(given)
             return None if scope is False and self.operator(given) else scope
-        if self.single_origin_holdings():  # path mode: this browser's notebook shares the origin (see above)
+        if self.single_origin_holdings() or self.holds_grant():  # path mode: a notebook shares the origin
             return False
         value = self.nb.secret.verify(self.get_cookie(HELPER_COOKIE), HELPER) or ""
         name, _, digest = value.rpartition(":")
@@ -119,6 +119,8 @@ class ClassPageHandler(ClassHandler):
                 self.forbidden()
                 return
             label = "*" if scope is None else next(iter(scope))
+            if self.holds_grant():  # path mode: one credential at a time (the helper link's notebook goes)
+                self.clear_cookie(GRANT_COOKIE, path="/")
             self.set_cookie(HELPER_COOKIE, self.nb.secret.sign(f"{label}:{self._key_digest(key)}", HELPER), path="/",
                             httponly=True, samesite="Strict", secure=self.request.protocol == "https",
                             expires_days=HELPER_HOURS / 24)

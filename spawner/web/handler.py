@@ -22,7 +22,15 @@ from ..pool.pool import Pool
 from ..pool.slot import ASSIGNED, Slot
 from ..secret import ADMIN, BAN, INSTRUCTOR, KEPT, SESSION
 from ..workshops import Workshop, Workshops
-from .access import BROWSER_COOKIE, HOST_PREFIX, SESSION_COOKIE, read_session, session_cookie, session_value
+from .access import (
+    BROWSER_COOKIE,
+    GRANT_COOKIE,
+    HOST_PREFIX,
+    SESSION_COOKIE,
+    read_session,
+    session_cookie,
+    session_value,
+)
 from .admission import KEY_COOKIE, BanMarks, Refused
 from .app import WebApp
 from .origins import Origins, entry_url
@@ -255,7 +263,7 @@ class PageHandler(RequestHandler):
         keeper = self.keeper
         name = session_cookie(slot.workshop)
         days = self.session_days(slot)
-        for signed_in in (ADMIN_COOKIE, HELPER_COOKIE) if not self.proxy.subdomain_host else ():
+        for signed_in in (ADMIN_COOKIE, HELPER_COOKIE, GRANT_COOKIE) if not self.proxy.subdomain_host else ():
             if self.get_cookie(signed_in) is not None:
                 self.clear_cookie(signed_in, path="/")
         previous = read_session(self.nb.secret, self.get_cookie(name)) if keeper is not None else None
@@ -324,6 +332,11 @@ class PageHandler(RequestHandler):
             return []
         return [slot for slot in self.live_slots() if slot is not keep]
 
+    def holds_grant(self) -> bool:
+        """In path mode, whether this browser holds a helper's grant to someone's notebook (whose pages share
+        this origin): then it is never also signed in to the class view or the status page."""
+        return not self.proxy.subdomain_host and self.get_cookie(GRANT_COOKIE) is not None
+
     def let_go(self, slots: list[Slot], visitor_reason: str) -> None:
         """End ``slots`` (their work is kept): the visitor chose another notebook."""
         for slot in slots:
@@ -334,7 +347,7 @@ class PageHandler(RequestHandler):
         """The status page's login cookie: signed by us, and younger than ADMIN_COOKIE_HOURS; in path mode,
         never beside a notebook of this browser's (whose pages share this origin, so its scripts would act
         with the operator's cookie)."""
-        if self.single_origin_holdings():
+        if self.single_origin_holdings() or self.holds_grant():
             return False
         value = self.nb.secret.verify(self.get_cookie(ADMIN_COOKIE), ADMIN) or ""
         kind, _, stamp = value.partition(":")

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from ..classroom.helpers import HELP, MODES, HelperAccess, clean_name
+from ..pool.slot import ASSIGNED
 from .access import GRANT_COOKIE, session_cookie
 from .api import JSONHandler
 from .classview import AttendeeHandler, ClassHandler
@@ -65,6 +66,10 @@ class GrantHandler(ClassHandler, JSONHandler):
         if not header_used and not self.same_origin():
             return None
         seat = self.room.seats.get(cid)
+        ws = self.workshops.of_cid(cid)
+        slot = ws.pool.slots.get(cid) if ws is not None else None
+        if seat is None and slot is not None and slot.state == ASSIGNED and slot.nonce:
+            seat = self.room.seat(slot, ws.pool)  # (a session younger than the class view's last look)
         if seat is None or seat.slot is None or (scope is not None and seat.workshop not in scope):
             self.set_status(404)
             self.finish({"error": "no such attendee session"})
