@@ -123,6 +123,23 @@ class ShareHandler(AttendeeHandler, JSONHandler):
         self.finish(made(self, room.helpers, grant))
 
 
+class RenewHandler(AttendeeHandler, JSONHandler):
+    """POST /api/me/renew: a helper keeps their access another ClassView.help_minutes (from their own page)."""
+
+    def post(self) -> None:
+        if not self.same_origin():
+            return
+        room = self.room
+        grant = room.helpers.holder(self.get_cookie(GRANT_COOKIE))
+        host = Origins(self).on_container_host()
+        if grant is None or (host and host != grant.cid):
+            self.error_answer(403, "No helper access here", "This browser helps in no notebook here.",
+                              "no helper access in this browser")
+            return
+        room.helpers.renew(grant.cid, grant.id)
+        self.finish({"id": grant.id, "expires": grant.expires, "mode": grant.mode})
+
+
 class HelpLinkHandler(PageHandler):
     """GET /help/<token>: a helper's one-use link; their browser gets the grant's cookie and the notebook."""
 
@@ -160,6 +177,7 @@ def helping_handlers() -> list:
         (r"/api/me/helpers", MyHelpersHandler),
         (r"/api/me/helpers/([0-9a-f]+)", MyHelpersHandler),
         (r"/api/me/share", ShareHandler),
+        (r"/api/me/renew", RenewHandler),
         (r"/help/([A-Za-z0-9:._-]+)", HelpLinkHandler),
     ]
 

@@ -1,0 +1,228 @@
+"""Issue 27 in Chromium, against the real service and image (collaboration and server-side execution on):
+
+- a running cell's output survives a reload of the page, and ten seconds with the network cut;
+- a helper in another browser watches the attendee's live notebook (text typed and not saved included) and cannot
+  run anything (the proxy refuses it, whatever the page tries); in help mode the helper runs a cell and the
+  attendee sees its output; the attendee sees who is there and ends it, after which the helper gets 403; in
+  subdomain mode the helper's grant lives on the attendee's origin only; a stranger gets nothing;
+- anyone follows the instructor's notebook at /follow, and "Catch me up" copies the instructor's cells below the
+  attendee's own, with undo.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+
+from tests.test_browser_class import settle
+from tests.test_browser_isolation import SUB, goto
+
+pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.slow]
+
+NOTEBOOK = "01-python-introduction.ipynb"
+SLOW_CELL = 'import time; time.sleep(8); print("survived")'
+
+
+def open_notebook(context, service, main: str, ui: str = "lab", path: str = NOTEBOOK):
+    """An attendee's page on the workshop notebook, loaded once the pool is still; (page, container id)."""
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    goto(page, f"{main}/spawn/lab/tree/{path}" if ui == "lab" else f"{main}/spawn/notebooks/{path}")
+    page.wait_for_url(f"**/user/*/{ui}/**")
+    cid = page.url.split("/user/", 1)[1].split("/", 1)[0]
+    settle(service)  # (a spare starting aborts Chromium's loads: see test_browser_class)
+    page.reload()
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+    wait_kernel_idle(page)
+    return page, cid
+
+
+def wait_kernel_idle(page, timeout: float = 90) -> None:
+    """The notebook's kernel is connected and idle (the toolbar's status says so)."""
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
+                 ".jp-Toolbar-kernelStatus[data-status='idle']").first.wait_for(timeout=timeout * 1000)
+
+
+def run_in_new_cell(page, code: str) -> None:
+    """Add a cell at the end of the notebook, type ``code`` into it and run it (Shift+Enter)."""
+    page.locator(".jp-Notebook .jp-Cell").last.click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")  # a new cell below, in command mode
+    page.keyboard.press("Enter")  # edit it
+    page.keyboard.type(code)
+    page.keyboard.press("Shift+Enter")
+
+
+def cell_output(page, text: str):
+    return page.locator(".jp-OutputArea-output").filter(has_text=text).first
+
+
+@pytest.fixture
+def service(make_service):
+    svc = make_service(Pool__warm=2, Pool__max_containers=5, AbuseGuard__check_interval=1.0)
+    svc.start()
+    settle(svc)
+    return svc
+
+
+@pytest.mark.parametrize("ui", ["lab", "notebooks"], ids=["lab", "notebook7"])
+def test_a_running_cells_output_survives_a_reload_and_a_dropped_network(ui, chromium, service):
+    context = chromium.new_context()
+    try:
+        page, _ = open_notebook(context, service, service.url, ui)
+        run_in_new_cell(page, SLOW_CELL)
+        page.wait_for_timeout(2000)  # (sleeping now)
+        page.reload()
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+        cell_output(page, "survived").wait_for(timeout=60_000)
+
+        run_in_new_cell(page, 'import time; time.sleep(8); print("through the outage")')
+        page.wait_for_timeout(1000)
+        context.set_offline(True)
+        page.wait_for_timeout(10_000)
+        context.set_offline(False)
+        cell_output(page, "through the outage").wait_for(timeout=60_000)
+    finally:
+        context.close()
+
+
+def grant_link(service, cid: str, mode: str, name: str) -> str:
+    key = service.admin("GET", "/api/admin/class-links").json()["all"]
+    resp = requests.post(f"{service.url}/api/class/{cid}/{mode}", json={"name": name},
+                         headers={"Authorization": f"token {key}"}, timeout=30)
+    assert resp.status_code == 200, resp.text[:300]
+    return resp.json()["url"]
+
+
+def test_a_helper_watches_live_and_cannot_run_then_helps_and_the_attendee_ends_it(chromium, service):
+    attendee, helper, stranger = chromium.new_context(), chromium.new_context(), chromium.new_context()
+    try:
+        page, cid = open_notebook(attendee, service, service.url)
+        base = f"{service.url}/user/{cid}/"
+        # Typed, not saved: the watcher sees it in the live document.
+        first_code = page.locator(".jp-CodeCell").first
+        first_code.locator(".cm-content").click()
+        page.keyboard.press("Control+End")
+        page.keyboard.type("\n# typed by the attendee, not saved")
+
+        watch = helper.new_page()
+        watch.set_default_timeout(90_000)
+        goto(watch, grant_link(service, cid, "watch", "Sam"))
+        watch.wait_for_url(f"**/user/{cid}/lab**")
+        watch.locator(".jp-CodeCell").filter(has_text="typed by the attendee, not saved").first.wait_for()
+        page.locator("#nbpool-helpers").filter(has_text="Sam").wait_for()
+        assert "watch" in page.locator("#nbpool-helpers").inner_text().lower()
+        watch.locator("#nbpool-helping").wait_for()
+
+        # Whatever the watcher's page tries, nothing runs and nothing is written: the proxy refuses it.
+        kernels = watch.request.get(f"{base}api/kernels").json()
+        assert kernels, "the attendee's kernel is listed for the watcher"
+        own = {"Origin": service.url, "Content-Type": "application/json"}
+        tries = {
+            "run": watch.request.post(f"{base}api/kernels/{kernels[0]['id']}/execute",
+                                      data=json.dumps({"code": "open('/tmp/x', 'w')"}), headers=own),
+            "save": watch.request.put(f"{base}api/contents/{NOTEBOOK}",
+                                      data=json.dumps({"type": "file", "format": "text", "content": ""}), headers=own),
+            "terminal": watch.request.post(f"{base}api/terminals", headers=own),
+        }
+        assert {k: r.status for k, r in tries.items()} == {k: 403 for k in tries}
+        # What the watcher types goes nowhere: the attendee's document never shows it.
+        watch.locator(".jp-CodeCell").first.locator(".cm-content").click()
+        watch.keyboard.type("# the watcher typed this")
+        watch.keyboard.press("Shift+Enter")
+        page.wait_for_timeout(3000)
+        assert "the watcher typed this" not in page.locator(".jp-Notebook").inner_text()
+
+        # Help mode: the helper runs a cell; the attendee sees its output.
+        goto(watch, grant_link(service, cid, "help", "Kim"))
+        watch.wait_for_url(f"**/user/{cid}/lab**")
+        watch.locator(".jp-Notebook .jp-Cell").first.wait_for()
+        wait_kernel_idle(watch)
+        run_in_new_cell(watch, 'print("from the helper")')
+        cell_output(page, "from the helper").wait_for(timeout=60_000)
+        page.locator("#nbpool-helpers").filter(has_text="Kim").wait_for()
+
+        # The attendee ends it: the helper's next request is refused.
+        page.locator("#nbpool-helpers-end-all").click()
+        page.locator("#nbpool-helpers").wait_for(state="hidden")
+        assert watch.request.get(f"{base}api/contents").status == 403
+
+        # A stranger with the address and nothing else.
+        assert stranger.new_page().goto(f"{base}lab").status == 403
+    finally:
+        for context in (attendee, helper, stranger):
+            context.close()
+
+
+def test_in_subdomain_mode_a_helpers_grant_lives_on_the_attendees_origin_only(chromium, make_service):
+    service = make_service(Pool__warm=2, Pool__max_containers=5, Proxy__subdomain_host=SUB,
+                           WebApp__admin_hosts=["localhost", "127.0.0.1", SUB])
+    service.start()
+    settle(service)
+    main = f"http://{SUB}:{service.port}"
+    attendee, other, helper = chromium.new_context(), chromium.new_context(), chromium.new_context()
+    try:
+        page, cid = open_notebook(attendee, service, main)
+        _, other_cid = open_notebook(other, service, main)
+        link = grant_link(service, cid, "watch", "Sam")
+        assert link.startswith(f"http://{cid}.{SUB}:{service.port}/help/"), link
+        watch = helper.new_page()
+        watch.set_default_timeout(90_000)
+        goto(watch, link)
+        watch.wait_for_url(f"http://{cid}.{SUB}:*/user/{cid}/lab**")
+        grants = [c for c in helper.cookies() if "nbpool-grant" in c["name"]]
+        assert [c["domain"] for c in grants] == [f"{cid}.{SUB}"], grants  # host-only: no other origin gets it
+        assert watch.request.get(f"http://{cid}.{SUB}:{service.port}/user/{cid}/api/contents").status == 200
+        elsewhere = watch.request.get(f"http://{other_cid}.{SUB}:{service.port}/user/{other_cid}/api/contents")
+        assert elsewhere.status == 403
+        # The same link's token on the main host (or another attendee's) opens nothing.
+        token = link.rsplit("/", 1)[1]
+        again = helper.new_page()
+        assert again.goto(f"{main}/help/{token}").status == 403
+    finally:
+        for context in (attendee, other, helper):
+            context.close()
+
+
+def test_attendees_follow_the_instructor_and_catch_up_below_their_own_work(chromium, service):
+    links = service.admin("GET", "/api/admin/class-links").json()
+    instructor, follower, attendee = chromium.new_context(), chromium.new_context(), chromium.new_context()
+    try:
+        teach = instructor.new_page()
+        teach.set_default_timeout(90_000)
+        goto(teach, links["instructor"][""].replace("/?", "/spawn/lab/tree/" + NOTEBOOK + "?"))
+        teach.wait_for_url("**/user/*/lab/**")
+        settle(service)
+        teach.reload()
+        teach.locator(".jp-Notebook .jp-Cell").first.wait_for()
+        wait_kernel_idle(teach)
+
+        follow = follower.new_page()  # no notebook of their own
+        follow.set_default_timeout(60_000)
+        goto(follow, f"{service.url}/follow")
+        run_in_new_cell(teach, 'print("the instructor ran this")')
+        follow.locator(".follow-cell.current .follow-output").filter(has_text="the instructor ran this").wait_for()
+        assert follow.locator("#follow-notebook").inner_text().strip().endswith(NOTEBOOK)
+
+        page, _ = open_notebook(attendee, service, service.url)
+        before = page.locator(".jp-Notebook .jp-Cell").count()
+        first_source = page.locator(".jp-Cell").first.inner_text()
+        if not page.locator("#nbpool-catch-up").is_visible():
+            page.locator("#nbpool-hand").click()  # (the control's panel)
+        page.locator("#nbpool-catch-up").click()
+        page.locator("#nbpool-catch-up-undo").wait_for()
+        after = page.locator(".jp-Notebook .jp-Cell").count()
+        assert after > before
+        assert page.locator(".jp-Cell").first.inner_text() == first_source  # nothing of theirs overwritten
+        assert "the instructor ran this" in page.locator(".jp-Notebook .jp-Cell").last.inner_text()
+        page.locator("#nbpool-catch-up-undo").click()
+        deadline = time.monotonic() + 10
+        while page.locator(".jp-Notebook .jp-Cell").count() != before:
+            assert time.monotonic() < deadline, "undo did not remove the cells it added"
+            page.wait_for_timeout(200)
+    finally:
+        for context in (instructor, follower, attendee):
+            context.close()
