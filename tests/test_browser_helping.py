@@ -165,7 +165,7 @@ def test_in_subdomain_mode_a_helpers_grant_lives_on_the_attendees_origin_only(ch
     main = f"http://{SUB}:{service.port}"
     attendee, other, helper = chromium.new_context(), chromium.new_context(), chromium.new_context()
     try:
-        page, cid = open_notebook(attendee, service, main)
+        _, cid = open_notebook(attendee, service, main)
         _, other_cid = open_notebook(other, service, main)
         link = grant_link(service, cid, "watch", "Sam")
         assert link.startswith(f"http://{cid}.{SUB}:{service.port}/help/"), link
