@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/workshop_burst.py --compare            # docker, then swarm, in one sitting
     .venv/bin/python benchmarks/workshop_burst.py --static-compare     # proxy compression/cache off, then on
     .venv/bin/python benchmarks/workshop_burst.py --workshops          # one named workshop, then two at once
+    .venv/bin/python benchmarks/workshop_burst.py --collaboration-compare  # the notebook on the server off, then on
 
 Starts nbpool (start.py, its own pool name, data dir and port) with ``--warm``
 spares and a cap of ``--cap``, waits until the spares are ready, then runs
@@ -27,6 +28,12 @@ kernel off, then on, and writes
 ``static-cache-burst.md``: the usual figures plus the static requests that
 reached containers, those served from the cache, and the static bytes
 attendees received.
+
+``--collaboration-compare`` runs the burst with ``DockerBackend.collaboration``
+off (plain Jupyter), then on (real-time collaboration and server-side
+execution), then off again, in one sitting, and writes
+``collaboration-burst.md``: the usual figures, and the change of the first
+result's p95 (on against the mean of the two off runs, which brackets it in time).
 
 ``--workshops`` uses named workshops (``NbpoolApp.workshops``, attendees at
 ``/w/<name>/spawn`` through ``loadtest --workshop``), in one sitting: (a) one
@@ -341,6 +348,9 @@ def main() -> int:
                         help="with --assets (default auto): run the burst with the proxy's compression, its "
                              "static cache and the pre-started kernel off (as before issue 13), then on, in one "
                              "sitting; writes static-cache-burst.md")
+    parser.add_argument("--collaboration-compare", action="store_true",
+                        help="run the burst with DockerBackend.collaboration off, on, then off again, in one "
+                             "sitting; writes collaboration-burst.md")
     parser.add_argument("--workshops", action="store_true",
                         help="named workshops: one workshop's burst, then two workshops' bursts at once, in one "
                              "sitting; writes workshops-burst.md and .json")
@@ -368,12 +378,24 @@ def main() -> int:
                              ("on: compression, shared cache, pre-started kernel", ())):
             tag = "off" if extra else "on"
             results.append(run(args, args.backend, f"{name}-static-{tag}", out, extra, label))
+    elif args.collaboration_compare:
+        for label, tag, value in (("off: plain Jupyter", "off-1", False),
+                                  ("on: collaboration and server-side execution", "on", True),
+                                  ("off again", "off-2", False)):
+            results.append(run(args, args.backend, f"{name}-collaboration-{tag}", out,
+                               (f"DockerBackend.collaboration = {value}",), label))
     else:
         for backend in ["docker", "swarm"] if args.compare else [args.backend]:
             results.append(run(args, backend, f"{name}-compare-{backend}" if args.compare else name, out))
     text = table(results, args)
+    if args.collaboration_compare:
+        off = (results[0]["result_p95"] + results[2]["result_p95"]) / 2
+        text += (f"\nFirst result p95 with the notebook on the server: {results[1]['result_p95']:.1f} s against "
+                 f"{off:.1f} s without (the mean of the runs before and after): "
+                 f"{(results[1]['result_p95'] / off - 1) * 100:+.0f}%.\n")
     print(text)
-    for flag, file in ((args.compare, "swarm-vs-docker.md"), (args.static_compare, "static-cache-burst.md")):
+    for flag, file in ((args.compare, "swarm-vs-docker.md"), (args.static_compare, "static-cache-burst.md"),
+                       (args.collaboration_compare, "collaboration-burst.md")):
         if flag:
             (out / file).write_text(text)
             print(f"wrote {out / file}")
