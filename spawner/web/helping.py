@@ -162,8 +162,9 @@ class HelpLinkHandler(PageHandler):
             for name in self.own_cookies():
                 if name.startswith(session_cookie("")) or name in (HELPER_COOKIE, ADMIN_COOKIE):
                     self.clear_cookie(name, path="/")
+        # A browser-session cookie: the grant's own time (renewable) is kept here, and checked on every request.
         self.set_cookie(GRANT_COOKIE, helpers.cookie(grant), path="/", httponly=True, samesite="Lax",
-                        secure=self.request.protocol == "https", expires_days=(grant.expires - grant.created) / 86400)
+                        secure=self.request.protocol == "https")
         seat = room.seats.get(grant.cid)
         notebook = seat.notebook if seat is not None and seat.notebook else ""
         where = f"lab/tree/{notebook}" if notebook else "lab"

@@ -220,6 +220,15 @@ def class_metrics(room) -> Iterator[Metric]:
     yield CounterMetricFamily("nbpool_class_runs_seen", "Cells run that the proxy's kernel watch saw.",
                               value=room.runs_seen)
     yield CounterMetricFamily("nbpool_class_hands", "Hands raised.", value=room.hands_raised)
+    grants = [g for mine in room.helpers.grants.values() for g in mine.values() if g.joined is not None]
+    helping = GaugeMetricFamily("nbpool_class_helpers", "Helpers inside attendees' notebooks now, by mode.",
+                                labels=["mode"])
+    for mode in ("watch", "help"):
+        helping.add_metric([mode], sum(1 for g in grants if g.mode == mode))
+    yield helping
+    yield CounterMetricFamily("nbpool_class_helper_joins", "Helper links opened.", value=room.helpers.joins)
+    yield GaugeMetricFamily("nbpool_follow_streams", "Follow pages with a stream open (following the instructor).",
+                            value=sum(f.streams for f in room.follow.followed.values()))
 
 
 def guard_metrics(guard) -> Iterator[Metric]:
