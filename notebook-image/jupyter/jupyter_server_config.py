@@ -65,6 +65,10 @@ c.LabApp.custom_css = True
 # and no pop-up asking the attendee about either.
 c.LabApp.news_url = None
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
+# Attendees do not install JupyterLab extensions (the image's are fixed): the read-only extension
+# manager lists them without the PyPI manager's HTTP client (httpx/httpcore imported and set up at
+# every start, in every container, collaboration on or off).
+c.LabApp.extension_manager = "readonly"
 
 # A spare keeps one Python kernel running, handed to its attendee's first Python
 # notebook so the first cell does not wait for a kernel to start; other kernels,
