@@ -265,3 +265,35 @@ def test_the_instructors_notebook_is_followed_as_text_by_anyone(make_service):
                        json={"type": "notebook", "content": notebook}, headers=own, timeout=30)
         update = json.loads(next(line for line in lines if line.startswith(b"data:"))[5:])
     assert update["cells"][-1]["outputs_text"] == "new\n" and update["current"] == 3, update
+
+
+def test_several_workshops_each_follow_their_own_instructor_and_keys_stay_in_their_workshop(make_service):
+    service = make_service(NbpoolApp__workshops={"a": {"display_name": "A", "warm": 1, "max_containers": 3},
+                                                 "b": {"display_name": "B", "warm": 1, "max_containers": 3}},
+                           AbuseGuard__check_interval=1.0)
+    service.start(wait_warm=False)
+    links = service.admin("GET", "/api/admin/class-links").json()
+    assert set(links["instructor"]) == {"a", "b"} and links["follow"]["a"].endswith("/w/a/follow"), links
+    key_a = links["instructor"]["a"].split("instructor=", 1)[1]
+    wrong = visitor().get(f"{service.url}/w/b/spawn?instructor={key_a}", allow_redirects=False, timeout=30)
+    assert wrong.status_code == 403  # workshop a's instructor key is no key of b's
+    instructor = visitor()
+    resp = instructor.get(f"{service.url}/w/a/spawn?instructor={key_a}", allow_redirects=False, timeout=60)
+    cid = cid_of(through_the_line(instructor, service.url, resp))
+    deadline = time.monotonic() + 15
+    while requests.get(f"{service.url}/w/a/api/follow", timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, "workshop a's follow view never showed its instructor's notebook"
+        time.sleep(0.3)
+    assert requests.get(f"{service.url}/w/b/api/follow", timeout=30).status_code == 404  # b has no instructor
+    assert requests.get(f"{service.url}/w/nope/api/follow", timeout=30).status_code == 404
+
+    # Workshop b's helper key makes no grant to workshop a's sessions.
+    attendee = visitor()
+    a_cid = cid_of(spawn(attendee, f"{service.url}/w/a"))
+    wait_tile(service, links["workshops"]["a"], a_cid, lambda t: True, "workshop a's attendee")
+    refused = requests.post(f"{service.url}/api/class/{a_cid}/help", json={},
+                            headers={"Authorization": f"token {links['workshops']['b']}"}, timeout=30)
+    assert refused.status_code == 404
+    made = requests.post(f"{service.url}/api/class/{a_cid}/help", json={},
+                         headers={"Authorization": f"token {links['workshops']['a']}"}, timeout=30)
+    assert made.status_code == 200 and cid != a_cid
