@@ -8,7 +8,8 @@ One nbpool (start.py, warm 2), collaboration and server-side execution on (the
 image's default). The instructor opens their session with the instructor key
 in Chromium (JupyterLab, the workshop's first notebook), as an instructor
 would; ``--followers`` follow pages (``/follow``, no container of their own)
-are open in the same Chromium, each watching its own DOM with a
+are open in the same Chromium, each in a browser context of its own (as on
+its own device: one profile keeps at most six connections to a host), each watching its own DOM with a
 MutationObserver that notes the wall-clock time at which a ``tick-<n>`` output
 first shows in it.
 
@@ -109,11 +110,13 @@ def main() -> int:
             settle(service)
             teach.reload()
             teach.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for()
-            followers = browser.new_context()
-            followers.add_init_script(OBSERVER)
             pages = []
             for _ in range(args.followers):
-                page = followers.new_page()
+                # One browser context each: a follower is a device of its own (and a browser holds at most 6
+                # connections per host: one profile could not keep 50 event streams open at once).
+                follower = browser.new_context()
+                follower.add_init_script(OBSERVER)
+                page = follower.new_page()
                 page.goto(f"{service.url}/follow")
                 pages.append(page)
             for page in pages:
