@@ -31,9 +31,10 @@ attendees received.
 
 ``--collaboration-compare`` runs the burst with ``DockerBackend.collaboration``
 off (plain Jupyter), then on (real-time collaboration and server-side
-execution), then off again, in one sitting, and writes
-``collaboration-burst.md``: the usual figures, and the change of the first
-result's p95 (on against the mean of the two off runs, which brackets it in time).
+execution), then off again (``--repeat N``: N "on" runs, each between two
+"off" runs), in one sitting, and writes ``collaboration-burst.md``: the usual
+figures, and the change of the first result's p95 (the mean of the "on" runs
+against the mean of the "off" runs around them).
 
 ``--workshops`` uses named workshops (``NbpoolApp.workshops``, attendees at
 ``/w/<name>/spawn`` through ``loadtest --workshop``), in one sitting: (a) one
@@ -55,6 +56,7 @@ import argparse
 import json
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import threading
@@ -349,8 +351,9 @@ def main() -> int:
                              "static cache and the pre-started kernel off (as before issue 13), then on, in one "
                              "sitting; writes static-cache-burst.md")
     parser.add_argument("--collaboration-compare", action="store_true",
-                        help="run the burst with DockerBackend.collaboration off, on, then off again, in one "
-                             "sitting; writes collaboration-burst.md")
+                        help="run the burst with DockerBackend.collaboration off, on, off, … (--repeat 'on' runs, "
+                             "each between two 'off' runs), in one sitting; writes collaboration-burst.md")
+    parser.add_argument("--repeat", type=int, default=1, help="with --collaboration-compare: how many 'on' runs")
     parser.add_argument("--workshops", action="store_true",
                         help="named workshops: one workshop's burst, then two workshops' bursts at once, in one "
                              "sitting; writes workshops-burst.md and .json")
@@ -379,20 +382,22 @@ def main() -> int:
             tag = "off" if extra else "on"
             results.append(run(args, args.backend, f"{name}-static-{tag}", out, extra, label))
     elif args.collaboration_compare:
-        for label, tag, value in (("off: plain Jupyter", "off-1", False),
-                                  ("on: collaboration and server-side execution", "on", True),
-                                  ("off again", "off-2", False)):
-            results.append(run(args, args.backend, f"{name}-collaboration-{tag}", out,
+        for i in range(2 * args.repeat + 1):  # off, on, off, …, off: each "on" run between two "off" runs
+            value = bool(i % 2)
+            label = ("on: collaboration and server-side execution" if value else "off: plain Jupyter") + \
+                f" ({i // 2 + 1})"
+            results.append(run(args, args.backend, f"{name}-collaboration-{i + 1}-{'on' if value else 'off'}", out,
                                (f"DockerBackend.collaboration = {value}",), label))
     else:
         for backend in ["docker", "swarm"] if args.compare else [args.backend]:
             results.append(run(args, backend, f"{name}-compare-{backend}" if args.compare else name, out))
     text = table(results, args)
     if args.collaboration_compare:
-        off = (results[0]["result_p95"] + results[2]["result_p95"]) / 2
-        text += (f"\nFirst result p95 with the notebook on the server: {results[1]['result_p95']:.1f} s against "
-                 f"{off:.1f} s without (the mean of the runs before and after): "
-                 f"{(results[1]['result_p95'] / off - 1) * 100:+.0f}%.\n")
+        on = statistics.mean(r["result_p95"] for r in results[1::2])
+        off = statistics.mean(r["result_p95"] for r in results[0::2])
+        text += (f"\nFirst result p95 with the notebook on the server: {on:.1f} s (mean of {len(results) // 2} runs) "
+                 f"against {off:.1f} s without (mean of the {len(results) - len(results) // 2} runs around them): "
+                 f"{(on / off - 1) * 100:+.0f}%.\n")
     print(text)
     for flag, file in ((args.compare, "swarm-vs-docker.md"), (args.static_compare, "static-cache-burst.md"),
                        (args.collaboration_compare, "collaboration-burst.md")):
