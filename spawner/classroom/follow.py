@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from ..keep.contents import PATH_SAFE, ContentsError, NotebookFiles
 from ..pool.slot import ASSIGNED, Slot
+from .changes import Changes
 from .outline import NOTEBOOK_BYTES
 
 WAITING = "The instructor has not started yet: this page follows their notebook as soon as they do."
@@ -111,8 +112,7 @@ class Followed:
         self.view: dict | None = None
         self.current_id = ""  # the cell the instructor ran last
         self.updated = 0.0
-        self.version = 0
-        self.changed = asyncio.Event()
+        self.changes = Changes()  # what the follow pages' streams wait on
         self.seen = 0.0  # monotonic: a follower's last request
         self.streams = 0  # follow pages with a stream open
         self.reading: asyncio.Task | None = None
@@ -160,10 +160,10 @@ class Follow:
     def event_data(self, workshop: str) -> str:
         """view() as JSON ({"waiting": true, …} without one), encoded once per change for every stream."""
         got = self.state(workshop)
-        if got.encoded[0] != got.version:
+        if got.encoded[0] != got.changes.version:
             view = self.view(workshop)
-            got.encoded = (got.version, json.dumps(view if view is not None else {"waiting": True, "message": WAITING},
-                                                   separators=(",", ":")))
+            body = view if view is not None else {"waiting": True, "message": WAITING}
+            got.encoded = (got.changes.version, json.dumps(body, separators=(",", ":")))
         else:
             got.seen = time.monotonic()
         return got.encoded[1]
@@ -178,13 +178,7 @@ class Follow:
         return self.view(workshop)
 
     async def wait(self, workshop: str, version: int, timeout: float) -> None:
-        got = self.state(workshop)
-        if got.version != version:
-            return
-        try:
-            await asyncio.wait_for(got.changed.wait(), timeout)
-        except TimeoutError:
-            pass
+        await self.state(workshop).changes.wait(version, timeout)
 
     def followed_now(self, got: Followed) -> bool:
         return got.streams > 0 or time.monotonic() - got.seen < FOLLOWED_FOR
@@ -201,10 +195,8 @@ class Follow:
             got.reading = asyncio.get_running_loop().create_task(self._read(workshop, got))
 
     def _bump(self, got: Followed) -> None:
-        got.version += 1
         got.updated = time.time()
-        got.changed.set()
-        got.changed = asyncio.Event()
+        got.changes.bump()
 
     async def _read(self, workshop: str, got: Followed) -> None:
         slot = self.instructor(workshop)

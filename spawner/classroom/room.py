@@ -21,6 +21,7 @@ from ..backoff import every
 from ..keep.contents import ContentsError, NotebookFiles
 from ..pool.slot import ASSIGNED, Slot
 from ..secret import ServerSecret
+from .changes import Changes
 from .follow import EVERY as FOLLOW_EVERY
 from .follow import Follow
 from .helpers import HelperAccess
@@ -81,10 +82,9 @@ class ClassView(LoggingConfigurable):
         self.pools: Callable[[], list] = lambda: []
         self.seats: dict[str, Seat] = {}
         self.outlines: dict[tuple[str, str], Outline] = {}  # (cid, notebook path) -> its outline
-        self.version = 0
+        self.changes = Changes()  # what the class view's streams wait on
         self.runs_seen = 0  # cells run the kernel watch told of (for /metrics)
         self.hands_raised = 0
-        self._changed = asyncio.Event()
         self._numbers: dict[str, int] = {}  # workshop -> attendees numbered so far
         self._reading: set[tuple[str, str]] = set()  # outlines being read
         self._tasks: set[asyncio.Task] = set()
@@ -118,19 +118,16 @@ class ClassView(LoggingConfigurable):
         for task in self._tasks:
             task.cancel()
 
+    @property
+    def version(self) -> int:
+        return self.changes.version
+
     def changed(self) -> None:
-        self.version += 1
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self.changes.bump()
 
     async def wait_change(self, version: int, timeout: float) -> None:
         """Returns once ``version`` is out of date, or after ``timeout`` seconds."""
-        if self.version != version:
-            return
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            pass
+        await self.changes.wait(version, timeout)
 
     async def tick(self) -> None:
         """Who is there (the pools' sessions), who became stuck or not, what the tiles show that time changes."""

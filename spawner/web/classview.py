@@ -18,22 +18,19 @@ container's own).
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
-
-from tornado.iostream import StreamClosedError
 
 from ..classroom.room import HAND_CHARS, NAME_CHARS, ClassView
 from ..secret import HELPER
 from .access import GRANT_COOKIE
 from .api import JSONHandler, admin_refusal
+from .events import stream_changes
 from .handler import HELPER_COOKIE, PageHandler
 from .origins import Origins
 
 HELPER_HOURS = 24
 STREAM_GAP = 0.25  # seconds between two snapshots on a stream, at least (a busy class changes many times a second)
-KEEPALIVE = 15.0  # seconds of silence after which a stream sends a comment (proxies and browsers keep it open)
 
 
 class ClassHandler(PageHandler):
@@ -157,23 +154,10 @@ class ClassEventsHandler(ClassHandler, JSONHandler):
         scope = self.requested_scope()
         if scope is False:
             return
-        self.set_header("Content-Type", "text/event-stream")
-        self.set_header("X-Accel-Buffering", "no")
         room = self.room
-        self.write("retry: 2000\n\n")  # (a dropped stream is taken up again after two seconds)
-        try:
-            while True:
-                version = room.version
-                self.write(f"data: {json.dumps(room.snapshot(scope), separators=(',', ':'))}\n\n")
-                await self.flush()
-                await asyncio.sleep(STREAM_GAP)
-                while room.version == version:
-                    await room.wait_change(version, KEEPALIVE)
-                    if room.version == version:
-                        self.write(": still here\n\n")
-                        await self.flush()
-        except StreamClosedError:
-            return
+        await stream_changes(self, lambda: room.version,
+                             lambda: json.dumps(room.snapshot(scope), separators=(",", ":")), room.wait_change,
+                             STREAM_GAP)
 
 
 class LowerHandHandler(ClassHandler, JSONHandler):

@@ -7,16 +7,12 @@ is classroom.follow's text-only view of the instructor's current notebook.
 
 from __future__ import annotations
 
-import asyncio
-
-from tornado.iostream import StreamClosedError
-
 from ..classroom.follow import WAITING, Follow
 from .api import JSONHandler
+from .events import stream_changes
 from .handler import PageHandler
 
 STREAM_GAP = 0.2  # seconds between two updates on a stream, at least
-KEEPALIVE = 15.0
 
 
 class FollowHandler(PageHandler):
@@ -69,25 +65,11 @@ class FollowEventsHandler(FollowHandler, JSONHandler):
             return
         follow = self.follow
         got = follow.state(workshop)
-        self.set_header("Content-Type", "text/event-stream")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("X-Accel-Buffering", "no")
-        self.write("retry: 2000\n\n")
-        got.streams += 1
+        got.streams += 1  # (followed while it is open)
         try:
             await follow.first_view(workshop)
-            while True:
-                version = got.version
-                self.write(f"data: {follow.event_data(workshop)}\n\n")
-                await self.flush()
-                await asyncio.sleep(STREAM_GAP)
-                while got.version == version:
-                    await follow.wait(workshop, version, KEEPALIVE)
-                    if got.version == version:
-                        self.write(": still here\n\n")
-                        await self.flush()
-        except StreamClosedError:
-            return
+            await stream_changes(self, lambda: got.changes.version, lambda: follow.event_data(workshop),
+                                 lambda version, timeout: follow.wait(workshop, version, timeout), STREAM_GAP)
         finally:
             got.streams -= 1
 
