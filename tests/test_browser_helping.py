@@ -116,6 +116,14 @@ def test_a_helper_watches_live_and_cannot_run_then_helps_and_the_attendee_ends_i
         page.locator("#nbpool-helpers").filter(has_text="Sam").wait_for()
         assert "watch" in page.locator("#nbpool-helpers").inner_text().lower()
         watch.locator("#nbpool-helping").wait_for()
+        granted = watch.request.get(f"{service.url}/api/me").json()
+        assert granted["viewer"] == "helper" and granted["mode"] == "watch", granted
+        time.sleep(1.5)
+        watch.locator("#nbpool-helping-renew").click()  # another help_minutes, from the helper's own page
+        deadline = time.monotonic() + 10
+        while watch.request.get(f"{service.url}/api/me").json()["expires"] <= granted["expires"]:
+            assert time.monotonic() < deadline, "Renew did not extend the helper's access"
+            watch.wait_for_timeout(200)
 
         # Whatever the watcher's page tries, nothing runs and nothing is written: the proxy refuses it.
         kernels = watch.request.get(f"{base}api/kernels").json()

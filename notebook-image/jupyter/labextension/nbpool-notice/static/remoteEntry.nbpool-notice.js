@@ -169,6 +169,7 @@ var _JUPYTERLAB;
     ".nbpool-helpers-button:hover{background:#fff;}",
     ".nbpool-helpers-button:disabled{cursor:default;opacity:.6;}",
     "#nbpool-helping{padding:6px 12px;font-weight:600;}",
+    ".nbpool-helping-renew{margin-left:8px;font:inherit;font-weight:400;cursor:pointer;}",
     ".nbpool-catch-up-toolbar[hidden]{display:none !important;}"
   ].join("\n");
 
@@ -1062,9 +1063,26 @@ var _JUPYTERLAB;
     this.node = el("div", {id: "nbpool-helping", "class": "nbpool-helping", role: "status", "aria-live": "polite"});
     this.text = el("span", {"class": "nbpool-helping-text"});
     this.until = el("span", {"class": "nbpool-helping-until"});
+    // Another ClassView.help_minutes from now (POST /api/me/renew), while the access lasts.
+    this.renew = el("button", {id: "nbpool-helping-renew", type: "button", "class": "nbpool-helping-renew"});
+    this.renew.textContent = "Renew";
     this.node.appendChild(this.text);
     this.node.appendChild(this.until);
+    this.node.appendChild(this.renew);
     this.pollTimer = null;
+    var self = this;
+    this.renew.addEventListener("click", function () {
+      self.renew.disabled = true;
+      handApi("POST", "/api/me/renew", {}).then(function (answer) {
+        if (answer.status === 200 && answer.data && typeof answer.data.expires === "number") {
+          self.me.expires = answer.data.expires;
+        } else if (answer.status === 401 || answer.status === 403) {
+          self.ended = true;
+        }
+        self.renew.disabled = false;
+        self.render();
+      }, function () { self.renew.disabled = false; });
+    });
   }
 
   HelperBanner.prototype.render = function () {
@@ -1078,6 +1096,7 @@ var _JUPYTERLAB;
     var until = clock(me.expires);
     this.text.textContent = text;
     this.until.textContent = !ended && until ? " \u00b7 until " + until : "";
+    this.renew.hidden = ended;
     this.node.className = "nbpool-helping nbpool-helping-mod-" + (ended ? "ended" : me.mode);
     if (!this.node.parentNode) document.body.appendChild(this.node);
   };
