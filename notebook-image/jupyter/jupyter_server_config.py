@@ -77,6 +77,12 @@ c.LabApp.extension_manager = "readonly"
 # (nbpool's modules, among them nbpool_notice: its notices to the attendee, loaded above.)
 sys.path.insert(0, "/usr/local/lib/nbpool")
 c.ServerApp.kernel_manager_class = "nbpool_kernels.PrestartKernelManager"
+# A shared document keeps reaching its file while it keeps changing (a cell printing progress), not only
+# once it is quiet. See nbpool_saves.py.
+if COLLABORATION:
+    import nbpool_saves
+
+    nbpool_saves.install()
 # Each kernel message leaves at once, not up to 40 ms later behind the previous
 # one's delayed acknowledgement. See nbpool_websocket.py.
 c.ServerApp.kernel_websocket_connection_class = "nbpool_websocket.NoDelayKernelConnection"
