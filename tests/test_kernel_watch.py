@@ -110,18 +110,29 @@ async def kernel_server(request):
     server.stop()
 
 
-@pytest.mark.parametrize("binary", [True, False], ids=["v1-binary", "json"])
-async def test_the_watch_sees_runs_outcomes_and_states_and_passes_every_byte_unchanged(kernel_server, binary):
-    observer = Observer()
+async def watching_proxy(kernel_server: str, observer: Observer) -> Proxy:
+    """A started proxy whose route to the fake kernel is watched by ``observer``."""
     proxy = Proxy(port=0)
     proxy.routes.add("/user/a", kernel_server, data="seat-a")
     proxy.state.kernel_observer = observer
     await proxy.start()
     FakeKernel.sent = []
+    return proxy
+
+
+async def open_channels(proxy: Proxy, binary: bool):
+    """The kernel's channels WebSocket through ``proxy``, offering the v1 subprotocol when ``binary``."""
+    url = f"ws://127.0.0.1:{proxy.bound_port}/user/a/api/kernels/k-1/channels?session_id=s"
+    return await websocket_connect(HTTPRequest(url), subprotocols=[V1_SUBPROTOCOL] if binary else None,
+                                   compression_options={}, max_message_size=1 << 24)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["v1-binary", "json"])
+async def test_the_watch_sees_runs_outcomes_and_states_and_passes_every_byte_unchanged(kernel_server, binary):
+    observer = Observer()
+    proxy = await watching_proxy(kernel_server, observer)
     try:
-        url = f"ws://127.0.0.1:{proxy.bound_port}/user/a/api/kernels/k-1/channels?session_id=s"
-        conn = await websocket_connect(HTTPRequest(url), subprotocols=[V1_SUBPROTOCOL] if binary else None,
-                                       compression_options={}, max_message_size=1 << 24)
+        conn = await open_channels(proxy, binary)
         assert (conn.selected_subprotocol == V1_SUBPROTOCOL) == binary
         received = []
         for cell, code in (("c1", "x = 1\ny = 2"), ("c2", "\n\n  fail()  \nmore"), ("c3", "print('s')")):
@@ -272,15 +283,9 @@ async def test_runs_the_server_asks_for_are_seen_from_the_kernels_broadcasts(ker
     """Server-side execution: no execute_request or execute_reply crosses the WebSocket; execute_input, error and
     the idle after the run do, and say when it began, that it failed, and when it ended."""
     observer = Observer()
-    proxy = Proxy(port=0)
-    proxy.routes.add("/user/a", kernel_server, data="seat-a")
-    proxy.state.kernel_observer = observer
-    await proxy.start()
-    FakeKernel.sent = []
+    proxy = await watching_proxy(kernel_server, observer)
     try:
-        url = f"ws://127.0.0.1:{proxy.bound_port}/user/a/api/kernels/k-1/channels?session_id=s"
-        conn = await websocket_connect(HTTPRequest(url), subprotocols=[V1_SUBPROTOCOL] if binary else None,
-                                       compression_options={}, max_message_size=1 << 24)
+        conn = await open_channels(proxy, binary)
         for code, count in (("x = 1\nmore", 3), ("fail()", 4)):
             poke = message("kernel_info_request", {"code": code}, "shell")
             await conn.write_message(encode_v1("shell", poke) if binary else json.dumps(poke), binary=binary)

@@ -238,7 +238,7 @@ class Follow:
         got.cid, got.path, got.modified = slot.cid, path, modified
 
     async def _latest_notebook(self, files: NotebookFiles) -> str:
-        """The notebook in the home folder (or one level below) the instructor changed last."""
+        """The notebook in the home folder the instructor changed last."""
         best = ("", "")
         listing = await files.get_json("api/contents?content=1")
         entries = listing.get("content") if isinstance(listing, dict) else None

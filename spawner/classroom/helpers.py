@@ -33,7 +33,7 @@ WATCH, HELP = "watch", "help"
 MODES = (WATCH, HELP)
 LINK_MINUTES = 10.0  # a link not opened within this time is void (it is a credential until then)
 PER_SESSION = 8  # grants one attendee's container may have at once
-NAME_CHARS = 40
+NAME_CHARS = 40  # characters of a person's name, at most (an attendee's display name, a helper's)
 
 
 @dataclass
@@ -136,30 +136,23 @@ class HelperAccess:
     # --- checking (the proxy's authorize callback: every request) ------------------------------------------
 
     def check(self, slot, cookie: str | None) -> Grant | None:
-        """The live, joined grant a helper's cookie names for ``slot``, or None."""
-        mine = self.grants.get(slot.cid)
-        if not mine or not cookie or not cookie.isascii():
-            return None
-        value = self.secret.verify(cookie, GRANT)
-        parts = value.split(":") if value else []
-        if len(parts) != 3 or parts[0] != slot.cid or parts[1] != slot.nonce:
-            return None
-        grant = mine.get(parts[2])
-        if grant is None or grant.joined is None:
-            return None
-        if time.time() >= grant.expires:
-            self.end(slot.cid, grant.id, "expired")
-            return None
-        return grant
+        """The live, joined grant a helper's cookie names for ``slot`` (this hand-out of it), or None."""
+        if slot.cid not in self.grants:
+            return None  # (the common case: nobody helps here; no signature to check)
+        grant = self.holder(cookie)
+        return grant if grant is not None and grant.cid == slot.cid and grant.nonce == slot.nonce else None
 
     def holder(self, cookie: str | None) -> Grant | None:
-        """The grant a helper's cookie names, wherever it is (for /api/me in the helper's browser)."""
+        """The live, joined grant a helper's cookie names, wherever it is (an expired one ends here)."""
         value = self.secret.verify(cookie, GRANT) if cookie and cookie.isascii() else None
         parts = value.split(":") if value else []
         if len(parts) != 3:
             return None
         grant = self.grants.get(parts[0], {}).get(parts[2])
-        if grant is None or grant.nonce != parts[1] or grant.joined is None or time.time() >= grant.expires:
+        if grant is None or grant.nonce != parts[1] or grant.joined is None:
+            return None
+        if time.time() >= grant.expires:
+            self.end(grant.cid, grant.id, "expired")
             return None
         return grant
 

@@ -24,12 +24,11 @@ from ..secret import ServerSecret
 from .changes import Changes
 from .follow import EVERY as FOLLOW_EVERY
 from .follow import Follow
-from .helpers import HelperAccess
+from .helpers import NAME_CHARS, HelperAccess
 from .outline import MAX_KERNELS, REFRESH, Outline, kernel_paths, read_outline
 from .seat import HAND, STUCK, Seat, StuckRule
 from .summary import summary
 
-NAME_CHARS = 40
 HAND_CHARS = 200
 ASK_EVERY = 5.0  # seconds between two askings of one server which notebook a kernel serves
 ASKED = 64  # kernels remembered per attendee as asked about

@@ -22,6 +22,7 @@ import hmac
 import json
 
 from ..classroom.room import HAND_CHARS, NAME_CHARS, ClassView
+from ..pool.slot import ASSIGNED
 from ..secret import HELPER
 from .access import GRANT_COOKIE
 from .api import JSONHandler, admin_refusal
@@ -95,6 +96,30 @@ class ClassHandler(PageHandler):
             self.forbidden()
         return scope
 
+    def seat_in_scope(self, cid: str, *, young: bool = False):
+        """(the attendee's seat, who asks: 'operator' or 'helper key') when the caller is the teaching team for
+        it; else None, answered (403, or 404). An action with the cookie must come from nbpool's own page.
+        ``young``: a session the class view has not looked at yet (younger than its last tick) counts too."""
+        scope = self.scope()
+        header = self.request.headers.get("Authorization", "")
+        if scope is False:
+            self.forbidden()
+            return None
+        if not header and not self.same_origin():
+            return None
+        seat = self.room.seats.get(cid)
+        if seat is None and young:
+            ws = self.workshops.of_cid(cid)
+            slot = ws.pool.slots.get(cid) if ws is not None else None
+            if slot is not None and slot.state == ASSIGNED and slot.nonce:
+                seat = self.room.seat(slot, ws.pool)
+        if seat is None or seat.slot is None or (scope is not None and seat.workshop not in scope):
+            self.set_status(404)
+            self.finish({"error": "no such attendee session"})
+            return None
+        given = header.partition(" ")[2].strip()
+        return seat, "operator" if given and self.operator(given) else "helper key"
+
     def forbidden(self) -> None:
         self.error_answer(403, "For the teaching team",
                           "This page is for the workshop's teaching team. Open the helper link you were given.",
@@ -164,17 +189,7 @@ class LowerHandHandler(ClassHandler, JSONHandler):
     """DELETE /api/class/hand/<id>: a helper lowers an attendee's hand (they came over)."""
 
     def delete(self, cid: str) -> None:
-        scope = self.scope()
-        header_used = bool(self.request.headers.get("Authorization"))
-        if scope is False:
-            self.forbidden()
-            return
-        if not header_used and not self.same_origin():
-            return
-        seat = self.room.seats.get(cid)
-        if seat is None or (scope is not None and seat.workshop not in scope):
-            self.set_status(404)
-            self.finish({"error": "no such attendee session"})
+        if self.seat_in_scope(cid) is None:
             return
         self.room.lower_hand(cid, "helper")
         self.finish({"id": cid, "hand": None})

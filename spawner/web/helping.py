@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 from ..classroom.helpers import HELP, MODES, HelperAccess, clean_name
-from ..pool.slot import ASSIGNED
 from .access import GRANT_COOKIE, session_cookie
 from .api import JSONHandler
 from .classview import AttendeeHandler, ClassHandler
@@ -39,7 +38,7 @@ class GrantHandler(ClassHandler, JSONHandler):
     """POST /api/class/<id>/(watch|help) {"name": the helper's}: a link into that attendee's notebook."""
 
     def post(self, cid: str, mode: str) -> None:
-        found = self.seat_in_scope(cid)
+        found = self.seat_in_scope(cid, young=True)
         if found is None:
             return
         seat, by = found
@@ -56,35 +55,12 @@ class GrantHandler(ClassHandler, JSONHandler):
             return
         self.finish(made(self, room.helpers, grant))
 
-    def seat_in_scope(self, cid: str):
-        """(the attendee's seat, who asks) when the caller is the teaching team for it; else None, answered."""
-        scope = self.scope()
-        header_used = bool(self.request.headers.get("Authorization"))
-        if scope is False:
-            self.forbidden()
-            return None
-        if not header_used and not self.same_origin():
-            return None
-        seat = self.room.seats.get(cid)
-        ws = self.workshops.of_cid(cid)
-        slot = ws.pool.slots.get(cid) if ws is not None else None
-        if seat is None and slot is not None and slot.state == ASSIGNED and slot.nonce:
-            seat = self.room.seat(slot, ws.pool)  # (a session younger than the class view's last look)
-        if seat is None or seat.slot is None or (scope is not None and seat.workshop not in scope):
-            self.set_status(404)
-            self.finish({"error": "no such attendee session"})
-            return None
-        by = "operator" if header_used and self.operator(
-            self.request.headers.get("Authorization", "").partition(" ")[2].strip()) else "helper key"
-        return seat, by
-
 
 class EndGrantsHandler(GrantHandler):
     """DELETE /api/class/<id>/helpers: every helper's access to that attendee ends now."""
 
     def delete(self, cid: str) -> None:
-        found = self.seat_in_scope(cid)
-        if found is None:
+        if self.seat_in_scope(cid, young=True) is None:
             return
         ended = self.room.helpers.end(cid, None, "ended by the teaching team")
         self.finish({"ended": len(ended)})
