@@ -236,7 +236,9 @@ def test_attendees_follow_the_instructor_and_catch_up_below_their_own_work(chrom
                 assert time.monotonic() < deadline, [c["source"][:40] for c in cells]
                 page.wait_for_timeout(300)
 
-        before = saved_cells(lambda cells: any("the attendee wrote this" in c["source"] for c in cells))
+        # (their run finished and saved: its count set, nbmodel's request mark gone, so later saves change nothing)
+        before = saved_cells(lambda cells: any("the attendee wrote this" in c["source"] and c["execution_count"]
+                                               and "jupyter_server_nbmodel" not in c["metadata"] for c in cells))
         page.locator("#nbpool-catch-up").click()
         page.locator("#nbpool-catch-up-undo").wait_for()
         after = saved_cells(lambda cells: len(cells) > len(before))
