@@ -269,6 +269,7 @@ class NbpoolApp(Application):
             sys.exit(2)
         except Exception as exc:
             self._engine_down(exc)
+        self.web.starting = True  # until every pool has adopted its containers (EndedHandler, Admission)
         try:
             await self.proxy.start()
         except (OSError, ValueError) as exc:
@@ -279,6 +280,7 @@ class NbpoolApp(Application):
         except Exception as exc:
             await self.proxy.stop()
             self._engine_down(exc)
+        self.web.starting = False
         self.pool = workshops.default.pool if workshops.default is not None else None
         await self.keeper.start(workshops.pools)
         self.guard.start(workshops.pools, exempt=self.web.admission.exempt_network)

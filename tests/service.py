@@ -53,19 +53,23 @@ class Service:
         lines += [f"c.{key} = {value!r}" for key, value in self.settings.items()]
         self.config.write_text("\n".join(lines) + "\n")
 
-    def start(self, wait_warm: bool = True, timeout: float = 120) -> None:
+    def start(self, wait_warm: bool = True, timeout: float = 120, wait: bool = True) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "start.py"), "--config", str(self.config), "--data-dir", str(self.data_dir)],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         log.close()
+        if not wait:  # the caller watches the start itself
+            return
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nbpool exited with {self.proc.returncode}:\n{self.logs()}")
             try:
                 stats = requests.get(f"{self.url}/api/stats", timeout=2, verify=False).json()
-                if not wait_warm or stats["available"] >= self.settings["Pool.warm"]:
+                # Started: every pool has adopted its containers (until then visitors are asked to wait).
+                started = requests.get(f"{self.url}/healthz", timeout=2, verify=False).json()["starting"] is False
+                if started and (not wait_warm or stats["available"] >= self.settings["Pool.warm"]):
                     return
             except (requests.RequestException, ValueError):
                 pass

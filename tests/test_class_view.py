@@ -262,7 +262,9 @@ def test_the_stream_pushes_a_run_as_it_happens(make_service):
         await client.start_session(NOTEBOOK)
         await client.execute("1 / 0", cell_id="cell-09")
         for _ in range(100):
-            if any(t["id"] == cid and t["error"] == "ZeroDivisionError" for _, snap in seen for t in snap["sessions"]):
+            # The error comes from the kernel at once, its cell's position once the notebook's outline is read.
+            if any(t["id"] == cid and t["error"] == "ZeroDivisionError" and (t["cell"] or {}).get("index") is not None
+                   for _, snap in seen for t in snap["sessions"]):
                 break
             await asyncio.sleep(0.1)
         await client.shutdown()

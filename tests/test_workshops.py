@@ -9,6 +9,7 @@ start; an instructor's push adds, replaces and keeps files beside.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -267,10 +268,20 @@ def test_a_restart_adopts_each_workshops_attendees_and_kept_work_returns_to_its_
     # Restarted with 'late' gone from the config: both attendees keep their containers.
     assert service.stop() == 0
     service.write_config(NbpoolApp__workshops=base)
-    service.start(wait_warm=False)
+    service.start(wait=False)
+    # From the moment it listens, a returning attendee is asked to wait while the restart adopts the
+    # containers: never told their session ended (404) because their route is not back yet.
+    statuses = []
+    deadline = time.monotonic() + 60
+    while not statuses or statuses[-1] != 200:
+        assert time.monotonic() < deadline, statuses[-5:]
+        try:
+            statuses.append(late.get(late_url, timeout=30).status_code)
+        except requests.ConnectionError:
+            time.sleep(0.02)  # not listening yet
+    assert set(statuses) <= {503, 200}, statuses
     service.wait_for(lambda: stats(service, "python-intro")["assigned"] == 1, timeout=60, what="adoption")
     assert py.get(py_url, timeout=30).status_code == 200
-    assert late.get(late_url, timeout=30).status_code == 200
     assert "workshop late is no longer in the config: its 1 attendees keep working" in service.logs()
     assert requests.get(f"{service.url}/w/late/", timeout=5).status_code == 404
     left = docker_client.containers.list(filters={"label": f"org.nbpool.pool={service.pool_name}-late"})

@@ -110,9 +110,10 @@ class Admission:
         browser holds) and the spawn rate apply to everyone.
         """
         self.check_ban(address, marks or BanMarks())
-        if not self.web.accepting:
+        if not self.web.accepting or self.web.starting:
+            # Starting: a returning visitor's container may not be adopted yet; a new one would orphan it.
             raise Refused(503, "Restarting", "The workshop server is restarting. Please try again in a moment.",
-                          "not accepting: stopping", retry_after=10)
+                          "not accepting: " + ("starting" if self.web.starting else "stopping"), retry_after=10)
         if not trusted:
             self.check_key(key, key_cookie, workshop_key)
             self.check_share(address, pool)

@@ -150,12 +150,13 @@ class HealthHandler(JSONHandler):
         pools = self.workshops.all()
         problems = [f"{w.name}: {p}" if w.name else p for w in pools for p in w.pool.problems()]
         problems += [] if self.nb.accepting else ["stopping: not accepting new visitors"]
+        problems += ["starting: adopting the engine's containers"] if self.nb.starting else []
         self.set_status(503 if problems else 200)
         self.finish({"status": "unhealthy" if problems else "ok", "problems": problems,
                      "engine_up": all(w.pool.engine_up for w in pools),
                      "breaker_open": any(w.pool.breaker_open for w in pools),
                      "consecutive_failures": max((w.pool.consecutive_failures for w in pools), default=0),
-                     "accepting": self.nb.accepting, **summed(pools, self.workshops.cap.total)})
+                     "accepting": self.nb.accepting, "starting": self.nb.starting, **summed(pools, self.workshops.cap.total)})
 
 
 class AdminHandler(JSONHandler):

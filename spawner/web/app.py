@@ -221,6 +221,9 @@ class WebApp(LoggingConfigurable):
         self.claims: dict[str, Claim] = {}
         self.history: collections.deque = collections.deque(maxlen=720)
         self.accepting = True
+        # True while a (re)start adopts the engine's containers: an attendee's route may not be back yet, so
+        # "no route" means "wait", not "ended" (start.py clears it once every workshop's pool has started).
+        self.starting = False
         # Origins that may act with a visitor's cookie: nbpool's own, plus those allowed to embed it.
         self.origins = OriginPolicy(self.cors_origin)
         self.observe(lambda change: self.origins.set_allowed(change["new"]), names=["cors_origin"])

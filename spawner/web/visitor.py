@@ -288,6 +288,15 @@ class EndedHandler(PageHandler):
 
     def prepare(self) -> None:
         cid, path = split_user_path(self.request.path)
+        if self.nb.starting:  # its container may be one the restart has not adopted yet: not ended, not yet
+            self.set_status(503)
+            self.set_header("Retry-After", "3")
+            self.set_header("Cache-Control", "no-store")
+            if self.wants_json():
+                self.finish({"error": "The notebook server is not answering right now; retry shortly."})
+            else:
+                self.finish(self.render_page("unreachable.html"))
+            return
         origins = Origins(self)
         if origins.sub:
             if origins.on_container_host():  # its route has gone: the ended page is nbpool's, on the main host
