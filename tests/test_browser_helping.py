@@ -34,10 +34,37 @@ def open_notebook(context, service, main: str, ui: str = "lab", path: str = NOTE
     page.wait_for_url(f"**/user/*/{ui}/**")
     cid = page.url.split("/user/", 1)[1].split("/", 1)[0]
     settle(service)  # (a spare starting aborts Chromium's loads: see test_browser_class)
-    page.reload()
-    page.locator(".jp-Notebook .jp-Cell").first.wait_for()
-    wait_kernel_idle(page)
+    load_notebook(page, page.reload)
     return page, cid
+
+
+def load_notebook(page, navigate, timeout: float = 90) -> None:
+    """``navigate()``, then wait until the notebook can run a cell: its kernel connected and idle, all its cells shown.
+
+    A person waits for the same. Run before the page's session has its kernel, server-side execution drops the run
+    without a word (jupyter-server-nbmodel's executor clears a cell whose session has no kernel id yet), and a cell
+    added below "the last cell" while the notebook is still being drawn lands in the middle of it.
+    """
+    sockets: list[str] = []
+
+    def opened(ws) -> None:
+        if "/channels" in ws.url:
+            sockets.append(ws.url)
+
+    page.on("websocket", opened)
+    try:
+        navigate()
+        cells, deadline = -1, time.monotonic() + timeout
+        while True:
+            now = page.locator(".jp-Notebook .jp-Cell").count()
+            if sockets and now and now == cells:
+                break
+            assert time.monotonic() < deadline, f"the notebook is not ready: {now} cells, kernel sockets {sockets}"
+            cells = now
+            page.wait_for_timeout(500)
+    finally:
+        page.remove_listener("websocket", opened)
+    wait_kernel_idle(page, timeout)
 
 
 def wait_kernel_idle(page, timeout: float = 90) -> None:
@@ -75,8 +102,7 @@ def test_a_running_cells_output_survives_a_reload_and_a_dropped_network(ui, chro
         page, _ = open_notebook(context, service, service.url, ui)
         run_in_new_cell(page, SLOW_CELL)
         page.wait_for_timeout(2000)  # (sleeping now)
-        page.reload()
-        page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+        load_notebook(page, page.reload)
         cell_output(page, "survived").wait_for(timeout=60_000)
 
         run_in_new_cell(page, 'import time; time.sleep(8); print("through the outage")')
@@ -145,10 +171,8 @@ def test_a_helper_watches_live_and_cannot_run_then_helps_and_the_attendee_ends_i
         assert "the watcher typed this" not in page.locator(".jp-Notebook").inner_text()
 
         # Help mode: the helper runs a cell; the attendee sees its output.
-        goto(watch, grant_link(service, cid, "help", "Kim"))
+        load_notebook(watch, lambda: goto(watch, grant_link(service, cid, "help", "Kim")))
         watch.wait_for_url(f"**/user/{cid}/lab**")
-        watch.locator(".jp-Notebook .jp-Cell").first.wait_for()
-        wait_kernel_idle(watch)
         run_in_new_cell(watch, 'print("from the helper")')
         cell_output(page, "from the helper").wait_for(timeout=60_000)
         page.locator("#nbpool-helpers").filter(has_text="Kim").wait_for()
@@ -205,9 +229,7 @@ def test_attendees_follow_the_instructor_and_catch_up_below_their_own_work(chrom
         goto(teach, links["instructor"][""].replace("/?", "/spawn/lab/tree/" + NOTEBOOK + "?"))
         teach.wait_for_url("**/user/*/lab/**")
         settle(service)
-        teach.reload()
-        teach.locator(".jp-Notebook .jp-Cell").first.wait_for()
-        wait_kernel_idle(teach)
+        load_notebook(teach, teach.reload)
 
         follow = follower.new_page()  # no notebook of their own
         follow.set_default_timeout(60_000)
