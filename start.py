@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_unix_socket
-from traitlets import Bool, Dict, Enum, Integer, Unicode, default, validate
+from traitlets import Any, Bool, Dict, Enum, Float, Integer, List, Unicode, default, validate
 from traitlets.config import Application, Config, TraitError
 
 from proxy.addresses import network_of
@@ -32,6 +32,7 @@ from proxy.server import Proxy, install_uvloop
 from spawner import __version__, configref
 from spawner import reload as settings
 from spawner.classroom.room import ClassView
+from spawner.content import Allowed, GitCache, Material, SourceError, parse_sources
 from spawner.engines.docker import DockerBackend
 from spawner.engines.firewall import ContainerFirewall
 from spawner.engines.swarm import SwarmBackend
@@ -86,7 +87,8 @@ class NbpoolApp(Application):
                           "cull_idle, cull_max_age, warmup_path and engine settings image, "
                           "mem_limit, cpu_limit, pids_limit, disk_limit, environment, volumes, prestart_kernel, "
                           "collaboration, and helper_key and instructor_key (the class view's and the instructor's, "
-                          "for this workshop only; unset ones: the service's own). Empty: one workshop at / (as "
+                          "for this workshop only; unset ones: the service's own), and content (git repositories "
+                          "poured into its containers, as NbpoolApp.content). Empty: one workshop at / (as "
                           "without this setting). "
                           "SIGHUP adds, changes and removes workshops live; see 'Several workshops' in the README.")
     total_containers = Integer(0, config=True,
@@ -97,6 +99,34 @@ class NbpoolApp(Application):
     time_zone = Unicode("", config=True,
                         help="Time zone of the workshops' schedule times without an offset, e.g. 'Europe/Berlin' "
                              "(empty: this machine's). Times with an offset (2026-12-03T09:00+01:00) need none.")
+    content = Any(None, allow_none=True, config=True,
+                  help="Workshop material from git for the workshop at / (each named workshop has its own "
+                       "'content' setting): {'repo': URL, 'ref': branch, tag or commit, 'path': folder in the home "
+                       "directory}, or a list of them. URL: https://, http://, ssh://, git://, user@host:path or "
+                       "a local path; ref: default the remote's default branch; path: default the repository's "
+                       "name ('.': the home folder). Fetched once on this machine (never inside a container) "
+                       "and poured into every container before it is handed out; a new commit reaches running "
+                       "containers without overwriting what an attendee changed. SIGHUP applies a change.")
+    allowed_content = List(Unicode(), config=True,
+                           help="Repositories that links may make nbpool fetch, besides the configured 'content': "
+                                "URL patterns such as 'https://github.com/our-org/*' (matched without credentials, "
+                                "a trailing '/' or '.git'). An nbgitpuller link (/git-pull?repo=…) or a Binder spec "
+                                "(/v2/gh/<org>/<repo>/<ref>) naming any other repository gets a 403 page and "
+                                "fetches nothing. SIGHUP applies a change.")
+    content_interval = Float(300.0, config=True,
+                             help="Seconds between two fetches of every content source (0: only at start and on "
+                                  "POST /api/admin/workshops/<name>/pull or /api/admin/content/pull). Read at start.")
+    content_timeout = Float(120.0, config=True,
+                            help="Seconds one git fetch may take before it is stopped (the last good commit stays "
+                                 "in use). Read at start.")
+    content_max_bytes = Integer(200 * 2**20, config=True,
+                                help="Largest repository nbpool fetches, in bytes: a fetch is stopped once the cache "
+                                     "grows past it, and a commit whose files add up to more is refused. Read at "
+                                     "start.")
+    content_ssh_key = Unicode("", config=True,
+                              help="Private key file for ssh:// and user@host:path repositories (given to ssh by path, "
+                                   "never copied; hosts are trusted on first use, in the cache's known_hosts). "
+                                   "Read at start.")
     generate_config = Bool(False, config=True, help="Write a fully commented config file and exit.")
     config_reference = Unicode("", config=True,
                                help="Rewrite the configuration reference in this Markdown file (between its "
@@ -227,9 +257,18 @@ class NbpoolApp(Application):
                           guard=self.guard, classroom=self.classroom)
         try:
             specs = parse_workshops(self.workshops, service_zone(self.time_zone)) if self.workshops else None
-        except WorkshopError as exc:
+            own_content = parse_sources(self.content, "NbpoolApp.content")
+        except (WorkshopError, SourceError) as exc:
             self.log.critical("%s", exc)
             sys.exit(2)
+        self.material = Material(GitCache(data / "content", timeout=self.content_timeout,
+                                          max_bytes=self.content_max_bytes, ssh_key=self.content_ssh_key, log=self.log),
+                                 allowed=Allowed(self.allowed_content), secret=secret, keeper=self.keeper, log=self.log,
+                                 interval=self.content_interval)
+        self.material.configure("", own_content if specs is None else [])
+        for name, spec in (specs or {}).items():
+            self.material.configure(name, spec.content)
+        self.web.material = self.material
 
         def make_pool(**settings) -> Pool:
             workshop = settings.get("workshop", "")
@@ -242,7 +281,8 @@ class NbpoolApp(Application):
                         **settings)
 
         self.workshop_list = Workshops(engine=self.engine, make_pool=make_pool, web=self.web, keeper=self.keeper,
-                                       secret=secret, data_dir=data, log=self.log, total=self.total_containers)
+                                       secret=secret, data_dir=data, log=self.log, total=self.total_containers,
+                                       material=self.material)
         self.pool = None  # the unnamed workshop's pool, once started (None with named workshops)
         self.web.pages.display_name = lambda name: (ws.display_name if (ws := self.workshop_list.get(name)) else None)
 
@@ -275,6 +315,8 @@ class NbpoolApp(Application):
         except (OSError, ValueError) as exc:
             self.log.critical("cannot listen on %s:%s: %s", self.proxy.ip or "*", self.proxy.port, exc)
             sys.exit(2)
+        # The material fetched before a restart, read back first: the first spares have it without the network.
+        await self.material.start(lambda: {ws.name: ws.pool for ws in workshops.all()})
         try:
             await workshops.start(specs, self.config)
         except Exception as exc:
@@ -310,6 +352,7 @@ class NbpoolApp(Application):
         self.guard.stop()
         self.classroom.stop()
         self.keeper.stop()
+        await self.material.stop()
         await workshops.stop()
         self.record.stop()
         await self.proxy.stop()
@@ -319,6 +362,18 @@ class NbpoolApp(Application):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock_path)
         self.log.info("stopped")
+
+    def apply_content(self, loader, own: list) -> None:
+        """A reload's content settings: the links' allow list, and the sources of the workshop at /."""
+        if list(loader.allowed_content) != list(self.allowed_content):
+            self.allowed_content = loader.allowed_content
+            self.material.allowed = Allowed(self.allowed_content)
+            self.log.info("applied NbpoolApp: allowed_content=%r", list(self.allowed_content))
+        self.content = loader.content
+        if self.material.configure("", own):
+            self.log.info("applied NbpoolApp: content is now %s", "; ".join(s.describe() for s in own) or "none")
+            if own:
+                asyncio.get_running_loop().create_task(self.material.pull(""))
 
     def watch_kernels(self) -> None:
         """The proxy tells the class view what kernel WebSockets say, while ClassView.enabled (new ones from now)."""
@@ -380,6 +435,7 @@ class NbpoolApp(Application):
             fresh, loader = self._read_config(path)
             self._check(fresh)
             specs = parse_workshops(loader.workshops, service_zone(loader.time_zone)) if loader.workshops else None
+            own_content = parse_sources(loader.content, "NbpoolApp.content")
             await workshops.check(specs, fresh, BACKENDS[self.backend])
         except Exception as exc:  # the operator's file: say what is wrong, keep serving
             self.log.error("config reload failed, nothing changed: %s", exc)
@@ -414,6 +470,7 @@ class NbpoolApp(Application):
             self.log.info("applied NbpoolApp: total_containers=%d", loader.total_containers)
             workshops.set_total(loader.total_containers)
         self.workshops, self.time_zone = loader.workshops, loader.time_zone
+        self.apply_content(loader, own_content if specs is None else [])
         await workshops.apply(specs, fresh)
         self.pool = workshops.default.pool if workshops.default is not None else None
         self.watch_kernels()

@@ -38,8 +38,7 @@ def reference(classes: list) -> str:
         traits = cls.class_traits(config=True)
         own = {n: t for n, t in sorted(traits.items()) if n in cls.__dict__}
         if cls is classes[0]:
-            own = {n: t for n, t in own.items()
-                   if n in ("config_file", "data_dir", "workshops", "total_containers", "time_zone", "backend")}
+            own = {n: t for n, t in own.items() if n not in ("generate_config", "config_reference")}  # (commands)
         if not own:
             continue
         lines += [f"#### `{cls.__name__}`", "", "| setting | default | meaning |", "|---|---|---|"]

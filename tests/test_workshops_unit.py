@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from traitlets.config import Config
 
+from spawner.content.merge import beside_name
 from spawner.workshops import WorkshopError, parse_workshops, service_zone
 from spawner.workshops.cap import TotalCap
-from spawner.workshops.push import PushError, beside_name, check_files, files_from_folder
+from spawner.workshops.push import PushError, check_files, files_from_folder
 from spawner.workshops.schedule import ASSUMED_LAUNCH, LEAD_FACTOR, LEAD_MARGIN, StartRate, Window, WorkshopSchedule
 
 UTC_ZONE = service_zone("UTC")

@@ -12,6 +12,7 @@ from traitlets import TraitError
 from .. import __version__
 from ..pool.errors import PoolError, PoolFull
 from ..pool.stats import add_up, spawn_summary
+from ..report.analysis import format_bytes
 from ..secret import ADMIN
 from .access import GRANT_COOKIE, session_cookie
 from .admission import Refused
@@ -156,7 +157,8 @@ class HealthHandler(JSONHandler):
                      "engine_up": all(w.pool.engine_up for w in pools),
                      "breaker_open": any(w.pool.breaker_open for w in pools),
                      "consecutive_failures": max((w.pool.consecutive_failures for w in pools), default=0),
-                     "accepting": self.nb.accepting, "starting": self.nb.starting, **summed(pools, self.workshops.cap.total)})
+                     "accepting": self.nb.accepting, "starting": self.nb.starting,
+                     **summed(pools, self.workshops.cap.total)})
 
 
 class AdminHandler(JSONHandler):
@@ -325,7 +327,10 @@ class StatusPageHandler(AdminHandler):
         images = sorted({w.pool.backend.image for w in self.workshops.all()})
         links = self.nb.helper_links(self.workshops, self.own_origin().decode("latin-1"))
         self.finish(self.render_page("status.html", image=", ".join(images), named=self.workshops.named,
-                                     class_links=links))
+                                     class_links=links, content=self.nb.material.status() if self.nb.material else
+                                     {"sources": [], "links": []}, size=format_bytes,
+                                     when=lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t
+                                     else "never"))
 
 
 class ClassLinksHandler(AdminHandler):

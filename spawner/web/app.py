@@ -27,6 +27,7 @@ from traitlets.config import LoggingConfigurable
 from proxy.addresses import network_of
 from proxy.origin import OriginPolicy
 
+from ..content import Delivery
 from ..keep.store import Kept
 from ..pool.ended import EndedSessions
 from ..pool.pool import Pool, Ticket
@@ -221,6 +222,7 @@ class WebApp(LoggingConfigurable):
         self.claims: dict[str, Claim] = {}
         self.history: collections.deque = collections.deque(maxlen=720)
         self.accepting = True
+        self.material = None  # git material (content.Material): set by start.py
         # True while a (re)start adopts the engine's containers: an attendee's route may not be back yet, so
         # "no route" means "wait", not "ended" (start.py clears it once every workshop's pool has started).
         self.starting = False
@@ -287,11 +289,13 @@ class WaitingVisitor:
     """A visitor in line: their ticket, where they want to land, when they last asked (and the kept
     work to copy into their container, when they asked to continue it)."""
 
-    def __init__(self, ticket: Ticket, path: str, restore: Kept | None = None, prefix: str = ""):
+    def __init__(self, ticket: Ticket, path: str, restore: Kept | None = None, prefix: str = "",
+                 deliver: Delivery | None = None):
         self.ticket = ticket
         self.path = path
         self.prefix = prefix  # its workshop's links ('/w/<name>' or '')
         self.restore = restore
+        self.deliver = deliver  # a link's repository, merged into the container before the visitor lands
         self.last_seen = time.monotonic()
 
     def expired(self, now: float, claim_timeout: float) -> bool:

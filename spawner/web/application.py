@@ -22,6 +22,7 @@ from .build import build_handlers
 from .classview import class_handlers
 from .entry import entry_handlers
 from .follow import follow_handlers
+from .gitpull import gitpull_handlers
 from .guard_api import guard_handlers
 from .helping import helping_handlers
 from .kept import kept_handlers
@@ -43,7 +44,7 @@ def make_application(web: WebApp, workshops: Workshops, proxy: Proxy, classroom:
     return Application(
         visitor_handlers() + kept_handlers() + api_handlers() + workshops_handlers() + binder_handlers()
         + build_handlers() + entry_handlers() + guard_handlers() + class_handlers() + helping_handlers()
-        + follow_handlers(),
+        + follow_handlers() + gitpull_handlers(),
         nb=web,
         workshops=workshops,
         proxy=proxy,

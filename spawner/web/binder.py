@@ -3,9 +3,14 @@
 Launch buttons on Jupyter Book (sphinx-book-theme ``binderhub_url``) and MyST
 (``jupyter: binder: url:``) pages open ``{binderUrl}/v2/{provider}/{spec}?urlpath=<path>``
 in a new tab; MyST first checks that ``GET {binderUrl}versions`` answers as a
-BinderHub. nbpool builds nothing: the spec only chooses the workshop, and the
+BinderHub. nbpool builds nothing: the spec chooses the workshop, and the
 visitor goes on to that workshop's ``/spawn/<path>`` (the waiting line, the
-session cookie and every admission rule as for any visitor).
+session cookie and every admission rule as for any visitor). When the spec's
+repository is one nbpool may fetch (``NbpoolApp.allowed_content``, or a
+workshop's ``content``), the visitor goes through ``/git-pull`` instead, and
+gets that repository's files (at the chosen ref) at the root of their home
+folder, as Binder would have them; the environment is still the workshop's
+image.
 
 The rule, documented in the README: the repository's name in the spec
 (``gh/<org>/<repo>/<ref>`` -> ``<repo>``; ``gl`` and ``git`` take the last part
@@ -18,9 +23,10 @@ lists the workshops.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlencode
 
 from .. import __version__
+from ..content.sources import SourceError, binder_repo, check_ref, check_repo
 from ..workshops import Workshop
 from .admission import Refused
 from .handler import PageHandler
@@ -68,6 +74,20 @@ class SpecHandler(PageHandler):
             self._workshop = ws  # its pages and pool from here on
         return ws, name
 
+    def allowed_repo(self, provider: str) -> tuple[str, str] | None:
+        """(repository URL, ref) of the spec when nbpool may fetch it (NbpoolApp.allowed_content or a
+        workshop's content); None otherwise: the spec then only chooses the workshop, as before."""
+        spec = self.request.path.split("/", 3)[3] if self.request.path.count("/") >= 3 else ""
+        repo = binder_repo(provider, spec)
+        if repo is None or self.nb.material is None:
+            return None
+        try:
+            check_repo(repo[0])
+            check_ref(repo[1])
+        except SourceError:
+            return None
+        return repo if self.nb.material.allows(repo[0]) else None
+
 
 class LaunchHandler(SpecHandler):
     """GET /v2/<provider>/<spec>[?urlpath=…]: a fresh container of the spec's workshop, at that path."""
@@ -85,6 +105,12 @@ class LaunchHandler(SpecHandler):
             self.refuse_visitor(refusal)
             return
         key = self.get_argument("key", None)
+        repo = self.allowed_repo(provider)
+        if repo is not None:  # the repository's own files, at the root of the home folder as Binder has them
+            query = urlencode({"repo": repo[0], "branch": repo[1], "urlpath": path or ws.landing_path,
+                               "targetpath": ".", **({"key": key} if key else {})})
+            self.redirect(f"{ws.prefix}/git-pull?{query}")
+            return
         self.redirect(target + (f"?key={quote(key, safe='')}" if key else ""))
 
 

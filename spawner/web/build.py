@@ -25,6 +25,9 @@ import time
 
 from tornado.iostream import StreamClosedError
 
+from ..content import Delivery, FetchError
+from ..content.gitcache import redact
+from ..keep.contents import ContentsError
 from ..pool.errors import PoolError, PoolFull
 from ..pool.slot import ASSIGNED, Slot
 from ..secret import SESSION
@@ -77,9 +80,24 @@ class BuildHandler(SpecHandler):
             await self.failed(f"No workshop here is named {name!r} (the repository's name in the spec chooses "
                               f"the workshop). Workshops here: {names}.")
             return
+        repo = self.allowed_repo(provider)
+        if repo is not None:  # fetched before a container is taken: a failure takes nothing
+            try:
+                await nb.material.ensure(*repo)
+            except FetchError as exc:
+                await self.failed(f"The repository could not be fetched: {exc}")
+                return
         slot = await self.take(ws)
         if slot is None:
             return
+        if repo is not None:  # its files at the root of the home folder, as Binder has them
+            try:
+                await nb.material.deliver(slot, Delivery(repo[0], repo[1], ""))
+            except (ContentsError, FetchError, OSError) as exc:
+                nb.log.error("could not copy %s into %s: %s", redact(repo[0]), slot.cid, exc)
+                ws.pool.release(slot, "copying a repository into it failed")
+                await self.failed("The repository's files could not be copied into the notebook server.")
+                return
         bearer = nb.access.bearer(slot)
         if slot.route is not None:  # (it has one while the proxy routes it)
             slot.route.bearer = bearer

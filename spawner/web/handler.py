@@ -14,6 +14,8 @@ from proxy.http import MESSAGES, wants_json
 from proxy.origin import OriginPolicy, own_origin
 from proxy.server import Proxy
 
+from ..content import Delivery, FetchError
+from ..content.gitcache import redact
 from ..keep import Kept, WorkKeeper
 from ..keep.contents import ContentsError
 from ..keep.keeper import AlreadyRestored
@@ -379,8 +381,26 @@ class PageHandler(RequestHandler):
             return slot
         return None
 
-    async def arrive(self, slot: Slot, path: str, restore: Kept | None) -> None:
-        """Send the visitor into ``slot`` at ``path``, their kept work copied in first if they asked."""
+    async def deliver_into(self, slot: Slot, deliver: Delivery, release: bool = True) -> bool:
+        """A link's repository merged into ``slot``; False (a page said why; a new ``slot`` released) if it failed."""
+        try:
+            out = await self.nb.material.deliver(slot, deliver)
+        except (ContentsError, FetchError, OSError) as exc:
+            self.nb.log.error("could not copy %s into %s: %s", redact(deliver.repo), slot.cid, exc)
+            if release:
+                self.workshops.of_cid(slot.cid).pool.release(slot, "copying a repository into it failed")
+            self.page("error.html", status=502, reason="The workshop material could not be copied",
+                      message="The files this link names could not be copied into your notebook server. Please "
+                              "try the link again in a moment.")
+            return False
+        if out.new or out.replaced or out.beside:
+            self.nb.log.info("%s into %s: %d new, %d updated, %d kept (new version beside)", redact(deliver.repo),
+                             slot.cid, len(out.new), len(out.replaced), len(out.beside))
+        return True
+
+    async def arrive(self, slot: Slot, path: str, restore: Kept | None, deliver: Delivery | None = None) -> None:
+        """Send the visitor into ``slot`` at ``path``, their kept work copied in first if they asked (and a
+        link's repository merged in, if it names one)."""
         if restore is not None:
             try:
                 count = await self.keeper.restore(restore, slot)
@@ -396,6 +416,8 @@ class PageHandler(RequestHandler):
                                   "Please try again, or download it.")
                 return
             self.nb.log.info("handed %s to %s with %d kept files", slot.cid, self.request.remote_ip, count)
+        if deliver is not None and not await self.deliver_into(slot, deliver):
+            return
         # Path mode: /spawn asked before ending the browser's other notebooks, but one may have begun in
         # another tab while this one waited in line; one origin still holds one notebook's credential.
         self.let_go(self.single_origin_holdings(slot), "You opened another notebook in this browser.")

@@ -11,6 +11,7 @@ import secrets
 import time
 from urllib.parse import quote
 
+from ..content import Delivery
 from ..keep import Kept
 from ..pool.errors import PoolError
 from ..pool.slot import ASSIGNED, split_user_path
@@ -73,8 +74,10 @@ class SpawnHandler(PageHandler):
         else:
             self.redirect("/")
 
-    async def spawn(self, path: str, confirmed: bool, restore: Kept | None = None) -> None:
-        """A container for this visitor (``restore``: with that kept work copied in first)."""
+    async def spawn(self, path: str, confirmed: bool, restore: Kept | None = None,
+                    deliver: Delivery | None = None) -> None:
+        """A container for this visitor (``restore``: with that kept work copied in first; ``deliver``: with a
+        link's repository merged in, into their own container too when they come back with the link)."""
         nb, pool, ws = self.nb, self.pool, self.workshop
         if ws is None:  # kept work of a workshop removed since: it can be downloaded, not continued
             self.page("error.html", status=410, reason="This workshop has ended",
@@ -114,6 +117,8 @@ class SpawnHandler(PageHandler):
                 # A returning visitor whose container is alive goes back to it.
                 if self.is_instructor(ws.name):
                     await pool.mark_instructor(current)
+                if deliver is not None and not await self.deliver_into(current, deliver, release=False):
+                    return
                 self.redirect(entry_url(self, current, path))
                 return
             if not confirmed:
@@ -141,7 +146,7 @@ class SpawnHandler(PageHandler):
             return
         if slot is not None:
             nb.log.info("handed out %s to %s", slot.cid, address)
-            await self.arrive(slot, path, restore)
+            await self.arrive(slot, path, restore, deliver)
             return
         try:
             ticket = pool.enqueue(owner=nb.admission.owner_of(address))
@@ -149,7 +154,7 @@ class SpawnHandler(PageHandler):
             self.refuse(error, self.request.uri)
             return
         key = secrets.token_urlsafe(12)
-        nb.tickets[key] = WaitingVisitor(ticket, path, restore, prefix=ws.prefix)
+        nb.tickets[key] = WaitingVisitor(ticket, path, restore, prefix=ws.prefix, deliver=deliver)
         self.set_visitor_cookie(TICKET_COOKIE, key, TICKET)
         self.redirect(f"/spawn/wait/{key}")
 
@@ -202,7 +207,7 @@ class WaitHandler(PageHandler):
                 return
             slot = future.result()
             self.nb.log.info("handed out %s to %s after waiting in line", slot.cid, self.request.remote_ip)
-            await self.arrive(slot, waiting.path, waiting.restore)
+            await self.arrive(slot, waiting.path, waiting.restore, waiting.deliver)
             return
         self.page("waiting.html", position=waiting.ticket.position, key=key)
 

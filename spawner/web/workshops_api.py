@@ -109,8 +109,43 @@ class PushHandler(AdminHandler):
         return {str(k): v.encode() for k, v in given.items()}, "upload"
 
 
+class ContentHandler(AdminHandler):
+    """GET /api/admin/content: every git source (URL without credentials, ref, commit, when, size, error) and
+    every repository links brought. POST /api/admin/content/pull (all workshops) or
+    /api/admin/workshops/<name>/pull: fetch now; a new commit is poured into running containers (in the
+    background: ``pours`` in the GET shows the last one of each workshop)."""
+
+    def get(self, name: str | None = None) -> None:
+        self.finish(self.nb.material.status())
+
+    async def post(self, name: str | None = None) -> None:
+        material = self.nb.material
+        if not self.request.path.rstrip("/").endswith("/pull"):
+            self.set_status(405)
+            self.finish({"error": "POST /api/admin/content/pull fetches every source now"})
+            return
+        name = name or None
+        if name is not None and (not self.workshops.named or self.workshops.get(name) is None):
+            self.set_status(404)
+            self.finish({"error": f"no workshop {name!r}", "workshops": sorted(self.workshops.active)})
+            return
+        if name is not None and not material.sources.get(name):
+            self.set_status(400)
+            self.finish({"error": f"workshop {name} has no 'content' in its settings"})
+            return
+        results = await material.pull(name)
+        self.nb.log.info("content pull%s by the admin API: %s", f" of workshop {name}" if name else "",
+                         "; ".join(f"{r['repo']} {(r['commit'] or 'none')[:10]}" + (f" ({r['error']})" if r["error"]
+                                                                                      else "") for r in results)
+                         or "no sources")
+        self.finish({"sources": results})
+
+
 def workshops_handlers() -> list:
     return [
         (r"/api/admin/workshops/?", WorkshopsHandler),
         (r"/api/admin/workshops/([a-z0-9-]+)/push", PushHandler),
+        (r"/api/admin/workshops/([a-z0-9-]+)/pull", ContentHandler),
+        (r"/api/admin/content/?()", ContentHandler),
+        (r"/api/admin/content/pull()", ContentHandler),
     ]

@@ -26,8 +26,9 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from ..content.merge import Outcome, beside_name, merge_files, write_files
 from ..keep.contents import ContentsError, NotebookFiles
 from ..keep.store import BadPath, check_path
 from ..pool.slot import ASSIGNED, SPARE, Slot
@@ -59,12 +60,6 @@ def _write(target: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, target)
-
-
-def beside_name(path: str) -> str:
-    """'exercises/ex1.ipynb' -> 'exercises/ex1 (updated).ipynb'."""
-    p = PurePosixPath(path)
-    return str(p.with_name(f"{p.stem} (updated){p.suffix}"))
 
 
 def check_files(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -101,20 +96,6 @@ def files_from_folder(folder: str) -> dict[str, bytes]:
             if len(found) > MAX_FILES:
                 raise PushError(f"push folder {folder!r} has more than {MAX_FILES} files")
     return check_files(found)
-
-
-@dataclass
-class Outcome:
-    """One container's part in a push."""
-
-    cid: str
-    state: str  # spare or assigned, when the push began
-    result: str = "pending"  # pending, done, failed
-    new: list[str] = field(default_factory=list)
-    replaced: list[str] = field(default_factory=list)
-    beside: list[str] = field(default_factory=list)  # the attendee changed it: the new version is beside it
-    current: list[str] = field(default_factory=list)  # already this version
-    error: str = ""
 
 
 @dataclass
@@ -252,45 +233,19 @@ class Updates:
     async def _into(self, slot: Slot, files: dict[str, bytes], known: dict[str, set[str]], out: Outcome) -> None:
         if slot.route is not None:
             slot.route.fill_ok = False  # written to outside the proxy: no longer the image's files alone
-        api = self._files(slot)
         try:
             async with asyncio.timeout(CONTAINER_TIMEOUT):
-                for path, data in sorted(files.items()):
-                    digest = hashlib.sha256(data).hexdigest()
-                    there = await api.fingerprint(path)
-                    if there == digest:
-                        out.current.append(path)
-                        continue
-                    await self._make_folders(api, path)
-                    if there is None:
-                        await api.write(path, data)
-                        out.new.append(path)
-                    elif there in known.get(path, ()):
-                        await api.write(path, data)
-                        out.replaced.append(path)
-                    else:
-                        await api.write(beside_name(path), data)
-                        out.beside.append(path)
+                await merge_files(self._files(slot), files, known, out)
             out.result = "done"
         except (ContentsError, TimeoutError, OSError) as exc:
             out.result, out.error = "failed", str(exc) or type(exc).__name__
             self.log.warning("workshop %s: push into %s failed: %s", self.workshop, slot.cid, out.error)
 
-    @staticmethod
-    async def _make_folders(api: NotebookFiles, path: str) -> None:
-        parts = path.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            with contextlib.suppress(ContentsError):  # there already
-                await api.make_folder("/".join(parts[:i]))
-
     async def into_spare(self, slot: Slot) -> None:
         """A new container, nobody's yet: every pushed file, as pushed (Pool.on_spare)."""
         if not self.files:
             return
-        api = self._files(slot)
-        for path, data in sorted(self.files.items()):
-            await self._make_folders(api, path)
-            await api.write(path, data)
+        await write_files(self._files(slot), self.files)
 
     def status(self) -> dict | None:
         return self.last.summary() if self.last is not None else None

@@ -100,7 +100,7 @@ class Workshops:
     """Every workshop of the service, found by name or by URL; the service-wide cap; the schedules' loop."""
 
     def __init__(self, *, engine, make_pool: Callable[..., Pool], web, keeper, secret, data_dir: Path, log,
-                 total: int = 0, clock: Callable[[], float] | None = None):
+                 total: int = 0, clock: Callable[[], float] | None = None, material=None):
         self.engine = engine  # the service's engine (the unnamed workshop's)
         self.make_pool = make_pool  # make_pool(**kwargs) -> Pool wired to the proxy, web app and record
         self.web = web
@@ -115,6 +115,7 @@ class Workshops:
         self.rate = StartRate(data_dir / "start_rate.json", self._launches,
                               lambda: [i for w in self.all() for i in w.pool.stats.launch_intervals])
         self.clock = clock
+        self.material = material  # git material (content.Material), poured into each workshop's containers
         self._task: asyncio.Task | None = None
         # Starts in flight across every workshop: the service's Pool.spawn_concurrency (as the pools have it).
         self.spawn_gate = FairGate(lambda: next((w.pool.spawn_concurrency for w in self.active.values()), 4))
@@ -163,7 +164,15 @@ class Workshops:
         pool.spawn_gate = self.spawn_gate.share(pool)  # one machine (or cluster): one limit on starts in flight
         pool.shared_room = self.cap.room if self.cap.total else None
         pool.on_freed = self.cap.freed
-        pool.on_spare = updates.into_spare
+        if self.material is not None:
+            self.material.configure(name, spec.content if spec is not None else self.material.sources.get(name, []))
+
+        async def fill(slot) -> None:  # the git material first: a push (a later fix) wins over it
+            if self.material is not None:
+                await self.material.into_spare(name, slot)
+            await updates.into_spare(slot)
+
+        pool.on_spare = fill
         pool.live_scopes = lambda: {p.share_scope() for p in self.pools()}
         schedule = WorkshopSchedule(name or "(default)", spec.windows if spec else [], pool, self.rate, self.log,
                                     **({"clock": self.clock} if self.clock else {}))
@@ -275,6 +284,8 @@ class Workshops:
         for name in [n for n in self.active if n not in want]:
             ws = self.active.pop(name)
             ws.active = False
+            if self.material is not None:
+                self.material.configure(name, [])
             drained = ws.pool.retire()
             self.retiring[name] = ws
             self.log.info("workshop %s removed: no new attendees, %d spares removed, %d attendees keep "
@@ -290,6 +301,8 @@ class Workshops:
                 ws = self._build(name, spec, merged)
                 self.active[name] = ws
                 await ws.pool.start()
+                if self.material is not None and spec.content:
+                    asyncio.get_running_loop().create_task(self.material.pull(name))
                 self.log.info("workshop %s added: %s, %d warm, cap %d, image %s, at /w/%s/", name, spec.display_name,
                               ws.pool.warm, ws.pool.max_containers, ws.pool.backend.image, name)
                 continue
@@ -319,6 +332,10 @@ class Workshops:
             changed += [f"{k}={v!r}" for k, v in settings.apply(obj, merged).items() if k != "pool_name"]
         ws.pool.pool_name = pool_name  # read at start only (the engine's labels hold it)
         ws.spec = spec
+        if self.material is not None and self.material.configure(ws.name, spec.content):
+            self.log.info("workshop %s: its content is now %s", ws.name,
+                          "; ".join(s.describe() for s in spec.content) or "none")
+            asyncio.get_running_loop().create_task(self.material.pull(ws.name))
         ws.schedule.windows = spec.windows
         ws.schedule._explained = False  # say again what the windows will do
         if changed:

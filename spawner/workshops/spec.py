@@ -17,6 +17,7 @@ from pathlib import Path
 
 from traitlets.config import Config
 
+from ..content.sources import Source, SourceError, parse_sources
 from .schedule import Window
 
 # URL-safe, and short enough for the engine's container names (<pool name>-<workshop>-<id>).
@@ -27,7 +28,8 @@ KEY_OK = re.compile(r"^[A-Za-z0-9._~-]{8,}$")
 POOL_KEYS = ("warm", "max_containers", "cull_idle", "cull_max_age", "warmup_path")
 ENGINE_KEYS = ("image", "mem_limit", "cpu_limit", "pids_limit", "disk_limit", "environment", "volumes",
                "prestart_kernel", "collaboration")
-OWN_KEYS = ("display_name", "landing_path", "key", "helper_key", "instructor_key", "schedule", "push_folder")
+OWN_KEYS = ("display_name", "landing_path", "key", "helper_key", "instructor_key", "schedule", "push_folder",
+            "content")
 ALL_KEYS = OWN_KEYS + POOL_KEYS + ENGINE_KEYS
 
 
@@ -47,6 +49,7 @@ class WorkshopSpec:
     push_folder: str
     instructor_key: str | None = None  # the instructor's key (None: derived from the secret)
     windows: list[Window] = field(default_factory=list)
+    content: list[Source] = field(default_factory=list)  # git repositories poured into its containers
     pool: dict = field(default_factory=dict)  # Pool settings it overrides
     engine: dict = field(default_factory=dict)  # container-engine settings it overrides
 
@@ -113,8 +116,12 @@ def parse_one(name: object, settings: object, zone: tzinfo) -> WorkshopSpec:
     if folder and not Path(folder).is_dir():
         raise WorkshopError(f"{where}.push_folder: {folder!r} is not a folder")
     windows = parse_schedule(where, settings.get("schedule", []), zone)
+    try:
+        content = parse_sources(settings.get("content"), f"{where}.content")
+    except SourceError as exc:
+        raise WorkshopError(str(exc)) from None
     return WorkshopSpec(name=name, display_name=display.strip(), landing_path=landing, key=key, helper_key=helper_key,
-                        push_folder=folder, instructor_key=instructor_key,
+                        push_folder=folder, instructor_key=instructor_key, content=content,
                         windows=windows, pool={k: settings[k] for k in POOL_KEYS if k in settings},
                         engine={k: settings[k] for k in ENGINE_KEYS if k in settings})
 
