@@ -53,7 +53,9 @@ def write(session: requests.Session, container_url: str, service, path: str, tex
 def follow(session: requests.Session, service, link: str) -> str:
     """Follow a link as a browser would (through the waiting line if need be): the URL it lands on."""
     resp = session.get(f"{service.url}{link}", allow_redirects=False, timeout=120)
-    assert resp.status_code in (302, 303), (resp.status_code, resp.text[:500])
+    while resp.status_code == 302 and "/git-pull?" in resp.headers["Location"]:  # (a Binder link's next step)
+        resp = session.get(service.url + resp.headers["Location"], allow_redirects=False, timeout=120)
+    assert resp.status_code == 302, (resp.status_code, resp.text[:500])
     return through_the_line(session, service.url, resp)
 
 
@@ -144,8 +146,11 @@ def test_a_workshops_content_is_in_its_spares_and_a_new_commit_reaches_attendees
 
 def test_a_binder_link_opens_a_file_that_only_the_repository_has(make_service, git_server):
     git_server.create("book", {"only-in-the-book.ipynb": notebook("print('from the book')"), "intro.md": "# Book\n"})
+    # (a private source whose token must never show: its host does not answer, so its error is logged)
+    secret = "s3cr3t-t0ken"
     service = make_service(Pool__warm=1, Pool__max_containers=3,
-                           NbpoolApp__allowed_content=[f"git://127.0.0.1:{git_server.port}/*"])
+                           NbpoolApp__allowed_content=[f"git://127.0.0.1:{git_server.port}/*"],
+                           NbpoolApp__content={"repo": f"https://nbpool:{secret}@127.0.0.1:9/private", "path": "p"})
     service.start()
     reader = visitor()
     spec = quote(git_server.url("book"), safe="")
@@ -155,6 +160,11 @@ def test_a_binder_link_opens_a_file_that_only_the_repository_has(make_service, g
     assert "from the book" in contents(reader, landed, "only-in-the-book.ipynb")  # at the home folder's root
     page = reader.get(landed, timeout=30)
     assert page.status_code == 200
+    service.wait_for(lambda: service.admin("GET", "/api/admin/content").json()["sources"][0]["error"], timeout=60,
+                     what="the private source's failed fetch")
+    shown = [service.logs(), service.admin("GET", "/status").text, service.admin("GET", "/api/admin/content").text]
+    assert all("https://***@127.0.0.1:9/private" in text for text in shown[1:]), shown[2]
+    assert not any(secret in text for text in shown)
     # The same spec with a repository nobody allowed still opens the workshop, without fetching anything.
     stranger = visitor()
     other = quote(f"git://127.0.0.1:{git_server.port + 1}/elsewhere", safe="")

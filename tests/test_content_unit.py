@@ -38,6 +38,9 @@ def test_links_and_binder_specs_name_a_repository_as_nbgitpuller_and_binderhub_d
     legacy = parse_pull_link({"repo": "https://github.com/org/course", "subPath": "week1", "app": "notebook"}.get)
     assert legacy.urlpath == "tree/course/week1"
     assert parse_pull_link({"repo": "https://h/org/c", "targetpath": "."}.get).target == ""
+    for hostile in ("../../etc", "/abs/../x", ".ssh"):
+        with pytest.raises(SourceError, match="targetpath"):
+            parse_pull_link({"repo": "https://h/org/c", "targetpath": hostile}.get)
     with pytest.raises(SourceError, match="repo must be"):
         parse_pull_link({}.get)
     assert binder_repo("gh", "org/course/main") == ("https://github.com/org/course", "main")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -66,6 +67,11 @@ class Snapshot:
     @property
     def size(self) -> int:
         return sum(len(data) for data in self.files.values())
+
+    @functools.cached_property
+    def digests(self) -> dict[str, str]:
+        """Each file's sha256, computed once per commit (not once per container it is poured into)."""
+        return {path: hashlib.sha256(data).hexdigest() for path, data in self.files.items()}
 
 
 @dataclass
@@ -192,7 +198,9 @@ class GitCache:
             mode, kind, sha, size = meta.split()
             path = name.decode("utf-8", "replace")
             parts = path.split("/")
-            if kind != b"blob" or mode == b"120000" or any(p.startswith(".") or p in SKIP_NAMES for p in parts):
+            # (no dot-names: '..' included, whatever a hostile server's tree holds; no links, no submodules)
+            if kind != b"blob" or mode == b"120000" or any(p.startswith(".") or p in SKIP_NAMES or not p
+                                                           for p in parts):
                 continue
             total += int(size)
             if total > self.max_bytes:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -46,7 +45,7 @@ class Delivery:
     target: str
 
 
-def placed(files: dict[str, bytes], folder: str) -> dict[str, bytes]:
+def placed(files: dict, folder: str) -> dict:
     return {f"{folder}/{path}" if folder else path: data for path, data in files.items()}
 
 
@@ -70,6 +69,7 @@ class Material:
         self.last_pour: dict[str, dict] = {}  # workshop -> the last pour's summary
         self._task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
+        self._learned: set[tuple[str, str, str, str]] = set()
         self._load_versions()
 
     # --- configuration -------------------------------------------------------------------------
@@ -192,6 +192,9 @@ class Material:
         """A new container of ``workshop``, nobody's yet: every source's current files (Pool.on_spare)."""
         for source in self.sources.get(workshop, []):
             snap = self.cache.last(source.repo, source.ref)
+            if snap is None and self.cache.fetching(source.repo, source.ref):
+                with contextlib.suppress(FetchError):  # the first fetch under way: this spare waits for it
+                    snap = await self.cache.fetch(source.repo, source.ref)
             if snap is None or not snap.files:
                 continue
             await write_files(self._files(slot), placed(snap.files, source.path))
@@ -236,10 +239,11 @@ class Material:
             slot.route.fill_ok = False  # written to outside the proxy: no longer the image's files alone
         known = self.versions.get(same_repo(delivery.repo), {})
         files = placed(snap.files, delivery.target)
-        known_here = {f"{delivery.target}/{p}" if delivery.target else p: v for p, v in known.items()}
+        known_here = placed(known, delivery.target)
         try:
             async with asyncio.timeout(CONTAINER_TIMEOUT):
-                await merge_files(self._files(slot), files, known_here, out)
+                await merge_files(self._files(slot), files, known_here, out,
+                                  digests=placed(snap.digests, delivery.target))
             out.result = "done"
             self._remember(slot.cid, delivery, snap.commit)
         except (ContentsError, TimeoutError, OSError) as exc:
@@ -260,11 +264,15 @@ class Material:
     # --- which versions are nbpool's --------------------------------------------------------------
 
     def _learn(self, workshop: str, url: str, target: str, snap: Snapshot) -> None:
-        """Remember each file's version as nbpool's (for later merges and for the kept-work keeper)."""
+        """Remember each file's version as nbpool's (for later merges and for the kept-work keeper); once per
+        (workshop, repository, folder, commit)."""
+        learned = (workshop, same_repo(url), target, snap.commit)
+        if learned in self._learned:
+            return
+        self._learned.add(learned)
         versions = self.versions.setdefault(same_repo(url), {})
         changed = False
-        for path, data in snap.files.items():
-            digest = hashlib.sha256(data).hexdigest()
+        for path, digest in snap.digests.items():
             seen = versions.setdefault(path, set())
             if digest not in seen:
                 if len(seen) >= MAX_VERSIONS:

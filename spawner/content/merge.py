@@ -53,11 +53,13 @@ async def make_folders(api: NotebookFiles, path: str, made: set[str] | None = No
             made.add(folder)
 
 
-async def merge_files(api: NotebookFiles, files: dict[str, bytes], known: dict[str, set[str]], out: Outcome) -> None:
-    """``files`` into the container behind ``api``, by the rule above; ContentsError propagates."""
+async def merge_files(api: NotebookFiles, files: dict[str, bytes], known: dict[str, set[str]], out: Outcome,
+                      digests: dict[str, str] | None = None) -> None:
+    """``files`` into the container behind ``api``, by the rule above (``digests``: their sha256s, when
+    known already); ContentsError propagates."""
     made: set[str] = set()
     for path, data in sorted(files.items()):
-        digest = hashlib.sha256(data).hexdigest()
+        digest = digests[path] if digests is not None else hashlib.sha256(data).hexdigest()
         there = await api.fingerprint(path)
         if there == digest:
             out.current.append(path)

@@ -22,8 +22,15 @@ from .visitor import SpawnHandler
 
 class GitPullHandler(SpawnHandler):
     async def get(self, path: str = "") -> None:
-        if self.to_main_host():
-            return
+        if not self.to_main_host():
+            await self.pull(confirmed=False)
+
+    async def post(self, path: str = "") -> None:
+        """The confirm page's answer (path mode: this browser holds another notebook, which ends first)."""
+        if self.same_origin():
+            await self.pull(confirmed=True)
+
+    async def pull(self, confirmed: bool) -> None:
         material = self.nb.material
         try:
             link = parse_pull_link(lambda name: self.get_argument(name, None))
@@ -46,7 +53,7 @@ class GitPullHandler(SpawnHandler):
                               "instructor for the workshop's own link.")
             return
         user_agent = self.request.headers.get("User-Agent", "").lower()
-        if any(bot in user_agent for bot in self.nb.bot_user_agents):
+        if not confirmed and any(bot in user_agent for bot in self.nb.bot_user_agents):
             self.page("landing.html", spawn_url=self.request.uri)  # link previews: nothing fetched, nothing taken
             return
         try:
@@ -57,7 +64,7 @@ class GitPullHandler(SpawnHandler):
                       message=f"The repository this link names could not be fetched ({exc}). Please try again "
                               "in a moment, or tell your instructor.")
             return
-        await self.spawn(link.urlpath, confirmed=False, deliver=Delivery(link.repo, link.ref, link.target))
+        await self.spawn(link.urlpath, confirmed=confirmed, deliver=Delivery(link.repo, link.ref, link.target))
 
 
 def gitpull_handlers() -> list:
