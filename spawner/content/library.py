@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..engines.base import BackendError
 from ..keep.contents import ContentsError, NotebookFiles
 from ..pool.slot import ASSIGNED, SPARE, Slot
 from .gitcache import FetchError, GitCache, Snapshot, Tried
@@ -188,7 +189,19 @@ class Material:
     def _files(self, slot: Slot) -> NotebookFiles:
         return NotebookFiles(slot.url("", slot.endpoint.url), self.secret.token_for(slot.cid), timeout=30.0)
 
-    async def into_spare(self, workshop: str, slot: Slot) -> None:
+    async def _write_fresh(self, slot: Slot, backend, folder: str, files: dict[str, bytes]) -> None:
+        """``files`` into a container nobody has touched: through the engine in one go when it can, else
+        through the notebook server's contents API."""
+        try:
+            done = backend is not None and await backend.put_files(slot.engine_id, folder, files)
+        except BackendError as exc:
+            self.log.warning("copying files into %s through the engine failed (%s): through its server instead",
+                             slot.cid, exc)
+            done = False
+        if not done:
+            await write_files(self._files(slot), placed(files, folder))
+
+    async def into_spare(self, workshop: str, slot: Slot, backend=None) -> None:
         """A new container of ``workshop``, nobody's yet: every source's current files (Pool.on_spare)."""
         for source in self.sources.get(workshop, []):
             snap = self.cache.last(source.repo, source.ref)
@@ -197,7 +210,7 @@ class Material:
                     snap = await self.cache.fetch(source.repo, source.ref)
             if snap is None or not snap.files:
                 continue
-            await write_files(self._files(slot), placed(snap.files, source.path))
+            await self._write_fresh(slot, backend, source.path, snap.files)
             self._remember(slot.cid, Delivery(source.repo, source.ref, source.path), snap.commit)
 
     async def ensure(self, repo: str, ref: str) -> Snapshot:
@@ -217,13 +230,22 @@ class Material:
         with contextlib.suppress(FetchError):
             await self.cache.fetch(url, ref)
 
-    async def deliver(self, slot: Slot, delivery: Delivery) -> Outcome:
+    async def deliver(self, slot: Slot, delivery: Delivery, *, fresh: bool = False, backend=None) -> Outcome:
         """A link's repository into ``slot`` (the visitor's, new or their own again): merged, so what they
-        changed stays; nothing is written when it already has this commit. ContentsError/FetchError propagate."""
+        changed stays; nothing is written when it already has this commit. ``fresh``: a container just handed
+        out, nobody's work in it yet: written in one go (through ``backend`` when it can). ContentsError,
+        FetchError and BackendError propagate."""
         url = self.resolve(delivery.repo)
         delivery = Delivery(url, delivery.ref, delivery.target)
         snap = await self.ensure(url, delivery.ref)
         self._learn(slot.workshop, url, delivery.target, snap)
+        key = (same_repo(url), delivery.ref, delivery.target)
+        if fresh and key not in self.poured.get(slot.cid, {}):
+            if slot.route is not None:
+                slot.route.fill_ok = False  # written to outside the proxy: no longer the image's files alone
+            await self._write_fresh(slot, backend, delivery.target, snap.files)
+            self._remember(slot.cid, delivery, snap.commit)
+            return Outcome(slot.cid, slot.state, result="done", new=sorted(placed(snap.files, delivery.target)))
         out = await self._merge(slot, delivery, snap)
         if out.result == "failed":
             raise ContentsError(out.error)

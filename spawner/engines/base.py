@@ -222,6 +222,12 @@ class ContainerBackend(LoggingConfigurable):
         nbpool_notice extension); False when this backend cannot reach into its containers."""
         return False
 
+    async def put_files(self, engine_id: str, folder: str, files: dict[str, bytes]) -> bool:
+        """Write ``files`` (relative paths) under ``folder`` (relative to the home folder) of a container
+        nobody has touched yet, as its user, in one go; False when this backend cannot (the caller then
+        writes them through the notebook server's contents API)."""
+        return False
+
     async def promote(self, engine_id: str) -> None:
         """A container's server is ready: give it its full share of the machine (see DockerBackend.start_cpu_shares)."""
 

@@ -253,6 +253,9 @@ class SwarmBackend(DockerBackend):
     async def host_pid(self, engine_id: str) -> int | None:
         return None  # tasks run on the nodes, out of this machine's sight (the abuse guard says so)
 
+    async def put_files(self, engine_id: str, folder: str, files: dict[str, bytes]) -> bool:
+        return False  # a task's container is on a node, out of the manager API's reach: the contents API
+
     async def notify(self, engine_id: str, notice: dict) -> bool:
         # A service's task runs on a node, out of the manager API's reach: its node's agent leaves it.
         return await self._agents.notice(engine_id, notice) if self.node_agent else False

@@ -27,6 +27,7 @@ from tornado.iostream import StreamClosedError
 
 from ..content import Delivery, FetchError
 from ..content.gitcache import redact
+from ..engines.base import BackendError
 from ..keep.contents import ContentsError
 from ..pool.errors import PoolError, PoolFull
 from ..pool.slot import ASSIGNED, Slot
@@ -92,8 +93,8 @@ class BuildHandler(SpecHandler):
             return
         if repo is not None:  # its files at the root of the home folder, as Binder has them
             try:
-                await nb.material.deliver(slot, Delivery(repo[0], repo[1], ""))
-            except (ContentsError, FetchError, OSError) as exc:
+                await nb.material.deliver(slot, Delivery(repo[0], repo[1], ""), fresh=True, backend=ws.pool.backend)
+            except (ContentsError, FetchError, BackendError, OSError) as exc:
                 nb.log.error("could not copy %s into %s: %s", redact(repo[0]), slot.cid, exc)
                 ws.pool.release(slot, "copying a repository into it failed")
                 await self.failed("The repository's files could not be copied into the notebook server.")

@@ -16,6 +16,7 @@ from proxy.server import Proxy
 
 from ..content import Delivery, FetchError
 from ..content.gitcache import redact
+from ..engines.base import BackendError
 from ..keep import Kept, WorkKeeper
 from ..keep.contents import ContentsError
 from ..keep.keeper import AlreadyRestored
@@ -381,14 +382,17 @@ class PageHandler(RequestHandler):
             return slot
         return None
 
-    async def deliver_into(self, slot: Slot, deliver: Delivery, release: bool = True) -> bool:
-        """A link's repository merged into ``slot``; False (a page said why; a new ``slot`` released) if it failed."""
+    async def deliver_into(self, slot: Slot, deliver: Delivery, fresh: bool = True) -> bool:
+        """A link's repository into ``slot`` (``fresh``: just handed out, nobody's work in it yet; else the
+        visitor's own, merged); False (a page said why; a fresh ``slot`` released) if it failed."""
+        ws = self.workshops.of_cid(slot.cid)
         try:
-            out = await self.nb.material.deliver(slot, deliver)
-        except (ContentsError, FetchError, OSError) as exc:
+            out = await self.nb.material.deliver(slot, deliver, fresh=fresh,
+                                                 backend=ws.pool.backend if ws is not None else None)
+        except (ContentsError, FetchError, BackendError, OSError) as exc:
             self.nb.log.error("could not copy %s into %s: %s", redact(deliver.repo), slot.cid, exc)
-            if release:
-                self.workshops.of_cid(slot.cid).pool.release(slot, "copying a repository into it failed")
+            if fresh and ws is not None:
+                ws.pool.release(slot, "copying a repository into it failed")
             self.page("error.html", status=502, reason="The workshop material could not be copied",
                       message="The files this link names could not be copied into your notebook server. Please "
                               "try the link again in a moment.")
@@ -416,7 +420,7 @@ class PageHandler(RequestHandler):
                                   "Please try again, or download it.")
                 return
             self.nb.log.info("handed %s to %s with %d kept files", slot.cid, self.request.remote_ip, count)
-        if deliver is not None and not await self.deliver_into(slot, deliver):
+        if deliver is not None and not await self.deliver_into(slot, deliver, fresh=restore is None):
             return
         # Path mode: /spawn asked before ending the browser's other notebooks, but one may have begun in
         # another tab while this one waited in line; one origin still holds one notebook's credential.

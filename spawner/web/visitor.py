@@ -117,7 +117,7 @@ class SpawnHandler(PageHandler):
                 # A returning visitor whose container is alive goes back to it.
                 if self.is_instructor(ws.name):
                     await pool.mark_instructor(current)
-                if deliver is not None and not await self.deliver_into(current, deliver, release=False):
+                if deliver is not None and not await self.deliver_into(current, deliver, fresh=False):
                     return
                 self.redirect(entry_url(self, current, path))
                 return

@@ -169,7 +169,7 @@ class Workshops:
 
         async def fill(slot) -> None:  # the git material first: a push (a later fix) wins over it
             if self.material is not None:
-                await self.material.into_spare(name, slot)
+                await self.material.into_spare(name, slot, pool.backend)
             await updates.into_spare(slot)
 
         pool.on_spare = fill
