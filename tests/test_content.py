@@ -171,3 +171,10 @@ def test_a_binder_link_opens_a_file_that_only_the_repository_has(make_service, g
     resp = stranger.get(f"{service.url}/v2/git/{other}/main", allow_redirects=False, timeout=30)
     assert resp.status_code == 302 and "/spawn" in resp.headers["Location"] and "git-pull" not in resp.headers[
         "Location"]
+
+    # SIGHUP with the allow list emptied: the book's spec only picks the workshop again, nothing fetched.
+    service.write_config(NbpoolApp__allowed_content=[])
+    service.sighup()
+    service.wait_for(lambda: "applied NbpoolApp: allowed_content=[]" in service.logs(), timeout=30, what="the reload")
+    resp = visitor().get(f"{service.url}/v2/git/{spec}/main", allow_redirects=False, timeout=30)
+    assert resp.status_code == 302 and "git-pull" not in resp.headers["Location"], resp.headers["Location"]

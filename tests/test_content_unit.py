@@ -45,7 +45,8 @@ def test_links_and_binder_specs_name_a_repository_as_nbgitpuller_and_binderhub_d
         parse_pull_link({}.get)
     assert binder_repo("gh", "org/course/main") == ("https://github.com/org/course", "main")
     assert binder_repo("gh", "org/course/HEAD") == ("https://github.com/org/course", "")
-    assert binder_repo("git", "https%3A%2F%2Fgit.example.org%2Fa%2Fb.git/v2") == ("https://git.example.org/a/b.git", "v2")
+    encoded = "https%3A%2F%2Fgit.example.org%2Fa%2Fb.git/v2"
+    assert binder_repo("git", encoded) == ("https://git.example.org/a/b.git", "v2")
     assert binder_repo("gl", "group/proj/main") == ("https://gitlab.com/group/proj", "main")
     assert binder_repo("zenodo", "10.5281/zenodo.1") is None
     assert repo_folder("https://github.com/org/course.git/") == "course"
@@ -82,17 +83,23 @@ def test_a_class_fetching_at_once_is_one_fetch_and_a_failure_keeps_the_last_good
         snaps = await asyncio.gather(*(cache.fetch(git_server.url("course"), "main") for _ in range(10)))
         assert {s.commit for s in snaps} == {first} and sorted(snaps[0].files) == ["data/big.bin", "intro.ipynb"]
         assert git_server.fetches("course") == 1 and cache.fetches == 1
+        assert (await cache.fetch(git_server.url("course"), first)).commit == first  # a commit: already here
         second = git_server.commit("course", {"intro.ipynb": notebook("2")})
         assert (await cache.fetch(git_server.url("course"), "main")).commit == second
-        assert (await cache.fetch(git_server.url("course"), first)).commit == first  # a commit: already here
+        assert cache.fetches == 2
+        # The cache keeps what its refs name (the commit named by id is one), not every commit it served.
+        third = git_server.commit("course", {"intro.ipynb": notebook("3")})
+        assert (await cache.fetch(git_server.url("course"), "main")).commit == third
+        repo = cache.repo_dir(git_server.url("course"))
+        assert not await cache._has(repo, second, "") and await cache._has(repo, first, "")
         git_server.stop()
         with pytest.raises(FetchError):
             await cache.fetch(git_server.url("course"), "main")
-        assert cache.last(git_server.url("course"), "main").commit == second  # still served
+        assert cache.last(git_server.url("course"), "main").commit == third  # still served
         assert cache.tried[(git_server.url("course"), "main")].error
         # After a restart, read back from the cache without the network.
         again = await GitCache(tmp_path / "cache").load(git_server.url("course"), "main")
-        assert again.commit == second and b"2" in again.files["intro.ipynb"]
+        assert again.commit == third and b"3" in again.files["intro.ipynb"]
 
     asyncio.run(run())
 

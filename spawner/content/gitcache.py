@@ -150,8 +150,20 @@ class GitCache:
             tried.error, tried.seconds = str(exc), time.monotonic() - started
             raise
         tried.error, tried.seconds = "", time.monotonic() - started
+        before = self.snapshots.get(key)
         self.snapshots[key] = snap
+        if before is not None and before.commit != snap.commit:
+            await self._tidy(self.repo_dir(url), url)
         return snap
+
+    async def _tidy(self, repo: Path, url: str) -> None:
+        """Drop the objects no ref names any more (the commits this cache served before): the folder holds the
+        latest commit of each ref, not every one ever fetched. Its digests are remembered elsewhere."""
+        try:
+            await self._git(repo, "gc", "--prune=now", "--quiet", url=url)
+        except FetchError as exc:
+            if self.log is not None:
+                self.log.warning("content cache: tidying %s failed: %s", redact(url), exc)
 
     async def _fetch_files(self, url: str, ref: str) -> Snapshot:
         repo = self.repo_dir(url)
