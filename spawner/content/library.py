@@ -119,11 +119,14 @@ class Material:
                 task.cancel()
 
     async def _every(self) -> None:
-        await self.pull()
-        while self.interval > 0:
-            await asyncio.sleep(self.interval)
-            with contextlib.suppress(Exception):
+        while True:
+            try:
                 await self.pull()
+            except Exception:  # a task boundary: say so, fetch again next time
+                self.log.exception("material: a scheduled fetch failed")
+            if self.interval <= 0:
+                return
+            await asyncio.sleep(self.interval)
 
     async def pull(self, workshop: str | None = None) -> list[dict]:
         """Fetch the sources (of ``workshop``, or all) now; a new commit is poured into running containers.
@@ -171,8 +174,13 @@ class Material:
             async with gate:
                 for source in self.sources.get(workshop, []):
                     snap = self.cache.last(source.repo, source.ref)
-                    if snap is not None:
-                        outcomes.append(await self._merge(slot, Delivery(source.repo, source.ref, source.path), snap))
+                    if snap is None:
+                        continue
+                    delivery = Delivery(source.repo, source.ref, source.path)
+                    if slot.state == SPARE:  # nobody's yet: in one go (an attendee's container is merged into)
+                        outcomes.append(await self._spare(slot, pool.backend, delivery, snap))
+                    else:
+                        outcomes.append(await self._merge(slot, delivery, snap))
 
         await asyncio.gather(*(one(s) for s in slots))
         counts = {k: sum(1 for o in outcomes if o.result == k) for k in ("done", "failed")}
@@ -249,6 +257,22 @@ class Material:
         out = await self._merge(slot, delivery, snap)
         if out.result == "failed":
             raise ContentsError(out.error)
+        return out
+
+    async def _spare(self, slot: Slot, backend, delivery: Delivery, snap: Snapshot) -> Outcome:
+        out = Outcome(slot.cid, slot.state)
+        if self.poured.get(slot.cid, {}).get((same_repo(delivery.repo), delivery.ref, delivery.target)) == \
+                snap.commit:
+            out.result = "done"
+            return out
+        try:
+            async with asyncio.timeout(CONTAINER_TIMEOUT):
+                await self._write_fresh(slot, backend, delivery.target, snap.files)
+            out.result = "done"
+            self._remember(slot.cid, delivery, snap.commit)
+        except (ContentsError, TimeoutError, OSError) as exc:
+            out.result, out.error = "failed", str(exc) or type(exc).__name__
+            self.log.warning("material from %s into spare %s failed: %s", snap.url, slot.cid, out.error)
         return out
 
     async def _merge(self, slot: Slot, delivery: Delivery, snap: Snapshot) -> Outcome:
