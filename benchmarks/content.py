@@ -78,6 +78,16 @@ WORDS = ("data sample model mean variance plot table column value series filter 
          "estimate figure python function list loop array index label axis range random test train").split()
 
 
+def at_once(work, count: int) -> float:
+    """``work(0)`` … ``work(count - 1)``, each in a thread of its own, started together: seconds until all ended."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.monotonic() - began
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -214,14 +224,8 @@ def run_nbpool(server: GitServer, files: dict, args) -> dict:
             except Exception as exc:  # reported per attendee
                 out["error"] = f"{type(exc).__name__}: {exc}"[:300]
 
-        threads = [threading.Thread(target=attendee, args=(i,)) for i in range(len(sessions))]
         log(f"nbpool: {len(sessions)} attendees open the link at once")
-        began = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        burst = time.monotonic() - began
+        burst = at_once(attendee, len(sessions))
         fetches = server.fetches(REPO) - fetches_before
         log(f"nbpool: burst over in {burst:.1f} s, {fetches} fetch(es) reached the git server")
 
@@ -345,14 +349,8 @@ def run_peer(server: GitServer, args, run_id: str, tmp: Path) -> dict:
                 finally:
                     own.close()
 
-            threads = [threading.Thread(target=clone, args=(i,)) for i in range(args.attendees)]
             log(f"peer: {args.attendees} containers clone {url} at once")
-            began = time.monotonic()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            burst = time.monotonic() - began
+            burst = at_once(clone, args.attendees)
             time.sleep(0.5)  # the daemon's last log lines
             fetches = upload_packs(daemon.log_path, REPO)
             refused = sum(1 for line in daemon.log_path.read_text(errors="replace").splitlines()

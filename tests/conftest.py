@@ -181,6 +181,17 @@ async def proxy(backend):
     await p.stop()
 
 
+@pytest.fixture
+def git_server(tmp_path):
+    """A real git server (tests/gitserver.py) under the test's own folder, stopped after it."""
+    from .gitserver import GitServer
+
+    server = GitServer(tmp_path / "git")
+    server.start()
+    yield server
+    server.stop()
+
+
 # --- the whole service (start.py as a subprocess), for end-to-end tests ---
 
 @pytest.fixture

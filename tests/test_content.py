@@ -19,20 +19,12 @@ from urllib.parse import quote, urlencode
 import pytest
 import requests
 
-from .gitserver import GitServer, notebook
+from .gitserver import notebook
 from .service import cid_of, through_the_line, visitor
 
 pytestmark = [pytest.mark.docker]
 
 INTRO = notebook("print('lesson one')")
-
-
-@pytest.fixture
-def git_server(tmp_path):
-    server = GitServer(tmp_path / "git")
-    server.start()
-    yield server
-    server.stop()
 
 
 def contents(session: requests.Session, container_url: str, path: str) -> str | None:

@@ -12,7 +12,7 @@ from spawner.content.gitcache import redact
 from spawner.content.sources import check_repo, repo_folder
 from spawner.workshops import WorkshopError, parse_workshops
 
-from .gitserver import GitServer, notebook
+from .gitserver import notebook
 
 
 def test_sources_are_checked_and_name_what_is_wrong():
@@ -64,14 +64,6 @@ def test_the_allow_list_matches_without_credentials_case_or_suffix_and_nothing_e
     assert redact("could not read from tok", "https://tok@h/x") == "could not read from ***"
     with pytest.raises(SourceError):
         check_repo("https://h/x?upload-pack=y")
-
-
-@pytest.fixture
-def git_server(tmp_path):
-    server = GitServer(tmp_path / "git")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_a_class_fetching_at_once_is_one_fetch_and_a_failure_keeps_the_last_good_commit(tmp_path, git_server):

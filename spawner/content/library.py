@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..backoff import every
 from ..engines.base import BackendError
 from ..keep.contents import ContentsError, NotebookFiles
 from ..pool.slot import ASSIGNED, SPARE, Slot
@@ -119,14 +120,13 @@ class Material:
                 task.cancel()
 
     async def _every(self) -> None:
-        while True:
-            try:
-                await self.pull()
-            except Exception:  # a task boundary: say so, fetch again next time
-                self.log.exception("material: a scheduled fetch failed")
-            if self.interval <= 0:
-                return
-            await asyncio.sleep(self.interval)
+        """The first fetch at once, then (``interval`` > 0) one every ``interval`` seconds."""
+        try:
+            await self.pull()
+        except Exception:  # a task boundary: say so; the schedule fetches again
+            self.log.exception("material: the first fetch failed")
+        if self.interval > 0:
+            await every(lambda: self.interval, self.pull, self.log, "material: a scheduled fetch")
 
     async def pull(self, workshop: str | None = None) -> list[dict]:
         """Fetch the sources (of ``workshop``, or all) now; a new commit is poured into running containers.
@@ -247,8 +247,7 @@ class Material:
         delivery = Delivery(url, delivery.ref, delivery.target)
         snap = await self.ensure(url, delivery.ref)
         self._learn(slot.workshop, url, delivery.target, snap)
-        key = (same_repo(url), delivery.ref, delivery.target)
-        if fresh and key not in self.poured.get(slot.cid, {}):
+        if fresh and self._poured(slot.cid, delivery) is None:
             if slot.route is not None:
                 slot.route.fill_ok = False  # written to outside the proxy: no longer the image's files alone
             await self._write_fresh(slot, backend, delivery.target, snap.files)
@@ -260,47 +259,51 @@ class Material:
         return out
 
     async def _spare(self, slot: Slot, backend, delivery: Delivery, snap: Snapshot) -> Outcome:
-        out = Outcome(slot.cid, slot.state)
-        if self.poured.get(slot.cid, {}).get((same_repo(delivery.repo), delivery.ref, delivery.target)) == \
-                snap.commit:
-            out.result = "done"
-            return out
-        try:
-            async with asyncio.timeout(CONTAINER_TIMEOUT):
-                await self._write_fresh(slot, backend, delivery.target, snap.files)
-            out.result = "done"
-            self._remember(slot.cid, delivery, snap.commit)
-        except (ContentsError, TimeoutError, OSError) as exc:
-            out.result, out.error = "failed", str(exc) or type(exc).__name__
-            self.log.warning("material from %s into spare %s failed: %s", snap.url, slot.cid, out.error)
-        return out
+        """A new commit into a spare, nobody's yet: in one go."""
+        return await self._pour_into(slot, delivery, snap, "spare ",
+                                     lambda out: self._write_fresh(slot, backend, delivery.target, snap.files))
 
     async def _merge(self, slot: Slot, delivery: Delivery, snap: Snapshot) -> Outcome:
+        """A commit into a container someone may have worked in: by the edit-safe merge."""
+        known = placed(self.versions.get(same_repo(delivery.repo), {}), delivery.target)
+
+        async def write(out: Outcome) -> None:
+            if slot.route is not None:
+                slot.route.fill_ok = False  # written to outside the proxy: no longer the image's files alone
+            await merge_files(self._files(slot), placed(snap.files, delivery.target), known, out,
+                              digests=placed(snap.digests, delivery.target))
+
+        return await self._pour_into(slot, delivery, snap, "", write)
+
+    async def _pour_into(self, slot: Slot, delivery: Delivery, snap: Snapshot, kind: str, write) -> Outcome:
+        """``write(out)`` into ``slot`` unless it has this commit already, under CONTAINER_TIMEOUT; a failure
+        is logged and told in the outcome, never raised."""
         out = Outcome(slot.cid, slot.state)
-        if self.poured.get(slot.cid, {}).get((same_repo(delivery.repo), delivery.ref, delivery.target)) == \
-                snap.commit:
+        if self._poured(slot.cid, delivery) == snap.commit:
             out.result = "done"
             return out
-        if slot.route is not None:
-            slot.route.fill_ok = False  # written to outside the proxy: no longer the image's files alone
-        known = self.versions.get(same_repo(delivery.repo), {})
-        files = placed(snap.files, delivery.target)
-        known_here = placed(known, delivery.target)
         try:
             async with asyncio.timeout(CONTAINER_TIMEOUT):
-                await merge_files(self._files(slot), files, known_here, out,
-                                  digests=placed(snap.digests, delivery.target))
+                await write(out)
             out.result = "done"
             self._remember(slot.cid, delivery, snap.commit)
         except (ContentsError, TimeoutError, OSError) as exc:
             out.result, out.error = "failed", str(exc) or type(exc).__name__
-            self.log.warning("material from %s into %s failed: %s", snap.url, slot.cid, out.error)
+            self.log.warning("material from %s into %s%s failed: %s", snap.url, kind, slot.cid, out.error)
         return out
+
+    @staticmethod
+    def _key(delivery: Delivery) -> tuple[str, str, str]:
+        return same_repo(delivery.repo), delivery.ref, delivery.target
+
+    def _poured(self, cid: str, delivery: Delivery) -> str | None:
+        """The commit of ``delivery`` last poured into ``cid`` (None: none yet)."""
+        return self.poured.get(cid, {}).get(self._key(delivery))
 
     def _remember(self, cid: str, delivery: Delivery, commit: str) -> None:
         if cid not in self.poured and len(self.poured) >= MAX_POURED:
             self.poured.pop(next(iter(self.poured)))
-        self.poured.setdefault(cid, {})[(same_repo(delivery.repo), delivery.ref, delivery.target)] = commit
+        self.poured.setdefault(cid, {})[self._key(delivery)] = commit
 
     def forget(self, live: set[str]) -> None:
         """Drop what was poured into containers that are gone (``live``: the cids still running)."""

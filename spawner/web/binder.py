@@ -58,10 +58,13 @@ def landing_path(urlpath: str, labpath: str = "") -> str:
 class SpecHandler(PageHandler):
     """A handler for /<verb>/<provider>/<spec>: the workshop the spec names."""
 
+    def raw_spec(self) -> str:
+        """The spec as the path has it: a gl/git spec's repository is URL-encoded, and decoding it would split it."""
+        return self.request.path.split("/", 3)[3] if self.request.path.count("/") >= 3 else ""
+
     def spec_workshop(self, provider: str) -> tuple[Workshop | None, str]:
         """(the workshop, by the rule above, or None; the repository name the spec gives)."""
-        # The raw path: a gl/git spec's repository is URL-encoded, and decoding it would split it.
-        spec = self.request.path.split("/", 3)[3] if self.request.path.count("/") >= 3 else ""
+        spec = self.raw_spec()
         name = repository_name(provider, spec)
         workshops = self.workshops
         ws = workshops.default or workshops.get(name)
@@ -77,8 +80,7 @@ class SpecHandler(PageHandler):
     def allowed_repo(self, provider: str) -> tuple[str, str] | None:
         """(repository URL, ref) of the spec when nbpool may fetch it (NbpoolApp.allowed_content or a
         workshop's content); None otherwise: the spec then only chooses the workshop, as before."""
-        spec = self.request.path.split("/", 3)[3] if self.request.path.count("/") >= 3 else ""
-        repo = binder_repo(provider, spec)
+        repo = binder_repo(provider, self.raw_spec())
         if repo is None or self.nb.material is None:
             return None
         try:

@@ -26,9 +26,6 @@ import time
 from tornado.iostream import StreamClosedError
 
 from ..content import Delivery, FetchError
-from ..content.gitcache import redact
-from ..engines.base import BackendError
-from ..keep.contents import ContentsError
 from ..pool.errors import PoolError, PoolFull
 from ..pool.slot import ASSIGNED, Slot
 from ..secret import SESSION
@@ -91,14 +88,10 @@ class BuildHandler(SpecHandler):
         slot = await self.take(ws)
         if slot is None:
             return
-        if repo is not None:  # its files at the root of the home folder, as Binder has them
-            try:
-                await nb.material.deliver(slot, Delivery(repo[0], repo[1], ""), fresh=True, backend=ws.pool.backend)
-            except (ContentsError, FetchError, BackendError, OSError) as exc:
-                nb.log.error("could not copy %s into %s: %s", redact(repo[0]), slot.cid, exc)
-                ws.pool.release(slot, "copying a repository into it failed")
-                await self.failed("The repository's files could not be copied into the notebook server.")
-                return
+        # Its files at the root of the home folder, as Binder has them.
+        if repo is not None and not await self.copy_repository(slot, Delivery(repo[0], repo[1], ""), fresh=True):
+            await self.failed("The repository's files could not be copied into the notebook server.")
+            return
         bearer = nb.access.bearer(slot)
         if slot.route is not None:  # (it has one while the proxy routes it)
             slot.route.bearer = bearer

@@ -382,9 +382,9 @@ class PageHandler(RequestHandler):
             return slot
         return None
 
-    async def deliver_into(self, slot: Slot, deliver: Delivery, fresh: bool = True) -> bool:
+    async def copy_repository(self, slot: Slot, deliver: Delivery, fresh: bool) -> bool:
         """A link's repository into ``slot`` (``fresh``: just handed out, nobody's work in it yet; else the
-        visitor's own, merged); False (a page said why; a fresh ``slot`` released) if it failed."""
+        visitor's own, merged); False (logged, a fresh ``slot`` released) if it failed: the caller says so."""
         ws = self.workshops.of_cid(slot.cid)
         try:
             out = await self.nb.material.deliver(slot, deliver, fresh=fresh,
@@ -393,14 +393,20 @@ class PageHandler(RequestHandler):
             self.nb.log.error("could not copy %s into %s: %s", redact(deliver.repo), slot.cid, exc)
             if fresh and ws is not None:
                 ws.pool.release(slot, "copying a repository into it failed")
-            self.page("error.html", status=502, reason="The workshop material could not be copied",
-                      message="The files this link names could not be copied into your notebook server. Please "
-                              "try the link again in a moment.")
             return False
         if out.new or out.replaced or out.beside:
             self.nb.log.info("%s into %s: %d new, %d updated, %d kept (new version beside)", redact(deliver.repo),
                              slot.cid, len(out.new), len(out.replaced), len(out.beside))
         return True
+
+    async def deliver_into(self, slot: Slot, deliver: Delivery, fresh: bool = True) -> bool:
+        """copy_repository for a visitor's page: False when it failed, the page saying so."""
+        if await self.copy_repository(slot, deliver, fresh):
+            return True
+        self.page("error.html", status=502, reason="The workshop material could not be copied",
+                  message="The files this link names could not be copied into your notebook server. Please "
+                          "try the link again in a moment.")
+        return False
 
     async def arrive(self, slot: Slot, path: str, restore: Kept | None, deliver: Delivery | None = None) -> None:
         """Send the visitor into ``slot`` at ``path``, their kept work copied in first if they asked (and a

@@ -8,6 +8,7 @@ callbacks stay cheap and Tornado stays out of the proxy's path.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,8 @@ from ..pool.slot import ASSIGNED, Slot, split_user_path
 HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
+NOT_ANSWERING = "The notebook server is not answering right now; retry shortly."
+NOT_ANSWERING_RETRY = "3"  # seconds: the unreachable page refreshes itself as often
 PATH_SAFE = "/;:@&=+$,~!*'()"  # characters a notebook path keeps unencoded in nbpool's links
 
 
@@ -103,10 +106,10 @@ class Pages:
         slot = head.route.data if head.route is not None else None
         if isinstance(slot, Slot) and slot.state == ASSIGNED:
             if head.wants_json():
-                return Response(503, '{"error": "The notebook server is not answering right now; retry shortly."}',
-                                content_type="application/json", headers=[("Retry-After", "3")])
+                return Response(503, json.dumps({"error": NOT_ANSWERING}), content_type="application/json",
+                                headers=[("Retry-After", NOT_ANSWERING_RETRY)])
             return Response(503, self.render("unreachable.html", **self._title(slot)),
-                            headers=[("Cache-Control", "no-store"), ("Retry-After", "3")])
+                            headers=[("Cache-Control", "no-store"), ("Retry-After", NOT_ANSWERING_RETRY)])
         if head.wants_json():
             return Response(status, '{"error": "This notebook session has ended."}', content_type="application/json")
         prefix = slot_prefix(slot) if isinstance(slot, Slot) else ""

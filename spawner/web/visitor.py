@@ -20,7 +20,7 @@ from .admission import Refused
 from .app import WaitingVisitor
 from .handler import TICKET_COOKIE, PageHandler, instructor_cookie, key_cookie
 from .origins import Origins, entry_url
-from .pages import fresh_url
+from .pages import NOT_ANSWERING, NOT_ANSWERING_RETRY, fresh_url
 
 
 class LandingHandler(PageHandler):
@@ -295,10 +295,10 @@ class EndedHandler(PageHandler):
         cid, path = split_user_path(self.request.path)
         if self.nb.starting:  # its container may be one the restart has not adopted yet: not ended, not yet
             self.set_status(503)
-            self.set_header("Retry-After", "3")
+            self.set_header("Retry-After", NOT_ANSWERING_RETRY)
             self.set_header("Cache-Control", "no-store")
             if self.wants_json():
-                self.finish({"error": "The notebook server is not answering right now; retry shortly."})
+                self.finish({"error": NOT_ANSWERING})
             else:
                 self.finish(self.render_page("unreachable.html"))
             return
