@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import resource
 import signal
 import sys
 
 from .progress import Progress
+from .rehearse_cli import REHEARSAL_RAMP, rehearsal_main
 from .runner import run_settings
 from .settings import Settings, SettingsError, parse_arrival
 
@@ -26,14 +28,16 @@ time to notebook page and time to first cell result."""
 
 EPILOG = """\
 exit status:
-  0  every attendee got through all phases
-  1  at least one attendee failed (or the run was interrupted)
-  2  bad arguments
+  0  every attendee got through all phases (--rehearse: the verdict is "fits")
+  1  at least one attendee failed, or the run was interrupted (--rehearse: "does not fit")
+  2  bad arguments (--rehearse: unreadable notebooks, or the admin API cannot be used)
 
 examples:
   python -m loadtest http://127.0.0.1:8000 --users 20
   python -m loadtest http://127.0.0.1:8000 --users 50 --arrival ramp:30 \\
-      --notebook 01-python-introduction.ipynb --json run.json --plot run.html"""
+      --notebook 01-python-introduction.ipynb --json run.json --plot run.html
+  python -m loadtest http://127.0.0.1:8000 --rehearse notebook-image/workshops --attendees 10 \\
+      --for 60 --admin-token-file data/admin_token --json rehearsal.json --html rehearsal.html"""
 
 
 def _arrival(text: str) -> float:
@@ -47,10 +51,11 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loadtest", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", metavar="URL", help="the service's public URL, e.g. http://127.0.0.1:8000")
-    p.add_argument("--users", type=int, required=True, metavar="N", help="number of simulated attendees")
-    p.add_argument("--arrival", type=_arrival, default=0.0, metavar="burst|ramp:SECONDS",
-                   help="burst: everyone clicks at t=0 (default); ramp:SECONDS: arrivals spread evenly, "
-                        "the first at 0 s and the last at SECONDS")
+    p.add_argument("--users", "--attendees", dest="users", type=int, required=True, metavar="N",
+                   help="number of simulated attendees")
+    p.add_argument("--arrival", type=_arrival, default=None, metavar="burst|ramp:SECONDS",
+                   help="burst: everyone clicks at t=0 (the default, except for --rehearse: ramp:30); "
+                        "ramp:SECONDS: arrivals spread evenly, the first at 0 s and the last at SECONDS")
     p.add_argument("--session-seconds", type=float, default=30.0, metavar="S",
                    help="how long each attendee keeps running cells once its kernel is up; at least one "
                         "cell always runs (default: 30)")
@@ -94,6 +99,27 @@ def parser() -> argparse.ArgumentParser:
                         "OUT ends in .svg, else an HTML page with inline SVG (default: loadtest-plot.html; "
                         "--plot '' writes none)")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
+    rehearsal = p.add_argument_group(
+        "dress rehearsal", "--rehearse runs the workshop's own notebooks, every code cell in order, as each "
+        "simulated attendee (uploading those its container lacks), measures each attendee's container through "
+        "the admin API, and says whether the service carries the workshop and with which settings")
+    rehearsal.add_argument("--rehearse", nargs="+", metavar="FOLDER_OR_NOTEBOOK",
+                           help="notebooks, or folders of them (their subfolders kept in the home folder)")
+    rehearsal.add_argument("--for", dest="attendees_for", type=int, metavar="N",
+                           help="the workshop's size the verdict and advice are for (default: --attendees)")
+    rehearsal.add_argument("--admin-token", metavar="TOKEN", default=os.environ.get("NBPOOL_ADMIN_TOKEN", ""),
+                           help="the service's admin token (default: $NBPOOL_ADMIN_TOKEN)")
+    rehearsal.add_argument("--admin-token-file", metavar="FILE",
+                           help="read the admin token from FILE, e.g. data/admin_token of `make run`")
+    rehearsal.add_argument("--cell-timeout", type=float, default=300.0, metavar="S",
+                           help="a cell still running after S seconds is a problem, and ends its notebook "
+                                "(default: 300)")
+    rehearsal.add_argument("--max-output", type=int, default=2 * 2**20, metavar="BYTES",
+                           help="a cell printing more than BYTES of output is a problem (default: 2 MiB)")
+    rehearsal.add_argument("--keep-containers", action="store_true",
+                           help="leave the attendees' containers to the service's idle cull (default: each one "
+                                "is ended through the admin API when its attendee is done)")
+    rehearsal.add_argument("--html", metavar="OUT", help="write the rehearsal's report as an HTML page to OUT")
     return p
 
 
@@ -147,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings(
-            url=args.url, users=args.users, ramp=args.arrival, session_seconds=args.session_seconds,
+            url=args.url, users=args.users,
+            ramp=args.arrival if args.arrival is not None else REHEARSAL_RAMP if args.rehearse else 0.0,
+            session_seconds=args.session_seconds,
             think=args.think, notebook=args.notebook, walk_away=args.walk_away, retries=args.retries,
             request_timeout=args.request_timeout, spawn_timeout=args.spawn_timeout,
             kernel_timeout=args.kernel_timeout, poll_interval=args.poll_interval,
@@ -156,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         parser().error(str(exc))
     raise_open_files_limit(settings.users)
+    if args.rehearse:
+        return rehearsal_main(settings, args)
     return asyncio.run(_main(settings, args))
 
 

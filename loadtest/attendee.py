@@ -178,9 +178,7 @@ class Attendee:
     async def visit(self) -> AttendeeRecord:
         """Run every phase in order; returns the record (never raises, except when cancelled)."""
         try:
-            await self._landing()
-            user_url = await self._spawn()
-            await self._page(user_url)
+            user_url = await self.arrive()
             cells = await self._start_kernel(user_url)
             await self._execute(cells)
             await self._leave()
@@ -190,6 +188,14 @@ class Attendee:
             await asyncio.shield(self._cleanup())
             raise
         return self.record
+
+    async def arrive(self) -> str:
+        """Click the link and get the notebook page: landing, spawn (the waiting line included), page.
+        Returns the /user/<id>/… URL; a failure is recorded and raised as ``PhaseFailed``."""
+        await self._landing()
+        user_url = await self._spawn()
+        await self._page(user_url)
+        return user_url
 
     async def _follow(self, url: str, what: str) -> tuple[str, HTTPResponse]:
         """GET ``url`` following redirects (bounded); returns the final URL and response."""
@@ -310,9 +316,9 @@ class Attendee:
         with self.phase(PAGE):
             url, response = await self._follow(user_url, "notebook page")
             if response.code != 200:
-                raise PhaseFailed(*self._user_error(url, response))
+                raise PhaseFailed(*self.user_error(url, response))
             if self.settings.assets:
-                await self._assets(self._user_base(url))
+                await self._assets(self.user_base(url))
 
     async def _assets(self, base: str) -> None:
         todo = list(self.settings.assets)
@@ -322,7 +328,7 @@ class Attendee:
                 path = todo.pop(0)
                 response = await self.fetch(base + path, accept="*/*", encoded=True)
                 if response.code != 200:
-                    raise PhaseFailed(*self._user_error(base + path, response))
+                    raise PhaseFailed(*self.user_error(base + path, response))
                 self.record.asset_requests += 1
                 self.record.asset_bytes += len(response.body)
 
@@ -332,10 +338,10 @@ class Attendee:
         """The notebook's code cells and kernel name, fetched as the page's script does (contents API)."""
         if not self.settings.notebook:
             return [Cell(DEFAULT_CELL, DEFAULT_CELL_OUTPUT)], "python3"
-        contents = f"{self._user_base(user_url)}api/contents/{quote(self.settings.notebook)}?content=1"
+        contents = f"{self.user_base(user_url)}api/contents/{quote(self.settings.notebook)}?content=1"
         response = await self.fetch(contents, accept="application/json")
         if response.code != 200:
-            raise PhaseFailed(*self._user_error(contents, response))
+            raise PhaseFailed(*self.user_error(contents, response))
         model = json.loads(response.body)
         notebook = model.get("content") or {}
         cells = [Cell(src if isinstance(src, str) else "".join(src))
@@ -348,7 +354,7 @@ class Attendee:
         return cells, kernel_name
 
     @staticmethod
-    def _user_error(url: str, response: HTTPResponse) -> tuple[str, str]:
+    def user_error(url: str, response: HTTPResponse) -> tuple[str, str]:
         path = urlsplit(url).path
         if response.code == 403:
             return "forbidden", f"{path} answered 403: the session cookie was not accepted"
@@ -357,7 +363,7 @@ class Attendee:
         return f"http {response.code}", f"{path} answered {response.code} {response.reason}"
 
     @staticmethod
-    def _user_base(user_url: str) -> str:
+    def user_base(user_url: str) -> str:
         parts = urlsplit(user_url)
         prefix = USER_PATH.match(parts.path).group("prefix")
         return f"{parts.scheme}://{parts.netloc}{prefix}"
@@ -366,7 +372,7 @@ class Attendee:
         """Open the notebook (its contents) and start its kernel, as the notebook page's script does."""
         with self.phase(KERNEL):
             cells, kernel_name = await self._cells(user_url)
-            base = self._user_base(user_url)
+            base = self.user_base(user_url)
             cookie = cookie_header(self.jar, base + "api/kernels")
             self.record.kernel_name = kernel_name
             self.kernel = KernelClient(base, {"Cookie": cookie} if cookie else {},

@@ -46,6 +46,20 @@ def decode_v1(data: bytes) -> dict:
             "content": content, "msg_type": header.get("msg_type")}
 
 
+DIED = ("restarting", "dead")  # execution states the server reports when a kernel process ends
+OUTPUTS = ("stream", "execute_result", "display_data", "error")
+
+
+def output_size(kind: str, content: dict) -> int:
+    """Bytes one output adds to the notebook: its text, its data (base64 images as they are), its traceback."""
+    if kind == "stream":
+        return len(str(content.get("text", "")).encode())
+    if kind == "error":
+        return sum(len(str(line).encode()) for line in content.get("traceback") or ())
+    data = content.get("data") or {}
+    return sum(len(v.encode()) if isinstance(v, str) else len(json.dumps(v).encode()) for v in data.values())
+
+
 class KernelError(Exception):
     """A kernel could not be started, reached or run; the message says which.
 
@@ -56,6 +70,10 @@ class KernelError(Exception):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+
+class KernelDied(KernelError):
+    """The kernel process ended while a request ran (the server restarts it, its state gone)."""
 
 
 @dataclass
@@ -70,6 +88,7 @@ class ExecutionResult:
     # MIME types of rich outputs seen (e.g. "image/png" from a plot)
     mimetypes: set[str] = field(default_factory=set)
     error: str = ""  # "ename: evalue" when status is "error"
+    output_bytes: int = 0  # the outputs' size as the notebook would store them (text and data, UTF-8)
     # time.monotonic() when the first output (stream, result, display, error) and the reply arrived
     first_output_at: float | None = None
     reply_at: float | None = None
@@ -120,7 +139,7 @@ class KernelClient:
         self._http = http_client or AsyncHTTPClient()
         self.subprotocol: str | None = None  # what the server selected
 
-    async def _request(self, method: str, path: str, body: dict | None = None) -> dict | None:
+    async def request(self, method: str, path: str, body: dict | None = None) -> dict | None:
         headers = dict(self.headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -140,7 +159,7 @@ class KernelClient:
 
     async def start(self, kernel_name: str = "python3") -> str:
         """Start a kernel and open its channels WebSocket; returns the kernel id."""
-        model = await self._request("POST", "api/kernels", {"name": kernel_name})
+        model = await self.request("POST", "api/kernels", {"name": kernel_name})
         await self.attach(model["id"])
         return self.kernel_id
 
@@ -151,7 +170,7 @@ class KernelClient:
         (the server starts a kernel for the session in the notebook's directory).
         """
         body = {"path": path, "name": path.rsplit("/", 1)[-1], "type": "notebook", "kernel": {"name": kernel_name}}
-        model = await self._request("POST", "api/sessions", body)
+        model = await self.request("POST", "api/sessions", body)
         self.session_id = model["id"]
         await self.attach(model["kernel"]["id"])
         return self.kernel_id
@@ -175,7 +194,7 @@ class KernelClient:
 
     async def kernels(self) -> list[dict]:
         """The server's running kernels (REST)."""
-        return await self._request("GET", "api/kernels")
+        return await self.request("GET", "api/kernels")
 
     def detach(self) -> None:
         """Close the WebSocket but leave the kernel running."""
@@ -230,10 +249,17 @@ class KernelClient:
                 reply = decode_v1(raw)
             else:
                 reply = json.loads(raw)
-            if reply.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
             kind = reply.get("msg_type") or reply["header"]["msg_type"]
             body = reply["content"]
+            if kind == "status" and body.get("execution_state") in DIED:
+                # The server's own word, parent-less: the kernel process died (its memory limit, a crash)
+                # and is being restarted, so no reply to this request will ever come.
+                raise KernelDied(f"the kernel died while running ({body['execution_state']}): "
+                                 "its container's memory limit, or a crash")
+            if reply.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if kind in OUTPUTS:
+                result.output_bytes += output_size(kind, body)
             if kind in ("stream", "execute_result", "display_data", "error") and result.first_output_at is None:
                 result.first_output_at = time.monotonic()
             if reply.get("channel") == "shell" and kind.endswith("_reply"):
@@ -277,13 +303,13 @@ class KernelClient:
             self._ws = None
         if self.session_id is not None:  # deleting a session shuts its kernel down
             try:
-                await self._request("DELETE", f"api/sessions/{self.session_id}")
+                await self.request("DELETE", f"api/sessions/{self.session_id}")
             except KernelError:
                 pass
             self.session_id = self.kernel_id = None
         if self.kernel_id is not None:
             try:
-                await self._request("DELETE", f"api/kernels/{self.kernel_id}")
+                await self.request("DELETE", f"api/kernels/{self.kernel_id}")
             except KernelError:
                 pass
             self.kernel_id = None

@@ -167,7 +167,7 @@ async def test_first_python_notebook_gets_the_prestarted_kernel_once(start_serve
     # A restart (Kernel > Restart) relaunches the handed-over kernel in the notebook's folder.
     restarted = client(server)
     try:
-        await restarted._request("POST", f"api/kernels/{spare}/restart", {})
+        await restarted.request("POST", f"api/kernels/{spare}/restart", {})
         await restarted.attach(spare)
         assert await run(restarted, "import os; print(os.getcwd(), os.environ['JPY_SESSION_NAME'])") == \
             f"{HOME}/day1 {HOME}/day1/01-python-introduction.ipynb"

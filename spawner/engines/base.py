@@ -76,6 +76,7 @@ class NodeInfo:
     containers: int = 0  # pool containers on it (every pool of this engine)
     image: str = "ready"  # whether it has the pool's image: ready, probing, missing, unknown
     agent: str = ""  # a swarm node's agent: '' (none needed), 'guarded', or why the node is not
+    cores: float = 0.0  # CPUs it has (0: not known)
 
 
 @dataclass(frozen=True)

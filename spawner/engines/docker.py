@@ -292,7 +292,7 @@ class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
             return []
         return [NodeInfo(name=info.get("Name", "engine"), address="local", state="ready", availability="active",
                          role="engine", memory=int(info.get("MemTotal") or 0),
-                         containers=int(info.get("ContainersRunning") or 0))]
+                         containers=int(info.get("ContainersRunning") or 0), cores=float(info.get("NCPU") or 0))]
 
     async def ensure_network(self) -> None:
         """The network exists and its firewall rules are in place (they do not survive a host reboot)."""

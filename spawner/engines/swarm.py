@@ -305,7 +305,8 @@ class SwarmBackend(DockerBackend):
         return [NodeInfo(name=n.hostname, address=n.addr, state=n.state, availability=n.availability,
                          role=n.role, memory=n.memory, reserved_memory=n.reserved_memory, containers=n.ours,
                          image=self._probes.get((n.id, image), Probe()).state,
-                         agent=(self.node_problem(n.id) or "guarded") if self.node_agent else "")
+                         agent=(self.node_problem(n.id) or "guarded") if self.node_agent else "",
+                         cores=n.cpus / 1e9)
                 for n in sorted(snap.nodes.values(), key=lambda n: n.hostname)]
 
     # --- images on nodes ------------------------------------------------------------------------

@@ -242,7 +242,7 @@ class Pool(PoolHandouts, PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, Log
                          "availability": node.availability, "role": node.role, "image": node.image,
                          "agent": node.agent,
                          "memory_bytes": node.memory, "memory_reserved_bytes": node.reserved_memory,
-                         "containers": node.containers, "spare": counts.get(SPARE, 0),
+                         "cores": node.cores, "containers": node.containers, "spare": counts.get(SPARE, 0),
                          "assigned": counts.get(ASSIGNED, 0), "launching": counts.get(LAUNCHING, 0)})
         return rows
 

@@ -236,7 +236,7 @@ def class_summary(events: Iterable[dict]) -> ClassSummary:
                         with_errors=sum(1 for event in last if (number(event, "errors") or 0) > 0))
 
 
-def _round_up(size: float, step: int) -> int:
+def round_up(size: float, step: int) -> int:
     # round() first: 6.0000000001 steps from float arithmetic must stay 6, not become 7.
     return math.ceil(round(size / step, 6)) * step
 
@@ -310,7 +310,7 @@ def _advise_mem_limit(events: list[dict]) -> tuple[int, str]:
         why = "No attendee's memory use was recorded" + (
             f", so the configured mem_limit {format_bytes(configured)} stays." if configured else ".")
     wanted, oom_why = _after_oom(events, wanted, configured)
-    limit = max(MIN_LIMIT, _round_up(wanted, LIMIT_STEP))
+    limit = max(MIN_LIMIT, round_up(wanted, LIMIT_STEP))
     return limit, f"{why}{oom_why} Rounded up to a multiple of 64 MiB, at least 256 MiB: {limit // MIB} MiB."
 
 

@@ -63,16 +63,21 @@ def page(events: list[dict], advice: Advice, title: str) -> str:
                 ("Hand-out latency", _latency(events)), ("Memory and CPU per attendee", _usage(events, advice)),
                 ("Culls and failures", _problems(events)), ("Where the class got stuck", _stuck(events)),
                 ("Sizing for the next workshop", _advice(advice))]
+    return document(title, sections)
+
+
+def document(title: str, sections: Iterable[tuple[str, str]]) -> str:
+    """One self-contained page: the title, then each (heading, HTML) section."""
     body = "\n".join(f"<h2>{escape(name)}</h2>\n{content}" for name, content in sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>\n'
             f"<style>{CSS}{svg.CSS}</style></head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body></html>\n")
 
 
-def _missing(sentence: str) -> str:
+def missing(sentence: str) -> str:
     return f'<p class="missing">{escape(sentence)}</p>'
 
 
-def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
+def table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
     """A table of escaped cells, numbers right-aligned; an empty ``header`` gives no header row."""
     def cell(value: object) -> str:
         numeric = isinstance(value, int | float)
@@ -99,7 +104,7 @@ def _span(events: list[dict]) -> str:
 
 def _summary(events: list[dict]) -> str:
     if not events:
-        return _missing("Nothing was recorded.")
+        return missing("Nothing was recorded.")
     sources = tally(events, "handout", "source")
     sampled = "" if of_kind(events, "sample") else " (no pool sample was recorded: this is the attendees served)"
     rows = [("Recording", _span(events)), ("Attendees served", str(served(events))),
@@ -112,7 +117,7 @@ def _summary(events: list[dict]) -> str:
                             f"({_counts(tally(events, 'abuse', 'rule'))}), "
                             f"{len(of_kind(events, 'guard_warning'))} warned of their CPU budget"),
             ("Kept work", _kept(events))]
-    return _table((), rows) + _config(events)
+    return table((), rows) + _config(events)
 
 
 def _kept(events: list[dict]) -> str:
@@ -131,7 +136,7 @@ def _kept(events: list[dict]) -> str:
 def _config(events: list[dict]) -> str:
     config = last_config(events)
     if not config:
-        return _missing("No configuration was recorded.")
+        return missing("No configuration was recorded.")
     changes = len(of_kind(events, "config"))
     shown: dict[str, Callable[[object], str]] = {
         "pool": str, "image": str, "backend": str, "version": str, "warm": str, "max_containers": str,
@@ -139,7 +144,7 @@ def _config(events: list[dict]) -> str:
         "host_memory": _size_or("unknown"), "host_cores": lambda v: str(v) if v else "unknown"}
     rows = [(key, describe(config[key])) for key, describe in shown.items() if key in config]
     note = f" (the last of {changes} recorded)" if changes > 1 else ""
-    return f"<p>Configuration in force at the end{note}, recorded at {_when(config['t'])} UTC:</p>" + _table(
+    return f"<p>Configuration in force at the end{note}, recorded at {_when(config['t'])} UTC:</p>" + table(
         ("setting", "value"), rows)
 
 
@@ -150,7 +155,7 @@ def _size_or(nothing: str) -> Callable[[object], str]:
 def _over_time(events: list[dict]) -> str:
     samples = of_kind(events, "sample")
     if not samples:
-        return _missing("No pool samples were recorded, so attendees over time cannot be drawn.")
+        return missing("No pool samples were recorded, so attendees over time cannot be drawn.")
     start = min(e["t"] for e in events)
     lines = [svg.Line(label, color, [((s["t"] - start) / 60, number(s, key) or 0) for s in samples])
              for key, label, color in SAMPLE_SERIES]
@@ -160,14 +165,14 @@ def _over_time(events: list[dict]) -> str:
 def _latency(events: list[dict]) -> str:
     found = waits(events)
     if not any(found.values()):
-        return _missing("No hand-out was recorded, so there is no hand-out latency to show.")
+        return missing("No hand-out was recorded, so there is no hand-out latency to show.")
     series = [svg.Bars(f"from a {source}" if source == "spare" else f"from the {source}", SOURCE_COLORS[source],
                        [percentile(found[source], p) for _, p in LATENCY]) for source in SOURCES]
     rows = [(source, len(values), *(_seconds(percentile(values, p)) for _, p in LATENCY))
             for source, values in found.items()]
     chart = svg.bar_chart([name for name, _ in LATENCY], series, "seconds from request to container",
                           lambda v: f"{v:.2f}" if v < 10 else f"{v:.0f}")
-    return chart + _table(("source", "hand-outs", *(name for name, _ in LATENCY)), rows)
+    return chart + table(("source", "hand-outs", *(name for name, _ in LATENCY)), rows)
 
 
 def _seconds(value: float | None) -> str:
@@ -185,12 +190,12 @@ def _usage(events: list[dict], advice: Advice) -> str:
         memory = svg.histogram([peak / MIB for peak in peaks], "peak memory per attendee (MiB)", "attendees",
                                markers)
     else:
-        memory = _missing("No memory use of assigned containers was recorded, so there is no histogram.")
+        memory = missing("No memory use of assigned containers was recorded, so there is no histogram.")
     cpu = list(cpu_seconds(events).values())
     if not cpu:
-        return memory + _missing("No CPU use of assigned containers was recorded.")
+        return memory + missing("No CPU use of assigned containers was recorded.")
     rows = [(len(cpu), *(format_seconds(percentile(cpu, p)) for p in (50, 95, 100)))]
-    return memory + "<p>CPU seconds used per attendee:</p>" + _table(("attendees", "p50", "p95", "max"), rows)
+    return memory + "<p>CPU seconds used per attendee:</p>" + table(("attendees", "p50", "p95", "max"), rows)
 
 
 def _problems(events: list[dict]) -> str:
@@ -198,7 +203,7 @@ def _problems(events: list[dict]) -> str:
     rows += [(name, len(of_kind(events, kind)), PROBLEM)
              for name, kind in (("failed starts", "failed"), ("OOM kills", "oom"), ("refused", "refused"))]
     if not any(count for _, count, _ in rows):
-        return _missing("No session ended, no start failed, no OOM kill and no refusal was recorded.")
+        return missing("No session ended, no start failed, no OOM kill and no refusal was recorded.")
     chart = svg.hbar_chart(rows, "events", [("sessions ended, by kind", ENDED), ("problems", PROBLEM)])
     reasons = tally(events, "failed", "reason")
     if not reasons:
@@ -206,13 +211,13 @@ def _problems(events: list[dict]) -> str:
     top = reasons.most_common(TOP_REASONS)
     others = sum(reasons.values()) - sum(count for _, count in top)
     rows = top + ([("(other reasons)", others)] if others else [])
-    return chart + "<p>Why starts failed:</p>" + _table(("reason", "failed starts"), rows)
+    return chart + "<p>Why starts failed:</p>" + table(("reason", "failed starts"), rows)
 
 
 def _stuck(events: list[dict]) -> str:
     """Where attendees got stuck, their raised hands, and how the class did: from the class view's events."""
     if not any(of_kind(events, kind) for kind in ("stuck", "hand", "class")):
-        return _missing("The class view recorded nothing: no attendee was stuck, no hand was raised and no "
+        return missing("The class view recorded nothing: no attendee was stuck, no hand was raised and no "
                         "session summed itself up (no attendee ran a cell, or the service did not watch the class).")
     return _stuck_table(events) + _hands(hand_stats(events)) + _class(class_summary(events))
 
@@ -220,7 +225,7 @@ def _stuck(events: list[dict]) -> str:
 def _stuck_table(events: list[dict]) -> str:
     spots = stuck_spots(events)
     if not spots:
-        return _missing("No attendee was stuck: no run of failing cells and no long stretch without a successful "
+        return missing("No attendee was stuck: no run of failing cells and no long stretch without a successful "
                         "cell was recorded.")
     rows = [(spot.notebook or NO_NOTEBOOK, spot.section or BEFORE_FIRST_HEADING, spot.attendees, spot.periods,
              _minutes(spot.median_minutes), _minutes(spot.longest_minutes),
@@ -228,7 +233,7 @@ def _stuck_table(events: list[dict]) -> str:
             for spot in spots]
     return ("<p>Sections where attendees were stuck (a run of failing cells, or a long stretch without a successful "
             "cell), the most attendees first, then the most time stuck:</p>"
-            + _table(("notebook", "section", "attendees stuck", "periods", "median min", "longest min",
+            + table(("notebook", "section", "attendees stuck", "periods", "median min", "longest min",
                       "common errors"), rows))
 
 
@@ -239,7 +244,7 @@ def _minutes(value: float | None) -> float | str:
 
 def _hands(hands: Hands) -> str:
     if not hands.raised and not hands.lowered_by:
-        return _missing("No hand was raised.")
+        return missing("No hand was raised.")
     lowered = ", ".join(f"{words} {hands.lowered_by[by]}" for by, words in LOWERED)
     waited = ("none was lowered" if hands.median_minutes is None else
               f"up a median {hands.median_minutes:.1f} min, the longest {hands.longest_minutes:.1f} min")
@@ -248,7 +253,7 @@ def _hands(hands: Hands) -> str:
 
 def _class(summary: ClassSummary) -> str:
     if not summary.attendees:
-        return _missing("No session summed itself up, so there is no class summary.")
+        return missing("No session summed itself up, so there is no class summary.")
     cells = "-" if summary.median_cells is None else f"{summary.median_cells:g}"
     text = (f"Class: {summary.attendees} sessions ended; {summary.done} attendees said they were done; "
             f"median {cells} cells run; {summary.with_errors} had at least one error.")
@@ -262,5 +267,5 @@ def _advice(advice: Advice) -> str:
             ("mem_limit", f"{advice.mem_limit // MIB} MiB", advice.reasons["mem_limit"])]
     memory = advice.reasons["memory"]
     check = f'<p class="warning">{escape(memory)}</p>' if advice.machine_too_small else f"<p>{escape(memory)}</p>"
-    return (_table(("setting", "advice", "why"), rows) + check
+    return (table(("setting", "advice", "why"), rows) + check
             + f"<p>For the config file:</p><pre>{escape(advice.config_snippet())}</pre>")

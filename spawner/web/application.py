@@ -27,6 +27,7 @@ from .guard_api import guard_handlers
 from .helping import helping_handlers
 from .kept import kept_handlers
 from .pages import STATIC
+from .usage_api import usage_handlers
 from .visitor import visitor_handlers
 from .workshops_api import workshops_handlers
 
@@ -44,7 +45,7 @@ def make_application(web: WebApp, workshops: Workshops, proxy: Proxy, classroom:
     return Application(
         visitor_handlers() + kept_handlers() + api_handlers() + workshops_handlers() + binder_handlers()
         + build_handlers() + entry_handlers() + guard_handlers() + class_handlers() + helping_handlers()
-        + follow_handlers() + gitpull_handlers(),
+        + follow_handlers() + gitpull_handlers() + usage_handlers(),
         nb=web,
         workshops=workshops,
         proxy=proxy,
