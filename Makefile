@@ -7,14 +7,18 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.nbpool-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help run test engine images base notebook venv browser docs clean-containers cluster cluster-down
+.PHONY: help run test engine images base notebook venv browser docs clean-containers cluster cluster-down rehearse check
 
 help:
 	@echo "make run     start nbpool on port 8000 with config/nbpool_config.py (engine, images, virtualenv first)"
 	@echo "             extra options: make run ARGS='--warm 10 --max-containers 60'"
 	@echo "make test    build everything a fresh machine lacks, then run the whole test suite"
+	@echo "make check   the fast tier while developing: every test that needs no engine (about a minute)"
 	@echo "make engine  make a Docker engine reachable (installs and starts dockerd if needed)"
 	@echo "make images  build nbpool/base:bookworm and nbpool/notebook:latest (skips what exists)"
+	@echo "make rehearse  run the workshop's notebooks as simulated attendees against a running nbpool and say"
+	@echo "             whether it holds: URL=http://127.0.0.1:8000 MATERIAL=notebook-image/workshops ATTENDEES=10"
+	@echo "             FOR=<the workshop's size> (the admin token is read from data/admin_token of make run)"
 	@echo "make cluster a local Docker Swarm of node containers: a manager + WORKERS (default 2);"
 	@echo "             prints DOCKER_HOST for its manager. make cluster-down removes it all"
 
@@ -46,8 +50,22 @@ browser:
 test: venv engine images browser
 	@$(PY) -m pytest
 
+# The fast tier while developing (about a minute, no engine or browser needed): every test that does not
+# use the engine (proxy, pool logic on a fake clock, units). make test runs these and the rest.
+check: venv
+	@$(PY) -m pytest -m "not docker" $(ARGS)
+
 run: venv engine images
 	@$(PY) start.py $(ARGS)
+
+# A dress rehearsal against a running service (make run): the workshop's notebooks, cell by cell, as
+# ATTENDEES simulated attendees; the verdict and the settings it would take, in words, JSON and HTML.
+URL       ?= http://127.0.0.1:8000
+MATERIAL  ?= notebook-image/workshops
+ATTENDEES ?= 10
+rehearse: venv
+	@$(PY) -m loadtest $(URL) --rehearse $(MATERIAL) --attendees $(ATTENDEES) $(if $(FOR),--for $(FOR)) \
+	  --admin-token-file $(or $(TOKEN_FILE),data/admin_token) --json rehearsal.json --html rehearsal.html $(ARGS)
 
 # Regenerate the README's configuration reference from the settings' help.
 docs: venv

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
 V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
 
@@ -225,10 +225,13 @@ class KernelClient:
             raise KernelError("kernel is not started")
         msg = self._message(msg_type, content, channel, metadata)
         msg_id = msg["header"]["msg_id"]
-        if self.subprotocol == V1_SUBPROTOCOL:
-            await self._ws.write_message(encode_v1(channel, msg), binary=True)
-        else:
-            await self._ws.write_message(json.dumps(msg))
+        try:
+            if self.subprotocol == V1_SUBPROTOCOL:
+                await self._ws.write_message(encode_v1(channel, msg), binary=True)
+            else:
+                await self._ws.write_message(json.dumps(msg))
+        except WebSocketClosedError:
+            raise KernelError("kernel websocket closed") from None
         result = ExecutionResult(status="ok")
         reply_seen = idle_seen = False
         deadline = asyncio.get_running_loop().time() + self.timeout

@@ -14,6 +14,7 @@ import shutil
 import pytest
 
 from proxy.server import Proxy
+from tests import leftovers
 from tests.dockertools import (
     NOTEBOOK_IMAGE,
     build_hostile_image,
@@ -50,6 +51,43 @@ def chromium():
         browser.close()
 
 
+
+
+def pytest_collection_modifyitems(config, items):
+    # A test is a Docker test when it uses the engine, however indirectly (a service, a container, the
+    # swarm): marked here so `-m "not docker"` (make check) never depends on each file remembering to say so.
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "docker_client" in names and "docker" not in item.keywords:
+            item.add_marker(pytest.mark.docker)
+
+
+def pytest_sessionstart(session):
+    # What exists before the suite runs: only what appears during it and outlives it counts as left behind.
+    if os.environ.get("NBPOOL_LEFTOVER_CHECK", "1") == "0":
+        return
+    client, _ = engine_or_none()
+    session.config.nbpool_before = leftovers.take(client)
+    if client is not None:
+        client.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session when it left a container, network, firewall rule or process of nbpool's behind
+    (after every fixture's teardown). NBPOOL_LEFTOVER_CHECK=0 turns it off, e.g. beside another session."""
+    before = getattr(session.config, "nbpool_before", None)
+    if before is None or session.config.option.collectonly or exitstatus == pytest.ExitCode.INTERRUPTED:
+        return
+    client = engine_or_none()[0] if before.engine else None
+    found = leftovers.left_behind(before, client)
+    if client is not None:
+        client.close()
+    if found:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_sep("=", "left behind by the test session", red=True)
+        for line in found:
+            reporter.write_line(line)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(wrapper=True)

@@ -8,9 +8,12 @@ import math
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from tests.service import ROOT
+
+pytestmark = [pytest.mark.docker]
 
 BUNDLED = ROOT / "notebook-image" / "workshops" / "01-python-introduction.ipynb"
 MIB = 2**20

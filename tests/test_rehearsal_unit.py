@@ -41,11 +41,17 @@ def test_more_cpu_or_more_attendees_ask_for_more_cores_and_containers():
     assert any("max_containers is 40" in p for p in bigger.problems)
 
 
-def test_warm_spares_follow_how_fast_the_class_arrives_and_how_long_a_start_takes():
+def test_warm_spares_follow_how_fast_the_class_arrives_and_how_fast_the_pool_refills():
     assert judge(uses(300), SERVICE, 30, arrival_window=0).advice["warm"] == 30  # all at once
-    assert judge(uses(300), SERVICE, 30, arrival_window=30).advice["warm"] == 3  # 30 × 3 s / 30 s
-    slow = Limits(5, 40, GIB, 12.0, ((8.0, 32 * GIB),))
-    assert judge(uses(300), slow, 30, arrival_window=30).advice["warm"] == 12
+    # 4 starts at a time, 3 s each: 1.33 a second, faster than 30 arrivals in 30 s; 3 arrive during one start.
+    assert judge(uses(300), SERVICE, 30, arrival_window=30).advice["warm"] == 3
+    slow = Limits(5, 40, GIB, 12.0, ((8.0, 32 * GIB),))  # 0.33 a second: 30 − 10 arrive faster than that
+    assert judge(uses(300), slow, 30, arrival_window=30).advice["warm"] == 20
+    # One core paying 2 CPU-seconds per start refills 0.5 a second, whatever the concurrency.
+    one_core = Limits(5, 40, GIB, 3.0, ((1.0, 32 * GIB),))
+    costly = [AttendeeUse(300 * MIB, 10.0, 600.0, start_cpu_seconds=2.0) for _ in range(10)]
+    verdict = judge(costly, one_core, 30, arrival_window=30)
+    assert verdict.advice["warm"] == 15 and "2.00 CPU-seconds" in verdict.reasons["warm"]
 
 
 def test_kernels_killed_at_the_limit_raise_the_advice_past_it_and_fail_the_verdict():

@@ -117,7 +117,7 @@ class RehearsalAttendee:
         try:
             await self._upload(kernel, notebook)
             await kernel.start_session(notebook.path, notebook.kernel)
-        except KernelError as exc:
+        except Exception as exc:  # KernelError, or the connection failing under it
             self._not_run(notebook, notebook.cells, f"the notebook did not open: {exc}")
             return
         self.kernels.append(kernel)
@@ -135,6 +135,8 @@ class RehearsalAttendee:
                 late = "within" in str(exc)
                 run.status = TIMEOUT if late else DIED
                 run.error = f"still running after {self.cell_timeout:g} s" if late else str(exc)
+            except Exception as exc:  # the connection itself failed (the container went away, …)
+                run.status, run.error = DIED, f"{type(exc).__name__}: {exc}"
             else:
                 run.output_bytes = result.output_bytes
                 if result.status != "ok":

@@ -64,6 +64,7 @@ class Rehearsal:
                     "problems": len(problems), "not_run": sum(1 for r in runs if r.status == NOT_RUN),
                     "output_bytes_max": max((r.output_bytes for r in runs), default=0),
                     "kind": problems[0].status if problems else "", "example": problems[0].error if problems else "",
+                    "not_run_because": next((r.error for r in runs if r.status == NOT_RUN), ""),
                     "code": cell.code.splitlines()[0][:80] if cell.code.strip() else "",
                 })
         return rows
@@ -91,7 +92,8 @@ class Rehearsal:
 
     def verdict(self) -> Verdict:
         uses = [AttendeeUse(p.use.peak_memory_bytes, p.use.cpu_seconds or 0.0, p.active_seconds or 0.0,
-                            p.use.oom_kills) for p in self.people if p.use is not None and p.use.samples]
+                            p.use.oom_kills, p.use.first_cpu)
+                for p in self.people if p.use is not None and p.use.samples]
         failed = sum(1 for p in self.people if not p.arrived) + (self.settings.users if self.interrupted else 0)
         failing = sum(1 for row in self.cells() if row["problems"] or row["not_run"])
         return judge(uses, self.limits, self.attendees_for, arrival_window=self.settings.ramp,
@@ -130,7 +132,7 @@ class Rehearsal:
         lines.append(f"cells that failed or passed a limit: {len(bad) or 'none'}")
         lines += [f"  {r['notebook']} cell {r['index']}: {r['problems']} {r['kind'] or 'problems'}"
                   f"{', ' + str(r['not_run']) + ' not run' if r['not_run'] else ''}; "
-                  f"{r['example'] or 'an earlier cell stopped the notebook'}" for r in bad]
+                  f"{r['example'] or r['not_run_because']}" for r in bad]
         measured = [p for p in people if p["peak_memory_bytes"]]
         lines.append("")
         if measured:
@@ -169,7 +171,8 @@ class Rehearsal:
                   + f"<p>For the config file:</p><pre>{escape(verdict.config_snippet())}</pre>")
         bad = [r for r in cells if r["problems"] or r["not_run"]]
         problem_table = table(("notebook", "cell", "problems", "kind", "not run", "example"),
-                              [(r["notebook"], r["index"], r["problems"], r["kind"], r["not_run"], r["example"])
+                              [(r["notebook"], r["index"], r["problems"], r["kind"], r["not_run"],
+                                r["example"] or r["not_run_because"])
                                for r in bad]) if bad else missing("Every cell ran without an error, in time.")
         cell_table = table(("notebook", "cell", "runs", "p50", "p95", "errors", "largest output", "code"),
                            [(r["notebook"], r["index"], r["runs"], format_seconds(r["seconds_p50"]),
@@ -188,7 +191,9 @@ class Rehearsal:
 
 def _limits_dict(limits: Limits) -> dict:
     return {"warm": limits.warm, "max_containers": limits.max_containers, "mem_limit_bytes": limits.mem_limit_bytes,
-            "start_seconds_p95": limits.start_seconds_p95, "cores": limits.cores, "memory_bytes": limits.memory,
+            "start_seconds_p50": limits.start_seconds_p50, "start_seconds_p95": limits.start_seconds_p95,
+            "spawn_concurrency": limits.spawn_concurrency,
+            "cores": limits.cores, "memory_bytes": limits.memory,
             "nodes": len(limits.nodes)}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -18,6 +19,8 @@ from .material import Notebook
 from .report import Rehearsal, progress_line
 from .usage import UsageError, UsageSampler
 from .verdict import Limits
+
+log = logging.getLogger("loadtest")
 
 
 @dataclass
@@ -89,6 +92,9 @@ async def rehearse(settings: Settings, options: RehearsalSettings, notebooks: li
         http.close()
         if progress is not None:
             await progress.stop(progress_line(clock(), people))
+    for person, outcome in zip(people, everyone.result(), strict=True):
+        if isinstance(outcome, Exception):  # a bug in the tool, not the service: say so, keep the report
+            log.error("rehearsal attendee %d ended with %r", person.record.index, outcome)
     return Rehearsal(settings, options, notebooks, people, Limits.of(usage.limits or limits), started_at,
                      duration=clock(), interrupted=interrupted, usage_errors=usage.errors,
                      usage_last_error=usage.last_error)

@@ -37,6 +37,7 @@ class AttendeeUse:
     cpu_seconds: float
     active_seconds: float  # how long it worked through the material
     oom_kills: int = 0
+    start_cpu_seconds: float | None = None  # CPU its container used before it was handed out (its start)
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,16 @@ class Limits:
     mem_limit_bytes: int  # 0: none
     start_seconds_p95: float | None
     nodes: tuple[tuple[float, int], ...]  # (cores, memory bytes) per machine
+    spawn_concurrency: int = 4  # containers it starts at once (Pool.spawn_concurrency)
+    start_seconds_p50: float | None = None
 
     @classmethod
     def of(cls, answer: dict) -> Limits:
         return cls(int(answer.get("warm") or 0), int(answer.get("max_containers") or 0),
                    int(answer.get("mem_limit_bytes") or 0), answer.get("start_seconds_p95"),
                    tuple((float(n.get("cores") or 0), int(n.get("memory_bytes") or 0))
-                         for n in answer.get("nodes") or ()))
+                         for n in answer.get("nodes") or ()), int(answer.get("spawn_concurrency") or 4),
+                   answer.get("start_seconds_p50"))
 
     @property
     def cores(self) -> float:
@@ -89,7 +93,7 @@ def judge(uses: list[AttendeeUse], limits: Limits, attendees: int, *, arrival_wi
     if attendees < 1:
         raise ValueError(f"attendees must be at least 1, not {attendees!r}")
     mem_limit, mem_why = _mem_limit(uses, limits.mem_limit_bytes)
-    warm, warm_why = _warm(attendees, arrival_window, limits.start_seconds_p95)
+    warm, warm_why = _warm(attendees, arrival_window, limits, uses)
     cores, cores_why = _cores(uses, attendees)
     max_containers = attendees + warm
     nodes, nodes_why = _nodes(limits, cores, max_containers * mem_limit)
@@ -122,17 +126,36 @@ def _mem_limit(uses: list[AttendeeUse], configured: int) -> tuple[int, str]:
     return limit, f"{why} Rounded up to a multiple of 64 MiB, at least 256 MiB: {limit // MIB} MiB."
 
 
-def _warm(attendees: int, window: float, start: float | None) -> tuple[int, str]:
+def _warm(attendees: int, window: float, limits: Limits, uses: list[AttendeeUse]) -> tuple[int, str]:
+    start = limits.start_seconds_p95
     start_why = (f"a container starts in {format_seconds(start)} here (p95 of this service's starts)" if start
                  else f"no start was measured here, so {DEFAULT_START:g} s is assumed")
     start = start or DEFAULT_START
     if window <= 0:
         return attendees, f"Everyone arrives at once, so every attendee needs a spare waiting: {attendees}."
-    arriving = math.ceil(attendees * min(1.0, start / window))
-    warm = min(max(arriving, 1), attendees)
-    return warm, (f"{attendees} attendees arriving over {format_seconds(window)}; {start_why}: "
-                  f"{attendees} × {format_seconds(start)} / {format_seconds(window)}, rounded up = {arriving} arrive "
-                  f"while one new container starts, so {warm} spares keep everyone from waiting.")
+    during = attendees * min(1.0, start / window)
+    why = (f"{attendees} attendees arriving over {format_seconds(window)}; {start_why}, so "
+           f"{attendees} × {format_seconds(start)} / {format_seconds(window)} = {during:.1f} arrive while one starts.")
+    # The pool refills spawn_concurrency containers per (typical) start time at most, and no faster than the
+    # cores can pay for each start's CPU: past that rate arrivals pile up, and only spares keep them from waiting.
+    typical = limits.start_seconds_p50 or start
+    refill = limits.spawn_concurrency / typical
+    starts_cpu = [u.start_cpu_seconds for u in uses if u.start_cpu_seconds]
+    if starts_cpu and limits.cores:
+        per_start = percentile(starts_cpu, 50)
+        refill = min(refill, limits.cores / per_start)
+        why += (f" It refills {limits.spawn_concurrency} per {format_seconds(typical)} (the median start) at "
+                f"most, and a start takes {per_start:.2f} CPU-seconds (measured) on {limits.cores:g} cores: "
+                f"{refill:.2f} containers a second.")
+    else:
+        why += (f" It refills {limits.spawn_concurrency} per {format_seconds(typical)} (the median start) at most: "
+                f"{refill:.2f} containers a second.")
+    short = attendees - refill * window
+    if short > during:
+        why += (f" {attendees} − {refill:.2f}/s × {format_seconds(window)} = {short:.1f} attendees the refill "
+                "cannot keep up with.")
+    warm = min(max(math.ceil(round(max(during, short), 6)), 1), attendees)
+    return warm, why + f" Warm spares: {warm}."
 
 
 def _cores(uses: list[AttendeeUse], attendees: int) -> tuple[int, str]:

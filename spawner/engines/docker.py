@@ -356,7 +356,7 @@ class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
             try:
                 # one_shot: no second sample a second later (CPU is reported as a running total anyway).
                 stats = self._docker().api.stats(engine_id, stream=False, one_shot=True)
-            except docker.errors.DockerException:
+            except (docker.errors.DockerException, ValueError):  # gone, or going: its stats answer is empty
                 continue
             memory = stats.get("memory_stats") or {}
             used = int(memory.get("usage") or 0)

@@ -69,8 +69,10 @@ class UsageHandler(AdminHandler):
         pool, engine = ws.pool, ws.pool.backend
         starts = list(pool.stats.spawn_seconds)
         return {"name": ws.name or None, "warm": pool.warm, "max_containers": pool.max_containers,
+                "spawn_concurrency": pool.spawn_concurrency,
                 "mem_limit_bytes": int(getattr(engine, "mem_limit", 0) or 0),
                 "cpu_limit": float(getattr(engine, "cpu_limit", 0) or 0),
+                "start_seconds_p50": percentile(starts, 50) if starts else None,
                 "start_seconds_p95": percentile(starts, 95) if starts else None,
                 "nodes": [{"name": n["name"], "cores": n["cores"], "memory_bytes": n["memory_bytes"]}
                           for n in pool.nodes()]}
