@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from tornado.httpserver import HTTPServer
@@ -41,6 +42,7 @@ from spawner.guard.guard import AbuseGuard
 from spawner.keep import KeptStore, WorkKeeper
 from spawner.pool import Pool
 from spawner.pool.ended import EndedSessions
+from spawner.pool.kernel_activity import KernelActivity
 from spawner.record import WorkshopRecord
 from spawner.secret import ServerSecret
 from spawner.traits import require
@@ -376,8 +378,10 @@ class NbpoolApp(Application):
                 asyncio.get_running_loop().create_task(self.material.pull(""))
 
     def watch_kernels(self) -> None:
-        """The proxy tells the class view what kernel WebSockets say, while ClassView.enabled (new ones from now)."""
-        self.proxy.state.kernel_observer = self.classroom if self.classroom.enabled else None
+        """The proxy tells what kernel WebSockets say to the pools (when a page's server last ran code: the
+        embedded cull) and to the class view while ClassView.enabled (new WebSockets from now)."""
+        self.proxy.state.kernel_observer = KernelActivity(time.monotonic,
+                                                          self.classroom if self.classroom.enabled else None)
 
     def say_origins(self) -> None:
         """What the proxy's mode means for attendees' browsers (README: 'Exposing nbpool to the internet')."""

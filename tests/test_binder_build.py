@@ -227,6 +227,39 @@ def test_a_pages_server_and_its_credential_survive_a_restart_of_nbpool(make_serv
     assert [r["embedded"] for r in rows if r["id"] == cid_of(url)] == [True]
 
 
+def test_a_page_left_open_without_running_code_lets_its_server_go_and_gets_a_fresh_one_on_its_next_run(
+        make_service):
+    service = make_service(WebApp__cors_origin=[PAGE], Pool__warm=1, Pool__max_containers=3, Pool__cull_idle=600,
+                           Pool__cull_embedded_idle=6, Pool__cull_interval=1)
+    service.start()
+    _, messages = stream(service.url + SPEC)
+    url, token = messages[-1]["url"], messages[-1]["token"]
+    kernel = requests.post(url + "api/kernels", json={"name": "python3"}, headers=page_headers(token),
+                           timeout=60).json()["id"]
+
+    # The reader runs a cell now and then (every 3 s, against a 6 s limit) while Thebe polls: it stays.
+    for _ in range(5):
+        assert asyncio.run(run_over_token_socket(url, kernel, token)) == "42"
+        last_run = time.monotonic()
+        assert requests.get(url + "api/kernels", headers=page_headers(token), timeout=30).status_code == 200
+        time.sleep(3)
+    assert service.stats()["assigned"] == 1
+    # The tab stays open but nobody runs anything: the polls (every 2 s) do not keep it.
+    while service.stats()["assigned"] == 1 and time.monotonic() - last_run < 30:
+        requests.get(url + "api/kernels", headers=page_headers(token), timeout=30)
+        time.sleep(2)
+    assert service.stats()["assigned"] == 0, "polled without a run, the page's server was kept"
+    assert 6 < time.monotonic() - last_run < 20
+    assert "no kernel run for" in service.logs()
+    # The reader runs code again: the page asks for a server as it does at its start, and gets a fresh one.
+    _, messages = stream(service.url + SPEC)
+    again, fresh_token = messages[-1]["url"], messages[-1]["token"]
+    assert again != url and messages[-1]["phase"] == "ready"
+    fresh = requests.post(again + "api/kernels", json={"name": "python3"}, headers=page_headers(fresh_token),
+                          timeout=60).json()["id"]
+    assert asyncio.run(run_over_token_socket(again, fresh, fresh_token)) == "42"
+
+
 def test_a_page_left_open_keeps_its_server_and_a_closed_one_lets_it_be_culled(make_service):
     service = make_service(WebApp__cors_origin=[PAGE], Pool__warm=1, Pool__max_containers=2, Pool__cull_idle=8,
                            Pool__cull_interval=1)

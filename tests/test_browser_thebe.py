@@ -169,6 +169,32 @@ def test_a_page_on_nbpools_own_host_name_reconnects_after_a_reload(chromium, mak
         context.close()
 
 
+def test_a_page_left_open_without_running_code_lets_its_server_go_and_gets_a_fresh_one_when_reloaded(
+        chromium, make_service, sites):
+    course = sites("course")
+    service = make_service(WebApp__cors_origin=[course.origin], Pool__warm=1, Pool__max_containers=3,
+                           Pool__cull_embedded_idle=5, Pool__cull_interval=1)
+    url = course.page(service.url)
+    service.start()
+    context, page, _ = browse(chromium)  # (the dead server's refused preflight is a console error, not a page's)
+    builds = []
+    page.on("request", lambda r: builds.append(r.url) if "/build/" in r.url else None)
+    try:
+        first = activate_and_run(page, url).split()[-1]
+        # The tab stays open, Thebe keeps polling, nobody runs anything: the server goes.
+        service.wait_for(lambda: service.stats()["assigned"] == 0, timeout=40, what="the page's server culled")
+        assert "no kernel run for" in service.logs()
+        page.locator(".thebe-run-button").first.click()
+        page.locator(".thebe-status-field", has_text="dead").wait_for()  # Thebe says so
+        # The reader reloads the page and activates: its saved session is gone, so it asks for a server again.
+        second = activate_and_run(page, url).split()[-1]
+        assert second != first
+        assert len(builds) == 2, builds
+        assert service.stats()["assigned"] == 1
+    finally:
+        context.close()
+
+
 def test_a_page_on_a_site_nbpool_does_not_trust_gets_no_container_and_no_kernel(chromium, make_service, sites):
     service, url = serve(make_service, trusted=sites("course"), page_on=sites("elsewhere"))
     context, page, failures = browse(chromium)

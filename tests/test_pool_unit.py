@@ -11,6 +11,7 @@ from proxy.routes import RouteTable
 from spawner.engines.base import DIED, OOM, REMOVED, Endpoint
 from spawner.pool import Pool
 from spawner.pool.errors import PoolFull, PoolUnavailable, QueueTimeout
+from spawner.pool.kernel_activity import KernelActivity
 from spawner.pool.slot import ASSIGNED, SPARE
 from spawner.secret import ServerSecret
 from tests.fakes import FakeBackend, FakeClock
@@ -248,6 +249,38 @@ async def test_cull_idle_and_max_age_with_a_clock(make_pool, backend, clock, wal
     assert [s for s, *_ in pool.cull_candidates()] == [busy]
     await pool.cull_once()
     assert busy.cid not in pool.slots and spare.cid in pool.slots
+
+
+async def test_a_page_s_server_is_culled_when_no_kernel_runs_whatever_polls_it(make_pool, clock, wall):
+    pool = make_pool(warm=2, cull_idle=600, cull_embedded_idle=300)
+    await pool.start()
+    await until(lambda: pool.available == 2)
+    page = await pool.take_spare(embedded=True)
+    person = await pool.take_spare()
+    page.route.requests += 1
+    person.route.requests += 1
+    activity = KernelActivity(clock)
+
+    def polled(seconds: float) -> None:  # an open page's Thebe polls every 10 s, a person types now and then
+        for _ in range(int(seconds // 10)):
+            clock.advance(10)
+            wall.advance(10)
+            page.route.last_activity = person.route.last_activity = clock()
+
+    polled(200)
+    activity.ran(page, "k1", "m1", "c1", "print(1)")  # a run through the kernel's WebSocket
+    polled(290)
+    assert pool.cull_candidates() == []  # 290 s since its last run
+    activity.kernel_state(page, "k1", "busy")  # a long run starts: never cut short
+    polled(400)
+    assert pool.cull_candidates() == []
+    activity.kernel_state(page, "k1", "idle")
+    polled(310)
+    due = pool.cull_candidates()
+    assert [s for s, *_ in due] == [page] and "no kernel run for 310s" in due[0][1]
+    assert due[0][3] == "idle"  # the person's container, polled the same way, is not culled: cull_idle rules it
+    pool.cull_embedded_idle = 0  # off: the page's server is culled like any other (its polls keep it)
+    assert pool.cull_candidates() == []
 
 
 async def test_resize_grows_and_trims_spares(make_pool, backend):

@@ -106,6 +106,7 @@ class PoolHandouts:
         slot.assigned_at = self.wallclock()
         slot.nonce = secrets.token_hex(8)
         slot.owner = owner
+        slot.kernel_seen = self.clock()  # the embedded cull counts from the hand-out until a kernel runs
         if slot.route is not None:
             slot.route.last_activity = self.clock()  # time as a spare is not idleness
             slot.handout_requests = slot.route.requests

@@ -69,6 +69,14 @@ class Pool(PoolHandouts, PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, Log
     cull_idle = Float(600.0, config=True,
                       help="Seconds without any traffic through the proxy after which an assigned container "
                            "is removed (0: never). Spares are never culled for idleness.")
+    cull_embedded_idle = Float(300.0, config=True,
+                               help="Seconds without a kernel run (a cell executed, or a kernel busy, as the "
+                                    "proxy sees its WebSockets) after which a container handed to a web page's "
+                                    "live code (Thebe, MyST, Jupyter Book: /build) is removed, whatever else "
+                                    "reaches it: an open page polls its server every 10 s, which cull_idle counts "
+                                    "as activity. The page takes a fresh server when it runs code again. A busy "
+                                    "kernel is never cut short. 0: such containers are culled like any other "
+                                    "(cull_idle, cull_max_age).")
     cull_max_age = Float(14400.0, config=True,
                          help="Seconds after hand-out after which an assigned container is removed, active "
                               "or not (0: never). 14400 is four hours.")
@@ -145,7 +153,7 @@ class Pool(PoolHandouts, PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, Log
     def _validate_positive(self, proposal):
         return require(proposal, proposal.value > 0, "a positive number of seconds")
 
-    @validate("cull_idle", "cull_max_age", "unopened_timeout")
+    @validate("cull_idle", "cull_max_age", "unopened_timeout", "cull_embedded_idle")
     def _validate_cull(self, proposal):
         return require(proposal, proposal.value >= 0, "0 (never) or a number of seconds")
 

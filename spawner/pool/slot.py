@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxy.routes import Route
 
@@ -45,6 +45,8 @@ class Slot:
     image: str = ""  # the image it runs (kept work compares its files with that image's own)
     embedded: bool = False  # handed to a web page's live code (/build), which reaches it with a credential
     instructor: bool = False  # the instructor's session (the instructor key): attendees follow its notebook
+    kernel_seen: float = 0.0  # monotonic: its hand-out (or adoption), or the last time a kernel of it ran code
+    busy_kernels: set[str] = field(default_factory=set)  # kernels of it busy now, as their WebSockets said
 
     @property
     def opened(self) -> bool:

@@ -52,6 +52,14 @@ class PoolUpkeep:
         for slot in self.slots.values():
             if slot.state != ASSIGNED:
                 continue  # spares are never culled for idleness
+            if slot.embedded and self.cull_embedded_idle and not slot.busy_kernels:
+                quiet = now - slot.kernel_seen
+                if quiet > self.cull_embedded_idle:
+                    due.append((slot, f"a page's server with no kernel run for {quiet:.0f}s (cull_embedded_idle "
+                                      f"{self.cull_embedded_idle:.0f}s)",
+                                f"No code ran in it for {minutes(self.cull_embedded_idle)}; the page gets a fresh "
+                                "server when it runs code again.", "idle"))
+                    continue
             if self.cull_idle and slot.route is not None:
                 idle = now - slot.route.last_activity
                 if idle > self.cull_idle:
@@ -216,6 +224,7 @@ class PoolUpkeep:
             slot.assigned_at = float(match.group(2))
             slot.nonce = match.group(3)
             slot.handout_requests = -1  # whether it was opened before the restart is unknown: assume so
+            slot.kernel_seen = self.clock()  # its kernels' last run before the restart is unknown: from now
         if info.cid in self.slots:  # a launch picked the same id meanwhile (never in practice)
             await self._quiet_remove(info.engine_id)
             return
