@@ -21,8 +21,8 @@ BR = {"Accept-Encoding": "gzip, deflate, br"}
 
 
 @pytest.fixture
-async def site():
-    running = await static_site.start(name="a")
+async def site(tmp_path):
+    running = await static_site.start(name="a", folder=static_site.make_files(tmp_path / "site"))
     yield running
     await running.stop()
 

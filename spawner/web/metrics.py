@@ -9,6 +9,7 @@ garbage-collector collectors to it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 from prometheus_client import (
@@ -143,6 +144,12 @@ class PoolCollector(Collector):
             yield from guard_metrics(self.guard)
         if self.classroom is not None:
             yield from class_metrics(self.classroom)
+        # Tasks alive on the event loop: a soak's sign of something started and never ended.
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # collected outside the loop (a test): nothing to count
+            tasks = 0
+        yield GaugeMetricFamily("nbpool_event_loop_tasks", "Tasks alive on nbpool's event loop.", value=tasks)
 
     @staticmethod
     def one_pool(pool: Pool) -> Iterator[Metric]:

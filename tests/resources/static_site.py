@@ -119,7 +119,8 @@ def application(name: str, folder: str | Path) -> Application:
 
 async def start(host: str = "127.0.0.1", port: int = 0, *, unix: str | None = None, name: str = "s",
                 folder: str | Path | None = None) -> Running:
-    """Start a server named ``name`` over ``folder`` (made with ``make_files`` when None)."""
+    """Start a server named ``name`` over ``folder`` (made with ``make_files`` in a new temporary folder when None,
+    which is left behind: tests pass their own ``tmp_path``)."""
     folder = folder or make_files(tempfile.mkdtemp(prefix="static-site-"))
     return serve_tornado(application(name, folder), host, port, unix)
 
