@@ -119,7 +119,7 @@ async def test_first_python_notebook_gets_the_prestarted_kernel_once(start_serve
     # Ready, running, and nowhere in the UI: no kernel listed, none counted.
     probe = client(server)
     assert await probe.kernels() == []
-    assert (await probe._request("GET", "api/status"))["kernels"] == 0
+    assert (await probe.request("GET", "api/status"))["kernels"] == 0
     assert kernel_processes(server) == [spare]
 
     # The workshop's notebooks in a folder of their own, with a data file beside them.
@@ -181,7 +181,7 @@ async def test_a_prestarted_kernel_that_is_gone_means_a_normal_start(start_serve
     server = start_server()
     spare = (await wait_for_log(server, READY)).group(1)
     probe = client(server)
-    await probe._request("DELETE", f"api/kernels/{spare}")  # shut down behind the hand-over's back
+    await probe.request("DELETE", f"api/kernels/{spare}")  # shut down behind the hand-over's back
 
     kernel = client(server)
     try:
@@ -220,7 +220,7 @@ async def test_culling_spares_the_prestarted_kernel_until_it_is_handed_over(star
 
     # An ordinary kernel left idle is culled; the pre-started one, idle for longer, is not.
     idle = client(server)
-    idle_id = (await idle._request("POST", "api/kernels", {"name": "bash"}))["id"]
+    idle_id = (await idle.request("POST", "api/kernels", {"name": "bash"}))["id"]
     await wait_for_log(server, re.compile(rf"Culling '\w+' kernel 'bash' \({idle_id}\)"))
     assert not re.search(rf"Culling .*\({spare}\)", server.logs())
     assert spare in kernel_processes(server)
