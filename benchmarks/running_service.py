@@ -153,3 +153,20 @@ class RunningService:
                 raise TimeoutError(f"{what} not reached within {timeout:.0f}s:\n{self.logs()[-3000:]}")
             time.sleep(every)
         return time.monotonic() - t0
+
+
+def spawn(session, url: str, path: str = "/spawn") -> str:
+    """``path`` (a workshop's /w/<name>/spawn, say) through the waiting line as the waiting page's script goes
+    (``/api/queue/<ticket>``), with ``session`` (requests'); the container's URL."""
+    location = path
+    while "/user/" not in location:
+        if "/spawn/wait/" in location:
+            ticket = location.rsplit("/", 1)[1]
+            if not session.get(f"{url}/api/queue/{ticket}?wait=20", timeout=60).json().get("ready"):
+                continue
+        answer = session.get(location if location.startswith("http") else url + location, allow_redirects=False,
+                             timeout=120)
+        location = answer.headers.get("Location", "")
+        if not location:
+            raise RuntimeError(f"/spawn answered {answer.status_code} without a redirect")
+    return location if location.startswith("http") else url + location

@@ -196,6 +196,11 @@ class KernelClient:
         """The server's running kernels (REST)."""
         return await self.request("GET", "api/kernels")
 
+    @property
+    def connected(self) -> bool:
+        """Whether its channels WebSocket is open (the server has not closed it)."""
+        return self._ws is not None and self._ws.protocol is not None
+
     def detach(self) -> None:
         """Close the WebSocket but leave the kernel running."""
         if self._ws is not None:

@@ -203,8 +203,9 @@ def _problems(limits: Limits, advice: dict, attendees: int, failed_attendees: in
     if limits.cores and advice["cores"] > limits.cores:
         problems.append(f"The service has {limits.cores:g} cores; {attendees} attendees running this material "
                         f"need {advice['cores']}.")
-    need = attendees * advice["mem_limit_bytes"]
+    need = advice["max_containers"] * advice["mem_limit_bytes"]
     if limits.memory and need > limits.memory * HOST_SHARE:
-        problems.append(f"{attendees} containers × {format_bytes(advice['mem_limit_bytes'])} = {format_bytes(need)}, "
-                        f"over {HOST_SHARE:.0%} of the service's {format_bytes(limits.memory)}.")
+        problems.append(f"{advice['max_containers']} containers (attendees and spares) × "
+                        f"{format_bytes(advice['mem_limit_bytes'])} = {format_bytes(need)}, over {HOST_SHARE:.0%} of "
+                        f"the service's {format_bytes(limits.memory)}.")
     return problems
