@@ -58,6 +58,25 @@ class Report:
         path.write_text(text)
 
 
+async def until_done_or_stopped(tasks: list[asyncio.Task], everyone: asyncio.Future,
+                                stop: asyncio.Event | None) -> bool:
+    """Wait for ``everyone`` (the gather of ``tasks``); when ``stop`` is set first, cancel the tasks and wait for
+    them to end. True when the run was cut short."""
+    if stop is None:
+        await everyone
+        return False
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({everyone, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if everyone.done():
+        return False
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await everyone
+    return True
+
+
 async def run(url: str, users: int, *, arrival: str = "burst", progress: Progress | None = None,
               stop: asyncio.Event | None = None, **options) -> Report:
     """Simulate ``users`` attendees against the nbpool service at ``url``; returns the ``Report``.
@@ -93,17 +112,7 @@ async def run_settings(settings: Settings, *, progress: Progress | None = None,
     tasks = [asyncio.create_task(attend(r)) for r in records]
     everyone = asyncio.gather(*tasks, return_exceptions=True)
     try:
-        if stop is None:
-            await everyone
-        else:
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({everyone, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not everyone.done():
-                for task in tasks:
-                    task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await everyone
+        await until_done_or_stopped(tasks, everyone, stop)
     finally:
         end = clock()
         for record in records:

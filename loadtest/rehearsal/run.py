@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from tornado.httpclient import AsyncHTTPClient
 from ..attendee import monotonic_clock
 from ..progress import Progress
 from ..record import AttendeeRecord
+from ..runner import until_done_or_stopped
 from ..settings import Settings, SettingsError
 from .attendee import RehearsalAttendee, Rehearsed
 from .material import Notebook
@@ -75,18 +75,7 @@ async def rehearse(settings: Settings, options: RehearsalSettings, notebooks: li
     everyone = asyncio.gather(*tasks, return_exceptions=True)
     interrupted = False
     try:
-        if stop is None:
-            await everyone
-        else:
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({everyone, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not everyone.done():
-                interrupted = True
-                for task in tasks:
-                    task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await everyone
+        interrupted = await until_done_or_stopped(tasks, everyone, stop)
     finally:
         await usage.stop()
         http.close()
