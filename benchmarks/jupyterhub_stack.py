@@ -239,7 +239,7 @@ class JupyterHubStack:
             "JupyterHub.spawner_class = 'dockerspawner.DockerSpawner'",
             f"DockerSpawner.image = {self.image!r}",
             "DockerSpawner.pull_policy = 'never'",  # no registry here: a missing image is an error, not a pull
-            # The image's CMD is nbpool's start-notebook (plain `jupyter notebook`); the hub needs its single-user
+            # The image's CMD is nbpool's start-notebook (plain Jupyter Notebook); the hub needs its single-user
             # server, which runs as the image's user 1000 in /home/jovyan (WORKDIR, HOME, the server's root_dir).
             "DockerSpawner.cmd = ['jupyterhub-singleuser']",
             # The default bridge, reached at the container's own address as nbpool's container-ip mode does
