@@ -47,8 +47,11 @@ browser:
 	@bash tests/resources/install-browser.sh
 	@bash tests/resources/install-thebe.sh
 
+# Two pytest-xdist workers, each taking whole files (the Swarm file, the longest, beside the rest); then the
+# faults file alone, as it restarts the engine under every other test's feet.
 test: venv engine images browser
-	@$(PY) -m pytest
+	@$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --ignore=tests/chaos $(ARGS)
+	@$(PY) -m pytest tests/chaos $(ARGS)
 
 # The fast tier while developing (about a minute, no engine or browser needed): every test that does not
 # use the engine (proxy, pool logic on a fake clock, units). make test runs these and the rest.

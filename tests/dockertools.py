@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.error
 import urllib.request
@@ -12,8 +13,10 @@ import docker.errors
 
 NOTEBOOK_IMAGE = "nbpool/notebook:latest"
 BASE_IMAGE = "nbpool/base:bookworm"
-# Every container a test starts itself carries org.nbpool.pool=TEST_POOL, so cleanup finds them all.
-TEST_POOL = "nbpool-tests"
+# Every container a test starts itself carries org.nbpool.pool=TEST_POOL, so cleanup finds them all. `make test`
+# runs two pytest-xdist workers, and a session's cleanup removes its whole pool and network: one each per worker.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+TEST_POOL = "nbpool-tests" + (f"-{WORKER}" if WORKER else "")
 
 
 def engine_or_none() -> tuple[docker.DockerClient | None, str]:

@@ -14,9 +14,10 @@ from pathlib import Path
 import requests
 
 from loadtest.jupyter import KernelClient
+from tests.dockertools import TEST_POOL
 
 ROOT = Path(__file__).resolve().parent.parent
-NETWORK = "nbpool-tests"
+NETWORK = TEST_POOL  # the session's own network: its cleanup removes it
 
 
 def free_port() -> int:

@@ -13,11 +13,11 @@ from spawner.engines.docker import DockerBackend
 from spawner.pool import Pool
 from spawner.pool.slot import ASSIGNED, SPARE
 from spawner.secret import ServerSecret
-from tests.dockertools import remove_pool_containers
+from tests.dockertools import TEST_POOL, remove_pool_containers
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-NETWORK = "nbpool-tests"
+NETWORK = TEST_POOL  # the session's own network: its cleanup removes it
 
 
 async def until(predicate, timeout: float = 60.0, what: str = "condition") -> None:
