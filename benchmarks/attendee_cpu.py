@@ -1,6 +1,6 @@
 """Benchmark: where an attendee's CPU goes when their container starts on demand (a burst's expensive path).
 
-    .venv/bin/python benchmarks/attendee_cpu.py [--attendees 8] [--variants default,no-prestart]
+    .venv/bin/python benchmarks/attendee_cpu.py [--attendees 8] [--variants default,no-prestart] [--also-image TAG]
 
 nbpool (start.py, its own pool) with no spares (``warm`` 0), so every attendee's container is started for them,
 as for the attendees of a burst who find no spare. One attendee at a time, on an otherwise quiet machine, so
@@ -149,13 +149,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--attendees", type=int, default=8)
     parser.add_argument("--variants", default="default,no-prestart")
+    parser.add_argument("--also-image", action="append", default=[], metavar="TAG",
+                        help="also measure the default settings on this image (e.g. a tag of the image before a "
+                             "change), as the variant 'image TAG'; may be repeated")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    variants = {name: VARIANTS[name] for name in args.variants.split(",")}
+    variants.update({f"image {tag}": [f"DockerBackend.image = {tag!r}"] for tag in args.also_image})
     results = {}
-    for variant in args.variants.split(","):
-        with RunningService(warm=0, cap=2, extra=VARIANTS[variant], name="cpu") as service:
+    for variant, settings in variants.items():
+        with RunningService(warm=0, cap=2, extra=settings, name="cpu") as service:
             meter = Meter(service.proc.pid)
             time.sleep(3)
             runs = [attendee(service, meter) for _ in range(args.attendees)]
