@@ -359,7 +359,7 @@ async def test_restart_does_not_adopt_spares_of_an_old_image(make_pool, backend)
     await first.start()
     await until(lambda: first.available == 2)
     first.closing = True  # simulate a crash: nothing cleaned up
-    first.stop_upkeep()
+    first.upkeep.stop()
     backend.image = "fake/image:2"
     second = make_pool(warm=2)
     second.backend.image = "fake/image:2"
@@ -456,7 +456,7 @@ async def test_a_crash_right_after_a_hand_out_never_makes_it_a_spare(make_pool, 
     for task in list(first._background) + list(first._launches):
         task.cancel()
     first.closing = True
-    first.stop_upkeep()
+    first.upkeep.stop()
     second = make_pool(warm=1)
     await second.start()
     assert second.slots[handed.cid].state == ASSIGNED and second.slots[handed.cid].nonce == handed.nonce
@@ -685,7 +685,7 @@ async def test_static_cache_sources_are_spares_only_and_a_drain_empties_it(make_
     second = make_pool(warm=1)  # a restart adopts the handed-out container: never a source
     second.static_cache = pool.static_cache
     pool.closing = True
-    pool.stop_upkeep()
+    pool.upkeep.stop()
     await second.start()
     assert second.slots[taken.cid].route.fill_ok is False
 

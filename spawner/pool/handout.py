@@ -1,19 +1,20 @@
 """The pool's hand-out: a ready spare to a visitor in constant time, the waiting line for one started on
 demand, and the engine's record of each hand-out (the container's name) that a restart reads back.
-
-A mixin of ``Pool`` (as ``launch``, ``removal`` and ``upkeep`` are): it reads the pool's slots, spares
-and line, so accounting stays in one place (pool.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
+from collections.abc import Callable
+from typing import Protocol
 
-from ..engines.base import BackendError, EngineUnavailable
+from ..engines.base import BackendError, ContainerBackend, EngineUnavailable
 from .errors import PoolClosed, PoolFull, PoolUnavailable, QueueTimeout
 from .slot import ASSIGNED, SPARE, Slot, assigned_name
+from .state import PoolState
 from .ticket import Ticket
 
 # Seconds a visitor told "full" should wait before trying again: places free up
@@ -21,8 +22,38 @@ from .ticket import Ticket
 FULL_RETRY_AFTER = 15
 
 
-class PoolHandouts:
-    """Handing containers out for the pool (see Pool for the settings and counts it reads)."""
+class HandoutSettings(Protocol):
+    """What the hand-outs read of the pool's settings (live: a reload applies at once)."""
+
+    pool_name: str
+    max_containers: int
+    queue_size: int
+    queue_timeout: float
+    breaker_probe_interval: float
+
+    def room(self) -> int: ...
+
+
+class Handouts:
+    """Handing containers out: spares at once, the waiting line for the rest."""
+
+    def __init__(self, state: PoolState, *, settings: HandoutSettings, backend: ContainerBackend,
+                 release: Callable[..., None], wake: Callable[[], None], record: Callable[..., None],
+                 clock: Callable[[], float], wallclock: Callable[[], float], log: logging.Logger,
+                 engine_up: Callable[[], bool], engine_lost: Callable[[], None],
+                 breaker: Callable[[], int]):
+        self.state = state
+        self.settings = settings
+        self.backend = backend
+        self.release = release  # give a container up (Removals.release)
+        self.wake = wake  # the launches look again at what is needed
+        self.record = record
+        self.clock = clock
+        self.wallclock = wallclock
+        self.log = log
+        self.engine_up = engine_up
+        self.engine_lost = engine_lost  # the engine did not answer: the pool waits for it (EngineWatch)
+        self.breaker = breaker  # () -> failed starts in a row while the circuit breaker is open, else 0
 
     async def take_spare(self, owner: str = "", embedded: bool = False) -> Slot | None:
         """A ready spare, now assigned to ``owner`` and recorded with the engine, or None.
@@ -33,16 +64,16 @@ class PoolHandouts:
         visitor waits in line instead). Raises PoolUnavailable if the engine
         cannot record it.
         """
-        if not self.engine_up or self.retired:
+        if not self.engine_up() or self.state.retired:
             return None
-        spares = self._spares
+        spares = self.state.spares
         while spares:
             slot = spares.popleft()
             if slot.state == SPARE:
                 began = time.monotonic()
-                self._assign(slot, owner, embedded)
-                self._schedule()
-                if not await self._record_assignment(slot):
+                self.assign(slot, owner, embedded)
+                self.wake()
+                if not await self.record_assignment(slot):
                     return None
                 self.record("handout", cid=slot.cid, source="spare", wait=round(time.monotonic() - began, 4))
                 return slot
@@ -50,16 +81,16 @@ class PoolHandouts:
 
     def turn_away(self, error) -> None:
         """Tell everyone in line they will not be served: ``error()`` makes each one's exception."""
-        while self._queue:
-            ticket = self._queue.popleft()
+        while self.state.queue:
+            ticket = self.state.queue.popleft()
             if not ticket.future.done():
                 ticket.future.set_exception(error())
 
     def holdings(self, owner: str | None = None) -> int:
         """Containers ``owner`` holds or waits for: assigned to it, plus its tickets in line (everyone's when
         ``owner`` is None)."""
-        held = sum(1 for s in self.slots.values() if s.state == ASSIGNED and (owner is None or s.owner == owner))
-        return held + sum(1 for t in self._queue if not t.future.done() and (owner is None or t.owner == owner))
+        held = sum(1 for s in self.state.slots.values() if s.state == ASSIGNED and (owner is None or s.owner == owner))
+        return held + sum(1 for t in self.state.queue if not t.future.done() and (owner is None or t.owner == owner))
 
     def enqueue(self, owner: str = "", embedded: bool = False) -> Ticket:
         """Join the waiting line for a container started on demand.
@@ -67,21 +98,22 @@ class PoolHandouts:
         Raises PoolFull at the cap (or a full line), PoolUnavailable while the
         circuit breaker is open, PoolClosed while stopping.
         """
-        if self.closing or self.retired:
-            raise PoolClosed("pool is stopping" if self.closing else "its workshop was removed")
-        if self.breaker_open and not self._in_flight:
-            raise PoolUnavailable(f"circuit breaker open after {self.consecutive_failures} failed starts",
-                                  retry_after=int(self.breaker_probe_interval))
-        if len(self._queue) >= self.queue_size:
-            raise PoolFull(f"waiting line full ({self.queue_size})")
-        unclaimed = self.launching - len(self._queue)
-        room = self.room()
+        if self.state.closing or self.state.retired:
+            raise PoolClosed("pool is stopping" if self.state.closing else "its workshop was removed")
+        failures = self.breaker()
+        if failures and not self.state.in_flight:
+            raise PoolUnavailable(f"circuit breaker open after {failures} failed starts",
+                                  retry_after=int(self.settings.breaker_probe_interval))
+        if len(self.state.queue) >= self.settings.queue_size:
+            raise PoolFull(f"waiting line full ({self.settings.queue_size})")
+        unclaimed = self.state.launching - len(self.state.queue)
+        room = self.settings.room()
         if unclaimed <= 0 and room <= 0:
-            raise PoolFull(f"all {self.max_containers} containers in use", retry_after=FULL_RETRY_AFTER)
-        ticket = Ticket(self._queue, self.release, owner, embedded)
-        self._queue.append(ticket)
-        self.stats.queued_total += 1
-        self._schedule()
+            raise PoolFull(f"all {self.settings.max_containers} containers in use", retry_after=FULL_RETRY_AFTER)
+        ticket = Ticket(self.state.queue, self.release, owner, embedded)
+        self.state.queue.append(ticket)
+        self.state.stats.queued_total += 1
+        self.wake()
         return ticket
 
     async def acquire(self, timeout: float | None = None, owner: str = "") -> Slot:
@@ -90,7 +122,7 @@ class PoolHandouts:
         if slot is not None:
             return slot
         ticket = self.enqueue(owner)
-        wait = self.queue_timeout if timeout is None else timeout
+        wait = self.settings.queue_timeout if timeout is None else timeout
         try:
             return await asyncio.wait_for(asyncio.shield(ticket.future), wait)
         except TimeoutError:
@@ -100,7 +132,7 @@ class PoolHandouts:
             ticket.cancel()
             raise
 
-    def _assign(self, slot: Slot, owner: str, embedded: bool = False) -> None:
+    def assign(self, slot: Slot, owner: str, embedded: bool = False) -> None:
         slot.state = ASSIGNED
         slot.embedded = embedded
         slot.assigned_at = self.wallclock()
@@ -110,9 +142,9 @@ class PoolHandouts:
         if slot.route is not None:
             slot.route.last_activity = self.clock()  # time as a spare is not idleness
             slot.handout_requests = slot.route.requests
-        self.stats.handed_out += 1
+        self.state.stats.handed_out += 1
 
-    async def _record_assignment(self, slot: Slot) -> bool:
+    async def record_assignment(self, slot: Slot) -> bool:
         """Rename the container to its assigned form: True once the engine has it.
 
         A used container must never be adopted as a spare after a restart, so
@@ -122,14 +154,14 @@ class PoolHandouts:
         engine is back); after any other failure it is removed and
         PoolUnavailable raised.
         """
-        name = assigned_name(self.pool_name, slot)
+        name = assigned_name(self.settings.pool_name, slot)
         try:
             await asyncio.shield(self.backend.rename(slot.engine_id, name))
         except EngineUnavailable:
             self.log.warning("could not record the hand-out of %s (the engine does not answer): it stays a "
                              "spare", slot.cid)
-            self._unassign(slot)
-            self.on_engine(False)
+            self.unassign(slot)
+            self.engine_lost()
             return False
         except BackendError as exc:
             self.log.error("could not record the hand-out of %s with the engine, removing it: %s", slot.cid, exc)
@@ -141,13 +173,13 @@ class PoolHandouts:
     async def mark_instructor(self, slot: Slot) -> None:
         """``slot`` is the instructor's session: attendees follow its notebook. Kept in the container's name, as
         every hand-out is, so a restart still knows; the workshop's earlier instructor sessions stop being so."""
-        for other in self.slots.values():
+        for other in self.state.slots.values():
             if other.instructor and other is not slot:
                 other.instructor = False
         if slot.instructor or slot.state != ASSIGNED:
             return
         slot.instructor = True
-        name = assigned_name(self.pool_name, slot)
+        name = assigned_name(self.settings.pool_name, slot)
         try:
             await self.backend.rename(slot.engine_id, name)
             slot.name = name
@@ -155,27 +187,44 @@ class PoolHandouts:
             self.log.warning("could not record %s as the instructor's session: %s", slot.cid, exc)
         self.record("instructor", cid=slot.cid)
 
-    def _unassign(self, slot: Slot) -> None:
+    def unassign(self, slot: Slot) -> None:
         """Undo a hand-out nobody was sent to: a spare again, first in line."""
         slot.state = SPARE
         slot.nonce, slot.owner, slot.assigned_at, slot.embedded, slot.instructor = "", "", None, False, False
-        self.stats.handed_out -= 1
-        self._spares.appendleft(slot)
+        self.state.stats.handed_out -= 1
+        self.state.spares.appendleft(slot)
 
-    async def _serve_ticket(self, slot: Slot, ticket: Ticket) -> None:
+    async def serve_ticket(self, slot: Slot, ticket: Ticket) -> None:
         """Record ``slot``'s hand-out to the visitor in line, then let them go to it."""
         try:
-            recorded = await self._record_assignment(slot)
+            recorded = await self.record_assignment(slot)
         except PoolUnavailable as error:
             if not ticket.future.done():
                 ticket.future.set_exception(error)
             return
         if not recorded:  # the engine went away: back to the front of the line, served when it returns
             if not ticket.future.done():
-                self._queue.appendleft(ticket)
+                self.state.queue.appendleft(ticket)
             return
         if ticket.future.done():  # they left the line while it was recorded: nobody used it
             self.release(slot, "its visitor left the waiting page")
         else:
             self.record("handout", cid=slot.cid, source="queue", wait=round(time.monotonic() - ticket.enqueued, 3))
             ticket.future.set_result(slot)
+
+    def give_to_next_waiter(self, slot: Slot) -> bool:
+        """Assign ``slot`` to the first visitor still in line (tickets given up are dropped); False if none."""
+        while self.state.queue:
+            ticket = self.state.queue.popleft()
+            if not ticket.future.done():
+                self.assign(slot, ticket.owner, ticket.embedded)
+                self.state.background_task(self.serve_ticket(slot, ticket))
+                return True
+        return False
+
+    def serve_line_from_spares(self) -> None:
+        """Give ready spares to visitors already in line (they queued while none could be handed out)."""
+        while self.state.queue and self.state.spares:
+            slot = self.state.spares.popleft()
+            if slot.state == SPARE and not self.give_to_next_waiter(slot):
+                self.state.spares.appendleft(slot)  # nobody was still waiting after all

@@ -5,16 +5,16 @@ SPARE (ready, routed, waiting for a visitor) -> ASSIGNED (handed out) ->
 REMOVING (route gone first, then the container). ``warm`` counts ready,
 unassigned spares; ``max_containers`` caps everything together.
 
-Hand-outs and the waiting line live in ``handout.PoolHandouts``, launches in
-``launch.PoolLaunches``, removals in ``removal.PoolRemovals``, culling and
-reconciliation in ``upkeep.PoolUpkeep``; this module keeps the settings, the
-accounting, resizing and drains.
+``Pool`` keeps the settings, the counts, resizing and drains, and puts together its parts, each a plain
+class given what it uses: the shared state (``state.PoolState``), launches (``launch.Launches``, whose
+``schedule`` is the one "look again at what is needed" the others are given), hand-outs and the waiting
+line (``handout.Handouts``), removals (``removal.Removals``), culling and reconciliation
+(``upkeep.Upkeep``) and the engine's events and health (``events.EngineWatch``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 
 from traitlets import Any, Bool, Callable, Float, Instance, Integer, Unicode, default, observe, validate
@@ -28,18 +28,21 @@ from ..secret import ServerSecret
 from ..traits import MemorySize, require
 from .ended import EndedSessions
 from .errors import PoolClosed
-from .events import PoolEvents
+from .events import EngineWatch, gib
 from .gate import FairGate
-from .handout import PoolHandouts
-from .launch import PoolLaunches
-from .removal import PoolRemovals
+from .handout import Handouts
+from .launch import Launches
+from .removal import Removals
+from .routing import SlotRoutes
 from .slot import ASSIGNED, LAUNCHING, NAME_OK, SPARE, Slot
-from .stats import PoolStats
+from .state import PoolState
 from .ticket import Ticket
-from .upkeep import PoolUpkeep
+from .upkeep import Upkeep
+
+__all__ = ["Pool", "Ticket"]
 
 
-class Pool(PoolHandouts, PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, LoggingConfigurable):
+class Pool(LoggingConfigurable):
     """Keeps ``warm`` ready spares, hands them out, queues visitors when none is ready."""
 
     pool_name = Unicode("nbpool", config=True,
@@ -166,76 +169,190 @@ class Pool(PoolHandouts, PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, Log
         return require(proposal, bool(NAME_OK.match(proposal.value)),
                        "letters, digits, '_', '.' or '-' (at most 41), starting with a letter or digit")
 
+    _built = False  # the parts exist (trait observers fire during construction too)
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         if self.warm > self.max_containers:
             self.log.warning("Pool.warm (%d) is above max_containers (%d): only %d spares can exist",
                              self.warm, self.max_containers, self.max_containers)
-        self.slots: dict[str, Slot] = {}
-        self._spares: collections.deque[Slot] = collections.deque()
-        self._queue: collections.deque[Ticket] = collections.deque()
-        self._launches: set[asyncio.Task] = set()
-        self._in_flight: set[Slot] = set()
-        self._background: set[asyncio.Task] = set()
         # Starts in flight (several workshops share one: starts compete for the same machine).
         self.spawn_gate = FairGate(lambda: self.spawn_concurrency).share(self)
-        self.generation = 0  # bumped by drain(): older spares are replaced
-        self.closing = False
-        self.started = False
-        self.consecutive_failures = 0
-        self._hold_until = 0.0  # no launches before this (backoff after failures)
-        self._wakeup: asyncio.TimerHandle | None = None
-        self.stats = PoolStats()
-        self.engine_up = True  # the engine answers (see PoolEvents.on_engine)
-        self.engine_down_since = 0.0
-        self.disk_low = False  # below min_free_disk (see PoolEvents.check_space)
-        self.disk_free = 0
-        self.no_room = ""  # why the engine could not take the last launch ('' once one succeeds)
-        self.node_info: list = []  # the engine's machines (NodeInfo), as of the last reconcile
-        self.warm_floor = 0  # spares a scheduled window asks for (see target_warm); set by the workshop's schedule
-        self.retired = False  # its workshop was removed: no hand-outs, no launches; culled as usual until empty
+        self.state = PoolState()
+        state, log = self.state, self.log
+        # The hooks are read when used: a workshop's registry sets some after the pool is made.
+        record = self._record
+        self.routing = SlotRoutes(lambda: self.routes, self.secret,
+                                  lambda slot: self.route_options(slot) if self.route_options else {},
+                                  self.share_scope)
+        self.removals = Removals(state, backend=self.backend, routes=self.routing, ended=self.ended,
+                                 keeper=lambda: self.keeper, record=record, wallclock=self.wallclock, log=log,
+                                 wake=self._schedule, freed=self._freed, unopened_timeout=lambda: self.unopened_timeout)
+        self.handouts = Handouts(state, settings=self, backend=self.backend, release=self.removals.release,
+                                 wake=self._schedule, record=record, clock=self.clock, wallclock=self.wallclock,
+                                 log=log, engine_up=lambda: self.events.engine_up,
+                                 engine_lost=lambda: self.events.on_engine(False),
+                                 breaker=lambda: self.consecutive_failures if self.breaker_open else 0)
+        self.launches = Launches(state, settings=self, backend=self.backend, secret=self.secret,
+                                 gate=lambda: self.spawn_gate, routes=self.routing,
+                                 give_to_next_waiter=self.handouts.give_to_next_waiter,
+                                 turn_away=self.handouts.turn_away, release=self.removals.release,
+                                 remove_quietly=self.removals.quietly, keeper=lambda: self.keeper,
+                                 on_spare=lambda: self.on_spare, can_launch=lambda: self.events.can_launch,
+                                 engine_lost=lambda: self.events.on_engine(False), record=record, clock=self.clock,
+                                 wallclock=self.wallclock, log=log)
+        self.upkeep = Upkeep(state, settings=self, backend=self.backend, secret=self.secret,
+                             removals=self.removals, routes=self.routing, engine_up=lambda: self.events.engine_up,
+                             check_space=lambda: self.events.check_space(), trim_spares=self._trim_spares,
+                             wake=self._schedule, record=record, clock=self.clock, wallclock=self.wallclock,
+                             log=log)
+        self.events = EngineWatch(state, settings=self, backend=self.backend, release=self.removals.release,
+                                  end=self.removals.end, reconcile=self.upkeep.reconcile,
+                                  serve_line=self.handouts.serve_line_from_spares,
+                                  engine_returned=self.launches.engine_returned, wake=self._schedule,
+                                  record=record, clock=self.clock, log=log)
+        self._built = True
+
+    def _schedule(self) -> None:
+        """Start what the spares and the waiting line need now (Launches.schedule)."""
+        self.launches.schedule()
+
+    def _record(self, event: str, /, **fields) -> None:
+        self.record(event, **fields)
+
+    def _freed(self) -> None:
+        if self.on_freed is not None:
+            self.on_freed(self)
+
+    # --- the parts' state, as the rest of nbpool reads it ---------------------------------------------
+
+    @property
+    def slots(self) -> dict[str, Slot]:
+        return self.state.slots
+
+    @property
+    def stats(self):
+        return self.state.stats
+
+    @property
+    def generation(self) -> int:
+        return self.state.generation
+
+    @property
+    def started(self) -> bool:
+        return self.state.started
+
+    @property
+    def closing(self) -> bool:
+        return self.state.closing
+
+    @closing.setter
+    def closing(self, value: bool) -> None:
+        self.state.closing = value
+
+    @property
+    def retired(self) -> bool:
+        return self.state.retired
+
+    @retired.setter
+    def retired(self, value: bool) -> None:
+        self.state.retired = value
+
+    @property
+    def warm_floor(self) -> int:
+        return self.state.warm_floor
+
+    @property
+    def engine_up(self) -> bool:
+        return self.events.engine_up
+
+    @property
+    def disk_low(self) -> bool:
+        return self.events.disk_low
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self.launches.consecutive_failures
+
+    @property
+    def no_room(self) -> str:
+        return self.launches.no_room
+
+    @property
+    def node_info(self) -> list:
+        return self.upkeep.node_info
+
+    @property
+    def _hold_until(self) -> float:  # (tests read the backoff)
+        return self.launches.hold_until
+
+    @property
+    def _spares(self):
+        return self.state.spares
+
+    @property
+    def _background(self) -> set[asyncio.Task]:
+        return self.state.background
+
+    @property
+    def _launches(self) -> set[asyncio.Task]:
+        return self.state.launches
 
     # --- counts ---------------------------------------------------------------------------------
 
     def share_scope(self) -> str:
         """What containers launched now share (their image's files): the image, and the drain generation."""
-        return f"{self.backend.image}#{self.generation}"
+        return f"{self.backend.image}#{self.state.generation}"
 
     @property
     def target_warm(self) -> int:
         """Spares to keep now: ``warm``, or more while a scheduled window asks for them; none once retired."""
-        return 0 if self.retired else max(self.warm, self.warm_floor)
+        return 0 if self.state.retired else max(self.warm, self.state.warm_floor)
 
     def room(self) -> int:
         """Containers this pool may still start: its own cap, and the service-wide one's share for it."""
-        own = self.max_containers - len(self.slots)
+        own = self.max_containers - len(self.state.slots)
         return min(own, self.shared_room(self)) if self.shared_room is not None else own
 
     def count(self, state: str) -> int:
-        return sum(1 for s in self.slots.values() if s.state == state)
+        return self.state.count(state)
 
     @property
     def available(self) -> int:
         """Ready spares."""
-        return sum(1 for s in self._spares if s.state == SPARE)
+        return self.state.available
 
     @property
     def launching(self) -> int:
         """Launches under way (created or waiting for a start slot, not yet ready or failed)."""
-        return len(self._in_flight)
+        return self.state.launching
 
     @property
     def breaker_open(self) -> bool:
-        return self.consecutive_failures >= self.breaker_threshold
+        return self.launches.breaker_open
 
     @property
     def healthy(self) -> bool:
         return not self.problems()
 
+    def problems(self) -> list[str]:
+        """What keeps the pool from serving fully, in words for /healthz and the status page."""
+        out, events = [], self.events
+        if not events.engine_up:
+            out.append(f"the container engine does not answer (for {self.clock() - events.engine_down_since:.0f}s)")
+        if self.breaker_open:
+            out.append(f"circuit breaker open after {self.consecutive_failures} failed starts")
+        if self.no_room:
+            out.append(self.no_room)
+        if events.disk_low:
+            out.append(f"only {gib(events.disk_free)} free on the engine's disk "
+                       f"(min_free_disk {gib(self.min_free_disk)}): no new containers")
+        return out
+
     def summary(self) -> dict:
         """The numbers /api/stats shows."""
         return {"available": self.available, "assigned": self.count(ASSIGNED), "launching": self.launching,
-                "capacity": self.max_containers, "queue": len(self._queue), "warm": self.target_warm}
+                "capacity": self.max_containers, "queue": len(self.state.queue), "warm": self.target_warm}
 
     def nodes(self) -> list[dict]:
         """The engine's machines with this pool's containers on each (from the last reconcile and the slots)."""
@@ -259,45 +376,39 @@ class Pool(PoolHandouts, PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, Log
     async def start(self) -> None:
         """Adopt what already runs (after a restart), then fill the spares and start the upkeep loops."""
         await self.backend.setup()
-        await self.reconcile()
-        self.started = True
-        self.start_watching()  # after the first reconcile: the events tell what happens from now on
-        await self.check_space()
+        await self.upkeep.reconcile()
+        self.state.started = True
+        self.events.start_watching()  # after the first reconcile: the events tell what happens from now on
+        await self.events.check_space()
         self._schedule()
-        self.start_upkeep()
+        self.upkeep.start()
         self.log.info("pool %s: %d spares wanted, cap %d, %d assigned adopted; image %s", self.pool_name,
                       self.warm, self.max_containers, self.count(ASSIGNED), self.backend.image)
 
     async def stop(self, remove_assigned: bool | None = None) -> None:
         """Stop launching, turn away waiters, remove spares; assigned containers stay unless asked."""
         remove_assigned = self.remove_assigned_on_stop if remove_assigned is None else remove_assigned
-        self.closing = True
-        self.stop_upkeep()
-        self.stop_watching()
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-        self.turn_away(lambda: PoolClosed("pool stopping"))
-        for task in list(self._launches):
+        state = self.state
+        state.closing = True
+        self.upkeep.stop()
+        self.events.stop_watching()
+        self.launches.stop()
+        self.handouts.turn_away(lambda: PoolClosed("pool stopping"))
+        for task in list(state.launches):
             task.cancel()
-        await asyncio.gather(*self._launches, return_exceptions=True)
-        doomed = [s for s in self.slots.values() if s.state == SPARE or (remove_assigned and s.state == ASSIGNED)]
-        await asyncio.gather(*(self._remove(s, "the pool is stopping", kind="stopping",
-                                            visitor_reason="The workshop's service was stopped.") for s in doomed),
-                             return_exceptions=True)
+        await asyncio.gather(*state.launches, return_exceptions=True)
+        doomed = [s for s in state.slots.values() if s.state == SPARE or (remove_assigned and s.state == ASSIGNED)]
+        await asyncio.gather(*(self.removals.end(s, "the pool is stopping", kind="stopping",
+                                                 visitor_reason="The workshop's service was stopped.")
+                               for s in doomed), return_exceptions=True)
         # Renames record hand-outs for the next start's adoption, removals must not be left
         # half-done: let them finish (a finishing task may start another, hence the loop).
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        while state.background:
+            await asyncio.gather(*list(state.background), return_exceptions=True)
         kept = self.count(ASSIGNED)
         self.log.info("pool %s stopped: %d spares removed, %d assigned containers %s", self.pool_name,
                       len(doomed) - (kept if remove_assigned else 0), kept if not remove_assigned else 0,
                       "removed" if remove_assigned else "kept for the next start")
-
-    def _background_task(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
 
     # --- resize, drain ------------------------------------------------------------------------------
 
@@ -311,12 +422,12 @@ class Pool(PoolHandouts, PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, Log
 
     @observe("spawn_concurrency")
     def _concurrency_changed(self, change) -> None:
-        if getattr(self, "started", False):
+        if self._built and self.state.started:
             asyncio.get_running_loop().create_task(self.spawn_gate.limit_changed())
 
     @observe("warm", "max_containers")
     def _resized(self, change) -> None:
-        if not getattr(self, "started", False):
+        if not (self._built and self.state.started):
             return
         self.log.info("pool %s: %s %s -> %s", self.pool_name, change["name"], change["old"], change["new"])
         self._trim_spares()
@@ -325,26 +436,27 @@ class Pool(PoolHandouts, PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, Log
     def _trim_spares(self) -> None:
         """Remove spares beyond warm, and beyond the cap (newest first: the oldest have waited longest)."""
         excess = max(self.available - self.target_warm, len(self.slots) - self.max_containers)
-        while excess > 0 and self._spares:
-            slot = self._spares.pop()
+        spares = self.state.spares
+        while excess > 0 and spares:
+            slot = spares.pop()
             if slot.state == SPARE:
-                self.release(slot, "pool resized")
+                self.removals.release(slot, "pool resized")
                 excess -= 1
 
     def set_warm_floor(self, floor: int) -> None:
         """A scheduled window's spares (0: none): more are started at once, fewer trims the extra spares."""
-        if floor == self.warm_floor:
+        if floor == self.state.warm_floor:
             return
-        self.warm_floor = floor
-        if self.started and not self.closing:
+        self.state.warm_floor = floor
+        if self.state.started and not self.state.closing:
             self._trim_spares()
             self._schedule()
 
     def retire(self) -> int:
         """Its workshop was removed: hand out nothing more, remove the spares; attendees keep theirs until
         culled. Returns how many spares go."""
-        self.retired = True
-        self.turn_away(lambda: PoolClosed("its workshop was removed"))
+        self.state.retired = True
+        self.handouts.turn_away(lambda: PoolClosed("its workshop was removed"))
         return self.drain()
 
     def refill(self) -> None:
@@ -357,16 +469,70 @@ class Pool(PoolHandouts, PoolLaunches, PoolRemovals, PoolUpkeep, PoolEvents, Log
         Returns how many spares are being replaced. Launches already under way
         are replaced too when they become ready.
         """
-        self.generation += 1
+        self.state.generation += 1
         if self.static_cache is not None:
             scopes = self.live_scopes() if self.live_scopes is not None else {self.share_scope()}
             freed = self.static_cache.drop(keep={scope.encode() for scope in scopes | {self.share_scope()}})
             self.log.info("static cache: %d bytes of the drained image's files let go", freed)
         drained = 0
-        while self._spares:
-            slot = self._spares.popleft()
+        spares = self.state.spares
+        while spares:
+            slot = spares.popleft()
             if slot.state == SPARE:
-                self.release(slot, "drained")
+                self.removals.release(slot, "drained")
                 drained += 1
         self._schedule()
         return drained
+
+    # --- what the rest of nbpool asks of the pool: its parts' public methods ---------------------------
+
+    async def take_spare(self, owner: str = "", embedded: bool = False) -> Slot | None:
+        return await self.handouts.take_spare(owner, embedded)
+
+    def enqueue(self, owner: str = "", embedded: bool = False) -> Ticket:
+        return self.handouts.enqueue(owner, embedded)
+
+    async def acquire(self, timeout: float | None = None, owner: str = "") -> Slot:
+        return await self.handouts.acquire(timeout, owner)
+
+    def holdings(self, owner: str | None = None) -> int:
+        return self.handouts.holdings(owner)
+
+    def turn_away(self, error) -> None:
+        self.handouts.turn_away(error)
+
+    async def mark_instructor(self, slot: Slot) -> None:
+        await self.handouts.mark_instructor(slot)
+
+    def release(self, slot: Slot, reason: str, visitor_reason: str = "", kind: str = "other") -> None:
+        self.removals.release(slot, reason, visitor_reason, kind)
+
+    async def remove(self, cid: str, reason: str = "removed by an operator") -> bool:
+        return await self.removals.remove(cid, reason)
+
+    async def give_up_unopened(self, slot: Slot) -> None:
+        await self.removals.give_up_unopened(slot)
+
+    async def end_for_abuse(self, slot: Slot, reason: str, visitor_reason: str) -> None:
+        await self.removals.end_for_abuse(slot, reason, visitor_reason)
+
+    async def reconcile(self) -> None:
+        await self.upkeep.reconcile()
+
+    async def cull_once(self) -> int:
+        return await self.upkeep.cull_once()
+
+    def cull_candidates(self) -> list[tuple[Slot, str, str, str]]:
+        return self.upkeep.cull_candidates()
+
+    async def check_disk(self) -> int:
+        return await self.upkeep.check_disk()
+
+    async def check_space(self) -> None:
+        await self.events.check_space()
+
+    def on_container_event(self, event) -> None:
+        self.events.on_container_event(event)
+
+    def on_engine(self, up: bool) -> None:
+        self.events.on_engine(up)
