@@ -163,20 +163,20 @@ async def test_failed_starts_back_off_exponentially_and_log_the_container(make_p
     caplog.set_level(logging.ERROR)
     await pool.start()
     await until(lambda: pool.consecutive_failures == 1)
-    assert pool._hold_until == pytest.approx(clock() + 10)
+    assert pool.launches.hold_until == pytest.approx(clock() + 10)
     assert pool.launching == 0  # holding off
     clock.advance(10)
-    pool._schedule()
+    pool.launches.schedule()
     await until(lambda: pool.consecutive_failures == 2)
-    assert pool._hold_until == pytest.approx(clock() + 20)
+    assert pool.launches.hold_until == pytest.approx(clock() + 20)
     await until(lambda: not backend.containers)  # the failed container is removed (after its logs are read)
     assert "fake server output" in caplog.text  # the failed container's own logs
     clock.advance(20)
-    pool._schedule()
+    pool.launches.schedule()
     await until(lambda: pool.consecutive_failures == 3)
-    assert pool._hold_until == pytest.approx(clock() + 35)  # capped by failure_backoff_max
+    assert pool.launches.hold_until == pytest.approx(clock() + 35)  # capped by failure_backoff_max
     clock.advance(35)
-    pool._schedule()
+    pool.launches.schedule()
     await until(lambda: pool.available == 1)
     assert pool.consecutive_failures == 0 and pool.healthy
 
@@ -190,18 +190,18 @@ async def test_circuit_breaker_opens_then_a_probe_closes_it(make_pool, backend, 
             break
         await until(lambda: pool.launching == 0)
         clock.advance(60)
-        pool._schedule()
+        pool.launches.schedule()
     assert pool.breaker_open and not pool.healthy
     await until(lambda: pool.launching == 0)
     with pytest.raises(PoolUnavailable):
         pool.enqueue()
     # while open, only one probe at a time, and only after breaker_probe_interval
     starts = sum(1 for c in backend.calls if c[0] == "start")
-    pool._schedule()
+    pool.launches.schedule()
     assert pool.launching == 0
     backend.fail_starts = 0
     clock.advance(31)
-    pool._schedule()
+    pool.launches.schedule()
     assert pool.launching == 1  # warm=2 wants two: the open breaker allows one probe
     await until(lambda: pool.healthy)
     assert sum(1 for c in backend.calls if c[0] == "start") >= starts + 1
@@ -323,7 +323,7 @@ async def test_launch_under_way_during_a_drain_is_not_kept(make_pool, backend):
     pool.drain()  # the launch in flight belongs to the old image
     backend.gate.set()
     await until(lambda: pool.available == 1)
-    assert all(s.generation == pool.generation for s in pool.slots.values())
+    assert all(s.generation == pool.state.generation for s in pool.slots.values())
 
 
 async def test_restart_adopts_assigned_removes_exited_and_replaces_dead(make_pool, backend):
@@ -453,7 +453,7 @@ async def test_a_crash_right_after_a_hand_out_never_makes_it_a_spare(make_pool, 
     await until(lambda: first.available == 1)
     handed = await first.take_spare()
     # Killed right after the hand-out returned: nothing still running in the background finishes.
-    for task in list(first._background) + list(first._launches):
+    for task in list(first.state.background) + list(first.state.launches):
         task.cancel()
     first.closing = True
     first.upkeep.stop()
@@ -483,7 +483,7 @@ async def test_unopened_hand_outs_are_removed_never_handed_out_again(make_pool, 
     assert opened.state == ASSIGNED
     assert pool.holdings("203.0.113.9") == 1
     await until(lambda: pool.available == 1)  # a fresh spare takes its place
-    assert all(s.cid != unopened.cid for s in pool._spares)
+    assert all(s.cid != unopened.cid for s in pool.state.spares)
 
 
 async def test_adopted_assigned_containers_count_as_opened(make_pool, backend, wall):
@@ -638,7 +638,7 @@ async def test_no_room_on_any_machine_is_not_a_failed_start(make_pool, backend, 
     ticket = pool.enqueue(owner="198.51.100.1")  # a visitor keeps their place in line meanwhile
     backend.no_room = ""  # a node joined, or containers ended
     clock.advance(10)  # past the short wait before trying again
-    pool._schedule()
+    pool.launches.schedule()
     slot = await asyncio.wait_for(ticket.future, 5)
     assert slot.state == ASSIGNED and not pool.problems()
 

@@ -34,7 +34,7 @@ from .handout import Handouts
 from .launch import Launches
 from .removal import Removals
 from .routing import SlotRoutes
-from .slot import ASSIGNED, LAUNCHING, NAME_OK, SPARE, Slot
+from .slot import ASSIGNED, NAME_OK, SPARE, Slot
 from .state import PoolState
 from .ticket import Ticket
 from .upkeep import Upkeep
@@ -235,14 +235,6 @@ class Pool(LoggingConfigurable):
         return self.state.stats
 
     @property
-    def generation(self) -> int:
-        return self.state.generation
-
-    @property
-    def started(self) -> bool:
-        return self.state.started
-
-    @property
     def closing(self) -> bool:
         return self.state.closing
 
@@ -267,36 +259,12 @@ class Pool(LoggingConfigurable):
         return self.events.engine_up
 
     @property
-    def disk_low(self) -> bool:
-        return self.events.disk_low
-
-    @property
     def consecutive_failures(self) -> int:
         return self.launches.consecutive_failures
 
     @property
-    def no_room(self) -> str:
-        return self.launches.no_room
-
-    @property
     def node_info(self) -> list:
         return self.upkeep.node_info
-
-    @property
-    def _hold_until(self) -> float:  # (tests read the backoff)
-        return self.launches.hold_until
-
-    @property
-    def _spares(self):
-        return self.state.spares
-
-    @property
-    def _background(self) -> set[asyncio.Task]:
-        return self.state.background
-
-    @property
-    def _launches(self) -> set[asyncio.Task]:
-        return self.state.launches
 
     # --- counts ---------------------------------------------------------------------------------
 
@@ -342,8 +310,8 @@ class Pool(LoggingConfigurable):
             out.append(f"the container engine does not answer (for {self.clock() - events.engine_down_since:.0f}s)")
         if self.breaker_open:
             out.append(f"circuit breaker open after {self.consecutive_failures} failed starts")
-        if self.no_room:
-            out.append(self.no_room)
+        if self.launches.no_room:
+            out.append(self.launches.no_room)
         if events.disk_low:
             out.append(f"only {gib(events.disk_free)} free on the engine's disk "
                        f"(min_free_disk {gib(self.min_free_disk)}): no new containers")
@@ -356,20 +324,7 @@ class Pool(LoggingConfigurable):
 
     def nodes(self) -> list[dict]:
         """The engine's machines with this pool's containers on each (from the last reconcile and the slots)."""
-        mine: dict[str, dict[str, int]] = {}
-        for slot in self.slots.values():
-            counts = mine.setdefault(slot.node, {})
-            counts[slot.state] = counts.get(slot.state, 0) + 1
-        rows = []
-        for node in self.node_info:
-            counts = mine.pop(node.name, None) or (mine.pop("", {}) if len(self.node_info) == 1 else {})
-            rows.append({"name": node.name, "address": node.address, "state": node.state,
-                         "availability": node.availability, "role": node.role, "image": node.image,
-                         "agent": node.agent,
-                         "memory_bytes": node.memory, "memory_reserved_bytes": node.reserved_memory,
-                         "cores": node.cores, "containers": node.containers, "spare": counts.get(SPARE, 0),
-                         "assigned": counts.get(ASSIGNED, 0), "launching": counts.get(LAUNCHING, 0)})
-        return rows
+        return self.upkeep.nodes()
 
     # --- lifecycle ------------------------------------------------------------------------------
 

@@ -82,6 +82,23 @@ class Upkeep:
             task.cancel()
         self.loops = []
 
+    def nodes(self) -> list[dict]:
+        """The engine's machines with this pool's containers on each (from the last reconcile and the slots)."""
+        mine: dict[str, dict[str, int]] = {}
+        for slot in self.state.slots.values():
+            counts = mine.setdefault(slot.node, {})
+            counts[slot.state] = counts.get(slot.state, 0) + 1
+        rows = []
+        for node in self.node_info:
+            counts = mine.pop(node.name, None) or (mine.pop("", {}) if len(self.node_info) == 1 else {})
+            rows.append({"name": node.name, "address": node.address, "state": node.state,
+                         "availability": node.availability, "role": node.role, "image": node.image,
+                         "agent": node.agent,
+                         "memory_bytes": node.memory, "memory_reserved_bytes": node.reserved_memory,
+                         "cores": node.cores, "containers": node.containers, "spare": counts.get(SPARE, 0),
+                         "assigned": counts.get(ASSIGNED, 0), "launching": counts.get(LAUNCHING, 0)})
+        return rows
+
     # --- culling ------------------------------------------------------------------------------------
 
     def cull_candidates(self) -> list[tuple[Slot, str, str, str]]:
