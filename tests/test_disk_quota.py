@@ -51,35 +51,37 @@ def test_the_quota_is_told_from_the_engines_storage(info, kind):
 
 def test_a_btrfs_quota_counts_the_image_a_container_is_a_snapshot_of():
     backend = DockerBackend(disk_limit="50M")
-    backend._quota = BTRFS
+    backend.quota.kind = BTRFS
     image = 1_245_432_180  # nbpool/notebook: 1,303 MB referenced on btrfs (4.6 % more)
     extra = btrfs_extra(image, BTRFS_OVERHEAD)
     assert 1.046 * image < extra < 1.07 * image
-    kwargs = backend._create_kwargs("p", "c", "n", "t", "/", {}, extra)
+    kwargs = backend.spec.create_kwargs("p", "c", "n", "t", "/", {}, extra)
     assert kwargs["storage_opt"] == {"size": str(50 * MIB + extra)}
     assert btrfs_extra(1000, BTRFS_OVERHEAD) == 1000 + 32 * MIB  # a small image: metadata dominates
 
-    backend._quota = NO_QUOTA
-    assert backend.disk_quota is False and "storage_opt" not in backend._create_kwargs("p", "c", "n", "t", "/", {})
+    backend.quota.kind = NO_QUOTA
+    assert backend.disk_quota is False and "storage_opt" not in backend.spec.create_kwargs("p", "c", "n", "t", "/", {})
 
 
 def test_a_refused_quota_first_allows_more_for_btrfs_then_falls_back_to_the_watchdog():
     backend = DockerBackend(disk_limit="50M")
     twin = backend.variant(backend.config)
-    backend._quota = BTRFS
+    backend.quota.kind = BTRFS
     assert twin.disk_quota  # a workshop's variant shares its engine's quota
-    assert twin._quota_refused("Failed to limit qgroup for &{}: disk quota exceeded")
-    assert backend._btrfs_overhead == 2 * BTRFS_OVERHEAD and backend.disk_quota
-    while backend._btrfs_overhead < 0.5:
-        assert backend._quota_refused("disk quota exceeded")
-    assert backend._quota_refused("disk quota exceeded") and not backend.disk_quota and not twin.disk_quota
-    backend._quota = XFS
-    assert backend._quota_refused("--storage-opt is supported only for overlay over xfs with 'pquota' mount option")
+    assert twin.quota.refused("Failed to limit qgroup for &{}: disk quota exceeded", twin.image)
+    assert backend.quota.btrfs_overhead == 2 * BTRFS_OVERHEAD and backend.disk_quota
+    while backend.quota.btrfs_overhead < 0.5:
+        assert backend.quota.refused("disk quota exceeded", backend.image)
+    assert backend.quota.refused("disk quota exceeded", backend.image)
+    assert not backend.disk_quota and not twin.disk_quota
+    backend.quota.kind = XFS
+    assert backend.quota.refused("--storage-opt is supported only for overlay over xfs with 'pquota' mount option",
+                                 backend.image)
     assert not backend.disk_quota
-    backend._quota = BTRFS  # its quota groups off: Docker 20.10 turns them off when it stops with none running
-    assert backend._quota_refused("Failed to limit qgroup for &{}: transport endpoint is not connected")
+    backend.quota.kind = BTRFS  # its quota groups off: Docker 20.10 turns them off when it stops with none running
+    assert backend.quota.refused("Failed to limit qgroup for &{}: transport endpoint is not connected", backend.image)
     assert not backend.disk_quota
-    assert not backend._quota_refused("no such image")
+    assert not backend.quota.refused("no such image", backend.image)
 
 
 class MeasuredBackend(FakeBackend):
@@ -96,12 +98,12 @@ def test_btrfs_quota_groups_that_lost_count_enforce_nothing_so_the_watchdog_meas
     import spawner.engines.docker_disk as docker_disk
 
     backend = DockerBackend(disk_limit="2G")
-    backend._quota, backend._engine_local = BTRFS, True
-    backend._engine_info = {"DockerRootDir": "/var/lib/nbpool-docker"}
+    backend.quota.kind, backend.quota.local = BTRFS, True
+    backend.quota.info = {"DockerRootDir": "/var/lib/nbpool-docker"}
     seen = []
     monkeypatch.setattr(docker_disk, "qgroups_inconsistent", lambda path: seen.append(path) or True)
     assert backend.disk_quota is False and seen == ["/var/lib/nbpool-docker"]
-    assert "storage_opt" in backend._create_kwargs("p", "c", "n", "t", "/", {})  # the limit, for when it counts
+    assert "storage_opt" in backend.spec.create_kwargs("p", "c", "n", "t", "/", {})  # the limit, for when it counts
     monkeypatch.setattr(docker_disk, "qgroups_inconsistent", lambda path: False)
     assert backend.disk_quota is True
 

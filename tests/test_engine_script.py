@@ -122,8 +122,8 @@ def test_engine_sh_gives_a_new_engine_a_btrfs_data_root_and_keeps_it(sandbox, do
         for chunk in docker_client.images.get(BASE_IMAGE).save(named=True):
             out.write(chunk)
     backend = DockerBackend(disk_limit="50M")
-    backend._quota = BTRFS
-    size = backend._create_kwargs("p", "c", "n", "t", "/", {}, btrfs_extra(
+    backend.quota.kind = BTRFS
+    size = backend.spec.create_kwargs("p", "c", "n", "t", "/", {}, btrfs_extra(
         docker_client.images.get(BASE_IMAGE).attrs["Size"], BTRFS_OVERHEAD))["storage_opt"]["size"]
     # A private /run hides the host's engine (socket, pid file, containerd); a private network keeps the
     # sandbox's bridge and iptables rules away from the host's; a private pid namespace hides its dockerd.

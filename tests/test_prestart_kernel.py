@@ -30,7 +30,7 @@ CULLING = ["start-notebook", "--MappingKernelManager.cull_idle_timeout=2", "--Ma
 @pytest.mark.parametrize(("setting", "value"), [(True, "1"), (False, "0")])
 def test_backend_passes_the_setting_to_every_container(setting, value):
     backend = DockerBackend(prestart_kernel=setting, environment={"NBPOOL_PRESTART_KERNEL": "ignored"})
-    env = backend._environment("token", "/user/abc/")
+    env = backend.spec.environment("token", "/user/abc/")
     assert env["NBPOOL_PRESTART_KERNEL"] == value  # the setting wins over the free-form environment
 
 

@@ -31,8 +31,8 @@ from .base import (
     NodeInfo,
     Usage,
 )
-from .docker_containers import DockerContainers
-from .docker_disk import BTRFS_OVERHEAD, NO_QUOTA, EngineQuota, backing_free, quota_kind
+from .docker_containers import ContainerSpec
+from .docker_disk import EngineQuota, backing_free
 from .docker_events import EventWatch
 from .docker_files import HOME, home_archive
 from .firewall import ContainerFirewall, bridge_name
@@ -46,7 +46,7 @@ LIVE_RESTORE_HINT = ('add "live-restore": true to /etc/docker/daemon.json and re
 T = TypeVar("T")
 
 
-class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
+class DockerBackend(ContainerBackend):
     """Runs each pool container with the docker SDK, with limits and isolation."""
 
     image = Unicode("nbpool/notebook:latest", config=True,
@@ -169,10 +169,8 @@ class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
         self._client: docker.DockerClient | None = None
         self._network_ready = asyncio.Lock()
         self._network_checked = False
-        self._quota = NO_QUOTA  # what enforces disk_limit on the engine (docker_disk), read at setup
-        self._btrfs_overhead = BTRFS_OVERHEAD  # raised when the engine refuses a quota as too small
-        self._quota_lost = False  # btrfs quota groups found inconsistent (no limit enforced) at the last look
-        self._engine_local = False  # the engine runs on this machine (its file systems can be looked at)
+        self.quota = EngineQuota(self.log)  # what enforces disk_limit on the engine, learnt at setup
+        self.spec = ContainerSpec(self, lambda: self.quota)  # what goes into a container
         self.bridge = ""  # the Linux bridge of network_name, once known
         self._engine_info: dict = {}  # `docker info`, read once at setup
         self.origin: DockerBackend | None = None  # the engine a workshop's variant shares (see variant)
@@ -182,6 +180,7 @@ class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
         thread pool, network and firewall, and only makes containers differently."""
         twin = type(self)(config=config, log=self.log, executor=self.executor, firewall=self.firewall)
         twin.origin = self
+        twin.quota = self.quota  # one engine: one quota
         twin._share(self)
         return twin
 
@@ -305,12 +304,23 @@ class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
                 self.bridge = await self._call("network create", self._ensure_network_sync)
                 await self._call("firewall", self.firewall.install, self.bridge)
                 self._engine_info = await self._call("info", lambda: self._docker().info())
-                self._quota = quota_kind(self._engine_info)
-                self._engine_local = self._docker().api.base_url.startswith("http+docker://")
+                self.quota.learn(self._engine_info, self._docker().api.base_url.startswith("http+docker://"),
+                                 self.disk_limit)
                 self._network_checked = True
-                self._tell_quota()
 
     # --- the backend contract ------------------------------------------------------------------
+
+    @property
+    def disk_quota(self) -> bool:
+        """Whether the engine itself stops a container's writes at disk_limit now (no watchdog needed)."""
+        return self.quota.enforced()
+
+    async def _quota_extra(self) -> int:
+        """Bytes a container's quota allows beyond disk_limit: on btrfs, its image's files (see docker_disk)."""
+        if not self.quota.counts_image(self.disk_limit):
+            return 0
+        found = await self._call(f"image inspect {self.image}", lambda: self._docker().api.inspect_image(self.image))
+        return self.quota.extra(int(found.get("Size") or 0))
 
     def _start_sync(self, kwargs: dict) -> dict:
         container = self._docker().containers.create(**kwargs)
@@ -326,13 +336,13 @@ class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
     async def start(self, pool: str, cid: str, *, name: str, token: str, base_url: str,
                     labels: dict[str, str]) -> ContainerInfo:
         await self.ensure_network()
-        kwargs = self._create_kwargs(pool, cid, name, token, base_url, labels, await self._quota_extra())
+        kwargs = self.spec.create_kwargs(pool, cid, name, token, base_url, labels, await self._quota_extra())
         try:
-            info = self._info(await self._call(f"run {self.image}", self._start_sync, kwargs))
+            info = self.spec.info(await self._call(f"run {self.image}", self._start_sync, kwargs))
         except BackendError as exc:
             if "network" in str(exc) and "not found" in str(exc):
                 self._network_checked = False  # removed behind our back: create it again next time
-            if "storage_opt" in kwargs and self._quota_refused(str(exc)):
+            if "storage_opt" in kwargs and self.quota.refused(str(exc), self.image):
                 return await self.start(pool, cid, name=name, token=token, base_url=base_url, labels=labels)
             raise
         if info.endpoint is None:
@@ -378,8 +388,7 @@ class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
         return int(state.get("Pid") or 0) or None
 
     async def host_pid(self, engine_id: str) -> int | None:
-        engine = self.origin or self
-        if not engine._engine_local:
+        if not self.quota.local:
             return None  # a remote engine's pids are another machine's
         return await self._call("inspect", self._pid_sync, engine_id)
 
@@ -413,7 +422,7 @@ class DockerBackend(DockerContainers, EngineQuota, ContainerBackend):
         return self._docker().api.containers(all=True, filters={"label": f"{POOL_LABEL}={pool}"})
 
     async def list(self, pool: str) -> list[ContainerInfo]:
-        return [self._info(attrs) for attrs in await self._call("list", self._list_sync, pool)]
+        return [self.spec.info(attrs) for attrs in await self._call("list", self._list_sync, pool)]
 
     async def workshop_pools(self) -> dict[str, str]:
         found = await self._call("list", lambda: self._docker().api.containers(

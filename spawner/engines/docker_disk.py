@@ -29,7 +29,7 @@ NO_QUOTA = ""
 # Room for btrfs's own overhead on the image's files, as a share of the image's size (measured 4.6 % for
 # nbpool/notebook, whose many small Python files cost most of it), and at least this many bytes for
 # small images. Too little and the engine refuses the container ("disk quota exceeded", see
-# DockerBackend._quota_refused, which doubles it); the rest is room an attendee gets beyond disk_limit.
+# EngineQuota.refused, which doubles it); the rest is room an attendee gets beyond disk_limit.
 BTRFS_OVERHEAD = 0.06
 BTRFS_OVERHEAD_MAX = 0.5
 BTRFS_OVERHEAD_MIN_BYTES = 32 * 2**20
@@ -109,34 +109,43 @@ def backing_free(path: str) -> int | None:
 
 
 class EngineQuota:
-    """A mixin of ``docker.DockerBackend``: what its engine's quota means for a container's start.
+    """What enforces disk_limit on one engine, and what that means for a container's start.
 
-    The backend reads ``_quota`` (one of the kinds above) from ``docker info`` at setup; a workshop's
-    variant asks its origin, which shares the engine.
+    Learnt from ``docker info`` at setup (``learn``); the backend and each workshop's variant of it hold the
+    same one, since they share the engine. It changes when the engine refuses a quota (``refused``) or its btrfs
+    quota groups lose count (``enforced``).
     """
 
-    def _tell_quota(self) -> None:
-        if not self.disk_limit:
+    def __init__(self, log) -> None:
+        self.log = log
+        self.kind = NO_QUOTA  # BTRFS, XFS or NO_QUOTA
+        self.btrfs_overhead = BTRFS_OVERHEAD  # raised when the engine refuses a quota as too small
+        self.lost = False  # btrfs quota groups found inconsistent (no limit enforced) at the last look
+        self.local = False  # the engine runs on this machine (its file systems can be looked at)
+        self.info: dict = {}  # `docker info`
+
+    def learn(self, info: dict, local: bool, disk_limit: int) -> None:
+        """The engine's storage, from ``docker info``; says what will enforce ``disk_limit``."""
+        self.info, self.kind, self.local = info, quota_kind(info), local
+        if not disk_limit:
             return
-        limit = format_memory(self.disk_limit)
-        if self._quota:
+        limit = format_memory(disk_limit)
+        if self.kind:
             self.log.info("disk limit %s per container: enforced by the engine (%s quota): writes past it fail",
-                          limit, self._quota)
+                          limit, self.kind)
         else:
             self.log.info("disk limit %s per container: measured by the pool's watchdog every "
                           "Pool.disk_check_interval, as the engine's storage (%s) has no per-container quota; "
                           "an engine started by 'make engine' has one (README: disk limits)",
-                          limit, storage_words(self._engine_info))
+                          limit, storage_words(info))
 
-    @property
-    def disk_quota(self) -> bool:
+    def enforced(self) -> bool:
         """Whether the engine itself stops a container's writes at disk_limit now (no watchdog needed)."""
-        engine = self.origin or self
-        if engine._quota != BTRFS or not engine._engine_local:
-            return bool(engine._quota)  # a remote engine's file system cannot be looked at from here
-        lost = bool(qgroups_inconsistent(engine._engine_info.get("DockerRootDir") or "/"))
-        if lost != engine._quota_lost:
-            engine._quota_lost = lost
+        if self.kind != BTRFS or not self.local:
+            return bool(self.kind)  # a remote engine's file system cannot be looked at from here
+        lost = bool(qgroups_inconsistent(self.info.get("DockerRootDir") or "/"))
+        if lost != self.lost:
+            self.lost = lost
             if lost:
                 self.log.warning("the btrfs quota groups of the engine's data root are inconsistent: it enforces "
                                  "no disk limit until they are rescanned ('make engine' does, as does 'btrfs quota "
@@ -146,32 +155,30 @@ class EngineQuota:
                               "enforces disk limits")
         return not lost
 
-    async def _quota_extra(self) -> int:
-        """Bytes a container's quota allows beyond disk_limit: on btrfs, its image's files (see docker_disk)."""
-        engine = self.origin or self
-        if not self.disk_limit or engine._quota != BTRFS:
-            return 0
-        found = await self._call(f"image inspect {self.image}", lambda: self._docker().api.inspect_image(self.image))
-        return btrfs_extra(int(found.get("Size") or 0), engine._btrfs_overhead)
+    def counts_image(self, disk_limit: int) -> bool:
+        """Whether a container's quota must also hold its image's files (btrfs: a snapshot of the image)."""
+        return bool(disk_limit) and self.kind == BTRFS
 
-    def _quota_refused(self, message: str) -> bool:
+    def extra(self, image_size: int) -> int:
+        """Bytes a container's quota allows beyond disk_limit for an image of ``image_size`` bytes."""
+        return btrfs_extra(image_size, self.btrfs_overhead)
+
+    def refused(self, message: str, image: str) -> bool:
         """The engine refused a container's disk quota: adapt and return True (start again), or False."""
-        engine = self.origin or self
-        if engine._quota == BTRFS and "quota exceeded" in message and engine._btrfs_overhead < BTRFS_OVERHEAD_MAX:
+        if self.kind == BTRFS and "quota exceeded" in message and self.btrfs_overhead < BTRFS_OVERHEAD_MAX:
             # The image takes more room on btrfs than thought: a limit below what it already uses.
-            engine._btrfs_overhead *= 2
+            self.btrfs_overhead *= 2
             self.log.warning("the engine refused a disk quota below what %s already takes on btrfs; allowing "
-                             "%.0f%% of its size for btrfs's overhead from now on", self.image,
-                             engine._btrfs_overhead * 100)
+                             "%.0f%% of its size for btrfs's overhead from now on", image, self.btrfs_overhead * 100)
             return True
-        if engine._quota and any(word in message for word in ("storage-opt", "storage size", "quota", "qgroup")):
+        if self.kind and any(word in message for word in ("storage-opt", "storage size", "quota", "qgroup")):
             # xfs without the pquota mount option, or btrfs with its quota groups off (Docker 20.10 turns
             # them off when it stops with no container running, and never on again): no engine quota after
             # all; the watchdog measures.
-            hint = (f"; 'make engine' (or 'btrfs quota enable {self._engine_info.get('DockerRootDir')}') turns "
+            hint = (f"; 'make engine' (or 'btrfs quota enable {self.info.get('DockerRootDir')}') turns "
                     "the quota groups on again, for containers started after it" if "qgroup" in message else "")
             self.log.warning("the engine refused a disk quota (%s): the disk watchdog enforces disk_limit%s",
                              message, hint)
-            engine._quota = NO_QUOTA
+            self.kind = NO_QUOTA
             return True
         return False

@@ -283,7 +283,7 @@ class SwarmBackend(DockerBackend):
                 snap = await self.refresh()
             return snap
 
-    def _info(self, svc: dict, snap: Snapshot) -> ContainerInfo:  # type: ignore[override]
+    def _info(self, svc: dict, snap: Snapshot) -> ContainerInfo:
         labels = dict((svc.get("Spec") or {}).get("Labels") or {})
         task = snap.tasks.get(svc["ID"])
         state, reason, node = task_status(task, snap.nodes)
@@ -373,7 +373,7 @@ class SwarmBackend(DockerBackend):
     def _task_template(self, pool: str, cid: str, token: str, base_url: str, node_id: str) -> dict:
         spec = docker.types.ContainerSpec(
             # args, not command: a Swarm "command" replaces the image's entrypoint, Docker's only its CMD.
-            self.image, args=self._command(token, base_url) or None, env=self._environment(token, base_url),
+            self.image, args=self.spec.command(token, base_url) or None, env=self.spec.environment(token, base_url),
             user=self.user,
             labels={POOL_LABEL: pool, ID_LABEL: cid}, cap_drop=["ALL"], init=self.init_process or None,
             stop_grace_period=2_000_000_000,  # Jupyter stops in well under 2 s; then the node's memory is free
@@ -387,7 +387,8 @@ class SwarmBackend(DockerBackend):
             resources.setdefault("Limits", {})["Pids"] = self.pids_limit
         log_driver = None
         if self.log_max_size:
-            log_driver = docker.types.DriverConfig("json-file", {"max-size": str(self._log_half()), "max-file": "2"})
+            log_driver = docker.types.DriverConfig("json-file",
+                                                   {"max-size": str(self.spec.log_half()), "max-file": "2"})
         return docker.types.TaskTemplate(
             spec, resources=resources, restart_policy=docker.types.RestartPolicy(condition="none"),
             placement=docker.types.Placement(constraints=[f"node.id=={node_id}", *self.constraints]),
