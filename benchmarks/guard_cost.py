@@ -18,8 +18,8 @@ import time
 
 import docker
 
+from spawner import probe
 from spawner.engines.base import Endpoint
-from spawner.guard import probe
 from spawner.guard.guard import AbuseGuard
 from spawner.pool.slot import ASSIGNED, Slot
 

@@ -79,7 +79,13 @@ class BackendPool:
         conn.idle_since = now()
         idle.append(conn)
 
-    def forget(self, conn: BackendConnection) -> None:
+    def carrying(self, conn: BackendConnection) -> None:
+        self.busy.add(conn)
+
+    def let_go(self, conn: BackendConnection) -> None:
+        self.busy.discard(conn)
+
+    def lost(self, conn: BackendConnection) -> None:
         self.busy.discard(conn)
         idle = self.idle.get(conn.key)
         if idle and conn in idle:

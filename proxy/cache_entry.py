@@ -5,15 +5,12 @@ rule for what may be stored (``entry_of``). See ``static_cache`` for why and whe
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httptools
 
 from .encoding import compressible, weak_etag
 from .http import HOP_BY_HOP
-
-if TYPE_CHECKING:
-    from .static_cache import StaticCache
 
 FILL_BUDGET = 4  # what all fills in flight may hold together, in times cache_max_entry (static_cache's notes)
 # Headers a cached response keeps; the rest (Date, Server, cookies, framing) are the fetch's own.
@@ -71,10 +68,17 @@ class OverBudget(Exception):
     """A fill that would take the bytes all fills in flight hold past their budget: aborted, to be tried again."""
 
 
+class FillBudget(Protocol):
+    """What a fetch counts its bytes against (the StaticCache): the entry cap, and what all fills hold."""
+
+    max_entry: int
+    fill_bytes: int
+
+
 class Fetch(asyncio.Protocol):
     """One background GET to a spare, read whole by httptools: up to the entry cap, within the fills' budget."""
 
-    def __init__(self, cache: StaticCache):
+    def __init__(self, cache: FillBudget):
         self.cache = cache
         self.parser = httptools.HttpResponseParser(self)
         self.headers: list[tuple[bytes, bytes]] = []

@@ -13,26 +13,42 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httptools
 
 from .encoding import Encoder, encoded_headers, plan
 from .exchange import PAUSE_BACKEND, Client, Exchange, logged_path
 from .http import HOP_BY_HOP, connection_tokens
+from .state import Limits, Stats
 from .untrusted import screen_response
-
-if TYPE_CHECKING:
-    from .backends import BackendPool
 
 log = logging.getLogger("nbpool.proxy")
 now = time.monotonic
 
 
+class KeepAlive(Protocol):
+    """What a target connection tells the keep-alive pool it belongs to (backends.BackendPool), which keeps its
+    own books of which connections are busy and which idle."""
+
+    limits: Limits
+    stats: Stats
+
+    def carrying(self, conn: BackendConnection) -> None: ...  # an exchange went out on it
+
+    def let_go(self, conn: BackendConnection) -> None: ...  # it carries nothing any more
+
+    def put(self, conn: BackendConnection) -> None: ...  # idle, for the next exchange to its target
+
+    def lost(self, conn: BackendConnection) -> None: ...  # closed
+
+    def send(self, ex: Exchange) -> None: ...  # carry ``ex`` (on another connection)
+
+
 class BackendConnection(asyncio.Protocol):
     """A connection to one target, carrying one exchange at a time, then pooled."""
 
-    def __init__(self, pool: BackendPool, key: str):
+    def __init__(self, pool: KeepAlive, key: str):
         self.pool = pool
         self.key = key
         self.transport: asyncio.Transport | None = None
@@ -79,7 +95,7 @@ class BackendConnection(asyncio.Protocol):
         self.out = []
         self.used += 1
         self.sent_at = now()
-        self.pool.busy.add(self)
+        self.pool.carrying(self)
         ex.sent = True
         if ex.pending:
             self.transport.writelines([ex.out_head, *ex.pending])
@@ -141,7 +157,7 @@ class BackendConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             self.flush()
             if self.upgrading:
-                self.pool.busy.discard(self)
+                self.pool.let_go(self)
                 self.ex.client.start_tunnel(self, data[exc.args[0]:])
                 return
             self.broken("backend upgraded unasked")
@@ -192,7 +208,7 @@ class BackendConnection(asyncio.Protocol):
 
     def _lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.pool.forget(self)
+        self.pool.lost(self)
         ex = self.ex
         if ex is None or self.complete:
             return
@@ -379,7 +395,7 @@ class BackendConnection(asyncio.Protocol):
         ex.backend = None
         ex.response_done = True
         reusable = not self.until_eof and ex.request_done and not self.closed and self.keep_alive
-        self.pool.busy.discard(self)
+        self.pool.let_go(self)
         if reusable:
             if client.write_paused:
                 self.transport.resume_reading()
@@ -395,7 +411,7 @@ class BackendConnection(asyncio.Protocol):
         ex = self.ex
         self.ex = None
         self.client = None
-        self.pool.busy.discard(self)
+        self.pool.let_go(self)
         if self.transport is not None:
             self.transport.close()
         if ex is not None:

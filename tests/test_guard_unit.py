@@ -11,7 +11,7 @@ from traitlets import TraitError
 
 from spawner.guard.bans import Bans
 from spawner.guard.guard import AbuseGuard
-from spawner.guard.probe import _address, read_destinations
+from spawner.probe import _address, read_destinations
 
 log = logging.getLogger("test")
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build nbpool's node agent image (default nbpool/agent:latest) from the imported base image: the agent's
-# modules only (spawner/agent, the guard's probe, the firewall), so the image holds no more of nbpool.
+# modules only (spawner/agent, the process probe, the firewall), so the image holds no more of nbpool.
 # Skips the build when the image was made from the same sources. Usage: build.sh [TAG]
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -8,7 +8,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 TAG=${1:-${NBPOOL_AGENT_IMAGE:-nbpool/agent:latest}}
 BASE_IMAGE=${NBPOOL_BASE_IMAGE:-nbpool/base:bookworm}
 FILES=(spawner/__init__.py spawner/traits.py spawner/engines/__init__.py spawner/engines/base.py
-       spawner/engines/firewall.py spawner/guard/__init__.py spawner/guard/probe.py
+       spawner/engines/firewall.py spawner/probe.py
        spawner/agent/__init__.py spawner/agent/__main__.py spawner/agent/node.py)
 base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE" 2>/dev/null) \
     || { echo "agent: base image $BASE_IMAGE is missing; run 'make images' first" >&2; exit 1; }

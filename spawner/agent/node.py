@@ -35,8 +35,8 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .. import probe
 from ..engines.firewall import ContainerFirewall, FirewallError
-from ..guard import probe
 
 log = logging.getLogger("nbpool-agent")
 VERSION = "1"

@@ -215,7 +215,7 @@ class ContainerBackend(LoggingConfigurable):
     guards_remotely = False
 
     def guard_reading(self, engine_id: str):
-        """The latest reading of a container on another machine (spawner.guard.probe.Reading), or None."""
+        """The latest reading of a container on another machine (spawner.probe.Reading), or None."""
         return None
 
     async def notify(self, engine_id: str, notice: dict) -> bool:

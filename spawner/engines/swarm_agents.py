@@ -24,7 +24,7 @@ import docker
 import docker.errors
 import requests
 
-from ..guard import probe
+from .. import probe
 from .base import BackendError
 
 AGENT_LABEL = "org.nbpool.agent"

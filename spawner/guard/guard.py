@@ -27,11 +27,11 @@ from collections.abc import Callable
 from traitlets import Float, Instance, Integer, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
+from .. import probe
 from ..backoff import every
 from ..pool.pool import Pool
 from ..pool.slot import ASSIGNED, Slot
 from ..traits import require, require_networks
-from . import probe
 from .bans import Bans
 from .webhook import Webhook
 
