@@ -14,10 +14,8 @@ has. nbpool talks to a manager only; it never reaches a worker's engine.
   the image, free reservations, and the fewest of this pool's containers.
   Swarm alone would place on a node that lacks the image (a failed start) or
   is full (a task pending for ever).
-- **The image on a node is checked by a probe**: a one-shot service of the
-  image running ``true`` on that node. Complete: the node has it; rejected:
-  it lacks it (and gets no spares; probed again every image_check_interval).
-  With a registry, the probe is what pulls, never an attendee's start.
+- **The image on a node is checked by a probe** (``swarm_images``); a node
+  without it gets no spares.
 - **The endpoint** is the node's address and a host-mode published port the
   engine chooses: no routing mesh, so a connection goes straight to the node
   that runs the container.
@@ -31,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,12 +40,9 @@ from traitlets import Bool, Float, Integer, List, Unicode, default, validate
 
 from ..traits import MemorySize, format_memory, require
 from .base import (
-    DIED,
-    GONE,
     ID_LABEL,
     OOM,
     POOL_LABEL,
-    REMOVED,
     RUNNING,
     WORKSHOP_LABEL,
     BackendError,
@@ -66,7 +60,6 @@ from .swarm_agents import NodeAgents
 from .swarm_cluster import (
     ENDED,
     Node,
-    Probe,
     Snapshot,
     look,
     newest_task,
@@ -76,9 +69,10 @@ from .swarm_cluster import (
     task_status,
     task_words,
 )
+from .swarm_images import PROBE_LABEL, ImageProbes
+from .swarm_watch import changes
 
 NAME_LABEL = "org.nbpool.name"  # the pool's name for it (a service cannot be renamed): records the hand-out
-PROBE_LABEL = "org.nbpool.probe"  # an image probe, not a pool container
 CHECKOUT = Path(__file__).resolve().parents[2]
 CLUSTER_ENDPOINT = CHECKOUT / ".cluster" / "endpoint"  # written by `make cluster`
 
@@ -148,7 +142,7 @@ class SwarmBackend(DockerBackend):
         super().__init__(**kwargs)
         self._snapshot: Snapshot | None = None
         self._snapshot_lock = asyncio.Lock()
-        self._probes: dict[tuple[str, str], Probe] = {}  # (node id, image) -> probe
+        self._images = ImageProbes(self)  # which node has which image
         self._placing: dict[str, tuple[str, int, int]] = {}  # service name -> (node id, memory, cpus) being placed
         self._agents = NodeAgents(self)
         self.agent_token = ""  # set by the application before setup (derived from nbpool's secret)
@@ -159,7 +153,7 @@ class SwarmBackend(DockerBackend):
 
     def _share(self, origin) -> None:
         self._placing = origin._placing  # one engine's placements, whichever workshop made them
-        self._probes = origin._probes
+        self._images = origin._images
         self._agents = origin._agents
         self.agent_token = origin.agent_token
         self.agent_egress_rate = origin.agent_egress_rate
@@ -199,7 +193,7 @@ class SwarmBackend(DockerBackend):
             snap = await self.refresh()
             if self.node_agent:  # (with named workshops only variants are set up: the first starts the agents)
                 await self._agents.start(snap)
-            await self._probe_nodes(snap, wait=True)
+            await self._images.probe(snap, wait=True)
             return
         info = await self._call("info", lambda: self._docker().info())
         swarm = info.get("Swarm") or {}
@@ -226,7 +220,7 @@ class SwarmBackend(DockerBackend):
             self.log.warning("SwarmBackend.node_agent is off: no egress rules, abuse guard, disk watchdog or "
                              "out-of-memory counts on the nodes; give each node its own (README: Running on "
                              "several machines)")
-        await self._probe_nodes(snap, wait=True)
+        await self._images.probe(snap, wait=True)
 
     async def ensure_network(self) -> None:
         """Services use each node's default bridge (started with icc=false); nothing to create."""
@@ -304,69 +298,10 @@ class SwarmBackend(DockerBackend):
         image = self.image
         return [NodeInfo(name=n.hostname, address=n.addr, state=n.state, availability=n.availability,
                          role=n.role, memory=n.memory, reserved_memory=n.reserved_memory, containers=n.ours,
-                         image=self._probes.get((n.id, image), Probe()).state,
+                         image=self._images.state(n.id, image),
                          agent=(self.node_problem(n.id) or "guarded") if self.node_agent else "",
                          cores=n.cpus / 1e9)
                 for n in sorted(snap.nodes.values(), key=lambda n: n.hostname)]
-
-    # --- images on nodes ------------------------------------------------------------------------
-
-    def _probe_spec(self, node_id: str) -> dict:
-        spec = docker.types.ContainerSpec(self.image, command=["true"], user=self.user,
-                                          labels={PROBE_LABEL: "1"})
-        return docker.types.TaskTemplate(spec, restart_policy=docker.types.RestartPolicy(condition="none"),
-                                         placement=docker.types.Placement(constraints=[f"node.id=={node_id}"]))
-
-    async def _probe_nodes(self, snap: Snapshot, wait: bool = False) -> None:
-        """Start a probe on every node whose image is unknown (or was missing long enough); check running ones."""
-        now = time.monotonic()
-        image = self.image
-        for node in snap.nodes.values():
-            if not node.up or node.availability != "active":
-                continue
-            probe = self._probes.setdefault((node.id, image), Probe())
-            if probe.state == "unknown" or (probe.state == "missing" and now - probe.since > self.image_check_interval):
-                name = f"nbpool-probe-{node.id[:12]}-{secrets.token_hex(3)}"
-                try:
-                    made = await self._call("probe", self._docker().api.create_service, self._probe_spec(node.id),
-                                            name=name, labels={PROBE_LABEL: "1"})
-                except BackendError as exc:
-                    self.log.warning("could not probe node %s for image %s: %s", node.hostname, image, exc)
-                    probe.state, probe.since = "missing", now
-                    continue
-                probe.state, probe.service, probe.since = "probing", made["ID"], now
-        deadline = now + self.probe_timeout
-        while True:
-            probing = [(key, p) for key, p in self._probes.items() if p.state == "probing"]
-            for key, probe in probing:
-                await self._check_probe(key, probe)
-            if not wait or not any(p.state == "probing" for p in self._probes.values()):
-                return
-            if time.monotonic() > deadline:
-                return
-            await asyncio.sleep(0.5)
-
-    async def _check_probe(self, key: tuple[str, str], probe: Probe) -> None:
-        tasks = await self._call("probe tasks", self._docker().api.tasks, filters={"service": probe.service})
-        task = newest_task(tasks)
-        state = ((task or {}).get("Status") or {}).get("State", "")
-        words = task_words(task) if task else "no task"
-        node = (self._snapshot.nodes.get(key[0]) if self._snapshot else None)
-        where = node.hostname if node else key[0][:12]
-        if state == "complete" or (state == "failed" and "non-zero exit" in words):
-            probe.state = "ready"  # it ran: the image is there
-            self.log.info("image %s is on node %s", key[1], where)
-        elif state in ENDED:
-            probe.state = "missing"
-            self.log.warning("node %s lacks image %s, so it gets no containers (probed again in %.0fs): %s",
-                             where, key[1], self.image_check_interval, words)
-        elif time.monotonic() - probe.since > self.probe_timeout:
-            probe.state = "missing"
-            self.log.warning("image probe on node %s timed out: %s", where, words)
-        else:
-            return
-        probe.since = time.monotonic()
-        await self.remove(probe.service)
 
     # --- the backend contract ---------------------------------------------------------------------
 
@@ -404,7 +339,7 @@ class SwarmBackend(DockerBackend):
                    if (snap.tasks.get(sid) or {}).get("NodeID") in snap.nodes
                    and snap.tasks[sid].get("DesiredState") == "running"}
         placing = [where for sname, where in self._placing.items() if sname not in counted]
-        node = place(snap, self._probes, placing, self.image, memory, cpus, refused=self.node_problem)
+        node = place(snap, self._images.probes, placing, self.image, memory, cpus, refused=self.node_problem)
         sname = service_name(name)
         self._placing[sname] = (node.id, memory, cpus)
         try:
@@ -530,24 +465,9 @@ class SwarmBackend(DockerBackend):
             if not up:
                 up = True
                 on_engine(True)
-            now: dict[str, tuple[str, str]] = {}
-            for sid, svc in snap.services.items():
-                info = self._info(svc, snap)
-                if info.labels.get(POOL_LABEL) != pool:
-                    continue
-                now[sid] = (info.cid, info.state)
-                before = seen.get(sid)
-                if before is not None and before[1] == RUNNING and info.state == GONE:
-                    status = ((snap.tasks.get(sid) or {}).get("Status") or {})
-                    code = (status.get("ContainerStatus") or {}).get("ExitCode")
-                    if not info.reason:
-                        self.log.info("swarm: service %s (%s) on %s: %s", sid[:12], info.name, info.node or "?",
-                                      task_words(snap.tasks.get(sid) or {}))
-                    on_event(ContainerEvent(DIED, sid, info.cid, exit_code=code if code else None,
-                                            reason=info.reason))
-            for sid, (cid, _) in seen.items():
-                if sid not in now:
-                    on_event(ContainerEvent(REMOVED, sid, cid))
+            now, events = changes(pool, seen, snap, self._info, self.log)
+            for event in events:
+                on_event(event)
             seen = now
             for sid, (cid, _) in now.items():  # kills at the memory limit, as the nodes' agents count them
                 reading = self.guard_reading(sid)
@@ -559,7 +479,7 @@ class SwarmBackend(DockerBackend):
                     on_event(ContainerEvent(OOM, sid, cid))
             self._oom_seen = {sid: n for sid, n in self._oom_seen.items() if sid in now}
             try:
-                await self._probe_nodes(snap)
+                await self._images.probe(snap)
             except BackendError as exc:
                 self.log.warning("swarm image probes: %s", exc)
             await asyncio.sleep(self.poll_interval)
