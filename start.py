@@ -26,7 +26,7 @@ from pathlib import Path
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_unix_socket
 from traitlets import Any, Bool, Dict, Enum, Float, Integer, List, Unicode, default, validate
-from traitlets.config import Application, Config, TraitError
+from traitlets.config import Application, Config
 
 from proxy.addresses import network_of
 from proxy.server import Proxy, install_uvloop
@@ -34,6 +34,7 @@ from spawner import __version__, configref
 from spawner import reload as settings
 from spawner.classroom.room import ClassView
 from spawner.content import Allowed, GitCache, Material, SourceError, parse_sources
+from spawner.engines.base import ContainerBackend
 from spawner.engines.docker import DockerBackend
 from spawner.engines.firewall import ContainerFirewall
 from spawner.engines.swarm import SwarmBackend
@@ -50,12 +51,9 @@ from spawner.web.app import MAX_BODY, WebApp
 from spawner.web.application import make_application
 from spawner.web.workshops_api import PUSH_BODY
 from spawner.workshops import WorkshopError, Workshops, parse_workshops, service_zone
+from spawner.workshops.factory import PoolFactory
 
 HERE = Path(__file__).resolve().parent
-# Settings read at start only (the listening socket, names the engine already holds):
-# a reload keeps their values and says so. Every other setting is read where it is used.
-FIXED_SETTINGS = {Proxy: ("ip", "port", "certfile", "keyfile"), Pool: ("pool_name",),
-                  DockerBackend: ("network_name",), SwarmBackend: ("docker_host",)}
 BACKENDS = {"docker": DockerBackend, "swarm": SwarmBackend}
 
 
@@ -229,40 +227,58 @@ class NbpoolApp(Application):
         except KeyboardInterrupt:
             pass
 
-    # --- wiring ----------------------------------------------------------------------------
+    # --- the service, put together in one direction: each part is given what it uses when it is made ------
 
     async def serve(self) -> None:
+        data, secret = self.init_data()
+        specs, own_content = self.init_settings()
+        self.init_parts(data, secret)
+        self.init_material(data, secret, specs, own_content)
+        self.init_web(data, secret)
+        self.init_workshops(data, secret)
+        app_server, sock_path = self.init_web_server(data)
+        await self.start_parts(specs)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await stop.wait()
+        await self.stop_parts(app_server, sock_path)
+
+    def init_data(self) -> tuple[Path, ServerSecret]:
         data = Path(self.data_dir)
         data.mkdir(parents=True, exist_ok=True)
         try:
-            secret = ServerSecret.load_or_create(data / "secret")
+            return data, ServerSecret.load_or_create(data / "secret")
         except ValueError as exc:
             self.log.critical("%s", exc)
             sys.exit(2)
-        # One pass, in dependency order: each part is given what it needs when it is made.
-        ended = EndedSessions()  # the pool records why sessions end; the pages tell visitors
+
+    def init_settings(self) -> tuple[dict | None, list]:
+        """The workshops and the content the file names, refused (naming the bad value) before anything runs."""
+        try:
+            specs = parse_workshops(self.workshops, service_zone(self.time_zone)) if self.workshops else None
+            return specs, parse_sources(self.content, "NbpoolApp.content")
+        except (WorkshopError, SourceError) as exc:
+            self.log.critical("%s", exc)
+            sys.exit(2)
+
+    def init_parts(self, data: Path, secret: ServerSecret) -> None:
+        self.ended = EndedSessions()  # the pool records why sessions end; the pages tell visitors
         self.proxy = Proxy(parent=self, log=self.log)
         self.engine = BACKENDS[self.backend](parent=self, log=self.log)
         self.record = WorkshopRecord(parent=self, log=self.log, data_dir=str(data))
         self.keeper = WorkKeeper(parent=self, log=self.log, secret=secret, store=KeptStore(data / "kept"),
                                  record=self.record)
         self.guard = AbuseGuard(parent=self, log=self.log, bans=Bans(data / "bans.json", self.log))
-        self.engine.firewall.ports = self.guard.ports()
-        if isinstance(self.engine, SwarmBackend):  # its nodes' agents answer nbpool with this token (a Swarm secret)
-            self.engine.agent_token = secret.derive("node-agent", "token")
-            self.engine.agent_egress_rate = self.guard.egress_rate  # (the agents' setting: read at their start)
+        self.engine.guard_with(egress_ports=self.guard.ports(), egress_rate=self.guard.egress_rate,
+                               agent_token=secret.derive("node-agent", "token"))
         self.classroom = ClassView(parent=self, log=self.log, secret=secret,
                                    memory=lambda cid: self.guard.memory.get(cid),
                                    close_tunnels=self.proxy.state.close_tunnels)
-        self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=ended,
-                          keeper=self.keeper, network_of=lambda address: network_of(address, self.proxy.ipv6_prefix),
-                          guard=self.guard, classroom=self.classroom)
-        try:
-            specs = parse_workshops(self.workshops, service_zone(self.time_zone)) if self.workshops else None
-            own_content = parse_sources(self.content, "NbpoolApp.content")
-        except (WorkshopError, SourceError) as exc:
-            self.log.critical("%s", exc)
-            sys.exit(2)
+
+    def init_material(self, data: Path, secret: ServerSecret, specs: dict | None, own_content: list) -> None:
         self.material = Material(GitCache(data / "content", timeout=self.content_timeout,
                                           max_bytes=self.content_max_bytes, ssh_key=self.content_ssh_key, log=self.log),
                                  allowed=Allowed(self.allowed_content), secret=secret, keeper=self.keeper, log=self.log,
@@ -270,25 +286,24 @@ class NbpoolApp(Application):
         self.material.configure("", own_content if specs is None else [])
         for name, spec in (specs or {}).items():
             self.material.configure(name, spec.content)
-        self.web.material = self.material
 
-        def make_pool(**settings) -> Pool:
-            workshop = settings.get("workshop", "")
-            record = self.record if not workshop else (
-                lambda event, /, **fields: self.record(event, workshop=workshop, **fields))
-            if "config" not in settings:
-                settings["parent"] = self  # the unnamed workshop: the service's own Pool settings
-            return Pool(log=self.log, routes=self.proxy.routes, static_cache=self.proxy.cache, secret=secret,
-                        route_options=self.web.access.route_options, ended=ended, keeper=self.keeper, record=record,
-                        **settings)
+    def init_web(self, data: Path, secret: ServerSecret) -> None:
+        self.web = WebApp(parent=self, log=self.log, secret=secret, data_dir=str(data), ended=self.ended,
+                          keeper=self.keeper, network_of=lambda address: network_of(address, self.proxy.ipv6_prefix),
+                          guard=self.guard, classroom=self.classroom, material=self.material,
+                          display_name=lambda name: (ws.display_name if (ws := self.workshop_list.get(name)) else None))
 
-        self.workshop_list = Workshops(engine=self.engine, make_pool=make_pool, web=self.web, keeper=self.keeper,
+    def init_workshops(self, data: Path, secret: ServerSecret) -> None:
+        pools = PoolFactory(service=self, log=self.log, routes=self.proxy.routes, static_cache=self.proxy.cache,
+                            secret=secret, route_options=self.web.access.route_options, ended=self.ended,
+                            keeper=self.keeper, record=self.record)
+        self.workshop_list = Workshops(engine=self.engine, make_pool=pools, web=self.web, keeper=self.keeper,
                                        secret=secret, data_dir=data, log=self.log, total=self.total_containers,
                                        material=self.material)
         self.pool = None  # the unnamed workshop's pool, once started (None with named workshops)
-        self.web.pages.display_name = lambda name: (ws.display_name if (ws := self.workshop_list.get(name)) else None)
 
-        # The web app listens only on a unix socket of ours; the proxy's default route leads there.
+    def init_web_server(self, data: Path) -> tuple[HTTPServer, str]:
+        """The web app, on a unix socket of ours only; the proxy's default route leads there."""
         sock_path = str(data / "web.sock")
         # Bodies are capped twice: the proxy answers 413 before relaying a byte
         # of a larger one (and 408 to a stalled one), and Tornado, behind it,
@@ -302,7 +317,9 @@ class NbpoolApp(Application):
         self.proxy.routes.add("/", f"unix:{sock_path}", max_body=MAX_BODY)
         # An instructor's push carries files: the one path of the web app that takes large bodies (admin only).
         self.proxy.routes.add("/api/admin/workshops/", f"unix:{sock_path}", max_body=PUSH_BODY)
+        return app_server, sock_path
 
+    async def start_parts(self, specs: dict | None) -> None:
         workshops = self.workshop_list
         try:  # before listening: a config nbpool refuses never answers anyone
             await workshops.check(specs, self.config, BACKENDS[self.backend])
@@ -332,72 +349,37 @@ class NbpoolApp(Application):
         self.watch_kernels()
         self.record_config()
         self.record.start(workshops.pools)
-        loop = asyncio.get_running_loop()
-        upkeep = loop.create_task(self.web_upkeep())
+        self.upkeep = asyncio.get_running_loop().create_task(self.web_upkeep())
         scheme = "https" if self.proxy.tls else "http"
         for ws in workshops.all():
             self.log.info("nbpool %s ready on %s://%s:%d%s/ - pool %s: %d warm, cap %d, image %s, %d assigned "
                           "adopted", __version__, scheme, self.proxy.ip or "0.0.0.0", self.proxy.bound_port,
                           ws.prefix, ws.pool.pool_name, ws.pool.warm, ws.pool.max_containers, ws.pool.backend.image,
                           ws.pool.count("assigned"))
-        self.say_origins()
+        self.proxy.say_origins()
 
-        stop = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        await stop.wait()
-
+    async def stop_parts(self, app_server: HTTPServer, sock_path: str) -> None:
         self.log.info("stopping: no new visitors; spares removed, assigned containers kept")
         self.web.accepting = False
-        upkeep.cancel()
+        self.upkeep.cancel()
         self.guard.stop()
         self.classroom.stop()
         self.keeper.stop()
         await self.material.stop()
-        await workshops.stop()
+        await self.workshop_list.stop()
         self.record.stop()
         await self.proxy.stop()
         app_server.stop()
-        await self.engine.retire_firewall()
-        await self.engine.close()
+        await self.engine.leave()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock_path)
         self.log.info("stopped")
-
-    def apply_content(self, loader, own: list) -> None:
-        """A reload's content settings: the links' allow list, and the sources of the workshop at /."""
-        if list(loader.allowed_content) != list(self.allowed_content):
-            self.allowed_content = loader.allowed_content
-            self.material.allowed = Allowed(self.allowed_content)
-            self.log.info("applied NbpoolApp: allowed_content=%r", list(self.allowed_content))
-        self.content = loader.content
-        if self.material.configure("", own):
-            self.log.info("applied NbpoolApp: content is now %s", "; ".join(s.describe() for s in own) or "none")
-            if own:
-                asyncio.get_running_loop().create_task(self.material.pull(""))
 
     def watch_kernels(self) -> None:
         """The proxy tells what kernel WebSockets say to the pools (when a page's server last ran code: the
         embedded cull) and to the class view while ClassView.enabled (new WebSockets from now)."""
         self.proxy.state.kernel_observer = KernelActivity(time.monotonic,
                                                           self.classroom if self.classroom.enabled else None)
-
-    def say_origins(self) -> None:
-        """What the proxy's mode means for attendees' browsers (README: 'Exposing nbpool to the internet')."""
-        scheme = "https" if self.proxy.tls else "http"
-        if self.proxy.subdomain_host:
-            self.log.info("subdomain mode: every notebook server has an origin of its own, %s://<id>.%s/, and "
-                          "nbpool's pages are at %s://%s/ (DNS for both names must reach this machine)", scheme,
-                          self.proxy.subdomain_host, scheme, self.proxy.subdomain_host)
-            return
-        public = self.proxy.ip not in ("127.0.0.1", "::1", "localhost")
-        (self.log.warning if public else self.log.info)(
-            "path mode: every notebook server is a path (/user/<id>/) of nbpool's one origin, so a page a "
-            "container serves could act on whatever else that origin holds in the same browser. Each browser "
-            "therefore holds one notebook at a time (opening another ends the first, after asking) and never "
-            "the status page's sign-in beside it. Set c.Proxy.subdomain_host to a wildcard host name to give "
-            "every server an origin of its own.")
 
     def _engine_down(self, exc: Exception) -> None:
         hint = "'make cluster'" if self.backend == "swarm" else "'make engine'"
@@ -431,13 +413,15 @@ class NbpoolApp(Application):
                 self.log.exception("config reload failed part-way (the settings were valid; is the engine up?)")
 
     async def _reload(self) -> None:
-        """Re-read the config file and apply it live; a bad file changes nothing."""
+        """Re-read the config file and apply it live; a bad file changes nothing. One check (spawner.reload.check,
+        Workshops.check) and one apply (spawner.reload.apply_checked) for the service's parts, the workshop at /
+        and the named workshops alike."""
         path = Path(self.config_file)
         self.log.info("SIGHUP: reloading %s", path)
         workshops = self.workshop_list
         try:
             fresh, loader = self._read_config(path)
-            self._check(fresh)
+            settings.check(fresh, *self._makers())
             specs = parse_workshops(loader.workshops, service_zone(loader.time_zone)) if loader.workshops else None
             own_content = parse_sources(loader.content, "NbpoolApp.content")
             await workshops.check(specs, fresh, BACKENDS[self.backend])
@@ -445,36 +429,18 @@ class NbpoolApp(Application):
             self.log.error("config reload failed, nothing changed: %s", exc)
             return
         old_image = self.engine.image
-        firewall_before = self._values(self.engine.firewall)
-        live = self._live()
-        owners = {cls: next((o for o in live.values() if isinstance(o, cls)), None) for cls in FIXED_SETTINGS}
-        fixed = {(cls, k): getattr(owners[cls], k) for cls, names in FIXED_SETTINGS.items() if owners[cls]
-                 for k in names}
-        for cls, obj in live.items():
-            changed = settings.apply(obj, fresh)  # the file as it is: a setting it no longer names is the default
-            for (owner, k), value in fixed.items():
-                if owner is cls and k in changed and getattr(obj, k) == value:
-                    del changed[k]
-            shown = {k: ("…" if "token" in k else v) for k, v in changed.items()}  # (tokens never logged)
-            if changed:
-                self.log.info("applied %s: %s", cls.__name__, ", ".join(f"{k}={v!r}" for k, v in shown.items()))
-        if "max_connections" in self._values(self.proxy):
-            self.proxy.fit_open_files()  # (a default it falls back to may not fit the open-file limit)
-        for (cls, k), value in fixed.items():
-            if getattr(owners[cls], k) != value:
-                setattr(owners[cls], k, value)  # kept as it is until a restart
-                self.log.warning("%s.%s changed in the config file: takes effect at the next start",
-                                 cls.__name__, k)
-        if self.guard.ports() != self.engine.firewall.ports:
-            self.engine.firewall.ports = self.guard.ports()
-            firewall_before = None  # AbuseGuard.egress_ports changed: the rules are installed again
-        if self._values(self.engine.firewall) != firewall_before:
-            asyncio.get_running_loop().create_task(self._reinstall_firewall())
+        changed = {id(part): settings.apply_checked(part, fresh, self.log) for part in self._live()}
+        self.proxy.fit_open_files()  # (a max_connections it falls back to may not fit the open-file limit)
+        rules = self.engine.guard_with(egress_ports=self.guard.ports(), egress_rate=self.guard.egress_rate,
+                                       agent_token=self.engine_token())
+        if rules or any(changed[id(part)] for part in self.engine.reload_parts()):
+            asyncio.get_running_loop().create_task(self._rules_changed())
         if loader.total_containers != workshops.cap.total:
             self.log.info("applied NbpoolApp: total_containers=%d", loader.total_containers)
             workshops.set_total(loader.total_containers)
         self.workshops, self.time_zone = loader.workshops, loader.time_zone
-        self.apply_content(loader, own_content if specs is None else [])
+        self.allowed_content, self.content = loader.allowed_content, loader.content
+        self.material.reload(Allowed(self.allowed_content), own_content if specs is None else [])
         await workshops.apply(specs, fresh)
         self.pool = workshops.default.pool if workshops.default is not None else None
         self.watch_kernels()
@@ -484,13 +450,16 @@ class NbpoolApp(Application):
             self.log.info("image changed %s -> %s: replacing %d spares; assigned containers keep theirs",
                           old_image, self.engine.image, drained)
 
+    def engine_token(self) -> str:
+        return self.keeper.secret.derive("node-agent", "token")
+
     def record_config(self) -> None:
         for ws in self.workshop_list.all():
             self.record.record_config(ws.pool, ws.pool.backend)
 
-    async def _reinstall_firewall(self) -> None:
+    async def _rules_changed(self) -> None:
         try:
-            await self.engine.reinstall_firewall()
+            await self.engine.rules_changed()
             self.log.info("container firewall rules applied again with the new settings")
         except Exception as exc:  # a task boundary: the operator's new rules failed; say so
             self.log.error("could not apply the new ContainerFirewall settings: %s", exc)
@@ -503,31 +472,20 @@ class NbpoolApp(Application):
         config.merge(self.cli_config)
         return config, loader
 
-    def _check(self, config: Config) -> None:
-        """Build throwaway copies with the new config: any bad value raises, naming itself."""
-        try:
-            BACKENDS[self.backend](config=config)
-            ContainerFirewall(config=config)
-            Proxy(config=config)
-            Pool(config=config, backend=DockerBackend(), secret=ServerSecret(b"x" * 32))
-            WebApp(config=config, secret=ServerSecret(b"x" * 32), data_dir=self.data_dir, admin_token="check")
-            WorkKeeper(config=config)
-            WorkshopRecord(config=config)
-            AbuseGuard(config=config)
-            ClassView(config=config, secret=ServerSecret(b"x" * 32), memory=lambda cid: None)
-        except TraitError as exc:
-            raise ValueError(str(exc)) from None
+    def _makers(self) -> list:
+        """How to make a throwaway of each part a reload applies the file to (spawner.reload.check)."""
+        key = ServerSecret(b"x" * 32)
+        return [lambda c: BACKENDS[self.backend](config=c),
+                *(lambda c, part=part: type(part)(config=c) for part in self.engine.reload_parts()),
+                lambda c: Proxy(config=c), lambda c: Pool(config=c, backend=ContainerBackend(), secret=key),
+                lambda c: WebApp(config=c, secret=key, data_dir=self.data_dir, admin_token="check"),
+                lambda c: WorkKeeper(config=c), lambda c: WorkshopRecord(config=c), lambda c: AbuseGuard(config=c),
+                lambda c: ClassView(config=c, secret=key, memory=lambda cid: None)]
 
-    def _live(self) -> dict:
+    def _live(self) -> list:
         """The parts a reload updates from the service's config (named workshops' pools: Workshops.apply)."""
-        pool = {Pool: self.pool} if self.pool is not None else {}
-        return {**pool, type(self.engine): self.engine, ContainerFirewall: self.engine.firewall,
-                WebApp: self.web, Proxy: self.proxy, WorkKeeper: self.keeper, WorkshopRecord: self.record,
-                AbuseGuard: self.guard, ClassView: self.classroom}
-
-    @staticmethod
-    def _values(obj) -> dict:
-        return {name: getattr(obj, name) for name in obj.trait_names(config=True)}
+        return [*([self.pool] if self.pool is not None else []), self.engine, *self.engine.reload_parts(), self.web,
+                self.proxy, self.keeper, self.record, self.guard, self.classroom]
 
 
 main = NbpoolApp.launch_instance

@@ -313,6 +313,22 @@ class Proxy(LoggingConfigurable):
                              self.max_connections, fits)
             self.max_connections = fits
 
+    def say_origins(self) -> None:
+        """What the proxy's mode means for attendees' browsers (README: 'Exposing nbpool to the internet')."""
+        scheme = "https" if self.tls else "http"
+        if self.subdomain_host:
+            self.log.info("subdomain mode: every notebook server has an origin of its own, %s://<id>.%s/, and "
+                          "nbpool's pages are at %s://%s/ (DNS for both names must reach this machine)", scheme,
+                          self.subdomain_host, scheme, self.subdomain_host)
+            return
+        public = self.ip not in ("127.0.0.1", "::1", "localhost")
+        (self.log.warning if public else self.log.info)(
+            "path mode: every notebook server is a path (/user/<id>/) of nbpool's one origin, so a page a "
+            "container serves could act on whatever else that origin holds in the same browser. Each browser "
+            "therefore holds one notebook at a time (opening another ends the first, after asking) and never "
+            "the status page's sign-in beside it. Set c.Proxy.subdomain_host to a wildcard host name to give "
+            "every server an origin of its own.")
+
     async def start(self) -> None:
         """Listen on ip:port; sets ``bound_port``. Raises OSError if the port is taken."""
         loop = asyncio.get_running_loop()

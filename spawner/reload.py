@@ -9,6 +9,9 @@ one place that decides what a reload does to a part's settings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from traitlets import TraitError
 from traitlets.config import Config, Configurable
 
 
@@ -30,3 +33,42 @@ def apply(obj: Configurable, config: Config) -> dict[str, object]:
                 setattr(obj, name, default)
     obj.update_config(config)
     return {name: getattr(obj, name) for name, old in before.items() if getattr(obj, name) != old}
+
+
+# Settings read at start only (a listening socket, names the engine already holds): a reload keeps their values
+# and says so. By class name, so that this module needs none of those classes; a subclass has its bases' too.
+FIXED = {"Proxy": ("ip", "port", "certfile", "keyfile"), "Pool": ("pool_name",),
+         "DockerBackend": ("network_name",), "SwarmBackend": ("docker_host",)}
+
+
+def fixed_of(obj: Configurable) -> tuple[str, ...]:
+    """The settings of ``obj`` a reload never changes."""
+    return tuple(dict.fromkeys(name for cls in type(obj).__mro__ for name in FIXED.get(cls.__name__, ())))
+
+
+def check(config: Config, *makers: Callable[[Config], object]) -> None:
+    """Make a throwaway part from ``config`` with each maker: the first bad value raises ValueError naming its
+    setting, and nothing that runs is touched. The one check before a reload applies anything."""
+    try:
+        for make in makers:
+            make(config)
+    except TraitError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def apply_checked(obj: Configurable, config: Config, log, label: str = "") -> dict[str, object]:
+    """``apply``, for a part that runs: the settings fixed at start keep their values (each one the file
+    changed is logged as waiting for a restart), and what changed is logged as "applied <label>: k=v, ..."
+    (``label``: the class's name by default; values of settings named like tokens are not shown).
+    Returns {name: new value} of what changed."""
+    label = label or type(obj).__name__
+    fixed = {name: getattr(obj, name) for name in fixed_of(obj)}
+    changed = apply(obj, config)
+    for name, value in fixed.items():
+        if name in changed:
+            setattr(obj, name, value)
+            del changed[name]
+            log.warning("%s.%s changed in the config file: takes effect at the next start", type(obj).__name__, name)
+    if changed:
+        log.info("applied %s: %s", label, ", ".join(f"{k}={'…' if 'token' in k else v!r}" for k, v in changed.items()))
+    return changed

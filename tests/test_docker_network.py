@@ -12,6 +12,7 @@ import pytest
 
 from spawner.engines.base import BackendError
 from spawner.engines.docker import DockerBackend
+from spawner.engines.docker_network import check_network
 from spawner.engines.firewall import ContainerFirewall
 
 ICC = "com.docker.network.bridge.enable_icc"
@@ -36,10 +37,10 @@ def test_the_refusal_names_the_network_the_fix_and_the_containers_on_it():
     backend = backend_for("workshop-net")
     attrs = {"Name": "workshop-net", "Driver": "bridge", "Options": {}, "Containers": {"a": {}, "b": {}}}
     with pytest.raises(BackendError, match="once none of the 2 containers on it needs it"):
-        backend._check_network(attrs)
+        check_network(backend.network_name, attrs)
     with pytest.raises(BackendError, match="'workshop-net' exists, but is a macvlan network"):
-        backend._check_network({**attrs, "Driver": "macvlan", "Options": {ICC: "false"}})
-    backend._check_network({**attrs, "Options": {ICC: "false"}})  # as nbpool makes it: used
+        check_network(backend.network_name, {**attrs, "Driver": "macvlan", "Options": {ICC: "false"}})
+    check_network(backend.network_name, {**attrs, "Options": {ICC: "false"}})  # as nbpool makes it: used
 
 
 @pytest.mark.docker

@@ -85,6 +85,16 @@ class Material:
             self.sources.pop(workshop, None)
         return changed
 
+    def reload(self, allowed: Allowed, own: list[Source]) -> None:
+        """A reload's content settings: the links' allow list, and the sources of the workshop at /."""
+        if allowed.patterns != self.allowed.patterns:
+            self.allowed = allowed
+            self.log.info("applied NbpoolApp: allowed_content=%r", allowed.patterns)
+        if self.configure("", own):
+            self.log.info("applied NbpoolApp: content is now %s", "; ".join(s.describe() for s in own) or "none")
+            if own:
+                asyncio.get_running_loop().create_task(self.pull(""))
+
     def all_sources(self) -> list[Source]:
         return [s for sources in self.sources.values() for s in sources]
 

@@ -242,3 +242,24 @@ class ContainerBackend(LoggingConfigurable):
 
     async def close(self) -> None:
         """Release the backend's own resources (connections, threads)."""
+
+    # --- what the service asks of the engine at start, at a reload and when it stops ------------------
+
+    def reload_parts(self) -> list:
+        """The engine's own configurable parts, besides itself, that a reload applies the config file to
+        (Docker: its container firewall); a change to their settings calls ``rules_changed``."""
+        return []
+
+    def guard_with(self, *, egress_ports, egress_rate: str, agent_token: str) -> bool:
+        """What the abuse guard asks of the rules the engine keeps on its machines: the egress ports it watches
+        (AbuseGuard.ports()), the egress rate, and the token nodes' agents answer with (an engine uses what it
+        has rules for). True when the rules must be installed again (see ``rules_changed``)."""
+        return False
+
+    async def rules_changed(self) -> None:
+        """A reload changed the engine's host rules (reload_parts' settings, or guard_with): apply them again."""
+
+    async def leave(self) -> None:
+        """The service stops: what the engine keeps on the host goes once no container needs it any more, and
+        the engine's connections close."""
+        await self.close()

@@ -35,11 +35,11 @@ from .docker_containers import ContainerSpec
 from .docker_disk import EngineQuota, backing_free
 from .docker_events import EventWatch
 from .docker_files import HOME, home_archive
-from .firewall import ContainerFirewall, bridge_name
+from .docker_network import ensure_network
+from .firewall import ContainerFirewall
 
 # How the SDK says the engine did not answer at all (its socket gone, refused, or reset).
 UNREACHABLE = (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError)
-ICC = "com.docker.network.bridge.enable_icc"
 LIVE_RESTORE_HINT = ('add "live-restore": true to /etc/docker/daemon.json and restart the engine once, so '
                      'later engine restarts keep attendees\' containers running')
 
@@ -215,40 +215,7 @@ class DockerBackend(ContainerBackend):
     # --- setup --------------------------------------------------------------------------------
 
     def _ensure_network_sync(self) -> str:
-        """Create network_name if missing (refuse one that lets containers reach each other); return its
-        Linux bridge's name."""
-        client = self._docker()
-        # The engine's name filter matches substrings ("nbpool" finds "nbpool-tests"): compare exactly.
-        for net in client.networks.list(names=[self.network_name]):
-            if net.name == self.network_name:
-                self._check_network(net.attrs)
-                return bridge_name(net.attrs)
-        net = client.networks.create(
-            self.network_name, driver="bridge", check_duplicate=True,
-            options={ICC: "false"},
-            labels={"org.nbpool.network": "1"},
-        )
-        net.reload()
-        self.log.info("created Docker network %s (inter-container traffic disabled)", self.network_name)
-        return bridge_name(net.attrs)
-
-    def _check_network(self, attrs: dict) -> None:
-        """An existing network_name must keep attendees apart: a bridge with inter-container traffic off.
-
-        Refused, not recreated: nbpool always creates it so, so another one was made by someone else (and
-        may serve them), and one with containers on it cannot be removed anyway. The operator decides.
-        """
-        driver = attrs.get("Driver")
-        icc = (attrs.get("Options") or {}).get(ICC, "true")  # Docker's default: on
-        if driver == "bridge" and icc == "false":
-            return
-        what = f"a {driver} network" if driver != "bridge" else f"a bridge with {ICC}={icc}"
-        attached = len(attrs.get("Containers") or {})
-        raise BackendError(
-            f"Docker network {self.network_name!r} exists, but is {what}: attendees' containers on it could "
-            f"reach each other. nbpool makes it right when it is missing: remove it with 'docker network rm "
-            f"{self.network_name}'" + (f" once none of the {attached} containers on it needs it" if attached else "")
-            + ", or set DockerBackend.network_name to another name.")
+        return ensure_network(self._docker(), self.network_name, self.log)
 
     async def setup(self) -> None:
         await self.ensure_network()
@@ -493,6 +460,24 @@ class DockerBackend(ContainerBackend):
         """Apply changed ContainerFirewall settings (SIGHUP)."""
         if self.bridge:
             await self._call("firewall", self.firewall.install, self.bridge)
+
+    # --- the service's asks (see ContainerBackend) -------------------------------------------------
+
+    def reload_parts(self) -> list:
+        return [self.firewall]
+
+    def guard_with(self, *, egress_ports, egress_rate: str, agent_token: str) -> bool:
+        if self.firewall.ports == egress_ports:
+            return False
+        self.firewall.ports = egress_ports
+        return True
+
+    async def rules_changed(self) -> None:
+        await self.reinstall_firewall()
+
+    async def leave(self) -> None:
+        await self.retire_firewall()
+        await self.close()
 
     async def close(self) -> None:
         if self._client is not None:

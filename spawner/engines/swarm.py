@@ -441,6 +441,12 @@ class SwarmBackend(DockerBackend):
     async def reinstall_firewall(self) -> None:
         """No host rules to apply: see setup()."""
 
+    def guard_with(self, *, egress_ports, egress_rate: str, agent_token: str) -> bool:
+        # Its nodes' agents answer nbpool with this token (a Swarm secret) and apply the egress rate (read at
+        # their start); the firewall they keep is the one these settings describe.
+        self.agent_token, self.agent_egress_rate = agent_token, egress_rate
+        return super().guard_with(egress_ports=egress_ports, egress_rate=egress_rate, agent_token=agent_token)
+
     # --- following the cluster ------------------------------------------------------------------
 
     async def watch(self, pool: str, on_event: Callable[[ContainerEvent], None],

@@ -130,6 +130,9 @@ class Pool(LoggingConfigurable):
     live_scopes = Callable(None, allow_none=True,
                            help="() -> the share scopes of every pool now (one per workshop): a drain empties "
                                 "the static cache of all others only.")
+    spawn_gate = Any(None, allow_none=True,
+                     help="This pool's share of the starts in flight (gate.GateShare); None: a gate of its own, "
+                          "spawn_concurrency wide.")
     backend = Instance(ContainerBackend)
     routes = Instance(RouteTable, allow_none=True, help="Where ready containers are routed (the proxy's table).")
     static_cache = Instance(StaticCache, allow_none=True,
@@ -176,8 +179,8 @@ class Pool(LoggingConfigurable):
         if self.warm > self.max_containers:
             self.log.warning("Pool.warm (%d) is above max_containers (%d): only %d spares can exist",
                              self.warm, self.max_containers, self.max_containers)
-        # Starts in flight (several workshops share one: starts compete for the same machine).
-        self.spawn_gate = FairGate(lambda: self.spawn_concurrency).share(self)
+        if self.spawn_gate is None:  # (a pool of its own; several workshops share one: the same machine)
+            self.spawn_gate = FairGate(lambda: self.spawn_concurrency).share(self)
         self.state = PoolState()
         state, log = self.state, self.log
         # The hooks are read when used: a workshop's registry sets some after the pool is made.

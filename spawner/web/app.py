@@ -143,6 +143,10 @@ class WebApp(LoggingConfigurable):
     guard = Any(None, allow_none=True, help="The AbuseGuard (its bans and banned addresses), or None.")
     classroom = Any(None, allow_none=True, help="The ClassView (helpers' grants, attendees' names), or None.")
     ended = Instance(EndedSessions, help="Why sessions ended (written by the pool, shown on the ended page).")
+    material = Any(None, allow_none=True, help="Workshop material from git (content.Material), or None.")
+    display_name = Callable(lambda workshop: None,
+                            help="display_name(workshop) -> a named workshop's display name (the proxy's own pages "
+                                 "for its containers carry it), or None.")
     data_dir = Unicode()
 
     @validate("spawn_rate_limit")
@@ -214,7 +218,8 @@ class WebApp(LoggingConfigurable):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.pages = Pages(lambda: self.workshop_name, self.ended,
-                           keeping=lambda: self.keeper is not None and self.keeper.enabled)
+                           keeping=lambda: self.keeper is not None and self.keeper.enabled,
+                           display_name=lambda workshop: self.display_name(workshop))
         self.render = self.pages.render
         self.admission = Admission(self)
         self.observe(lambda change: self.admission.new_rate(), names=["spawn_rate_limit", "spawn_rate_period"])
@@ -222,7 +227,6 @@ class WebApp(LoggingConfigurable):
         self.claims: dict[str, Claim] = {}
         self.history: collections.deque = collections.deque(maxlen=720)
         self.accepting = True
-        self.material = None  # git material (content.Material): set by start.py
         # True while a (re)start adopts the engine's containers: an attendee's route may not be back yet, so
         # "no route" means "wait", not "ended" (start.py clears it once every workshop's pool has started).
         self.starting = False

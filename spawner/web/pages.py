@@ -58,12 +58,12 @@ class Pages:
     """Renders the templates with the workshop's name; builds the proxy's 403 and ended pages."""
 
     def __init__(self, workshop_name: Callable[[], str], ended: EndedSessions,
-                 keeping: Callable[[], bool] = lambda: False):
+                 keeping: Callable[[], bool] = lambda: False,
+                 display_name: Callable[[str], str | None] = lambda workshop: None):
         self.loader = template.Loader(str(TEMPLATES), autoescape="xhtml_escape")
         self.workshop_name = workshop_name  # read at each render: a reload changes it at once
-        # A named workshop's display name (the proxy's own pages for its containers carry it); set by the
-        # service once its workshops exist.
-        self.display_name: Callable[[str], str | None] = lambda workshop: None
+        # A named workshop's display name (the proxy's own pages for its containers carry it).
+        self.display_name = display_name
         self.ended = ended
         self.keeping = keeping  # whether attendees' work is kept (the pages say what happens to it)
 

@@ -21,9 +21,11 @@ from traitlets.config import Config
 
 from .. import reload as settings
 from ..backoff import every
+from ..engines.base import ContainerBackend
 from ..pool.gate import FairGate
 from ..pool.pool import Pool
 from ..pool.slot import ASSIGNED
+from ..secret import ServerSecret
 from .cap import TotalCap
 from .push import Updates
 from .schedule import StartRate, WorkshopSchedule
@@ -156,29 +158,26 @@ class Workshops:
         """A workshop's parts (its pool not started yet); ``spec`` None: the service's one unnamed workshop
         (``config`` None: the service's own settings as loaded at start)."""
         updates = Updates(name, self.data_dir / "pushed" / (name or "_"), self.secret, self.keeper, self.log)
-        if spec is None:
-            pool = self.make_pool(backend=self.engine, **({"config": config} if config is not None else {}))
-        else:
-            pool = self.make_pool(config=config, backend=self.engine.variant(config), workshop=name,
-                                  pool_name=f"{self._base_pool_name(config)}-{name}")
-        pool.spawn_gate = self.spawn_gate.share(pool)  # one machine (or cluster): one limit on starts in flight
-        pool.shared_room = self.cap.room if self.cap.total else None
-        pool.on_freed = self.cap.freed
+        backend = self.engine if spec is None else self.engine.variant(config)
         if self.material is not None:
             self.material.configure(name, spec.content if spec is not None else self.material.sources.get(name, []))
 
         async def fill(slot) -> None:  # the git material first: a push (a later fix) wins over it
             if self.material is not None:
-                await self.material.into_spare(name, slot, pool.backend)
+                await self.material.into_spare(name, slot, backend)
             await updates.into_spare(slot)
 
-        pool.on_spare = fill
-        pool.live_scopes = lambda: {p.share_scope() for p in self.pools()}
+        made: list[Workshop] = []  # (the pool asks its workshop's landing page only once it runs)
+        pool = self.make_pool(
+            backend=backend, config=config, workshop=name if spec is not None else "",
+            **({"pool_name": f"{self._base_pool_name(config)}-{name}"} if spec is not None else {}),
+            spawn_gate=self.spawn_gate.share(object()),  # one machine (or cluster): one limit on starts in flight
+            shared_room=self.cap.room, on_freed=self.cap.freed, on_spare=fill,
+            live_scopes=lambda: {p.share_scope() for p in self.pools()}, landing_page=lambda: made[0].landing_path)
         schedule = WorkshopSchedule(name or "(default)", spec.windows if spec else [], pool, self.rate, self.log,
                                     **({"clock": self.clock} if self.clock else {}))
-        ws = Workshop(name, spec, pool, self.web, updates, schedule)
-        pool.landing_page = lambda: ws.landing_path
-        return ws
+        made.append(Workshop(name, spec, pool, self.web, updates, schedule))
+        return made[0]
 
     @staticmethod
     def _base_pool_name(config: Config) -> str:
@@ -250,25 +249,19 @@ class Workshops:
         """A new service-wide cap (a reload): every pool consults it from now on."""
         self.cap.total = total
         for pool in self.pools():
-            pool.shared_room = self.cap.room if total else None
             pool.refill()
 
     # --- a reload ----------------------------------------------------------------------------------
 
     async def check(self, specs: dict[str, WorkshopSpec] | None, config: Config, engine_factory) -> None:
         """Raise WorkshopError naming the first bad setting: each workshop's settings build a throwaway pool
-        and engine, and each image a workshop names must exist on the engine."""
-        from traitlets import TraitError
-
-        from ..engines.docker import DockerBackend
-        from ..secret import ServerSecret
-
+        and engine (spawner.reload.check), and each image a workshop names must exist on the engine."""
         for name, spec in (specs or {}).items():
             merged = spec.config(config, type(self.engine).__name__)
             try:
-                engine_factory(config=merged)
-                Pool(config=merged, backend=DockerBackend(), secret=ServerSecret(b"x" * 32))
-            except TraitError as exc:
+                settings.check(merged, lambda c: engine_factory(config=c),
+                               lambda c: Pool(config=c, backend=ContainerBackend(), secret=ServerSecret(b"x" * 32)))
+            except ValueError as exc:
                 raise WorkshopError(f"workshops[{name!r}]: {exc}") from None
             if spec.image:
                 known = await self.engine.has_image(spec.image)
@@ -326,11 +319,10 @@ class Workshops:
             self.retiring[f"{name}~{id(old)}"] = old
 
     def _change(self, ws: Workshop, spec: WorkshopSpec, merged: Config) -> None:
-        old_image, pool_name = ws.pool.backend.image, ws.pool.pool_name
-        changed = []
-        for obj in (ws.pool, ws.pool.backend):
-            changed += [f"{k}={v!r}" for k, v in settings.apply(obj, merged).items() if k != "pool_name"]
-        ws.pool.pool_name = pool_name  # read at start only (the engine's labels hold it)
+        old_image = ws.pool.backend.image
+        merged.Pool.pool_name = ws.pool.pool_name  # a workshop's is derived from the service's, at its start
+        for obj in (ws.pool, ws.pool.backend):  # what changed is logged as "applied workshop <name> <Class>"
+            settings.apply_checked(obj, merged, self.log, f"workshop {ws.name} {type(obj).__name__}")
         ws.spec = spec
         if self.material is not None and self.material.configure(ws.name, spec.content):
             self.log.info("workshop %s: its content is now %s", ws.name,
@@ -338,8 +330,6 @@ class Workshops:
             asyncio.get_running_loop().create_task(self.material.pull(ws.name))
         ws.schedule.windows = spec.windows
         ws.schedule._explained = False  # say again what the windows will do
-        if changed:
-            self.log.info("workshop %s changed: %s", ws.name, ", ".join(changed))
         if ws.pool.backend.image != old_image:
             drained = ws.pool.drain()
             self.log.info("workshop %s: image %s -> %s: replacing %d spares; attendees keep theirs", ws.name,
