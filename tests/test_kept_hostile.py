@@ -14,9 +14,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from spawner.contents import ContentsError, listing_cap
 from spawner.engines.base import Endpoint
 from spawner.keep import Kept, KeptStore, WorkKeeper
-from spawner.keep.contents import ContentsError, listing_cap
 from spawner.keep.keeper import AlreadyRestored
 from spawner.pool.slot import ASSIGNED, Slot
 from spawner.secret import ServerSecret

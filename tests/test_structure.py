@@ -23,7 +23,7 @@ MAX_LINES = 500
 LAYERS = [
     # what everything may use: the version, settings' types, retries, the secret, reading processes, reloads
     {"spawner", "spawner.traits", "spawner.backoff", "spawner.secret", "spawner.probe", "spawner.configref",
-     "spawner.reload"},
+     "spawner.reload", "spawner.contents"},  # (contents: a notebook server's files, through its contents API)
     {"spawner.engines", "spawner.agent"},  # the container engines, and the node agent beside them
     {"spawner.pool"},  # the warm pool on an engine
     {"spawner.keep", "spawner.record", "spawner.guard", "spawner.classroom"},  # what watches and keeps the pool's

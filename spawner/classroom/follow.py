@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import quote
 
-from ..keep.contents import PATH_SAFE, ContentsError, NotebookFiles
+from ..contents import PATH_SAFE, ContentsError, NotebookFiles
 from ..pool.slot import ASSIGNED, Slot
 from .changes import Changes
 from .outline import NOTEBOOK_BYTES

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from ..keep.contents import PATH_SAFE, ContentsError, NotebookFiles
+from ..contents import PATH_SAFE, ContentsError, NotebookFiles
 
 NOTEBOOK_BYTES = 16 << 20  # a notebook's model read at most (outputs included: images make them large)
 REFRESH = 10.0  # seconds between two reads of one notebook's outline

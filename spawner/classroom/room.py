@@ -18,7 +18,7 @@ from traitlets import Bool, Float, Integer, validate
 from traitlets.config import LoggingConfigurable
 
 from ..backoff import every
-from ..keep.contents import ContentsError, NotebookFiles
+from ..contents import ContentsError, NotebookFiles
 from ..pool.slot import ASSIGNED, Slot
 from ..secret import ServerSecret
 from .changes import Changes

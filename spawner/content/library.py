@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..backoff import every
+from ..contents import ContentsError, NotebookFiles
 from ..engines.base import BackendError
-from ..keep.contents import ContentsError, NotebookFiles
 from ..pool.slot import ASSIGNED, SPARE, Slot
 from .gitcache import FetchError, GitCache, Snapshot, Tried
 from .merge import Outcome, beside_name, merge_files, write_files

@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from ..keep.contents import ContentsError, NotebookFiles
+from ..contents import ContentsError, NotebookFiles
 
 
 def beside_name(path: str) -> str:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 
-from .contents import ContentsError, Listed, NotebookFiles
+from ..contents import ContentsError, Listed, NotebookFiles
 from .store import Kept, KeptStore
 
 

@@ -38,11 +38,11 @@ from traitlets.config import LoggingConfigurable
 from proxy.addresses import network_of
 
 from ..backoff import every
+from ..contents import ContentsError, NotebookFiles, TooLarge
 from ..pool.slot import ASSIGNED, Slot
 from ..secret import KEPT, SESSION, ServerSecret
 from ..traits import MemorySize, format_memory, require
 from .archive import Downloads
-from .contents import ContentsError, NotebookFiles, TooLarge
 from .image import ImageFiles
 from .space import KeptSpace
 from .store import BadPath, Kept, KeptStore, check_path

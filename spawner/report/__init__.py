@@ -13,6 +13,7 @@ from spawner.record.recorder import read_events
 
 from . import html
 from .analysis import Advice, advise, of_workshop
+from .findings import findings
 
 __all__ = ["Advice", "advise", "build_report", "render"]
 
@@ -21,7 +22,7 @@ TITLE = "nbpool workshop report"
 
 def render(events: list[dict], attendees: int | None = None, title: str = TITLE) -> str:
     """The report's HTML for ``events`` (oldest first), with advice for ``attendees`` (default: the recorded peak)."""
-    return html.page(events, advise(events, attendees), title)
+    return html.page(findings(events, advise(events, attendees)), title)
 
 
 def build_report(folder: str | os.PathLike, attendees: int | None = None, title: str = TITLE,

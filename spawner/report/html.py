@@ -14,28 +14,8 @@ from datetime import UTC, datetime
 from html import escape
 
 from . import svg
-from .analysis import (
-    MIB,
-    SOURCES,
-    Advice,
-    ClassSummary,
-    Hands,
-    class_summary,
-    cpu_seconds,
-    format_bytes,
-    format_seconds,
-    hand_stats,
-    last_config,
-    number,
-    of_kind,
-    peak_attendees,
-    peak_memory,
-    percentile,
-    served,
-    stuck_spots,
-    tally,
-    waits,
-)
+from .analysis import MIB, SOURCES, Advice, ClassSummary, Hands, format_bytes, format_seconds, number, percentile
+from .findings import Findings
 
 SAMPLE_SERIES = (("assigned", "assigned", svg.PALETTE[0]), ("available", "spares ready", svg.PALETTE[1]),
                  ("queue", "in the queue", svg.PALETTE[2]))
@@ -57,12 +37,12 @@ pre { background: #f5f5f5; padding: 0.7em; }
 """
 
 
-def page(events: list[dict], advice: Advice, title: str) -> str:
-    """The whole report for ``events`` (oldest first) and the ``advice`` computed from them."""
-    sections = [("Summary", _summary(events)), ("Attendees over time", _over_time(events)),
-                ("Hand-out latency", _latency(events)), ("Memory and CPU per attendee", _usage(events, advice)),
-                ("Culls and failures", _problems(events)), ("Where the class got stuck", _stuck(events)),
-                ("Sizing for the next workshop", _advice(advice))]
+def page(found: Findings, title: str) -> str:
+    """The whole report: what ``found`` says (findings.findings, computed once), laid out."""
+    sections = [("Summary", _summary(found)), ("Attendees over time", _over_time(found)),
+                ("Hand-out latency", _latency(found)), ("Memory and CPU per attendee", _usage(found)),
+                ("Culls and failures", _problems(found)), ("Where the class got stuck", _stuck(found)),
+                ("Sizing for the next workshop", _advice(found.advice))]
     return document(title, sections)
 
 
@@ -96,48 +76,32 @@ def _when(t: float) -> str:
     return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _span(events: list[dict]) -> str:
-    first, last = min(e["t"] for e in events), max(e["t"] for e in events)
-    hours, rest = divmod(round(last - first), 3600)
-    return f"{_when(first)} to {_when(last)} UTC ({hours} h {rest // 60} min, {len(events)} events)"
+def _span(f: Findings) -> str:
+    hours, rest = divmod(round(f.last - f.first), 3600)
+    return f"{_when(f.first)} to {_when(f.last)} UTC ({hours} h {rest // 60} min, {f.events} events)"
 
 
-def _summary(events: list[dict]) -> str:
-    if not events:
+def _summary(f: Findings) -> str:
+    if not f.events:
         return missing("Nothing was recorded.")
-    sources = tally(events, "handout", "source")
-    sampled = "" if of_kind(events, "sample") else " (no pool sample was recorded: this is the attendees served)"
-    rows = [("Recording", _span(events)), ("Attendees served", str(served(events))),
-            ("Peak concurrent attendees", f"{peak_attendees(events)}{sampled}"),
-            ("Hand-outs", f"{sources['spare']} from a spare, {sources['queue']} from the queue"),
-            ("Refusals", f"{len(of_kind(events, 'refused'))} ({_counts(tally(events, 'refused', 'why'))})"),
-            ("Sessions ended, by kind", _counts(tally(events, "end", "kind"))),
-            ("Failed starts", str(len(of_kind(events, "failed")))), ("OOM kills", str(len(of_kind(events, "oom")))),
-            ("Abuse guard", f"{len(of_kind(events, 'abuse'))} sessions ended "
-                            f"({_counts(tally(events, 'abuse', 'rule'))}), "
-                            f"{len(of_kind(events, 'guard_warning'))} warned of their CPU budget"),
-            ("Kept work", _kept(events))]
-    return table((), rows) + _config(events)
+    sampled = "" if f.samples else " (no pool sample was recorded: this is the attendees served)"
+    rows = [("Recording", _span(f)), ("Attendees served", str(f.served)),
+            ("Peak concurrent attendees", f"{f.peak}{sampled}"),
+            ("Hand-outs", f"{f.sources['spare']} from a spare, {f.sources['queue']} from the queue"),
+            ("Refusals", f"{f.refused} ({_counts(f.refused_why)})"),
+            ("Sessions ended, by kind", _counts(f.ended)),
+            ("Failed starts", str(f.failed)), ("OOM kills", str(f.oom)),
+            ("Abuse guard", f"{f.abuse} sessions ended ({_counts(f.abuse_rules)}), "
+                            f"{f.guard_warnings} warned of their CPU budget"),
+            ("Kept work", f.kept)]
+    return table((), rows) + _config(f)
 
 
-def _kept(events: list[dict]) -> str:
-    """Saves of attendees' files: how many, how many failed, and what the last ones took."""
-    saves = of_kind(events, "kept")
-    if not saves:
-        return "nothing saved (or keeping was off)"
-    final = [e for e in saves if e.get("final")]
-    failed = [e for e in saves if e.get("error")]
-    took = percentile([float(e.get("seconds") or 0) for e in final], 95)
-    last = f", p95 {format_seconds(took)} per session's last save" if took is not None else ""
-    return (f"{len(final)} sessions' last saves and {len(saves) - len(final)} checkpoints, "
-            f"{format_bytes(sum(float(e.get('bytes') or 0) for e in saves))} copied, {len(failed)} failed{last}")
-
-
-def _config(events: list[dict]) -> str:
-    config = last_config(events)
+def _config(f: Findings) -> str:
+    config = f.config
     if not config:
         return missing("No configuration was recorded.")
-    changes = len(of_kind(events, "config"))
+    changes = f.config_changes
     shown: dict[str, Callable[[object], str]] = {
         "pool": str, "image": str, "backend": str, "version": str, "warm": str, "max_containers": str,
         "mem_limit": _size_or("none"), "cpu_limit": lambda v: f"{v} cores" if v else "none",
@@ -152,18 +116,18 @@ def _size_or(nothing: str) -> Callable[[object], str]:
     return lambda value: format_bytes(value) if isinstance(value, int | float) and value > 0 else nothing
 
 
-def _over_time(events: list[dict]) -> str:
-    samples = of_kind(events, "sample")
+def _over_time(f: Findings) -> str:
+    samples = f.samples
     if not samples:
         return missing("No pool samples were recorded, so attendees over time cannot be drawn.")
-    start = min(e["t"] for e in events)
+    start = f.first
     lines = [svg.Line(label, color, [((s["t"] - start) / 60, number(s, key) or 0) for s in samples])
              for key, label, color in SAMPLE_SERIES]
     return svg.line_chart(lines, "minutes since the first event", "attendees (containers)")
 
 
-def _latency(events: list[dict]) -> str:
-    found = waits(events)
+def _latency(f: Findings) -> str:
+    found = f.waits
     if not any(found.values()):
         return missing("No hand-out was recorded, so there is no hand-out latency to show.")
     series = [svg.Bars(f"from a {source}" if source == "spare" else f"from the {source}", SOURCE_COLORS[source],
@@ -179,10 +143,10 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else format_seconds(value)
 
 
-def _usage(events: list[dict], advice: Advice) -> str:
-    peaks = list(peak_memory(events).values())
+def _usage(f: Findings) -> str:
+    peaks, advice = f.peak_memory, f.advice
     if peaks:
-        limit = number(last_config(events), "mem_limit") or 0
+        limit = number(f.config, "mem_limit") or 0
         markers = [svg.Marker(f"configured mem_limit {format_bytes(limit)}", svg.PALETTE[2], limit / MIB)] if limit \
             else []
         markers.append(svg.Marker(f"advised mem_limit {advice.mem_limit // MIB} MiB", svg.PALETTE[3],
@@ -191,21 +155,21 @@ def _usage(events: list[dict], advice: Advice) -> str:
                                markers)
     else:
         memory = missing("No memory use of assigned containers was recorded, so there is no histogram.")
-    cpu = list(cpu_seconds(events).values())
+    cpu = f.cpu
     if not cpu:
         return memory + missing("No CPU use of assigned containers was recorded.")
     rows = [(len(cpu), *(format_seconds(percentile(cpu, p)) for p in (50, 95, 100)))]
     return memory + "<p>CPU seconds used per attendee:</p>" + table(("attendees", "p50", "p95", "max"), rows)
 
 
-def _problems(events: list[dict]) -> str:
-    rows = [(f"ended: {kind}", count, ENDED) for kind, count in tally(events, "end", "kind").most_common()]
-    rows += [(name, len(of_kind(events, kind)), PROBLEM)
-             for name, kind in (("failed starts", "failed"), ("OOM kills", "oom"), ("refused", "refused"))]
+def _problems(f: Findings) -> str:
+    rows = [(f"ended: {kind}", count, ENDED) for kind, count in f.ended.most_common()]
+    rows += [(name, count, PROBLEM) for name, count in (("failed starts", f.failed), ("OOM kills", f.oom),
+                                                        ("refused", f.refused))]
     if not any(count for _, count, _ in rows):
         return missing("No session ended, no start failed, no OOM kill and no refusal was recorded.")
     chart = svg.hbar_chart(rows, "events", [("sessions ended, by kind", ENDED), ("problems", PROBLEM)])
-    reasons = tally(events, "failed", "reason")
+    reasons = f.failed_reasons
     if not reasons:
         return chart
     top = reasons.most_common(TOP_REASONS)
@@ -214,16 +178,16 @@ def _problems(events: list[dict]) -> str:
     return chart + "<p>Why starts failed:</p>" + table(("reason", "failed starts"), rows)
 
 
-def _stuck(events: list[dict]) -> str:
+def _stuck(f: Findings) -> str:
     """Where attendees got stuck, their raised hands, and how the class did: from the class view's events."""
-    if not any(of_kind(events, kind) for kind in ("stuck", "hand", "class")):
+    if not f.class_events:
         return missing("The class view recorded nothing: no attendee was stuck, no hand was raised and no "
                         "session summed itself up (no attendee ran a cell, or the service did not watch the class).")
-    return _stuck_table(events) + _hands(hand_stats(events)) + _class(class_summary(events))
+    return _stuck_table(f) + _hands(f.hands) + _class(f.summary)
 
 
-def _stuck_table(events: list[dict]) -> str:
-    spots = stuck_spots(events)
+def _stuck_table(f: Findings) -> str:
+    spots = f.stuck
     if not spots:
         return missing("No attendee was stuck: no run of failing cells and no long stretch without a successful "
                         "cell was recorded.")

@@ -16,9 +16,9 @@ from proxy.server import Proxy
 
 from ..content import Delivery, FetchError
 from ..content.gitcache import redact
+from ..contents import ContentsError
 from ..engines.base import BackendError
 from ..keep import Kept, WorkKeeper
-from ..keep.contents import ContentsError
 from ..keep.keeper import AlreadyRestored
 from ..pool.errors import PoolError
 from ..pool.pool import Pool

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..content.merge import Outcome, beside_name, merge_files, write_files
-from ..keep.contents import ContentsError, NotebookFiles
+from ..contents import ContentsError, NotebookFiles
 from ..keep.store import BadPath, check_path
 from ..pool.slot import ASSIGNED, SPARE, Slot
 
