@@ -2,7 +2,7 @@
 
 It parses request heads with httptools, runs each through ``head``'s checks
 (the request line, the headers, the route's own rules: body limit, origin,
-authorize), and hands it to the target side (``backends.BackendPool``);
+authorize), and hands it to the target side (``targets.TargetPool``);
 bodies are relayed chunk by chunk as they arrive, never gathered. Pipelined
 requests wait their turn. After ``101 Switching Protocols`` the connection
 becomes a ``splice.Splice``.
@@ -20,22 +20,22 @@ import time
 
 import httptools
 
-from .backends import BackendPool
 from .encoding import request_coding
-from .exchange import BUSY, HEAD, IDLE, PAUSE_BACKEND, PAUSE_PIPELINE, Exchange
+from .exchange import BUSY, HEAD, IDLE, PAUSE_PIPELINE, PAUSE_TARGET, Exchange
 from .head import check_access, check_headers, check_target, forward_head
 from .hosts import check_host
 from .http import Response, error_response, wants_json
 from .kernel_watch import ExecuteTee, KernelWatch
 from .splice import Splice
 from .state import ConnectionState
-from .target import BackendConnection
+from .target import TargetConnection
+from .targets import TargetPool
 from .ws_readonly import ReadOnlyDoc
 
 log = logging.getLogger("nbpool.proxy")
 now = time.monotonic
 
-PENDING_BODY_LIMIT = 256 * 1024  # body bytes held while a backend connection opens
+PENDING_BODY_LIMIT = 256 * 1024  # body bytes held while a conn connection opens
 
 
 def keep_probing(transport: asyncio.Transport) -> None:
@@ -61,9 +61,9 @@ class ClientConnection(asyncio.Protocol):
     ``tls.TlsListener``), the network it is already counted under ('' when exempt); None to admit it here.
     """
 
-    def __init__(self, state: ConnectionState, backends: BackendPool, network: str | None = None):
+    def __init__(self, state: ConnectionState, targets: TargetPool, network: str | None = None):
         self.state = state
-        self.backends = backends
+        self.targets = targets
         self.limits = state.limits
         self.stats = state.stats
         self.routes = state.routes
@@ -131,8 +131,8 @@ class ClientConnection(asyncio.Protocol):
             state.uncount_network(self.visitor)
             self.visitor = ""
         cur = self.cur
-        if cur is not None and cur.backend is not None and not cur.response_done:
-            cur.backend.abort()
+        if cur is not None and cur.target_conn is not None and not cur.response_done:
+            cur.target_conn.abort()
         self.cur = None
         self.queue.clear()
 
@@ -142,18 +142,18 @@ class ClientConnection(asyncio.Protocol):
         return self.cur is not None
 
     def pause_writing(self) -> None:
-        # The client reads slower than the backend sends: stop reading the backend.
+        # The client reads slower than the conn sends: stop reading the conn.
         self.write_paused = True
         self.write_paused_at = now()
-        backend = self.cur.backend if self.cur is not None else None
-        if backend is not None and backend.transport is not None:
-            backend.transport.pause_reading()
+        conn = self.cur.target_conn if self.cur is not None else None
+        if conn is not None and conn.transport is not None:
+            conn.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        backend = self.cur.backend if self.cur is not None else None
-        if backend is not None and backend.transport is not None and not backend.transport.is_closing():
-            backend.transport.resume_reading()
+        conn = self.cur.target_conn if self.cur is not None else None
+        if conn is not None and conn.transport is not None and not conn.transport.is_closing():
+            conn.transport.resume_reading()
 
     def pause(self, reason: int) -> None:
         if not self.pauses and not self.closed:
@@ -232,7 +232,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         ex = self.ex
-        if ex.response_done and ex.backend is None:
+        if ex.response_done and ex.target_conn is None:
             return  # the request was answered by the proxy itself: its body is dropped
         route = ex.route
         if route is not None:
@@ -257,7 +257,7 @@ class ClientConnection(asyncio.Protocol):
         if ex.tee is not None:
             ex.tee.done()
             ex.tee = None
-        if ex.chunked and not (ex.response_done and ex.backend is None):
+        if ex.chunked and not (ex.response_done and ex.target_conn is None):
             self.send_body(ex, [b"0\r\n\r\n"])
         if ex.response_done:
             self.finish(ex)
@@ -266,14 +266,14 @@ class ClientConnection(asyncio.Protocol):
 
     def send_body(self, ex: Exchange, pieces: list[bytes]) -> None:
         if ex.sent:
-            backend = ex.backend
-            if backend is not None:
-                backend.transport.writelines(pieces)
+            conn = ex.target_conn
+            if conn is not None:
+                conn.transport.writelines(pieces)
             return
         ex.pending.extend(pieces)
         ex.pending_size += sum(map(len, pieces))
         if ex.pending_size > PENDING_BODY_LIMIT:
-            self.pause(PAUSE_BACKEND)
+            self.pause(PAUSE_TARGET)
 
     def dispatch(self, ex: Exchange) -> None:
         """Validate, route and authorize a request whose head is complete, then send it on.
@@ -294,9 +294,9 @@ class ClientConnection(asyncio.Protocol):
             return
         cur = self.cur
         partial = False
-        if cur is not None and cur.backend is not None:
-            partial = cur.backend.wrote
-            cur.backend.abort()
+        if cur is not None and cur.target_conn is not None:
+            partial = cur.target_conn.wrote
+            cur.target_conn.abort()
         if not partial:
             self.stats.count_error(500)
             self.transport.write(error_response(500).encode(keep_alive=False))
@@ -332,7 +332,7 @@ class ClientConnection(asyncio.Protocol):
                 return
         ex.out_head = forward_head(ex, limits, ip, self.forwarded)
         ex.head_only = ex.method == b"HEAD"
-        self.backends.send(ex)
+        self.targets.send(ex)
 
     def count_visitor(self, ex: Exchange) -> tuple[Response, bool] | None:
         """Behind a trusted balancer: count the request against its visitor's network, or refuse it (503).
@@ -395,7 +395,7 @@ class ClientConnection(asyncio.Protocol):
                 log.exception("error page callback failed for %r", route)
         if response is None:
             response = error_response(status, wants_json(ex.headers, path))
-        # After a backend failure the request body may be half sent: never reuse.
+        # After a conn failure the request body may be half sent: never reuse.
         self.reply(ex, response, close=ex.has_body and not ex.request_done)
 
     def finish(self, ex: Exchange) -> None:
@@ -427,12 +427,12 @@ class ClientConnection(asyncio.Protocol):
         cur = self.cur
         if cur is not None and cur is self.ex and not cur.request_done:
             # The request in flight is itself broken (say, a bad chunk): the
-            # backend will never see its end, so drop that exchange.
-            backend = cur.backend
-            if backend is not None:
-                written = backend.wrote
-                backend.abort()
-                cur.backend = None
+            # conn will never see its end, so drop that exchange.
+            conn = cur.target_conn
+            if conn is not None:
+                written = conn.wrote
+                conn.abort()
+                cur.target_conn = None
                 if written:
                     self.close_now()
                     return
@@ -447,15 +447,15 @@ class ClientConnection(asyncio.Protocol):
             self.queue.clear()
             self.pause(PAUSE_PIPELINE)
 
-    def start_tunnel(self, backend: BackendConnection, leftover_from_backend: bytes) -> None:
-        """The backend switched protocols: from now on the two connections are spliced."""
+    def start_tunnel(self, conn: TargetConnection, leftover_from_target: bytes) -> None:
+        """The conn switched protocols: from now on the two connections are spliced."""
         self.state.clients.discard(self)
         # The visitor's connection lives on as the tunnel: so does its place in its network's count (a
         # balancer's connection is not counted itself: its visitor's request, now the tunnel, is).
         counted = self.network or self.visitor
         self.network = self.visitor = ""
         route = self.cur.route
-        inbound, outbound = Splice.join(self.transport, backend.transport, route, self.state, counted)
+        inbound, outbound = Splice.join(self.transport, conn.transport, route, self.state, counted)
         head = self.cur.head
         if head is not None:  # what the route's authorize said of the credential (RequestHead)
             inbound.tag = head.tag
@@ -463,17 +463,17 @@ class ClientConnection(asyncio.Protocol):
                 inbound.filter = ReadOnlyDoc()
         observer = self.state.kernel_observer
         if observer is not None and route.data is not None:
-            watch = KernelWatch.attach(self.cur.path, backend.headers, route.data, observer)
+            watch = KernelWatch.attach(self.cur.path, conn.headers, route.data, observer)
             if watch is not None:
                 inbound.reader, outbound.reader = watch.from_visitor, watch.from_kernel
                 inbound.when_gone = watch.gone
-        if leftover_from_backend:
-            outbound.data_received(leftover_from_backend)
+        if leftover_from_target:
+            outbound.data_received(leftover_from_target)
         if self.leftover:
             inbound.data_received(self.leftover)
             self.leftover = b""
         if self.pauses:
             self.pauses = 0
             self.transport.resume_reading()
-        if self.write_paused:  # the client was not keeping up: keep the backend paused until it drains
-            backend.transport.pause_reading()
+        if self.write_paused:  # the client was not keeping up: keep the conn paused until it drains
+            conn.transport.pause_reading()

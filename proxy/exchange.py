@@ -1,7 +1,7 @@
 """One request and its response (``Exchange``), and what the two sides of the relay say to each other.
 
 The client side (``client.ClientConnection``) parses a request into an
-Exchange; the target side (``target.BackendConnection``) carries it to the
+Exchange; the target side (``target.TargetConnection``) carries it to the
 route's target and answers through the small ``Client`` interface below, so
 neither module imports the other's class.
 """
@@ -16,7 +16,7 @@ from .routes import RequestHead, Route
 # Why reading from a client is paused (a bit mask, so one reason's end does not
 # resume reading another still needs paused).
 PAUSE_PIPELINE = 1  # a pipelined request waits behind the one in flight, or an upgrade awaits its answer
-PAUSE_BACKEND = 2  # the backend is not connected yet, or its write buffer is full
+PAUSE_TARGET = 2  # the target is not connected yet, or its write buffer is full
 
 # Client connection phases, for the timeout sweep.
 IDLE, HEAD, BUSY = range(3)
@@ -35,7 +35,7 @@ class Client(Protocol):
     def resume(self, reason: int) -> None: ...
     def error_reply(self, ex: Exchange, status: int) -> None: ...
     def finish(self, ex: Exchange) -> None: ...
-    def start_tunnel(self, backend, leftover_from_backend: bytes) -> None: ...
+    def start_tunnel(self, target, leftover_from_target: bytes) -> None: ...
     def crash(self, logged: bool = False) -> None: ...
 
 
@@ -48,7 +48,6 @@ class Exchange:
     """One request and its response, from head to last byte."""
 
     __slots__ = (
-        "backend",
         "body_size",
         "chunked",
         "client",
@@ -78,6 +77,7 @@ class Exchange:
         "route",
         "sent",
         "set_cookie",
+        "target_conn",
         "tee",
         "trusted_fwd",
         "upgrade",
@@ -95,16 +95,16 @@ class Exchange:
         self.upgrade = False
         self.head_done = False
         self.route: Route | None = None
-        self.backend = None  # the target.BackendConnection carrying it, once attached
-        self.pending: list[bytes] = []  # body pieces that arrived before the backend was attached
+        self.target_conn = None  # the target.TargetConnection carrying it, once attached
+        self.pending: list[bytes] = []  # body pieces that arrived before the target was attached
         self.pending_size = 0
-        self.chunked = False  # request body is chunked (re-encoded to the backend as it comes)
+        self.chunked = False  # request body is chunked (re-encoded to the target as it comes)
         self.has_body = False
         self.body_size = 0  # request body bytes seen, for the route's max_body
         self.request_done = False
         self.response_done = False
         self.close = False  # close the client connection after this exchange
-        self.sent = False  # head written to a backend; body pieces now go straight through
+        self.sent = False  # head written to a target; body pieces now go straight through
         self.out_head = b""
         self.head_only = False
         self.retried = False

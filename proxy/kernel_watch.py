@@ -164,7 +164,7 @@ class KernelWatch:
     @classmethod
     def attach(cls, path: bytes, answer_headers: list[tuple[bytes, bytes]], owner,
                observer: KernelObserver) -> KernelWatch | None:
-        """A watch for an upgrade of ``path`` the backend accepted with ``answer_headers``, when it is a
+        """A watch for an upgrade of ``path`` the target accepted with ``answer_headers``, when it is a
         kernel's channels; else None."""
         found = KERNEL_CHANNELS.search(path)
         if found is None:

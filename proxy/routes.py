@@ -105,7 +105,7 @@ class Route:
     ``last_activity`` is a ``time.monotonic()`` timestamp of the last bytes in
     either direction of a request the route let through (set at creation;
     refused requests never count); the byte counters count bodies and
-    tunnelled bytes, client to backend (``bytes_in``) and back (``bytes_out``).
+    tunnelled bytes, client to target (``bytes_in``) and back (``bytes_out``).
     """
 
     __slots__ = (

@@ -20,13 +20,13 @@ import time
 from traitlets import Bool, Enum, Float, Instance, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from .backends import BackendPool
 from .client import ClientConnection
 from .encoding import Policy
 from .exchange import BUSY, HEAD, IDLE
 from .routes import RouteTable
 from .state import LIMIT_TRAITS, ConnectionState, Limits, Stats
 from .static_cache import StaticCache
+from .targets import TargetPool
 from .tls import TlsListener
 
 # Paths under a container's prefix that are per attendee (their files, kernels,
@@ -244,7 +244,7 @@ class Proxy(LoggingConfigurable):
         self.stats = Stats()
         self.limits = Limits()
         self.state = ConnectionState(self.routes, self.limits, self.stats)
-        self.backends = BackendPool(self.limits, self.stats)
+        self.targets = TargetPool(self.limits, self.stats)
         self._servers: list[asyncio.base_events.Server] = []
         self._sweeper: asyncio.Task | None = None
         self._tls: TlsListener | None = None  # with certfile and keyfile: the HTTPS listener
@@ -333,15 +333,15 @@ class Proxy(LoggingConfigurable):
         """Listen on ip:port; sets ``bound_port``. Raises OSError if the port is taken."""
         loop = asyncio.get_running_loop()
         self.fit_open_files()
-        state, backends = self.state, self.backends
+        state, targets = self.state, self.targets
         context = self._ssl_context()
         if context is None:
-            server = await loop.create_server(lambda: ClientConnection(state, backends), self.ip or None,
+            server = await loop.create_server(lambda: ClientConnection(state, targets), self.ip or None,
                                               self.port, backlog=2048, reuse_address=True)
             self._servers.append(server)
             sockets = server.sockets
         else:  # not create_server(ssl=): it would count a connection only after its handshake (see tls.py)
-            self._tls = TlsListener(state, backends, context)
+            self._tls = TlsListener(state, targets, context)
             self._tls.listen(self.ip or None, self.port, backlog=2048)
             self._tls.start()
             sockets = self._tls.sockets
@@ -353,7 +353,7 @@ class Proxy(LoggingConfigurable):
                       len(self.routes))
 
     async def stop(self) -> None:
-        """Stop listening and close every connection, client and backend."""
+        """Stop listening and close every connection, client and target."""
         for server in self._servers:
             server.close()
         if self._sweeper is not None:
@@ -366,7 +366,7 @@ class Proxy(LoggingConfigurable):
                 client.transport.close()
         for tunnel in list(self.state.tunnels):
             tunnel.transport.close()
-        self.backends.close()
+        self.targets.close()
         self.cache.close()
         for server in self._servers:
             await server.wait_closed()
@@ -415,7 +415,7 @@ class Proxy(LoggingConfigurable):
                 # abort: nothing is on its way, and a TLS close would wait up to 30 s for the visitor's reply.
                 stats.timeouts += 1
                 tunnel.transport.abort()
-        self.backends.sweep(t)
+        self.targets.sweep(t)
 
 
 def install_uvloop() -> bool:

@@ -1,6 +1,6 @@
-"""The target side of the relay: one connection per exchange in flight (kept alive by ``backends.BackendPool``).
+"""The target side of the relay: one connection per exchange in flight (kept alive by ``targets.TargetPool``).
 
-``BackendConnection`` writes the request head (and the body as the visitor's
+``TargetConnection`` writes the request head (and the body as the visitor's
 side passes it on), parses the response with httptools and relays it to the
 visitor: Content-Length bodies without a parser copy, chunked ones re-chunked,
 heads bounded. It answers the visitor's side only through ``exchange.Client``.
@@ -17,9 +17,9 @@ from typing import Protocol
 
 import httptools
 
-from .encoding import Encoder, encoded_headers, plan
-from .exchange import PAUSE_BACKEND, Client, Exchange, logged_path
-from .http import HOP_BY_HOP, connection_tokens
+from .answer import interim_head, plan
+from .encoding import Encoder
+from .exchange import PAUSE_TARGET, Client, Exchange, logged_path
 from .state import Limits, Stats
 from .untrusted import screen_response
 
@@ -28,24 +28,24 @@ now = time.monotonic
 
 
 class KeepAlive(Protocol):
-    """What a target connection tells the keep-alive pool it belongs to (backends.BackendPool), which keeps its
+    """What a target connection tells the keep-alive pool it belongs to (targets.TargetPool), which keeps its
     own books of which connections are busy and which idle."""
 
     limits: Limits
     stats: Stats
 
-    def carrying(self, conn: BackendConnection) -> None: ...  # an exchange went out on it
+    def carrying(self, conn: TargetConnection) -> None: ...  # an exchange went out on it
 
-    def let_go(self, conn: BackendConnection) -> None: ...  # it carries nothing any more
+    def let_go(self, conn: TargetConnection) -> None: ...  # it carries nothing any more
 
-    def put(self, conn: BackendConnection) -> None: ...  # idle, for the next exchange to its target
+    def put(self, conn: TargetConnection) -> None: ...  # idle, for the next exchange to its target
 
-    def lost(self, conn: BackendConnection) -> None: ...  # closed
+    def lost(self, conn: TargetConnection) -> None: ...  # closed
 
     def send(self, ex: Exchange) -> None: ...  # carry ``ex`` (on another connection)
 
 
-class BackendConnection(asyncio.Protocol):
+class TargetConnection(asyncio.Protocol):
     """A connection to one target, carrying one exchange at a time, then pooled."""
 
     def __init__(self, pool: KeepAlive, key: str):
@@ -61,7 +61,7 @@ class BackendConnection(asyncio.Protocol):
         self.head_sent = False  # the response head went to the client
         self.chunked = False  # re-chunk the body to the client
         self.coder: Encoder | None = None  # compressing the body on its way (see encoding.plan)
-        self.until_eof = False  # body ends when the backend closes
+        self.until_eof = False  # body ends when the target closes
         self.remaining = -1  # Content-Length bytes still to relay; -1 when the parser frames the body
         self.complete = False
         self.upgrading = False
@@ -83,7 +83,7 @@ class BackendConnection(asyncio.Protocol):
         client = ex.client
         self.ex = ex
         self.client = client
-        ex.backend = self
+        ex.target_conn = self
         self.parser = httptools.HttpResponseParser(self)
         self.headers = []
         self.status = b""
@@ -103,7 +103,7 @@ class BackendConnection(asyncio.Protocol):
             ex.pending_size = 0
         else:
             self.transport.write(ex.out_head)
-        client.resume(PAUSE_BACKEND)
+        client.resume(PAUSE_TARGET)
         if client.write_paused:
             self.transport.pause_reading()
 
@@ -125,7 +125,7 @@ class BackendConnection(asyncio.Protocol):
 
     def _received(self, data: bytes) -> None:
         if self.ex is None:
-            # Bytes from an idle backend: it broke the protocol; never reuse it.
+            # Bytes from an idle target: it broke the protocol; never reuse it.
             self.transport.close()
             return
         remaining = self.remaining
@@ -160,10 +160,10 @@ class BackendConnection(asyncio.Protocol):
                 self.pool.let_go(self)
                 self.ex.client.start_tunnel(self, data[exc.args[0]:])
                 return
-            self.broken("backend upgraded unasked")
+            self.broken("target upgraded unasked")
             return
         except httptools.HttpParserCallbackError:
-            raise  # a bug of ours, not the backend's: see crash()
+            raise  # a bug of ours, not the target's: see crash()
         except httptools.HttpParserError as exc:
             if not self.complete:
                 self.broken(f"bad response: {exc}")
@@ -230,7 +230,7 @@ class BackendConnection(asyncio.Protocol):
         if not self.got_bytes and self.used > 1 and not ex.has_body and not ex.retried and not ex.upgrade:
             # A kept-alive connection closed as we reused it: try once more on a fresh one.
             ex.retried = True
-            ex.backend = None
+            ex.target_conn = None
             ex.sent = False
             self.ex = None
             self.pool.send(ex)
@@ -238,15 +238,15 @@ class BackendConnection(asyncio.Protocol):
         self.broken("connection closed" if exc is None else str(exc))
 
     def pause_writing(self) -> None:
-        # The backend reads the request body slower than the client sends it.
+        # The target reads the request body slower than the client sends it.
         client = self.client
         if client is not None:
-            client.pause(PAUSE_BACKEND)
+            client.pause(PAUSE_TARGET)
 
     def resume_writing(self) -> None:
         client = self.client
         if client is not None:
-            client.resume(PAUSE_BACKEND)
+            client.resume(PAUSE_TARGET)
 
     # --- response parser callbacks ---------------------------------------------------
 
@@ -260,91 +260,28 @@ class BackendConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         ex = self.ex
         code = self.parser.get_status_code()
+        screen = self.screened if ex.route.untrusted else None
         if code < 200 and code != 101:
             # Interim (100 Continue, 103 Early Hints): HTTP/1.1 clients get it, others not.
             self.interim = True
             if ex.version == "1.1":
-                headers = self.screened(self.headers) if ex.route.untrusted else self.headers
-                self.out.append(b"HTTP/1.1 %d %s\r\n%s\r\n" % (
-                    code, self.status, b"".join(b"%s: %s\r\n" % h for h in headers)))
+                self.out.append(interim_head(code, self.status, screen(self.headers) if screen else self.headers))
             self.headers = []
             self.status = b""
             return
-        conn_opts = set()
-        length = None
-        chunked = False
-        kept = []
-        for name, value in self.headers:
-            low = name.lower()
-            if low in HOP_BY_HOP:
-                if low == b"connection":
-                    conn_opts |= connection_tokens(value)
-                elif low == b"transfer-encoding":
-                    chunked = True
-                continue
-            if low == b"content-length":
-                length = value
-            kept.append((name, value))
-        extra = conn_opts - HOP_BY_HOP
-        if extra:
-            kept = [(n, v) for n, v in kept if n.lower() not in extra]
-        if ex.route.untrusted:
-            kept = self.screened(kept)
-        if ex.cors is not None and code != 101:  # a trusted page's request (proxy.bearer): only ours count
-            kept = [(n, v) for n, v in kept if not n.lower().startswith(b"access-control-")]
-            kept += ((b"Access-Control-Allow-Origin", ex.cors), (b"Vary", b"Origin"))
-        coding = None
-        if code == 200 and ex.version == "1.1":
-            policy = self.pool.limits.compress
-            if policy.enabled:
-                coding = plan(policy, ex.path, ex.route.prefix, ex.headers, kept, length)
-                if coding is not None:
-                    kept = encoded_headers(kept, coding)
-                    if length is None and not chunked:
-                        self.until_eof = True  # the container's body ends at its close (ours is chunked)
-                    length = None
-        out = [b"HTTP/1.1 %d %s\r\n" % (code, self.status)]
-        for name, value in kept:
-            out += (name, b": ", value, b"\r\n")
-        if code == 101:
-            if not ex.upgrade:
-                self.broken("backend switched protocols unasked")
-                return
-            self.upgrading = True
-            for name, value in self.headers:
-                if name.lower() == b"upgrade":
-                    out += (b"Upgrade: ", value, b"\r\n")
-            if ex.set_cookie is not None:
-                out += (b"Set-Cookie: ", ex.set_cookie, b"\r\n")
-            out.append(b"Connection: Upgrade\r\n\r\n")
-        else:
-            bodiless = ex.head_only or code == 204 or code == 304
-            if ex.upgrade:
-                ex.close = True  # the client's parser is past the upgrade: start afresh
-            if coding is not None and not bodiless:
-                # The encoded length is known only at the end: chunked to the visitor,
-                # however the container framed it (the parser frames that side).
-                self.coder = Encoder(coding)
-                self.chunked = True
-                out.append(b"Transfer-Encoding: chunked\r\n")
-            elif not bodiless and length is None:
-                if chunked:
-                    self.chunked = True
-                    out.append(b"Transfer-Encoding: chunked\r\n")
-                else:
-                    self.until_eof = True
-                    ex.close = True
-            if ex.close or not ex.keep_alive:
-                out.append(b"Connection: close\r\n")
-            out.append(b"\r\n")
-            if bodiless:
-                self.complete = True  # no body follows, whatever Content-Length says
-            elif length is not None and not chunked:
-                # The parser has validated it; bytes in this read still come through on_body.
-                self.remaining = int(length)
+        answer = plan(ex, code, self.status, self.headers, self.pool.limits.compress, screen)
+        if answer is None:
+            self.broken("target switched protocols unasked")
+            return
+        if answer.coding is not None and not answer.complete:
+            self.coder = Encoder(answer.coding)
+        self.chunked, self.until_eof, self.upgrading = answer.rechunk, answer.until_eof, answer.upgrading
+        self.complete, self.remaining = answer.complete, answer.length
+        if answer.close:
+            ex.close = True
         self.head_sent = True
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message ends
-        self.out.append(b"".join(out))
+        self.out.append(answer.head)
 
     def screened(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """An untrusted route's response headers minus those that would reach past it (proxy.untrusted)."""
@@ -392,7 +329,7 @@ class BackendConnection(asyncio.Protocol):
         self.flush()
         self.ex = None
         self.client = None
-        ex.backend = None
+        ex.target_conn = None
         ex.response_done = True
         reusable = not self.until_eof and ex.request_done and not self.closed and self.keep_alive
         self.pool.let_go(self)
@@ -403,7 +340,7 @@ class BackendConnection(asyncio.Protocol):
         else:
             self.transport.close()
         if not ex.request_done:
-            ex.close = True  # the backend answered before the body was in: the rest can't be relayed
+            ex.close = True  # the target answered before the body was in: the rest can't be relayed
         client.finish(ex)
 
     def detach(self) -> Exchange | None:
@@ -415,16 +352,16 @@ class BackendConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         if ex is not None:
-            ex.backend = None
+            ex.target_conn = None
         return ex
 
     def broken(self, why: str) -> None:
-        """The exchange failed on the backend side: an error page if nothing was sent yet."""
+        """The exchange failed on the target side: an error page if nothing was sent yet."""
         ex = self.detach()
         if ex is None:
             return
         client = ex.client
-        log.info("backend %s failed for %s %s: %s", self.key, ex.method.decode(), logged_path(ex), why)
+        log.info("target %s failed for %s %s: %s", self.key, ex.method.decode(), logged_path(ex), why)
         self.out = []
         if self.wrote:
             ex.close = True  # part of the response went out: all the client can learn is the close

@@ -23,9 +23,9 @@ import logging
 import socket
 import ssl
 
-from .backends import BackendPool
 from .client import ClientConnection
 from .state import ConnectionState
+from .targets import TargetPool
 
 log = logging.getLogger("nbpool.proxy")
 
@@ -47,9 +47,9 @@ class Handshake:
 class TlsListener:
     """The HTTPS listening sockets: counts each connection as it is accepted, then runs its TLS handshake."""
 
-    def __init__(self, state: ConnectionState, backends: BackendPool, context: ssl.SSLContext):
+    def __init__(self, state: ConnectionState, targets: TargetPool, context: ssl.SSLContext):
         self.state = state
-        self.backends = backends
+        self.targets = targets
         self.context = context
         self.sockets: list[socket.socket] = []
         self.accepting: list[asyncio.Task] = []
@@ -100,7 +100,7 @@ class TlsListener:
             state.stats.rejected_connections += 1
             sock.close()
             return
-        handshake = Handshake(sock, ClientConnection(state, self.backends, network))
+        handshake = Handshake(sock, ClientConnection(state, self.targets, network))
         handshake.task = asyncio.get_running_loop().create_task(self.handshake(handshake))
         state.handshakes.add(handshake)
 

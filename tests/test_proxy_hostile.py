@@ -114,7 +114,7 @@ async def test_hostile_request_is_refused(proxy, name, data):
     ok = await request(proxy.bound_port, path="/still-fine")
     assert ok.status == 200
     assert await wait_until(lambda: not proxy.state.clients), "a client connection leaked"
-    assert not proxy.backends.busy, "a backend connection leaked"
+    assert not proxy.targets.busy, "a backend connection leaked"
 
 
 async def test_whole_corpus_at_once_then_normal_traffic(proxy):
@@ -184,7 +184,7 @@ async def test_client_vanishing_mid_download_frees_everything(proxy):
     await wire.send(b"GET /bytes/500000000 HTTP/1.1\r\nHost: h\r\n\r\n")
     await asyncio.wait_for(wire.reader.read(65536), 5)
     wire.writer.transport.abort()
-    assert await wait_until(lambda: not proxy.state.clients and not proxy.backends.busy)
+    assert await wait_until(lambda: not proxy.state.clients and not proxy.targets.busy)
 
 
 def test_settings_name_the_bad_value():

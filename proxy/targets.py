@@ -1,5 +1,5 @@
-"""Keep-alive connections to routes' targets, per target: ``BackendPool.send(ex)`` carries an Exchange on
-an idle connection to its route's target or opens one (``target.BackendConnection``), answering the
+"""Keep-alive connections to routes' targets, per target: ``TargetPool.send(ex)`` carries an Exchange on
+an idle connection to its route's target or opens one (``target.TargetConnection``), answering the
 visitor 502/503/504 when it cannot; ``sweep`` closes idle ones past their time and times out slow heads.
 """
 
@@ -8,21 +8,21 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .exchange import PAUSE_BACKEND, Exchange, logged_path
+from .exchange import PAUSE_TARGET, Exchange, logged_path
 from .state import Limits, Stats
-from .target import BackendConnection, now
+from .target import TargetConnection, now
 
 log = logging.getLogger("nbpool.proxy")
 
 
-class BackendPool:
+class TargetPool:
     """Keep-alive connections per target, and the opening of new ones."""
 
     def __init__(self, limits: Limits, stats: Stats):
         self.limits = limits
         self.stats = stats
-        self.idle: dict[str, list[BackendConnection]] = {}
-        self.busy: set[BackendConnection] = set()
+        self.idle: dict[str, list[TargetConnection]] = {}
+        self.busy: set[TargetConnection] = set()
         self.connecting: set[asyncio.Task] = set()
 
     def send(self, ex: Exchange) -> None:
@@ -41,7 +41,7 @@ class BackendPool:
     async def _connect(self, ex: Exchange) -> None:
         target = ex.route.target
         loop = asyncio.get_running_loop()
-        factory = lambda: BackendConnection(self, target.key)  # noqa: E731
+        factory = lambda: TargetConnection(self, target.key)  # noqa: E731
         try:
             if target.unix_path:
                 coro = loop.create_unix_connection(factory, target.unix_path)
@@ -65,13 +65,13 @@ class BackendPool:
 
     def _failed(self, ex: Exchange, status: int, why: str) -> None:
         client = ex.client
-        log.info("backend %s unreachable for %s: %s", ex.route.target.url, logged_path(ex), why)
+        log.info("target %s unreachable for %s: %s", ex.route.target.url, logged_path(ex), why)
         if client.closed or client.cur is not ex:
             return
-        client.resume(PAUSE_BACKEND)
+        client.resume(PAUSE_TARGET)
         client.error_reply(ex, status)
 
-    def put(self, conn: BackendConnection) -> None:
+    def put(self, conn: TargetConnection) -> None:
         idle = self.idle.setdefault(conn.key, [])
         if len(idle) >= self.limits.backend_max_idle:
             conn.transport.close()
@@ -79,13 +79,13 @@ class BackendPool:
         conn.idle_since = now()
         idle.append(conn)
 
-    def carrying(self, conn: BackendConnection) -> None:
+    def carrying(self, conn: TargetConnection) -> None:
         self.busy.add(conn)
 
-    def let_go(self, conn: BackendConnection) -> None:
+    def let_go(self, conn: TargetConnection) -> None:
         self.busy.discard(conn)
 
-    def lost(self, conn: BackendConnection) -> None:
+    def lost(self, conn: TargetConnection) -> None:
         self.busy.discard(conn)
         idle = self.idle.get(conn.key)
         if idle and conn in idle:
