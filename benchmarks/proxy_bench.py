@@ -42,11 +42,15 @@ CHP_DIR = ROOT / "benchmarks" / ".chp"
 CHP_VERSION = "5.3.0"  # pinned so runs stay comparable; change deliberately
 CHP_BIN = CHP_DIR / "node_modules" / ".bin" / "configurable-http-proxy"
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-VARIANTS = ("direct", "chp", "nbpool", "nbpool-asyncio")
+VARIANTS = ("direct", "chp", "nbpool-before", "nbpool", "nbpool-asyncio")
 DEFAULT_VARIANTS = ("direct", "chp", "nbpool")
 # nbpool-asyncio: the same proxy on the standard asyncio loop instead of uvloop
 # (NBPOOL_NO_UVLOOP=1), to show what uvloop buys; not run unless asked for.
-LABELS = {"direct": "direct", "chp": "CHP", "nbpool": "nbpool proxy", "nbpool-asyncio": "nbpool, asyncio loop"}
+LABELS = {"direct": "direct", "chp": "CHP", "nbpool-before": "nbpool proxy, before", "nbpool": "nbpool proxy",
+          "nbpool-asyncio": "nbpool, asyncio loop"}
+# nbpool-before: the proxy of another checkout (--before DIR, e.g. a worktree at the commit before a change), in
+# the same run, interleaved with this one's: before and after in one sitting.
+BEFORE: list[Path] = []
 WS_PREFIX = "/ws"
 SMALL_BODY = b"x" * 99 + b"\n"  # 100 bytes
 PROXY_CPU, CLIENT_CPU = "0", "1"  # with --pin: proxy on one core, load generators on the other
@@ -194,7 +198,7 @@ def start_nbpool(procs: Processes, http_port: int, ws_port: int, cpu: str | None
     env.pop("NBPOOL_NO_UVLOOP", None)
     if variant == "nbpool-asyncio":
         env["NBPOOL_NO_UVLOOP"] = "1"
-    proc = procs.start(variant, pinned(cpu, cmd), cwd=ROOT, env=env)
+    proc = procs.start(variant, pinned(cpu, cmd), cwd=BEFORE[0] if variant == "nbpool-before" else ROOT, env=env)
     wait_http(f"http://127.0.0.1:{port}/small.txt", procs, variant, proc)
     return port, proc
 
@@ -569,10 +573,15 @@ def main() -> int:
     parser.add_argument("--pin", action="store_true",
                         help=f"pin the proxy to CPU {PROXY_CPU} and the load generators to CPU {CLIENT_CPU}")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON here")
+    parser.add_argument("--before", metavar="DIR", type=Path,
+                        help="a checkout whose proxy runs as the variant nbpool-before (add it to --only)")
     # Internal: the WebSocket client runs as a child process of the benchmark.
     parser.add_argument("--ws-client", choices=("rtt", "burst"), help=argparse.SUPPRESS)
     parser.add_argument("--ws-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if "nbpool-before" in args.only and args.before is None:
+        parser.error("nbpool-before needs --before DIR (a checkout of the proxy to compare with)")
+    BEFORE[:] = [args.before] if args.before else []
     if args.ws_client:
         ws_client_main(args)
         return 0

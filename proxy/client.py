@@ -35,7 +35,7 @@ from .ws_readonly import ReadOnlyDoc
 log = logging.getLogger("nbpool.proxy")
 now = time.monotonic
 
-PENDING_BODY_LIMIT = 256 * 1024  # body bytes held while a conn connection opens
+PENDING_BODY_LIMIT = 256 * 1024  # body bytes held while a connection to the target opens
 
 
 def keep_probing(transport: asyncio.Transport) -> None:
@@ -142,7 +142,7 @@ class ClientConnection(asyncio.Protocol):
         return self.cur is not None
 
     def pause_writing(self) -> None:
-        # The client reads slower than the conn sends: stop reading the conn.
+        # The client reads slower than the target sends: stop reading the target.
         self.write_paused = True
         self.write_paused_at = now()
         conn = self.cur.target_conn if self.cur is not None else None
@@ -395,7 +395,7 @@ class ClientConnection(asyncio.Protocol):
                 log.exception("error page callback failed for %r", route)
         if response is None:
             response = error_response(status, wants_json(ex.headers, path))
-        # After a conn failure the request body may be half sent: never reuse.
+        # After a target failure the request body may be half sent: never reuse.
         self.reply(ex, response, close=ex.has_body and not ex.request_done)
 
     def finish(self, ex: Exchange) -> None:
@@ -427,7 +427,7 @@ class ClientConnection(asyncio.Protocol):
         cur = self.cur
         if cur is not None and cur is self.ex and not cur.request_done:
             # The request in flight is itself broken (say, a bad chunk): the
-            # conn will never see its end, so drop that exchange.
+            # target will never see its end, so drop that exchange.
             conn = cur.target_conn
             if conn is not None:
                 written = conn.wrote
@@ -448,7 +448,7 @@ class ClientConnection(asyncio.Protocol):
             self.pause(PAUSE_PIPELINE)
 
     def start_tunnel(self, conn: TargetConnection, leftover_from_target: bytes) -> None:
-        """The conn switched protocols: from now on the two connections are spliced."""
+        """The target switched protocols: from now on the two connections are spliced."""
         self.state.clients.discard(self)
         # The visitor's connection lives on as the tunnel: so does its place in its network's count (a
         # balancer's connection is not counted itself: its visitor's request, now the tunnel, is).
@@ -475,5 +475,5 @@ class ClientConnection(asyncio.Protocol):
         if self.pauses:
             self.pauses = 0
             self.transport.resume_reading()
-        if self.write_paused:  # the client was not keeping up: keep the conn paused until it drains
+        if self.write_paused:  # the client was not keeping up: keep the target paused until it drains
             conn.transport.pause_reading()
