@@ -259,17 +259,24 @@ def run_wrk(url: str, args, cpu: str | None, duration: float) -> dict:
     return parse_wrk(done.stdout)
 
 
-def run_download(url: str, repeat: int, cpu: str | None, expected: int) -> dict:
-    speeds, errors = [], 0
-    for _ in range(repeat):
-        cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{speed_download}", url]
-        done = subprocess.run(pinned(cpu, cmd), capture_output=True, text=True, timeout=300)
-        code, size, speed = (done.stdout.split() + ["0", "0", "0"])[:3]
-        if done.returncode or code != "200" or int(size) != expected:
-            errors += 1
-            continue
-        speeds.append(float(speed) / (1 << 20))
-    return {"mib_per_s": statistics.median(speeds) if speeds else None, "runs_mib_per_s": speeds, "errors": errors}
+def run_downloads(urls: dict[str, str], repeat: int, cpu: str | None, expected: int) -> dict[str, dict]:
+    """Each variant's downloads, interleaved and each round started by another variant (run back to back, the
+    second of two variants got the faster file reads: an A/A run showed it), and their median."""
+    speeds: dict[str, list[float]] = {v: [] for v in urls}
+    errors = dict.fromkeys(urls, 0)
+    order = list(urls)
+    for r in range(repeat):
+        for variant in [*order[r % len(order):], *order[:r % len(order)]]:
+            cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{speed_download}",
+                   urls[variant]]
+            done = subprocess.run(pinned(cpu, cmd), capture_output=True, text=True, timeout=300)
+            code, size, speed = (done.stdout.split() + ["0", "0", "0"])[:3]
+            if done.returncode or code != "200" or int(size) != expected:
+                errors[variant] += 1
+                continue
+            speeds[variant].append(float(speed) / (1 << 20))
+    return {v: {"mib_per_s": statistics.median(speeds[v]) if speeds[v] else None, "runs_mib_per_s": speeds[v],
+                "errors": errors[v]} for v in urls}
 
 
 # ---------------------------------------------------------------- WebSocket client (runs in its own process)
@@ -516,16 +523,20 @@ def measure(args) -> dict:
                 http = run_wrk(f"http://127.0.0.1:{ports[variant][0]}/small.txt", args, client_cpu, args.duration)
                 http["errors"] = http["socket_errors"] + http["non_2xx"]
                 results[variant]["http"] = http
+            print("downloads ...", file=sys.stderr)
+            downloads = run_downloads({v: f"http://127.0.0.1:{ports[v][0]}/big.bin" for v in variants}, args.repeat,
+                                      client_cpu, args.download_mib << 20)
             for variant in variants:
-                print(f"download: {variant} ...", file=sys.stderr)
-                results[variant]["download"] = run_download(
-                    f"http://127.0.0.1:{ports[variant][0]}/big.bin", args.repeat, client_cpu, args.download_mib << 20)
+                results[variant]["download"] = downloads[variant]
             # WebSocket timings are a few hundred microseconds, where a busy moment on
             # the machine shows: interleave short rounds and report each variant's median.
             rounds: dict[str, dict[str, list[dict]]] = {v: {"rtt": [], "burst": []} for v in variants}
             for r in range(args.ws_rounds):
                 print(f"websocket: round {r + 1} of {args.ws_rounds} ...", file=sys.stderr)
-                for variant in variants:
+                # Each round starts with another variant: whichever runs right after a burst is slower (an A/A
+                # run, one proxy twice, showed the second 20% slower at the p50 when the order was fixed).
+                shift = r % len(variants)
+                for variant in [*variants[shift:], *variants[:shift]]:
                     for mode in ("rtt", "burst"):
                         rounds[variant][mode].append(run_ws_client(mode, ports[variant][1], args, client_cpu))
             for variant in variants:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import os
 import socket
 import statistics
@@ -73,6 +74,7 @@ def splice_relay(upstream_port: int) -> tuple[int, socket.socket]:
             head, _, early = head.partition(b"\r\n\r\n")
             client.sendall(head + b"\r\n\r\n" + early)
             read_end, write_end = os.pipe()
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, CHUNK)  # a 1 MiB pipe: each splice moves up to 1 MiB, not 64 KiB
             try:
                 while True:
                     moved = os.splice(up.fileno(), write_end, CHUNK)
