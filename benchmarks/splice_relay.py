@@ -34,6 +34,20 @@ from pathlib import Path
 CHUNK = 1 << 20
 
 
+def serving(server: socket.socket, handle) -> tuple[int, socket.socket]:
+    """Accept on ``server`` in a thread, each connection handled by ``handle`` in a thread of its own; its port."""
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server.getsockname()[1], server
+
+
 def origin(path: Path) -> tuple[int, socket.socket]:
     """A server that answers every request with the file, sent by the kernel (sendfile)."""
     size = path.stat().st_size
@@ -46,16 +60,7 @@ def origin(path: Path) -> tuple[int, socket.socket]:
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % size)
             conn.sendfile(body)
 
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return server.getsockname()[1], server
+    return serving(server, serve)
 
 
 def splice_relay(upstream_port: int) -> tuple[int, socket.socket]:
@@ -86,16 +91,7 @@ def splice_relay(upstream_port: int) -> tuple[int, socket.socket]:
                 os.close(read_end)
                 os.close(write_end)
 
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            threading.Thread(target=relay, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return server.getsockname()[1], server
+    return serving(server, relay)
 
 
 class Upstream(asyncio.Protocol):
