@@ -457,7 +457,9 @@ def test_a_node_without_the_image_gets_no_container_until_it_has_it(swarm, make_
         service.start(timeout=180)
         rows = service.admin("GET", "/api/admin/containers").json()
         assert {c["node"] for c in rows["containers"]} == {WORKERS[0]}  # every spare where the image is
-        assert {n["name"]: n["image"] for n in rows["nodes"]}[WORKERS[1]] == "missing"
+        # Missing, then probed again every image_check_interval (5 s here: "probing" for a moment each time).
+        service.wait_for(lambda: {n["name"]: n["image"] for n in service.admin(
+            "GET", "/api/admin/containers").json()["nodes"]}[WORKERS[1]] == "missing", timeout=30, what="missing")
         assert "failed to start" not in service.logs() and "lacks image" in service.logs()
     finally:
         done = subprocess.run([*CLUSTER, "up", "2"], capture_output=True, text=True, timeout=600, env=HOST_ENGINE)
