@@ -4,7 +4,8 @@
         service.wait_until(lambda: service.stats()["available"] >= 3)
 
 It can be killed (SIGKILL) and started again on the same data dir (a restart
-adopts what runs); on exit it stops nbpool and removes its pool's containers.
+adopts what runs); on exit it stops nbpool and removes its pool's containers, then its network (one of its
+own, named as its pool) and the firewall chains its bridge had.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class RunningService:
             f"Pool.pool_name = {self.pool!r}", f"Pool.warm = {warm}", f"Pool.max_containers = {cap}",
             f"Pool.spawn_concurrency = {concurrency}", "Pool.start_timeout = 180", "Pool.queue_timeout = 300",
             f"Proxy.port = {self.port}", "Proxy.ip = '127.0.0.1'", "WebApp.spawn_rate_limit = 0",
-            "DockerBackend.mem_limit = '512M'", f"NbpoolApp.backend = {backend!r}", *(extra or []),
+            "DockerBackend.mem_limit = '512M'", f"DockerBackend.network_name = {self.pool!r}",
+            f"NbpoolApp.backend = {backend!r}", *(extra or []),
         ]
         self.write_config()
         self.proc: subprocess.Popen | None = None
@@ -63,7 +65,15 @@ class RunningService:
     def __exit__(self, *exc) -> None:
         self.stop()
         self.remove_containers()
+        self.remove_network()
         self._tmp.cleanup()
+
+    def remove_network(self) -> None:
+        """Its network (named as its pool: nobody else's), and nbpool's firewall chains of bridges now gone."""
+        from tests.dockertools import remove_orphan_firewall_chains
+
+        subprocess.run(["docker", "network", "rm", self.pool], capture_output=True)
+        remove_orphan_firewall_chains()
 
     def remove_containers(self) -> None:
         """Every container of this service: its pool's, and its named workshops' (pools '<pool>-<name>'),
