@@ -55,8 +55,10 @@ def left_behind(before: Snapshot, client) -> list[str]:
 
 
 def _containers(client) -> set[str]:
-    return {f"{c.id[:12]} {c.name}" for c in client.containers.list(all=True)
-            if any(key.startswith(LABEL_PREFIX) for key in (c.labels or {}))}
+    # The engine's list as it answers it, without inspecting each one: a container removed meanwhile (another
+    # session's, or one of ours going) must not fail the check.
+    return {f"{c['Id'][:12]} {(c.get('Names') or ['?'])[0].lstrip('/')}" for c in client.api.containers(all=True)
+            if any(key.startswith(LABEL_PREFIX) for key in (c.get("Labels") or {}))}
 
 
 def _rules() -> set[str]:
