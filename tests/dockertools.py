@@ -29,6 +29,12 @@ def engine_or_none() -> tuple[docker.DockerClient | None, str]:
     return client, ""
 
 
+def labelled(client: docker.DockerClient, label: str) -> list[dict]:
+    """Containers carrying ``label`` ("key=value"), as the engine lists them: not inspected one by one, so one
+    removed meanwhile (the pool removing it while a test waits for that) does not fail the listing."""
+    return client.api.containers(all=True, filters={"label": label})
+
+
 def remove_test_containers(client: docker.DockerClient) -> None:
     """The session's end: its pool's containers, then the network the services made (if nothing is on it)."""
     remove_pool_containers(client, TEST_POOL)

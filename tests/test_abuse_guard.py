@@ -13,6 +13,7 @@ import time
 import pytest
 import requests
 
+from tests.dockertools import labelled
 from tests.service import cid_of, spawn, visitor
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -52,8 +53,8 @@ def test_a_miner_ends_its_session_and_bans_that_browser_while_a_fresh_visitor_is
     took = time.monotonic() - began
     assert took < 15, took  # "within seconds": the guard reads every check_interval (1 s here)
     assert "It ran a program this service does not allow (xmrig)" in page, page[:2000]
-    service.wait_for(lambda: not docker_client.containers.list(all=True, filters={"label": f"org.nbpool.id={cid}"}),
-                     timeout=30, what="the miner's container removed")
+    service.wait_for(lambda: not labelled(docker_client, f"org.nbpool.id={cid}"), timeout=30,
+                     what="the miner's container removed")
     log = service.logs()
     assert re.search(rf"abuse guard: session {cid} from 127\.0\.0\.1 ran .*xmrig.* \(rule banned_command\): "
                      r"ended, ban [0-9a-f]{16} for 24 hours \(browser only\)", log), log[-3000:]

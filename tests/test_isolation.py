@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from tests.dockertools import labelled
 from tests.service import cid_of, spawn, through_the_line, visitor, vm_kib
 from tests.test_binder_build import stream
 
@@ -76,7 +77,7 @@ def test_a_restored_and_abandoned_container_is_never_handed_to_anyone(make_servi
     assert "numpy.py" in home_files(docker_client, poisoned)
     service.wait_for(lambda: poisoned not in container_ids(service), timeout=60,
                      what="the restored, never opened container removed")
-    assert docker_client.containers.list(all=True, filters={"label": f"org.nbpool.id={poisoned}"}) == []
+    assert labelled(docker_client, f"org.nbpool.id={poisoned}") == []
     # (Its owner never came, so nothing was continued: their kept work may be continued again, elsewhere.)
     page = attacker.get(f"{service.url}/kept/{first}", timeout=30)
     assert page.status_code == 200 and f'action="/kept/{first}/restore"' in page.text, page.text[:2000]
