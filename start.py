@@ -272,8 +272,9 @@ class NbpoolApp(Application):
         self.keeper = WorkKeeper(parent=self, log=self.log, secret=secret, store=KeptStore(data / "kept"),
                                  record=self.record)
         self.guard = AbuseGuard(parent=self, log=self.log, bans=Bans(data / "bans.json", self.log))
+        self.agent_token = secret.derive("node-agent", "token")  # nodes' agents answer nbpool with it
         self.engine.guard_with(egress_ports=self.guard.ports(), egress_rate=self.guard.egress_rate,
-                               agent_token=secret.derive("node-agent", "token"))
+                               agent_token=self.agent_token)
         self.classroom = ClassView(parent=self, log=self.log, secret=secret,
                                    memory=lambda cid: self.guard.memory.get(cid),
                                    close_tunnels=self.proxy.state.close_tunnels)
@@ -432,7 +433,7 @@ class NbpoolApp(Application):
         changed = {id(part): settings.apply_checked(part, fresh, self.log) for part in self._live()}
         self.proxy.fit_open_files()  # (a max_connections it falls back to may not fit the open-file limit)
         rules = self.engine.guard_with(egress_ports=self.guard.ports(), egress_rate=self.guard.egress_rate,
-                                       agent_token=self.engine_token())
+                                       agent_token=self.agent_token)
         if rules or any(changed[id(part)] for part in self.engine.reload_parts()):
             asyncio.get_running_loop().create_task(self._rules_changed())
         if loader.total_containers != workshops.cap.total:
@@ -449,9 +450,6 @@ class NbpoolApp(Application):
             drained = self.pool.drain()
             self.log.info("image changed %s -> %s: replacing %d spares; assigned containers keep theirs",
                           old_image, self.engine.image, drained)
-
-    def engine_token(self) -> str:
-        return self.keeper.secret.derive("node-agent", "token")
 
     def record_config(self) -> None:
         for ws in self.workshop_list.all():
