@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # for tests.dockertools, whichever benchmark imported this module
+    sys.path.insert(0, str(ROOT))
 
 
 def free_port() -> int:
