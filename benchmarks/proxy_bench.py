@@ -516,22 +516,23 @@ def measure(args) -> dict:
                 wait_http(f"http://127.0.0.1:{port}{WS_PREFIX}/check", procs, variant, proxies[variant])
                 ports[variant] = (port, port)
 
-            for variant in variants:  # warm up (Node's JIT, connection pools) the same way for all
+            for variant in variants if "small" in args.parts else []:  # warm up (Node's JIT, pools) alike
                 run_wrk(f"http://127.0.0.1:{ports[variant][0]}/small.txt", args, client_cpu, args.warmup)
-            for variant in variants:
+            for variant in variants if "small" in args.parts else []:
                 print(f"wrk: {variant} ...", file=sys.stderr)
                 http = run_wrk(f"http://127.0.0.1:{ports[variant][0]}/small.txt", args, client_cpu, args.duration)
                 http["errors"] = http["socket_errors"] + http["non_2xx"]
                 results[variant]["http"] = http
-            print("downloads ...", file=sys.stderr)
-            downloads = run_downloads({v: f"http://127.0.0.1:{ports[v][0]}/big.bin" for v in variants}, args.repeat,
-                                      client_cpu, args.download_mib << 20)
-            for variant in variants:
-                results[variant]["download"] = downloads[variant]
+            if "download" in args.parts:
+                print("downloads ...", file=sys.stderr)
+                downloads = run_downloads({v: f"http://127.0.0.1:{ports[v][0]}/big.bin" for v in variants},
+                                          args.repeat, client_cpu, args.download_mib << 20)
+                for variant in variants:
+                    results[variant]["download"] = downloads[variant]
             # WebSocket timings are a few hundred microseconds, where a busy moment on
             # the machine shows: interleave short rounds and report each variant's median.
             rounds: dict[str, dict[str, list[dict]]] = {v: {"rtt": [], "burst": []} for v in variants}
-            for r in range(args.ws_rounds):
+            for r in range(args.ws_rounds if "websocket" in args.parts else 0):
                 print(f"websocket: round {r + 1} of {args.ws_rounds} ...", file=sys.stderr)
                 # Each round starts with another variant: whichever runs right after a burst is slower (an A/A
                 # run, one proxy twice, showed the second 20% slower at the p50 when the order was fixed).
@@ -539,7 +540,7 @@ def measure(args) -> dict:
                 for variant in [*variants[shift:], *variants[:shift]]:
                     for mode in ("rtt", "burst"):
                         rounds[variant][mode].append(run_ws_client(mode, ports[variant][1], args, client_cpu))
-            for variant in variants:
+            for variant in variants if "websocket" in args.parts else []:
                 rtt, burst = median_of(rounds[variant]["rtt"]), median_of(rounds[variant]["burst"])
                 results[variant].update(ws_rtt=rtt, ws_burst=burst,
                                         ws={"errors": rtt.get("errors", 0) + burst.get("errors", 0)})
@@ -552,7 +553,7 @@ def measure(args) -> dict:
     print(markdown(report, variants, settings))
     for variant in variants:
         for group in ("ws_rtt", "ws_burst"):
-            if results[variant][group].get("first_error"):
+            if results[variant].get(group, {}).get("first_error"):
                 print(f"{variant} {group}: {results[variant][group]['first_error']}", file=sys.stderr)
     return report
 
@@ -570,6 +571,11 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(DEFAULT_VARIANTS), type=parse_variants,
                         help="comma-separated variants to run (default: direct,chp,nbpool; "
                              "nbpool-asyncio adds the proxy on the plain asyncio loop)")
+    parser.add_argument("--parts", default="small,download,websocket",
+                        type=lambda text: set(text.split(",")) & {"small", "download", "websocket"} or
+                        parser.error(f"--parts {text!r}: choose from small,download,websocket"),
+                        help="what to measure (default all): small requests with wrk, downloads, WebSockets; "
+                             "--parts download --repeat 31 compares downloads alone, interleaved")
     parser.add_argument("--duration", type=int, default=10, help="seconds of each wrk run (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of an unmeasured wrk run per variant first")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
