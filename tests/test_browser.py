@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.dockertools import remove_pool_containers
+from tests.screenshots import shoot
 from tests.service import Service
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.slow]
@@ -38,6 +39,7 @@ def test_public_link_to_a_running_cell(chromium, service, tmp_path):
         listing.wait_for()
         logo = page.locator("#jp-NotebookLogo")
         assert "logo.svg" in logo.evaluate("el => getComputedStyle(el).backgroundImage")
+        shoot(page, "attendee-tree")
 
         # Notebook 7 opens notebooks in a new tab. Watch that tab's kernel WebSocket from the
         # start: a Shift+Enter before the kernel is connected is not run (JupyterLab asks
@@ -271,7 +273,7 @@ def test_the_ended_page_gives_the_attendee_their_work_back(chromium, service, tm
         assert "has ended" in page.content() and "An operator of this workshop stopped it." in page.content()
         files = page.locator("#kept-files").inner_text()
         assert "my-analysis.ipynb" in files and "notes.txt" in files and "01-python-introduction" not in files
-        page.screenshot(path=str(tmp_path / "kept.png"))
+        shoot(page, "ended-kept-work")
 
         with page.expect_download() as downloading:
             page.locator("#download").click()
@@ -301,6 +303,8 @@ def test_several_workshops_from_the_front_page_to_each_ones_own_landing_and_the_
     page.set_default_timeout(90_000)
     try:
         page.goto(f"{svc.url}/")
+        page.get_by_role("link", name="R stats").wait_for()
+        shoot(page, "workshops-front-page")
         page.get_by_role("link", name="R stats").click()
         # Its landing page moves on to its own /spawn, which redirects into JupyterLab (its landing path).
         page.wait_for_url(re.compile(r"/user/[0-9a-f]{12}/lab"))
@@ -323,6 +327,7 @@ def test_several_workshops_from_the_front_page_to_each_ones_own_landing_and_the_
         page.get_by_text("scheduled", exact=True).wait_for()  # the coming window, with its state
         page.get_by_text("1 in use", exact=False).wait_for()
         assert page.get_by_text("1 in use", exact=False).count() == 1  # only the notebook still open
+        shoot(page, "status-page")
         # Signing in ended this browser's hold on its notebook: the operator's cookie never sits beside it.
         assert not any(c["name"].startswith("nbpool-session") for c in context.cookies())
     finally:

@@ -5,13 +5,12 @@ helper's class view (opened with the helper link) lists the hand first and sees 
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
+from tests.screenshots import shoot
 from tests.test_browser_isolation import SUB, goto
 
 
@@ -26,7 +25,6 @@ def settle(service) -> None:
 pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.slow]
 
 NOTEBOOK = "01-python-introduction.ipynb"
-SCREENSHOT = os.environ.get("NBPOOL_CLASS_SCREENSHOT")  # where to save the view (the README's picture), if set
 
 
 def class_sessions(service, key: str) -> list[dict]:
@@ -104,9 +102,8 @@ def test_a_hand_raised_in_the_notebook_comes_first_in_the_class_view_and_goes_wh
         assert "stuck on the list comprehension" in first.inner_text() and "Grace" in first.inner_text()
         api = class_sessions(service, key)
         assert api[0]["id"] == cid and api[0]["hand"]["text"] == "stuck on the list comprehension", api
-        if SCREENSHOT and ui == "lab" and not subdomain:
-            Path(SCREENSHOT).parent.mkdir(parents=True, exist_ok=True)
-            view.screenshot(path=SCREENSHOT)
+        if ui == "lab" and not subdomain:
+            shoot(view, "class-view")
 
         # Lowered from the notebook: gone from the view.
         page.locator("#nbpool-hand-raise").click()

@@ -17,6 +17,7 @@ import time
 import pytest
 import requests
 
+from tests.screenshots import shoot
 from tests.test_browser_class import settle
 from tests.test_browser_isolation import SUB, goto
 
@@ -141,6 +142,7 @@ def test_a_helper_watches_live_and_cannot_run_then_helps_and_the_attendee_ends_i
         watch.locator(".jp-CodeCell").filter(has_text="typed by the attendee, not saved").first.wait_for()
         page.locator("#nbpool-helpers").filter(has_text="Sam").wait_for()
         assert "watch" in page.locator("#nbpool-helpers").inner_text().lower()
+        shoot(page, "attendee-helper-notice")
         watch.locator("#nbpool-helping").wait_for()
         granted = watch.request.get(f"{service.url}/api/me").json()
         assert granted["viewer"] == "helper" and granted["mode"] == "watch", granted
@@ -243,6 +245,7 @@ def test_attendees_follow_the_instructor_and_catch_up_below_their_own_work(chrom
         partial.wait_for(timeout=30_000)
         assert "step-11" not in partial.inner_text(), "the output reached the followers only once the cell ended"
         follow.locator(".follow-cell.current .follow-output").filter(has_text="step-11").wait_for(timeout=30_000)
+        shoot(follow, "follow")
 
         page, cid = open_notebook(attendee, service, service.url)
         run_in_new_cell(page, "mine = 'the attendee wrote this'")  # their own work, which must stay as it is
