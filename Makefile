@@ -70,9 +70,14 @@ rehearse: venv
 	@$(PY) -m loadtest $(URL) --rehearse $(MATERIAL) --attendees $(ATTENDEES) $(if $(FOR),--for $(FOR)) \
 	  --admin-token-file $(or $(TOKEN_FILE),data/admin_token) --json rehearsal.json --html rehearsal.html $(ARGS)
 
-# Regenerate the README's configuration reference from the settings' help.
+# The documentation site, offline, into docs/_build/html: the generated references first (settings from their
+# help, metrics from what /metrics renders), the browser tests' latest pictures, then Sphinx with warnings as errors.
 docs: venv
-	@$(PY) start.py --config-reference README.md
+	@$(PY) start.py --config-reference docs/reference/configuration.md
+	@$(PY) docs/tools/metrics_reference.py docs/reference/metrics.md
+	@$(PY) docs/tools/refresh_screenshots.py
+	@$(PY) -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
 
 # A local Swarm (manager + WORKERS node containers) for the swarm spawner; the
 # host engine stays out of it (it keeps live restore).

@@ -90,7 +90,7 @@ class NbpoolApp(Application):
                           "for this workshop only; unset ones: the service's own), and content (git repositories "
                           "poured into its containers, as NbpoolApp.content). Empty: one workshop at / (as "
                           "without this setting). "
-                          "SIGHUP adds, changes and removes workshops live; see 'Several workshops' in the README.")
+                          "SIGHUP adds, changes and removes workshops live; see docs/workshop/several-workshops.md.")
     total_containers = Integer(0, config=True,
                                help="Most containers of all workshops together (0: no cap beyond each workshop's "
                                     "max_containers). Each workshop is sure of its share, total x its "

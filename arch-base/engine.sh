@@ -18,7 +18,7 @@
 # btrfs data root kept in a sparse file, with quota groups, and Docker's btrfs
 # driver: a container then cannot write past nbpool's disk_limit at all (see
 # engine-btrfs.sh). It costs container starts and removals dearly on a small
-# machine (README: 'Disk quotas'), so it is not the default: without it
+# machine (docs/measured/disk-quota.md), so it is not the default: without it
 # nbpool's watchdog measures each container's disk. Later runs reuse the file
 # (a data root made once is kept); after a reboot they mount it again.
 #   NBPOOL_ENGINE_QUOTA=1       give a new engine a btrfs data root with quotas where the host has none

@@ -14,7 +14,7 @@ c = get_config()  # noqa: F821 -- provided by traitlets when this file is loaded
 # Ready spare containers to keep. Each hand-out starts a replacement at once.
 # About the number of attendees who arrive in the first half minute; each idle
 # spare costs about 50 MiB of RAM. (A 2-core machine starts about one new
-# container a second while attendees work; see the README's burst figures.)
+# container a second while attendees work; see docs/measured/burst.md.)
 c.Pool.warm = 3
 
 # Hard cap on all containers (spares + starting + in use). Plan RAM for it:
@@ -65,7 +65,7 @@ c.WebApp.workshop_name = "Workshop notebooks"
 # Spawns per client address per minute (a whole workshop may share one NAT address).
 c.WebApp.spawn_rate_limit = 300
 
-# --- on the open internet (README: "Exposing nbpool to the internet") --------------------------
+# --- on the open internet (docs/explanation/security.md) --------------------------
 # An origin of its own for every attendee's server (<id>.nb.example.org; nbpool's pages at
 # nb.example.org): DNS for both names, and with HTTPS a certificate for both. Unset: every
 # server is a path of one origin, and a browser holds one notebook at a time.
@@ -84,7 +84,7 @@ c.ContainerFirewall.egress = "internet"
 # Disk space one attendee's own files may take, and the container log kept.
 c.DockerBackend.disk_limit = "2G"
 c.DockerBackend.log_max_size = "10M"
-# Miners, CPU burners and scanners on a public link (README: "Abuse on a public link"): their
+# Miners, CPU burners and scanners on a public link (docs/workshop/public-link.md): their
 # sessions end and their browser and network are banned for ban_hours.
 c.AbuseGuard.cpu_budget = 3600  # CPU-seconds per session
 c.AbuseGuard.ban_hours = 24
@@ -92,7 +92,7 @@ c.AbuseGuard.ban_hours = 24
 # c.AbuseGuard.egress_ports = "web"  # the internet on TCP 80, 443 and 9418 only
 # c.AbuseGuard.webhook_url = "https://chat.example.org/hooks/..."  # told of every ban
 
-# The class view for the teaching team (README: "During the workshop: the class view"): /class on the
+# The class view for the teaching team (docs/workshop/class-view.md): /class on the
 # status page; helpers get the link with the helper key (empty: one derived from the secret, shown there).
 # c.WebApp.helper_key = "a-long-random-string-for-helpers"
 c.ClassView.stuck_errors = 3  # failed runs in a row that make an attendee "stuck"
@@ -105,9 +105,9 @@ c.ClassView.stuck_minutes = 10  # or this long with runs but no success
 # c.WebApp.api_token = ""
 # c.WebApp.cors_origin = ["https://workshop.example.org"]
 
-# --- attendees' work, and the report afterwards (README: "Kept work", "After the workshop") ------
+# --- attendees' work, and the report afterwards (docs/workshop/kept-work.md, report.md) ------
 # Files an attendee created or changed are kept for them after their session ends
-# (download, or continue in a fresh notebook). Tell attendees (see the README's privacy note).
+# (download, or continue in a fresh notebook). Tell attendees (see the privacy note in docs/workshop/kept-work.md).
 c.WorkKeeper.enabled = True
 c.WorkKeeper.keep_hours = 24          # then deleted
 c.WorkKeeper.keep_interval = 300      # seconds between checkpoints (what a crash can lose)
@@ -117,7 +117,7 @@ c.WorkKeeper.max_per_network = "500M" # all sessions of one client network (a ro
 # The workshop's record (data/record/), read by `python -m spawner.report` and /status/report.
 c.WorkshopRecord.enabled = True
 
-# --- several workshops on one service (README: "Several workshops") ---------------------------
+# --- several workshops on one service (docs/workshop/several-workshops.md) ---------------------------
 # Each named workshop gets its own links (/w/<name>/), pool, image, sizes and limits; the
 # settings above are every workshop's defaults. SIGHUP adds, changes and removes workshops.
 # c.NbpoolApp.workshops = {

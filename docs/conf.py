@@ -6,7 +6,6 @@ reads well on GitHub too, and the same tools are what this field's operators alr
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -34,6 +33,7 @@ html_title = "nbpool"
 html_static_path: list[str] = []
 html_theme_options = {
     "navigation_with_keys": False,
+    "header_links_before_dropdown": 7,
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc"],
     "footer_start": ["copyright"],
@@ -42,20 +42,3 @@ html_theme_options = {
 html_sidebars = {"index": []}
 html_last_updated_fmt = None
 html_show_sourcelink = False
-
-
-def refresh_screenshots(app) -> None:
-    """Pictures of the pages attendees and instructors see, as the browser tests last took them
-    (build/screenshots/, written by the tests): copied over docs/screenshots/ before the build, so a
-    `make docs` after `make test` shows the pages as they are now (commit the changed pictures)."""
-    fresh = ROOT / "build" / "screenshots"
-    if not fresh.is_dir():
-        return
-    for shot in sorted(fresh.glob("*.png")):
-        target = DOCS / "screenshots" / shot.name
-        if target.exists():
-            shutil.copyfile(shot, target)
-
-
-def setup(app) -> None:
-    app.connect("builder-inited", refresh_screenshots)

@@ -131,8 +131,8 @@ class Proxy(LoggingConfigurable):
                             help="Which responses other than static files are compressed. 'same-origin': only "
                                  "those to requests the browser marks as coming from the page itself or a typed "
                                  "address (Sec-Fetch-Site), which a page on another site cannot cause: what a "
-                                 "BREACH-style attack needs (README, 'Compression and BREACH'). 'never': static "
-                                 "files only. 'always': every compressible response.")
+                                 "BREACH-style attack needs (docs/explanation/first-minute.md, 'Compression and "
+                                 "BREACH'). 'never': static files only. 'always': every compressible response.")
     static_paths = List(Unicode(), ["static/", "lab/extensions/", "custom/"], config=True,
                         help="Paths under a container's prefix that serve the image's own files, the same for "
                              "every attendee and without login: always compressed, and kept in the shared static "
@@ -151,7 +151,7 @@ class Proxy(LoggingConfigurable):
                                   "cannot script another's or nbpool's (JupyterHub's subdomain_host). Needs DNS for "
                                   "nb.example.org and *.nb.example.org, and with TLS a certificate for both. Empty: "
                                   "every server at a path of one origin (/user/<id>/); see 'Exposing nbpool to the "
-                                  "internet' in the README for what that does and does not protect.")
+                                  "internet' in docs/explanation/security.md for what that does and does not protect.")
     private_cookies = List(Unicode(), ["nbpool-"], config=True,
                            help="Prefixes of the names of the service's own cookies (session, kept work, "
                                 "admin, ...). They never reach an attendee's container: the proxy takes them "
@@ -314,7 +314,7 @@ class Proxy(LoggingConfigurable):
             self.max_connections = fits
 
     def say_origins(self) -> None:
-        """What the proxy's mode means for attendees' browsers (README: 'Exposing nbpool to the internet')."""
+        """What the proxy's mode means for attendees' browsers (docs/explanation/security.md)."""
         scheme = "https" if self.tls else "http"
         if self.subdomain_host:
             self.log.info("subdomain mode: every notebook server has an origin of its own, %s://<id>.%s/, and "
@@ -419,7 +419,7 @@ class Proxy(LoggingConfigurable):
 
 
 def install_uvloop() -> bool:
-    """Use uvloop's event loop when it is installed (measured faster; see README). Returns whether it is."""
+    """Use uvloop's event loop when it is installed (measured faster: docs/measured/proxy.md). Returns whether it is."""
     if os.environ.get("NBPOOL_NO_UVLOOP"):
         return False
     try:

@@ -15,7 +15,7 @@ image of the instructor's reaches a follower's browser.
 
 Followers need no container: the follow page is nbpool's own, public like the
 workshop's link (``/follow``, ``/api/follow``). What the instructor's notebook
-shows is shown to everyone following: that is the point, and the README says so.
+shows is shown to everyone following: that is the point, and the documentation says so.
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ class DockerBackend(ContainerBackend):
                                help="CPU weight (cgroup cpu.shares; Docker's default is 1024) of a container while "
                                     "its server starts; raised to 1024 once it is ready. A low value (e.g. 64) lets "
                                     "attendees already at work keep quick cells during a burst, at the price of "
-                                    "slower starts for those still waiting (measured in the README). 1024: starts "
+                                    "slower starts for those still waiting (measured: docs/measured/burst.md). "
+                                    "1024: starts "
                                     "compete like everyone else, which gets the whole burst in soonest.")
     pids_limit = Integer(512, config=True,
                          help="Most processes/threads per container (stops fork bombs). 0 means no limit.")

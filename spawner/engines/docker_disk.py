@@ -136,7 +136,7 @@ class EngineQuota:
         else:
             self.log.info("disk limit %s per container: measured by the pool's watchdog every "
                           "Pool.disk_check_interval, as the engine's storage (%s) has no per-container quota; "
-                          "an engine started by 'make engine' has one (README: disk limits)",
+                          "an engine started by 'make engine' has one (docs/explanation/security.md: disk and logs)",
                           limit, storage_words(info))
 
     def enforced(self) -> bool:

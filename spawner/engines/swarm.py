@@ -111,8 +111,8 @@ class SwarmBackend(DockerBackend):
                            "node publishes, and reports what each container does to the abuse guard, the disk "
                            "watchdog and the out-of-memory counts. Containers go only to nodes whose agent "
                            "answers, whose firewall is in place and whose containers run with "
-                           "no-new-privileges. False: none of this on the nodes (the README says what to do "
-                           "instead).")
+                           "no-new-privileges. False: none of this on the nodes (docs/scale/real-machines.md says "
+                           "what to do instead).")
     agent_image = Unicode("nbpool/agent:latest", config=True,
                           help="The agent's image, on every node (arch-base/agent/build.sh builds it; 'make "
                                "cluster' loads it into the local swarm's nodes).")
@@ -218,8 +218,8 @@ class SwarmBackend(DockerBackend):
             await self._agents.start(snap)
         elif self.firewall.egress != "open":
             self.log.warning("SwarmBackend.node_agent is off: no egress rules, abuse guard, disk watchdog or "
-                             "out-of-memory counts on the nodes; give each node its own (README: Running on "
-                             "several machines)")
+                             "out-of-memory counts on the nodes; give each node its own "
+                             "(docs/scale/real-machines.md)")
         await self._images.probe(snap, wait=True)
 
     async def ensure_network(self) -> None:

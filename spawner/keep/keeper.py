@@ -58,7 +58,7 @@ class WorkKeeper(LoggingConfigurable):
     """Saves attendees' files before their containers go, checkpoints them, gives them back."""
 
     enabled = Bool(True, config=True,
-                   help="Keep attendees' work after their session ends (see 'Kept work' in the README). Off: "
+                   help="Keep attendees' work after their session ends (see docs/workshop/kept-work.md). Off: "
                         "nothing is saved and the ended page says the work is gone.")
     keep_interval = Float(300.0, config=True,
                           help="Seconds between checkpoints: each attendee active since their last one has what "

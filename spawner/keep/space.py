@@ -125,7 +125,7 @@ class KeptSpace:
                 self._crowded.add(kept.owner)
                 limits.log.warning(
                     "kept work from network %s (key %s) reached WorkKeeper.max_per_network (%sB): its new files are "
-                    "not kept. If a whole room shares one address, raise it (see the README).",
+                    "not kept. If a whole room shares one address, raise it (docs/workshop/kept-work.md).",
                     network or "(unknown)", kept.owner, format_memory(limits.max_per_network))
             return (f"over the {format_memory(limits.max_per_network)}B kept for one network: sessions started "
                     "from your network (everyone behind the same address) have used it")

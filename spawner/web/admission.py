@@ -223,7 +223,8 @@ class Admission:
                 self._warned.clear()
             self.web.log.warning(
                 "address %s holds %d of %d containers, its share (WebApp.address_share=%s): further spawns from "
-                "it are refused. If a whole room shares one NAT address, raise the share (see the README).",
+                "it are refused. If a whole room shares one NAT address, raise the share "
+                "(docs/explanation/security.md).",
                 address, held, pool.max_containers, self.web.address_share)
         raise Refused(429, "Too many notebooks from your network",
                       f"{held} notebook servers are already open from your network address, as many as one "

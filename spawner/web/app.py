@@ -86,7 +86,7 @@ class WebApp(LoggingConfigurable):
                                "address is a network, an IPv6 address counts by its /64 (one subscriber holds a "
                                "whole /64). 0.5 with a cap of 60: 30 per network. A room whose attendees all "
                                "reach nbpool through one NAT address needs 1.0 (then set a workshop_key); see "
-                               "'Exposing nbpool to the internet' in the README.")
+                               "docs/explanation/security.md ('Exposing nbpool to the internet').")
     newcomer_reserve = Float(0.2, config=True,
                              help="Share of Pool.max_containers kept for visitors from networks that hold no "
                                   "notebook yet: once the rest is in use (or waited for), a network that already "

@@ -12,7 +12,7 @@ gets that repository's files (at the chosen ref) at the root of their home
 folder, as Binder would have them; the environment is still the workshop's
 image.
 
-The rule, documented in the README: the repository's name in the spec
+The rule, documented in docs/embed/launch-buttons.md: the repository's name in the spec
 (``gh/<org>/<repo>/<ref>`` -> ``<repo>``; ``gl`` and ``git`` take the last part
 of the URL-encoded repository, without ``.git``) is the workshop's name.
 A service without named workshops serves every spec; one with a single
