@@ -34,7 +34,7 @@ def rehearse(service, *material, attendees: int = 2, token: str | None = None, e
                "--attendees", str(attendees), "--arrival", "burst", "--think", "0", "--quiet",
                "--json", str(out), "--html", str(tmp_path / "rehearsal.html"), *extra]
     if token is not None:
-        command += ["--admin-token", token]
+        command += [f"--admin-token={token}"]  # one form that reads whatever the token starts with
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={"PATH": "/usr/bin:/bin"})
     return done.returncode, json.loads(out.read_text()) if out.exists() else None, done.stdout + done.stderr

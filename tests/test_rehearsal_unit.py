@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -122,3 +123,14 @@ def test_missing_paths_empty_folders_and_clashing_names_are_refused(tmp_path):
     (tmp_path / "a.ipynb").write_text(json.dumps(notebook(["1"])))
     with pytest.raises(MaterialError, match=r"two notebooks would go to a\.ipynb"):
         read_material([str(tmp_path / "a.ipynb"), str(tmp_path / "x" / "a.ipynb")])
+
+
+def test_the_generated_admin_token_reads_as_a_value_on_any_command_line(tmp_path):
+    # token_urlsafe started with "-" one time in 32, and `--admin-token <token>` was then read as an option.
+    from spawner.secret import ServerSecret
+    from spawner.web.app import WebApp
+
+    for i in range(64):
+        token = WebApp(secret=ServerSecret(b"t" * 32), data_dir=str(tmp_path / str(i))).admin_token
+        assert re.fullmatch(r"[0-9a-f]{48}", token), token
+        assert (tmp_path / str(i) / "admin_token").read_text().strip() == token

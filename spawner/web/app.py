@@ -251,7 +251,9 @@ class WebApp(LoggingConfigurable):
         if path.exists():
             return path.read_text().strip()
         path.parent.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_urlsafe(24)
+        # Hex, never token_urlsafe: one in 32 of those starts with "-", which a command line then reads as an
+        # option (python -m loadtest --admin-token -x… failed so in the tests).
+        token = secrets.token_hex(24)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
