@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from ..engines.base import BackendError
 from ..report.analysis import percentile
 from .api import AdminHandler
 
@@ -40,7 +41,14 @@ class UsageHandler(AdminHandler):
                          "name the workshop: ?workshop=<name>", "workshops": sorted(self.workshops.active)})
             return
         containers = {cid: {"ended": True} for cid in cids if cid not in found}
-        containers.update(await self._measure(found, disk=self.get_argument("disk", "") in ("1", "true")))
+        try:
+            containers.update(await self._measure(found, disk=self.get_argument("disk", "") in ("1", "true")))
+        except BackendError as exc:
+            # The engine is away (restarting, stopping): not a bug of nbpool's, and the caller samples again.
+            self.set_status(503)
+            self.set_header("Retry-After", "5")
+            self.finish({"error": f"the container engine could not measure them: {exc}"})
+            return
         self.finish({"containers": containers, "workshop": self.limits(ws)})
 
     async def _measure(self, found: dict, disk: bool) -> dict:

@@ -87,12 +87,14 @@ def test_an_engine_restart_keeps_every_attendees_kernel(restart_network, make_se
     session = visitor()
     url = spawn(session, service.url)
     said_down: list[dict] = []
+    usage_while_down: list[int] = []  # the rehearsal's measurements, asked while the engine is away
 
     def watch_health(stop) -> None:
         while not stop.is_set():
             health = requests.get(f"{service.url}/healthz", timeout=10).json()
             if not health["engine_up"]:
                 said_down.append(health)
+                usage_while_down.append(service.admin("GET", f"/api/admin/usage?cid={cid_of(url)}").status_code)
             time.sleep(0.1)
 
     async def through_the_restart() -> str:
@@ -116,6 +118,9 @@ def test_an_engine_restart_keeps_every_attendees_kernel(restart_network, make_se
     assert result == "42"
     assert requests.get(newcomer, cookies=None, timeout=30).status_code in (200, 403)  # it exists (not our cookie)
     assert said_down and "does not answer" in said_down[0]["problems"][0]  # /healthz told operators meanwhile
+    # Measurements asked meanwhile (as a rehearsal does): "try again" (503) or an answer, never a server
+    # error (it answered 500 when the engine's stats call failed).
+    assert usage_while_down and 500 not in usage_while_down, usage_while_down
     service.wait_for(lambda: requests.get(f"{service.url}/healthz", timeout=10).status_code == 200
                      and service.stats()["available"] == 2, timeout=60, what="the pool whole again")
     health = requests.get(f"{service.url}/healthz", timeout=10).json()
