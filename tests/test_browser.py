@@ -327,7 +327,6 @@ def test_several_workshops_from_the_front_page_to_each_ones_own_landing_and_the_
         page.get_by_text("scheduled", exact=True).wait_for()  # the coming window, with its state
         page.get_by_text("1 in use", exact=False).wait_for()
         assert page.get_by_text("1 in use", exact=False).count() == 1  # only the notebook still open
-        shoot(page, "status-page")
         # Signing in ended this browser's hold on its notebook: the operator's cookie never sits beside it.
         assert not any(c["name"].startswith("nbpool-session") for c in context.cookies())
     finally:
