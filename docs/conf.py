@@ -39,6 +39,6 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": [],
 }
-html_sidebars = {"index": []}
+html_sidebars = {"index": [], "get-started": []}  # single pages: no section to navigate
 html_last_updated_fmt = None
 html_show_sourcelink = False
