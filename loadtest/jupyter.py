@@ -199,7 +199,10 @@ class KernelClient:
     @property
     def connected(self) -> bool:
         """Whether its channels WebSocket is open (the server has not closed it)."""
-        return self._ws is not None and self._ws.protocol is not None
+        # Tornado keeps the client's protocol object after the server closes the connection (only our own
+        # close() drops it): ask the protocol whether either side ended it or the stream went away.
+        ws = self._ws
+        return ws is not None and ws.protocol is not None and not ws.protocol.is_closing()
 
     def detach(self) -> None:
         """Close the WebSocket but leave the kernel running."""

@@ -474,3 +474,31 @@ def test_a_named_workshop_puts_the_attendees_links_under_its_prefix():
     for bad in ("", "a/b", "two words"):
         with pytest.raises(SettingsError, match="workshop must be"):
             Settings(url="http://127.0.0.1:8000", users=1, workshop=bad)
+
+
+async def test_a_kernel_client_notices_when_the_server_closes_its_websocket():
+    # The soak counts open tabs whose session ended by the server closing their kernel's WebSocket; Tornado's
+    # client keeps its protocol object after that, so `connected` read True for ever (the soak counted 0).
+    from tornado.websocket import WebSocketHandler, websocket_connect
+
+    from loadtest.jupyter import KernelClient
+
+    class ClosesSoon(WebSocketHandler):
+        def open(self):
+            asyncio.get_running_loop().call_later(0.2, self.close)
+
+    sockets = bind_sockets(0, "127.0.0.1")
+    port = sockets[0].getsockname()[1]
+    server = HTTPServer(Application([(r"/ws", ClosesSoon)]))
+    server.add_sockets(sockets)
+    try:
+        client = KernelClient(f"http://127.0.0.1:{port}/", {}, timeout=10)
+        client._ws = await websocket_connect(f"ws://127.0.0.1:{port}/ws")
+        assert client.connected
+        for _ in range(100):
+            if not client.connected:
+                break
+            await asyncio.sleep(0.05)
+        assert not client.connected, "the server closed the WebSocket 5 s ago"
+    finally:
+        server.stop()
