@@ -53,11 +53,17 @@ def reference(classes: list) -> str:
 
 def rewrite(path: Path, classes: list) -> bool:
     """Replace the section between the markers; True if the file changed."""
+    return rewrite_between(path, START, END, reference(classes))
+
+
+def rewrite_between(path: Path, start: str, end: str, section: str) -> bool:
+    """Replace the part of ``path`` from the marker ``start`` to ``end`` (both included, as ``section`` holds
+    them) with ``section``; True if the file changed. Other generated references (docs/tools) use it too."""
     text = path.read_text()
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"{path} has no config-reference markers")
-    new = pattern.sub(lambda _: reference(classes), text)
+        raise SystemExit(f"{path} has no {start.split()[1]} markers")
+    new = pattern.sub(lambda _: section, text)
     if new != text:
         path.write_text(new)
         return True

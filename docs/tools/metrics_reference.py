@@ -10,7 +10,6 @@ exposes: its name as scraped, type, labels and help. tests/test_docs.py fails wh
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -61,15 +60,10 @@ def main(target: str) -> int:
     if target == "-":
         print(text)
         return 0
-    path = Path(target)
-    page = path.read_text()
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(page):
-        raise SystemExit(f"{path} has no metrics-reference markers")
-    new = pattern.sub(lambda _: text, page)
-    if new != page:
-        path.write_text(new)
-    print(f"{path}: {'updated' if new != page else 'already current'}")
+    from spawner.configref import rewrite_between
+
+    changed = rewrite_between(Path(target), START, END, text)
+    print(f"{target}: {'updated' if changed else 'already current'}")
     return 0
 
 
