@@ -14,7 +14,7 @@ import shutil
 import pytest
 
 from proxy.server import Proxy
-from tests import leftovers
+from tests import leftovers, network_churn
 from tests.dockertools import (
     NOTEBOOK_IMAGE,
     build_hostile_image,
@@ -47,10 +47,15 @@ def chromium():
         pytest.skip(missing)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        network_churn.watch(browser)
         yield browser
         browser.close()
 
 
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(network_churn, "nbpool-network-churn")  # a browser test's one rerun
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,0 +1,78 @@
+"""Chromium's ERR_NETWORK_CHANGED on a Docker host, and the one rerun it earns a browser test.
+
+Chromium watches the host's addresses over netlink and, when any changes, fails the requests that are
+waiting for a connection with ``net::ERR_NETWORK_CHANGED`` (a ``fetch`` rejects with "Failed to
+fetch"; a navigation throws). Here the browser runs on the Docker host itself, where every container
+start or stop and every network a test service creates adds or drops an address (a bridge's gateway,
+a veth's IPv6 link-local one): with two test workers, about one change a second (a NetLog of 60 runs
+of one browser test counted 123 in 130 s, and one of its POSTs failed so). An attendee's browser is
+not on the Docker host and never sees them, so such a failure says nothing about nbpool.
+
+No Chromium switch turns the watcher off, and a network namespace of its own would take from the
+browser the loopback address the tests serve on. So the browser fixture records every request the
+browser failed with that error, and a test using the browser whose run failed while one was recorded
+runs once more (pytest-rerunfailures' ``flaky`` marker, with ``rerun_condition`` as its condition): the
+run's summary counts it as a rerun and a warning names the requests. A test that fails again, or fails
+with no such request, fails as always. This module is a pytest plugin (tests/conftest.py registers it).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+ERROR = "net::ERR_NETWORK_CHANGED"
+
+# Requests failed with ERROR since the current test's setup began ("METHOD URL"). One test runs at a
+# time in a pytest process (xdist workers are processes of their own).
+failed: list[str] = []
+
+
+class NetworkChurnWarning(UserWarning):
+    """A browser test ran again because the host's network changed under the browser."""
+
+
+def watch(browser) -> None:
+    """Record the requests failed with ERROR in every context ``browser`` opens from now on."""
+    def record(request) -> None:
+        if request.failure and ERROR in request.failure:
+            failed.append(f"{request.method} {request.url[:200]}")
+
+    open_context = browser.new_context
+
+    def new_context(*args, **kwargs):
+        context = open_context(*args, **kwargs)
+        context.on("requestfailed", record)
+        return context
+
+    def new_page(*args, **kwargs):  # Browser.new_page opens a context of its own: watch that one too
+        context = new_context(*args, **kwargs)
+        page = context.new_page()
+        page.on("close", lambda _page: context.close())
+        return page
+
+    browser.new_context = new_context
+    browser.new_page = new_page
+
+
+def rerun_condition(error) -> bool:
+    """The ``flaky`` marker's condition: whether the failed run saw the host's network change."""
+    if not failed or error is None:
+        return bool(failed)
+    seen = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+    warnings.warn(NetworkChurnWarning(
+        f"the host's network changed under Chromium ({ERROR}: {seen}) in a run that failed with "
+        f"{type(error).__name__}: {str(error)[:200]} (a browser test runs once more for this, never twice)"),
+        stacklevel=2)
+    return True
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if "chromium" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.flaky(reruns=1, condition=rerun_condition))
+
+
+def pytest_runtest_setup(item) -> None:
+    failed.clear()  # what the browser saw in an earlier test, or an earlier run of this one, is not this run's

@@ -1,0 +1,92 @@
+"""A browser test runs once more only when the host's network changed under Chromium (tests/network_churn.py).
+
+An inner pytest run with the real pytest-rerunfailures plugin: what is faked is only the browser's
+report of a failed request (the netlink event that causes it cannot be made on demand).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+INNER = """
+import pytest
+from tests import network_churn
+
+runs = {"churn_then_pass": 0, "churn_twice": 0, "plain_failure": 0, "churn_in_passing_run": 0}
+
+@pytest.fixture
+def chromium():  # stands for the browser fixture: the plugin marks whatever uses it
+    return None
+
+def test_churn_then_pass(chromium):
+    runs["churn_then_pass"] += 1
+    if runs["churn_then_pass"] == 1:
+        network_churn.failed.append("POST http://127.0.0.1:1/user/x/api/contents")
+        raise AssertionError("TypeError: Failed to fetch")
+
+def test_churn_twice(chromium):
+    runs["churn_twice"] += 1
+    network_churn.failed.append("GET http://127.0.0.1:1/user/x/tree")
+    raise AssertionError(f"run {runs['churn_twice']}")
+
+def test_plain_failure(chromium):
+    runs["plain_failure"] += 1
+    raise AssertionError(f"a real failure, run {runs['plain_failure']}")
+
+def test_churn_in_passing_run(chromium):
+    runs["churn_in_passing_run"] += 1
+    network_churn.failed.append("GET http://127.0.0.1:1/user/x/api/contents")
+
+def test_no_browser_no_rerun():
+    network_churn.failed.append("GET http://127.0.0.1:1/")
+    raise AssertionError("not a browser test")
+
+def test_runs_counted():  # runs last, in file order
+    assert runs == {"churn_then_pass": 2, "churn_twice": 2, "plain_failure": 1, "churn_in_passing_run": 1}
+"""
+
+
+def test_only_a_failure_beside_network_churn_earns_one_more_run(pytester):
+    pytester.syspathinsert(ROOT)
+    pytester.makepyfile(test_inner=INNER)
+    result = pytester.runpytest_inprocess("-p", "tests.network_churn", "-p", "no:cacheprovider", "-p", "no:asyncio",
+                                          "-rfR")
+    outcomes = result.parseoutcomes()
+    assert (outcomes.get("passed"), outcomes.get("failed"), outcomes.get("rerun")) == (3, 3, 2), outcomes
+    failed = {line.split("::")[1].split()[0] for line in result.outlines if line.startswith("FAILED ")}
+    assert failed == {"test_churn_twice", "test_plain_failure", "test_no_browser_no_rerun"}
+    result.stdout.fnmatch_lines(["*NetworkChurnWarning: the host's network changed under Chromium "
+                                 "(net::ERR_NETWORK_CHANGED: POST http://127.0.0.1:1/user/x/api/contents)*"])
+
+
+@pytest.mark.parametrize("failure", [None, "net::ERR_CONNECTION_RESET", "net::ERR_NETWORK_CHANGED"])
+def test_the_browser_watch_records_that_error_alone(failure):
+    from tests import network_churn
+
+    class Request:
+        method, url = "POST", "http://127.0.0.1:1/user/x/api/contents"
+
+    class Context:
+        def on(self, event, handler):
+            assert event == "requestfailed"
+            self.handler = handler
+
+    class Browser:
+        def new_context(self):
+            return Context()
+
+    browser = Browser()
+    network_churn.watch(browser)
+    context = browser.new_context()
+    network_churn.failed.clear()
+    Request.failure = failure
+    context.handler(Request())
+    assert network_churn.failed == (["POST http://127.0.0.1:1/user/x/api/contents"]
+                                    if failure == "net::ERR_NETWORK_CHANGED" else [])
+    network_churn.failed.clear()
