@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The btrfs data root that gives `make engine` a per-container disk quota (issue 24).
 #
+#   engine-btrfs.sh tools                  install Debian's btrfs-progs when mkfs.btrfs is missing
 #   engine-btrfs.sh quota DIR              does DIR's filesystem give Docker a per-container quota?
 #                                          prints 'btrfs', 'xfs-pquota' or 'none (<fs type>)'
 #   engine-btrfs.sh size DIR               the default size of a btrfs file kept in DIR: half the
@@ -124,6 +125,7 @@ setup() {
 }
 
 case "${1:-}" in
+    tools) need_btrfs_tools ;;
     quota) quota "${2:?quota needs a directory}" ;;
     size) size "${2:?size needs a directory}" ;;
     setup) setup "${2:?setup needs FILE MOUNT SIZE}" "${3:?setup needs FILE MOUNT SIZE}" "${4:?setup needs FILE MOUNT SIZE}" ;;

@@ -292,7 +292,7 @@ def test_the_ended_page_gives_the_attendee_their_work_back(chromium, service, tm
 
 
 def test_several_workshops_from_the_front_page_to_each_ones_own_landing_and_the_status_page(
-        chromium, docker_client, notebook_image, tmp_path, request):
+        chromium, docker_client, notebook_image, tmp_path):
     svc = Service(tmp_path, f"nbpool-browser-{secrets.token_hex(3)}", NbpoolApp__workshops={
         "python-intro": {"display_name": "Python intro", "warm": 1, "max_containers": 2, "landing_path": "tree"},
         "r-stats": {"display_name": "R stats", "warm": 1, "max_containers": 2, "landing_path": "lab",
@@ -329,11 +329,13 @@ def test_several_workshops_from_the_front_page_to_each_ones_own_landing_and_the_
         assert page.get_by_text("1 in use", exact=False).count() == 1  # only the notebook still open
         # Signing in ended this browser's hold on its notebook: the operator's cookie never sits beside it.
         assert not any(c["name"].startswith("nbpool-session") for c in context.cookies())
+    except Exception:  # (this runs before the test's report exists: request.node.call_failed is not set yet)
+        print(f"--- the page: {page.url}")
+        svc.stop()
+        print(svc.logs()[-8000:])
+        raise
     finally:
         context.close()
         svc.stop()
-        failed = getattr(request.node, "call_failed", False)
-        if failed:
-            print(svc.logs()[-5000:])
         for name in ("python-intro", "r-stats"):
             remove_pool_containers(docker_client, f"{svc.pool_name}-{name}")

@@ -34,7 +34,7 @@ def missing() -> str:
         return "not root"
     for tool in ("unshare", "mkfs.btrfs", "btrfs", "dockerd"):
         if not shutil.which(tool):
-            return f"no {tool} ('make engine' installs btrfs-progs and docker.io)"
+            return f"no {tool} ('make test' installs btrfs-progs, 'make engine' docker.io)"
     if "btrfs" not in Path("/proc/filesystems").read_text():
         return "no btrfs in this kernel"
     if not Path("/dev/loop-control").exists():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import json
 import math
 import os
@@ -113,6 +114,16 @@ def make_swarm_service(swarm, tmp_path_factory, request):
             svc.remove()
 
 
+def bridge_gateway(engine) -> str:
+    """The host's address on Docker's default bridge, where the nodes reach nbpool's machine.
+
+    On a fresh machine the bridge of an engine at its first start listed only its subnet (2026-12-05, Docker
+    20.10; the gateway was listed after a restart): the gateway is then the subnet's first address.
+    """
+    config = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    return config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+
+
 def test_spares_spread_over_nodes_with_the_limits_in_each_spec(swarm, make_swarm_service):
     service = make_swarm_service(Pool__warm=4, Pool__max_containers=6)
     service.start(timeout=180)
@@ -146,7 +157,7 @@ def test_spares_spread_over_nodes_with_the_limits_in_each_spec(swarm, make_swarm
     endpoints = {c["node"]: c["endpoint"] for c in data["containers"]}
     same = next(c["endpoint"] for c in data["containers"]
                 if c["node"] == node and c["endpoint"] != endpoint_of(data, found[0]))
-    gateway = docker.from_env(environment=HOST_ENGINE).networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    gateway = bridge_gateway(docker.from_env(environment=HOST_ENGINE))
     listener = socket.create_server((gateway, 0))  # a server on nbpool's machine, on the nodes' network
     manager = docker.from_env(environment=HOST_ENGINE).containers.get("nbpool-manager").attrs["NetworkSettings"][
         "Networks"]["bridge"]["IPAddress"]
