@@ -8,16 +8,18 @@ a veth's IPv6 link-local one): with two test workers, about one change a second 
 of one browser test counted 123 in 130 s, and one of its POSTs failed so). An attendee's browser is
 not on the Docker host and never sees them, so such a failure says nothing about nbpool.
 
-No Chromium switch turns the watcher off, and a network namespace of its own would take from the
-browser the loopback address the tests serve on. So the browser fixture records every request the
-browser failed with that error, and a test using the browser whose run failed while one was recorded
-runs once more (pytest-rerunfailures' ``flaky`` marker, with ``rerun_condition`` as its condition): the
-run's summary counts it as a rerun and a warning names the requests. A test that fails again, or fails
-with no such request, fails as always. This module is a pytest plugin (tests/conftest.py registers it).
+No Chromium switch turns the watcher off, and a network namespace of its own would take from the browser the
+loopback address the tests serve on. So the browser fixture records every request the browser failed with
+that error, and a test using the browser whose run failed in the browser (a Playwright error: a rejected
+fetch, a navigation, a wait that timed out) while one was recorded runs once more (pytest-rerunfailures'
+``flaky`` marker, with ``rerun_condition`` as its condition): the run's summary counts it as a rerun and a
+warning names the requests. A test that fails again, or fails with no such request, fails as always. This
+module is a pytest plugin (tests/conftest.py registers it).
 """
 
 from __future__ import annotations
 
+import traceback
 import warnings
 
 import pytest
@@ -57,15 +59,34 @@ def watch(browser) -> None:
 
 
 def rerun_condition(error) -> bool:
-    """The ``flaky`` marker's condition: whether the failed run saw the host's network change."""
-    if not failed or error is None:
+    """The ``flaky`` marker's condition: whether the run failed in the browser while the host's network changed.
+
+    Only the browser's own errors count (Playwright's: a rejected fetch in the page, a navigation, a wait for
+    the page that timed out); a failed assertion or a bad answer to a request the test made itself is the
+    test's finding, whatever the browser saw meanwhile.
+    """
+    if error is None:
         return bool(failed)
+    if not failed or not _from_the_browser(error):
+        return False
     seen = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
     warnings.warn(NetworkChurnWarning(
         f"the host's network changed under Chromium ({ERROR}: {seen}) in a run that failed with "
-        f"{type(error).__name__}: {str(error)[:200]} (a browser test runs once more for this, never twice)"),
-        stacklevel=2)
+        f"{type(error).__name__}: {str(error)[:300]}{_where(error)} (a browser test runs once more for this, "
+        "never twice)"), stacklevel=2)
     return True
+
+
+def _from_the_browser(error: BaseException) -> bool:
+    return any(cls.__module__.startswith("playwright.") for cls in type(error).__mro__)
+
+
+def _where(error: BaseException) -> str:
+    """The test's own lines the error went through (the first run's report is not kept)."""
+    frames = [f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{line}"
+              for frame, line in traceback.walk_tb(error.__traceback__)
+              if "/tests/" in frame.f_code.co_filename or "/test_" in frame.f_code.co_filename]
+    return f", at {' < '.join(reversed(frames[-4:]))}" if frames else ""
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -255,7 +255,9 @@ def test_attendees_follow_the_instructor_and_catch_up_below_their_own_work(chrom
             """The attendee's notebook as its server saved it (the live document is written within a second)."""
             deadline = time.monotonic() + 20
             while True:
-                cells = attendee.request.get(file_url).json()["content"]["cells"]
+                response = attendee.request.get(file_url)
+                assert response.ok, (response.status, response.text()[:500])
+                cells = response.json()["content"]["cells"]
                 if check(cells):
                     return cells
                 assert time.monotonic() < deadline, [c["source"][:40] for c in cells]

@@ -16,9 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 INNER = """
 import pytest
+from playwright.sync_api import Error, TimeoutError
+
 from tests import network_churn
 
-runs = {"churn_then_pass": 0, "churn_twice": 0, "plain_failure": 0, "churn_in_passing_run": 0}
+runs = {"churn_then_pass": 0, "churn_twice": 0, "plain_failure": 0, "churn_in_passing_run": 0,
+        "churn_beside_a_finding": 0}
 
 @pytest.fixture
 def chromium():  # stands for the browser fixture: the plugin marks whatever uses it
@@ -28,16 +31,21 @@ def test_churn_then_pass(chromium):
     runs["churn_then_pass"] += 1
     if runs["churn_then_pass"] == 1:
         network_churn.failed.append("POST http://127.0.0.1:1/user/x/api/contents")
-        raise AssertionError("TypeError: Failed to fetch")
+        raise Error("Page.evaluate: TypeError: Failed to fetch")
 
 def test_churn_twice(chromium):
     runs["churn_twice"] += 1
     network_churn.failed.append("GET http://127.0.0.1:1/user/x/tree")
-    raise AssertionError(f"run {runs['churn_twice']}")
+    raise TimeoutError(f"Page.wait_for_url: Timeout 90000ms exceeded, run {runs['churn_twice']}")
+
+def test_churn_beside_a_finding(chromium):  # the test's own check failed: the browser's trouble is no excuse
+    runs["churn_beside_a_finding"] += 1
+    network_churn.failed.append("GET http://127.0.0.1:1/user/x/lab/api/themes/x.css")
+    raise KeyError("content")
 
 def test_plain_failure(chromium):
     runs["plain_failure"] += 1
-    raise AssertionError(f"a real failure, run {runs['plain_failure']}")
+    raise Error(f"a real failure, run {runs['plain_failure']}")
 
 def test_churn_in_passing_run(chromium):
     runs["churn_in_passing_run"] += 1
@@ -48,7 +56,8 @@ def test_no_browser_no_rerun():
     raise AssertionError("not a browser test")
 
 def test_runs_counted():  # runs last, in file order
-    assert runs == {"churn_then_pass": 2, "churn_twice": 2, "plain_failure": 1, "churn_in_passing_run": 1}
+    assert runs == {"churn_then_pass": 2, "churn_twice": 2, "plain_failure": 1, "churn_in_passing_run": 1,
+                    "churn_beside_a_finding": 1}
 """
 
 
@@ -58,11 +67,14 @@ def test_only_a_failure_beside_network_churn_earns_one_more_run(pytester):
     result = pytester.runpytest_inprocess("-p", "tests.network_churn", "-p", "no:cacheprovider", "-p", "no:asyncio",
                                           "-rfR")
     outcomes = result.parseoutcomes()
-    assert (outcomes.get("passed"), outcomes.get("failed"), outcomes.get("rerun")) == (3, 3, 2), outcomes
+    assert (outcomes.get("passed"), outcomes.get("failed"), outcomes.get("rerun")) == (3, 4, 2), outcomes
     failed = {line.split("::")[1].split()[0] for line in result.outlines if line.startswith("FAILED ")}
-    assert failed == {"test_churn_twice", "test_plain_failure", "test_no_browser_no_rerun"}
+    assert failed == {"test_churn_twice", "test_plain_failure", "test_no_browser_no_rerun",
+                      "test_churn_beside_a_finding"}
     result.stdout.fnmatch_lines(["*NetworkChurnWarning: the host's network changed under Chromium "
-                                 "(net::ERR_NETWORK_CHANGED: POST http://127.0.0.1:1/user/x/api/contents)*"])
+                                 "(net::ERR_NETWORK_CHANGED: POST http://127.0.0.1:1/user/x/api/contents) "
+                                 "in a run that failed with Error: Page.evaluate: TypeError: Failed to fetch, "
+                                 "at *test_inner.py:*"])
 
 
 @pytest.mark.parametrize("failure", [None, "net::ERR_CONNECTION_RESET", "net::ERR_NETWORK_CHANGED"])
