@@ -9,16 +9,17 @@ of one browser test counted 123 in 130 s, and one of its POSTs failed so). An at
 not on the Docker host and never sees them, so such a failure says nothing about nbpool.
 
 No Chromium switch turns the watcher off, and a network namespace of its own would take from the browser the
-loopback address the tests serve on. So the browser fixture records every request the browser failed with
-that error, and a test using the browser whose run failed in the browser (a Playwright error: a rejected
-fetch, a navigation, a wait that timed out) while one was recorded runs once more (pytest-rerunfailures'
-``flaky`` marker, with ``rerun_condition`` as its condition): the run's summary counts it as a rerun and a
-warning names the requests. A test that fails again, or fails with no such request, fails as always. This
-module is a pytest plugin (tests/conftest.py registers it).
+loopback address the tests serve on. So the browser fixture records every request the browser failed with that
+error, and a test using the browser whose run failed in the browser (a Playwright error: a rejected fetch, a
+navigation, a wait that timed out; or PageNotReady, a test's own wait for the page) while one was recorded
+runs once more (pytest-rerunfailures' ``flaky`` marker, with ``rerun_condition`` as its condition): the run's
+summary counts it as a rerun and a warning names the requests. A test that fails again, or fails with no such
+request, fails as always. This module is a pytest plugin (tests/conftest.py registers it).
 """
 
 from __future__ import annotations
 
+import time
 import traceback
 import warnings
 
@@ -33,6 +34,16 @@ failed: list[str] = []
 
 class NetworkChurnWarning(UserWarning):
     """A browser test ran again because the host's network changed under the browser."""
+
+
+class PageNotReady(AssertionError):
+    """A test's own wait for the page (its kernel's WebSocket, its cells) ran out: a failure in the browser."""
+
+
+def page_deadline(deadline: float, what: str) -> None:
+    """Raise PageNotReady(what) once time.monotonic() is past ``deadline``."""
+    if time.monotonic() >= deadline:
+        raise PageNotReady(what)
 
 
 def watch(browser) -> None:
@@ -61,9 +72,9 @@ def watch(browser) -> None:
 def rerun_condition(error) -> bool:
     """The ``flaky`` marker's condition: whether the run failed in the browser while the host's network changed.
 
-    Only the browser's own errors count (Playwright's: a rejected fetch in the page, a navigation, a wait for
-    the page that timed out); a failed assertion or a bad answer to a request the test made itself is the
-    test's finding, whatever the browser saw meanwhile.
+    Only the browser's own errors count (Playwright's: a rejected fetch in the page, a navigation, a wait for the
+    page that timed out; and PageNotReady, the test's own wait for the page); a failed assertion or a bad answer
+    to a request the test made itself is the test's finding, whatever the browser saw meanwhile.
     """
     if error is None:
         return bool(failed)
@@ -78,6 +89,8 @@ def rerun_condition(error) -> bool:
 
 
 def _from_the_browser(error: BaseException) -> bool:
+    if isinstance(error, PageNotReady):
+        return True
     return any(cls.__module__.startswith("playwright.") for cls in type(error).__mro__)
 
 

@@ -17,6 +17,7 @@ import time
 import pytest
 import requests
 
+from tests.network_churn import page_deadline
 from tests.screenshots import shoot
 from tests.test_browser_class import settle
 from tests.test_browser_isolation import SUB, goto
@@ -60,7 +61,7 @@ def load_notebook(page, navigate, timeout: float = 90) -> None:
             now = page.locator(".jp-Notebook .jp-Cell").count()
             if sockets and now and now == cells:
                 break
-            assert time.monotonic() < deadline, f"the notebook is not ready: {now} cells, kernel sockets {sockets}"
+            page_deadline(deadline, f"the notebook is not ready: {now} cells, kernel sockets {sockets}")
             cells = now
             page.wait_for_timeout(500)
     finally:

@@ -21,7 +21,7 @@ from playwright.sync_api import Error, TimeoutError
 from tests import network_churn
 
 runs = {"churn_then_pass": 0, "churn_twice": 0, "plain_failure": 0, "churn_in_passing_run": 0,
-        "churn_beside_a_finding": 0}
+        "churn_beside_a_finding": 0, "page_wait_then_pass": 0}
 
 @pytest.fixture
 def chromium():  # stands for the browser fixture: the plugin marks whatever uses it
@@ -37,6 +37,12 @@ def test_churn_twice(chromium):
     runs["churn_twice"] += 1
     network_churn.failed.append("GET http://127.0.0.1:1/user/x/tree")
     raise TimeoutError(f"Page.wait_for_url: Timeout 90000ms exceeded, run {runs['churn_twice']}")
+
+def test_page_wait_then_pass(chromium):  # the test's own wait for the page counts as the browser's failure
+    runs["page_wait_then_pass"] += 1
+    if runs["page_wait_then_pass"] == 1:
+        network_churn.failed.append("POST http://127.0.0.1:1/user/x/api/sessions")
+        network_churn.page_deadline(0, "the notebook is not ready: 17 cells, kernel sockets []")
 
 def test_churn_beside_a_finding(chromium):  # the test's own check failed: the browser's trouble is no excuse
     runs["churn_beside_a_finding"] += 1
@@ -57,7 +63,7 @@ def test_no_browser_no_rerun():
 
 def test_runs_counted():  # runs last, in file order
     assert runs == {"churn_then_pass": 2, "churn_twice": 2, "plain_failure": 1, "churn_in_passing_run": 1,
-                    "churn_beside_a_finding": 1}
+                    "churn_beside_a_finding": 1, "page_wait_then_pass": 2}
 """
 
 
@@ -67,7 +73,7 @@ def test_only_a_failure_beside_network_churn_earns_one_more_run(pytester):
     result = pytester.runpytest_inprocess("-p", "tests.network_churn", "-p", "no:cacheprovider", "-p", "no:asyncio",
                                           "-rfR")
     outcomes = result.parseoutcomes()
-    assert (outcomes.get("passed"), outcomes.get("failed"), outcomes.get("rerun")) == (3, 4, 2), outcomes
+    assert (outcomes.get("passed"), outcomes.get("failed"), outcomes.get("rerun")) == (4, 4, 3), outcomes
     failed = {line.split("::")[1].split()[0] for line in result.outlines if line.startswith("FAILED ")}
     assert failed == {"test_churn_twice", "test_plain_failure", "test_no_browser_no_rerun",
                       "test_churn_beside_a_finding"}
