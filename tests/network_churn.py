@@ -54,19 +54,12 @@ def watch(browser) -> None:
 
     open_context = browser.new_context
 
-    def new_context(*args, **kwargs):
+    def new_context(*args, **kwargs):  # (the tests open every page in a context of their own)
         context = open_context(*args, **kwargs)
         context.on("requestfailed", record)
         return context
 
-    def new_page(*args, **kwargs):  # Browser.new_page opens a context of its own: watch that one too
-        context = new_context(*args, **kwargs)
-        page = context.new_page()
-        page.on("close", lambda _page: context.close())
-        return page
-
     browser.new_context = new_context
-    browser.new_page = new_page
 
 
 def rerun_condition(error) -> bool:
