@@ -260,4 +260,5 @@ def make_service(docker_client, notebook_image, tmp_path_factory, request):
         service.stop()
         if failed:
             print(f"--- nbpool log ({service.pool_name}) ---\n{service.logs()[-6000:]}")
-        remove_service_containers(docker_client, service.pool_name)
+        # (on a failure, what each notebook server said too: a page that never drew its notebook, a lost room)
+        remove_service_containers(docker_client, service.pool_name, show_logs=failed)

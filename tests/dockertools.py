@@ -86,12 +86,15 @@ def remove_pool_containers(client: docker.DockerClient, pool_name: str, show_log
     return [c.name for c in leftovers]
 
 
-def remove_service_containers(client: docker.DockerClient, pool_name: str) -> list[str]:
-    """Force-remove the containers of a service's pool and of its named workshops' pools (<pool_name>-<name>)."""
+def remove_service_containers(client: docker.DockerClient, pool_name: str, show_logs: bool = False) -> list[str]:
+    """Force-remove the containers of a service's pool and of its named workshops' pools (<pool_name>-<name>).
+
+    With ``show_logs``, each container's last lines (its Jupyter server's log) are printed first.
+    """
     found = client.api.containers(all=True, filters={"label": "org.nbpool.pool"})  # (no inspect: may be going)
     pools = {(c.get("Labels") or {}).get("org.nbpool.pool", "") for c in found}
     return [name for pool in sorted(pools) if pool == pool_name or pool.startswith(pool_name + "-")
-            for name in remove_pool_containers(client, pool)]
+            for name in remove_pool_containers(client, pool, show_logs)]
 
 
 HOSTILE_IMAGE = "nbpool/hostile-test:latest"

@@ -14,7 +14,10 @@ error, and a test using the browser whose run failed in the browser (a Playwrigh
 navigation, a wait that timed out; or PageNotReady, a test's own wait for the page) while one was recorded
 runs once more (pytest-rerunfailures' ``flaky`` marker, with ``rerun_condition`` as its condition): the run's
 summary counts it as a rerun and a warning names the requests. A test that fails again, or fails with no such
-request, fails as always. This module is a pytest plugin (tests/conftest.py registers it).
+request, fails as always. WebSockets failed so count too, and JupyterLab's "Server Connection Error" dialog,
+which such losses open and which takes every click, is closed then (and only then). A failed browser test's
+report gets a "browser" section with the rest of what the browser went through. This module is a pytest
+plugin (tests/conftest.py registers it).
 """
 
 from __future__ import annotations
@@ -31,6 +34,14 @@ ERROR = "net::ERR_NETWORK_CHANGED"
 # time in a pytest process (xdist workers are processes of their own).
 failed: list[str] = []
 
+# What else the browser went through in the current test: requests failed for any reason, answers of 400 and
+# more, WebSocket errors and JupyterLab dialogs dismissed. A failed test's report shows it (the "browser" section).
+trouble: list[str] = []
+
+# JupyterLab's modal "Server Connection Error" dialog: JupyterLab opens it when its requests fail (it keeps
+# reconnecting by itself), and until someone closes it, it takes every click on the page.
+CONNECTION_LOST = ".jp-Dialog:has-text('Server Connection Error')"
+
 
 class NetworkChurnWarning(UserWarning):
     """A browser test ran again because the host's network changed under the browser."""
@@ -40,23 +51,55 @@ class PageNotReady(AssertionError):
     """A test's own wait for the page (its kernel's WebSocket, its cells) ran out: a failure in the browser."""
 
 
-def page_deadline(deadline: float, what: str) -> None:
-    """Raise PageNotReady(what) once time.monotonic() is past ``deadline``."""
+def page_deadline(deadline: float, what) -> None:
+    """Raise PageNotReady(what) once time.monotonic() is past ``deadline`` (``what``: a text, or a callable
+    giving it, for a message that costs something to write)."""
     if time.monotonic() >= deadline:
-        raise PageNotReady(what)
+        raise PageNotReady(what() if callable(what) else what)
+
+
+def _note(line: str) -> None:
+    trouble.append(f"{time.strftime('%H:%M:%S')} {line}")
+    del trouble[:-200]  # (the last ones are those that matter)
 
 
 def watch(browser) -> None:
-    """Record the requests failed with ERROR in every context ``browser`` opens from now on."""
-    def record(request) -> None:
+    """Record, in every context ``browser`` opens from now on, the requests and WebSockets it failed with ERROR
+    (and the rest of its trouble), and close JupyterLab's connection-lost dialog when the network changed."""
+    def request_failed(request) -> None:
+        _note(f"failed {request.method} {request.url[:200]}: {request.failure}")
         if request.failure and ERROR in request.failure:
             failed.append(f"{request.method} {request.url[:200]}")
+
+    def response(response) -> None:
+        if response.status >= 400:
+            _note(f"{response.status} {response.request.method} {response.url[:200]}")
+
+    def websocket(ws) -> None:
+        def socket_error(error) -> None:
+            _note(f"WebSocket {ws.url[:200]}: {error}")
+            if ERROR in str(error):
+                failed.append(f"WebSocket {ws.url[:200]}")
+        ws.on("socketerror", socket_error)
+
+    def page(page) -> None:
+        page.on("websocket", websocket)
+        page.add_locator_handler(page.locator(CONNECTION_LOST), connection_lost, no_wait_after=True)
+
+    def connection_lost(dialog) -> None:
+        # Closed only when the host's network changed under the browser (a person would close it and JupyterLab
+        # reconnects); otherwise it stays, and the test's next click fails on it as it would for anyone.
+        if failed:
+            _note("closed JupyterLab's 'Server Connection Error' dialog (the host's network changed)")
+            dialog.get_by_role("button", name="Close").click()
 
     open_context = browser.new_context
 
     def new_context(*args, **kwargs):  # (the tests open every page in a context of their own)
         context = open_context(*args, **kwargs)
-        context.on("requestfailed", record)
+        context.on("requestfailed", request_failed)
+        context.on("response", response)
+        context.on("page", page)
         return context
 
     browser.new_context = new_context
@@ -103,3 +146,11 @@ def pytest_collection_modifyitems(items) -> None:
 
 def pytest_runtest_setup(item) -> None:
     failed.clear()  # what the browser saw in an earlier test, or an earlier run of this one, is not this run's
+    trouble.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    outcome = yield
+    if outcome.excinfo is not None and trouble and "chromium" in getattr(item, "fixturenames", ()):
+        item.add_report_section("call", "browser", "\n".join(trouble))

@@ -38,6 +38,7 @@ class Home:
     def __init__(self, files: dict[str, tuple[bytes, str]]):
         self.files = dict(files)
         self.reads: list[str] = []
+        self.saving: dict[str, list[bytes]] = {}  # what reads of a file get first, while a save is under way
         self.odd: list[dict] = []  # entries listed at the top as they are (a hostile server's names)
 
     def listing(self, folder: str) -> list[dict]:
@@ -75,7 +76,8 @@ def contents_app(home: Home, token: str) -> Application:
     class Files(Base):
         def get(self, path):
             home.reads.append(path)
-            self.finish(home.files[path][0])
+            mid_save = home.saving.get(path)
+            self.finish(mid_save.pop(0) if mid_save else home.files[path][0])
 
     return Application([(r"/user/x/api/contents/?(.*)", Contents), (r"/user/x/files/(.*)", Files)])
 
@@ -149,6 +151,54 @@ async def test_a_file_changed_before_its_hash_was_asked_is_never_taken_for_the_i
     assert keeper.image.baselines["img"]["README.md"][2] == "" and keeper.image.baselines["img"]["01-intro.ipynb"][2]
     kept = await keeper.save(slot, final=False)
     assert list(kept.files) == ["README.md"]
+
+
+NOTEBOOK = json.dumps({"cells": [{"cell_type": "markdown", "source": "mine"}], "nbformat": 4}).encode()
+
+
+async def test_a_notebook_read_mid_save_is_read_again_until_whole(attendee, tmp_path):
+    home, slot = attendee
+    as_slot_url(slot)
+    keeper = keeper_for(tmp_path)
+    await learn(keeper, slot)
+    home.files["mine.ipynb"] = (NOTEBOOK, "2026-05-01T10:00:00Z")
+    home.files["notes.txt"] = (b"a line of mine", "2026-05-01T10:00:00Z")
+    # jupyter_server's atomic_writing empties the file, then writes it: reads in between get nothing or a part
+    home.saving = {"mine.ipynb": [b"", NOTEBOOK[:20]], "notes.txt": [b"a li"]}
+    kept = await keeper.save(slot, final=False)
+    assert home.reads.count("mine.ipynb") == 3 and home.reads.count("notes.txt") == 2
+    assert sorted(kept.files) == ["mine.ipynb", "notes.txt"] and not kept.skipped
+    assert (tmp_path / "kept" / CID / "files" / "mine.ipynb").read_bytes() == NOTEBOOK
+    assert (tmp_path / "kept" / CID / "files" / "notes.txt").read_bytes() == b"a line of mine"
+
+
+async def test_a_notebook_mid_save_at_every_read_keeps_its_last_version(attendee, tmp_path):
+    home, slot = attendee
+    as_slot_url(slot)
+    keeper = keeper_for(tmp_path)
+    await learn(keeper, slot)
+    home.files["mine.ipynb"] = (NOTEBOOK, "2026-05-01T10:00:00Z")
+    await keeper.save(slot, final=False)
+    newer = NOTEBOOK.replace(b"mine", b"mine, more")
+    home.files["mine.ipynb"] = (newer, "2026-05-01T10:05:00Z")
+    # saved again and again (collaboration saves as the attendee types): empty or half-written at every read
+    home.saving = {"mine.ipynb": [b"", newer[:10], b"", newer[:30], b""]}
+    kept = await keeper.save(slot, final=False)
+    assert (tmp_path / "kept" / CID / "files" / "mine.ipynb").read_bytes() == NOTEBOOK
+    assert "being saved" in kept.skipped["mine.ipynb"]["why"], kept.skipped
+    kept = await keeper.save(slot, final=False)  # the next checkpoint finds it whole
+    assert (tmp_path / "kept" / CID / "files" / "mine.ipynb").read_bytes() == newer and not kept.skipped
+
+
+async def test_a_broken_notebook_of_the_attendees_own_is_kept_as_it_is(attendee, tmp_path):
+    home, slot = attendee
+    as_slot_url(slot)
+    keeper = keeper_for(tmp_path)
+    await learn(keeper, slot)
+    home.files["broken.ipynb"] = (b'{"cells": [', "2026-05-01T10:00:00Z")  # the same at every read
+    kept = await keeper.save(slot, final=False)
+    assert list(kept.files) == ["broken.ipynb"] and home.reads.count("broken.ipynb") == 2
+    assert (tmp_path / "kept" / CID / "files" / "broken.ipynb").read_bytes() == b'{"cells": ['
 
 
 async def test_the_size_cap_lists_what_does_not_fit_newest_first(attendee, tmp_path):

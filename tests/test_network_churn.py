@@ -91,9 +91,11 @@ def test_the_browser_watch_records_that_error_alone(failure):
         method, url = "POST", "http://127.0.0.1:1/user/x/api/contents"
 
     class Context:
+        def __init__(self):
+            self.handlers = {}
+
         def on(self, event, handler):
-            assert event == "requestfailed"
-            self.handler = handler
+            self.handlers[event] = handler
 
     class Browser:
         def new_context(self):
@@ -104,7 +106,46 @@ def test_the_browser_watch_records_that_error_alone(failure):
     context = browser.new_context()
     network_churn.failed.clear()
     Request.failure = failure
-    context.handler(Request())
+    context.handlers["requestfailed"](Request())
     assert network_churn.failed == (["POST http://127.0.0.1:1/user/x/api/contents"]
                                     if failure == "net::ERR_NETWORK_CHANGED" else [])
+    assert any("api/contents" in line for line in network_churn.trouble)
     network_churn.failed.clear()
+    network_churn.trouble.clear()
+
+
+# JupyterLab's connection-lost dialog as JupyterLab 4 draws it (a modal over the whole page), above a button
+DIALOG = """
+<button id="under" onclick="this.textContent = 'clicked'">run</button>
+<div class="jp-Dialog" style="position: fixed; inset: 0; background: rgba(0,0,0,.3)">
+  <div class="jp-Dialog-content"><div class="jp-Dialog-header">Server Connection Error</div>
+    <button class="jp-mod-reject" onclick="this.closest('.jp-Dialog').remove()">Close</button></div>
+</div>
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("network_changed", [False, True], ids=["network-kept", "network-changed"])
+def test_the_connection_lost_dialog_is_closed_only_when_the_network_changed(chromium, network_changed):
+    from playwright.sync_api import TimeoutError
+
+    from tests import network_churn
+
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        page.set_content(DIALOG)
+        if network_changed:
+            network_churn.failed.append("GET http://127.0.0.1:1/user/x/api/sessions")
+            page.locator("#under").click(timeout=5000)
+            assert page.locator("#under").inner_text() == "clicked"
+            assert page.locator(".jp-Dialog").count() == 0
+            assert any("Server Connection Error" in line for line in network_churn.trouble)
+        else:  # the dialog stays and takes the click, as it would for anyone
+            with pytest.raises(TimeoutError):
+                page.locator("#under").click(timeout=2000)
+            assert page.locator(".jp-Dialog").count() == 1
+    finally:
+        context.close()
+        network_churn.failed.clear()
+        network_churn.trouble.clear()

@@ -21,8 +21,8 @@ is continued in a fresh notebook at most once.
 
 The keeper is the façade; its parts own their state: ``contents`` (an
 attendee's server, every answer bounded), ``image`` (the image's own files),
-``space`` (who may keep how many bytes), ``archive`` (the zip download) and
-``store`` (the disk).
+``space`` (who may keep how many bytes), ``settled`` (a file read whole, never
+mid-save), ``archive`` (the zip download) and ``store`` (the disk).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from ..pool.slot import ASSIGNED, Slot
 from ..secret import KEPT, SESSION, ServerSecret
 from ..traits import MemorySize, format_memory, require
 from .archive import Downloads
+from .settled import StillSaving, read_settled
 from .image import ImageFiles
 from .space import KeptSpace
 from .store import BadPath, Kept, KeptStore, check_path
@@ -283,7 +284,12 @@ class WorkKeeper(LoggingConfigurable):
             if remaining <= 0:
                 raise TimeoutError(f"ran out of time with {item.path} and others left to copy")
             try:
-                data = await files.read(item.path, limit, timeout=remaining)
+                data = await read_settled(lambda left, path=item.path: files.read(path, limit, timeout=left),
+                                          item.path, item.size, deadline)
+            except StillSaving:  # (read mid-save each time: the version kept before stays, next time again)
+                kept.skipped[item.path] = {"size": item.size, "why": "it was being saved each time it was read; "
+                                           "its last kept version stays and the next checkpoint tries again"}
+                continue
             except TooLarge:
                 why = self.space.refusal(kept, item.path, limit + 1, room, network) or "too large"
                 kept.skipped[item.path] = {"size": item.size, "why": why}
