@@ -21,7 +21,7 @@ import time
 import httptools
 
 from .encoding import request_coding
-from .exchange import BUSY, HEAD, IDLE, PAUSE_PIPELINE, PAUSE_TARGET, Exchange
+from .exchange import BUSY, HEAD, IDLE, LINGER, PAUSE_PIPELINE, PAUSE_TARGET, Exchange
 from .head import check_access, check_headers, check_target, forward_head
 from .hosts import check_host
 from .http import Response, error_response, wants_json
@@ -36,6 +36,15 @@ log = logging.getLogger("nbpool.proxy")
 now = time.monotonic
 
 PENDING_BODY_LIMIT = 256 * 1024  # body bytes held while a connection to the target opens
+
+# A request refused before its body was read (413, 403, 503): closing at once, with the body still arriving,
+# makes the kernel reset the connection, and a visitor's browser then shows "connection reset" instead of the
+# answer (Windows and macOS drop the answer they received on a reset; data not yet sent is dropped too). So
+# the answer goes out with a FIN and what the visitor still sends is read and dropped ("lingering close", as
+# nginx does) until it stops sending or half-closes, for at most LINGER_TIME, or LINGER_QUIET of silence
+# (nginx: 30 s and 5 s). The connection keeps its place in its network's count meanwhile.
+LINGER_TIME = 10.0
+LINGER_QUIET = 2.0
 
 
 def keep_probing(transport: asyncio.Transport) -> None:
@@ -114,11 +123,31 @@ class ClientConnection(asyncio.Protocol):
                              .encode(keep_alive=False))
         self.close_now()
 
-    def close_now(self) -> None:
-        """Close the visitor's connection once what is written is out; serve nothing more on it."""
+    def close_now(self, answered: bool = False) -> None:
+        """Close the visitor's connection once what is written is out; serve nothing more on it.
+
+        ``answered``: an answer was just written to the request being read; if its body is still arriving,
+        linger (read and drop it) rather than reset the visitor's connection under their answer.
+        """
+        ex = self.ex
+        if answered and ex is not None and ex.head_done and not ex.request_done and not self.eof \
+                and self.transport.can_write_eof():
+            self.linger()
+            return
         self.transport.close()
         self.closed = True
         self.state.clients.discard(self)
+
+    def linger(self) -> None:
+        """Send the answer and a FIN, then drop what arrives (the sweep ends it: LINGER_TIME, LINGER_QUIET)."""
+        self.closed = True  # (nothing more is written nor served; it stays in state.clients for the sweep)
+        self.phase = LINGER
+        self.since = self.body_seen = now()
+        self.queue.clear()
+        self.transport.write_eof()
+        if self.pauses:
+            self.pauses = 0
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -139,7 +168,7 @@ class ClientConnection(asyncio.Protocol):
     def eof_received(self) -> bool:
         # A client may half-close after its request: still deliver the response.
         self.eof = True
-        return self.cur is not None
+        return self.cur is not None and self.phase != LINGER  # (lingering: the visitor sent all; close)
 
     def pause_writing(self) -> None:
         # The client reads slower than the target sends: stop reading the target.
@@ -168,6 +197,9 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self.phase == LINGER:
+            self.body_seen = now()  # dropped: the rest of a refused request
+            return
         if self.phase == IDLE:
             self.phase = HEAD
             self.since = now()
@@ -359,7 +391,7 @@ class ClientConnection(asyncio.Protocol):
         ex.close = ex.close or close or not ex.keep_alive or ex.upgrade
         self.transport.write(response.encode(keep_alive=not ex.close, head_only=ex.method == b"HEAD"))
         if ex.close:
-            self.close_now()
+            self.close_now(answered=True)
         elif ex.request_done:
             self.finish(ex)
 
@@ -440,7 +472,7 @@ class ClientConnection(asyncio.Protocol):
             cur = None
         if cur is None or cur.response_done:
             self.transport.write(error_response(status, message=message).encode(keep_alive=False))
-            self.close_now()
+            self.close_now(answered=True)
         else:
             # A response is under way: let it finish, then close; read nothing more.
             cur.close = True

@@ -19,7 +19,7 @@ PAUSE_PIPELINE = 1  # a pipelined request waits behind the one in flight, or an 
 PAUSE_TARGET = 2  # the target is not connected yet, or its write buffer is full
 
 # Client connection phases, for the timeout sweep.
-IDLE, HEAD, BUSY = range(3)
+IDLE, HEAD, BUSY, LINGER = range(4)  # LINGER: answered and half-closed, dropping what the visitor still sends
 
 
 class Client(Protocol):

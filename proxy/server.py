@@ -20,9 +20,9 @@ import time
 from traitlets import Bool, Enum, Float, Instance, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from .client import ClientConnection
+from .client import LINGER_QUIET, LINGER_TIME, ClientConnection
 from .encoding import Policy
-from .exchange import BUSY, HEAD, IDLE
+from .exchange import BUSY, HEAD, IDLE, LINGER
 from .routes import RouteTable
 from .state import LIMIT_TRAITS, ConnectionState, Limits, Stats
 from .static_cache import StaticCache
@@ -387,9 +387,13 @@ class Proxy(LoggingConfigurable):
         lim = self.limits
         stats = self.stats
         for client in list(self.state.clients):
+            phase = client.phase
+            if phase == LINGER:  # (closed to HTTP, still reading what a refused request sends)
+                if t - client.since > LINGER_TIME or t - client.body_seen > LINGER_QUIET:
+                    client.transport.close()
+                continue
             if client.closed:
                 continue
-            phase = client.phase
             if phase == HEAD and t - client.since > lim.head_timeout:
                 stats.timeouts += 1
                 client.fail(408)

@@ -13,6 +13,7 @@ from tornado.websocket import websocket_connect
 
 from proxy.http import Response
 from proxy.origin import OriginPolicy, normalize_origin
+from proxy.client import LINGER_QUIET
 from proxy.server import Proxy
 from tests.httpwire import Wire, request
 from tests.service import vm_kib
@@ -135,8 +136,48 @@ async def test_a_body_over_the_routes_limit_is_refused_before_it_is_relayed(smal
     wire = await Wire.open(p.bound_port)
     await wire.send(b"POST /api/x HTTP/1.1\r\nHost: h\r\nContent-Length: 60000000\r\n\r\n" + b"x" * 4096)
     resp = await wire.response()
-    assert resp.status == 413 and await wire.closed(3)
+    assert resp.status == 413
+    # The rest of the body is read and dropped until the visitor goes quiet (LINGER_QUIET), then it is closed.
+    assert await wire.closed(LINGER_QUIET + 3)
     assert route.requests == 1  # only the first one reached the backend
+
+
+def upload(port: int, size: int) -> bytes:
+    """POST ``size`` bytes as a browser does (the whole body, then read the answer); what came back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"POST /api/x HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size)
+        for _ in range(size // 65536):
+            sock.sendall(b"x" * 65536)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+async def test_a_refused_upload_gets_its_answer_never_a_reset(small_bodies):
+    # Closing with the body still arriving makes the kernel reset the connection: the sender's next write fails
+    # and a browser shows "connection reset" instead of the page. The proxy answers, half-closes and drops the
+    # rest, so the whole 32 MiB goes and the 413 is read after it, then a clean end.
+    p, route = small_bodies
+    answer = await asyncio.to_thread(upload, p.bound_port, 32 << 20)
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"Connection: close" in answer, answer[:300]
+    assert route.requests == 0
+
+
+async def test_a_refused_upload_that_never_ends_is_closed_after_linger_time(small_bodies, monkeypatch):
+    import proxy.server
+
+    monkeypatch.setattr(proxy.server, "LINGER_TIME", 1.5)  # (10 s in service: a trickle can hold no more)
+    p, _ = small_bodies
+    wire = await Wire.open(p.bound_port)
+    await wire.send(b"POST /api/x HTTP/1.1\r\nHost: h\r\nContent-Length: 60000000\r\n\r\n")
+    assert (await wire.response()).status == 413
+    t0 = asyncio.get_running_loop().time()
+    with pytest.raises(ConnectionError):  # a byte every 0.3 s, never quiet long enough: cut off at LINGER_TIME
+        while asyncio.get_running_loop().time() - t0 < 10:
+            await wire.send(b"x")
+            await asyncio.sleep(0.3)
+    assert asyncio.get_running_loop().time() - t0 < 5
 
 
 async def test_a_chunked_body_over_the_limit_is_cut_off(small_bodies):
