@@ -37,15 +37,6 @@ now = time.monotonic
 
 PENDING_BODY_LIMIT = 256 * 1024  # body bytes held while a connection to the target opens
 
-# A request refused before its body was read (413, 403, 503): closing at once, with the body still arriving,
-# makes the kernel reset the connection, and a visitor's browser then shows "connection reset" instead of the
-# answer (Windows and macOS drop the answer they received on a reset; data not yet sent is dropped too). So
-# the answer goes out with a FIN and what the visitor still sends is read and dropped ("lingering close", as
-# nginx does) until it stops sending or half-closes, for at most LINGER_TIME, or LINGER_QUIET of silence
-# (nginx: 30 s and 5 s). The connection keeps its place in its network's count meanwhile.
-LINGER_TIME = 10.0
-LINGER_QUIET = 2.0
-
 
 def keep_probing(transport: asyncio.Transport) -> None:
     """TCP keep-alive probes on a visitor's connection: a WebSocket may rightly stay idle for hours,
@@ -124,14 +115,10 @@ class ClientConnection(asyncio.Protocol):
         self.close_now()
 
     def close_now(self, answered: bool = False) -> None:
-        """Close the visitor's connection once what is written is out; serve nothing more on it.
-
-        ``answered``: an answer was just written to the request being read; if its body is still arriving,
-        linger (read and drop it) rather than reset the visitor's connection under their answer.
-        """
+        """Close the visitor's connection once what is written is out; serve nothing more on it. ``answered``:
+        an answer to the request being read was just written; if its body still arrives, linger (never reset)."""
         ex = self.ex
-        if answered and ex is not None and ex.head_done and not ex.request_done and not self.eof \
-                and self.transport.can_write_eof():
+        if answered and ex and ex.head_done and not ex.request_done and not self.eof and self.transport.can_write_eof():
             self.linger()
             return
         self.transport.close()

@@ -21,6 +21,15 @@ PAUSE_TARGET = 2  # the target is not connected yet, or its write buffer is full
 # Client connection phases, for the timeout sweep.
 IDLE, HEAD, BUSY, LINGER = range(4)  # LINGER: answered and half-closed, dropping what the visitor still sends
 
+# A request refused before its body was read (413, 403, 503): closing at once, with the body still arriving,
+# makes the kernel reset the connection, and a visitor's browser then shows "connection reset" instead of the
+# answer (Windows and macOS drop the answer they received on a reset; data not yet sent is dropped too). So
+# the answer goes out with a FIN and what the visitor still sends is read and dropped ("lingering close", as
+# nginx does) until it stops sending or half-closes, for at most LINGER_TIME, or LINGER_QUIET of silence
+# (nginx: 30 s and 5 s). The connection keeps its place in its network's count meanwhile.
+LINGER_TIME = 10.0
+LINGER_QUIET = 2.0
+
 
 class Client(Protocol):
     """What the target side needs of the visitor's connection."""

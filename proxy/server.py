@@ -20,9 +20,9 @@ import time
 from traitlets import Bool, Enum, Float, Instance, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from .client import LINGER_QUIET, LINGER_TIME, ClientConnection
+from .client import ClientConnection
 from .encoding import Policy
-from .exchange import BUSY, HEAD, IDLE, LINGER
+from .exchange import BUSY, HEAD, IDLE, LINGER, LINGER_QUIET, LINGER_TIME
 from .routes import RouteTable
 from .state import LIMIT_TRAITS, ConnectionState, Limits, Stats
 from .static_cache import StaticCache

@@ -13,7 +13,7 @@ from tornado.websocket import websocket_connect
 
 from proxy.http import Response
 from proxy.origin import OriginPolicy, normalize_origin
-from proxy.client import LINGER_QUIET
+from proxy.exchange import LINGER_QUIET
 from proxy.server import Proxy
 from tests.httpwire import Wire, request
 from tests.service import vm_kib
