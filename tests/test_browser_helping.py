@@ -61,8 +61,8 @@ def load_notebook(page, navigate, timeout: float = 90) -> None:
             now = page.locator(".jp-Notebook .jp-Cell").count()
             if sockets and now and now == cells:
                 break
-            page_deadline(deadline, lambda: f"the notebook is not ready: {now} cells, kernel sockets {sockets}; "
-                                            f"page {page.url}, dialogs {page.locator('.jp-Dialog').all_inner_texts()}")
+            page_deadline(deadline, lambda n=now: f"the notebook is not ready: {n} cells, kernel sockets {sockets}; "
+                                          f"page {page.url}, dialogs {page.locator('.jp-Dialog').all_inner_texts()}")
             cells = now
             page.wait_for_timeout(500)
     finally:

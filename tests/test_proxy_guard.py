@@ -11,9 +11,9 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from proxy.exchange import LINGER_QUIET
 from proxy.http import Response
 from proxy.origin import OriginPolicy, normalize_origin
-from proxy.exchange import LINGER_QUIET
 from proxy.server import Proxy
 from tests.httpwire import Wire, request
 from tests.service import vm_kib

@@ -43,8 +43,8 @@ from ..pool.slot import ASSIGNED, Slot
 from ..secret import KEPT, SESSION, ServerSecret
 from ..traits import MemorySize, format_memory, require
 from .archive import Downloads
-from .settled import StillSaving, read_settled
 from .image import ImageFiles
+from .settled import StillSaving, read_settled
 from .space import KeptSpace
 from .store import BadPath, Kept, KeptStore, check_path
 
@@ -284,7 +284,7 @@ class WorkKeeper(LoggingConfigurable):
             if remaining <= 0:
                 raise TimeoutError(f"ran out of time with {item.path} and others left to copy")
             try:
-                data = await read_settled(lambda left, path=item.path: files.read(path, limit, timeout=left),
+                data = await read_settled(lambda left, path=item.path, cap=limit: files.read(path, cap, timeout=left),
                                           item.path, item.size, deadline)
             except StillSaving:  # (read mid-save each time: the version kept before stays, next time again)
                 kept.skipped[item.path] = {"size": item.size, "why": "it was being saved each time it was read; "
