@@ -315,3 +315,14 @@ def test_store_files_are_private_and_zip_holds_exactly_the_kept_files(tmp_path):
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.namelist() == ["a/b.txt"] and archive.read("a/b.txt") == b"hi"
     assert json.loads((tmp_path / "kept" / "beef" / "kept.json").read_text())["files"] == kept.files
+
+
+def test_a_big_notebook_is_whole_by_its_listed_size_and_its_end_without_a_parse():
+    from spawner.keep.settled import PARSE_AT_MOST, whole
+
+    big = b'{"cells": [{"outputs": "' + b"A" * PARSE_AT_MOST + b'"}], "nbformat": 4}\n'
+    assert whole("big.ipynb", len(big), big)
+    assert not whole("big.ipynb", len(big), big[:PARSE_AT_MOST + 10])  # cut off (and so shorter than listed)
+    assert not whole("big.ipynb", len(big) + 5, big)  # the listing saw another version: read again
+    assert not whole("small.IPYNB", 3, b'{"c')  # a small one is parsed, whatever the case of its name
+    assert whole("notes.txt", 4, b"four") and not whole("notes.txt", 4, b"fo")

@@ -12,11 +12,12 @@ then; kept as it was read, it would replace the last good version, and an
 attendee whose container then dies would get an empty notebook back.
 
 So a read is taken as the file only when it looks whole: a notebook parses
-as JSON (a cut-off JSON document never does), any other file has the size
-the listing gave. Otherwise it is read again after a pause; the same bytes
-twice are the file as it is (a broken notebook of the attendee's own, or a
-file changed since the listing), unless they are an empty notebook. A file
-that never settles raises ``StillSaving``: the caller keeps its last
+as JSON (a cut-off JSON document never does; one over PARSE_AT_MOST must
+instead have its listed size and end with a brace), any other file has the
+size the listing gave. Otherwise it is read again after a pause; the same
+bytes twice are the file as it is (a broken notebook of the attendee's own,
+or a file changed since the listing), unless they are an empty notebook. A
+file that never settles raises ``StillSaving``: the caller keeps its last
 version and tries again at the next checkpoint.
 """
 
@@ -28,6 +29,9 @@ import time
 
 PAUSE = 0.5  # seconds between reads of a file found mid-save (a notebook's save takes milliseconds to about 1 s)
 TRIES = 4  # reads after the first (about 2 seconds in all) before the file is left for the next checkpoint
+# Notebooks up to this size are parsed to tell whether they are whole; a larger one (a parse would hold several
+# times its size, for each of save_concurrency saves) is whole when it has its listed size and ends with "}".
+PARSE_AT_MOST = 8 << 20
 
 
 class StillSaving(Exception):
@@ -36,17 +40,23 @@ class StillSaving(Exception):
 
 def whole(path: str, size: int, data: bytes) -> bool:
     """Whether ``data`` looks like the whole file the listing showed."""
-    if path.endswith(".ipynb"):
-        try:
-            json.loads(data)
-        except ValueError:  # (UnicodeDecodeError too)
-            return False
-        return True
-    return len(data) == size
+    if not is_notebook(path):
+        return len(data) == size
+    if len(data) > PARSE_AT_MOST:  # (a big one: its end and its listed size, not a parse of megabytes)
+        return len(data) == size and data[-64:].rstrip().endswith(b"}")
+    try:
+        json.loads(data)
+    except ValueError:  # (UnicodeDecodeError too)
+        return False
+    return True
+
+
+def is_notebook(path: str) -> bool:
+    return path.lower().endswith(".ipynb")
 
 
 async def _whole(path: str, size: int, data: bytes) -> bool:
-    if path.endswith(".ipynb"):  # (parsing a notebook of megabytes takes a while: not on the event loop)
+    if is_notebook(path):  # (parsing a notebook of megabytes takes a while: not on the event loop)
         return await asyncio.to_thread(whole, path, size, data)
     return whole(path, size, data)
 
@@ -65,7 +75,7 @@ async def read_settled(read, path: str, size: int, deadline: float, pause: float
             break
         await asyncio.sleep(pause)
         again = await read(max(0.1, deadline - time.monotonic()))
-        if again == data and (data or not path.endswith(".ipynb")):
+        if again == data and (data or not is_notebook(path)):
             return data  # the same twice: the file as it is, not a save under way
         data = again
     if await _whole(path, size, data):
