@@ -118,7 +118,8 @@ class ClientConnection(asyncio.Protocol):
         """Close the visitor's connection once what is written is out; serve nothing more on it. ``answered``:
         an answer to the request being read was just written; if its body still arrives, linger (never reset)."""
         ex = self.ex
-        if answered and ex and ex.head_done and not ex.request_done and not self.eof and self.transport.can_write_eof():
+        unread = ex is not None and ex.head_done and not ex.request_done and not self.eof
+        if answered and unread and self.transport.can_write_eof():
             self.linger()
             return
         self.transport.close()
