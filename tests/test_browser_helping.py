@@ -258,17 +258,17 @@ def test_attendees_follow_the_instructor_and_catch_up_below_their_own_work(chrom
             deadline = time.monotonic() + 20
             while True:
                 response = attendee.request.get(file_url)
+                # (read mid-save, "Unreadable Notebook": jupyter_server's atomic_writing copies the file aside,
+                # then rewrites it in place, so a reader can find it empty for a moment: read again)
                 if response.status == 400 and "Unreadable Notebook" in response.text():
-                    # (read mid-save: jupyter_server's atomic_writing copies the file aside, then rewrites it in
-                    # place, so a reader can find it empty for a moment)
-                    assert time.monotonic() < deadline, response.text()[:500]
-                    page.wait_for_timeout(300)
-                    continue
-                assert response.ok, (response.status, response.text()[:500])
-                cells = response.json()["content"]["cells"]
-                if check(cells):
-                    return cells
-                assert time.monotonic() < deadline, [c["source"][:40] for c in cells]
+                    seen = response.text()[:500]
+                else:
+                    assert response.ok, (response.status, response.text()[:500])
+                    cells = response.json()["content"]["cells"]
+                    if check(cells):
+                        return cells
+                    seen = [c["source"][:40] for c in cells]
+                assert time.monotonic() < deadline, seen
                 page.wait_for_timeout(300)
 
         # (their run finished and saved: its count set, nbmodel's request mark gone, so later saves change nothing)

@@ -142,25 +142,19 @@ async def test_a_body_over_the_routes_limit_is_refused_before_it_is_relayed(smal
     assert route.requests == 1  # only the first one reached the backend
 
 
-def upload(port: int, size: int) -> bytes:
-    """POST ``size`` bytes as a browser does (the whole body, then read the answer); what came back."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-        sock.sendall(b"POST /api/x HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size)
-        for _ in range(size // 65536):
-            sock.sendall(b"x" * 65536)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-        return answer
-
-
 async def test_a_refused_upload_gets_its_answer_never_a_reset(small_bodies):
     # Closing with the body still arriving makes the kernel reset the connection: the sender's next write fails
     # and a browser shows "connection reset" instead of the page. The proxy answers, half-closes and drops the
-    # rest, so the whole 32 MiB goes and the 413 is read after it, then a clean end.
+    # rest, so the whole 32 MiB goes, as a browser sends it, and the 413 is read after it, then a clean end.
     p, route = small_bodies
-    answer = await asyncio.to_thread(upload, p.bound_port, 32 << 20)
-    assert answer.startswith(b"HTTP/1.1 413 ") and b"Connection: close" in answer, answer[:300]
+    size = 32 << 20
+    wire = await Wire.open(p.bound_port)
+    await wire.send(b"POST /api/x HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % size)
+    for _ in range(size // 65536):
+        await wire.send(b"x" * 65536)  # (a reset fails this)
+    resp = await wire.response()
+    assert resp.status == 413 and resp.header("connection") == "close", resp.headers
+    assert await asyncio.wait_for(wire.reader.read(), 10) == b""  # a FIN (a reset raises ConnectionResetError)
     assert route.requests == 0
 
 

@@ -68,16 +68,15 @@ async def read_settled(read, path: str, size: int, deadline: float, pause: float
     Raises StillSaving when it never is before ``tries`` more reads or ``deadline`` (time.monotonic()).
     """
     data = await read(max(0.1, deadline - time.monotonic()))
-    for _ in range(tries):
+    for attempt in range(tries + 1):  # (each read looked at once: a notebook's parse is not repeated)
+        if attempt:
+            await asyncio.sleep(pause)
+            again = await read(max(0.1, deadline - time.monotonic()))
+            if again == data and (data or not is_notebook(path)):
+                return data  # the same twice: the file as it is, not a save under way
+            data = again
         if await _whole(path, size, data):
             return data
         if deadline - time.monotonic() <= pause:
             break
-        await asyncio.sleep(pause)
-        again = await read(max(0.1, deadline - time.monotonic()))
-        if again == data and (data or not is_notebook(path)):
-            return data  # the same twice: the file as it is, not a save under way
-        data = again
-    if await _whole(path, size, data):
-        return data
     raise StillSaving(f"{path} was being saved each time it was read")
