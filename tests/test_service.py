@@ -185,7 +185,8 @@ def test_queue_then_success_when_no_spare_then_full_at_the_cap(make_service):
     page = session.get(service.url + resp.headers["Location"], allow_redirects=False, timeout=30)
     if page.status_code == 200:  # still starting: the waiting page shows the place in line
         assert "in line" in page.text or "You are next" in page.text
-        assert 'http-equiv="refresh"' in page.text
+        # A refresh for browsers without scripts only: in a scripted one it raced with the script's own move.
+        assert '<noscript><meta http-equiv="refresh"' in page.text
     url = spawn(session, service.url)  # the same visitor keeps its ticket cookie... or goes back to its container
     assert session.get(url, timeout=30).status_code == 200
     second = visitor()
@@ -196,6 +197,47 @@ def test_queue_then_success_when_no_spare_then_full_at_the_cap(make_service):
     assert "busy" in third.text
     api = requests.post(f"{service.url}/api/spawn", timeout=30)
     assert api.status_code == 429 and "Retry-After" in api.headers
+
+
+def test_a_place_in_line_asked_for_again_once_served_leads_its_own_browser_alone_to_the_same_container(
+        make_service):
+    # The waiting page's script and a reload (or a second tab) can both ask for a place the moment it is
+    # served; the second request used to find it "expired" and left the visitor there, their container taken.
+    service = make_service(Pool__warm=0, Pool__max_containers=2)
+    service.start(wait_warm=False)
+    session = visitor()
+    resp = session.get(f"{service.url}/spawn", allow_redirects=False, timeout=30)
+    assert resp.status_code == 302 and resp.headers["Location"].startswith("/spawn/wait/")
+    wait_url = service.url + resp.headers["Location"]
+    key = wait_url.rsplit("/", 1)[1]
+    ticket = dict(session.cookies)  # what a request sent before the first answer still carries
+    deadline = time.monotonic() + 120
+    while not session.get(f"{service.url}/api/queue/{key}?wait=20", timeout=30).json().get("ready"):
+        assert time.monotonic() < deadline, "the container was never ready"
+
+    first = session.get(wait_url, allow_redirects=False, timeout=30)
+    assert first.status_code == 302 and "/user/" in first.headers["Location"]
+    assert "nbpool-ticket" not in session.cookies  # the first answer ends the place in line
+
+    # A second request of the same browser sent before that answer: the same container, its cookie again.
+    early = requests.get(wait_url, cookies=ticket, headers=session.headers, allow_redirects=False, timeout=30)
+    assert early.status_code == 302 and early.headers["Location"] == first.headers["Location"]
+    assert "nbpool-session" in early.cookies
+    # One sent after it (the session cookie, no ticket): the same container too, and the script's poll says so.
+    assert session.get(wait_url, allow_redirects=False, timeout=30).headers["Location"] == first.headers["Location"]
+    assert session.get(f"{service.url}/api/queue/{key}", timeout=30).json()["ready"] is True
+
+    # Anyone else who learnt the link (a shared screen, a history) gets nothing from it.
+    stranger = visitor()
+    taken = stranger.get(wait_url, allow_redirects=False, timeout=30)
+    assert taken.status_code == 410 and "Location" not in taken.headers and not stranger.cookies
+    assert stranger.get(f"{service.url}/api/queue/{key}", timeout=30).status_code == 410
+    other = visitor()  # with a ticket of their own, for another place
+    other.get(f"{service.url}/spawn", allow_redirects=False, timeout=30)
+    assert "nbpool-ticket" in other.cookies
+    assert other.get(wait_url, allow_redirects=False, timeout=30).status_code == 410
+    assert session.get(first.headers["Location"] if first.headers["Location"].startswith("http")
+                       else service.url + first.headers["Location"], timeout=30).status_code == 200
 
 
 def test_spawn_rate_limit_per_address(make_service):

@@ -14,6 +14,7 @@ takes it as an argument.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
 import re
@@ -224,6 +225,7 @@ class WebApp(LoggingConfigurable):
         self.admission = Admission(self)
         self.observe(lambda change: self.admission.new_rate(), names=["spawn_rate_limit", "spawn_rate_period"])
         self.tickets: dict[str, WaitingVisitor] = {}
+        self.arrivals: dict[str, Arrival] = {}  # places in line just served, by ticket key
         self.claims: dict[str, Claim] = {}
         self.history: collections.deque = collections.deque(maxlen=720)
         self.accepting = True
@@ -273,6 +275,9 @@ class WebApp(LoggingConfigurable):
             if waiting.expired(now, self.claim_timeout):
                 del self.tickets[key]
                 waiting.ticket.cancel()
+        for key, arrival in list(self.arrivals.items()):
+            if now - arrival.created > self.claim_timeout:
+                del self.arrivals[key]
         for key, claim in list(self.claims.items()):
             if now - claim.created > self.claim_timeout:
                 del self.claims[key]
@@ -307,6 +312,20 @@ class WaitingVisitor:
     def expired(self, now: float, claim_timeout: float) -> bool:
         # Served but not picked up, or waiting but not asked about, for claim_timeout.
         return now - self.last_seen > claim_timeout
+
+
+class Arrival:
+    """A visitor just taken from the line into their container. A second request for the same place (the
+    waiting page's script and its fallback refresh, a reload, a second tab) follows the first one into that
+    container instead of finding the place expired; ``done`` is set once the first has finished sending the
+    visitor there (their kept work or a link's repository copied in)."""
+
+    def __init__(self, slot: Slot, path: str, prefix: str):
+        self.slot = slot
+        self.path = path
+        self.prefix = prefix
+        self.done = asyncio.Event()
+        self.created = time.monotonic()
 
 
 class Claim:

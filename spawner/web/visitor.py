@@ -17,7 +17,7 @@ from ..pool.errors import PoolError
 from ..pool.slot import ASSIGNED, split_user_path
 from ..secret import CLAIM, INSTRUCTOR, TICKET, WORKSHOP_KEY
 from .admission import Refused
-from .app import WaitingVisitor
+from .app import Arrival, WaitingVisitor
 from .handler import TICKET_COOKIE, PageHandler, instructor_cookie, key_cookie
 from .origins import Origins, entry_url
 from .pages import NOT_ANSWERING, NOT_ANSWERING_RETRY, fresh_url
@@ -189,7 +189,19 @@ class WaitHandler(PageHandler):
                 self.workshops.default
         return waiting
 
+    def holds(self, key: str, arrival: Arrival) -> bool:
+        """Whether this browser is the one that waited for ``arrival``: it holds the place's ticket (a request
+        sent before the first answer cleared it), or already the session that answer gave it."""
+        if self.nb.secret.verify(self.get_cookie(TICKET_COOKIE), TICKET) == key:
+            return True
+        ws = self.workshops.of_cid(arrival.slot.cid)
+        return ws is not None and self.current_slot(ws) is arrival.slot
+
     async def get(self, key: str) -> None:
+        arrival = self.nb.arrivals.get(key)
+        if arrival is not None:
+            await self.follow(key, arrival)
+            return
         waiting = self.waiting(key)
         if waiting is None:
             self.page("expired.html", status=410, fresh_url="/spawn?new=1")
@@ -207,9 +219,34 @@ class WaitHandler(PageHandler):
                 return
             slot = future.result()
             self.nb.log.info("handed out %s to %s after waiting in line", slot.cid, self.request.remote_ip)
-            await self.arrive(slot, waiting.path, waiting.restore, waiting.deliver)
+            arrival = self.nb.arrivals[key] = Arrival(slot, waiting.path, waiting.prefix)
+            try:
+                await self.arrive(slot, waiting.path, waiting.restore, waiting.deliver)
+            finally:
+                arrival.done.set()
             return
         self.page("waiting.html", position=waiting.ticket.position, key=key)
+
+    async def follow(self, key: str, arrival: Arrival) -> None:
+        """Another request for a place in line already served: into the same container, for the same browser
+        only (anyone else who learnt the link finds it expired, as before it was served)."""
+        self._workshop = self.workshops.get(arrival.prefix.removeprefix("/w/")) if arrival.prefix else \
+            self.workshops.default
+        if not self.holds(key, arrival):
+            self.page("expired.html", status=410, fresh_url="/spawn?new=1")
+            return
+        try:  # the first request may still be copying the visitor's kept work in
+            await asyncio.wait_for(arrival.done.wait(), timeout=QueueHandler.LONG_POLL)
+        except TimeoutError:
+            self.page("waiting.html", position=0, key=key)  # its script asks again
+            return
+        slot = arrival.slot
+        if slot.state != ASSIGNED or slot.route is None:  # the first request's arrival failed and said why
+            self.page("expired.html", status=410, fresh_url=f"{arrival.prefix}/spawn/{arrival.path}?new=1")
+            return
+        self.set_session_cookie(slot)
+        self.clear_cookie(TICKET_COOKIE, path="/")
+        self.redirect(entry_url(self, slot, arrival.path))
 
 
 class QueueHandler(WaitHandler):
@@ -223,6 +260,10 @@ class QueueHandler(WaitHandler):
     LONG_POLL = 25.0
 
     async def get(self, key: str) -> None:
+        arrival = self.nb.arrivals.get(key)
+        if arrival is not None and self.holds(key, arrival):  # served to another of this browser's requests
+            self.finish({"ready": True, "url": f"/spawn/wait/{key}"})
+            return
         waiting = self.waiting(key)
         if waiting is None:
             self.set_status(410)

@@ -1,9 +1,9 @@
 // Poll our place in line; go on as soon as the container is ready.
-// The page's <meta refresh> does the same more slowly when scripts are off.
+// The page's <meta refresh> does the same more slowly when scripts are off. It sits in <noscript>, so a
+// browser running this never has it: removing it from here raced with its timer when this script came
+// late, and two requests for a place just served then left the second on the "expired" page.
 (function () {
   var key = document.currentScript.getAttribute("data-key");
-  var meta = document.querySelector('meta[http-equiv="refresh"]');
-  if (meta) meta.parentNode.removeChild(meta);
   var position = document.getElementById("position");
   function poll() {
     // Long poll: the server answers as soon as the container is ready (or after 20 s).
