@@ -340,3 +340,39 @@ def test_several_workshops_from_the_front_page_to_each_ones_own_landing_and_the_
         svc.stop()
         for name in ("python-intro", "r-stats"):
             remove_pool_containers(docker_client, f"{svc.pool_name}-{name}")
+
+
+def test_the_waiting_page_moves_on_by_its_script_alone(chromium, docker_client, notebook_image, tmp_path):
+    # The page had a <meta refresh> its script removed, but Chromium keeps a refresh once parsed: a waiting
+    # visitor reloaded every 2 s beside the script's long poll, and a reload racing the script's own move once
+    # the place was served left the visitor on the "expired" page (a CI failure of the several-workshops test).
+    svc = Service(tmp_path, f"nbpool-browser-{secrets.token_hex(3)}", Pool__warm=0, Pool__max_containers=2)
+    svc.start(wait_warm=False)
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    documents: list[str] = []
+    page.on("request", lambda r: documents.append(r.url) if r.resource_type == "document" else None)
+    # A long line, which a real start on this machine is too quick to give: the script's polls hear "not
+    # yet" until the test lets them through to nbpool.
+    line = {"long": True}
+    page.route("**/api/queue/**", lambda route: route.fulfill(json={"ready": False, "position": 2})
+               if line["long"] else route.continue_())
+    try:
+        page.goto(f"{svc.url}/spawn")
+        page.get_by_text("You are number 2 in line.").wait_for()  # (the script's poll wrote it)
+        page.wait_for_timeout(5_000)  # more than twice the refresh's 2 s
+        waits = [url for url in documents if "/spawn/wait/" in url]
+        assert len(waits) == 1, f"the waiting page was loaded again while its script waited: {waits}"
+        line["long"] = False
+        page.wait_for_url(re.compile(r"/user/[0-9a-f]{12}/tree"))
+        assert [url for url in documents if "/spawn/wait/" in url] == waits * 2  # its script's one move on
+    except Exception:
+        print(f"--- the page: {page.url}\n{documents}")
+        svc.stop()
+        print(svc.logs()[-8000:])
+        raise
+    finally:
+        context.close()
+        svc.stop()
+        remove_pool_containers(docker_client, svc.pool_name)
