@@ -140,8 +140,10 @@ def test_api_spawn_gives_a_one_time_link(shared):
     opened = browser.get(link, allow_redirects=False, timeout=30)
     assert opened.status_code == 302 and opened.headers["Location"].endswith("/lab")
     assert browser.get(shared.url + opened.headers["Location"], timeout=30).status_code == 200
-    again = visitor().get(link, allow_redirects=False, timeout=30)
-    assert again.status_code == 410
+    reopened = browser.get(link, allow_redirects=False, timeout=30)  # a reload, a second click: back in
+    assert reopened.status_code == 302 and reopened.headers["Location"] == opened.headers["Location"]
+    again = visitor().get(link, allow_redirects=False, timeout=30)  # anyone else: it was used
+    assert again.status_code == 410 and not again.cookies
 
 
 def test_stats_health_and_metrics(shared):

@@ -303,6 +303,11 @@ class ClaimHandler(PageHandler):
         key = nb.secret.verify(token, CLAIM)
         claim = nb.claims.get(key) if key else None
         ws = self.workshops.of_cid(claim.slot.cid) if claim is not None else None
+        if claim is not None and claim.used:  # opened already: a reload of it (or a second click) goes back in
+            if ws is not None and self.current_slot(ws) is claim.slot:
+                self.redirect(entry_url(self, claim.slot, claim.path))
+                return
+            claim = None  # one use: anyone else finds it expired
         if claim is None or claim.slot.state != ASSIGNED or ws is None:
             self.page("expired.html", status=410, fresh_url=f"{self.prefix}/spawn?new=1")
             return
@@ -319,8 +324,7 @@ class ClaimHandler(PageHandler):
                 self.page("confirm.html", back_url=entry_url(self, replaced[0], ""), action=self.request.uri)
                 return
             self.let_go(replaced, "You opened another notebook in its place.")
-        del nb.claims[key]
-        claim.used = True
+        claim.used = True  # (kept until claim_timeout, for the same browser's second request)
         self.set_session_cookie(claim.slot)
         self.redirect(entry_url(self, claim.slot, claim.path))
 
