@@ -292,6 +292,22 @@ def test_the_ended_page_gives_the_attendee_their_work_back(chromium, service, tm
         context.close()
 
 
+def own_service_failed(svc, page, *shown) -> None:
+    """What a test with a service of its own prints when it fails: the page's URL (and ``shown``) and the service's
+    log. (It runs before the test's report exists: request.node.call_failed is not set yet.)"""
+    print(f"--- the page: {page.url}", *shown, sep="\n")
+    svc.stop()
+    print(svc.logs()[-8000:])
+
+
+def own_service_ends(svc, context, docker_client, pools: list[str]) -> None:
+    """A test's own service, its browser context and its pools' containers, gone whatever happened."""
+    context.close()
+    svc.stop()
+    for pool in pools:
+        remove_pool_containers(docker_client, pool)
+
+
 def test_several_workshops_from_the_front_page_to_each_ones_own_landing_and_the_status_page(
         chromium, docker_client, notebook_image, tmp_path):
     svc = Service(tmp_path, f"nbpool-browser-{secrets.token_hex(3)}", NbpoolApp__workshops={
@@ -330,16 +346,12 @@ def test_several_workshops_from_the_front_page_to_each_ones_own_landing_and_the_
         assert page.get_by_text("1 in use", exact=False).count() == 1  # only the notebook still open
         # Signing in ended this browser's hold on its notebook: the operator's cookie never sits beside it.
         assert not any(c["name"].startswith("nbpool-session") for c in context.cookies())
-    except Exception:  # (this runs before the test's report exists: request.node.call_failed is not set yet)
-        print(f"--- the page: {page.url}")
-        svc.stop()
-        print(svc.logs()[-8000:])
+    except Exception:
+        own_service_failed(svc, page)
         raise
     finally:
-        context.close()
-        svc.stop()
-        for name in ("python-intro", "r-stats"):
-            remove_pool_containers(docker_client, f"{svc.pool_name}-{name}")
+        own_service_ends(svc, context, docker_client,
+                         [f"{svc.pool_name}-{name}" for name in ("python-intro", "r-stats")])
 
 
 def test_the_waiting_page_moves_on_by_its_script_alone(chromium, docker_client, notebook_image, tmp_path):
@@ -368,11 +380,7 @@ def test_the_waiting_page_moves_on_by_its_script_alone(chromium, docker_client, 
         page.wait_for_url(re.compile(r"/user/[0-9a-f]{12}/tree"))
         assert [url for url in documents if "/spawn/wait/" in url] == waits * 2  # its script's one move on
     except Exception:
-        print(f"--- the page: {page.url}\n{documents}")
-        svc.stop()
-        print(svc.logs()[-8000:])
+        own_service_failed(svc, page, documents)
         raise
     finally:
-        context.close()
-        svc.stop()
-        remove_pool_containers(docker_client, svc.pool_name)
+        own_service_ends(svc, context, docker_client, [svc.pool_name])

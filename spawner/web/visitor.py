@@ -179,20 +179,26 @@ class WaitHandler(PageHandler):
     """The waiting page: shows the visitor's place in line, moves on by itself when their container is ready."""
 
     def waiting(self, key: str) -> WaitingVisitor | None:
-        if self.nb.secret.verify(self.get_cookie(TICKET_COOKIE), TICKET) != key:
+        if not self.holds_ticket(key):
             return None  # someone else's ticket (or none): never hand its container to this visitor
         waiting = self.nb.tickets.get(key)
         if waiting is not None:
             waiting.last_seen = time.monotonic()
-            # Its pages are its workshop's (title, links), though the line's URLs are the service's.
-            self._workshop = self.workshops.get(waiting.prefix.removeprefix("/w/")) if waiting.prefix else \
-                self.workshops.default
+            self.pages_of(waiting.prefix)
         return waiting
+
+    def holds_ticket(self, key: str) -> bool:
+        return self.nb.secret.verify(self.get_cookie(TICKET_COOKIE), TICKET) == key
+
+    def pages_of(self, prefix: str) -> None:
+        """This request's pages are those of the workshop at ``prefix`` (title, links), though the line's URLs
+        are the service's."""
+        self._workshop = self.workshops.get(prefix.removeprefix("/w/")) if prefix else self.workshops.default
 
     def holds(self, key: str, arrival: Arrival) -> bool:
         """Whether this browser is the one that waited for ``arrival``: it holds the place's ticket (a request
         sent before the first answer cleared it), or already the session that answer gave it."""
-        if self.nb.secret.verify(self.get_cookie(TICKET_COOKIE), TICKET) == key:
+        if self.holds_ticket(key):
             return True
         ws = self.workshops.of_cid(arrival.slot.cid)
         return ws is not None and self.current_slot(ws) is arrival.slot
@@ -230,8 +236,7 @@ class WaitHandler(PageHandler):
     async def follow(self, key: str, arrival: Arrival) -> None:
         """Another request for a place in line already served: into the same container, for the same browser
         only (anyone else who learnt the link finds it expired, as before it was served)."""
-        self._workshop = self.workshops.get(arrival.prefix.removeprefix("/w/")) if arrival.prefix else \
-            self.workshops.default
+        self.pages_of(arrival.prefix)
         if not self.holds(key, arrival):
             self.page("expired.html", status=410, fresh_url="/spawn?new=1")
             return
